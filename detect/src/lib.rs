@@ -1,0 +1,1 @@
+//! dunes-detect
