@@ -1,1 +1,146 @@
-//! dunes-ingest
+//! dunes-ingest: validation of MCP log envelopes and their normalisation into
+//! the Arrow `events` and `tool_defs` tables described in `docs/schema.md`.
+//!
+//! ```text
+//! LineReader / split_http_body ──RawRecord──▶ Normalizer::decode_batch ──▶ DecodedBatch
+//!                                                  (events, tool_defs, accepted, rejected)
+//! rejected ──▶ DeadLetterWriter
+//! ```
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+use std::fmt;
+
+use arrow::record_batch::RecordBatch;
+
+mod deadletter;
+mod envelope;
+mod error;
+mod normalize;
+pub mod schema;
+pub mod secrets;
+pub mod source;
+pub mod text;
+pub mod urls;
+
+pub use deadletter::{DEAD_LETTER_RAW_MAX, DeadLetterWriter};
+pub use error::IngestError;
+pub use normalize::Normalizer;
+pub use source::split_http_body;
+
+/// Ingest limits and matching parameters.
+#[derive(Clone, Debug)]
+pub struct IngestConfig {
+    /// Largest accepted envelope in bytes (default 1 MiB).
+    pub max_line_bytes: usize,
+    /// Most outstanding requests remembered for latency matching (oldest evicted).
+    pub pending_requests_max: usize,
+    /// Outstanding requests older than this (event time) are forgotten.
+    pub pending_request_ttl_ms: i64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            max_line_bytes: 1024 * 1024,
+            pending_requests_max: 200_000,
+            pending_request_ttl_ms: 5 * 60 * 1000,
+        }
+    }
+}
+
+/// Where a record came from.
+#[derive(Clone, Debug)]
+pub enum SourcePos {
+    /// Line `line` (1-based) of a file.
+    File {
+        /// The path as given.
+        path: String,
+        /// 1-based line number.
+        line: u64,
+    },
+    /// Line `line` (1-based) of standard input.
+    Stdin {
+        /// 1-based line number.
+        line: u64,
+    },
+    /// Element `index` (0-based) of an HTTP ingest request.
+    Http {
+        /// Request id assigned by the API.
+        request_id: String,
+        /// 0-based element (JSON array) or line (NDJSON) index.
+        index: u64,
+    },
+    /// A Kafka message.
+    Kafka {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// Offset.
+        offset: i64,
+    },
+}
+
+impl fmt::Display for SourcePos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourcePos::File { path, line } => write!(f, "{path}:{line}"),
+            SourcePos::Stdin { line } => write!(f, "stdin:{line}"),
+            SourcePos::Http { .. } => f.write_str("http"),
+            SourcePos::Kafka {
+                topic,
+                partition,
+                offset,
+            } => write!(f, "kafka:{topic}/{partition}/{offset}"),
+        }
+    }
+}
+
+/// One input record (normally one line).
+#[derive(Clone, Debug)]
+pub struct RawRecord {
+    /// The bytes, without the line ending (cut to `max_line_bytes + 1` if oversize).
+    pub bytes: Vec<u8>,
+    /// Where it came from.
+    pub source: SourcePos,
+    /// The original length when the reader cut the record.
+    pub oversize: Option<usize>,
+}
+
+/// A record that failed validation.
+#[derive(Clone, Debug)]
+pub struct Rejected {
+    /// Human-readable reason, e.g. `missing required field "ts"`.
+    pub reason: String,
+    /// Where it came from.
+    pub source: SourcePos,
+    /// The bytes as received (possibly cut, see the reason).
+    pub raw: Vec<u8>,
+}
+
+/// One accepted envelope (not one per JSON-RPC element).
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    /// Envelope `event_id`, or the derived `d-…` id.
+    pub event_id: String,
+    /// Envelope `ts`, µs since the Unix epoch.
+    pub ts_micros: i64,
+    /// The original bytes, for the ledger.
+    pub raw: Vec<u8>,
+    /// Where it came from.
+    pub source: SourcePos,
+}
+
+/// The output of [`Normalizer::decode_batch`].
+#[derive(Debug)]
+pub struct DecodedBatch {
+    /// `events` rows ([`schema::events_schema`]).
+    pub events: RecordBatch,
+    /// `tool_defs` rows ([`schema::tool_defs_schema`]).
+    pub tool_defs: RecordBatch,
+    /// Accepted envelopes, in input order.
+    pub accepted: Vec<Accepted>,
+    /// Rejected records, in input order.
+    pub rejected: Vec<Rejected>,
+}

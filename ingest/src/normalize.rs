@@ -1,0 +1,1040 @@
+//! Normalisation of validated envelopes into the `events` and `tool_defs`
+//! Arrow tables, with request/response matching across batches.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
+    StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::record_batch::RecordBatch;
+use serde_json::{Map, Value};
+
+use crate::envelope::{self, Envelope};
+use crate::schema::{events_schema, tool_defs_schema};
+use crate::secrets::{redact, redact_quiet};
+use crate::text::{
+    PREVIEW_CHARS, TEXT_CAP_BYTES, canonical_string, decode_for_rules, is_invisible,
+    sha256_hex, shannon_entropy, truncate_bytes, truncate_chars, visible_preview, write_canonical,
+};
+use crate::urls;
+use crate::{Accepted, DecodedBatch, IngestConfig, IngestError, RawRecord, Rejected};
+
+/// What a request leaves behind for its response.
+#[derive(Debug)]
+struct PendingReq {
+    ts: i64,
+    seq: u64,
+    method: Option<String>,
+    tool_name: Option<String>,
+    resource_uri: Option<String>,
+    prompt_name: Option<String>,
+}
+
+/// Bounded, expiring map of outstanding requests.
+#[derive(Debug)]
+struct Pending {
+    map: HashMap<String, PendingReq>,
+    /// Insertion order: (ts, seq, key). Entries whose seq no longer matches
+    /// the map are stale and skipped.
+    order: VecDeque<(i64, u64, String)>,
+    next_seq: u64,
+    max: usize,
+    ttl_micros: i64,
+}
+
+impl Pending {
+    fn new(max: usize, ttl_ms: i64) -> Self {
+        Pending {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            next_seq: 0,
+            max: max.max(1),
+            ttl_micros: ttl_ms.max(0).saturating_mul(1000),
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, seq, key)) = self.order.pop_front()
+            && self.map.get(&key).is_some_and(|p| p.seq == seq)
+        {
+            self.map.remove(&key);
+        }
+    }
+
+    fn insert(&mut self, key: String, mut req: PendingReq) {
+        req.seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.push_back((req.ts, req.seq, key.clone()));
+        self.map.insert(key, req);
+        while self.map.len() > self.max {
+            self.pop_front();
+        }
+        if self.order.len() > self.max.saturating_mul(2).max(1024) {
+            let map = &self.map;
+            self.order
+                .retain(|(_, seq, k)| map.get(k).is_some_and(|p| p.seq == *seq));
+        }
+    }
+
+    /// Drops requests older than the TTL relative to `now` (event time).
+    fn expire(&mut self, now: i64) {
+        let limit = now.saturating_sub(self.ttl_micros);
+        while self.order.front().is_some_and(|f| f.0 < limit) {
+            self.pop_front();
+        }
+    }
+
+    fn take(&mut self, key: &str, now: i64) -> Option<PendingReq> {
+        let p = self.map.remove(key)?;
+        (now.saturating_sub(p.ts) <= self.ttl_micros).then_some(p)
+    }
+
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// Turns raw records into normalised Arrow batches. Holds the
+/// request/response matching state across batches.
+#[derive(Debug)]
+pub struct Normalizer {
+    cfg: IngestConfig,
+    pending: Pending,
+    scratch: Vec<u8>,
+}
+
+/// Derived per-message values (one `events` row).
+#[derive(Default)]
+struct Row {
+    msg_index: i32,
+    msg_kind: &'static str,
+    jsonrpc_id: Option<String>,
+    method: Option<String>,
+    protocol_version: Option<String>,
+    tool_name: Option<String>,
+    resource_uri: Option<String>,
+    prompt_name: Option<String>,
+    args: Option<Args>,
+    is_error: Option<bool>,
+    error_code: Option<i64>,
+    error_message: Option<String>,
+    result: Option<ResultInfo>,
+    tools_listed: Option<i32>,
+    latency_ms: Option<f64>,
+    header_mismatch: Option<bool>,
+}
+
+struct Args {
+    bytes: i64,
+    sha256: String,
+    keys: Option<Vec<String>>,
+    preview: String,
+    text: String,
+    decoded: String,
+    max_len: Option<i64>,
+    max_entropy: Option<f64>,
+    urls: Vec<String>,
+    hosts: Vec<String>,
+    classes: Vec<&'static str>,
+    schemes: Vec<String>,
+    secret_types: Vec<&'static str>,
+}
+
+struct ResultInfo {
+    bytes: i64,
+    preview: String,
+    text: String,
+    secret_types: Vec<&'static str>,
+    content_types: Vec<String>,
+}
+
+fn s_get<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Value::as_str)
+}
+
+fn id_text(v: &Value) -> Option<String> {
+    match v.get("id")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Keys whose string value is a secret whatever it looks like.
+fn sensitive_key(k: &str) -> Option<&'static str> {
+    let l = k.to_ascii_lowercase();
+    match l.as_str() {
+        "password" | "passwd" | "pwd" | "passphrase" | "db_password" | "client_secret" => {
+            Some("generic_password")
+        }
+        "aws_secret_access_key" | "aws_secret_key" | "secretaccesskey" => Some("aws_secret_key"),
+        _ => None,
+    }
+}
+
+const REDACTED_PASSWORD: &str = "[REDACTED:generic_password]";
+const REDACTED_AWS_SECRET: &str = "[REDACTED:aws_secret_key]";
+
+/// Collects string leaves (depth-first, object keys in input order). Values of
+/// sensitive keys are replaced by their redaction marker and the kind recorded.
+fn leaves<'a>(v: &'a Value, out: &mut Vec<&'a str>, kinds: &mut Vec<&'static str>, depth: u32) {
+    if depth > 128 {
+        return;
+    }
+    match v {
+        Value::String(s) => out.push(s),
+        Value::Array(a) => a.iter().for_each(|x| leaves(x, out, kinds, depth + 1)),
+        Value::Object(m) => {
+            for (k, x) in m {
+                if let Value::String(s) = x
+                    && s.chars().count() >= 4
+                    && let Some(kind) = sensitive_key(k)
+                {
+                    out.push(if kind == "aws_secret_key" {
+                        REDACTED_AWS_SECRET
+                    } else {
+                        REDACTED_PASSWORD
+                    });
+                    if !kinds.contains(&kind) {
+                        kinds.push(kind);
+                    }
+                    continue;
+                }
+                leaves(x, out, kinds, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn join_capped(parts: &[&str]) -> String {
+    let total: usize = parts.iter().map(|p| p.len() + 1).sum();
+    let mut s = String::with_capacity(total.min(TEXT_CAP_BYTES * 2));
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            s.push('\n');
+        }
+        s.push_str(p);
+        if s.len() > TEXT_CAP_BYTES * 2 {
+            break; // the rest would be cut anyway
+        }
+    }
+    s
+}
+
+fn cap(s: &str) -> String {
+    truncate_bytes(s, TEXT_CAP_BYTES).to_owned()
+}
+
+fn sorted_kinds(mut k: Vec<&'static str>) -> Vec<&'static str> {
+    k.sort_unstable();
+    k.dedup();
+    k
+}
+
+impl Normalizer {
+    /// A normaliser with empty matching state.
+    pub fn new(cfg: IngestConfig) -> Self {
+        let pending = Pending::new(cfg.pending_requests_max, cfg.pending_request_ttl_ms);
+        Normalizer {
+            cfg,
+            pending,
+            scratch: Vec::with_capacity(4096),
+        }
+    }
+
+    /// Number of requests currently waiting for their response.
+    pub fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Validates and normalises `records`. Bad records become [`Rejected`];
+    /// blank (whitespace-only) records are skipped. `Err` only on an internal
+    /// Arrow failure.
+    pub fn decode_batch(&mut self, records: Vec<RawRecord>) -> Result<DecodedBatch, IngestError> {
+        let mut ev = EventsBuilder::with_capacity(records.len());
+        let mut td = ToolDefsBuilder::default();
+        let mut accepted = Vec::with_capacity(records.len());
+        let mut rejected = Vec::new();
+        for rec in records {
+            let raw_len = rec.oversize.unwrap_or(rec.bytes.len());
+            if rec.oversize.is_some() || rec.bytes.len() > self.cfg.max_line_bytes {
+                rejected.push(Rejected {
+                    reason: format!("line is {raw_len} bytes, limit {}", self.cfg.max_line_bytes),
+                    source: rec.source,
+                    raw: rec.bytes,
+                });
+                continue;
+            }
+            let text = match std::str::from_utf8(&rec.bytes) {
+                Ok(t) => t,
+                Err(e) => {
+                    rejected.push(Rejected {
+                        reason: format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+                        source: rec.source,
+                        raw: rec.bytes,
+                    });
+                    continue;
+                }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            match envelope::parse(text) {
+                Err(reason) => rejected.push(Rejected {
+                    reason,
+                    source: rec.source,
+                    raw: rec.bytes,
+                }),
+                Ok(mut env) => {
+                    let event_id = match env.event_id.take() {
+                        Some(id) => id,
+                        None => derive_event_id(text),
+                    };
+                    self.normalize(&env, &event_id, raw_len as i64, &mut ev, &mut td)?;
+                    accepted.push(Accepted {
+                        event_id,
+                        ts_micros: env.ts_micros,
+                        raw: rec.bytes,
+                        source: rec.source,
+                    });
+                }
+            }
+        }
+        Ok(DecodedBatch {
+            events: ev.finish()?,
+            tool_defs: td.finish()?,
+            accepted,
+            rejected,
+        })
+    }
+
+    fn normalize(
+        &mut self,
+        env: &Envelope,
+        event_id: &str,
+        raw_bytes: i64,
+        ev: &mut EventsBuilder,
+        td: &mut ToolDefsBuilder,
+    ) -> Result<(), IngestError> {
+        self.pending.expire(env.ts_micros);
+        let principal = env
+            .auth
+            .as_ref()
+            .and_then(|a| a.sub.as_deref().or(a.client_id.as_deref()))
+            .or(env.client_name.as_deref());
+        let extra = if env.extra.is_empty() {
+            None
+        } else {
+            let m: Map<String, Value> = env.extra.iter().cloned().collect();
+            Some(canonical_string(&Value::Object(m)))
+        };
+        let elems: &[Value] = match &env.message {
+            Value::Array(a) => a,
+            other => std::slice::from_ref(other),
+        };
+        if elems.is_empty() {
+            // an empty JSON-RPC batch is invalid; keep one row so nothing vanishes
+            let row = Row {
+                msg_kind: "invalid",
+                ..Row::default()
+            };
+            ev.append(env, event_id, principal, extra.as_deref(), raw_bytes, &row)?;
+        }
+        for (i, m) in elems.iter().enumerate() {
+            let mut row = self.message_row(env, m);
+            row.msg_index = i32::try_from(i).unwrap_or(i32::MAX);
+            if row.tools_listed.is_some()
+                && let Some(tools) = m.get("result").and_then(|r| r.get("tools")).and_then(Value::as_array)
+            {
+                for t in tools {
+                    td.append(env, event_id, principal, t, &mut self.scratch);
+                }
+            }
+            ev.append(env, event_id, principal, extra.as_deref(), raw_bytes, &row)?;
+        }
+        Ok(())
+    }
+
+    fn key(env: &Envelope, req_direction: &str, id: &str) -> String {
+        let sess = env.session_id.as_deref().unwrap_or("");
+        let mut k = String::with_capacity(env.server_id.len() + sess.len() + id.len() + 8);
+        k.push_str(&env.server_id);
+        k.push('\u{0}');
+        k.push_str(sess);
+        k.push('\u{0}');
+        k.push_str(req_direction);
+        k.push('\u{0}');
+        k.push_str(id);
+        k
+    }
+
+    fn message_row(&mut self, env: &Envelope, m: &Value) -> Row {
+        let mut row = Row {
+            msg_kind: "invalid",
+            ..Row::default()
+        };
+        let Value::Object(obj) = m else {
+            return row;
+        };
+        row.jsonrpc_id = id_text(m);
+        let body_method = obj.get("method").and_then(Value::as_str);
+        let has_id = obj.get("id").is_some_and(|v| !v.is_null());
+        let params = obj.get("params");
+        let result = obj.get("result");
+        if let Some(method) = body_method {
+            row.msg_kind = if obj.contains_key("id") { "request" } else { "notification" };
+            row.method = Some(method.to_owned());
+            let p = params.unwrap_or(&Value::Null);
+            let pname = s_get(p, "name");
+            match method {
+                "tools/call" => row.tool_name = pname.map(str::to_owned),
+                "resources/read" | "resources/subscribe" => {
+                    row.resource_uri = s_get(p, "uri").map(str::to_owned);
+                }
+                "prompts/get" => row.prompt_name = pname.map(str::to_owned),
+                _ => {}
+            }
+            row.protocol_version = s_get(p, "protocolVersion")
+                .or_else(|| p.get("_meta").and_then(|x| s_get(x, "protocolVersion")))
+                .map(str::to_owned);
+            row.args = match method {
+                "tools/call" | "prompts/get" => p.get("arguments").map(|a| self.args(a, p, true)),
+                _ => params.map(|a| self.args(a, p, false)),
+            };
+            if row.msg_kind == "request"
+                && let Some(id) = &row.jsonrpc_id
+            {
+                let key = Self::key(env, env.direction, id);
+                self.pending.insert(
+                    key,
+                    PendingReq {
+                        ts: env.ts_micros,
+                        seq: 0,
+                        method: row.method.clone(),
+                        tool_name: row.tool_name.clone(),
+                        resource_uri: row.resource_uri.clone(),
+                        prompt_name: row.prompt_name.clone(),
+                    },
+                );
+            }
+        } else if result.is_some() || obj.contains_key("error") {
+            row.msg_kind = if result.is_some() { "result" } else { "error" };
+            if has_id && let Some(id) = &row.jsonrpc_id {
+                let req_dir = if env.direction == "s2c" { "c2s" } else { "s2c" };
+                let key = Self::key(env, req_dir, id);
+                if let Some(req) = self.pending.take(&key, env.ts_micros) {
+                    row.latency_ms = Some((env.ts_micros - req.ts) as f64 / 1000.0);
+                    row.method = req.method;
+                    row.tool_name = req.tool_name;
+                    row.resource_uri = req.resource_uri;
+                    row.prompt_name = req.prompt_name;
+                }
+            }
+            if let Some(err) = obj.get("error") {
+                row.error_code = err.get("code").and_then(Value::as_i64);
+                row.error_message = s_get(err, "message").map(|s| redact_quiet(s).into_owned());
+            }
+            if let Some(r) = result {
+                row.protocol_version = s_get(r, "protocolVersion")
+                    .or_else(|| r.get("_meta").and_then(|x| s_get(x, "protocolVersion")))
+                    .map(str::to_owned);
+                row.is_error = match r.get("isError") {
+                    Some(Value::Bool(b)) => Some(*b),
+                    _ if row.method.as_deref() == Some("tools/call") => Some(false),
+                    _ => None,
+                };
+                if let Some(tools) = r.get("tools").and_then(Value::as_array)
+                    && (row.method.is_none() || row.method.as_deref() == Some("tools/list"))
+                {
+                    row.tools_listed = Some(i32::try_from(tools.len()).unwrap_or(i32::MAX));
+                }
+                row.result = Some(self.result_info(r));
+            }
+        }
+        if row.protocol_version.is_none() {
+            row.protocol_version = env.http.as_ref().and_then(|h| h.hdr_protocol_version.clone());
+        }
+        if env.direction == "c2s"
+            && let Some(h) = &env.http
+            && (h.hdr_mcp_method.is_some() || h.hdr_mcp_name.is_some())
+        {
+            let p = params.unwrap_or(&Value::Null);
+            let method_bad = h.hdr_mcp_method.as_deref().is_some_and(|hm| Some(hm) != body_method);
+            let name_bad = h.hdr_mcp_name.as_deref().is_some_and(|hn| {
+                Some(hn) != s_get(p, "name") && Some(hn) != s_get(p, "uri")
+            });
+            row.header_mismatch = Some(method_bad || name_bad);
+        }
+        row
+    }
+
+    fn args(&mut self, a: &Value, params: &Value, named: bool) -> Args {
+        self.scratch.clear();
+        write_canonical(a, &mut self.scratch);
+        let canon = String::from_utf8_lossy(&self.scratch);
+        let bytes = canon.len() as i64;
+        let sha256 = sha256_hex(canon.as_bytes());
+        let mut kinds: Vec<&'static str> = Vec::new();
+        let preview = {
+            let red = redact(&canon, &mut kinds);
+            truncate_chars(&red, PREVIEW_CHARS).to_owned()
+        };
+        let keys = a.as_object().map(|m| {
+            let mut k: Vec<String> = m.keys().cloned().collect();
+            k.sort_unstable();
+            k
+        });
+        let mut parts: Vec<&str> = Vec::new();
+        if named {
+            // tools/call / prompts/get: the name param precedes the arguments
+            if let Some(n) = s_get(params, "name") {
+                parts.push(n);
+            }
+            if let Some(u) = s_get(params, "uri") {
+                parts.push(u);
+            }
+        }
+        let first_leaf = parts.len();
+        leaves(a, &mut parts, &mut kinds, 0);
+        let mut longest: Option<&str> = None;
+        let mut longest_len = 0usize;
+        let mut found = Vec::new();
+        for leaf in &parts[first_leaf..] {
+            let n = leaf.chars().count();
+            if longest.is_none() || n > longest_len {
+                longest = Some(leaf);
+                longest_len = n;
+            }
+            urls::extract(leaf, &mut found);
+        }
+        let joined = join_capped(&parts);
+        let text = cap(&redact(&joined, &mut kinds));
+        let decoded_raw = decode_for_rules(&text);
+        let decoded = if decoded_raw != text {
+            cap(&redact(&decoded_raw, &mut kinds))
+        } else {
+            decoded_raw
+        };
+        let mut urls_out = Vec::with_capacity(found.len());
+        let mut hosts = Vec::new();
+        let mut classes = Vec::new();
+        let mut schemes = Vec::with_capacity(found.len());
+        for f in found {
+            urls_out.push(redact(&f.url, &mut kinds).into_owned());
+            schemes.push(f.scheme);
+            if let Some(h) = f.host {
+                classes.push(urls::host_class(&h));
+                hosts.push(h);
+            }
+        }
+        Args {
+            bytes,
+            sha256,
+            keys,
+            preview,
+            text,
+            decoded,
+            max_len: longest.map(|_| longest_len as i64),
+            max_entropy: longest.map(shannon_entropy),
+            urls: urls_out,
+            hosts,
+            classes,
+            schemes,
+            secret_types: sorted_kinds(kinds),
+        }
+    }
+
+    fn result_info(&mut self, r: &Value) -> ResultInfo {
+        self.scratch.clear();
+        write_canonical(r, &mut self.scratch);
+        let canon = String::from_utf8_lossy(&self.scratch);
+        let mut kinds: Vec<&'static str> = Vec::new();
+        let preview = truncate_chars(&redact(&canon, &mut kinds), PREVIEW_CHARS).to_owned();
+        let mut parts: Vec<&str> = Vec::new();
+        for key in ["content", "contents"] {
+            if let Some(items) = r.get(key).and_then(Value::as_array) {
+                parts.extend(items.iter().filter_map(|c| s_get(c, "text")));
+            }
+        }
+        if let Some(msgs) = r.get("messages").and_then(Value::as_array) {
+            parts.extend(
+                msgs.iter()
+                    .filter_map(|m| m.get("content").and_then(|c| s_get(c, "text"))),
+            );
+        }
+        if let Some(sc) = r.get("structuredContent") {
+            leaves(sc, &mut parts, &mut kinds, 0);
+        }
+        let joined = join_capped(&parts);
+        let text = cap(&redact(&joined, &mut kinds));
+        let mut content_types: Vec<String> = r
+            .get("content")
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(|c| s_get(c, "type")).map(str::to_owned).collect())
+            .unwrap_or_default();
+        content_types.sort_unstable();
+        content_types.dedup();
+        ResultInfo {
+            bytes: canon.len() as i64,
+            preview,
+            text,
+            secret_types: sorted_kinds(kinds),
+            content_types,
+        }
+    }
+}
+
+/// `d-` + the first 32 hex chars of BLAKE3 of the canonical envelope.
+fn derive_event_id(text: &str) -> String {
+    let canon = match serde_json::from_str::<Value>(text) {
+        Ok(v) => canonical_string(&v),
+        Err(_) => text.to_owned(),
+    };
+    let h = blake3::hash(canon.as_bytes()).to_hex();
+    format!("d-{}", &h.as_str()[..32])
+}
+
+// ---------------------------------------------------------------- builders
+
+type ListB = ListBuilder<StringBuilder>;
+
+fn push_list<S: AsRef<str>>(b: &mut ListB, items: Option<&[S]>) {
+    match items {
+        Some(items) => {
+            for i in items {
+                b.values().append_value(i.as_ref());
+            }
+            b.append(true);
+        }
+        None => b.append(false),
+    }
+}
+
+struct EventsBuilder {
+    event_id: StringBuilder,
+    msg_index: Int32Builder,
+    ts: TimestampMicrosecondBuilder,
+    server_id: StringBuilder,
+    direction: StringBuilder,
+    transport: StringBuilder,
+    session_id: StringBuilder,
+    gateway_id: StringBuilder,
+    server_name: StringBuilder,
+    server_version: StringBuilder,
+    client_name: StringBuilder,
+    client_version: StringBuilder,
+    http_method: StringBuilder,
+    http_status: Int32Builder,
+    src_ip: StringBuilder,
+    user_agent: StringBuilder,
+    origin: StringBuilder,
+    host: StringBuilder,
+    hdr_protocol_version: StringBuilder,
+    hdr_mcp_method: StringBuilder,
+    hdr_mcp_name: StringBuilder,
+    auth_sub: StringBuilder,
+    auth_iss: StringBuilder,
+    auth_aud: StringBuilder,
+    auth_client_id: StringBuilder,
+    auth_scopes: StringBuilder,
+    auth_exp: Int64Builder,
+    token_fp: StringBuilder,
+    aud_ok: BooleanBuilder,
+    principal: StringBuilder,
+    labels: MapBuilder<StringBuilder, StringBuilder>,
+    extra: StringBuilder,
+    msg_kind: StringBuilder,
+    jsonrpc_id: StringBuilder,
+    method: StringBuilder,
+    protocol_version: StringBuilder,
+    tool_name: StringBuilder,
+    resource_uri: StringBuilder,
+    prompt_name: StringBuilder,
+    args_bytes: Int64Builder,
+    args_sha256: StringBuilder,
+    args_keys: ListB,
+    args_preview: StringBuilder,
+    args_text: StringBuilder,
+    args_decoded: StringBuilder,
+    args_max_len: Int64Builder,
+    args_max_entropy: Float64Builder,
+    args_urls: ListB,
+    args_url_hosts: ListB,
+    args_host_classes: ListB,
+    args_url_schemes: ListB,
+    args_secret_types: ListB,
+    is_error: BooleanBuilder,
+    error_code: Int64Builder,
+    error_message: StringBuilder,
+    result_bytes: Int64Builder,
+    result_preview: StringBuilder,
+    result_text: StringBuilder,
+    result_secret_types: ListB,
+    content_types: ListB,
+    tools_listed: Int32Builder,
+    latency_ms: Float64Builder,
+    header_mismatch: BooleanBuilder,
+    raw_bytes: Int64Builder,
+}
+
+impl EventsBuilder {
+    fn with_capacity(n: usize) -> Self {
+        let s = || StringBuilder::with_capacity(n, n * 16);
+        let l = || ListBuilder::new(StringBuilder::new());
+        EventsBuilder {
+            event_id: s(),
+            msg_index: Int32Builder::with_capacity(n),
+            ts: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
+            server_id: s(),
+            direction: s(),
+            transport: s(),
+            session_id: s(),
+            gateway_id: s(),
+            server_name: s(),
+            server_version: s(),
+            client_name: s(),
+            client_version: s(),
+            http_method: s(),
+            http_status: Int32Builder::with_capacity(n),
+            src_ip: s(),
+            user_agent: s(),
+            origin: s(),
+            host: s(),
+            hdr_protocol_version: s(),
+            hdr_mcp_method: s(),
+            hdr_mcp_name: s(),
+            auth_sub: s(),
+            auth_iss: s(),
+            auth_aud: s(),
+            auth_client_id: s(),
+            auth_scopes: s(),
+            auth_exp: Int64Builder::with_capacity(n),
+            token_fp: s(),
+            aud_ok: BooleanBuilder::with_capacity(n),
+            principal: s(),
+            labels: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
+            extra: s(),
+            msg_kind: s(),
+            jsonrpc_id: s(),
+            method: s(),
+            protocol_version: s(),
+            tool_name: s(),
+            resource_uri: s(),
+            prompt_name: s(),
+            args_bytes: Int64Builder::with_capacity(n),
+            args_sha256: s(),
+            args_keys: l(),
+            args_preview: s(),
+            args_text: s(),
+            args_decoded: s(),
+            args_max_len: Int64Builder::with_capacity(n),
+            args_max_entropy: Float64Builder::with_capacity(n),
+            args_urls: l(),
+            args_url_hosts: l(),
+            args_host_classes: l(),
+            args_url_schemes: l(),
+            args_secret_types: l(),
+            is_error: BooleanBuilder::with_capacity(n),
+            error_code: Int64Builder::with_capacity(n),
+            error_message: s(),
+            result_bytes: Int64Builder::with_capacity(n),
+            result_preview: s(),
+            result_text: s(),
+            result_secret_types: l(),
+            content_types: l(),
+            tools_listed: Int32Builder::with_capacity(n),
+            latency_ms: Float64Builder::with_capacity(n),
+            header_mismatch: BooleanBuilder::with_capacity(n),
+            raw_bytes: Int64Builder::with_capacity(n),
+        }
+    }
+
+    fn append(
+        &mut self,
+        env: &Envelope,
+        event_id: &str,
+        principal: Option<&str>,
+        extra: Option<&str>,
+        raw_bytes: i64,
+        row: &Row,
+    ) -> Result<(), IngestError> {
+        self.event_id.append_value(event_id);
+        self.msg_index.append_value(row.msg_index);
+        self.ts.append_value(env.ts_micros);
+        self.server_id.append_value(&env.server_id);
+        self.direction.append_value(env.direction);
+        self.transport.append_option(env.transport);
+        self.session_id.append_option(env.session_id.as_deref());
+        self.gateway_id.append_option(env.gateway_id.as_deref());
+        self.server_name.append_option(env.server_name.as_deref());
+        self.server_version.append_option(env.server_version.as_deref());
+        self.client_name.append_option(env.client_name.as_deref());
+        self.client_version.append_option(env.client_version.as_deref());
+        let h = env.http.as_ref();
+        self.http_method.append_option(h.and_then(|h| h.method.as_deref()));
+        self.http_status.append_option(h.and_then(|h| h.status));
+        self.src_ip.append_option(h.and_then(|h| h.src_ip.as_deref()));
+        self.user_agent.append_option(h.and_then(|h| h.user_agent.as_deref()));
+        self.origin.append_option(h.and_then(|h| h.origin.as_deref()));
+        self.host.append_option(h.and_then(|h| h.host.as_deref()));
+        self.hdr_protocol_version
+            .append_option(h.and_then(|h| h.hdr_protocol_version.as_deref()));
+        self.hdr_mcp_method.append_option(h.and_then(|h| h.hdr_mcp_method.as_deref()));
+        self.hdr_mcp_name.append_option(h.and_then(|h| h.hdr_mcp_name.as_deref()));
+        let a = env.auth.as_ref();
+        self.auth_sub.append_option(a.and_then(|a| a.sub.as_deref()));
+        self.auth_iss.append_option(a.and_then(|a| a.iss.as_deref()));
+        self.auth_aud.append_option(a.and_then(|a| a.aud.as_deref()));
+        self.auth_client_id.append_option(a.and_then(|a| a.client_id.as_deref()));
+        self.auth_scopes.append_option(a.and_then(|a| a.scopes.as_deref()));
+        self.auth_exp.append_option(a.and_then(|a| a.exp));
+        self.token_fp.append_option(a.and_then(|a| a.token_fp.as_deref()));
+        self.aud_ok.append_option(a.and_then(|a| a.aud_ok));
+        self.principal.append_option(principal);
+        match &env.labels {
+            Some(l) => {
+                for (k, v) in l {
+                    self.labels.keys().append_value(k);
+                    self.labels.values().append_value(v);
+                }
+                self.labels.append(true)?;
+            }
+            None => self.labels.append(false)?,
+        }
+        self.extra.append_option(extra);
+        self.msg_kind.append_value(row.msg_kind);
+        self.jsonrpc_id.append_option(row.jsonrpc_id.as_deref());
+        self.method.append_option(row.method.as_deref());
+        self.protocol_version.append_option(row.protocol_version.as_deref());
+        self.tool_name.append_option(row.tool_name.as_deref());
+        self.resource_uri.append_option(row.resource_uri.as_deref());
+        self.prompt_name.append_option(row.prompt_name.as_deref());
+        let g = row.args.as_ref();
+        self.args_bytes.append_option(g.map(|g| g.bytes));
+        self.args_sha256.append_option(g.map(|g| g.sha256.as_str()));
+        push_list(&mut self.args_keys, g.and_then(|g| g.keys.as_deref()));
+        self.args_preview.append_option(g.map(|g| g.preview.as_str()));
+        self.args_text.append_option(g.map(|g| g.text.as_str()));
+        self.args_decoded.append_option(g.map(|g| g.decoded.as_str()));
+        self.args_max_len.append_option(g.and_then(|g| g.max_len));
+        self.args_max_entropy.append_option(g.and_then(|g| g.max_entropy));
+        push_list(&mut self.args_urls, g.map(|g| g.urls.as_slice()));
+        push_list(&mut self.args_url_hosts, g.map(|g| g.hosts.as_slice()));
+        push_list(&mut self.args_host_classes, g.map(|g| g.classes.as_slice()));
+        push_list(&mut self.args_url_schemes, g.map(|g| g.schemes.as_slice()));
+        push_list(&mut self.args_secret_types, g.map(|g| g.secret_types.as_slice()));
+        self.is_error.append_option(row.is_error);
+        self.error_code.append_option(row.error_code);
+        self.error_message.append_option(row.error_message.as_deref());
+        let r = row.result.as_ref();
+        self.result_bytes.append_option(r.map(|r| r.bytes));
+        self.result_preview.append_option(r.map(|r| r.preview.as_str()));
+        self.result_text.append_option(r.map(|r| r.text.as_str()));
+        push_list(&mut self.result_secret_types, r.map(|r| r.secret_types.as_slice()));
+        push_list(&mut self.content_types, r.map(|r| r.content_types.as_slice()));
+        self.tools_listed.append_option(row.tools_listed);
+        self.latency_ms.append_option(row.latency_ms);
+        self.header_mismatch.append_option(row.header_mismatch);
+        self.raw_bytes.append_value(raw_bytes);
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, IngestError> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.msg_index.finish()),
+            Arc::new(self.ts.finish()),
+            Arc::new(self.server_id.finish()),
+            Arc::new(self.direction.finish()),
+            Arc::new(self.transport.finish()),
+            Arc::new(self.session_id.finish()),
+            Arc::new(self.gateway_id.finish()),
+            Arc::new(self.server_name.finish()),
+            Arc::new(self.server_version.finish()),
+            Arc::new(self.client_name.finish()),
+            Arc::new(self.client_version.finish()),
+            Arc::new(self.http_method.finish()),
+            Arc::new(self.http_status.finish()),
+            Arc::new(self.src_ip.finish()),
+            Arc::new(self.user_agent.finish()),
+            Arc::new(self.origin.finish()),
+            Arc::new(self.host.finish()),
+            Arc::new(self.hdr_protocol_version.finish()),
+            Arc::new(self.hdr_mcp_method.finish()),
+            Arc::new(self.hdr_mcp_name.finish()),
+            Arc::new(self.auth_sub.finish()),
+            Arc::new(self.auth_iss.finish()),
+            Arc::new(self.auth_aud.finish()),
+            Arc::new(self.auth_client_id.finish()),
+            Arc::new(self.auth_scopes.finish()),
+            Arc::new(self.auth_exp.finish()),
+            Arc::new(self.token_fp.finish()),
+            Arc::new(self.aud_ok.finish()),
+            Arc::new(self.principal.finish()),
+            Arc::new(self.labels.finish()),
+            Arc::new(self.extra.finish()),
+            Arc::new(self.msg_kind.finish()),
+            Arc::new(self.jsonrpc_id.finish()),
+            Arc::new(self.method.finish()),
+            Arc::new(self.protocol_version.finish()),
+            Arc::new(self.tool_name.finish()),
+            Arc::new(self.resource_uri.finish()),
+            Arc::new(self.prompt_name.finish()),
+            Arc::new(self.args_bytes.finish()),
+            Arc::new(self.args_sha256.finish()),
+            Arc::new(self.args_keys.finish()),
+            Arc::new(self.args_preview.finish()),
+            Arc::new(self.args_text.finish()),
+            Arc::new(self.args_decoded.finish()),
+            Arc::new(self.args_max_len.finish()),
+            Arc::new(self.args_max_entropy.finish()),
+            Arc::new(self.args_urls.finish()),
+            Arc::new(self.args_url_hosts.finish()),
+            Arc::new(self.args_host_classes.finish()),
+            Arc::new(self.args_url_schemes.finish()),
+            Arc::new(self.args_secret_types.finish()),
+            Arc::new(self.is_error.finish()),
+            Arc::new(self.error_code.finish()),
+            Arc::new(self.error_message.finish()),
+            Arc::new(self.result_bytes.finish()),
+            Arc::new(self.result_preview.finish()),
+            Arc::new(self.result_text.finish()),
+            Arc::new(self.result_secret_types.finish()),
+            Arc::new(self.content_types.finish()),
+            Arc::new(self.tools_listed.finish()),
+            Arc::new(self.latency_ms.finish()),
+            Arc::new(self.header_mismatch.finish()),
+            Arc::new(self.raw_bytes.finish()),
+        ];
+        Ok(RecordBatch::try_new(events_schema(), cols)?)
+    }
+}
+
+struct ToolDefsBuilder {
+    event_id: StringBuilder,
+    ts: TimestampMicrosecondBuilder,
+    server_id: StringBuilder,
+    session_id: StringBuilder,
+    principal: StringBuilder,
+    tool_name: StringBuilder,
+    def_sha256: StringBuilder,
+    desc_sha256: StringBuilder,
+    schema_sha256: StringBuilder,
+    desc_len: Int64Builder,
+    desc_preview: StringBuilder,
+    description: StringBuilder,
+    desc_invisible_chars: Int32Builder,
+    input_schema: StringBuilder,
+}
+
+impl Default for ToolDefsBuilder {
+    fn default() -> Self {
+        ToolDefsBuilder {
+            event_id: StringBuilder::new(),
+            ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            server_id: StringBuilder::new(),
+            session_id: StringBuilder::new(),
+            principal: StringBuilder::new(),
+            tool_name: StringBuilder::new(),
+            def_sha256: StringBuilder::new(),
+            desc_sha256: StringBuilder::new(),
+            schema_sha256: StringBuilder::new(),
+            desc_len: Int64Builder::new(),
+            desc_preview: StringBuilder::new(),
+            description: StringBuilder::new(),
+            desc_invisible_chars: Int32Builder::new(),
+            input_schema: StringBuilder::new(),
+        }
+    }
+}
+
+fn schema_descriptions<'a>(v: &'a Value, out: &mut Vec<&'a str>, depth: u32) {
+    if depth > 64 {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                if k == "description"
+                    && let Value::String(s) = x
+                {
+                    out.push(s);
+                } else {
+                    schema_descriptions(x, out, depth + 1);
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| schema_descriptions(x, out, depth + 1)),
+        _ => {}
+    }
+}
+
+impl ToolDefsBuilder {
+    fn append(
+        &mut self,
+        env: &Envelope,
+        event_id: &str,
+        principal: Option<&str>,
+        tool: &Value,
+        scratch: &mut Vec<u8>,
+    ) {
+        let Some(name) = s_get(tool, "name") else {
+            return; // not a tool definition
+        };
+        let desc = s_get(tool, "description").unwrap_or("");
+        scratch.clear();
+        write_canonical(tool, scratch);
+        let def_sha = sha256_hex(scratch);
+        let schema = tool.get("inputSchema");
+        scratch.clear();
+        write_canonical(schema.unwrap_or(&Value::Null), scratch);
+        let schema_sha = sha256_hex(scratch);
+        let input_schema = schema.map(|_| String::from_utf8_lossy(scratch).into_owned());
+        let mut all = vec![desc];
+        if let Some(s) = schema {
+            schema_descriptions(s, &mut all, 0);
+        }
+        let description = all.join("\n");
+        let invisible = description.chars().filter(|c| is_invisible(*c)).count();
+        self.event_id.append_value(event_id);
+        self.ts.append_value(env.ts_micros);
+        self.server_id.append_value(&env.server_id);
+        self.session_id.append_option(env.session_id.as_deref());
+        self.principal.append_option(principal);
+        self.tool_name.append_value(name);
+        self.def_sha256.append_value(def_sha);
+        self.desc_sha256.append_value(sha256_hex(desc.as_bytes()));
+        self.schema_sha256.append_value(schema_sha);
+        self.desc_len.append_value(desc.chars().count() as i64);
+        self.desc_preview
+            .append_value(redact_quiet(&visible_preview(desc, PREVIEW_CHARS)));
+        self.description.append_value(redact_quiet(&description));
+        self.desc_invisible_chars
+            .append_value(i32::try_from(invisible).unwrap_or(i32::MAX));
+        self.input_schema
+            .append_option(input_schema.as_deref().map(|s| redact_quiet(s)));
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, IngestError> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.ts.finish()),
+            Arc::new(self.server_id.finish()),
+            Arc::new(self.session_id.finish()),
+            Arc::new(self.principal.finish()),
+            Arc::new(self.tool_name.finish()),
+            Arc::new(self.def_sha256.finish()),
+            Arc::new(self.desc_sha256.finish()),
+            Arc::new(self.schema_sha256.finish()),
+            Arc::new(self.desc_len.finish()),
+            Arc::new(self.desc_preview.finish()),
+            Arc::new(self.description.finish()),
+            Arc::new(self.desc_invisible_chars.finish()),
+            Arc::new(self.input_schema.finish()),
+        ];
+        Ok(RecordBatch::try_new(tool_defs_schema(), cols)?)
+    }
+}

@@ -1,0 +1,312 @@
+//! Text helpers: canonical JSON, hashing, entropy, decoding, truncation.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// Cap for `args_text` / `result_text` (64 KiB).
+pub const TEXT_CAP_BYTES: usize = 64 * 1024;
+/// Cap for previews, in chars.
+pub const PREVIEW_CHARS: usize = 256;
+
+/// Writes `v` as canonical JSON: object keys sorted (by UTF-8 bytes), no
+/// whitespace, serde_json's number and string formatting.
+pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => write_json_str(s, out),
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(m) => {
+            let mut keys: Vec<(&String, &Value)> = m.iter().collect();
+            keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push(b'{');
+            for (i, (k, x)) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_str(k, out);
+                out.push(b':');
+                write_canonical(x, out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+/// Canonical JSON as a `String`.
+pub fn canonical_string(v: &Value) -> String {
+    let mut buf = Vec::with_capacity(128);
+    write_canonical(v, &mut buf);
+    // write_canonical only emits valid UTF-8 (it copies `&str`s and ASCII).
+    String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x08 => Some(b"\\b"),
+            0x0c => Some(b"\\f"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match esc {
+            Some(e) => out.extend_from_slice(e),
+            None => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+/// Lower-case hex SHA-256.
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Shannon entropy in bits per char.
+pub fn shannon_entropy(s: &str) -> f64 {
+    let mut ascii = [0u32; 128];
+    let mut other: Vec<(char, u32)> = Vec::new();
+    let mut n = 0u32;
+    for c in s.chars() {
+        n += 1;
+        if (c as u32) < 128 {
+            ascii[c as usize] += 1;
+        } else if let Some(e) = other.iter_mut().find(|e| e.0 == c) {
+            e.1 += 1;
+        } else {
+            other.push((c, 1));
+        }
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    let nf = f64::from(n);
+    let mut h = 0.0;
+    for &cnt in ascii.iter().chain(other.iter().map(|e| &e.1)) {
+        if cnt > 0 {
+            let p = f64::from(cnt) / nf;
+            h -= p * p.log2();
+        }
+    }
+    h
+}
+
+/// The longest prefix of `s` that is at most `max` bytes and ends on a char boundary.
+pub fn truncate_bytes(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The first `max` chars of `s`.
+pub fn truncate_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// One round of percent-decoding (invalid escapes are kept as they are).
+pub fn percent_decode_once(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decodes basic HTML entities: `&amp; &lt; &gt; &quot; &apos; &sol; &bsol;
+/// &period; &colon; &nbsp;` and numeric `&#NN;` / `&#xHH;`.
+pub fn html_decode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(p) = rest.find('&') {
+        out.push_str(&rest[..p]);
+        let tail = &rest[p..];
+        let semi = tail[..tail.len().min(12)].find(';');
+        let decoded = semi.and_then(|e| {
+            let ent = &tail[1..e];
+            let c = if let Some(num) = ent.strip_prefix('#') {
+                if let Some(h) = num.strip_prefix('x').or_else(|| num.strip_prefix('X')) {
+                    u32::from_str_radix(h, 16).ok().and_then(char::from_u32)
+                } else {
+                    num.parse::<u32>().ok().and_then(char::from_u32)
+                }
+            } else {
+                match ent {
+                    "amp" => Some('&'),
+                    "lt" => Some('<'),
+                    "gt" => Some('>'),
+                    "quot" => Some('"'),
+                    "apos" => Some('\''),
+                    "sol" => Some('/'),
+                    "bsol" => Some('\\'),
+                    "period" => Some('.'),
+                    "colon" => Some(':'),
+                    "nbsp" => Some(' '),
+                    _ => None,
+                }
+            };
+            c.map(|c| (c, e + 1))
+        });
+        match decoded {
+            Some((c, len)) => {
+                out.push(c);
+                rest = &tail[len..];
+            }
+            None => {
+                out.push('&');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `args_decoded`: up to 3 rounds of percent- and HTML-entity decoding (until
+/// nothing changes), then `\` → `/`.
+pub fn decode_for_rules(s: &str) -> String {
+    let mut cur = s.to_owned();
+    for _ in 0..3 {
+        if !cur.contains('%') && !cur.contains('&') {
+            break;
+        }
+        let next = html_decode(&percent_decode_once(&cur));
+        if next == cur {
+            break;
+        }
+        cur = next;
+    }
+    if cur.contains('\\') {
+        cur = cur.replace('\\', "/");
+    }
+    cur
+}
+
+/// Zero-width, bidi-control, Unicode tag and similar invisible characters.
+pub fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F
+        | 0xFEFF | 0xFFA0 | 0xE0000..=0xE007F | 0xE0100..=0xE01EF)
+}
+
+/// First `max` chars of `s`, invisible characters shown as `\u{…}`.
+pub fn visible_preview(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max * 2));
+    for c in s.chars().take(max) {
+        if is_invisible(c) {
+            out.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn canonical_sorts_keys_and_escapes() {
+        let v = json!({"b": [1, 2.5, "x\"y\n\u{1}"], "a": {"d": null, "c": true}});
+        assert_eq!(
+            canonical_string(&v),
+            r#"{"a":{"c":true,"d":null},"b":[1,2.5,"x\"y\n\u0001"]}"#
+        );
+        // round-trips through serde_json
+        let back: Value = serde_json::from_str(&canonical_string(&v)).expect("valid json");
+        assert_eq!(back, v);
+    }
+
+    #[test]
+    fn entropy_values() {
+        assert_eq!(shannon_entropy(""), 0.0);
+        assert_eq!(shannon_entropy("aaaa"), 0.0);
+        assert!((shannon_entropy("abab") - 1.0).abs() < 1e-9);
+        assert!((shannon_entropy("abcd") - 2.0).abs() < 1e-9);
+        let all: String = (0u8..64).map(|i| (b'0' + i) as char).collect();
+        assert!((shannon_entropy(&all) - 6.0).abs() < 1e-9);
+        assert!((shannon_entropy("éé€€") - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn percent_and_html_decoding() {
+        assert_eq!(decode_for_rules("%2e%2e%2fetc%2fpasswd"), "../etc/passwd");
+        assert_eq!(decode_for_rules("%252e%252e%252f"), "../");
+        assert_eq!(decode_for_rules("%25252e"), ".");
+        assert_eq!(decode_for_rules("%2525252e"), "%2e"); // only 3 rounds
+        assert_eq!(decode_for_rules("..\\..\\windows"), "../../windows");
+        assert_eq!(decode_for_rules("&#x2e;&#46;&sol;a &amp; b &lt;x&gt;"), "../a & b <x>");
+        assert_eq!(decode_for_rules("100% sure &unknown; %zz %"), "100% sure &unknown; %zz %");
+        assert_eq!(decode_for_rules("%ff%fe"), "\u{fffd}\u{fffd}");
+    }
+
+    #[test]
+    fn truncation_on_char_boundaries() {
+        assert_eq!(truncate_bytes("héllo", 2), "h");
+        assert_eq!(truncate_chars("héllo", 2), "hé");
+        assert_eq!(truncate_chars("hi", 5), "hi");
+    }
+
+    #[test]
+    fn invisible_preview() {
+        assert_eq!(visible_preview("a\u{200b}b\u{e0041}", 10), "a\\u{200b}b\\u{e0041}");
+        assert_eq!(visible_preview("abc", 2), "ab");
+    }
+}
