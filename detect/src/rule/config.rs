@@ -1,0 +1,405 @@
+//! Rule configuration as written in `rules/<category>/<id>.yaml`.
+//!
+//! A [`RuleConfig`] is plain data; [`crate::Engine`] turns it into a planned,
+//! runtime detector.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::DetectError;
+
+/// Incident severity, ordered from least to most severe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        })
+    }
+}
+
+impl FromStr for Severity {
+    type Err = DetectError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "info" => Ok(Severity::Info),
+            "low" => Ok(Severity::Low),
+            "medium" => Ok(Severity::Medium),
+            "high" => Ok(Severity::High),
+            "critical" => Ok(Severity::Critical),
+            other => Err(DetectError::InvalidValue(format!(
+                "severity must be one of info|low|medium|high|critical, got {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Response tier of a rule: 1 automated response, 2 analyst, 3 emergency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(into = "u8")]
+pub enum Level {
+    Automated = 1,
+    Analyst = 2,
+    Emergency = 3,
+}
+
+impl Level {
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+}
+
+impl TryFrom<u8> for Level {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, Self::Error> {
+        match v {
+            1 => Ok(Level::Automated),
+            2 => Ok(Level::Analyst),
+            3 => Ok(Level::Emergency),
+            other => Err(format!("level must be 1, 2 or 3, got {other}")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Level;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("level 1, 2 or 3")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Level, E> {
+                u8::try_from(v)
+                    .ok()
+                    .and_then(|v| Level::try_from(v).ok())
+                    .ok_or_else(|| E::invalid_value(serde::de::Unexpected::Unsigned(v), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Level, E> {
+                u64::try_from(v)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+                    .and_then(|v| self.visit_u64(v))
+            }
+        }
+        d.deserialize_u64(V)
+    }
+}
+
+impl From<Level> for u8 {
+    fn from(l: Level) -> u8 {
+        l as u8
+    }
+}
+
+/// The automated action a Level 1 rule asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseAction {
+    IsolateSession,
+    BlockPrincipal,
+    AlertOnly,
+    IsolateServer,
+}
+
+impl fmt::Display for ResponseAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResponseAction::IsolateSession => "isolate_session",
+            ResponseAction::BlockPrincipal => "block_principal",
+            ResponseAction::AlertOnly => "alert_only",
+            ResponseAction::IsolateServer => "isolate_server",
+        })
+    }
+}
+
+/// One inline test of a rule: input envelopes and the expected number of
+/// rows the rule's query returns for them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleTest {
+    pub name: String,
+    pub expect: u64,
+    pub input: Vec<serde_json::Value>,
+}
+
+/// A rule exactly as written in its YAML file.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub id: String,
+    pub title: String,
+    pub description: String,
+    pub severity: Severity,
+    pub level: Level,
+    pub tags: Vec<String>,
+    pub entity: Vec<String>,
+    #[serde(default)]
+    pub response: Option<ResponseAction>,
+    pub query: String,
+    #[serde(default)]
+    pub tests: Vec<RuleTest>,
+}
+
+/// A rule file as loaded: config, where it came from, and the hash of its
+/// exact bytes (recorded on every incident as `rule_sha256`).
+#[derive(Clone, Debug)]
+pub struct LoadedRule {
+    pub config: RuleConfig,
+    pub path: PathBuf,
+    pub sha256: String,
+    /// 1-based line of the `query:` key, to point SQL errors at the file.
+    pub query_line: usize,
+}
+
+impl LoadedRule {
+    /// Parses and validates the metadata of one rule file (SQL is checked
+    /// when the rule is planned by the engine).
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self, DetectError> {
+        let text = std::str::from_utf8(bytes).map_err(|e| DetectError::Rule {
+            file: path.display().to_string(),
+            line: None,
+            message: format!("not valid UTF-8: {e}"),
+        })?;
+        let config: RuleConfig = serde_norway::from_str(text).map_err(|e| DetectError::Rule {
+            file: path.display().to_string(),
+            line: e.location().map(|l| l.line()),
+            message: e.to_string(),
+        })?;
+        let query_line = text
+            .lines()
+            .position(|l| l.starts_with("query:"))
+            .map(|i| i + 1)
+            .unwrap_or(1);
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let rule = LoadedRule {
+            config,
+            path: path.to_path_buf(),
+            sha256,
+            query_line,
+        };
+        rule.validate_metadata()?;
+        Ok(rule)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, DetectError> {
+        let bytes = std::fs::read(path).map_err(|e| DetectError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    pub fn error(&self, line: Option<usize>, message: impl Into<String>) -> DetectError {
+        DetectError::Rule {
+            file: self.path.display().to_string(),
+            line,
+            message: message.into(),
+        }
+    }
+
+    fn validate_metadata(&self) -> Result<(), DetectError> {
+        let c = &self.config;
+        let id_ok = !c.id.is_empty()
+            && c.id
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && c.id.as_bytes()[0].is_ascii_alphanumeric();
+        if !id_ok {
+            return Err(self.error(None, format!("id {:?} must match [a-z0-9][a-z0-9-]*", c.id)));
+        }
+        if let Some(stem) = self.path.file_stem().and_then(|s| s.to_str())
+            && stem != c.id
+        {
+            return Err(self.error(
+                None,
+                format!("id {:?} does not match the file name {stem:?}", c.id),
+            ));
+        }
+        if c.title.trim().is_empty() || c.description.trim().is_empty() {
+            return Err(self.error(None, "title and description must not be empty"));
+        }
+        if !c.tags.iter().any(|t| is_owasp_mcp_tag(t)) {
+            return Err(self.error(
+                None,
+                "tags need an OWASP MCP Top 10 tag like owasp-mcp:MCP05",
+            ));
+        }
+        if !c.tags.iter().any(|t| is_atlas_tag(t)) {
+            return Err(self.error(
+                None,
+                "tags need a MITRE ATLAS tag like atlas:AML.T0051",
+            ));
+        }
+        for t in &c.tags {
+            if t.starts_with("owasp-mcp:") && !is_owasp_mcp_tag(t) {
+                return Err(self.error(None, format!("malformed OWASP MCP tag {t:?}")));
+            }
+            if t.starts_with("atlas:") && !is_atlas_tag(t) {
+                return Err(self.error(None, format!("malformed ATLAS tag {t:?}")));
+            }
+        }
+        if c.entity.is_empty() {
+            return Err(self.error(None, "entity must name at least one output column"));
+        }
+        if c.tests.is_empty() {
+            return Err(self.error(None, "a rule needs at least one inline test"));
+        }
+        if c.response == Some(ResponseAction::IsolateServer) && c.level != Level::Emergency {
+            return Err(self.error(None, "response isolate_server is reserved for level 3"));
+        }
+        Ok(())
+    }
+}
+
+fn is_owasp_mcp_tag(t: &str) -> bool {
+    t.strip_prefix("owasp-mcp:MCP")
+        .and_then(|n| n.parse::<u8>().ok().filter(|_| n.len() == 2))
+        .is_some_and(|n| (1..=10).contains(&n))
+}
+
+fn is_atlas_tag(t: &str) -> bool {
+    let Some(rest) = t.strip_prefix("atlas:AML.") else {
+        return false;
+    };
+    let Some(body) = rest.strip_prefix('T').or_else(|| rest.strip_prefix("TA")) else {
+        return false;
+    };
+    let mut parts = body.split('.');
+    let main_ok = parts
+        .next()
+        .is_some_and(|p| p.len() == 4 && p.bytes().all(|b| b.is_ascii_digit()));
+    let sub_ok = parts.all(|p| p.len() == 3 && p.bytes().all(|b| b.is_ascii_digit()));
+    main_ok && sub_ok
+}
+
+/// Loads every `*.yaml` / `*.yml` below `dir` (sorted by path), refusing the
+/// whole set on the first invalid file or a repeated id.
+pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, DetectError> {
+    let mut files = Vec::new();
+    collect_rule_files(dir, &mut files)?;
+    files.sort();
+    let mut rules: Vec<LoadedRule> = Vec::with_capacity(files.len());
+    for f in files {
+        let rule = LoadedRule::load(&f)?;
+        if let Some(prev) = rules.iter().find(|r| r.config.id == rule.config.id) {
+            return Err(rule.error(
+                None,
+                format!(
+                    "duplicate rule id {:?} (also in {})",
+                    rule.config.id,
+                    prev.path.display()
+                ),
+            ));
+        }
+        rules.push(rule);
+    }
+    if rules.is_empty() {
+        return Err(DetectError::Rule {
+            file: dir.display().to_string(),
+            line: None,
+            message: "no rule files (*.yaml) found".into(),
+        });
+    }
+    Ok(rules)
+}
+
+fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
+    let io = |e| DetectError::Io {
+        path: dir.display().to_string(),
+        source: e,
+    };
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let path = entry.map_err(io)?.path();
+        if path.is_dir() {
+            collect_rule_files(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"id: demo-rule
+title: Demo
+description: A demo rule.
+severity: high
+level: 1
+tags: [owasp-mcp:MCP05, atlas:AML.T0051.001]
+entity: [session_id]
+query: |
+  SELECT event_id, ts, session_id FROM events
+tests:
+  - name: t
+    expect: 0
+    input: []
+"#;
+
+    fn parse(text: &str) -> Result<LoadedRule, DetectError> {
+        LoadedRule::from_bytes(Path::new("rules/x/demo-rule.yaml"), text.as_bytes())
+    }
+
+    #[test]
+    fn parses_a_valid_rule() {
+        let r = parse(GOOD).expect("valid");
+        assert_eq!(r.config.level, Level::Automated);
+        assert_eq!(r.config.severity, Severity::High);
+        assert_eq!(r.query_line, 8);
+        assert_eq!(r.sha256.len(), 64);
+    }
+
+    #[test]
+    fn rejects_bad_level_with_line() {
+        let err = parse(&GOOD.replace("level: 1", "level: 4")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("demo-rule.yaml:5"), "{msg}");
+        assert!(msg.contains("level 1, 2 or 3"), "{msg}");
+    }
+
+    #[test]
+    fn rejects_unknown_keys_missing_tags_and_id_mismatch() {
+        let e = parse(&GOOD.replace("entity:", "colour: red\nentity:")).unwrap_err();
+        assert!(e.to_string().contains("unknown field"), "{e}");
+        let e = parse(&GOOD.replace("owasp-mcp:MCP05, ", "")).unwrap_err();
+        assert!(e.to_string().contains("OWASP"), "{e}");
+        let e = parse(&GOOD.replace("atlas:AML.T0051.001", "atlas:T51")).unwrap_err();
+        assert!(e.to_string().contains("ATLAS"), "{e}");
+        let e = parse(&GOOD.replace("id: demo-rule", "id: other")).unwrap_err();
+        assert!(e.to_string().contains("file name"), "{e}");
+        let e = parse(&GOOD.replace("severity: high", "severity: urgent")).unwrap_err();
+        assert!(e.to_string().contains("unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn tag_shapes() {
+        assert!(is_owasp_mcp_tag("owasp-mcp:MCP10"));
+        assert!(!is_owasp_mcp_tag("owasp-mcp:MCP11"));
+        assert!(!is_owasp_mcp_tag("owasp-mcp:MCP1"));
+        assert!(is_atlas_tag("atlas:AML.T0051"));
+        assert!(is_atlas_tag("atlas:AML.T0051.001"));
+        assert!(!is_atlas_tag("atlas:AML.T51"));
+    }
+}

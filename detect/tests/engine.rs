@@ -1,0 +1,148 @@
+//! Engine behaviour: plan once, re-execute per batch; validation errors
+//! name the file and line.
+
+use std::path::Path;
+
+use dunes_detect::{Engine, Level, LoadedRule, ResponseConfig, detect};
+use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+
+fn rule(id: &str, level: u8, query: &str) -> LoadedRule {
+    let text = format!(
+        "id: {id}\ntitle: T {id}\ndescription: D\nseverity: high\nlevel: {level}\n\
+         tags: [owasp-mcp:MCP05, atlas:AML.T0051]\nentity: [session_id]\nquery: |\n  {query}\n\
+         tests:\n  - name: n\n    expect: 0\n    input: []\n"
+    );
+    LoadedRule::from_bytes(Path::new(&format!("rules/t/{id}.yaml")), text.as_bytes())
+        .expect("rule parses")
+}
+
+fn batch(lines: &[&str]) -> dunes_ingest::DecodedBatch {
+    let records = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| RawRecord {
+            bytes: l.as_bytes().to_vec(),
+            source: SourcePos::File {
+                path: "t".into(),
+                line: i as u64 + 1,
+            },
+            oversize: None,
+        })
+        .collect();
+    Normalizer::new(IngestConfig::default())
+        .decode_batch(records)
+        .expect("decodes")
+}
+
+fn call(id: &str, session: &str, tool: &str) -> String {
+    format!(
+        r#"{{"ts":"2026-11-20T08:00:0{n}Z","event_id":"{id}","server_id":"s1","direction":"c2s","session_id":"{session}","message":{{"jsonrpc":"2.0","id":{n},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}}}"#,
+        n = id.len() % 10
+    )
+}
+
+#[tokio::test]
+async fn plans_once_and_reexecutes_on_each_new_batch() {
+    let engine = Engine::new(vec![rule(
+        "danger-tool",
+        1,
+        "SELECT event_id, ts, session_id, server_id, tool_name FROM events WHERE tool_name = 'danger'",
+    )])
+    .await
+    .expect("plans");
+    let cfg = ResponseConfig::default();
+    let now = chrono::Utc::now();
+
+    let b1 = batch(&[&call("e1", "a", "danger"), &call("e22", "a", "safe")]);
+    let d1 = detect(&engine, &b1.events, &b1.tool_defs, now, &cfg)
+        .await
+        .expect("runs");
+    assert_eq!(d1.incidents.len(), 1);
+    assert_eq!(d1.incidents[0].event_ids, vec!["e1".to_string()]);
+    assert_eq!(d1.incidents[0].session_id.as_deref(), Some("a"));
+    assert_eq!(d1.incidents[0].server_id.as_deref(), Some("s1"));
+    assert_eq!(d1.responses.len(), 1, "level 1 issues a response");
+
+    // A second batch through the same physical plan sees only its own rows.
+    let b2 = batch(&[
+        &call("e333", "b", "danger"),
+        &call("e4444", "c", "danger"),
+        &call("e55555", "b", "danger"),
+    ]);
+    let d2 = detect(&engine, &b2.events, &b2.tool_defs, now, &cfg)
+        .await
+        .expect("runs");
+    assert_eq!(d2.incidents.len(), 2, "grouped by session");
+    let b = d2
+        .incidents
+        .iter()
+        .find(|i| i.session_id.as_deref() == Some("b"))
+        .expect("session b");
+    assert_eq!(b.event_ids, vec!["e333".to_string(), "e55555".to_string()]);
+    assert_eq!(b.match_count, 2);
+
+    // And an empty batch matches nothing.
+    let b3 = batch(&[&call("e6", "d", "safe")]);
+    let d3 = detect(&engine, &b3.events, &b3.tool_defs, now, &cfg)
+        .await
+        .expect("runs");
+    assert!(d3.incidents.is_empty());
+}
+
+#[tokio::test]
+async fn levels_produce_the_right_responses() {
+    let q = "SELECT event_id, ts, session_id, server_id FROM events WHERE tool_name = 'danger'";
+    let engine = Engine::new(vec![rule("l-two", 2, q), rule("l-three", 3, q)])
+        .await
+        .expect("plans");
+    let cfg = ResponseConfig::default();
+    let now = chrono::Utc::now();
+    let b = batch(&[&call("e1", "a", "danger")]);
+    let d = detect(&engine, &b.events, &b.tool_defs, now, &cfg)
+        .await
+        .expect("runs");
+    assert_eq!(d.incidents.len(), 2);
+    assert_eq!(d.responses.len(), 1, "level 2 waits for an analyst");
+    let r = &d.responses[0];
+    assert_eq!(r.level, Level::Emergency);
+    assert_eq!(r.action.to_string(), "isolate_server");
+    assert_eq!(r.target.get("server_id").map(String::as_str), Some("s1"));
+    assert_eq!(r.regulatory_deadline, Some(now + chrono::Duration::hours(72)));
+    assert!(!r.notify.is_empty());
+}
+
+#[tokio::test]
+async fn bad_sql_and_missing_columns_name_the_file_and_line() {
+    let err = Engine::new(vec![rule("bad-sql", 1, "SELEC event_id FROM events")])
+        .await
+        .err()
+        .expect("refused");
+    let msg = err.to_string();
+    assert!(msg.contains("rules/t/bad-sql.yaml:8"), "{msg}");
+
+    let err = Engine::new(vec![rule(
+        "no-entity",
+        1,
+        "SELECT event_id, ts FROM events",
+    )])
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("entity column \"session_id\""), "{err}");
+
+    let err = Engine::new(vec![rule(
+        "no-such-col",
+        1,
+        "SELECT event_id, ts, session_id FROM events WHERE nope = 1",
+    )])
+    .await
+    .err()
+    .expect("refused");
+    assert!(err.to_string().contains("no-such-col.yaml"), "{err}");
+
+    let err = Engine::new(vec![rule("ddl", 1, "DROP TABLE events")])
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("ddl.yaml"), "{err}");
+}
