@@ -1,1 +1,40 @@
-//! dunes-ledger
+//! # dunes-ledger
+//!
+//! The Dunes audit ledger: every event, incident, response and analyst action is appended to a
+//! BLAKE3 hash-chained, append-only log whose Merkle tree heads are periodically signed with
+//! ML-DSA-65 (FIPS 204) as C2SP signed-note checkpoints. The on-disk format is specified byte
+//! by byte in `docs/ledger-format.md` so that regulators can verify a ledger offline with an
+//! independent implementation; [`verify_dir`] is the reference verifier.
+//!
+//! ```no_run
+//! use dunes_ledger::{Ledger, LedgerConfig, RecordKind};
+//! # fn main() -> Result<(), dunes_ledger::LedgerError> {
+//! let mut ledger = Ledger::open(LedgerConfig::new(std::path::Path::new("/var/lib/dunes"), "dunes/host1"))?;
+//! let ev = ledger.append(RecordKind::Event, 1_700_000_000_000_000, br#"{"tool":"x"}"#, &[])?;
+//! ledger.append(RecordKind::Incident, 1_700_000_000_000_001, br#"{"rule":"r1"}"#, &[ev])?;
+//! ledger.maybe_checkpoint()?;
+//! ledger.close()?;
+//! let report = dunes_ledger::verify_dir(std::path::Path::new("/var/lib/dunes"))?;
+//! println!("{report}");
+//! # Ok(()) }
+//! ```
+
+mod checkpoint;
+mod error;
+mod keys;
+mod ledger;
+pub mod merkle;
+mod record;
+mod segment;
+mod verify;
+
+pub use checkpoint::{CHECKPOINTS_FILE, Checkpoint, read_latest_checkpoint};
+pub use error::{LedgerError, VerifyFailure};
+pub use keys::{
+    KEY_TYPE_IDENTIFIER, KeyRecordPayload, PUBLIC_KEY_LEN, SIGNATURE_LEN, SIGNING_CONTEXT, key_id,
+    public_key_path, seed_path,
+};
+pub use ledger::{Ledger, LedgerConfig};
+pub use record::{MAX_PAYLOAD_LEN, MAX_REFS, ParseRecordKindError, RecordKind};
+pub use segment::segment_file_name;
+pub use verify::{VerifyReport, verify_dir};

@@ -1,0 +1,731 @@
+//! The append-only writer.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::checkpoint::{self, CHECKPOINTS_FILE, Checkpoint, ParsedNote};
+use crate::error::{IoContext, LedgerError, VerifyFailure};
+use crate::keys::{self, KeyRecordPayload, Signer};
+use crate::merkle::{Frontier, Hash};
+use crate::record::{
+    self, FRAME_MAGIC, FrameError, FrameReader, HeaderFields, MAX_ORIGIN_LEN, MAX_PAYLOAD_LEN,
+    MAX_REFS, RecordKind,
+};
+use crate::segment::{ChainState, list_segments, segment_file_name};
+
+/// Write buffer for the active segment.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Ledger configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerConfig {
+    /// The ledger directory, e.g. `<data_dir>/ledger`.
+    pub dir: PathBuf,
+    /// The key directory, e.g. `<data_dir>/keys`.
+    pub keys_dir: PathBuf,
+    /// Log origin and signing key name, e.g. `"dunes/<hostname>"`. 1–255 bytes of UTF-8, no
+    /// whitespace, control characters or `+`.
+    pub origin: String,
+    /// Checkpoint after this many new records (0 disables the record-count trigger).
+    pub checkpoint_every_records: u64,
+    /// Checkpoint when this much time has passed since the last one (and there are new records).
+    pub checkpoint_interval: Duration,
+    /// Start a new segment file when the current one would exceed this size.
+    pub segment_max_bytes: u64,
+}
+
+impl LedgerConfig {
+    /// Defaults: `dir = data_dir/ledger`, `keys_dir = data_dir/keys`, checkpoint every 10 000
+    /// records or 5 s, 256 MiB segments.
+    pub fn new(data_dir: &Path, origin: impl Into<String>) -> Self {
+        Self {
+            dir: data_dir.join("ledger"),
+            keys_dir: data_dir.join("keys"),
+            origin: origin.into(),
+            checkpoint_every_records: 10_000,
+            checkpoint_interval: Duration::from_secs(5),
+            segment_max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// Validate an origin / key name: it appears as the first line of every checkpoint note and
+/// as the signed-note key name.
+pub(crate) fn validate_origin(origin: &str) -> Result<(), LedgerError> {
+    if origin.is_empty() || origin.len() > MAX_ORIGIN_LEN {
+        return Err(LedgerError::Config(format!(
+            "origin must be 1..={MAX_ORIGIN_LEN} bytes, got {}",
+            origin.len()
+        )));
+    }
+    if let Some(c) = origin
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || *c == '+')
+    {
+        return Err(LedgerError::Config(format!(
+            "origin {origin:?} contains {c:?}; whitespace, control characters and '+' are not allowed"
+        )));
+    }
+    Ok(())
+}
+
+fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}
+
+/// A BLAKE3 hash-chained, Merkle-checkpointed, append-only audit ledger (single writer).
+pub struct Ledger {
+    cfg: LedgerConfig,
+    signer: Signer,
+    /// Advisory lock on `<dir>/LOCK`, held for the ledger's lifetime.
+    _lock: File,
+    /// Record (= Merkle leaf) hash of every record, index-aligned. Kept for proofs.
+    leaves: Vec<Hash>,
+    /// Compact Merkle range, caught up lazily at checkpoint time.
+    frontier: Frontier,
+    prev_hash: Hash,
+    seg_path: PathBuf,
+    seg_bytes: u64,
+    /// Records in the active segment.
+    seg_records: u64,
+    writer: BufWriter<File>,
+    cp_path: PathBuf,
+    cp_file: File,
+    latest: Option<Checkpoint>,
+    last_checkpoint_at: Instant,
+    scratch: Vec<u8>,
+    poisoned: bool,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("dir", &self.cfg.dir)
+            .field("origin", &self.cfg.origin)
+            .field("len", &self.leaves.len())
+            .field("key_epoch", &self.signer.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State recovered from the segment files.
+struct Scan {
+    leaves: Vec<Hash>,
+    chain: ChainState,
+    /// (epoch, public key, record index) of every Key record.
+    key_records: Vec<(u32, Vec<u8>, u64)>,
+    /// Active (last) segment: path, length after repair, records in it.
+    last_segment: Option<(PathBuf, u64, u64)>,
+}
+
+fn corrupt(
+    index: Option<u64>,
+    file: &Path,
+    offset: Option<u64>,
+    reason: impl Into<String>,
+) -> LedgerError {
+    LedgerError::corrupt(VerifyFailure::new(index, file, offset, reason))
+}
+
+/// Does any complete, hash-valid frame start after `from` in `path`? Used to tell a torn tail
+/// (nothing valid after the damage) from damage in the middle of the log.
+fn valid_frame_after(path: &Path, from: u64) -> Result<Option<u64>, LedgerError> {
+    let mut f = File::open(path).at(path)?;
+    f.seek(SeekFrom::Start(from)).at(path)?;
+    let mut rest = Vec::new();
+    f.read_to_end(&mut rest).at(path)?;
+    let mut p = 1usize;
+    while p + FRAME_MAGIC.len() <= rest.len() {
+        if rest[p..p + 4] == FRAME_MAGIC {
+            let slice = &rest[p..];
+            let mut r = FrameReader::new(slice, 0, slice.len() as u64);
+            if let Ok(Some(_)) = r.next_frame() {
+                return Ok(Some(from + p as u64));
+            }
+        }
+        p += 1;
+    }
+    Ok(None)
+}
+
+fn scan_segments(dir: &Path, signed_records: u64) -> Result<Scan, LedgerError> {
+    let segments = list_segments(dir)?;
+    let mut scan = Scan {
+        leaves: Vec::new(),
+        chain: ChainState::new(),
+        key_records: Vec::new(),
+        last_segment: None,
+    };
+    let n_segments = segments.len();
+    for (si, (first, path)) in segments.into_iter().enumerate() {
+        let is_last = si + 1 == n_segments;
+        if first != scan.chain.next_index {
+            return Err(corrupt(
+                Some(scan.chain.next_index),
+                &path,
+                None,
+                format!(
+                    "segment file name says first index {first}, but the previous segments end at {}",
+                    scan.chain.next_index
+                ),
+            ));
+        }
+        let file = File::open(&path).at(&path)?;
+        let file_len = file.metadata().at(&path)?.len();
+        let mut reader =
+            FrameReader::new(BufReader::with_capacity(WRITE_BUFFER, file), 0, file_len);
+        let mut seg_records = 0u64;
+        let mut good_len = file_len;
+        loop {
+            let index = scan.chain.next_index;
+            match reader.next_frame() {
+                Ok(None) => break,
+                Ok(Some(frame)) => {
+                    scan.chain
+                        .check(&frame.header, &frame.record_hash)
+                        .map_err(|r| corrupt(Some(index), &path, Some(frame.offset), r))?;
+                    if frame.header.kind() == RecordKind::Key {
+                        let origin = String::from_utf8_lossy(frame.header.origin()).into_owned();
+                        let pk = KeyRecordPayload::parse_and_check(
+                            frame.payload,
+                            frame.header.key_epoch(),
+                            &origin,
+                        )
+                        .map_err(|r| corrupt(Some(index), &path, Some(frame.offset), r))?;
+                        scan.key_records.push((frame.header.key_epoch(), pk, index));
+                    }
+                    scan.leaves.push(frame.record_hash);
+                    seg_records += 1;
+                }
+                Err(FrameError::Io(e)) => return Err(LedgerError::io(&path, e)),
+                Err(
+                    FrameError::Truncated { offset, reason }
+                    | FrameError::Invalid { offset, reason },
+                ) => {
+                    if !is_last {
+                        return Err(corrupt(Some(index), &path, Some(offset), reason));
+                    }
+                    if index < signed_records {
+                        return Err(corrupt(
+                            Some(index),
+                            &path,
+                            Some(offset),
+                            format!(
+                                "{reason}; this record is covered by a signed checkpoint (tree size {signed_records}), refusing to truncate"
+                            ),
+                        ));
+                    }
+                    if let Some(at) = valid_frame_after(&path, offset)? {
+                        return Err(corrupt(
+                            Some(index),
+                            &path,
+                            Some(offset),
+                            format!(
+                                "{reason}; a valid record follows at byte {at}, so this is damage in the middle of the log, not a torn tail; refusing to truncate"
+                            ),
+                        ));
+                    }
+                    tracing::warn!(
+                        segment = %path.display(),
+                        offset,
+                        dropped_bytes = file_len - offset,
+                        first_lost_index = index,
+                        "ledger: torn tail after crash ({reason}); truncating to the last complete record"
+                    );
+                    let f = OpenOptions::new().write(true).open(&path).at(&path)?;
+                    f.set_len(offset).at(&path)?;
+                    f.sync_all().at(&path)?;
+                    good_len = offset;
+                    break;
+                }
+            }
+        }
+        if is_last {
+            scan.last_segment = Some((path, good_len, seg_records));
+        } else if seg_records == 0 {
+            return Err(corrupt(
+                Some(scan.chain.next_index),
+                &path,
+                None,
+                "empty segment file before the last segment",
+            ));
+        }
+    }
+    Ok(scan)
+}
+
+/// Read `checkpoints.log` for writing: repair a torn last entry, return the latest note.
+fn load_checkpoints_for_write(path: &Path) -> Result<Option<ParsedNote>, LedgerError> {
+    let bytes = match fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LedgerError::io(path, e)),
+    };
+    let scan = checkpoint::scan_entries(&bytes);
+    if let Some((offset, reason, _)) = scan.problem {
+        let later = (offset as usize + 1..bytes.len().saturating_sub(3)).find(|&p| {
+            bytes[p..p + 4] == checkpoint::ENTRY_MAGIC
+                && checkpoint::parse_entry_at(&bytes, p).is_ok()
+        });
+        if let Some(at) = later {
+            return Err(corrupt(
+                None,
+                path,
+                Some(offset),
+                format!(
+                    "{reason}; a valid checkpoint entry follows at byte {at}; refusing to truncate"
+                ),
+            ));
+        }
+        tracing::warn!(
+            file = %path.display(),
+            offset,
+            dropped_bytes = bytes.len() as u64 - offset,
+            "ledger: torn checkpoint entry after crash ({reason}); truncating"
+        );
+        let f = OpenOptions::new().write(true).open(path).at(path)?;
+        f.set_len(offset).at(path)?;
+        f.sync_all().at(path)?;
+    }
+    match scan.entries.last() {
+        None => Ok(None),
+        Some((offset, note)) => checkpoint::parse_note(note)
+            .map(Some)
+            .map_err(|r| corrupt(None, path, Some(*offset), format!("latest checkpoint: {r}"))),
+    }
+}
+
+fn open_append(path: &Path) -> Result<File, LedgerError> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .at(path)
+}
+
+impl Ledger {
+    /// Open (or create) the ledger described by `cfg`.
+    ///
+    /// Creates the directories, generates the ML-DSA-65 key pair on first run (seed file
+    /// created with mode 0600), rescans and re-hashes every segment, repairs a torn tail beyond
+    /// the last signed checkpoint (with a warning), and checks the latest checkpoint against the
+    /// recomputed Merkle root. Damage anywhere else is a [`LedgerError::Corrupt`] error.
+    pub fn open(cfg: LedgerConfig) -> Result<Ledger, LedgerError> {
+        validate_origin(&cfg.origin)?;
+        fs::create_dir_all(&cfg.dir).at(&cfg.dir)?;
+        keys::ensure_keys_dir(&cfg.keys_dir)?;
+
+        let lock_path = cfg.dir.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(LedgerError::Locked {
+                    path: cfg.dir.clone(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(LedgerError::io(&lock_path, e)),
+        }
+
+        let cp_path = cfg.dir.join(CHECKPOINTS_FILE);
+        let latest_note = load_checkpoints_for_write(&cp_path)?;
+        let signed = latest_note.as_ref().map_or(0, |n| n.checkpoint.tree_size);
+        let scan = scan_segments(&cfg.dir, signed)?;
+        let len = scan.leaves.len() as u64;
+
+        if let Some(o) = &scan.chain.origin
+            && o.as_slice() != cfg.origin.as_bytes()
+        {
+            return Err(LedgerError::Config(format!(
+                "ledger in {} has origin {:?}, but the configured origin is {:?}",
+                cfg.dir.display(),
+                String::from_utf8_lossy(o),
+                cfg.origin
+            )));
+        }
+
+        let signer = keys::load_or_create_signer(&cfg.keys_dir, len == 0)?;
+        if let Some((epoch, pk, index)) = scan.key_records.last()
+            && (*epoch != signer.epoch || *pk != signer.public_key)
+        {
+            return Err(LedgerError::Key(format!(
+                "the newest signing key in {} (epoch {}) is not the key recorded by Key record {index} (epoch {epoch})",
+                cfg.keys_dir.display(),
+                signer.epoch
+            )));
+        }
+
+        let mut frontier = Frontier::new();
+        if let Some(note) = &latest_note {
+            let cp = &note.checkpoint;
+            let at = |r: String| {
+                corrupt(
+                    None,
+                    &cp_path,
+                    None,
+                    format!("latest checkpoint (tree size {}): {r}", cp.tree_size),
+                )
+            };
+            if cp.tree_size > len {
+                return Err(at(format!(
+                    "covers {} records, but only {len} are present",
+                    cp.tree_size
+                )));
+            }
+            if cp.origin != cfg.origin {
+                return Err(at(format!(
+                    "origin {:?} differs from the ledger origin",
+                    cp.origin
+                )));
+            }
+            let pk = scan
+                .key_records
+                .iter()
+                .find(|(e, _, i)| *e == cp.key_epoch && *i < cp.tree_size)
+                .map(|(_, pk, _)| pk)
+                .ok_or_else(|| {
+                    at(format!(
+                        "signed with key epoch {} that no earlier Key record introduces",
+                        cp.key_epoch
+                    ))
+                })?;
+            let vk =
+                keys::decode_public_key(pk).ok_or_else(|| at("undecodable public key".into()))?;
+            let sig = note
+                .signature_for(&cfg.origin, pk)
+                .ok_or_else(|| at("no signature by the ledger key".into()))?;
+            if !keys::verify_signature(&vk, note.body(), &sig.signature) {
+                return Err(at("signature does not verify".into()));
+            }
+            for l in &scan.leaves[..cp.tree_size as usize] {
+                frontier.push(*l);
+            }
+            if frontier.root() != cp.root {
+                return Err(at(
+                    "root does not match the Merkle root recomputed from the segments".into(),
+                ));
+            }
+        }
+
+        let (seg_path, seg_bytes, seg_records) = match scan.last_segment {
+            Some(s) => s,
+            None => {
+                let p = cfg.dir.join(segment_file_name(0));
+                (p, 0, 0)
+            }
+        };
+        let seg_file = open_append(&seg_path)?;
+        let cp_file = open_append(&cp_path)?;
+        keys::fsync_dir(&cfg.dir)?;
+
+        let mut ledger = Ledger {
+            signer,
+            _lock: lock,
+            prev_hash: scan.chain.prev_hash,
+            leaves: scan.leaves,
+            frontier,
+            seg_path,
+            seg_bytes,
+            seg_records,
+            writer: BufWriter::with_capacity(WRITE_BUFFER, seg_file),
+            cp_path,
+            cp_file,
+            latest: latest_note.map(|n| n.checkpoint),
+            last_checkpoint_at: Instant::now(),
+            scratch: Vec::with_capacity(512),
+            poisoned: false,
+            cfg,
+        };
+        if ledger.is_empty() {
+            let payload = KeyRecordPayload::new(
+                ledger.signer.epoch,
+                &ledger.cfg.origin,
+                &ledger.signer.public_key,
+            );
+            let json = serde_json::to_vec(&payload)
+                .map_err(|e| LedgerError::Key(format!("cannot encode Key record: {e}")))?;
+            ledger.append(RecordKind::Key, now_micros(), &json, &[])?;
+            ledger.sync()?;
+        }
+        Ok(ledger)
+    }
+
+    /// Append one record; returns its index. Buffered: durable only after [`Ledger::sync`],
+    /// [`Ledger::checkpoint`] or [`Ledger::close`].
+    pub fn append(
+        &mut self,
+        kind: RecordKind,
+        ts_micros: i64,
+        payload: &[u8],
+        refs: &[u64],
+    ) -> Result<u64, LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        let index = self.leaves.len() as u64;
+        if payload.len() as u64 > MAX_PAYLOAD_LEN {
+            return Err(LedgerError::InvalidInput(format!(
+                "payload of {} bytes exceeds the {MAX_PAYLOAD_LEN}-byte limit",
+                payload.len()
+            )));
+        }
+        if refs.len() > MAX_REFS {
+            return Err(LedgerError::InvalidInput(format!(
+                "{} refs exceed the limit of {MAX_REFS}",
+                refs.len()
+            )));
+        }
+        if let Some(r) = refs.iter().find(|r| **r >= index) {
+            return Err(LedgerError::InvalidInput(format!(
+                "ref {r} does not point to an earlier record (next index is {index})"
+            )));
+        }
+        let frame_len = record::frame_len(self.cfg.origin.len(), refs.len(), payload.len());
+        if self.seg_records > 0 && self.seg_bytes + frame_len > self.cfg.segment_max_bytes {
+            self.roll_segment(index)?;
+        }
+        let payload_hash = *blake3::hash(payload).as_bytes();
+        record::encode_prefixed_header(
+            &mut self.scratch,
+            &HeaderFields {
+                kind,
+                key_epoch: self.signer.epoch,
+                index,
+                ts_micros,
+                origin: self.cfg.origin.as_bytes(),
+                prev_hash: &self.prev_hash,
+                payload_hash: &payload_hash,
+                payload_len: payload.len() as u64,
+                refs,
+            },
+        );
+        let record_hash = *blake3::hash(&self.scratch).as_bytes();
+        let header = &self.scratch[1..];
+        let mut prefix = [0u8; record::FRAME_PREFIX_LEN];
+        prefix[..4].copy_from_slice(&FRAME_MAGIC);
+        prefix[5..].copy_from_slice(&(header.len() as u32).to_le_bytes());
+        let res = (|| {
+            self.writer.write_all(&prefix)?;
+            self.writer.write_all(header)?;
+            self.writer.write_all(payload)?;
+            self.writer.write_all(&record_hash)
+        })();
+        if let Err(e) = res {
+            self.poisoned = true;
+            return Err(LedgerError::io(&self.seg_path, e));
+        }
+        self.seg_bytes += frame_len;
+        self.seg_records += 1;
+        self.leaves.push(record_hash);
+        self.prev_hash = record_hash;
+        Ok(index)
+    }
+
+    fn roll_segment(&mut self, next_index: u64) -> Result<(), LedgerError> {
+        self.sync()?;
+        let path = self.cfg.dir.join(segment_file_name(next_index));
+        let file = OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .open(&path)
+            .at(&path)?;
+        keys::fsync_dir(&self.cfg.dir)?;
+        // Replacing the writer drops (and flushes) the old, already-synced one.
+        self.writer = BufWriter::with_capacity(WRITE_BUFFER, file);
+        self.seg_path = path;
+        self.seg_bytes = 0;
+        self.seg_records = 0;
+        Ok(())
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> u64 {
+        self.leaves.len() as u64
+    }
+
+    /// Whether the ledger has no records (never true after `open`, which writes a Key record).
+    pub fn is_empty(&self) -> bool {
+        self.leaves.is_empty()
+    }
+
+    /// Record hashes (= Merkle leaf hashes) of all records, index-aligned.
+    pub fn leaf_hashes(&self) -> &[[u8; 32]] {
+        &self.leaves
+    }
+
+    /// Epoch of the active signing key.
+    pub fn key_epoch(&self) -> u32 {
+        self.signer.epoch
+    }
+
+    /// Flush the write buffer and fsync the active segment (the durability point).
+    pub fn sync(&mut self) -> Result<(), LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        let res = self
+            .writer
+            .flush()
+            .and_then(|()| self.writer.get_ref().sync_data());
+        if let Err(e) = res {
+            self.poisoned = true;
+            return Err(LedgerError::io(&self.seg_path, e));
+        }
+        Ok(())
+    }
+
+    /// Checkpoint if there are new records and either `checkpoint_every_records` records or
+    /// `checkpoint_interval` time have accumulated since the last checkpoint.
+    pub fn maybe_checkpoint(&mut self) -> Result<Option<Checkpoint>, LedgerError> {
+        let signed = self.latest.as_ref().map_or(0, |c| c.tree_size);
+        let new = self.len().saturating_sub(signed);
+        if new == 0 {
+            return Ok(None);
+        }
+        let by_count =
+            self.cfg.checkpoint_every_records > 0 && new >= self.cfg.checkpoint_every_records;
+        let by_time = self.last_checkpoint_at.elapsed() >= self.cfg.checkpoint_interval;
+        if by_count || by_time {
+            self.checkpoint().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// Sync the segment, compute the Merkle root over all records, sign it with ML-DSA-65,
+    /// append the signed note to `checkpoints.log` and fsync it.
+    pub fn checkpoint(&mut self) -> Result<Checkpoint, LedgerError> {
+        self.sync()?;
+        for l in &self.leaves[self.frontier.size() as usize..] {
+            self.frontier.push(*l);
+        }
+        let tree_size = self.len();
+        let root = self.frontier.root();
+        let timestamp_micros = self
+            .latest
+            .as_ref()
+            .map_or(i64::MIN, |c| c.timestamp_micros)
+            .max(now_micros());
+        let epoch = self.signer.epoch;
+        let origin = self.cfg.origin.as_str();
+        let body = checkpoint::note_body(origin, tree_size, &root, timestamp_micros, epoch);
+        let sig = self.signer.sign(body.as_bytes())?;
+        let note = checkpoint::assemble_note(
+            &body,
+            origin,
+            keys::key_id(origin, &self.signer.public_key),
+            &sig,
+        );
+        let entry = checkpoint::frame_entry(&note);
+        let res = self
+            .cp_file
+            .write_all(&entry)
+            .and_then(|()| self.cp_file.sync_data());
+        if let Err(e) = res {
+            self.poisoned = true;
+            return Err(LedgerError::io(&self.cp_path, e));
+        }
+        let cp = Checkpoint {
+            origin: origin.to_string(),
+            tree_size,
+            root,
+            timestamp_micros,
+            key_epoch: epoch,
+            note,
+        };
+        self.latest = Some(cp.clone());
+        self.last_checkpoint_at = Instant::now();
+        Ok(cp)
+    }
+
+    /// Final checkpoint if there are records after the latest one; otherwise just sync.
+    pub fn close(mut self) -> Result<Option<Checkpoint>, LedgerError> {
+        let signed = self.latest.as_ref().map_or(0, |c| c.tree_size);
+        if self.len() > signed {
+            self.checkpoint().map(Some)
+        } else {
+            self.sync().map(|()| None)
+        }
+    }
+
+    /// The most recent checkpoint (loaded on open or created since).
+    pub fn latest_checkpoint(&self) -> Option<&Checkpoint> {
+        self.latest.as_ref()
+    }
+
+    /// The log origin.
+    pub fn origin(&self) -> &str {
+        &self.cfg.origin
+    }
+
+    /// The configuration this ledger was opened with.
+    pub fn config(&self) -> &LedgerConfig {
+        &self.cfg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_validation() {
+        assert!(validate_origin("dunes/host-1.example").is_ok());
+        assert!(validate_origin("").is_err());
+        assert!(validate_origin("a b").is_err());
+        assert!(validate_origin("a+b").is_err());
+        assert!(validate_origin("a\nb").is_err());
+        assert!(validate_origin(&"x".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn config_defaults() {
+        let c = LedgerConfig::new(Path::new("/d"), "dunes/h");
+        assert_eq!(c.dir, Path::new("/d/ledger"));
+        assert_eq!(c.keys_dir, Path::new("/d/keys"));
+        assert_eq!(c.checkpoint_every_records, 10_000);
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(5));
+        assert_eq!(c.segment_max_bytes, 256 * 1024 * 1024);
+    }
+
+    #[test]
+    fn second_writer_is_locked_out() {
+        let d = tempfile::tempdir().expect("tmp");
+        let a = Ledger::open(LedgerConfig::new(d.path(), "dunes/t")).expect("open");
+        match Ledger::open(LedgerConfig::new(d.path(), "dunes/t")) {
+            Err(LedgerError::Locked { .. }) => {}
+            other => panic!("expected Locked, got {other:?}"),
+        }
+        drop(a);
+        assert!(Ledger::open(LedgerConfig::new(d.path(), "dunes/t")).is_ok());
+    }
+
+    #[test]
+    fn rejects_forward_refs_and_maybe_checkpoint_triggers() {
+        let d = tempfile::tempdir().expect("tmp");
+        let mut cfg = LedgerConfig::new(d.path(), "dunes/t");
+        cfg.checkpoint_every_records = 3;
+        cfg.checkpoint_interval = Duration::from_secs(3600);
+        let mut l = Ledger::open(cfg).expect("open");
+        assert_eq!(l.len(), 1);
+        assert!(matches!(
+            l.append(RecordKind::Event, 1, b"x", &[1]),
+            Err(LedgerError::InvalidInput(_))
+        ));
+        l.append(RecordKind::Event, 1, b"x", &[0]).expect("append");
+        assert!(l.maybe_checkpoint().expect("maybe").is_none()); // 2 new records < 3
+        l.append(RecordKind::Event, 2, b"y", &[]).expect("append");
+        let cp = l.maybe_checkpoint().expect("maybe").expect("checkpoint");
+        assert_eq!(cp.tree_size, 3);
+        assert!(l.maybe_checkpoint().expect("maybe").is_none()); // nothing new
+        assert_eq!(l.latest_checkpoint(), Some(&cp));
+        assert!(l.close().expect("close").is_none());
+    }
+}
