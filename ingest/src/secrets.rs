@@ -47,7 +47,7 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
         p("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}", 0),
         p(
             "generic_password",
-            r#"(?i)\b(?:password|passwd|passphrase|pwd|db_pass|client_secret|secret_key)\\?["']?\s*([:=])\s*(\\?["'])?([^\s"'\\&,;{}()<>\[\]]{4,256})"#,
+            r#"(?i)\b(?:password|passwd|passphrase|pwd|db_pass|client_secret|secret_key)\\?["']?\s*([:=])\s*(?:(\\?["'])([^"'\\\n]{4,256})|([^\s"'\\&,;{}()<>\[\]]{4,256}))"#,
             3,
         ),
     ]
@@ -102,7 +102,9 @@ fn find(text: &str) -> Vec<(usize, usize, &'static str)> {
             }
         } else {
             for c in p.re.captures_iter(text) {
-                let Some(v) = c.get(p.group) else { continue };
+                let Some(v) = c.get(p.group).or_else(|| c.get(p.group + 1)) else {
+                    continue;
+                };
                 if p.kind == "generic_password" {
                     let sep = c.get(1).map_or("", |m| m.as_str());
                     if !nontrivial_password(v.as_str(), sep, c.get(2).is_some()) {

@@ -62,6 +62,7 @@ impl<R: BufRead> LineReader<R> {
         let mut buf = Vec::new();
         let mut total = 0usize;
         let mut any = false;
+        let mut last: Option<u8> = None;
         loop {
             let chunk = match self.inner.fill_buf() {
                 Ok(c) => c,
@@ -80,6 +81,9 @@ impl<R: BufRead> LineReader<R> {
                 None => (chunk, chunk.len(), false),
             };
             total = total.saturating_add(part.len());
+            if let Some(&l) = part.last() {
+                last = Some(l);
+            }
             if buf.len() < keep {
                 let room = keep - buf.len();
                 buf.extend_from_slice(&part[..part.len().min(room)]);
@@ -89,8 +93,10 @@ impl<R: BufRead> LineReader<R> {
                 break;
             }
         }
-        if buf.last() == Some(&b'\r') && total <= buf.len() {
-            buf.pop();
+        if last == Some(b'\r') {
+            if buf.len() == total {
+                buf.pop();
+            }
             total -= 1;
         }
         Ok(Some((buf, total)))

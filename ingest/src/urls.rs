@@ -38,9 +38,10 @@ pub fn extract(text: &str, out: &mut Vec<FoundUrl>) {
         }
         let Some(colon) = u.find(':') else { continue };
         let scheme = u[..colon].to_ascii_lowercase();
-        let after = u[colon + 1..].trim_start_matches(['/', '\\']);
-        let slashes = u.len() - colon - 1 - after.len();
-        let host = if slashes >= 2 {
+        let rest = &u[colon + 1..];
+        let b = rest.as_bytes();
+        let host = if b.len() >= 2 && matches!(b[0], b'/' | b'\\') && matches!(b[1], b'/' | b'\\') {
+            let after = &rest[2..];
             let authority_end = after.find(['/', '?', '#', '\\']).unwrap_or(after.len());
             normalize_host(&after[..authority_end])
         } else {

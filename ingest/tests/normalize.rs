@@ -254,7 +254,7 @@ fn envelope_columns_principal_labels_extra_and_derived_id() {
     let labels = ev.column_by_name("labels").expect("labels");
     let m = arrow::array::AsArray::as_map(labels.as_ref());
     let entries = m.value(0);
-    assert_eq!(entries.len(), 2);
+    assert_eq!(arrow::array::Array::len(&entries), 2);
 }
 
 #[test]
