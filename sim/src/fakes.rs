@@ -108,13 +108,14 @@ pub(crate) fn secret(r: &mut R, kind: SecretKind) -> String {
     match kind {
         SecretKind::Aws => {
             let prefix = pick(r, &["AKIA", "AKIA", "ASIA"]);
-            format!(
-                "{prefix}{}",
-                from_alphabet(r, B32, 16)
-            )
+            format!("{prefix}{}", from_alphabet(r, B32, 16))
         }
         SecretKind::GithubClassic => {
-            format!("{}{}", pick(r, &["ghp_", "gho_", "ghs_", "ghu_"]), alnum(r, 36))
+            format!(
+                "{}{}",
+                pick(r, &["ghp_", "gho_", "ghs_", "ghu_"]),
+                alnum(r, 36)
+            )
         }
         SecretKind::GithubFine => format!("github_pat_{}_{}", alnum(r, 22), alnum(r, 59)),
         SecretKind::Slack => format!(
@@ -137,10 +138,21 @@ pub(crate) fn secret(r: &mut R, kind: SecretKind) -> String {
         SecretKind::OpenAi => format!("sk-proj-{}", from_alphabet(r, URLSAFE, 64)),
         SecretKind::DbUrl => format!(
             "{}://{}:{}@{}:{}/{}",
-            pick(r, &["postgres", "postgresql", "mysql", "mongodb+srv", "redis"]),
+            pick(
+                r,
+                &["postgres", "postgresql", "mysql", "mongodb+srv", "redis"]
+            ),
             pick(r, &["app", "admin", "svc_report", "etl", "root"]),
             alnum(r, 18),
-            pick(r, &["db-primary.internal", "10.40.2.17", "prod-pg.cluster-cx1.eu-west-1.rds.amazonaws.com", "cache-01"]),
+            pick(
+                r,
+                &[
+                    "db-primary.internal",
+                    "10.40.2.17",
+                    "prod-pg.cluster-cx1.eu-west-1.rds.amazonaws.com",
+                    "cache-01"
+                ]
+            ),
             pick(r, &["5432", "3306", "27017", "6379"]),
             pick(r, &["orders", "billing", "analytics", "app"])
         ),
@@ -169,7 +181,14 @@ pub(crate) fn jwt(r: &mut R) -> String {
     let payload = format!(
         r#"{{"sub":"{}","iss":"https://{}","aud":"{}","iat":{iat},"exp":{},"scope":"{}"}}"#,
         pick(r, &["svc-deploy", "u_81723", "ops-bot", "4f1c9e2a"]),
-        pick(r, &["auth.partner.example", "sts.corp.example", "accounts.vendor.test"]),
+        pick(
+            r,
+            &[
+                "auth.partner.example",
+                "sts.corp.example",
+                "accounts.vendor.test"
+            ]
+        ),
         pick(r, &["api", "internal-gateway", "billing"]),
         iat + 3600,
         pick(r, &["read write", "admin", "deploy:prod"])
@@ -186,28 +205,96 @@ pub(crate) fn jwt(r: &mut R) -> String {
 pub(crate) fn pem(r: &mut R) -> String {
     let label = pick(
         r,
-        &["RSA PRIVATE KEY", "OPENSSH PRIVATE KEY", "EC PRIVATE KEY", "PRIVATE KEY"],
+        &[
+            "RSA PRIVATE KEY",
+            "OPENSSH PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "PRIVATE KEY",
+        ],
     );
     let nbytes = r.random_range(180..900);
     let body = b64(r, nbytes);
     let lines: Vec<String> = body
         .as_bytes()
-        .chunks(if label == "OPENSSH PRIVATE KEY" { 70 } else { 64 })
+        .chunks(if label == "OPENSSH PRIVATE KEY" {
+            70
+        } else {
+            64
+        })
         .map(|c| String::from_utf8_lossy(c).into_owned())
         .collect();
-    format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
 }
 
 // ---------------------------------------------------------------- prose
 
 const WORDS: &[&str] = &[
-    "quarterly", "rollout", "migration", "owner", "dashboard", "latency", "budget", "retention",
-    "schema", "release", "incident", "customer", "pipeline", "forecast", "onboarding", "cluster",
-    "invoice", "vendor", "roadmap", "capacity", "baseline", "threshold", "service", "deadline",
-    "review", "summary", "estimate", "backlog", "region", "tenant", "approval", "checklist",
-    "the", "the", "a", "and", "for", "with", "after", "before", "until", "during", "per", "of",
-    "is", "was", "will", "needs", "shows", "covers", "tracks", "updates", "moves", "expects",
-    "weekly", "stable", "pending", "critical", "minor", "draft", "final", "shared", "legacy",
+    "quarterly",
+    "rollout",
+    "migration",
+    "owner",
+    "dashboard",
+    "latency",
+    "budget",
+    "retention",
+    "schema",
+    "release",
+    "incident",
+    "customer",
+    "pipeline",
+    "forecast",
+    "onboarding",
+    "cluster",
+    "invoice",
+    "vendor",
+    "roadmap",
+    "capacity",
+    "baseline",
+    "threshold",
+    "service",
+    "deadline",
+    "review",
+    "summary",
+    "estimate",
+    "backlog",
+    "region",
+    "tenant",
+    "approval",
+    "checklist",
+    "the",
+    "the",
+    "a",
+    "and",
+    "for",
+    "with",
+    "after",
+    "before",
+    "until",
+    "during",
+    "per",
+    "of",
+    "is",
+    "was",
+    "will",
+    "needs",
+    "shows",
+    "covers",
+    "tracks",
+    "updates",
+    "moves",
+    "expects",
+    "weekly",
+    "stable",
+    "pending",
+    "critical",
+    "minor",
+    "draft",
+    "final",
+    "shared",
+    "legacy",
 ];
 
 pub(crate) fn sentence(r: &mut R) -> String {
@@ -244,48 +331,137 @@ pub(crate) const FIRST: &[&str] = &[
     "elif", "felix", "gabriela", "hamza", "ingrid", "joao", "kenji", "leila", "mateo", "noor",
 ];
 pub(crate) const LAST: &[&str] = &[
-    "okafor", "lindqvist", "tanaka", "moreau", "haddad", "schmidt", "novak", "rossi", "khan",
-    "garcia", "nakamura", "osei", "petrov", "silva", "walsh", "yilmaz", "kowalski", "mensah",
-    "dubois", "fischer", "ivanova", "larsen", "mehta", "obrien", "park", "quispe", "reyes",
+    "okafor",
+    "lindqvist",
+    "tanaka",
+    "moreau",
+    "haddad",
+    "schmidt",
+    "novak",
+    "rossi",
+    "khan",
+    "garcia",
+    "nakamura",
+    "osei",
+    "petrov",
+    "silva",
+    "walsh",
+    "yilmaz",
+    "kowalski",
+    "mensah",
+    "dubois",
+    "fischer",
+    "ivanova",
+    "larsen",
+    "mehta",
+    "obrien",
+    "park",
+    "quispe",
+    "reyes",
 ];
 
 pub(crate) const PROJECTS: &[&str] = &[
-    "billing-api", "infra-terraform", "ml-pipeline", "web-frontend", "payments-core",
-    "search-indexer", "mobile-client", "data-warehouse", "identity-service", "ops-runbooks",
-    "pricing-engine", "ledger-sync", "support-portal", "edge-proxy", "analytics-jobs",
+    "billing-api",
+    "infra-terraform",
+    "ml-pipeline",
+    "web-frontend",
+    "payments-core",
+    "search-indexer",
+    "mobile-client",
+    "data-warehouse",
+    "identity-service",
+    "ops-runbooks",
+    "pricing-engine",
+    "ledger-sync",
+    "support-portal",
+    "edge-proxy",
+    "analytics-jobs",
 ];
 pub(crate) const FILES: &[&str] = &[
-    "README.md", "src/main.rs", "src/lib.rs", "docs/architecture.md", "Cargo.toml",
-    "package.json", "reports/2026-q3.csv", "CHANGELOG.md", "src/index.ts", "Makefile",
-    "config/app.yaml", "docs/onboarding.md", "tests/test_api.py", "pyproject.toml",
-    "deploy/helm/values.yaml", "notebooks/forecast.ipynb", "docs/adr/0007-queues.md",
+    "README.md",
+    "src/main.rs",
+    "src/lib.rs",
+    "docs/architecture.md",
+    "Cargo.toml",
+    "package.json",
+    "reports/2026-q3.csv",
+    "CHANGELOG.md",
+    "src/index.ts",
+    "Makefile",
+    "config/app.yaml",
+    "docs/onboarding.md",
+    "tests/test_api.py",
+    "pyproject.toml",
+    "deploy/helm/values.yaml",
+    "notebooks/forecast.ipynb",
+    "docs/adr/0007-queues.md",
 ];
 pub(crate) const DIRS: &[&str] = &[
-    "src", "docs", "tests", "reports", "deploy", "config", "scripts", "notebooks", "docs/adr",
-    "src/handlers", "data/exports", "assets", ".github/workflows", "migrations",
+    "src",
+    "docs",
+    "tests",
+    "reports",
+    "deploy",
+    "config",
+    "scripts",
+    "notebooks",
+    "docs/adr",
+    "src/handlers",
+    "data/exports",
+    "assets",
+    ".github/workflows",
+    "migrations",
 ];
 pub(crate) const TOPICS: &[&str] = &[
-    "on-call rotation", "expense policy", "release checklist", "incident postmortem template",
-    "data retention", "VPN setup", "holiday calendar", "API rate limits", "code review guide",
-    "cost allocation tags", "SLO targets", "laptop refresh", "vendor onboarding",
-    "feature flag cleanup", "disaster recovery drill", "access review",
+    "on-call rotation",
+    "expense policy",
+    "release checklist",
+    "incident postmortem template",
+    "data retention",
+    "VPN setup",
+    "holiday calendar",
+    "API rate limits",
+    "code review guide",
+    "cost allocation tags",
+    "SLO targets",
+    "laptop refresh",
+    "vendor onboarding",
+    "feature flag cleanup",
+    "disaster recovery drill",
+    "access review",
 ];
 
 // ---------------------------------------------------------------- hostile phrase pools
 
 /// Attacker-controlled hosts (never the sample's), as `scheme://host`.
 pub(crate) fn outside_host(r: &mut R) -> String {
-    let tlds = [".xyz", ".top", ".site", ".online", ".click", ".io", ".ru", ".cc", ".dev"];
+    let tlds = [
+        ".xyz", ".top", ".site", ".online", ".click", ".io", ".ru", ".cc", ".dev",
+    ];
     let stems = [
-        "cdn-sync", "telemetry-hub", "paste-relay", "files-mirror", "api-metrics", "collector",
-        "updates-check", "static-assets", "logs-ingest", "backup-store",
+        "cdn-sync",
+        "telemetry-hub",
+        "paste-relay",
+        "files-mirror",
+        "api-metrics",
+        "collector",
+        "updates-check",
+        "static-assets",
+        "logs-ingest",
+        "backup-store",
     ];
     let t = tlds[idx(r, tlds.len())];
     let s = stems[idx(r, stems.len())];
     match r.random_range(0..6) {
         0 => format!("https://{s}-{}{t}", hex(r, 4)),
         1 => format!("https://{}.ngrok-free.app", hex(r, 12)),
-        2 => format!("https://{}.trycloudflare.com", pick(r, &["lake-silver-mint", "blue-owl-rapid", "quiet-fox-ember"])),
+        2 => format!(
+            "https://{}.trycloudflare.com",
+            pick(
+                r,
+                &["lake-silver-mint", "blue-owl-rapid", "quiet-fox-ember"]
+            )
+        ),
         3 => format!(
             "http://{}.{}.{}.{}:{}",
             r.random_range(45..223),
@@ -397,10 +573,10 @@ pub(crate) fn poison_text(r: &mut R, param: &str) -> String {
 pub(crate) fn unicode_tags(s: &str) -> String {
     let mut out = String::from('\u{e0001}');
     for c in s.chars() {
-        if c.is_ascii() {
-            if let Some(t) = char::from_u32(0xE0000 + c as u32) {
-                out.push(t);
-            }
+        if c.is_ascii()
+            && let Some(t) = char::from_u32(0xE0000 + c as u32)
+        {
+            out.push(t);
         }
     }
     out.push('\u{e007f}');

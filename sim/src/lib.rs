@@ -32,7 +32,9 @@ use session::{Role, Spec, Transport};
 use world::{Cap, Kind, World};
 
 /// The 15 labels of the sample corpus.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
     Benign,
@@ -116,7 +118,10 @@ impl Scenario {
             Scenario::ToolPoisoning | Scenario::ToolShadowing | Scenario::Exfiltration => 3,
             Scenario::RugPull => 2,
             Scenario::SecretsInArgs | Scenario::DnsRebinding => 4,
-            Scenario::TokenMisuse | Scenario::SessionHijack | Scenario::CallFlood | Scenario::HeaderMismatch => 3,
+            Scenario::TokenMisuse
+            | Scenario::SessionHijack
+            | Scenario::CallFlood
+            | Scenario::HeaderMismatch => 3,
             _ => 1,
         }
     }
@@ -173,7 +178,10 @@ impl Default for SimConfig {
             sessions: 100,
             seed: 20261120,
             // 2026-11-20T08:00:00Z
-            start: Utc.timestamp_opt(1_795_161_600, 0).single().unwrap_or_default(),
+            start: Utc
+                .timestamp_opt(1_795_161_600, 0)
+                .single()
+                .unwrap_or_default(),
             attack_ratio: 0.3,
             scenarios: None,
         }
@@ -235,7 +243,11 @@ impl Planner {
         Planner {
             seed: cfg.seed,
             total: cfg.sessions,
-            ratio: if cfg.attack_ratio.is_finite() { cfg.attack_ratio.clamp(0.0, 1.0) } else { 0.0 },
+            ratio: if cfg.attack_ratio.is_finite() {
+                cfg.attack_ratio.clamp(0.0, 1.0)
+            } else {
+                0.0
+            },
             attacks_allowed,
             cycle: Vec::new(),
             cycle_pos: 0,
@@ -275,13 +287,11 @@ impl Planner {
         let dither: f64 = self.r.random();
         let want_attack = (self.attacks as f64) + dither < self.ratio * (self.planned + 1) as f64;
         let mut specs = Vec::new();
-        if want_attack {
-            if let Some(sc) = self.next_scenario() {
-                specs = plan_attack(w, &mut r, self.seed, unit, anchor, sc, remaining);
-                if !specs.is_empty() {
-                    self.cycle_pos += 1;
-                    self.attacks += 1;
-                }
+        if want_attack && let Some(sc) = self.next_scenario() {
+            specs = plan_attack(w, &mut r, self.seed, unit, anchor, sc, remaining);
+            if !specs.is_empty() {
+                self.cycle_pos += 1;
+                self.attacks += 1;
             }
         }
         if specs.is_empty() {
@@ -303,7 +313,14 @@ fn session_id(seed: u64, unit: u64, k: u64, transport: Transport) -> String {
     }
     match b[15] % 4 {
         0 | 1 => h,
-        2 => format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]),
+        2 => format!(
+            "{}-{}-{}-{}-{}",
+            &h[..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        ),
         _ => format!("mcp-session-{}", fakes::b64url_of(&b)),
     }
 }
@@ -358,21 +375,47 @@ fn plan_benign(w: &World, r: &mut ChaCha8Rng, seed: u64, unit: u64, anchor: i64)
     } else {
         r.random_range(0..w.servers.len().max(1))
     };
-    let t = w.servers.get(server).map_or(Transport::StreamableHttp, |s| pick_transport(r, s, false));
+    let t = w
+        .servers
+        .get(server)
+        .map_or(Transport::StreamableHttp, |s| pick_transport(r, s, false));
     let start = anchor + r.random_range(0..60_000);
-    mk_spec(seed, unit, 0, start, Scenario::Benign, Role::Benign, server, principal, t, r)
+    mk_spec(
+        seed,
+        unit,
+        0,
+        start,
+        Scenario::Benign,
+        Role::Benign,
+        server,
+        principal,
+        t,
+        r,
+    )
 }
 
 fn eligible(sc: Scenario, s: &world::Server) -> bool {
     let any = |caps: &[Cap]| caps.iter().any(|c| s.has(*c));
-    let egress = any(&[Cap::HttpPost, Cap::SendEmail, Cap::FetchUrl, Cap::PostMessage]);
+    let egress = any(&[
+        Cap::HttpPost,
+        Cap::SendEmail,
+        Cap::FetchUrl,
+        Cap::PostMessage,
+    ]);
     match sc {
         Scenario::Benign | Scenario::ToolPoisoning | Scenario::CallFlood => !s.tools.is_empty(),
         Scenario::RugPull | Scenario::SecretsInArgs => !s.tools.is_empty() && !s.localhost,
-        Scenario::ToolShadowing => matches!(s.kind, Kind::ThirdParty | Kind::Chat | Kind::Web | Kind::Notes),
-        Scenario::ResultInjectionEgress => egress && any(&[Cap::FetchUrl, Cap::ListInbox, Cap::ReadFile, Cap::Search]),
+        Scenario::ToolShadowing => matches!(
+            s.kind,
+            Kind::ThirdParty | Kind::Chat | Kind::Web | Kind::Notes
+        ),
+        Scenario::ResultInjectionEgress => {
+            egress && any(&[Cap::FetchUrl, Cap::ListInbox, Cap::ReadFile, Cap::Search])
+        }
         Scenario::Exfiltration => egress && any(&[Cap::ReadFile, Cap::RunShell]),
-        Scenario::PathTraversalCmdInjection => any(&[Cap::ReadFile, Cap::ListDir, Cap::RunShell, Cap::RunQuery]),
+        Scenario::PathTraversalCmdInjection => {
+            any(&[Cap::ReadFile, Cap::ListDir, Cap::RunShell, Cap::RunQuery])
+        }
         Scenario::Ssrf => any(&[Cap::FetchUrl, Cap::HttpPost]),
         Scenario::TokenMisuse | Scenario::SessionHijack => !s.localhost,
         Scenario::DnsRebinding => s.localhost,
@@ -393,21 +436,35 @@ fn plan_attack(
     let np = w.principals.len().max(1);
     let principal = r.random_range(0..np);
     let p = &w.principals[principal];
-    let cands: Vec<usize> = (0..w.servers.len()).filter(|&i| eligible(sc, &w.servers[i])).collect();
+    let cands: Vec<usize> = (0..w.servers.len())
+        .filter(|&i| eligible(sc, &w.servers[i]))
+        .collect();
     if cands.is_empty() {
         return Vec::new();
     }
-    let fav: Vec<usize> = cands.iter().copied().filter(|i| p.favs.contains(i)).collect();
+    let fav: Vec<usize> = cands
+        .iter()
+        .copied()
+        .filter(|i| p.favs.contains(i))
+        .collect();
     let server = if !fav.is_empty() && r.random::<f64>() < 0.6 {
         fav[r.random_range(0..fav.len())]
     } else {
         cands[r.random_range(0..cands.len())]
     };
     let variant = r.random_range(0..sc.variants());
-    let history = matches!(sc, Scenario::RugPull | Scenario::ToolShadowing | Scenario::ReconAnomaly)
-        || (sc == Scenario::TokenMisuse && variant == 1);
+    let history = matches!(
+        sc,
+        Scenario::RugPull | Scenario::ToolShadowing | Scenario::ReconAnomaly
+    ) || (sc == Scenario::TokenMisuse && variant == 1);
     let need_http = history
-        || matches!(sc, Scenario::TokenMisuse | Scenario::SessionHijack | Scenario::DnsRebinding | Scenario::HeaderMismatch);
+        || matches!(
+            sc,
+            Scenario::TokenMisuse
+                | Scenario::SessionHijack
+                | Scenario::DnsRebinding
+                | Scenario::HeaderMismatch
+        );
     let mut n_ctx: u64 = match sc {
         Scenario::RugPull | Scenario::ReconAnomaly => r.random_range(1..=3),
         Scenario::ToolShadowing => r.random_range(1..=2),
@@ -429,16 +486,33 @@ fn plan_attack(
     let other = match sc {
         Scenario::ToolShadowing => {
             let v: Vec<usize> = (0..w.servers.len())
-                .filter(|&i| i != server && !w.servers[i].localhost && w.servers[i].tools.iter().any(|t| t.cap.is_egress() || t.cap == Cap::ReadFile))
+                .filter(|&i| {
+                    i != server
+                        && !w.servers[i].localhost
+                        && w.servers[i]
+                            .tools
+                            .iter()
+                            .any(|t| t.cap.is_egress() || t.cap == Cap::ReadFile)
+                })
                 .collect();
-            match v.get(if v.is_empty() { 0 } else { r.random_range(0..v.len()) }) {
+            match v.get(if v.is_empty() {
+                0
+            } else {
+                r.random_range(0..v.len())
+            }) {
                 Some(&i) => i,
                 None => return Vec::new(),
             }
         }
         Scenario::TokenMisuse => {
-            let v: Vec<usize> = (0..w.servers.len()).filter(|&i| i != server && !w.servers[i].localhost).collect();
-            match v.get(if v.is_empty() { 0 } else { r.random_range(0..v.len()) }) {
+            let v: Vec<usize> = (0..w.servers.len())
+                .filter(|&i| i != server && !w.servers[i].localhost)
+                .collect();
+            match v.get(if v.is_empty() {
+                0
+            } else {
+                r.random_range(0..v.len())
+            }) {
                 Some(&i) => i,
                 None => return Vec::new(),
             }
@@ -456,7 +530,18 @@ fn plan_attack(
     for k in 0..n_ctx {
         let ctx_server = other;
         let tr = pick_transport(r, &w.servers[ctx_server], true);
-        let mut s = mk_spec(seed, unit, k + 1, t, Scenario::Benign, Role::Context, ctx_server, principal, tr, r);
+        let mut s = mk_spec(
+            seed,
+            unit,
+            k + 1,
+            t,
+            Scenario::Benign,
+            Role::Context,
+            ctx_server,
+            principal,
+            tr,
+            r,
+        );
         s.focus_tool = focus;
         if sc == Scenario::TokenMisuse {
             s.token_fp = token.clone();
@@ -543,7 +628,11 @@ impl Simulator {
         let world = world::build(cfg.seed, cfg.sessions);
         let planner = Planner::new(&cfg);
         let mut r = sub_rng(cfg.seed, &[0x1D]);
-        let id_prefix = format!("{}-{}", fakes::pick(&mut r, &["gw", "evt", "mcpgw", "log"]), fakes::hex(&mut r, 6));
+        let id_prefix = format!(
+            "{}-{}",
+            fakes::pick(&mut r, &["gw", "evt", "mcpgw", "log"]),
+            fakes::hex(&mut r, 6)
+        );
         Simulator {
             cfg,
             world,
@@ -627,7 +716,12 @@ impl Iterator for Simulator {
                 a.ts = nts;
                 self.active.push(Reverse(a));
             }
-            let line = format!("{{\"ts\":\"{}\",\"event_id\":\"{}-{:09}\",{body}", fmt_ts(ts), self.id_prefix, self.emitted);
+            let line = format!(
+                "{{\"ts\":\"{}\",\"event_id\":\"{}-{:09}\",{body}",
+                fmt_ts(ts),
+                self.id_prefix,
+                self.emitted
+            );
             self.emitted += 1;
             self.stats.lines += 1;
             return Some(line);
@@ -678,7 +772,10 @@ pub fn write_labels(cfg: &SimConfig, mut out: impl Write) -> Result<(), SimError
 /// Streams the whole run as NDJSON (one line per envelope, `\n`-terminated).
 pub fn write_ndjson(cfg: &SimConfig, out: impl Write) -> Result<SimStats, SimError> {
     if !(0.0..=1.0).contains(&cfg.attack_ratio) {
-        return Err(SimError::Config(format!("attack_ratio {} not in 0..=1", cfg.attack_ratio)));
+        return Err(SimError::Config(format!(
+            "attack_ratio {} not in 0..=1",
+            cfg.attack_ratio
+        )));
     }
     let mut out = std::io::BufWriter::new(out);
     let mut sim = Simulator::new(cfg.clone());

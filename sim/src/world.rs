@@ -31,21 +31,90 @@ pub(crate) enum Cap {
 impl Cap {
     pub(crate) fn synonyms(self) -> &'static [&'static str] {
         match self {
-            Cap::ReadFile => &["read_file", "cat", "get_file", "open_document", "fs_read", "read_text_file", "file_read", "load_file"],
-            Cap::WriteFile => &["write_file", "save_file", "fs_write", "put_file", "create_file", "write_text"],
-            Cap::ListDir => &["list_dir", "ls", "list_directory", "fs_list", "browse_folder", "list_files"],
-            Cap::Search => &["search_docs", "search", "find_documents", "kb_search", "query_docs", "grep_docs"],
-            Cap::FetchUrl => &["fetch_url", "http_get", "browse", "download", "web_fetch", "get_page", "read_url"],
-            Cap::HttpPost => &["http_post", "webhook_send", "upload", "post_json", "send_request", "api_call"],
-            Cap::SendEmail => &["send_email", "mail_send", "notify_email", "email_send", "compose_mail"],
-            Cap::ListInbox => &["list_emails", "inbox_list", "get_messages", "read_inbox", "fetch_mail"],
+            Cap::ReadFile => &[
+                "read_file",
+                "cat",
+                "get_file",
+                "open_document",
+                "fs_read",
+                "read_text_file",
+                "file_read",
+                "load_file",
+            ],
+            Cap::WriteFile => &[
+                "write_file",
+                "save_file",
+                "fs_write",
+                "put_file",
+                "create_file",
+                "write_text",
+            ],
+            Cap::ListDir => &[
+                "list_dir",
+                "ls",
+                "list_directory",
+                "fs_list",
+                "browse_folder",
+                "list_files",
+            ],
+            Cap::Search => &[
+                "search_docs",
+                "search",
+                "find_documents",
+                "kb_search",
+                "query_docs",
+                "grep_docs",
+            ],
+            Cap::FetchUrl => &[
+                "fetch_url",
+                "http_get",
+                "browse",
+                "download",
+                "web_fetch",
+                "get_page",
+                "read_url",
+            ],
+            Cap::HttpPost => &[
+                "http_post",
+                "webhook_send",
+                "upload",
+                "post_json",
+                "send_request",
+                "api_call",
+            ],
+            Cap::SendEmail => &[
+                "send_email",
+                "mail_send",
+                "notify_email",
+                "email_send",
+                "compose_mail",
+            ],
+            Cap::ListInbox => &[
+                "list_emails",
+                "inbox_list",
+                "get_messages",
+                "read_inbox",
+                "fetch_mail",
+            ],
             Cap::RunQuery => &["run_query", "sql_query", "execute_sql", "db_query", "query"],
             Cap::DescribeTable => &["describe_table", "get_schema", "table_info", "list_columns"],
-            Cap::RunShell => &["run_shell", "exec", "bash", "run_command", "shell_exec", "terminal"],
+            Cap::RunShell => &[
+                "run_shell",
+                "exec",
+                "bash",
+                "run_command",
+                "shell_exec",
+                "terminal",
+            ],
             Cap::CreateNote => &["create_note", "add_note", "note_write", "save_memo"],
             Cap::PostMessage => &["post_message", "slack_post", "chat_send", "send_message"],
             Cap::CreateTicket => &["create_ticket", "jira_create", "open_issue", "file_bug"],
-            Cap::Forecast => &["get_forecast", "weather_lookup", "forecast", "current_weather"],
+            Cap::Forecast => &[
+                "get_forecast",
+                "weather_lookup",
+                "forecast",
+                "current_weather",
+            ],
             Cap::Translate => &["translate_text", "translate", "localize", "deepl_translate"],
         }
     }
@@ -54,19 +123,30 @@ impl Cap {
     fn key_slots(self) -> &'static [&'static [&'static str]] {
         match self {
             Cap::ReadFile => &[&["path", "file_path", "filename", "uri"]],
-            Cap::WriteFile => &[&["path", "file_path", "target"], &["content", "text", "data"]],
+            Cap::WriteFile => &[
+                &["path", "file_path", "target"],
+                &["content", "text", "data"],
+            ],
             Cap::ListDir => &[&["path", "dir", "directory", "folder"]],
             Cap::Search => &[&["query", "q", "text"], &["limit", "top_k", "max_results"]],
             Cap::FetchUrl => &[&["url", "uri", "href"]],
             Cap::HttpPost => &[&["url", "endpoint", "target"], &["body", "payload", "data"]],
-            Cap::SendEmail => &[&["to", "recipient"], &["subject"], &["body", "text", "message"]],
+            Cap::SendEmail => &[
+                &["to", "recipient"],
+                &["subject"],
+                &["body", "text", "message"],
+            ],
             Cap::ListInbox => &[&["folder", "mailbox"], &["limit", "count"]],
             Cap::RunQuery => &[&["sql", "query", "statement"]],
             Cap::DescribeTable => &[&["table", "table_name"]],
             Cap::RunShell => &[&["command", "cmd", "script"]],
             Cap::CreateNote => &[&["title"], &["body", "content", "text"]],
             Cap::PostMessage => &[&["channel", "room"], &["text", "message"]],
-            Cap::CreateTicket => &[&["project"], &["summary", "title"], &["description", "details"]],
+            Cap::CreateTicket => &[
+                &["project"],
+                &["summary", "title"],
+                &["description", "details"],
+            ],
             Cap::Forecast => &[&["city", "location", "place"]],
             Cap::Translate => &[&["text", "source_text"], &["target_lang", "to"]],
         }
@@ -74,28 +154,96 @@ impl Cap {
 
     fn describe(self, r: &mut R) -> String {
         let opts: &[&str] = match self {
-            Cap::ReadFile => &["Read a file and return its text.", "Returns the contents of a file inside the allowed roots.", "Open a document by path.", "Read UTF-8 text from the workspace."],
-            Cap::WriteFile => &["Write text to a file, replacing it.", "Create or overwrite a file in the workspace.", "Save content to a path."],
-            Cap::ListDir => &["List the entries of a directory.", "Show files and folders under a path.", "Directory listing (name, size, mtime)."],
-            Cap::Search => &["Full-text search over the knowledge base.", "Search indexed documents.", "Find documents matching a query."],
-            Cap::FetchUrl => &["Fetch a URL and return the page as text.", "HTTP GET a web page and convert it to markdown.", "Download a resource from the web."],
-            Cap::HttpPost => &["POST a JSON or text body to a URL.", "Send data to a webhook endpoint.", "Upload a payload to an HTTP endpoint."],
-            Cap::SendEmail => &["Send an email from the user's account.", "Compose and send a message.", "Email someone."],
-            Cap::ListInbox => &["List recent messages in a mailbox folder.", "Return the latest emails.", "Read the inbox."],
-            Cap::RunQuery => &["Run a read-only SQL query.", "Execute SQL against the analytics warehouse.", "Query the database."],
-            Cap::DescribeTable => &["Describe the columns of a table.", "Return a table's schema.", "Column names and types for a table."],
-            Cap::RunShell => &["Run a shell command in the build sandbox.", "Execute a command and return stdout/stderr.", "Run a command in the dev container."],
-            Cap::CreateNote => &["Create a note.", "Save a short memo.", "Add a note to the notebook."],
-            Cap::PostMessage => &["Post a message to a chat channel.", "Send a chat message.", "Post to a team room."],
-            Cap::CreateTicket => &["Create an issue in the tracker.", "Open a ticket.", "File a bug report."],
-            Cap::Forecast => &["Weather forecast for a city.", "Current conditions and 3-day forecast.", "Look up the weather."],
-            Cap::Translate => &["Translate text to another language.", "Machine translation.", "Translate a snippet."],
+            Cap::ReadFile => &[
+                "Read a file and return its text.",
+                "Returns the contents of a file inside the allowed roots.",
+                "Open a document by path.",
+                "Read UTF-8 text from the workspace.",
+            ],
+            Cap::WriteFile => &[
+                "Write text to a file, replacing it.",
+                "Create or overwrite a file in the workspace.",
+                "Save content to a path.",
+            ],
+            Cap::ListDir => &[
+                "List the entries of a directory.",
+                "Show files and folders under a path.",
+                "Directory listing (name, size, mtime).",
+            ],
+            Cap::Search => &[
+                "Full-text search over the knowledge base.",
+                "Search indexed documents.",
+                "Find documents matching a query.",
+            ],
+            Cap::FetchUrl => &[
+                "Fetch a URL and return the page as text.",
+                "HTTP GET a web page and convert it to markdown.",
+                "Download a resource from the web.",
+            ],
+            Cap::HttpPost => &[
+                "POST a JSON or text body to a URL.",
+                "Send data to a webhook endpoint.",
+                "Upload a payload to an HTTP endpoint.",
+            ],
+            Cap::SendEmail => &[
+                "Send an email from the user's account.",
+                "Compose and send a message.",
+                "Email someone.",
+            ],
+            Cap::ListInbox => &[
+                "List recent messages in a mailbox folder.",
+                "Return the latest emails.",
+                "Read the inbox.",
+            ],
+            Cap::RunQuery => &[
+                "Run a read-only SQL query.",
+                "Execute SQL against the analytics warehouse.",
+                "Query the database.",
+            ],
+            Cap::DescribeTable => &[
+                "Describe the columns of a table.",
+                "Return a table's schema.",
+                "Column names and types for a table.",
+            ],
+            Cap::RunShell => &[
+                "Run a shell command in the build sandbox.",
+                "Execute a command and return stdout/stderr.",
+                "Run a command in the dev container.",
+            ],
+            Cap::CreateNote => &[
+                "Create a note.",
+                "Save a short memo.",
+                "Add a note to the notebook.",
+            ],
+            Cap::PostMessage => &[
+                "Post a message to a chat channel.",
+                "Send a chat message.",
+                "Post to a team room.",
+            ],
+            Cap::CreateTicket => &[
+                "Create an issue in the tracker.",
+                "Open a ticket.",
+                "File a bug report.",
+            ],
+            Cap::Forecast => &[
+                "Weather forecast for a city.",
+                "Current conditions and 3-day forecast.",
+                "Look up the weather.",
+            ],
+            Cap::Translate => &[
+                "Translate text to another language.",
+                "Machine translation.",
+                "Translate a snippet.",
+            ],
         };
         pick(r, opts).to_string()
     }
 
     pub(crate) fn is_egress(self) -> bool {
-        matches!(self, Cap::FetchUrl | Cap::HttpPost | Cap::SendEmail | Cap::PostMessage)
+        matches!(
+            self,
+            Cap::FetchUrl | Cap::HttpPost | Cap::SendEmail | Cap::PostMessage
+        )
     }
 }
 
@@ -163,14 +311,26 @@ impl Server {
         self.tool(cap).is_some()
     }
     pub(crate) fn resource_uri(&self, i: usize) -> (String, String) {
-        const DEPTS: &[&str] = &["eng", "finance", "hr", "legal", "security", "it", "sales", "ops", "design", "support"];
-        const TYPES: &[&str] = &["policy", "runbook", "faq", "minutes", "guide", "spec", "report", "howto"];
+        const DEPTS: &[&str] = &[
+            "eng", "finance", "hr", "legal", "security", "it", "sales", "ops", "design", "support",
+        ];
+        const TYPES: &[&str] = &[
+            "policy", "runbook", "faq", "minutes", "guide", "spec", "report", "howto",
+        ];
         let d = DEPTS[(i * 7 + 3) % DEPTS.len()];
         let t = TYPES[(i * 5 + 1) % TYPES.len()];
-        (format!("{}{d}/{t}-{i:03}.md", self.res_scheme), format!("{d}/{t}-{i:03}"))
+        (
+            format!("{}{d}/{t}-{i:03}.md", self.res_scheme),
+            format!("{d}/{t}-{i:03}"),
+        )
     }
 
-    pub(crate) fn tool_def(&self, t: &Tool, desc_override: Option<&str>, extra_param: Option<&str>) -> Value {
+    pub(crate) fn tool_def(
+        &self,
+        t: &Tool,
+        desc_override: Option<&str>,
+        extra_param: Option<&str>,
+    ) -> Value {
         let mut props = serde_json::Map::new();
         let mut required = Vec::new();
         let mut keys: Vec<&str> = t.keys.clone();
@@ -191,7 +351,10 @@ impl Server {
                 }
                 1 => {
                     p.insert("type".into(), json!(ty));
-                    p.insert("description".into(), json!(format!("The {}", k.replace('_', " "))));
+                    p.insert(
+                        "description".into(),
+                        json!(format!("The {}", k.replace('_', " "))),
+                    );
                 }
                 _ => {
                     p.insert("type".into(), json!(ty));
@@ -212,23 +375,39 @@ impl Server {
             }
             1 => {
                 schema.insert("additionalProperties".into(), json!(false));
-                schema.insert("$schema".into(), json!("http://json-schema.org/draft-07/schema#"));
+                schema.insert(
+                    "$schema".into(),
+                    json!("http://json-schema.org/draft-07/schema#"),
+                );
             }
             _ => {}
         }
         let mut def = serde_json::Map::new();
         def.insert("name".into(), json!(t.name));
-        def.insert("description".into(), json!(desc_override.unwrap_or(&t.desc)));
+        def.insert(
+            "description".into(),
+            json!(desc_override.unwrap_or(&t.desc)),
+        );
         def.insert("inputSchema".into(), Value::Object(schema));
         if self.schema_style == 2 {
-            let ro = !t.cap.is_egress() && !matches!(t.cap, Cap::WriteFile | Cap::RunShell | Cap::CreateNote | Cap::CreateTicket);
-            def.insert("annotations".into(), json!({"readOnlyHint": ro, "openWorldHint": t.cap.is_egress()}));
+            let ro = !t.cap.is_egress()
+                && !matches!(
+                    t.cap,
+                    Cap::WriteFile | Cap::RunShell | Cap::CreateNote | Cap::CreateTicket
+                );
+            def.insert(
+                "annotations".into(),
+                json!({"readOnlyHint": ro, "openWorldHint": t.cap.is_egress()}),
+            );
         }
         Value::Object(def)
     }
 
     pub(crate) fn tools_json(&self) -> Vec<Value> {
-        self.tools.iter().map(|t| self.tool_def(t, None, None)).collect()
+        self.tools
+            .iter()
+            .map(|t| self.tool_def(t, None, None))
+            .collect()
     }
 }
 
@@ -276,26 +455,59 @@ pub(crate) struct World {
 }
 
 const CLIENT_POOL: &[(&str, &[&str], &str)] = &[
-    ("claude-code", &["2.0.14", "2.1.7", "2.2.0"], "claude-code/{v} (external, cli)"),
-    ("cursor-vscode", &["1.7.2", "2.0.1"], "Cursor/{v} (darwin arm64)"),
+    (
+        "claude-code",
+        &["2.0.14", "2.1.7", "2.2.0"],
+        "claude-code/{v} (external, cli)",
+    ),
+    (
+        "cursor-vscode",
+        &["1.7.2", "2.0.1"],
+        "Cursor/{v} (darwin arm64)",
+    ),
     ("continue", &["1.3.4", "1.4.0"], "continue-vscode/{v}"),
-    ("mcp-inspector", &["0.16.8", "0.18.0"], "node-fetch/1.0 mcp-inspector/{v}"),
+    (
+        "mcp-inspector",
+        &["0.16.8", "0.18.0"],
+        "node-fetch/1.0 mcp-inspector/{v}",
+    ),
     ("windsurf", &["1.12.3"], "Windsurf/{v} node"),
     ("zed", &["0.211.4", "0.214.1"], "Zed/{v} (linux; x86_64)"),
     ("goose", &["1.9.0", "1.11.2"], "goose/{v} reqwest/0.12"),
     ("cline", &["3.31.0", "3.34.1"], "Cline/{v} axios/1.12.2"),
-    ("Visual Studio Code", &["1.104.2", "1.106.0"], "vscode/{v} copilot-chat"),
-    ("openai-agents", &["0.4.2"], "python-httpx/0.28.1 openai-agents/{v}"),
+    (
+        "Visual Studio Code",
+        &["1.104.2", "1.106.0"],
+        "vscode/{v} copilot-chat",
+    ),
+    (
+        "openai-agents",
+        &["0.4.2"],
+        "python-httpx/0.28.1 openai-agents/{v}",
+    ),
     ("langchain-mcp-adapters", &["0.1.11"], "python-httpx/0.28.1"),
     ("mcp-remote", &["0.1.29"], "mcp-remote/{v} node/22.11.0"),
-    ("custom-agent", &["0.3.0", "1.0.0-rc2"], "Go-http-client/2.0"),
+    (
+        "custom-agent",
+        &["0.3.0", "1.0.0-rc2"],
+        "Go-http-client/2.0",
+    ),
 ];
 
 pub(crate) fn build(seed: u64, sessions: u64) -> World {
     let mut r = crate::sub_rng(seed, &[0xB0B]);
     let corp = pick(
         &mut r,
-        &["acme.test", "initech.example", "globex.example", "umbrella.test", "hooli.example", "contoso.example", "northwind.test", "vandelay.example"],
+        &[
+            "acme.test",
+            "initech.example",
+            "globex.example",
+            "umbrella.test",
+            "hooli.example",
+            "contoso.example",
+            "northwind.test",
+            "vandelay.example",
+        ],
     );
     let stem = corp.split('.').next().unwrap_or("corp");
     let iss = match r.random_range(0..5) {
@@ -303,7 +515,14 @@ pub(crate) fn build(seed: u64, sessions: u64) -> World {
         1 => format!("https://login.{corp}/oauth2/default"),
         2 => format!("https://{stem}.okta.com"),
         3 => format!("https://auth.{corp}/realms/staff"),
-        _ => format!("https://login.microsoftonline.com/{}-{}-4{}-a{}-{}/v2.0", hex(&mut r, 8), hex(&mut r, 4), hex(&mut r, 3), hex(&mut r, 3), hex(&mut r, 12)),
+        _ => format!(
+            "https://login.microsoftonline.com/{}-{}-4{}-a{}-{}/v2.0",
+            hex(&mut r, 8),
+            hex(&mut r, 4),
+            hex(&mut r, 3),
+            hex(&mut r, 3),
+            hex(&mut r, 12)
+        ),
     };
 
     // Clients.
@@ -312,7 +531,10 @@ pub(crate) fn build(seed: u64, sessions: u64) -> World {
         .map(|(name, versions, ua)| {
             let v = pick(&mut r, versions).to_string();
             let browser_origin = match *name {
-                "mcp-inspector" => Some(format!("http://localhost:{}", pick(&mut r, &["6274", "6275", "5173"]))),
+                "mcp-inspector" => Some(format!(
+                    "http://localhost:{}",
+                    pick(&mut r, &["6274", "6275", "5173"])
+                )),
                 "Visual Studio Code" => Some(format!("vscode-webview://{}", hex(&mut r, 26))),
                 _ => None,
             };
@@ -363,7 +585,10 @@ pub(crate) fn build(seed: u64, sessions: u64) -> World {
             1 | 2 => (format!("{f}.{l}"), format!("{f}.{l}@{corp}")),
             3 => (format!("{}{l}", &f[..1]), format!("{}{l}@{corp}", &f[..1])),
             _ => {
-                let svc = format!("svc-{}-{k}", pick(&mut r, &["ci", "etl", "reporting", "backup", "triage"]));
+                let svc = format!(
+                    "svc-{}-{k}",
+                    pick(&mut r, &["ci", "etl", "reporting", "backup", "triage"])
+                );
                 (svc.clone(), format!("{svc}@{corp}"))
             }
         };
@@ -374,12 +599,33 @@ pub(crate) fn build(seed: u64, sessions: u64) -> World {
             0..=5 => email.clone(),
             6 | 7 => format!("00u{}", fakes::alnum(&mut r, 17)),
             8 => format!("auth0|{}", hex(&mut r, 24)),
-            _ => format!("{}-{}-{}-{}-{}", hex(&mut r, 8), hex(&mut r, 4), hex(&mut r, 4), hex(&mut r, 4), hex(&mut r, 12)),
+            _ => format!(
+                "{}-{}-{}-{}-{}",
+                hex(&mut r, 8),
+                hex(&mut r, 4),
+                hex(&mut r, 4),
+                hex(&mut r, 4),
+                hex(&mut r, 12)
+            ),
         };
         let ip = match r.random_range(0..4) {
-            0 | 1 => format!("10.{}.{}.{}", r.random_range(0..64), r.random_range(0..255), r.random_range(2..254)),
-            2 => format!("172.{}.{}.{}", r.random_range(16..32), r.random_range(0..255), r.random_range(2..254)),
-            _ => format!("192.168.{}.{}", r.random_range(0..255), r.random_range(2..254)),
+            0 | 1 => format!(
+                "10.{}.{}.{}",
+                r.random_range(0..64),
+                r.random_range(0..255),
+                r.random_range(2..254)
+            ),
+            2 => format!(
+                "172.{}.{}.{}",
+                r.random_range(16..32),
+                r.random_range(0..255),
+                r.random_range(2..254)
+            ),
+            _ => format!(
+                "192.168.{}.{}",
+                r.random_range(0..255),
+                r.random_range(2..254)
+            ),
         };
         let mut all: Vec<usize> = (0..servers.len()).collect();
         all.shuffle(&mut r);
@@ -396,7 +642,13 @@ pub(crate) fn build(seed: u64, sessions: u64) -> World {
         });
     }
 
-    World { corp, iss, servers, principals, clients }
+    World {
+        corp,
+        iss,
+        servers,
+        principals,
+        clients,
+    }
 }
 
 fn make_server(
@@ -408,15 +660,75 @@ fn make_server(
     used_ports: &mut std::collections::BTreeSet<u16>,
 ) -> Server {
     let (words, names, caps, opt_caps): (&[&str], &[&str], &[Cap], &[Cap]) = match kind {
-        Kind::Files => (&["files", "fs", "storage", "share"], &["filesystem", "fs-server", "files-mcp", "secure-filesystem-server"], &[Cap::ReadFile, Cap::WriteFile, Cap::ListDir, Cap::HttpPost], &[Cap::Search]),
-        Kind::Web => (&["web", "browser", "fetch", "http"], &["fetch", "web-tools", "browser-bridge", "httpkit"], &[Cap::FetchUrl, Cap::HttpPost], &[Cap::Search]),
-        Kind::Mail => (&["mail", "email", "inbox", "smtp"], &["mailer", "gmail-bridge", "outlook-mcp", "postbox"], &[Cap::ListInbox, Cap::SendEmail], &[Cap::Search]),
-        Kind::Db => (&["db", "warehouse", "sql", "analytics"], &["postgres-mcp", "sqlite-explorer", "warehouse", "dbhub"], &[Cap::RunQuery, Cap::DescribeTable], &[Cap::ListDir]),
-        Kind::Notes => (&["notes", "memo", "scratch", "local"], &["notes-local", "obsidian-bridge", "memo-server", "scratchpad"], &[Cap::CreateNote, Cap::Search, Cap::ReadFile], &[Cap::ListDir]),
-        Kind::Devbox => (&["devbox", "build", "sandbox", "shell"], &["devbox", "desktop-commander", "sandbox-runner", "buildkite-shell"], &[Cap::RunShell, Cap::ReadFile, Cap::ListDir, Cap::HttpPost], &[Cap::WriteFile]),
-        Kind::Docs => (&["docs", "wiki", "kb", "handbook"], &["handbook", "confluence-mcp", "kb-server", "docsearch"], &[Cap::Search, Cap::ReadFile, Cap::ListDir], &[Cap::CreateTicket]),
-        Kind::ThirdParty => (&["weather", "translate", "travel", "widgets"], &["weather-pro", "polyglot", "tripkit", "widgetbox"], &[Cap::Forecast, Cap::Translate], &[Cap::FetchUrl]),
-        Kind::Chat => (&["chat", "slack", "teams", "tickets"], &["slack-mcp", "teams-bridge", "chatops", "jira-bridge"], &[Cap::PostMessage, Cap::CreateTicket], &[Cap::Search]),
+        Kind::Files => (
+            &["files", "fs", "storage", "share"],
+            &[
+                "filesystem",
+                "fs-server",
+                "files-mcp",
+                "secure-filesystem-server",
+            ],
+            &[Cap::ReadFile, Cap::WriteFile, Cap::ListDir, Cap::HttpPost],
+            &[Cap::Search],
+        ),
+        Kind::Web => (
+            &["web", "browser", "fetch", "http"],
+            &["fetch", "web-tools", "browser-bridge", "httpkit"],
+            &[Cap::FetchUrl, Cap::HttpPost],
+            &[Cap::Search],
+        ),
+        Kind::Mail => (
+            &["mail", "email", "inbox", "smtp"],
+            &["mailer", "gmail-bridge", "outlook-mcp", "postbox"],
+            &[Cap::ListInbox, Cap::SendEmail],
+            &[Cap::Search],
+        ),
+        Kind::Db => (
+            &["db", "warehouse", "sql", "analytics"],
+            &["postgres-mcp", "sqlite-explorer", "warehouse", "dbhub"],
+            &[Cap::RunQuery, Cap::DescribeTable],
+            &[Cap::ListDir],
+        ),
+        Kind::Notes => (
+            &["notes", "memo", "scratch", "local"],
+            &[
+                "notes-local",
+                "obsidian-bridge",
+                "memo-server",
+                "scratchpad",
+            ],
+            &[Cap::CreateNote, Cap::Search, Cap::ReadFile],
+            &[Cap::ListDir],
+        ),
+        Kind::Devbox => (
+            &["devbox", "build", "sandbox", "shell"],
+            &[
+                "devbox",
+                "desktop-commander",
+                "sandbox-runner",
+                "buildkite-shell",
+            ],
+            &[Cap::RunShell, Cap::ReadFile, Cap::ListDir, Cap::HttpPost],
+            &[Cap::WriteFile],
+        ),
+        Kind::Docs => (
+            &["docs", "wiki", "kb", "handbook"],
+            &["handbook", "confluence-mcp", "kb-server", "docsearch"],
+            &[Cap::Search, Cap::ReadFile, Cap::ListDir],
+            &[Cap::CreateTicket],
+        ),
+        Kind::ThirdParty => (
+            &["weather", "translate", "travel", "widgets"],
+            &["weather-pro", "polyglot", "tripkit", "widgetbox"],
+            &[Cap::Forecast, Cap::Translate],
+            &[Cap::FetchUrl],
+        ),
+        Kind::Chat => (
+            &["chat", "slack", "teams", "tickets"],
+            &["slack-mcp", "teams-bridge", "chatops", "jira-bridge"],
+            &[Cap::PostMessage, Cap::CreateTicket],
+            &[Cap::Search],
+        ),
     };
     let word = pick(r, words);
     let env: &'static str = match kind {
@@ -456,9 +768,17 @@ fn make_server(
         }
     }
     let host = if localhost {
-        if chance(r, 0.6) { format!("localhost:{port}") } else { format!("127.0.0.1:{port}") }
+        if chance(r, 0.6) {
+            format!("localhost:{port}")
+        } else {
+            format!("127.0.0.1:{port}")
+        }
     } else if kind == Kind::ThirdParty {
-        format!("mcp.{word}{}.{}", pick(r, &["", "hub", "cloud", "api"]), pick(r, &["io", "dev", "app", "ai"]))
+        format!(
+            "mcp.{word}{}.{}",
+            pick(r, &["", "hub", "cloud", "api"]),
+            pick(r, &["io", "dev", "app", "ai"])
+        )
     } else {
         match r.random_range(0..3) {
             0 => format!("{word}.{corp}"),
@@ -484,7 +804,13 @@ fn make_server(
             Cap::Search | Cap::ListInbox => 1,
             _ => keys.len(),
         };
-        tools.push(Tool { cap, name, desc: cap.describe(r), keys, optional_from });
+        tools.push(Tool {
+            cap,
+            name,
+            desc: cap.describe(r),
+            keys,
+            optional_from,
+        });
     }
     let res_count = match kind {
         Kind::Docs => r.random_range(70..220),
@@ -492,15 +818,31 @@ fn make_server(
         _ => 0,
     };
     let res_scheme = match kind {
-        Kind::Docs => pick(r, &["kb://", "wiki://space/", "confluence://pages/", "docs://handbook/"]).to_string(),
+        Kind::Docs => pick(
+            r,
+            &[
+                "kb://",
+                "wiki://space/",
+                "confluence://pages/",
+                "docs://handbook/",
+            ],
+        )
+        .to_string(),
         Kind::Notes => "note://".to_string(),
         _ => format!("file:///srv/{word}/"),
     };
     let prompts = match r.random_range(0..4) {
         0 => vec![],
         1 => vec![("summarize_topic", "Summarize a topic for a busy reader")],
-        2 => vec![("draft_reply", "Draft a polite reply"), ("explain_term", "Explain an internal term")],
-        _ => vec![("weekly_digest", "Build a weekly digest"), ("triage", "Triage an incoming request"), ("outline", "Outline a document")],
+        2 => vec![
+            ("draft_reply", "Draft a polite reply"),
+            ("explain_term", "Explain an internal term"),
+        ],
+        _ => vec![
+            ("weekly_digest", "Build a weekly digest"),
+            ("triage", "Triage an incoming request"),
+            ("outline", "Outline a document"),
+        ],
     };
     let gateway = match r.random_range(0..4) {
         0 => "gw-edge-2".to_string(),
@@ -509,7 +851,9 @@ fn make_server(
         _ => "agentgateway-01".to_string(),
     };
     let instructions = if chance(r, 0.3) {
-        Some(format!("Use these tools for {word} tasks. Prefer small requests."))
+        Some(format!(
+            "Use these tools for {word} tasks. Prefer small requests."
+        ))
     } else {
         None
     };
@@ -517,11 +861,27 @@ fn make_server(
         id,
         kind,
         localhost,
-        aud: if chance(r, 0.7) { format!("https://{host}/mcp") } else { format!("api://{word}-{n}") },
-        scopes: format!("{word}:read{}", if chance(r, 0.5) { format!(" {word}:write") } else { String::new() }),
+        aud: if chance(r, 0.7) {
+            format!("https://{host}/mcp")
+        } else {
+            format!("api://{word}-{n}")
+        },
+        scopes: format!(
+            "{word}:read{}",
+            if chance(r, 0.5) {
+                format!(" {word}:write")
+            } else {
+                String::new()
+            }
+        ),
         host,
         name: pick(r, names).to_string(),
-        version: format!("{}.{}.{}", r.random_range(0..3), r.random_range(0..20), r.random_range(0..12)),
+        version: format!(
+            "{}.{}.{}",
+            r.random_range(0..3),
+            r.random_range(0..20),
+            r.random_range(0..12)
+        ),
         env,
         gateway,
         stdio_ok: matches!(kind, Kind::Files | Kind::Devbox | Kind::Notes | Kind::Db),

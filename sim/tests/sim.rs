@@ -4,7 +4,11 @@ use dunes_sim::{Scenario, SimConfig, Simulator, generate_labels, labels_json, wr
 use serde_json::Value;
 
 fn cfg(sessions: u64, seed: u64) -> SimConfig {
-    SimConfig { sessions, seed, ..SimConfig::default() }
+    SimConfig {
+        sessions,
+        seed,
+        ..SimConfig::default()
+    }
 }
 
 fn run(c: &SimConfig) -> Vec<u8> {
@@ -87,7 +91,11 @@ fn lines_valid_sorted_unique_and_labelled() {
             let d = if m.get("method").is_some() { 1 } else { -1 };
             if d == -1 {
                 assert!(m.get("result").is_some() || m.get("error").is_some());
-                assert_eq!(open.get(&key).copied().unwrap_or(0), 1, "response without request {key:?}");
+                assert_eq!(
+                    open.get(&key).copied().unwrap_or(0),
+                    1,
+                    "response without request {key:?}"
+                );
             }
             *open.entry(key).or_insert(0) += d;
         }
@@ -95,9 +103,15 @@ fn lines_valid_sorted_unique_and_labelled() {
     assert!(lines > 1000);
     assert!(open.values().all(|&n| n == 0), "unanswered requests");
     let label_sessions: BTreeSet<String> = labels.keys().cloned().collect();
-    assert_eq!(label_sessions, seen_sessions, "labels == sessions in output");
+    assert_eq!(
+        label_sessions, seen_sessions,
+        "labels == sessions in output"
+    );
     for s in Scenario::ALL {
-        assert!(per_scenario.get(&s).copied().unwrap_or(0) > 0, "scenario {s} missing");
+        assert!(
+            per_scenario.get(&s).copied().unwrap_or(0) > 0,
+            "scenario {s} missing"
+        );
     }
     let benign = per_scenario[&Scenario::Benign];
     assert!(benign * 2 > 150, "benign should be the majority: {benign}");
@@ -110,7 +124,12 @@ fn header_consistency_outside_header_mismatch() {
     let mut mismatches = BTreeMap::<Scenario, u64>::new();
     for line in Simulator::new(c) {
         let v: Value = serde_json::from_str(&line).expect("json");
-        let Some(h) = v.pointer("/http/headers/mcp-method").and_then(|x| x.as_str()) else { continue };
+        let Some(h) = v
+            .pointer("/http/headers/mcp-method")
+            .and_then(|x| x.as_str())
+        else {
+            continue;
+        };
         let m = &v["message"];
         let body_m = m["method"].as_str().unwrap_or("");
         let body_n = m
@@ -124,7 +143,10 @@ fn header_consistency_outside_header_mismatch() {
             *mismatches.entry(l).or_insert(0) += 1;
         }
     }
-    assert!(mismatches.keys().all(|s| *s == Scenario::HeaderMismatch), "{mismatches:?}");
+    assert!(
+        mismatches.keys().all(|s| *s == Scenario::HeaderMismatch),
+        "{mismatches:?}"
+    );
     assert!(mismatches.contains_key(&Scenario::HeaderMismatch));
 }
 
@@ -139,7 +161,11 @@ fn scenario_restriction_and_parse() {
     };
     let labels = generate_labels(&c);
     assert_eq!(labels.len(), 40);
-    assert!(labels.values().all(|s| matches!(s, Scenario::Benign | Scenario::Ssrf | Scenario::CallFlood)));
+    assert!(
+        labels
+            .values()
+            .all(|s| matches!(s, Scenario::Benign | Scenario::Ssrf | Scenario::CallFlood))
+    );
     assert!(labels.values().any(|s| *s == Scenario::Ssrf));
     for s in Scenario::ALL {
         assert_eq!(s.to_string().parse::<Scenario>().expect("parse"), s);
@@ -155,7 +181,7 @@ fn scenario_restriction_and_parse() {
 #[test]
 fn streaming_memory_bounded() {
     // 200k+ lines without collecting them; the heaps must stay small.
-    let c = cfg(6_000, 99);
+    let c = cfg(12_000, 99);
     let mut sim = Simulator::new(c);
     let mut n = 0u64;
     for _ in sim.by_ref() {
@@ -168,5 +194,6 @@ fn streaming_memory_bounded() {
     let (active, pending) = sim.peak_buffered();
     assert!(active < 400, "active peak {active}");
     assert!(pending < 2_000, "pending peak {pending}");
-    assert!(sim.stats().sessions < 6_000);
+    assert!(sim.stats().sessions < 12_000);
+    eprintln!("peak active {active} pending {pending}");
 }
