@@ -1,0 +1,148 @@
+//! `dunes.toml`: the configuration file. Every field has a default, so an
+//! empty file (or none) is a working embedded setup.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use dunes_detect::ResponseConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Rule pack directory; defaults to `./rules`, else the pack shipped in
+    /// the source tree.
+    pub rules_dir: Option<PathBuf>,
+    pub http: HttpConfig,
+    pub ingest: IngestSection,
+    pub ledger: LedgerSection,
+    pub response: ResponseConfig,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestSection {
+    /// NDJSON files read by `dunes run` (`-` is stdin).
+    pub files: Vec<PathBuf>,
+    pub stdin: bool,
+    pub max_line_bytes: usize,
+    /// Records per micro-batch.
+    pub batch_size: usize,
+    /// A partly filled batch is processed after this many milliseconds.
+    pub batch_timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerSection {
+    pub origin: Option<String>,
+    pub checkpoint_every_records: u64,
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./dunes-data"),
+            rules_dir: None,
+            http: HttpConfig::default(),
+            ingest: IngestSection::default(),
+            ledger: LedgerSection::default(),
+            response: ResponseConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for IngestSection {
+    fn default() -> Self {
+        IngestSection {
+            files: Vec::new(),
+            stdin: false,
+            max_line_bytes: 1024 * 1024,
+            batch_size: 4096,
+            batch_timeout_ms: 200,
+        }
+    }
+}
+
+impl Default for LedgerSection {
+    fn default() -> Self {
+        LedgerSection {
+            origin: None,
+            checkpoint_every_records: 10_000,
+            checkpoint_interval_ms: 5_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+    }
+
+    pub fn rules_dir(&self) -> PathBuf {
+        if let Some(d) = &self.rules_dir {
+            return d.clone();
+        }
+        let local = PathBuf::from("rules");
+        if local.is_dir() {
+            return local;
+        }
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+    }
+
+    pub fn origin(&self) -> String {
+        if let Some(o) = &self.ledger.origin {
+            return o.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into());
+        format!("dunes/{host}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default_and_unknown_keys_are_refused() {
+        let c: Config = toml::from_str("").expect("empty config");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.response.regulatory_hours, 72);
+        let err = toml::from_str::<Config>("[http]\nlisten_on = \"x\"\n").unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let c: Config =
+            toml::from_str("data_dir = \"/tmp/x\"\n[ingest]\nbatch_size = 10\n").expect("partial");
+        assert_eq!(c.ingest.batch_size, 10);
+        assert_eq!(c.ingest.max_line_bytes, 1024 * 1024);
+    }
+}

@@ -1,0 +1,292 @@
+//! The one engine code path shared by `run`, `replay`, `demo` and `bench`:
+//! raw records → validation/normalisation → rules → incidents/responses →
+//! ledger (durable) → outputs and the queryable incident store.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::Utc;
+use dunes_detect::{Engine, Incident, IncidentStore, Level, ResponseConfig, ResponseRecord};
+use dunes_ingest::{DeadLetterWriter, IngestConfig, Normalizer, RawRecord};
+use dunes_ledger::{Ledger, LedgerConfig, RecordKind};
+use serde::Serialize;
+
+use crate::config::Config;
+
+/// Files the pipeline writes in the data dir.
+pub struct DataPaths {
+    pub dead_letter: PathBuf,
+    pub incidents: PathBuf,
+    pub responses: PathBuf,
+}
+
+impl DataPaths {
+    pub fn new(data_dir: &Path) -> Self {
+        DataPaths {
+            dead_letter: data_dir.join("dead-letter.ndjson"),
+            incidents: data_dir.join("incidents.ndjson"),
+            responses: data_dir.join("responses.ndjson"),
+        }
+    }
+}
+
+/// Running totals.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Stats {
+    pub batches: u64,
+    pub envelopes: u64,
+    pub rows: u64,
+    pub rejected: u64,
+    pub incidents: u64,
+    pub incidents_by_level: [u64; 3],
+    pub responses: u64,
+}
+
+/// What one batch produced.
+#[derive(Clone, Debug, Default)]
+pub struct BatchOutcome {
+    pub accepted: u64,
+    pub rejected: u64,
+    pub incidents: Vec<Incident>,
+    pub responses: Vec<ResponseRecord>,
+}
+
+pub struct Pipeline {
+    normalizer: Normalizer,
+    engine: Engine,
+    ledger: Ledger,
+    dead_letter: DeadLetterWriter,
+    incidents_out: NdjsonWriter,
+    responses_out: NdjsonWriter,
+    extra_incidents_out: Option<NdjsonWriter>,
+    store: Arc<IncidentStore>,
+    response_cfg: ResponseConfig,
+    pub stats: Stats,
+}
+
+/// Appends JSON lines to a file.
+struct NdjsonWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl NdjsonWriter {
+    fn open(path: &Path) -> anyhow::Result<Self> {
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(NdjsonWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::new(f),
+        })
+    }
+
+    fn write<T: Serialize>(&mut self, v: &T) -> anyhow::Result<()> {
+        serde_json::to_writer(&mut self.out, v)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.out
+            .write_all(b"\n")
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        self.out
+            .flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+impl Pipeline {
+    /// Opens the data dir (creating it), the ledger (generating keys on
+    /// first run) and plans the rule pack.
+    pub async fn open(
+        cfg: &Config,
+        store: Arc<IncidentStore>,
+        extra_incidents_out: Option<&Path>,
+    ) -> anyhow::Result<Pipeline> {
+        let data_dir = &cfg.data_dir;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+        let rules_dir = cfg.rules_dir();
+        let rules = dunes_detect::load_dir(&rules_dir)
+            .with_context(|| format!("cannot load rules from {}", rules_dir.display()))?;
+        let engine = Engine::new(rules).await.context("cannot plan rules")?;
+        tracing::info!(rules = engine.rules().len(), dir = %rules_dir.display(), "rules planned");
+        let mut lcfg = LedgerConfig::new(data_dir, cfg.origin());
+        lcfg.checkpoint_every_records = cfg.ledger.checkpoint_every_records;
+        lcfg.checkpoint_interval = Duration::from_millis(cfg.ledger.checkpoint_interval_ms);
+        let ledger = Ledger::open(lcfg).context("cannot open the ledger")?;
+        let paths = DataPaths::new(data_dir);
+        let dead_letter = DeadLetterWriter::open(&paths.dead_letter)
+            .with_context(|| format!("cannot open {}", paths.dead_letter.display()))?;
+        let ingest_cfg = IngestConfig {
+            max_line_bytes: cfg.ingest.max_line_bytes,
+            ..IngestConfig::default()
+        };
+        Ok(Pipeline {
+            normalizer: Normalizer::new(ingest_cfg),
+            engine,
+            ledger,
+            dead_letter,
+            incidents_out: NdjsonWriter::open(&paths.incidents)?,
+            responses_out: NdjsonWriter::open(&paths.responses)?,
+            extra_incidents_out: extra_incidents_out.map(NdjsonWriter::open).transpose()?,
+            store,
+            response_cfg: cfg.response.clone(),
+            stats: Stats::default(),
+        })
+    }
+
+    pub fn rule_count(&self) -> usize {
+        self.engine.rules().len()
+    }
+
+    /// Processes one micro-batch to completion: when this returns, every
+    /// accepted envelope, incident and response of the batch is in the
+    /// ledger and fsynced, and every rejected record is in the dead-letter
+    /// file.
+    pub async fn process(&mut self, records: Vec<RawRecord>) -> anyhow::Result<BatchOutcome> {
+        if records.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let decoded = self
+            .normalizer
+            .decode_batch(records)
+            .context("normalisation failed")?;
+        for r in &decoded.rejected {
+            self.dead_letter
+                .write(r)
+                .context("cannot write the dead-letter file")?;
+        }
+        let now = Utc::now();
+        let detection = dunes_detect::detect(
+            &self.engine,
+            &decoded.events,
+            &decoded.tool_defs,
+            now,
+            &self.response_cfg,
+        )
+        .await
+        .context("detection failed")?;
+
+        // Ledger first: nothing is reported that is not ledgered.
+        let mut event_index: HashMap<&str, u64> = HashMap::with_capacity(decoded.accepted.len());
+        for a in &decoded.accepted {
+            let idx = self
+                .ledger
+                .append(RecordKind::Event, a.ts_micros, &a.raw, &[])
+                .context("ledger append failed")?;
+            event_index.insert(a.event_id.as_str(), idx);
+        }
+        let now_us = now.timestamp_micros();
+        let mut incidents = Vec::with_capacity(detection.incidents.len());
+        let mut incident_index: HashMap<String, u64> = HashMap::new();
+        for inc in detection.incidents {
+            if self.store.contains(&inc.incident_id) {
+                // The same rule, entity and first event were already
+                // reported (e.g. the same file replayed twice).
+                continue;
+            }
+            let refs: Vec<u64> = inc
+                .event_ids
+                .iter()
+                .filter_map(|id| event_index.get(id.as_str()).copied())
+                .collect();
+            let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
+            let idx = self
+                .ledger
+                .append(RecordKind::Incident, now_us, &payload, &refs)
+                .context("ledger append failed")?;
+            incident_index.insert(inc.incident_id.clone(), idx);
+            incidents.push(inc);
+        }
+        let mut responses = Vec::with_capacity(detection.responses.len());
+        for resp in detection.responses {
+            let Some(&inc_idx) = incident_index.get(&resp.incident_id) else {
+                continue;
+            };
+            let payload = serde_json::to_vec(&resp).context("cannot encode response")?;
+            self.ledger
+                .append(RecordKind::Response, now_us, &payload, &[inc_idx])
+                .context("ledger append failed")?;
+            responses.push(resp);
+        }
+        self.ledger.sync().context("ledger sync failed")?;
+        self.dead_letter
+            .flush_sync()
+            .context("cannot sync the dead-letter file")?;
+
+        for inc in &incidents {
+            self.incidents_out.write(inc)?;
+            if let Some(extra) = &mut self.extra_incidents_out {
+                extra.write(inc)?;
+            }
+            self.stats.incidents += 1;
+            self.stats.incidents_by_level[(inc.level.as_u8() - 1) as usize] += 1;
+            match inc.level {
+                Level::Automated => tracing::warn!(
+                    target: "dunes::alert",
+                    incident = %inc.incident_id, rule = %inc.rule_id, severity = %inc.severity,
+                    session = inc.session_id.as_deref().unwrap_or("-"),
+                    server = inc.server_id.as_deref().unwrap_or("-"),
+                    "ALERT level 1: {}", inc.title
+                ),
+                Level::Analyst => tracing::info!(
+                    target: "dunes::queue",
+                    incident = %inc.incident_id, rule = %inc.rule_id,
+                    "queued for analyst: {}", inc.title
+                ),
+                Level::Emergency => tracing::error!(
+                    target: "dunes::emergency",
+                    incident = %inc.incident_id, rule = %inc.rule_id,
+                    server = inc.server_id.as_deref().unwrap_or("-"),
+                    "EMERGENCY level 3: {}", inc.title
+                ),
+            }
+            self.store.insert(inc.clone());
+        }
+        for r in &responses {
+            self.responses_out.write(r)?;
+            tracing::warn!(
+                target: "dunes::response",
+                response = %r.response_id, action = %r.action, target = ?r.target,
+                "response issued"
+            );
+        }
+        self.incidents_out.flush()?;
+        self.responses_out.flush()?;
+        if let Some(extra) = &mut self.extra_incidents_out {
+            extra.flush()?;
+        }
+        self.stats.responses += responses.len() as u64;
+        self.ledger
+            .maybe_checkpoint()
+            .context("ledger checkpoint failed")?;
+
+        let accepted = decoded.accepted.len() as u64;
+        let rejected = decoded.rejected.len() as u64;
+        self.stats.batches += 1;
+        self.stats.envelopes += accepted;
+        self.stats.rows += decoded.events.num_rows() as u64;
+        self.stats.rejected += rejected;
+        Ok(BatchOutcome {
+            accepted,
+            rejected,
+            incidents,
+            responses,
+        })
+    }
+
+    /// Writes a final signed checkpoint and syncs everything.
+    pub fn close(self) -> anyhow::Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
+        let cp = self.ledger.close().context("cannot close the ledger")?;
+        Ok((self.stats, cp))
+    }
+}

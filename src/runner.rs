@@ -1,0 +1,429 @@
+//! Drives the pipeline from its sources (files, stdin, HTTP) with
+//! micro-batching, backpressure and graceful shutdown. `run`, `replay` and
+//! `demo` all go through [`drive`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use dunes_api::{AppState, IngestAck, IngestRequest, ServerConfig};
+use dunes_detect::{Incident, IncidentFilter, IncidentStore};
+use dunes_ingest::RawRecord;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::pipeline::{DataPaths, Pipeline, Stats};
+
+/// Called once every file/stdin source is exhausted and processed.
+pub type AfterSources = Box<dyn FnOnce(&Stats, &IncidentStore, Option<SocketAddr>) + Send>;
+
+pub struct DriveOptions {
+    pub incidents_out: Option<PathBuf>,
+    /// Keep serving (HTTP ingest and API) after the sources are exhausted,
+    /// until SIGINT/SIGTERM.
+    pub keep_running: bool,
+    pub after_sources: Option<AfterSources>,
+}
+
+impl DriveOptions {
+    pub fn run() -> Self {
+        DriveOptions {
+            incidents_out: None,
+            keep_running: true,
+            after_sources: None,
+        }
+    }
+    pub fn replay() -> Self {
+        DriveOptions {
+            incidents_out: None,
+            keep_running: false,
+            after_sources: None,
+        }
+    }
+}
+
+pub struct DriveOutcome {
+    pub stats: Stats,
+    pub checkpoint: Option<dunes_ledger::Checkpoint>,
+    pub elapsed: Duration,
+}
+
+enum Work {
+    Chunk(Vec<RawRecord>),
+    Done { source: String, error: Option<String> },
+}
+
+/// Reads one NDJSON source in chunks and hands them to the pipeline; the
+/// bounded channel blocks the reader when detection or the ledger is slower
+/// (backpressure).
+fn read_source<I>(reader: I, chunk: usize, tx: &mpsc::Sender<Work>) -> anyhow::Result<()>
+where
+    I: Iterator<Item = Result<RawRecord, dunes_ingest::IngestError>>,
+{
+    let mut buf = Vec::with_capacity(chunk);
+    for rec in reader {
+        buf.push(rec?);
+        if buf.len() >= chunk {
+            let full = std::mem::replace(&mut buf, Vec::with_capacity(chunk));
+            if tx.blocking_send(Work::Chunk(full)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !buf.is_empty() {
+        let _ = tx.blocking_send(Work::Chunk(buf));
+    }
+    Ok(())
+}
+
+/// Runs on a blocking thread: opens `path` (`-` is stdin), reads it, and
+/// always reports completion.
+fn source_thread(path: PathBuf, max_line: usize, chunk: usize, tx: mpsc::Sender<Work>) {
+    let name = path.display().to_string();
+    let result = if path == Path::new("-") {
+        read_source(dunes_ingest::source::stdin_reader(max_line), chunk, &tx)
+    } else {
+        dunes_ingest::source::open_file(&path, max_line)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| read_source(r, chunk, &tx))
+    };
+    let _ = tx.blocking_send(Work::Done {
+        source: name,
+        error: result.err().map(|e| format!("{e:#}")),
+    });
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<DriveOutcome> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let paths = DataPaths::new(&cfg.data_dir);
+    let store = Arc::new(
+        IncidentStore::load_ndjson(&paths.incidents).context("cannot load earlier incidents")?,
+    );
+    let mut pipeline = Pipeline::open(cfg, store.clone(), opts.incidents_out.as_deref()).await?;
+
+    // Sources.
+    let batch_size = cfg.ingest.batch_size.max(1);
+    let (work_tx, mut work_rx) = mpsc::channel::<Work>(4);
+    let mut sources = cfg.ingest.files.clone();
+    if cfg.ingest.stdin && !sources.iter().any(|p| p == Path::new("-")) {
+        sources.push(PathBuf::from("-"));
+    }
+    let mut open_sources = sources.len();
+    for path in sources {
+        let tx = work_tx.clone();
+        let max_line = cfg.ingest.max_line_bytes;
+        // stdin trickles: hand over every line at once; files go in chunks.
+        let chunk = if path == Path::new("-") { 1 } else { batch_size };
+        tokio::task::spawn_blocking(move || source_thread(path, max_line, chunk, tx));
+    }
+    drop(work_tx);
+
+    // HTTP API and ingest endpoint.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (http_tx, mut http_rx) = mpsc::channel::<IngestRequest>(16);
+    let mut bound_addr = None;
+    let mut server = None;
+    if cfg.http.enabled {
+        let state = AppState {
+            incidents: store.clone(),
+            data_dir: cfg.data_dir.clone(),
+            ingest: Some(http_tx.clone()),
+            max_line_bytes: cfg.ingest.max_line_bytes,
+        };
+        let scfg = ServerConfig {
+            listen: cfg.http.listen,
+            max_body_bytes: cfg.http.max_body_bytes,
+        };
+        let (btx, brx) = oneshot::channel();
+        let mut stop = stop_rx.clone();
+        let handle = tokio::spawn(dunes_api::serve(scfg, state, Some(btx), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        match brx.await {
+            Ok(addr) => bound_addr = Some(addr),
+            Err(_) => {
+                // The server failed before binding: surface its error.
+                return match handle.await {
+                    Ok(Err(e)) => Err(e.into()),
+                    Ok(Ok(())) => Err(anyhow::anyhow!("HTTP server stopped unexpectedly")),
+                    Err(e) => Err(anyhow::anyhow!("HTTP server task failed: {e}")),
+                };
+            }
+        }
+        server = Some(handle);
+    }
+    drop(http_tx);
+
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let timeout = Duration::from_millis(cfg.ingest.batch_timeout_ms.max(1));
+    let mut pending: Vec<RawRecord> = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut first_error: Option<anyhow::Error> = None;
+    let mut sources_done_fired = false;
+    let mut http_open = cfg.http.enabled;
+
+    loop {
+        if open_sources == 0 && !sources_done_fired {
+            sources_done_fired = true;
+            pipeline.process(std::mem::take(&mut pending)).await?;
+            deadline = None;
+            if let Some(cb) = opts.after_sources.take() {
+                cb(&pipeline.stats, &store, bound_addr);
+            }
+            if first_error.is_some() || !opts.keep_running || !cfg.http.enabled {
+                break;
+            }
+        }
+        tokio::select! {
+            w = work_rx.recv(), if open_sources > 0 => match w {
+                Some(Work::Chunk(mut recs)) => {
+                    if pending.is_empty() && recs.len() >= batch_size {
+                        pipeline.process(recs).await?;
+                    } else {
+                        pending.append(&mut recs);
+                        if pending.len() >= batch_size {
+                            pipeline.process(std::mem::take(&mut pending)).await?;
+                            deadline = None;
+                        } else if deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + timeout);
+                        }
+                    }
+                }
+                Some(Work::Done { source, error }) => {
+                    open_sources -= 1;
+                    match error {
+                        Some(e) => {
+                            tracing::error!(%source, "source failed: {e}");
+                            first_error.get_or_insert(anyhow::anyhow!("source {source} failed: {e}"));
+                        }
+                        None => tracing::info!(%source, "source finished"),
+                    }
+                }
+                None => open_sources = 0,
+            },
+            req = http_rx.recv(), if http_open => match req {
+                Some(IngestRequest { records, reply }) => {
+                    if !pending.is_empty() {
+                        pipeline.process(std::mem::take(&mut pending)).await?;
+                        deadline = None;
+                    }
+                    let out = pipeline.process(records).await?;
+                    let _ = reply.send(IngestAck {
+                        accepted: out.accepted,
+                        rejected: out.rejected,
+                        incidents: out.incidents.len() as u64,
+                        responses: out.responses.len() as u64,
+                    });
+                }
+                None => http_open = false,
+            },
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                pipeline.process(std::mem::take(&mut pending)).await?;
+                deadline = None;
+            }
+            _ = &mut signal => {
+                tracing::info!("shutdown requested: draining");
+                break;
+            }
+        }
+    }
+    // Drain what is already buffered, then stop the server and close.
+    pipeline.process(std::mem::take(&mut pending)).await?;
+    let _ = stop_tx.send(true);
+    if let Some(h) = server {
+        match h.await {
+            Ok(Err(e)) => tracing::error!("HTTP server error: {e}"),
+            Err(e) => tracing::error!("HTTP server task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    while let Ok(IngestRequest { records, reply }) = http_rx.try_recv() {
+        let out = pipeline.process(records).await?;
+        let _ = reply.send(IngestAck {
+            accepted: out.accepted,
+            rejected: out.rejected,
+            incidents: out.incidents.len() as u64,
+            responses: out.responses.len() as u64,
+        });
+    }
+    let (stats, checkpoint) = pipeline.close()?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(DriveOutcome {
+        stats,
+        checkpoint,
+        elapsed: started.elapsed(),
+    })
+}
+
+pub fn print_summary(cfg: &Config, out: &DriveOutcome) {
+    let s = &out.stats;
+    let paths = DataPaths::new(&cfg.data_dir);
+    println!(
+        "processed {} envelopes ({} messages) in {:.2}s",
+        s.envelopes,
+        s.rows,
+        out.elapsed.as_secs_f64()
+    );
+    println!(
+        "rejected: {}{}",
+        s.rejected,
+        if s.rejected > 0 {
+            format!(" (see {})", paths.dead_letter.display())
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "incidents: {} (level 1: {}, level 2: {}, level 3: {}) -> {}",
+        s.incidents,
+        s.incidents_by_level[0],
+        s.incidents_by_level[1],
+        s.incidents_by_level[2],
+        paths.incidents.display()
+    );
+    println!("responses: {} -> {}", s.responses, paths.responses.display());
+    match &out.checkpoint {
+        Some(cp) => println!(
+            "ledger: signed checkpoint at tree size {} (root {})",
+            cp.tree_size,
+            hex::encode(cp.root)
+        ),
+        None => println!("ledger: no new records"),
+    }
+}
+
+/// Prints incidents newest-level first, as a SOC console would list them.
+pub fn print_incidents(incidents: &[Incident]) {
+    let mut list: Vec<&Incident> = incidents.iter().collect();
+    list.sort_by(|a, b| {
+        b.level
+            .cmp(&a.level)
+            .then(b.severity.cmp(&a.severity))
+            .then(a.first_ts.cmp(&b.first_ts))
+    });
+    println!(
+        "{:<3} {:<9} {:<36} {:<34} {:>6}  title",
+        "lvl", "severity", "rule", "session / entity", "events"
+    );
+    for inc in list {
+        let who = inc.session_id.clone().unwrap_or_else(|| {
+            inc.entity
+                .values()
+                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .collect::<Vec<_>>()
+                .join(",")
+        });
+        println!(
+            "L{:<2} {:<9} {:<36} {:<34} {:>6}  {}",
+            inc.level.as_u8(),
+            inc.severity.to_string(),
+            truncate(&inc.rule_id, 36),
+            truncate(&who, 34),
+            inc.event_ids.len(),
+            inc.title
+        );
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// `dunes demo`: fresh simulated traffic through the real pipeline.
+pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> anyhow::Result<()> {
+    let dir = cfg.data_dir.join("demo");
+    if dir.exists() {
+        // The demo owns this sub-directory and recreates it on every run.
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot reset {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let traffic = dir.join("traffic.ndjson");
+    let sim = dunes_sim::SimConfig {
+        sessions,
+        seed,
+        ..dunes_sim::SimConfig::default()
+    };
+    let f = std::fs::File::create(&traffic)
+        .with_context(|| format!("cannot create {}", traffic.display()))?;
+    let st = dunes_sim::write_ndjson(&sim, std::io::BufWriter::new(f))?;
+    let labels = dunes_sim::generate_labels(&sim);
+    std::fs::write(dir.join("labels.json"), serde_json::to_string_pretty(&labels)?)
+        .context("cannot write labels")?;
+    println!(
+        "simulated {} sessions ({} envelopes, seed {seed}) -> {}",
+        st.sessions,
+        st.lines,
+        traffic.display()
+    );
+    cfg.data_dir = dir.clone();
+    cfg.ingest.files = vec![traffic];
+    cfg.ingest.stdin = false;
+    cfg.http.enabled = !no_serve;
+    let data_dir = dir.clone();
+    let opts = DriveOptions {
+        incidents_out: None,
+        keep_running: !no_serve,
+        after_sources: Some(Box::new(move |stats, store, addr| {
+            let incidents = store.list(&IncidentFilter::default());
+            println!();
+            print_incidents(&incidents);
+            println!(
+                "\n{} incidents (level 1: {}, level 2: {}, level 3: {}) from {} envelopes; {} rejected",
+                stats.incidents,
+                stats.incidents_by_level[0],
+                stats.incidents_by_level[1],
+                stats.incidents_by_level[2],
+                stats.envelopes,
+                stats.rejected
+            );
+            println!("data dir: {}  (verify: dunes verify {})", data_dir.display(), data_dir.display());
+            if let Some(a) = addr {
+                println!("API up: curl http://{a}/api/v1/incidents?level=3  (Ctrl-C to stop)");
+            }
+        })),
+    };
+    let out = drive(&cfg, opts).await?;
+    print_summary(&cfg, &out);
+    Ok(())
+}

@@ -1,0 +1,453 @@
+//! End-to-end tests of the `dunes` binary on the embedded default (files,
+//! stdin, HTTP): replay, dead-letter, ledger verification and tampering,
+//! the HTTP API.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn dunes() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dunes"));
+    c.env("RUST_LOG", "warn")
+        .env_remove("DUNES_CONFIG")
+        .env_remove("DUNES_DATA_DIR");
+    c
+}
+
+fn sample() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/mcp-sample.ndjson")
+}
+
+fn labels() -> BTreeMap<String, String> {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/samples/mcp-sample.labels.json");
+    serde_json::from_slice(&std::fs::read(p).expect("labels")).expect("labels json")
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn dunes");
+    assert!(
+        out.status.success(),
+        "dunes failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn read_ndjson(p: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("ndjson line"))
+        .collect()
+}
+
+fn replay_sample(dir: &Path) -> Output {
+    run_ok(
+        dunes()
+            .arg("replay")
+            .arg(sample())
+            .arg("--data-dir")
+            .arg(dir)
+            .arg("--incidents-out")
+            .arg(dir.join("run-incidents.ndjson")),
+    )
+}
+
+#[test]
+fn replay_of_the_sample_raises_all_three_levels_and_the_ledger_verifies() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let out = replay_sample(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("processed 3224 envelopes"), "{stdout}");
+    assert!(stdout.contains("rejected: 0"), "{stdout}");
+
+    let incidents = read_ndjson(&dir.join("incidents.ndjson"));
+    assert_eq!(incidents, read_ndjson(&dir.join("run-incidents.ndjson")));
+    let levels: BTreeSet<u64> = incidents
+        .iter()
+        .map(|i| i["level"].as_u64().expect("level"))
+        .collect();
+    assert_eq!(levels, BTreeSet::from([1, 2, 3]), "levels seen: {levels:?}");
+
+    // Every incident carries the contract's fields and cites real events.
+    let sample_ids: BTreeSet<String> = std::fs::read_to_string(sample())
+        .expect("sample")
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("json")["event_id"]
+                .as_str()
+                .expect("event_id")
+                .to_string()
+        })
+        .collect();
+    for inc in &incidents {
+        for key in [
+            "incident_id", "rule_id", "rule_sha256", "level", "severity", "title", "tags",
+            "entity", "first_ts", "last_ts", "event_ids", "evidence", "status",
+        ] {
+            assert!(inc.get(key).is_some(), "incident lacks {key}: {inc}");
+        }
+        assert_eq!(inc["status"], "open");
+        assert_eq!(inc["rule_sha256"].as_str().map(str::len), Some(64));
+        let ids = inc["event_ids"].as_array().expect("event_ids");
+        assert!(!ids.is_empty());
+        for id in ids {
+            assert!(sample_ids.contains(id.as_str().expect("id")), "unknown event {id}");
+        }
+    }
+
+    // Level 1 → containment; Level 3 → isolate_server with a 72 h clock.
+    let responses = read_ndjson(&dir.join("responses.ndjson"));
+    let actions: BTreeSet<&str> = responses
+        .iter()
+        .map(|r| r["action"].as_str().expect("action"))
+        .collect();
+    assert!(actions.contains("isolate_server"), "{actions:?}");
+    assert!(
+        actions.contains("isolate_session") || actions.contains("block_principal"),
+        "{actions:?}"
+    );
+    for r in responses.iter().filter(|r| r["action"] == "isolate_server") {
+        let created = chrono::DateTime::parse_from_rfc3339(r["created_at"].as_str().expect("t"))
+            .expect("rfc3339");
+        let deadline =
+            chrono::DateTime::parse_from_rfc3339(r["regulatory_deadline"].as_str().expect("t"))
+                .expect("rfc3339");
+        assert_eq!(deadline - created, chrono::Duration::hours(72));
+    }
+    let l2 = incidents.iter().filter(|i| i["level"] == 2).count();
+    assert!(l2 > 0);
+
+    let verify = run_ok(dunes().arg("verify").arg(&dir));
+    let report = String::from_utf8_lossy(&verify.stdout);
+    assert!(report.contains("3224"), "verify report names the event count: {report}");
+}
+
+#[test]
+fn golden_sample_incidents_flag_only_attack_sessions() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    replay_sample(&dir);
+    let labels = labels();
+    let incidents = read_ndjson(&dir.join("incidents.ndjson"));
+    let mut lines = BTreeSet::new();
+    for inc in &incidents {
+        let session = inc["session_id"].as_str().unwrap_or("-");
+        let label = labels.get(session).map(String::as_str).unwrap_or("(no session)");
+        lines.insert(format!(
+            "{:<40} L{} {}",
+            inc["rule_id"].as_str().unwrap_or("?"),
+            inc["level"],
+            label
+        ));
+    }
+    let flagged_benign: Vec<&String> = lines.iter().filter(|l| l.ends_with(" benign")).collect();
+    assert!(flagged_benign.is_empty(), "benign sessions flagged: {flagged_benign:#?}");
+    insta::assert_snapshot!("sample_incidents", lines.into_iter().collect::<Vec<_>>().join("\n"));
+}
+
+#[test]
+fn flipping_one_ledger_byte_fails_verify_and_names_the_record() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    replay_sample(&dir);
+    run_ok(dunes().arg("verify").arg(&dir));
+
+    let seg = std::fs::read_dir(dir.join("ledger"))
+        .expect("ledger dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dlg"))
+        .min()
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x01;
+    std::fs::write(&seg, &bytes).expect("write");
+
+    let out = dunes().arg("verify").arg(&dir).output().expect("spawn");
+    assert!(!out.status.success(), "verify accepted a tampered ledger");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("record "), "failure does not name a record: {text}");
+}
+
+#[test]
+fn malformed_lines_go_to_dead_letter_and_good_lines_are_processed() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let input = tmp.path().join("mixed.ndjson");
+    let good: Vec<String> = std::fs::read_to_string(sample())
+        .expect("sample")
+        .lines()
+        .take(6)
+        .map(str::to_string)
+        .collect();
+    let mut f = std::fs::File::create(&input).expect("create");
+    let mut bad = 0;
+    writeln!(f, "{}", good[0]).expect("w");
+    writeln!(f, "{{\"ts\": \"2026-11-20T08:00:00Z\", \"server_id\": ").expect("w"); // bad JSON
+    bad += 1;
+    writeln!(f, "{}", good[1]).expect("w");
+    writeln!(
+        f,
+        r#"{{"server_id":"s","direction":"c2s","message":{{"jsonrpc":"2.0","method":"ping","id":1}}}}"#
+    )
+    .expect("w"); // missing ts
+    bad += 1;
+    writeln!(
+        f,
+        r#"{{"ts":"2026-11-20T08:00:00Z","server_id":"s","direction":"c2s","http":{{"status":"ok"}},"message":{{"jsonrpc":"2.0","method":"ping","id":1}}}}"#
+    )
+    .expect("w"); // wrong type
+    bad += 1;
+    writeln!(f, "{}", good[2]).expect("w");
+    let huge = format!(
+        r#"{{"ts":"2026-11-20T08:00:00Z","server_id":"s","direction":"c2s","message":{{"jsonrpc":"2.0","method":"ping","id":1,"params":{{"pad":"{}"}}}}}}"#,
+        "x".repeat(1_200_000)
+    );
+    writeln!(f, "{huge}").expect("w"); // oversize
+    bad += 1;
+    f.write_all(b"{\"ts\":\"2026-11-20T08:00:00Z\",\"server_id\":\"s\xff\xfe\",\"direction\":\"c2s\",\"message\":{}}\n")
+        .expect("w"); // invalid UTF-8
+    bad += 1;
+    for g in &good[3..] {
+        writeln!(f, "{g}").expect("w");
+    }
+    drop(f);
+
+    let out = run_ok(dunes().arg("replay").arg(&input).arg("--data-dir").arg(&dir));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("processed {} envelopes", good.len())), "{stdout}");
+    assert!(stdout.contains(&format!("rejected: {bad}")), "{stdout}");
+
+    let dl = read_ndjson(&dir.join("dead-letter.ndjson"));
+    assert_eq!(dl.len(), bad);
+    let sources: Vec<String> = dl
+        .iter()
+        .map(|d| d["source"].as_str().expect("source").to_string())
+        .collect();
+    for (i, line) in [2, 4, 5, 7, 8].iter().enumerate() {
+        assert!(
+            sources[i].ends_with(&format!(":{line}")),
+            "dead letter {i} source {} should be line {line}",
+            sources[i]
+        );
+    }
+    let reasons: Vec<String> = dl
+        .iter()
+        .map(|d| d["reason"].as_str().expect("reason").to_lowercase())
+        .collect();
+    assert!(reasons[0].contains("json"), "{}", reasons[0]);
+    assert!(reasons[1].contains("ts"), "{}", reasons[1]);
+    assert!(reasons[2].contains("status"), "{}", reasons[2]);
+    assert!(reasons[3].contains("limit") || reasons[3].contains("size"), "{}", reasons[3]);
+    assert!(reasons[4].contains("utf-8"), "{}", reasons[4]);
+    for d in &dl {
+        assert!(d.get("raw").is_some(), "dead letter keeps the raw line: {d}");
+    }
+    run_ok(dunes().arg("verify").arg(&dir));
+}
+
+#[test]
+fn stdin_source_is_processed_to_eof() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let text = std::fs::read_to_string(sample()).expect("sample");
+    let head: String = text.lines().take(50).map(|l| format!("{l}\n")).collect();
+    let mut child = dunes()
+        .args(["run", "--stdin", "--no-http", "--data-dir"])
+        .arg(&dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(head.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("processed 50 envelopes"), "{stdout}");
+    run_ok(dunes().arg("verify").arg(&dir));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+fn wait_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ureq::get(&format!("{base}/healthz")).call().is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("dunes did not become healthy at {base}");
+}
+
+#[test]
+fn http_ingest_and_incident_api() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let port = free_port();
+    let cfg = tmp.path().join("dunes.toml");
+    std::fs::write(&cfg, "[ledger]\ncheckpoint_every_records = 1\n").expect("config");
+    let mut child = dunes()
+        .arg("run")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base);
+
+    // An attack session (every line of one labelled session) as NDJSON.
+    let labels = labels();
+    let text = std::fs::read_to_string(sample()).expect("sample");
+    let lines: Vec<&str> = text.lines().collect();
+    let attack_session = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["session_id"].as_str().map(str::to_string))
+        .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
+        .expect("a secrets session");
+    let body: String = lines
+        .iter()
+        .filter(|l| l.contains(&attack_session))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let n = body.lines().count() as u64;
+    let body = format!("{body}not json at all\n");
+    let mut resp = ureq::post(&format!("{base}/v1/ingest"))
+        .header("content-type", "application/x-ndjson")
+        .send(body.as_bytes())
+        .expect("ingest");
+    assert_eq!(resp.status().as_u16(), 202);
+    let ack: Value = resp.body_mut().read_json().expect("ack");
+    assert_eq!(ack["accepted"], n);
+    assert_eq!(ack["rejected"], 1);
+    assert!(ack["incidents"].as_u64().expect("incidents") > 0, "{ack}");
+
+    // A JSON array body works too.
+    let arr = format!("[{}]", lines[0]);
+    let mut resp = ureq::post(&format!("{base}/v1/ingest"))
+        .header("content-type", "application/json")
+        .send(arr.as_bytes())
+        .expect("ingest array");
+    let ack: Value = resp.body_mut().read_json().expect("ack");
+    assert_eq!(ack["accepted"], 1);
+
+    let mut resp = ureq::get(&format!("{base}/api/v1/incidents")).call().expect("list");
+    let list: Value = resp.body_mut().read_json().expect("json");
+    let incidents = list["incidents"].as_array().expect("array");
+    assert!(!incidents.is_empty());
+    assert!(incidents.iter().all(|i| i["session_id"] == attack_session.as_str()));
+    let id = incidents[0]["incident_id"].as_str().expect("id").to_string();
+
+    let mut resp = ureq::get(&format!("{base}/api/v1/incidents/{id}"))
+        .call()
+        .expect("get");
+    let one: Value = resp.body_mut().read_json().expect("json");
+    assert_eq!(one["incident_id"], id.as_str());
+
+    let lvl = incidents[0]["level"].as_u64().expect("level");
+    let mut resp = ureq::get(&format!("{base}/api/v1/incidents?level={lvl}&status=open"))
+        .call()
+        .expect("filter");
+    let filtered: Value = resp.body_mut().read_json().expect("json");
+    assert!(filtered["incidents"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .all(|i| i["level"] == lvl));
+    let mut resp = ureq::get(&format!("{base}/api/v1/incidents?since=2999-01-01T00:00:00Z"))
+        .call()
+        .expect("since");
+    let none: Value = resp.body_mut().read_json().expect("json");
+    assert_eq!(none["count"], 0);
+
+    let err = ureq::get(&format!("{base}/api/v1/incidents/inc-nope")).call();
+    assert!(matches!(err, Err(ureq::Error::StatusCode(404))), "{err:?}");
+    let err = ureq::get(&format!("{base}/api/v1/incidents?level=9")).call();
+    assert!(matches!(err, Err(ureq::Error::StatusCode(400))), "{err:?}");
+
+    let mut resp = ureq::get(&format!("{base}/api/v1/ledger/checkpoint"))
+        .call()
+        .expect("checkpoint");
+    let cp: Value = resp.body_mut().read_json().expect("json");
+    assert!(cp["tree_size"].as_u64().expect("tree_size") >= n);
+
+    // Graceful shutdown on SIGTERM writes a final checkpoint.
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "dunes exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "dunes did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run_ok(dunes().arg("verify").arg(&dir));
+}
+
+#[test]
+fn simulate_is_deterministic_and_flows_through_replay() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let a = tmp.path().join("a.ndjson");
+    let b = tmp.path().join("b.ndjson");
+    let l = tmp.path().join("labels.json");
+    run_ok(dunes().args(["simulate", "--sessions", "40", "--seed", "9", "--out"]).arg(&a).arg("--labels").arg(&l));
+    run_ok(dunes().args(["simulate", "--sessions", "40", "--seed", "9", "--out"]).arg(&b));
+    assert_eq!(std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
+    let labels: BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(&l).expect("labels")).expect("json");
+    assert_eq!(labels.len(), 40);
+    let dir = tmp.path().join("data");
+    let out = run_ok(dunes().arg("replay").arg(&a).arg("--data-dir").arg(&dir));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("rejected: 0"));
+    run_ok(dunes().arg("verify").arg(&dir));
+}
+
+#[test]
+fn demo_prints_incidents_and_exits_with_no_serve() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = run_ok(
+        dunes()
+            .args(["demo", "--sessions", "30", "--no-serve", "--data-dir"])
+            .arg(tmp.path()),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("incidents (level 1:"), "{stdout}");
+    run_ok(dunes().arg("verify").arg(tmp.path().join("demo")));
+}
