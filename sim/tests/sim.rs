@@ -197,3 +197,18 @@ fn streaming_memory_bounded() {
     assert!(sim.stats().sessions < 12_000);
     eprintln!("peak active {active} pending {pending}");
 }
+
+/// `DUNES_SIM_DUMP=/path cargo test -p dunes-sim dump` writes a 300-session
+/// run and its labels for manual inspection; a no-op otherwise.
+#[test]
+fn dump_when_requested() {
+    let Ok(path) = std::env::var("DUNES_SIM_DUMP") else {
+        return;
+    };
+    let c = cfg(300, 20261120);
+    let f = std::fs::File::create(&path).expect("create");
+    let stats = write_ndjson(&c, f).expect("write");
+    let labels = labels_json(&generate_labels(&c)).expect("labels");
+    std::fs::write(format!("{path}.labels.json"), labels).expect("labels file");
+    eprintln!("{stats:?}");
+}
