@@ -55,7 +55,8 @@ impl DeadLetterWriter {
         let exact = matches!(lossy, std::borrow::Cow::Borrowed(_));
         let raw = truncate_bytes(&lossy, DEAD_LETTER_RAW_MAX);
         let cut = raw.len() < lossy.len() || r.reason.starts_with("line is ");
-        let raw_b64 = (!exact || cut).then(|| base64::engine::general_purpose::STANDARD.encode(&r.raw));
+        let raw_b64 =
+            (!exact || cut).then(|| base64::engine::general_purpose::STANDARD.encode(&r.raw));
         let line = Line {
             reason: &r.reason,
             source: r.source.to_string(),
@@ -76,7 +77,10 @@ impl DeadLetterWriter {
     pub fn flush_sync(&mut self) -> Result<(), IngestError> {
         let ctx = || format!("flush {}", self.path.display());
         self.out.flush().map_err(|e| IngestError::io(ctx(), e))?;
-        self.out.get_ref().sync_data().map_err(|e| IngestError::io(ctx(), e))
+        self.out
+            .get_ref()
+            .sync_data()
+            .map_err(|e| IngestError::io(ctx(), e))
     }
 
     /// Lines written by this writer.
@@ -103,13 +107,19 @@ mod tests {
         let mut w = DeadLetterWriter::open(&p).expect("open");
         w.write(&Rejected {
             reason: "missing required field \"ts\"".into(),
-            source: SourcePos::File { path: "x.ndjson".into(), line: 3 },
+            source: SourcePos::File {
+                path: "x.ndjson".into(),
+                line: 3,
+            },
             raw: b"{\"a\":1}".to_vec(),
         })
         .expect("write");
         w.write(&Rejected {
             reason: "invalid UTF-8 at byte 1".into(),
-            source: SourcePos::Http { request_id: "r".into(), index: 0 },
+            source: SourcePos::Http {
+                request_id: "r".into(),
+                index: 0,
+            },
             raw: b"a\xffb".to_vec(),
         })
         .expect("write");

@@ -231,7 +231,9 @@ fn bounded_string(field: &str, v: Value, min: usize, max: usize) -> Result<Strin
         });
     }
     if n > max {
-        return Err(format!("field \"{field}\": length {n} exceeds maximum {max}"));
+        return Err(format!(
+            "field \"{field}\": length {n} exceeds maximum {max}"
+        ));
     }
     Ok(s)
 }
@@ -246,11 +248,12 @@ fn enum_field(
         Value::String(s) => s,
         other => return Err(expected(field, listing, &other)),
     };
-    allowed
-        .iter()
-        .find(|a| **a == s)
-        .copied()
-        .ok_or_else(|| format!("field \"{field}\": expected {listing}, got {}", Value::String(s)))
+    allowed.iter().find(|a| **a == s).copied().ok_or_else(|| {
+        format!(
+            "field \"{field}\": expected {listing}, got {}",
+            Value::String(s)
+        )
+    })
 }
 
 fn object_field(field: &str, v: Value) -> Result<Map<String, Value>, String> {
@@ -271,16 +274,19 @@ fn opt_int(m: &mut Map<String, Value>, parent: &str, key: &str) -> Result<Option
     match m.remove(key) {
         None => Ok(None),
         Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
-        Some(Value::Number(n)) if n.is_u64() => {
-            Err(format!("field \"{parent}.{key}\": integer {n} out of range"))
-        }
+        Some(Value::Number(n)) if n.is_u64() => Err(format!(
+            "field \"{parent}.{key}\": integer {n} out of range"
+        )),
         Some(other) => Err(expected(&format!("{parent}.{key}"), "integer", &other)),
     }
 }
 
 fn implementation(field: &str, v: Value) -> Result<(Option<String>, Option<String>), String> {
     let mut m = object_field(field, v)?;
-    Ok((opt_str(&mut m, field, "name")?, opt_str(&mut m, field, "version")?))
+    Ok((
+        opt_str(&mut m, field, "name")?,
+        opt_str(&mut m, field, "version")?,
+    ))
 }
 
 fn string_map(field: &str, v: Value) -> Result<Vec<(String, String)>, String> {
@@ -302,7 +308,8 @@ fn http(v: Value) -> Result<Http, String> {
     let status = match opt_int(&mut m, "http", "status")? {
         None => None,
         Some(s) => Some(
-            i32::try_from(s).map_err(|_| format!("field \"http.status\": integer {s} out of range"))?,
+            i32::try_from(s)
+                .map_err(|_| format!("field \"http.status\": integer {s} out of range"))?,
         ),
     };
     let mut h = Http {
@@ -376,7 +383,12 @@ pub(crate) fn parse(text: &str) -> Result<Envelope, String> {
         Top::NotObject(t) => return Err(format!("envelope must be a JSON object, got {t}")),
     };
     let ts_s = string_field("ts", r.ts.ok_or_else(|| missing("ts"))?)?;
-    let server_id = bounded_string("server_id", r.server_id.ok_or_else(|| missing("server_id"))?, 1, 256)?;
+    let server_id = bounded_string(
+        "server_id",
+        r.server_id.ok_or_else(|| missing("server_id"))?,
+        1,
+        256,
+    )?;
     let direction = enum_field(
         "direction",
         r.direction.ok_or_else(|| missing("direction"))?,
@@ -387,8 +399,12 @@ pub(crate) fn parse(text: &str) -> Result<Envelope, String> {
     if !matches!(message, Value::Object(_) | Value::Array(_)) {
         return Err(expected("message", "object or array", &message));
     }
-    let ts_micros = parse_ts(&ts_s)
-        .ok_or_else(|| format!("field \"ts\": not RFC 3339 with offset: {}", Value::String(ts_s.clone())))?;
+    let ts_micros = parse_ts(&ts_s).ok_or_else(|| {
+        format!(
+            "field \"ts\": not RFC 3339 with offset: {}",
+            Value::String(ts_s.clone())
+        )
+    })?;
     let mut env = Envelope {
         ts_micros,
         server_id,
@@ -436,7 +452,8 @@ pub(crate) fn parse(text: &str) -> Result<Envelope, String> {
 mod tests {
     use super::*;
 
-    const OK: &str = r#"{"ts":"2026-11-20T08:00:00Z","server_id":"s","direction":"c2s","message":{}}"#;
+    const OK: &str =
+        r#"{"ts":"2026-11-20T08:00:00Z","server_id":"s","direction":"c2s","message":{}}"#;
 
     fn reason(line: &str) -> String {
         match parse(line) {
@@ -447,7 +464,10 @@ mod tests {
 
     fn with(field: &str, json: &str) -> String {
         let mut v: Map<String, Value> = serde_json::from_str(OK).unwrap_or_default();
-        v.insert(field.into(), serde_json::from_str(json).unwrap_or(Value::Null));
+        v.insert(
+            field.into(),
+            serde_json::from_str(json).unwrap_or(Value::Null),
+        );
         reason(&serde_json::to_string(&v).unwrap_or_default())
     }
 
@@ -460,7 +480,10 @@ mod tests {
 
     #[test]
     fn reasons() {
-        assert_eq!(reason("{"), "invalid JSON: EOF while parsing an object at line 1 column 1");
+        assert_eq!(
+            reason("{"),
+            "invalid JSON: EOF while parsing an object at line 1 column 1"
+        );
         assert_eq!(reason("[1]"), "envelope must be a JSON object, got array");
         assert_eq!(reason("42"), "envelope must be a JSON object, got number");
         assert_eq!(
@@ -471,45 +494,100 @@ mod tests {
             reason(r#"{"ts":"2026-11-20T08:00:00Z","server_id":"s","direction":"c2s"}"#),
             "missing required field \"message\""
         );
-        assert_eq!(with("direction", r#""up""#), "field \"direction\": expected \"c2s\" or \"s2c\", got \"up\"");
-        assert_eq!(with("direction", "1"), "field \"direction\": expected \"c2s\" or \"s2c\", got integer");
-        assert_eq!(with("ts", r#""2026-11-20 08:00""#), "field \"ts\": not RFC 3339 with offset: \"2026-11-20 08:00\"");
-        assert_eq!(with("ts", r#""2026-11-20T08:00:00""#), "field \"ts\": not RFC 3339 with offset: \"2026-11-20T08:00:00\"");
-        assert_eq!(with("ts", "1"), "field \"ts\": expected string, got integer");
-        assert_eq!(with("message", r#""hi""#), "field \"message\": expected object or array, got string");
-        assert_eq!(with("server_id", r#""""#), "field \"server_id\": must not be empty");
+        assert_eq!(
+            with("direction", r#""up""#),
+            "field \"direction\": expected \"c2s\" or \"s2c\", got \"up\""
+        );
+        assert_eq!(
+            with("direction", "1"),
+            "field \"direction\": expected \"c2s\" or \"s2c\", got integer"
+        );
+        assert_eq!(
+            with("ts", r#""2026-11-20 08:00""#),
+            "field \"ts\": not RFC 3339 with offset: \"2026-11-20 08:00\""
+        );
+        assert_eq!(
+            with("ts", r#""2026-11-20T08:00:00""#),
+            "field \"ts\": not RFC 3339 with offset: \"2026-11-20T08:00:00\""
+        );
+        assert_eq!(
+            with("ts", "1"),
+            "field \"ts\": expected string, got integer"
+        );
+        assert_eq!(
+            with("message", r#""hi""#),
+            "field \"message\": expected object or array, got string"
+        );
+        assert_eq!(
+            with("server_id", r#""""#),
+            "field \"server_id\": must not be empty"
+        );
         assert_eq!(
             with("event_id", &format!("\"{}\"", "x".repeat(129))),
             "field \"event_id\": length 129 exceeds maximum 128"
         );
-        assert_eq!(with("event_id", &format!("\"{}\"", "é".repeat(128))), "accepted");
+        assert_eq!(
+            with("event_id", &format!("\"{}\"", "é".repeat(128))),
+            "accepted"
+        );
         assert_eq!(
             with("session_id", &format!("\"{}\"", "x".repeat(257))),
             "field \"session_id\": length 257 exceeds maximum 256"
         );
-        assert_eq!(with("session_id", "null"), "field \"session_id\": expected string, got null");
+        assert_eq!(
+            with("session_id", "null"),
+            "field \"session_id\": expected string, got null"
+        );
         assert_eq!(
             with("transport", r#""grpc""#),
             "field \"transport\": expected \"stdio\", \"streamable_http\" or \"sse\", got \"grpc\""
         );
-        assert_eq!(with("http", r#"{"status":"200"}"#), "field \"http.status\": expected integer, got string");
-        assert_eq!(with("http", r#"{"status":200.5}"#), "field \"http.status\": expected integer, got number");
-        assert_eq!(with("http", r#"{"status":99999999999}"#), "field \"http.status\": integer 99999999999 out of range");
+        assert_eq!(
+            with("http", r#"{"status":"200"}"#),
+            "field \"http.status\": expected integer, got string"
+        );
+        assert_eq!(
+            with("http", r#"{"status":200.5}"#),
+            "field \"http.status\": expected integer, got number"
+        );
+        assert_eq!(
+            with("http", r#"{"status":99999999999}"#),
+            "field \"http.status\": integer 99999999999 out of range"
+        );
         assert_eq!(
             with("http", r#"{"headers":{"mcp-method":1}}"#),
             "field \"http.headers.mcp-method\": expected string, got integer"
         );
-        assert_eq!(with("auth", r#"{"exp":"soon"}"#), "field \"auth.exp\": expected integer, got string");
-        assert_eq!(with("auth", r#"{"aud_ok":"yes"}"#), "field \"auth.aud_ok\": expected boolean, got string");
-        assert_eq!(with("labels", r#"{"env":1}"#), "field \"labels.env\": expected string, got integer");
-        assert_eq!(with("labels", r#"[]"#), "field \"labels\": expected object, got array");
-        assert_eq!(with("server", r#"{"name":false}"#), "field \"server.name\": expected string, got boolean");
+        assert_eq!(
+            with("auth", r#"{"exp":"soon"}"#),
+            "field \"auth.exp\": expected integer, got string"
+        );
+        assert_eq!(
+            with("auth", r#"{"aud_ok":"yes"}"#),
+            "field \"auth.aud_ok\": expected boolean, got string"
+        );
+        assert_eq!(
+            with("labels", r#"{"env":1}"#),
+            "field \"labels.env\": expected string, got integer"
+        );
+        assert_eq!(
+            with("labels", r#"[]"#),
+            "field \"labels\": expected object, got array"
+        );
+        assert_eq!(
+            with("server", r#"{"name":false}"#),
+            "field \"server.name\": expected string, got boolean"
+        );
         assert_eq!(with("zzz_unknown", r#"{"a":1}"#), "accepted");
     }
 
     #[test]
     fn offsets_accepted() {
-        for ts in ["2026-11-20T08:00:00+02:00", "2026-11-20T08:00:00.123456Z", "2026-11-20t08:00:00z"] {
+        for ts in [
+            "2026-11-20T08:00:00+02:00",
+            "2026-11-20T08:00:00.123456Z",
+            "2026-11-20t08:00:00z",
+        ] {
             assert!(parse_ts(ts).is_some(), "{ts}");
         }
         assert_eq!(

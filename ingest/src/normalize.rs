@@ -15,8 +15,8 @@ use crate::envelope::{self, Envelope};
 use crate::schema::{events_schema, tool_defs_schema};
 use crate::secrets::{redact, redact_quiet};
 use crate::text::{
-    PREVIEW_CHARS, TEXT_CAP_BYTES, canonical_string, decode_for_rules, is_invisible,
-    sha256_hex, shannon_entropy, truncate_bytes, truncate_chars, visible_preview, write_canonical,
+    PREVIEW_CHARS, TEXT_CAP_BYTES, canonical_string, decode_for_rules, is_invisible, sha256_hex,
+    shannon_entropy, truncate_bytes, truncate_chars, visible_preview, write_canonical,
 };
 use crate::urls;
 use crate::{Accepted, DecodedBatch, IngestConfig, IngestError, RawRecord, Rejected};
@@ -347,7 +347,10 @@ impl Normalizer {
             let mut row = self.message_row(env, m);
             row.msg_index = i32::try_from(i).unwrap_or(i32::MAX);
             if row.tools_listed.is_some()
-                && let Some(tools) = m.get("result").and_then(|r| r.get("tools")).and_then(Value::as_array)
+                && let Some(tools) = m
+                    .get("result")
+                    .and_then(|r| r.get("tools"))
+                    .and_then(Value::as_array)
             {
                 for t in tools {
                     td.append(env, event_id, principal, t, &mut self.scratch);
@@ -385,7 +388,11 @@ impl Normalizer {
         let params = obj.get("params");
         let result = obj.get("result");
         if let Some(method) = body_method {
-            row.msg_kind = if obj.contains_key("id") { "request" } else { "notification" };
+            row.msg_kind = if obj.contains_key("id") {
+                "request"
+            } else {
+                "notification"
+            };
             row.method = Some(method.to_owned());
             let p = params.unwrap_or(&Value::Null);
             let pname = s_get(p, "name");
@@ -455,17 +462,24 @@ impl Normalizer {
             }
         }
         if row.protocol_version.is_none() {
-            row.protocol_version = env.http.as_ref().and_then(|h| h.hdr_protocol_version.clone());
+            row.protocol_version = env
+                .http
+                .as_ref()
+                .and_then(|h| h.hdr_protocol_version.clone());
         }
         if env.direction == "c2s"
             && let Some(h) = &env.http
             && (h.hdr_mcp_method.is_some() || h.hdr_mcp_name.is_some())
         {
             let p = params.unwrap_or(&Value::Null);
-            let method_bad = h.hdr_mcp_method.as_deref().is_some_and(|hm| Some(hm) != body_method);
-            let name_bad = h.hdr_mcp_name.as_deref().is_some_and(|hn| {
-                Some(hn) != s_get(p, "name") && Some(hn) != s_get(p, "uri")
-            });
+            let method_bad = h
+                .hdr_mcp_method
+                .as_deref()
+                .is_some_and(|hm| Some(hm) != body_method);
+            let name_bad = h
+                .hdr_mcp_name
+                .as_deref()
+                .is_some_and(|hn| Some(hn) != s_get(p, "name") && Some(hn) != s_get(p, "uri"));
             row.header_mismatch = Some(method_bad || name_bad);
         }
         row
@@ -573,7 +587,13 @@ impl Normalizer {
         let mut content_types: Vec<String> = r
             .get("content")
             .and_then(Value::as_array)
-            .map(|items| items.iter().filter_map(|c| s_get(c, "type")).map(str::to_owned).collect())
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|c| s_get(c, "type"))
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default();
         content_types.sort_unstable();
         content_types.dedup();
@@ -770,28 +790,42 @@ impl EventsBuilder {
         self.session_id.append_option(env.session_id.as_deref());
         self.gateway_id.append_option(env.gateway_id.as_deref());
         self.server_name.append_option(env.server_name.as_deref());
-        self.server_version.append_option(env.server_version.as_deref());
+        self.server_version
+            .append_option(env.server_version.as_deref());
         self.client_name.append_option(env.client_name.as_deref());
-        self.client_version.append_option(env.client_version.as_deref());
+        self.client_version
+            .append_option(env.client_version.as_deref());
         let h = env.http.as_ref();
-        self.http_method.append_option(h.and_then(|h| h.method.as_deref()));
+        self.http_method
+            .append_option(h.and_then(|h| h.method.as_deref()));
         self.http_status.append_option(h.and_then(|h| h.status));
-        self.src_ip.append_option(h.and_then(|h| h.src_ip.as_deref()));
-        self.user_agent.append_option(h.and_then(|h| h.user_agent.as_deref()));
-        self.origin.append_option(h.and_then(|h| h.origin.as_deref()));
+        self.src_ip
+            .append_option(h.and_then(|h| h.src_ip.as_deref()));
+        self.user_agent
+            .append_option(h.and_then(|h| h.user_agent.as_deref()));
+        self.origin
+            .append_option(h.and_then(|h| h.origin.as_deref()));
         self.host.append_option(h.and_then(|h| h.host.as_deref()));
         self.hdr_protocol_version
             .append_option(h.and_then(|h| h.hdr_protocol_version.as_deref()));
-        self.hdr_mcp_method.append_option(h.and_then(|h| h.hdr_mcp_method.as_deref()));
-        self.hdr_mcp_name.append_option(h.and_then(|h| h.hdr_mcp_name.as_deref()));
+        self.hdr_mcp_method
+            .append_option(h.and_then(|h| h.hdr_mcp_method.as_deref()));
+        self.hdr_mcp_name
+            .append_option(h.and_then(|h| h.hdr_mcp_name.as_deref()));
         let a = env.auth.as_ref();
-        self.auth_sub.append_option(a.and_then(|a| a.sub.as_deref()));
-        self.auth_iss.append_option(a.and_then(|a| a.iss.as_deref()));
-        self.auth_aud.append_option(a.and_then(|a| a.aud.as_deref()));
-        self.auth_client_id.append_option(a.and_then(|a| a.client_id.as_deref()));
-        self.auth_scopes.append_option(a.and_then(|a| a.scopes.as_deref()));
+        self.auth_sub
+            .append_option(a.and_then(|a| a.sub.as_deref()));
+        self.auth_iss
+            .append_option(a.and_then(|a| a.iss.as_deref()));
+        self.auth_aud
+            .append_option(a.and_then(|a| a.aud.as_deref()));
+        self.auth_client_id
+            .append_option(a.and_then(|a| a.client_id.as_deref()));
+        self.auth_scopes
+            .append_option(a.and_then(|a| a.scopes.as_deref()));
         self.auth_exp.append_option(a.and_then(|a| a.exp));
-        self.token_fp.append_option(a.and_then(|a| a.token_fp.as_deref()));
+        self.token_fp
+            .append_option(a.and_then(|a| a.token_fp.as_deref()));
         self.aud_ok.append_option(a.and_then(|a| a.aud_ok));
         self.principal.append_option(principal);
         match &env.labels {
@@ -808,7 +842,8 @@ impl EventsBuilder {
         self.msg_kind.append_value(row.msg_kind);
         self.jsonrpc_id.append_option(row.jsonrpc_id.as_deref());
         self.method.append_option(row.method.as_deref());
-        self.protocol_version.append_option(row.protocol_version.as_deref());
+        self.protocol_version
+            .append_option(row.protocol_version.as_deref());
         self.tool_name.append_option(row.tool_name.as_deref());
         self.resource_uri.append_option(row.resource_uri.as_deref());
         self.prompt_name.append_option(row.prompt_name.as_deref());
@@ -816,25 +851,39 @@ impl EventsBuilder {
         self.args_bytes.append_option(g.map(|g| g.bytes));
         self.args_sha256.append_option(g.map(|g| g.sha256.as_str()));
         push_list(&mut self.args_keys, g.and_then(|g| g.keys.as_deref()));
-        self.args_preview.append_option(g.map(|g| g.preview.as_str()));
+        self.args_preview
+            .append_option(g.map(|g| g.preview.as_str()));
         self.args_text.append_option(g.map(|g| g.text.as_str()));
-        self.args_decoded.append_option(g.map(|g| g.decoded.as_str()));
+        self.args_decoded
+            .append_option(g.map(|g| g.decoded.as_str()));
         self.args_max_len.append_option(g.and_then(|g| g.max_len));
-        self.args_max_entropy.append_option(g.and_then(|g| g.max_entropy));
+        self.args_max_entropy
+            .append_option(g.and_then(|g| g.max_entropy));
         push_list(&mut self.args_urls, g.map(|g| g.urls.as_slice()));
         push_list(&mut self.args_url_hosts, g.map(|g| g.hosts.as_slice()));
         push_list(&mut self.args_host_classes, g.map(|g| g.classes.as_slice()));
         push_list(&mut self.args_url_schemes, g.map(|g| g.schemes.as_slice()));
-        push_list(&mut self.args_secret_types, g.map(|g| g.secret_types.as_slice()));
+        push_list(
+            &mut self.args_secret_types,
+            g.map(|g| g.secret_types.as_slice()),
+        );
         self.is_error.append_option(row.is_error);
         self.error_code.append_option(row.error_code);
-        self.error_message.append_option(row.error_message.as_deref());
+        self.error_message
+            .append_option(row.error_message.as_deref());
         let r = row.result.as_ref();
         self.result_bytes.append_option(r.map(|r| r.bytes));
-        self.result_preview.append_option(r.map(|r| r.preview.as_str()));
+        self.result_preview
+            .append_option(r.map(|r| r.preview.as_str()));
         self.result_text.append_option(r.map(|r| r.text.as_str()));
-        push_list(&mut self.result_secret_types, r.map(|r| r.secret_types.as_slice()));
-        push_list(&mut self.content_types, r.map(|r| r.content_types.as_slice()));
+        push_list(
+            &mut self.result_secret_types,
+            r.map(|r| r.secret_types.as_slice()),
+        );
+        push_list(
+            &mut self.content_types,
+            r.map(|r| r.content_types.as_slice()),
+        );
         self.tools_listed.append_option(row.tools_listed);
         self.latency_ms.append_option(row.latency_ms);
         self.header_mismatch.append_option(row.header_mismatch);
@@ -967,7 +1016,9 @@ fn schema_descriptions<'a>(v: &'a Value, out: &mut Vec<&'a str>, depth: u32) {
                 }
             }
         }
-        Value::Array(a) => a.iter().for_each(|x| schema_descriptions(x, out, depth + 1)),
+        Value::Array(a) => a
+            .iter()
+            .for_each(|x| schema_descriptions(x, out, depth + 1)),
         _ => {}
     }
 }

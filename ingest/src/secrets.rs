@@ -58,13 +58,34 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
 
 /// Cheap pre-filter: when this does not match, no pattern can.
 static ANY: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    re(r"(?i)(?:-----BEGIN |AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|gh[pousr]_|github_pat_|xox[abpors]-|eyJ|[sr]k_live_|sk-|AIza|pass|pwd|secret)")
+    re(
+        r"(?i)(?:-----BEGIN |AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|gh[pousr]_|github_pat_|xox[abpors]-|eyJ|[sr]k_live_|sk-|AIza|pass|pwd|secret)",
+    )
 });
 
 const PLACEHOLDERS: &[&str] = &[
-    "null", "none", "true", "false", "password", "passwd", "redacted", "hidden", "secret",
-    "changeme", "example", "required", "optional", "string", "undefined", "empty", "xxxx",
-    "xxxxxx", "xxxxxxxx", "your_password", "yourpassword", "<password>",
+    "null",
+    "none",
+    "true",
+    "false",
+    "password",
+    "passwd",
+    "redacted",
+    "hidden",
+    "secret",
+    "changeme",
+    "example",
+    "required",
+    "optional",
+    "string",
+    "undefined",
+    "empty",
+    "xxxx",
+    "xxxxxx",
+    "xxxxxxxx",
+    "your_password",
+    "yourpassword",
+    "<password>",
 ];
 
 /// Is the value of a `password=`-style assignment a real-looking secret?
@@ -179,7 +200,9 @@ mod tests {
     fn alnum(n: usize, seed: u32) -> String {
         const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
         (0..n)
-            .map(|i| A[((i as u32).wrapping_mul(7919).wrapping_add(seed * 31) % 62) as usize] as char)
+            .map(|i| {
+                A[((i as u32).wrapping_mul(7919).wrapping_add(seed * 31) % 62) as usize] as char
+            })
             .collect()
     }
 
@@ -202,11 +225,22 @@ mod tests {
             (format!("ghp_{}", alnum(36, 1)), "github_token"),
             (format!("gho_{}", alnum(36, 2)), "github_token"),
             (format!("ghs_{}", alnum(36, 4)), "github_token"),
-            (format!("github_pat_{}_{}", alnum(22, 5), alnum(59, 6)), "github_token"),
-            (format!("xoxb-{}-{}-{}", "1234567890", "9876543210", alnum(24, 7)), "slack_token"),
+            (
+                format!("github_pat_{}_{}", alnum(22, 5), alnum(59, 6)),
+                "github_token",
+            ),
+            (
+                format!("xoxb-{}-{}-{}", "1234567890", "9876543210", alnum(24, 7)),
+                "slack_token",
+            ),
             (format!("xoxp-{}", alnum(30, 8)), "slack_token"),
             (
-                format!("Bearer eyJ{}.eyJ{}.{}", alnum(30, 9), alnum(40, 10), alnum(43, 11)),
+                format!(
+                    "Bearer eyJ{}.eyJ{}.{}",
+                    alnum(30, 9),
+                    alnum(40, 10),
+                    alnum(43, 11)
+                ),
                 "jwt",
             ),
             (
@@ -218,10 +252,16 @@ mod tests {
                 "private_key",
             ),
             (
-                format!("-----BEGIN OPENSSH PRIVATE KEY-----\\n{}\\n-----END OPENSSH PRIVATE KEY-----", alnum(70, 14)),
+                format!(
+                    "-----BEGIN OPENSSH PRIVATE KEY-----\\n{}\\n-----END OPENSSH PRIVATE KEY-----",
+                    alnum(70, 14)
+                ),
                 "private_key",
             ),
-            (format!("-----BEGIN PRIVATE KEY-----\n{}", alnum(64, 15)), "private_key"),
+            (
+                format!("-----BEGIN PRIVATE KEY-----\n{}", alnum(64, 15)),
+                "private_key",
+            ),
             (format!("OPENAI sk-{}", alnum(48, 16)), "openai_key"),
             (format!("sk-proj-{}", alnum(64, 17)), "openai_key"),
             (format!("sk_live_{}", alnum(24, 18)), "stripe_key"),
@@ -232,8 +272,14 @@ mod tests {
                 "aws_secret_key",
             ),
             ("password=Hunter2!x".to_owned(), "generic_password"),
-            (r#"{"password": "s3cr3t-Value"}"#.to_owned(), "generic_password"),
-            (r#"{\"db_pass\":\"Zq9!mmk2\"}"#.to_owned(), "generic_password"),
+            (
+                r#"{"password": "s3cr3t-Value"}"#.to_owned(),
+                "generic_password",
+            ),
+            (
+                r#"{\"db_pass\":\"Zq9!mmk2\"}"#.to_owned(),
+                "generic_password",
+            ),
         ];
         for (text, kind) in cases {
             let (red, k) = kinds(&text);

@@ -230,7 +230,13 @@ mod tests {
         let recs = read(b"a\r\n\n  \r\nbb\n0123456789ABC\n\xff\xfe\nlast", 10);
         let got: Vec<(String, Option<usize>, String)> = recs
             .iter()
-            .map(|r| (String::from_utf8_lossy(&r.bytes).into_owned(), r.oversize, r.source.to_string()))
+            .map(|r| {
+                (
+                    String::from_utf8_lossy(&r.bytes).into_owned(),
+                    r.oversize,
+                    r.source.to_string(),
+                )
+            })
             .collect();
         assert_eq!(
             got,

@@ -292,8 +292,14 @@ mod tests {
         assert_eq!(decode_for_rules("%25252e"), ".");
         assert_eq!(decode_for_rules("%2525252e"), "%2e"); // only 3 rounds
         assert_eq!(decode_for_rules("..\\..\\windows"), "../../windows");
-        assert_eq!(decode_for_rules("&#x2e;&#46;&sol;a &amp; b &lt;x&gt;"), "../a & b <x>");
-        assert_eq!(decode_for_rules("100% sure &unknown; %zz %"), "100% sure &unknown; %zz %");
+        assert_eq!(
+            decode_for_rules("&#x2e;&#46;&sol;a &amp; b &lt;x&gt;"),
+            "../a & b <x>"
+        );
+        assert_eq!(
+            decode_for_rules("100% sure &unknown; %zz %"),
+            "100% sure &unknown; %zz %"
+        );
         assert_eq!(decode_for_rules("%ff%fe"), "\u{fffd}\u{fffd}");
     }
 
@@ -306,7 +312,10 @@ mod tests {
 
     #[test]
     fn invisible_preview() {
-        assert_eq!(visible_preview("a\u{200b}b\u{e0041}", 10), "a\\u{200b}b\\u{e0041}");
+        assert_eq!(
+            visible_preview("a\u{200b}b\u{e0041}", 10),
+            "a\\u{200b}b\\u{e0041}"
+        );
         assert_eq!(visible_preview("abc", 2), "ab");
     }
 }

@@ -263,11 +263,19 @@ mod tests {
             ("http://10.0.0.5/", "10.0.0.5", "private"),
             ("http://172.20.1.1/", "172.20.1.1", "private"),
             ("http://192.168.1.10/", "192.168.1.10", "private"),
-            ("http://169.254.169.254/latest/meta-data/", "169.254.169.254", "metadata"),
+            (
+                "http://169.254.169.254/latest/meta-data/",
+                "169.254.169.254",
+                "metadata",
+            ),
             ("http://0xa9fea9fe/", "169.254.169.254", "metadata"),
             ("http://2852039166/", "169.254.169.254", "metadata"),
             ("http://169.254.10.1/", "169.254.10.1", "link_local"),
-            ("http://100.100.100.200/latest", "100.100.100.200", "metadata"),
+            (
+                "http://100.100.100.200/latest",
+                "100.100.100.200",
+                "metadata",
+            ),
             ("http://[::1]:2375/", "::1", "loopback"),
             ("http://[::]/", "::", "unspecified"),
             ("http://[::ffff:127.0.0.1]/", "::ffff:127.0.0.1", "loopback"),
@@ -276,9 +284,21 @@ mod tests {
             ("http://[FD12:3456::1]/", "fd12:3456::1", "private"),
             ("http://[fd00:ec2::254]/", "fd00:ec2::254", "metadata"),
             ("http://[2001:db8::1]/", "2001:db8::1", "public"),
-            ("http://metadata.google.internal/computeMetadata/v1/", "metadata.google.internal", "metadata"),
-            ("http://metadata.azure.com/", "metadata.azure.com", "metadata"),
-            ("http://user:pw@LocalHost:8931/mcp", "localhost", "internal_name"),
+            (
+                "http://metadata.google.internal/computeMetadata/v1/",
+                "metadata.google.internal",
+                "metadata",
+            ),
+            (
+                "http://metadata.azure.com/",
+                "metadata.azure.com",
+                "metadata",
+            ),
+            (
+                "http://user:pw@LocalHost:8931/mcp",
+                "localhost",
+                "internal_name",
+            ),
             ("http://ci.internal/", "ci.internal", "internal_name"),
             ("http://printer.local/", "printer.local", "internal_name"),
             ("http://intranet/", "intranet", "internal_name"),
@@ -319,7 +339,10 @@ mod tests {
             ]
         );
         let schemes: Vec<&str> = v.iter().map(|f| f.scheme.as_str()).collect();
-        assert_eq!(schemes, vec!["https", "file", "ftp", "ldap", "wss", "file", "http"]);
+        assert_eq!(
+            schemes,
+            vec!["https", "file", "ftp", "ldap", "wss", "file", "http"]
+        );
         assert_eq!(v[1].host, None);
         assert_eq!(v[5].host, None);
         assert_eq!(v[2].host.as_deref(), Some("files.example.org"));

@@ -20,7 +20,11 @@ pub fn rec(line: &str, n: u64) -> RawRecord {
 
 pub fn decode(lines: &[&str]) -> dunes_ingest::DecodedBatch {
     let mut n = Normalizer::new(IngestConfig::default());
-    let recs = lines.iter().enumerate().map(|(i, l)| rec(l, i as u64 + 1)).collect();
+    let recs = lines
+        .iter()
+        .enumerate()
+        .map(|(i, l)| rec(l, i as u64 + 1))
+        .collect();
     n.decode_batch(recs).expect("decode")
 }
 
@@ -39,27 +43,42 @@ pub fn s(b: &RecordBatch, name: &str, row: usize) -> Option<String> {
 }
 
 pub fn i64v(b: &RecordBatch, name: &str, row: usize) -> Option<i64> {
-    let a = col(b, name).as_any().downcast_ref::<Int64Array>().expect("i64");
+    let a = col(b, name)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("i64");
     a.is_valid(row).then(|| a.value(row))
 }
 
 pub fn i32v(b: &RecordBatch, name: &str, row: usize) -> Option<i32> {
-    let a = col(b, name).as_any().downcast_ref::<Int32Array>().expect("i32");
+    let a = col(b, name)
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .expect("i32");
     a.is_valid(row).then(|| a.value(row))
 }
 
 pub fn f64v(b: &RecordBatch, name: &str, row: usize) -> Option<f64> {
-    let a = col(b, name).as_any().downcast_ref::<Float64Array>().expect("f64");
+    let a = col(b, name)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .expect("f64");
     a.is_valid(row).then(|| a.value(row))
 }
 
 pub fn boolv(b: &RecordBatch, name: &str, row: usize) -> Option<bool> {
-    let a = col(b, name).as_any().downcast_ref::<BooleanArray>().expect("bool");
+    let a = col(b, name)
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .expect("bool");
     a.is_valid(row).then(|| a.value(row))
 }
 
 pub fn list(b: &RecordBatch, name: &str, row: usize) -> Option<Vec<String>> {
-    let a = col(b, name).as_any().downcast_ref::<ListArray>().expect("list");
+    let a = col(b, name)
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .expect("list");
     if !a.is_valid(row) {
         return None;
     }

@@ -53,15 +53,30 @@ fn malformed_file() {
         .iter()
         .map(|r| {
             let src = r.source.to_string();
-            (src[src.rfind(':').map_or(0, |i| i + 1)..].to_owned(), r.reason.clone())
+            (
+                src[src.rfind(':').map_or(0, |i| i + 1)..].to_owned(),
+                r.reason.clone(),
+            )
         })
         .collect();
     let want: Vec<(&str, String)> = vec![
-        ("2", "invalid JSON: expected value at line 1 column 8".into()),
+        (
+            "2",
+            "invalid JSON: expected value at line 1 column 8".into(),
+        ),
         ("3", "missing required field \"ts\"".into()),
-        ("4", "field \"http.status\": expected integer, got string".into()),
-        ("5", "field \"direction\": expected \"c2s\" or \"s2c\", got \"up\"".into()),
-        ("6", "field \"ts\": not RFC 3339 with offset: \"2026-11-20 08:00\"".into()),
+        (
+            "4",
+            "field \"http.status\": expected integer, got string".into(),
+        ),
+        (
+            "5",
+            "field \"direction\": expected \"c2s\" or \"s2c\", got \"up\"".into(),
+        ),
+        (
+            "6",
+            "field \"ts\": not RFC 3339 with offset: \"2026-11-20 08:00\"".into(),
+        ),
         ("7", format!("line is {} bytes, limit 1000", lines[6].len())),
         ("8", "invalid UTF-8 at byte 43".into()),
     ];
@@ -70,7 +85,10 @@ fn malformed_file() {
     assert_eq!(out.accepted.len(), 2);
     assert_eq!(out.accepted[0].event_id, "g1");
     assert_eq!(out.accepted[0].raw, GOOD.as_bytes());
-    assert_eq!(out.accepted[1].source.to_string(), format!("{}:11", path.display()));
+    assert_eq!(
+        out.accepted[1].source.to_string(),
+        format!("{}:11", path.display())
+    );
     assert_eq!(out.events.num_rows(), 2);
     // the ping response matched its request
     let lat = common::f64v(&out.events, "latency_ms", 1).expect("latency");
@@ -86,11 +104,24 @@ fn malformed_file() {
     w.flush_sync().expect("sync");
     assert_eq!(w.count(), 7);
     let text = std::fs::read_to_string(&dl).expect("read");
-    let dead: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).expect("json")).collect();
+    let dead: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
     assert_eq!(dead.len(), 7);
-    assert!(dead[0]["source"].as_str().is_some_and(|s| s.ends_with("bad.ndjson:2")));
-    assert!(dead[5].get("raw_b64").is_some(), "oversize keeps exact bytes");
-    assert!(dead[6].get("raw_b64").is_some(), "invalid UTF-8 keeps exact bytes");
+    assert!(
+        dead[0]["source"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("bad.ndjson:2"))
+    );
+    assert!(
+        dead[5].get("raw_b64").is_some(),
+        "oversize keeps exact bytes"
+    );
+    assert!(
+        dead[6].get("raw_b64").is_some(),
+        "invalid UTF-8 keeps exact bytes"
+    );
     assert!(dead[1].get("raw_b64").is_none());
 }
 
@@ -101,7 +132,11 @@ fn oversize_without_reader_cut_and_empty_records() {
         ..IngestConfig::default()
     });
     let out = n
-        .decode_batch(vec![common::rec(&"x".repeat(60), 1), common::rec("", 2), common::rec("\t", 3)])
+        .decode_batch(vec![
+            common::rec(&"x".repeat(60), 1),
+            common::rec("", 2),
+            common::rec("\t", 3),
+        ])
         .expect("decode");
     assert_eq!(out.rejected.len(), 1);
     assert_eq!(out.rejected[0].reason, "line is 60 bytes, limit 50");

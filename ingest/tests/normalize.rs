@@ -31,28 +31,46 @@ fn call(args: serde_json::Value) -> String {
 
 fn alnum(n: usize, seed: usize) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    (0..n).map(|i| A[(i * 7919 + seed * 31) % 62] as char).collect()
+    (0..n)
+        .map(|i| A[(i * 7919 + seed * 31) % 62] as char)
+        .collect()
 }
 
 #[test]
 fn secrets_in_args_and_results_are_redacted_per_type() {
     let cases: Vec<(String, &str)> = vec![
-        (format!("AKIA{}", alnum(16, 1).to_ascii_uppercase()), "aws_key"),
-        (format!("ghp_{}", alnum(36, 2)), "github_token"),
-        (format!("xoxb-{}-{}", "123456789012", alnum(24, 3)), "slack_token"),
-        (format!("eyJ{}.eyJ{}.{}", alnum(20, 4), alnum(30, 5), alnum(43, 6)), "jwt"),
         (
-            format!("-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----", alnum(64, 7)),
+            format!("AKIA{}", alnum(16, 1).to_ascii_uppercase()),
+            "aws_key",
+        ),
+        (format!("ghp_{}", alnum(36, 2)), "github_token"),
+        (
+            format!("xoxb-{}-{}", "123456789012", alnum(24, 3)),
+            "slack_token",
+        ),
+        (
+            format!("eyJ{}.eyJ{}.{}", alnum(20, 4), alnum(30, 5), alnum(43, 6)),
+            "jwt",
+        ),
+        (
+            format!(
+                "-----BEGIN EC PRIVATE KEY-----\n{}\n-----END EC PRIVATE KEY-----",
+                alnum(64, 7)
+            ),
             "private_key",
         ),
         (format!("sk-{}", alnum(48, 8)), "openai_key"),
         (format!("sk_live_{}", alnum(24, 9)), "stripe_key"),
         (format!("AIza{}", alnum(35, 10)), "google_api_key"),
-        ("login with password=Tr0ub4dor&3".to_owned(), "generic_password"),
+        (
+            "login with password=Tr0ub4dor&3".to_owned(),
+            "generic_password",
+        ),
     ];
     for (secret, kind) in cases {
         let core = &secret[secret.len() - 12..];
-        let line_a = call(json!({"url": "https://x.example.com/", "note": format!("use {secret} now")}));
+        let line_a =
+            call(json!({"url": "https://x.example.com/", "note": format!("use {secret} now")}));
         let line_r = env(
             "s2c",
             json!({"jsonrpc":"2.0","id":7,"result":{"content":[{"type":"text","text":format!("found {secret}")}]}}),
@@ -61,8 +79,16 @@ fn secrets_in_args_and_results_are_redacted_per_type() {
         let out = decode(&[&line_a, &line_r]);
         assert!(out.rejected.is_empty());
         let ev = &out.events;
-        assert_eq!(list(ev, "args_secret_types", 0), Some(vec![kind.to_owned()]), "{secret}");
-        assert_eq!(list(ev, "result_secret_types", 1), Some(vec![kind.to_owned()]), "{secret}");
+        assert_eq!(
+            list(ev, "args_secret_types", 0),
+            Some(vec![kind.to_owned()]),
+            "{secret}"
+        );
+        assert_eq!(
+            list(ev, "result_secret_types", 1),
+            Some(vec![kind.to_owned()]),
+            "{secret}"
+        );
         let marker = format!("[REDACTED:{kind}]");
         for (c, r) in [
             ("args_preview", 0),
@@ -86,10 +112,16 @@ fn password_object_keys_and_aws_secret_context() {
         &call(json!({"doc": "/srv/docs/security/password-policy.md"})),
     ]);
     let ev = &out.events;
-    assert_eq!(list(ev, "args_secret_types", 0), Some(vec!["generic_password".to_owned()]));
+    assert_eq!(
+        list(ev, "args_secret_types", 0),
+        Some(vec!["generic_password".to_owned()])
+    );
     assert!(!s(ev, "args_text", 0).expect("t").contains("horse"));
     assert!(!s(ev, "args_preview", 0).expect("p").contains("horse"));
-    assert_eq!(list(ev, "args_secret_types", 1), Some(vec!["aws_secret_key".to_owned()]));
+    assert_eq!(
+        list(ev, "args_secret_types", 1),
+        Some(vec!["aws_secret_key".to_owned()])
+    );
     assert_eq!(list(ev, "args_secret_types", 2), Some(vec![]));
 }
 
@@ -101,7 +133,10 @@ fn entropy_and_lengths() {
     assert_eq!(i64v(ev, "args_max_len", 0), Some(200));
     let e = f64v(ev, "args_max_entropy", 0).expect("entropy");
     assert!(e > 5.0 && e <= 62f64.log2() + 1e-9, "{e}");
-    assert_eq!(list(ev, "args_keys", 0), Some(vec!["a".into(), "b".into(), "n".into()]));
+    assert_eq!(
+        list(ev, "args_keys", 0),
+        Some(vec!["a".into(), "b".into(), "n".into()])
+    );
     let out = decode(&[&call(json!({"a": "aaaaaaaa"}))]);
     assert_eq!(f64v(&out.events, "args_max_entropy", 0), Some(0.0));
 }
@@ -120,7 +155,8 @@ fn urls_hosts_classes_schemes() {
     let hosts = list(ev, "args_url_hosts", 0).expect("hosts");
     let classes = list(ev, "args_host_classes", 0).expect("classes");
     assert_eq!(hosts.len(), 4); // file:///… has no host
-    let pairs: std::collections::BTreeSet<(String, String)> = hosts.into_iter().zip(classes).collect();
+    let pairs: std::collections::BTreeSet<(String, String)> =
+        hosts.into_iter().zip(classes).collect();
     let want: std::collections::BTreeSet<(String, String)> = [
         ("127.0.0.1", "loopback"),
         ("127.0.0.1", "loopback"),
@@ -138,7 +174,9 @@ fn urls_hosts_classes_schemes() {
 
 #[test]
 fn percent_decoding_for_rules() {
-    let out = decode(&[&call(json!({"path": "..%2f..%252fetc%2Fpasswd", "win": "..\\..\\boot.ini", "h": "&#x2e;&#x2e;&#47;x"}))]);
+    let out = decode(&[&call(
+        json!({"path": "..%2f..%252fetc%2Fpasswd", "win": "..\\..\\boot.ini", "h": "&#x2e;&#x2e;&#47;x"}),
+    )]);
     let d = s(&out.events, "args_decoded", 0).expect("decoded");
     assert!(d.contains("../../etc/passwd"), "{d}");
     assert!(d.contains("../../boot.ini"), "{d}");
@@ -152,12 +190,28 @@ fn header_mismatch_true_false_null() {
     let msg = json!({"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"read_file","arguments":{}}});
     let h = |hdrs: serde_json::Value| json!({"http": {"method": "POST", "status": 200, "headers": hdrs}});
     let lines = [
-        env("c2s", msg.clone(), h(json!({"mcp-method": "tools/call", "mcp-name": "read_file"}))),
+        env(
+            "c2s",
+            msg.clone(),
+            h(json!({"mcp-method": "tools/call", "mcp-name": "read_file"})),
+        ),
         env("c2s", msg.clone(), h(json!({"mcp-method": "tools/list"}))),
-        env("c2s", msg.clone(), h(json!({"mcp-method": "tools/call", "mcp-name": "delete_file"}))),
-        env("c2s", msg.clone(), h(json!({"mcp-protocol-version": "2025-11-25"}))),
+        env(
+            "c2s",
+            msg.clone(),
+            h(json!({"mcp-method": "tools/call", "mcp-name": "delete_file"})),
+        ),
+        env(
+            "c2s",
+            msg.clone(),
+            h(json!({"mcp-protocol-version": "2025-11-25"})),
+        ),
         env("c2s", msg.clone(), json!({})),
-        env("s2c", json!({"jsonrpc":"2.0","id":1,"result":{}}), h(json!({"mcp-method": "x"}))),
+        env(
+            "s2c",
+            json!({"jsonrpc":"2.0","id":1,"result":{}}),
+            h(json!({"mcp-method": "x"})),
+        ),
         env(
             "c2s",
             json!({"jsonrpc":"2.0","id":2,"method":"resources/read","params":{"uri":"file:///a"}}),
@@ -166,12 +220,25 @@ fn header_mismatch_true_false_null() {
     ];
     let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
     let out = decode(&refs);
-    let got: Vec<Option<bool>> = (0..7).map(|r| boolv(&out.events, "header_mismatch", r)).collect();
+    let got: Vec<Option<bool>> = (0..7)
+        .map(|r| boolv(&out.events, "header_mismatch", r))
+        .collect();
     assert_eq!(
         got,
-        vec![Some(false), Some(true), Some(true), None, None, None, Some(false)]
+        vec![
+            Some(false),
+            Some(true),
+            Some(true),
+            None,
+            None,
+            None,
+            Some(false)
+        ]
     );
-    assert_eq!(s(&out.events, "protocol_version", 3).as_deref(), Some("2025-11-25"));
+    assert_eq!(
+        s(&out.events, "protocol_version", 3).as_deref(),
+        Some("2025-11-25")
+    );
 }
 
 #[test]
@@ -198,10 +265,22 @@ fn jsonrpc_batches_one_row_per_element() {
     assert_eq!(out.accepted.len(), 2);
     let ev = &out.events;
     assert_eq!(ev.num_rows(), 6);
-    let idx: Vec<i32> = (0..6).map(|r| i32v(ev, "msg_index", r).expect("idx")).collect();
+    let idx: Vec<i32> = (0..6)
+        .map(|r| i32v(ev, "msg_index", r).expect("idx"))
+        .collect();
     assert_eq!(idx, vec![0, 1, 2, 3, 0, 1]);
     let kinds: Vec<String> = (0..6).map(|r| s(ev, "msg_kind", r).expect("k")).collect();
-    assert_eq!(kinds, vec!["request", "notification", "request", "invalid", "result", "result"]);
+    assert_eq!(
+        kinds,
+        vec![
+            "request",
+            "notification",
+            "request",
+            "invalid",
+            "result",
+            "result"
+        ]
+    );
     assert_eq!(s(ev, "resource_uri", 4).as_deref(), Some("docs://x"));
     assert_eq!(s(ev, "result_text", 4).as_deref(), Some("hello"));
     assert_eq!(s(ev, "method", 5).as_deref(), Some("tools/list"));
@@ -209,7 +288,10 @@ fn jsonrpc_batches_one_row_per_element() {
     assert_eq!(i32v(ev, "tools_listed", 5), Some(1));
     let td = &out.tool_defs;
     assert_eq!(td.num_rows(), 1);
-    assert_eq!(s(td, "description", 0).as_deref(), Some("d\u{200b}x\ninner"));
+    assert_eq!(
+        s(td, "description", 0).as_deref(),
+        Some("d\u{200b}x\ninner")
+    );
     assert_eq!(s(td, "desc_preview", 0).as_deref(), Some("d\\u{200b}x"));
     assert_eq!(i32v(td, "desc_invisible_chars", 0), Some(1));
     assert_eq!(i64v(td, "desc_len", 0), Some(3));
@@ -246,10 +328,17 @@ fn envelope_columns_principal_labels_extra_and_derived_id() {
     assert_eq!(s(ev, "principal", 0).as_deref(), Some("app"));
     assert_eq!(i64v(ev, "auth_exp", 0), Some(1_795_164_977));
     assert_eq!(boolv(ev, "aud_ok", 0), Some(false));
-    assert_eq!(s(ev, "extra", 0).as_deref(), Some(r#"{"alpha":{"a":2,"b":1},"zeta":[1]}"#));
+    assert_eq!(
+        s(ev, "extra", 0).as_deref(),
+        Some(r#"{"alpha":{"a":2,"b":1},"zeta":[1]}"#)
+    );
     let id = s(ev, "event_id", 0).expect("id");
     assert!(id.starts_with("d-") && id.len() == 34, "{id}");
-    assert_eq!(s(ev, "event_id", 1).as_deref(), Some(id.as_str()), "derived id is deterministic");
+    assert_eq!(
+        s(ev, "event_id", 1).as_deref(),
+        Some(id.as_str()),
+        "derived id is deterministic"
+    );
     assert_eq!(out.accepted[0].event_id, id);
     let labels = ev.column_by_name("labels").expect("labels");
     let m = arrow::array::AsArray::as_map(labels.as_ref());

@@ -10,13 +10,21 @@ fn arb_json() -> impl Strategy<Value = Value> {
     let leaf = prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| Value::from(n)),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "[ -~]{0,20}".prop_map(Value::String),
         prop_oneof![
-            Just("tools/call"), Just("tools/list"), Just("c2s"), Just("s2c"),
-            Just("2026-11-20T08:00:00Z"), Just("http://0x7f.1/"), Just("%2e%2e%2f"),
-            Just("password=Zx9!abcd"), Just("-----BEGIN PRIVATE KEY-----"), Just("[::ffff:1.2.3.4]")
+            Just("tools/call"),
+            Just("tools/list"),
+            Just("c2s"),
+            Just("s2c"),
+            Just("2026-11-20T08:00:00Z"),
+            Just("http://0x7f.1/"),
+            Just("%2e%2e%2f"),
+            Just("password=Zx9!abcd"),
+            Just("-----BEGIN PRIVATE KEY-----"),
+            Just("[::ffff:1.2.3.4]")
         ]
         .prop_map(|s| Value::String(s.to_owned())),
     ];
@@ -25,10 +33,18 @@ fn arb_json() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             prop::collection::btree_map(
                 prop_oneof![
-                    Just("id".to_owned()), Just("method".to_owned()), Just("params".to_owned()),
-                    Just("result".to_owned()), Just("error".to_owned()), Just("name".to_owned()),
-                    Just("arguments".to_owned()), Just("tools".to_owned()), Just("content".to_owned()),
-                    Just("text".to_owned()), Just("uri".to_owned()), Just("isError".to_owned()),
+                    Just("id".to_owned()),
+                    Just("method".to_owned()),
+                    Just("params".to_owned()),
+                    Just("result".to_owned()),
+                    Just("error".to_owned()),
+                    Just("name".to_owned()),
+                    Just("arguments".to_owned()),
+                    Just("tools".to_owned()),
+                    Just("content".to_owned()),
+                    Just("text".to_owned()),
+                    Just("uri".to_owned()),
+                    Just("isError".to_owned()),
                     "[a-z]{1,6}"
                 ],
                 inner,
@@ -40,7 +56,11 @@ fn arb_json() -> impl Strategy<Value = Value> {
 }
 
 fn rec(bytes: Vec<u8>) -> RawRecord {
-    RawRecord { bytes, source: SourcePos::Stdin { line: 1 }, oversize: None }
+    RawRecord {
+        bytes,
+        source: SourcePos::Stdin { line: 1 },
+        oversize: None,
+    }
 }
 
 proptest! {

@@ -27,7 +27,9 @@ fn decode_sample(batch_size: usize) -> (Vec<dunes_ingest::DecodedBatch>, u64) {
     (out, lines)
 }
 
-fn concat(bs: &[dunes_ingest::DecodedBatch]) -> (arrow::array::RecordBatch, arrow::array::RecordBatch) {
+fn concat(
+    bs: &[dunes_ingest::DecodedBatch],
+) -> (arrow::array::RecordBatch, arrow::array::RecordBatch) {
     let ev = arrow::compute::concat_batches(
         &dunes_ingest::schema::events_schema(),
         bs.iter().map(|b| &b.events),
@@ -51,7 +53,11 @@ fn whole_sample_decodes() {
     let (batches, lines) = decode_sample(97);
     assert_eq!(lines, 3224);
     let rejected: Vec<_> = batches.iter().flat_map(|b| &b.rejected).collect();
-    assert!(rejected.is_empty(), "{:?}", rejected.first().map(|r| &r.reason));
+    assert!(
+        rejected.is_empty(),
+        "{:?}",
+        rejected.first().map(|r| &r.reason)
+    );
     let accepted: usize = batches.iter().map(|b| b.accepted.len()).sum();
     assert_eq!(accepted, 3224);
     let (ev, td) = concat(&batches);
@@ -84,7 +90,10 @@ fn whole_sample_decodes() {
         }
     }
     assert!(responses > 1000);
-    assert!(with_lat * 100 >= responses * 95, "{with_lat}/{responses} responses matched");
+    assert!(
+        with_lat * 100 >= responses * 95,
+        "{with_lat}/{responses} responses matched"
+    );
     assert!(!kinds.iter().any(|k| k == Some("invalid")));
 
     // line 1: initialize request
@@ -110,7 +119,10 @@ fn whole_sample_decodes() {
     let i = (0..td.num_rows())
         .find(|&i| s(&td, "event_id", i).as_deref() == Some("gw1-0000004"))
         .expect("row");
-    assert_eq!(s(&td, "desc_preview", i).as_deref(), Some("Search the company handbook."));
+    assert_eq!(
+        s(&td, "desc_preview", i).as_deref(),
+        Some("Search the company handbook.")
+    );
     assert_eq!(i64v(&td, "desc_len", i), Some(28));
     assert_eq!(
         s(&td, "desc_sha256", i).as_deref(),
@@ -147,17 +159,29 @@ fn whole_sample_decodes() {
     assert_eq!(s(&ev, "tool_name", resp).as_deref(), Some("read_file"));
     assert_eq!(s(&ev, "method", resp).as_deref(), Some("tools/call"));
     assert_eq!(boolv(&ev, "is_error", resp), Some(false));
-    assert_eq!(list(&ev, "content_types", resp), Some(vec!["text".to_owned()]));
+    assert_eq!(
+        list(&ev, "content_types", resp),
+        Some(vec!["text".to_owned()])
+    );
 
     // line 14: resources/read
     let r = row_of(&ev, "gw1-0000013");
-    assert_eq!(s(&ev, "resource_uri", r).as_deref(), Some("docs://docs/it/guide-044.md"));
-    assert_eq!(list(&ev, "args_url_schemes", r), Some(vec!["docs".to_owned()]));
+    assert_eq!(
+        s(&ev, "resource_uri", r).as_deref(),
+        Some("docs://docs/it/guide-044.md")
+    );
+    assert_eq!(
+        list(&ev, "args_url_schemes", r),
+        Some(vec!["docs".to_owned()])
+    );
 
     // line 30: tool result with isError
     let r = row_of(&ev, "gw1-0000029");
     assert_eq!(boolv(&ev, "is_error", r), Some(true));
-    assert_eq!(s(&ev, "result_text", r).as_deref(), Some("Unknown tool: open_file"));
+    assert_eq!(
+        s(&ev, "result_text", r).as_deref(),
+        Some("Unknown tool: open_file")
+    );
 
     // line 75: JSON-RPC error
     let r = row_of(&ev, "gw1-0000074");
@@ -167,22 +191,37 @@ fn whole_sample_decodes() {
         s(&ev, "error_message", r).as_deref(),
         Some("Unknown resource: file:///etc/passwd")
     );
-    assert_eq!(s(&ev, "resource_uri", r).as_deref(), Some("file:///etc/passwd"));
+    assert_eq!(
+        s(&ev, "resource_uri", r).as_deref(),
+        Some("file:///etc/passwd")
+    );
 
     // line 156: prompts/get
     let r = row_of(&ev, "gw1-0000155");
     assert_eq!(s(&ev, "prompt_name", r).as_deref(), Some("summarize"));
 
     // header mismatches: line 881 (mcp-name), line 1144 (mcp-method)
-    assert_eq!(boolv(&ev, "header_mismatch", row_of(&ev, "gw1-0000880")), Some(true));
-    assert_eq!(boolv(&ev, "header_mismatch", row_of(&ev, "gw1-0001143")), Some(true));
+    assert_eq!(
+        boolv(&ev, "header_mismatch", row_of(&ev, "gw1-0000880")),
+        Some(true)
+    );
+    assert_eq!(
+        boolv(&ev, "header_mismatch", row_of(&ev, "gw1-0001143")),
+        Some(true)
+    );
 
     // line 562: SSRF to [::1]; line 560: private 10.0.0.5
     let r = row_of(&ev, "gw1-0000561");
     assert_eq!(list(&ev, "args_url_hosts", r), Some(vec!["::1".to_owned()]));
-    assert_eq!(list(&ev, "args_host_classes", r), Some(vec!["loopback".to_owned()]));
+    assert_eq!(
+        list(&ev, "args_host_classes", r),
+        Some(vec!["loopback".to_owned()])
+    );
     let r = row_of(&ev, "gw1-0000559");
-    assert_eq!(list(&ev, "args_host_classes", r), Some(vec!["private".to_owned()]));
+    assert_eq!(
+        list(&ev, "args_host_classes", r),
+        Some(vec!["private".to_owned()])
+    );
 
     // line 2437: a JWT in the arguments is detected and redacted everywhere
     let r = row_of(&ev, "gw1-0002436");
@@ -197,7 +236,9 @@ fn whole_sample_decodes() {
     // labels map and stdio sessions (no http)
     let labels = ev.column_by_name("labels").expect("labels").as_map();
     assert!(labels.is_valid(0));
-    let no_http = (0..ev.num_rows()).filter(|&i| s(&ev, "http_method", i).is_none()).count();
+    let no_http = (0..ev.num_rows())
+        .filter(|&i| s(&ev, "http_method", i).is_none())
+        .count();
     assert!(no_http > 0);
 }
 
