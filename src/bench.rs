@@ -17,7 +17,12 @@ use hdrhistogram::Histogram;
 use crate::config::Config;
 use crate::pipeline::Pipeline;
 
-pub async fn run(mut cfg: Config, sessions: u64, seed: u64, batch_size: usize) -> anyhow::Result<()> {
+pub async fn run(
+    mut cfg: Config,
+    sessions: u64,
+    seed: u64,
+    batch_size: usize,
+) -> anyhow::Result<()> {
     let tmp = std::env::temp_dir().join(format!("dunes-bench-{}", std::process::id()));
     if cfg.data_dir == Config::default().data_dir {
         cfg.data_dir = tmp.clone();
@@ -64,13 +69,16 @@ pub async fn run(mut cfg: Config, sessions: u64, seed: u64, batch_size: usize) -
         }
         let t = Instant::now();
         pipeline.process(batch).await?;
-        hist.record(t.elapsed().as_micros().max(1) as u64).context("histogram")?;
+        hist.record(t.elapsed().as_micros().max(1) as u64)
+            .context("histogram")?;
     }
     let elapsed = started.elapsed();
     let rules = pipeline.rule_count();
     let (stats, _) = pipeline.close()?;
     let eps = stats.envelopes as f64 / elapsed.as_secs_f64();
-    println!("dunes bench: {sessions} sessions (seed {seed}), batch size {batch_size}, {rules} rules");
+    println!(
+        "dunes bench: {sessions} sessions (seed {seed}), batch size {batch_size}, {rules} rules"
+    );
     println!(
         "  events: {}  rejected: {}  incidents: {}  elapsed: {:.2}s",
         stats.envelopes,

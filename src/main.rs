@@ -14,7 +14,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "dunes", version, about = "Streaming security event monitor (SIEM) for MCP servers")]
+#[command(
+    name = "dunes",
+    version,
+    about = "Streaming security event monitor (SIEM) for MCP servers"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -156,7 +160,10 @@ fn main() -> ExitCode {
         }
         Command::Run { .. } => "info",
     });
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -276,7 +283,8 @@ fn simulate(
     };
     let stats = match out {
         Some(p) => {
-            let f = std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?;
+            let f = std::fs::File::create(p)
+                .with_context(|| format!("cannot create {}", p.display()))?;
             dunes_sim::write_ndjson(&cfg, std::io::BufWriter::new(f))?
         }
         None => dunes_sim::write_ndjson(&cfg, std::io::BufWriter::new(std::io::stdout().lock()))?,

@@ -52,7 +52,10 @@ pub struct DriveOutcome {
 
 enum Work {
     Chunk(Vec<RawRecord>),
-    Done { source: String, error: Option<String> },
+    Done {
+        source: String,
+        error: Option<String>,
+    },
 }
 
 /// Reads one NDJSON source in chunks and hands them to the pipeline; the
@@ -139,7 +142,11 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
         let tx = work_tx.clone();
         let max_line = cfg.ingest.max_line_bytes;
         // stdin trickles: hand over every line at once; files go in chunks.
-        let chunk = if path == Path::new("-") { 1 } else { batch_size };
+        let chunk = if path == Path::new("-") {
+            1
+        } else {
+            batch_size
+        };
         tokio::task::spawn_blocking(move || source_thread(path, max_line, chunk, tx));
     }
     drop(work_tx);
@@ -315,7 +322,11 @@ pub fn print_summary(cfg: &Config, out: &DriveOutcome) {
         s.incidents_by_level[2],
         paths.incidents.display()
     );
-    println!("responses: {} -> {}", s.responses, paths.responses.display());
+    println!(
+        "responses: {} -> {}",
+        s.responses,
+        paths.responses.display()
+    );
     match &out.checkpoint {
         Some(cp) => println!(
             "ledger: signed checkpoint at tree size {} (root {})",
@@ -343,7 +354,11 @@ pub fn print_incidents(incidents: &[Incident]) {
         let who = inc.session_id.clone().unwrap_or_else(|| {
             inc.entity
                 .values()
-                .map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
                 .collect::<Vec<_>>()
                 .join(",")
         });
@@ -374,8 +389,7 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
     let dir = cfg.data_dir.join("demo");
     if dir.exists() {
         // The demo owns this sub-directory and recreates it on every run.
-        std::fs::remove_dir_all(&dir)
-            .with_context(|| format!("cannot reset {}", dir.display()))?;
+        std::fs::remove_dir_all(&dir).with_context(|| format!("cannot reset {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let traffic = dir.join("traffic.ndjson");
@@ -388,8 +402,11 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
         .with_context(|| format!("cannot create {}", traffic.display()))?;
     let st = dunes_sim::write_ndjson(&sim, std::io::BufWriter::new(f))?;
     let labels = dunes_sim::generate_labels(&sim);
-    std::fs::write(dir.join("labels.json"), serde_json::to_string_pretty(&labels)?)
-        .context("cannot write labels")?;
+    std::fs::write(
+        dir.join("labels.json"),
+        serde_json::to_string_pretty(&labels)?,
+    )
+    .context("cannot write labels")?;
     println!(
         "simulated {} sessions ({} envelopes, seed {seed}) -> {}",
         st.sessions,
@@ -417,7 +434,11 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
                 stats.envelopes,
                 stats.rejected
             );
-            println!("data dir: {}  (verify: dunes verify {})", data_dir.display(), data_dir.display());
+            println!(
+                "data dir: {}  (verify: dunes verify {})",
+                data_dir.display(),
+                data_dir.display()
+            );
             if let Some(a) = addr {
                 println!("API up: curl http://{a}/api/v1/incidents?level=3  (Ctrl-C to stop)");
             }

@@ -23,8 +23,8 @@ fn sample() -> PathBuf {
 }
 
 fn labels() -> BTreeMap<String, String> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/samples/mcp-sample.labels.json");
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/mcp-sample.labels.json");
     serde_json::from_slice(&std::fs::read(p).expect("labels")).expect("labels json")
 }
 
@@ -90,8 +90,19 @@ fn replay_of_the_sample_raises_all_three_levels_and_the_ledger_verifies() {
         .collect();
     for inc in &incidents {
         for key in [
-            "incident_id", "rule_id", "rule_sha256", "level", "severity", "title", "tags",
-            "entity", "first_ts", "last_ts", "event_ids", "evidence", "status",
+            "incident_id",
+            "rule_id",
+            "rule_sha256",
+            "level",
+            "severity",
+            "title",
+            "tags",
+            "entity",
+            "first_ts",
+            "last_ts",
+            "event_ids",
+            "evidence",
+            "status",
         ] {
             assert!(inc.get(key).is_some(), "incident lacks {key}: {inc}");
         }
@@ -100,7 +111,10 @@ fn replay_of_the_sample_raises_all_three_levels_and_the_ledger_verifies() {
         let ids = inc["event_ids"].as_array().expect("event_ids");
         assert!(!ids.is_empty());
         for id in ids {
-            assert!(sample_ids.contains(id.as_str().expect("id")), "unknown event {id}");
+            assert!(
+                sample_ids.contains(id.as_str().expect("id")),
+                "unknown event {id}"
+            );
         }
     }
 
@@ -128,7 +142,10 @@ fn replay_of_the_sample_raises_all_three_levels_and_the_ledger_verifies() {
 
     let verify = run_ok(dunes().arg("verify").arg(&dir));
     let report = String::from_utf8_lossy(&verify.stdout);
-    assert!(report.contains("3224"), "verify report names the event count: {report}");
+    assert!(
+        report.contains("3224"),
+        "verify report names the event count: {report}"
+    );
 }
 
 #[test]
@@ -141,7 +158,10 @@ fn golden_sample_incidents_flag_only_attack_sessions() {
     let mut lines = BTreeSet::new();
     for inc in &incidents {
         let session = inc["session_id"].as_str().unwrap_or("-");
-        let label = labels.get(session).map(String::as_str).unwrap_or("(no session)");
+        let label = labels
+            .get(session)
+            .map(String::as_str)
+            .unwrap_or("(no session)");
         lines.insert(format!(
             "{:<40} L{} {}",
             inc["rule_id"].as_str().unwrap_or("?"),
@@ -150,8 +170,14 @@ fn golden_sample_incidents_flag_only_attack_sessions() {
         ));
     }
     let flagged_benign: Vec<&String> = lines.iter().filter(|l| l.ends_with(" benign")).collect();
-    assert!(flagged_benign.is_empty(), "benign sessions flagged: {flagged_benign:#?}");
-    insta::assert_snapshot!("sample_incidents", lines.into_iter().collect::<Vec<_>>().join("\n"));
+    assert!(
+        flagged_benign.is_empty(),
+        "benign sessions flagged: {flagged_benign:#?}"
+    );
+    insta::assert_snapshot!(
+        "sample_incidents",
+        lines.into_iter().collect::<Vec<_>>().join("\n")
+    );
 }
 
 #[test]
@@ -179,7 +205,10 @@ fn flipping_one_ledger_byte_fails_verify_and_names_the_record() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("record "), "failure does not name a record: {text}");
+    assert!(
+        text.contains("record "),
+        "failure does not name a record: {text}"
+    );
 }
 
 #[test]
@@ -226,9 +255,18 @@ fn malformed_lines_go_to_dead_letter_and_good_lines_are_processed() {
     }
     drop(f);
 
-    let out = run_ok(dunes().arg("replay").arg(&input).arg("--data-dir").arg(&dir));
+    let out = run_ok(
+        dunes()
+            .arg("replay")
+            .arg(&input)
+            .arg("--data-dir")
+            .arg(&dir),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("processed {} envelopes", good.len())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("processed {} envelopes", good.len())),
+        "{stdout}"
+    );
     assert!(stdout.contains(&format!("rejected: {bad}")), "{stdout}");
 
     let dl = read_ndjson(&dir.join("dead-letter.ndjson"));
@@ -251,10 +289,17 @@ fn malformed_lines_go_to_dead_letter_and_good_lines_are_processed() {
     assert!(reasons[0].contains("json"), "{}", reasons[0]);
     assert!(reasons[1].contains("ts"), "{}", reasons[1]);
     assert!(reasons[2].contains("status"), "{}", reasons[2]);
-    assert!(reasons[3].contains("limit") || reasons[3].contains("size"), "{}", reasons[3]);
+    assert!(
+        reasons[3].contains("limit") || reasons[3].contains("size"),
+        "{}",
+        reasons[3]
+    );
     assert!(reasons[4].contains("utf-8"), "{}", reasons[4]);
     for d in &dl {
-        assert!(d.get("raw").is_some(), "dead letter keeps the raw line: {d}");
+        assert!(
+            d.get("raw").is_some(),
+            "dead letter keeps the raw line: {d}"
+        );
     }
     run_ok(dunes().arg("verify").arg(&dir));
 }
@@ -280,7 +325,11 @@ fn stdin_source_is_processed_to_eof() {
         .write_all(head.as_bytes())
         .expect("write stdin");
     let out = child.wait_with_output().expect("wait");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("processed 50 envelopes"), "{stdout}");
     run_ok(dunes().arg("verify").arg(&dir));
@@ -363,12 +412,21 @@ fn http_ingest_and_incident_api() {
     let ack: Value = resp.body_mut().read_json().expect("ack");
     assert_eq!(ack["accepted"], 1);
 
-    let mut resp = ureq::get(&format!("{base}/api/v1/incidents")).call().expect("list");
+    let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
+        .call()
+        .expect("list");
     let list: Value = resp.body_mut().read_json().expect("json");
     let incidents = list["incidents"].as_array().expect("array");
     assert!(!incidents.is_empty());
-    assert!(incidents.iter().all(|i| i["session_id"] == attack_session.as_str()));
-    let id = incidents[0]["incident_id"].as_str().expect("id").to_string();
+    assert!(
+        incidents
+            .iter()
+            .all(|i| i["session_id"] == attack_session.as_str())
+    );
+    let id = incidents[0]["incident_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
 
     let mut resp = ureq::get(&format!("{base}/api/v1/incidents/{id}"))
         .call()
@@ -381,14 +439,18 @@ fn http_ingest_and_incident_api() {
         .call()
         .expect("filter");
     let filtered: Value = resp.body_mut().read_json().expect("json");
-    assert!(filtered["incidents"]
-        .as_array()
-        .expect("array")
-        .iter()
-        .all(|i| i["level"] == lvl));
-    let mut resp = ureq::get(&format!("{base}/api/v1/incidents?since=2999-01-01T00:00:00Z"))
-        .call()
-        .expect("since");
+    assert!(
+        filtered["incidents"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .all(|i| i["level"] == lvl)
+    );
+    let mut resp = ureq::get(&format!(
+        "{base}/api/v1/incidents?since=2999-01-01T00:00:00Z"
+    ))
+    .call()
+    .expect("since");
     let none: Value = resp.body_mut().read_json().expect("json");
     assert_eq!(none["count"], 0);
 
@@ -427,8 +489,18 @@ fn simulate_is_deterministic_and_flows_through_replay() {
     let a = tmp.path().join("a.ndjson");
     let b = tmp.path().join("b.ndjson");
     let l = tmp.path().join("labels.json");
-    run_ok(dunes().args(["simulate", "--sessions", "40", "--seed", "9", "--out"]).arg(&a).arg("--labels").arg(&l));
-    run_ok(dunes().args(["simulate", "--sessions", "40", "--seed", "9", "--out"]).arg(&b));
+    run_ok(
+        dunes()
+            .args(["simulate", "--sessions", "40", "--seed", "9", "--out"])
+            .arg(&a)
+            .arg("--labels")
+            .arg(&l),
+    );
+    run_ok(
+        dunes()
+            .args(["simulate", "--sessions", "40", "--seed", "9", "--out"])
+            .arg(&b),
+    );
     assert_eq!(std::fs::read(&a).expect("a"), std::fs::read(&b).expect("b"));
     let labels: BTreeMap<String, String> =
         serde_json::from_slice(&std::fs::read(&l).expect("labels")).expect("json");

@@ -185,7 +185,9 @@ async fn list_incidents(
         limit: Some(q.limit.unwrap_or(1000).min(10_000)),
     };
     let list = st.incidents.list(&filter);
-    Ok(Json(serde_json::json!({ "count": list.len(), "incidents": list })))
+    Ok(Json(
+        serde_json::json!({ "count": list.len(), "incidents": list }),
+    ))
 }
 
 async fn get_incident(

@@ -104,7 +104,12 @@ impl Engine {
         let ctx = SessionContext::new_with_config(config);
         let events: Slot = Arc::default();
         let tool_defs: Slot = Arc::default();
-        register(&ctx, "events", dunes_ingest::schema::events_schema(), &events)?;
+        register(
+            &ctx,
+            "events",
+            dunes_ingest::schema::events_schema(),
+            &events,
+        )?;
         register(
             &ctx,
             "tool_defs",
@@ -252,7 +257,10 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
     let mut entity = Vec::with_capacity(rule.config.entity.len());
     for col in &rule.config.entity {
         entity.push(find(col).ok_or_else(|| {
-            rule.error(line, format!("entity column {col:?} is not in the query output"))
+            rule.error(
+                line,
+                format!("entity column {col:?} is not in the query output"),
+            )
         })?);
     }
     let layout = OutputLayout {

@@ -58,7 +58,8 @@ pub async fn detect(
     for m in engine.evaluate(events, tool_defs).await? {
         let requested = m.rule.rule.config.response;
         for inc in incident::build_incidents(&m, now)? {
-            out.responses.extend(response::respond(&inc, requested, cfg));
+            out.responses
+                .extend(response::respond(&inc, requested, cfg));
             out.incidents.push(inc);
         }
     }

@@ -27,7 +27,11 @@ impl std::fmt::Display for TestOutcome {
         write!(f, "{verdict} {} :: {}", self.rule_id, self.test_name)?;
         match &self.actual {
             Ok(n) if *n != self.expected => {
-                write!(f, " (expected {} matches, got {n}; {})", self.expected, self.file)
+                write!(
+                    f,
+                    " (expected {} matches, got {n}; {})",
+                    self.expected, self.file
+                )
             }
             Ok(_) => Ok(()),
             Err(e) => write!(f, " ({e}; {})", self.file),
@@ -42,7 +46,14 @@ pub async fn run_inline_tests(engine: &Engine) -> Vec<TestOutcome> {
     for (idx, planned) in engine.rules().iter().enumerate() {
         let rule = &planned.rule;
         for test in &rule.config.tests {
-            let actual = run_one(engine, idx, &rule.path.display().to_string(), &test.name, &test.input).await;
+            let actual = run_one(
+                engine,
+                idx,
+                &rule.path.display().to_string(),
+                &test.name,
+                &test.input,
+            )
+            .await;
             out.push(TestOutcome {
                 rule_id: rule.config.id.clone(),
                 file: rule.path.display().to_string(),
@@ -75,9 +86,14 @@ async fn run_one(
         });
     }
     let mut normalizer = Normalizer::new(IngestConfig::default());
-    let decoded = normalizer.decode_batch(records).map_err(|e| e.to_string())?;
+    let decoded = normalizer
+        .decode_batch(records)
+        .map_err(|e| e.to_string())?;
     if let Some(r) = decoded.rejected.first() {
-        return Err(format!("input envelope {} rejected: {}", r.source, r.reason));
+        return Err(format!(
+            "input envelope {} rejected: {}",
+            r.source, r.reason
+        ));
     }
     let batches = engine
         .evaluate_one(idx, &decoded.events, &decoded.tool_defs)

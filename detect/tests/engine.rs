@@ -107,7 +107,10 @@ async fn levels_produce_the_right_responses() {
     assert_eq!(r.level, Level::Emergency);
     assert_eq!(r.action.to_string(), "isolate_server");
     assert_eq!(r.target.get("server_id").map(String::as_str), Some("s1"));
-    assert_eq!(r.regulatory_deadline, Some(now + chrono::Duration::hours(72)));
+    assert_eq!(
+        r.regulatory_deadline,
+        Some(now + chrono::Duration::hours(72))
+    );
     assert!(!r.notify.is_empty());
 }
 
@@ -128,7 +131,10 @@ async fn bad_sql_and_missing_columns_name_the_file_and_line() {
     .await
     .err()
     .expect("refused");
-    assert!(err.to_string().contains("entity column \"session_id\""), "{err}");
+    assert!(
+        err.to_string().contains("entity column \"session_id\""),
+        "{err}"
+    );
 
     let err = Engine::new(vec![rule(
         "no-such-col",

@@ -20,8 +20,16 @@ async fn shipped_rules_pass_their_inline_tests() {
     }
     for r in &rules {
         let t = &r.config.tests;
-        assert!(t.iter().any(|t| t.expect > 0), "{}: no positive test", r.config.id);
-        assert!(t.iter().any(|t| t.expect == 0), "{}: no negative test", r.config.id);
+        assert!(
+            t.iter().any(|t| t.expect > 0),
+            "{}: no positive test",
+            r.config.id
+        );
+        assert!(
+            t.iter().any(|t| t.expect == 0),
+            "{}: no negative test",
+            r.config.id
+        );
     }
     let engine = Engine::new(rules).await.expect("rule pack plans");
     let outcomes = run_inline_tests(&engine).await;

@@ -242,10 +242,7 @@ impl LoadedRule {
             ));
         }
         if !c.tags.iter().any(|t| is_atlas_tag(t)) {
-            return Err(self.error(
-                None,
-                "tags need a MITRE ATLAS tag like atlas:AML.T0051",
-            ));
+            return Err(self.error(None, "tags need a MITRE ATLAS tag like atlas:AML.T0051"));
         }
         for t in &c.tags {
             if t.starts_with("owasp-mcp:") && !is_owasp_mcp_tag(t) {

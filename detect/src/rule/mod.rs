@@ -2,6 +2,4 @@
 
 mod config;
 
-pub use config::{
-    Level, LoadedRule, ResponseAction, RuleConfig, RuleTest, Severity, load_dir,
-};
+pub use config::{Level, LoadedRule, ResponseAction, RuleConfig, RuleTest, Severity, load_dir};
