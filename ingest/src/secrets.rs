@@ -110,6 +110,31 @@ fn nontrivial_password(value: &str, sep: &str, quoted: bool) -> bool {
     value.len() >= 4
 }
 
+/// Documentation placeholders shaped like a token (`AKIAXXXXXXXXXXXXXXXX`,
+/// `AKIAIOSFODNN7EXAMPLE`, `ghp_000000…`) are not secrets: a run of six or
+/// more identical characters, the word EXAMPLE, or a variable part with
+/// very low entropy (real keys are random) marks one.
+fn is_placeholder(token: &str) -> bool {
+    if token.to_ascii_uppercase().contains("EXAMPLE") {
+        return true;
+    }
+    let mut run = 0usize;
+    let mut prev = None;
+    for c in token.chars() {
+        run = if Some(c) == prev { run + 1 } else { 1 };
+        if run >= 6 {
+            return true;
+        }
+        prev = Some(c);
+    }
+    // Skip the fixed prefix (AKIA, ghp_, xoxb-, sk_live_ …) before judging.
+    let body = token
+        .char_indices()
+        .find(|&(i, c)| i >= 3 && (c == '_' || c == '-'))
+        .map_or_else(|| token.get(4..).unwrap_or(""), |(i, _)| &token[i + 1..]);
+    body.chars().count() >= 12 && crate::text::shannon_entropy(body) < 2.5
+}
+
 /// Finds secrets: `(start, end, kind)` byte ranges, sorted, non-overlapping.
 fn find(text: &str) -> Vec<(usize, usize, &'static str)> {
     let mut found: Vec<(usize, usize, &'static str)> = Vec::new();
@@ -119,6 +144,9 @@ fn find(text: &str) -> Vec<(usize, usize, &'static str)> {
     for p in PATTERNS.iter() {
         if p.group == 0 {
             for m in p.re.find_iter(text) {
+                if p.kind != "private_key" && is_placeholder(m.as_str()) {
+                    continue;
+                }
                 found.push((m.start(), m.end(), p.kind));
             }
         } else {
@@ -183,6 +211,35 @@ pub fn redact_quiet(text: &str) -> Cow<'_, str> {
 }
 
 #[cfg(test)]
+mod placeholder_tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_not_secrets_but_random_keys_are() {
+        for p in [
+            "AKIAXXXXXXXXXXXXXXXX",
+            "AKIAIOSFODNN7EXAMPLE",
+            "ghp_000000000000000000000000000000000000",
+            "xoxb-1111111111-aaaaaaaaaaaa",
+        ] {
+            let mut kinds = Vec::new();
+            let out = redact(p, &mut kinds);
+            assert!(kinds.is_empty(), "{p} flagged as {kinds:?}");
+            assert_eq!(out, p);
+        }
+        for (k, kind) in [
+            ("AKIAYQOSVMWF77N5PI2G", "aws_key"),
+            ("ghp_R8aK3mQx9ZtL2vWc7NbY4pHs6JdF1gEu0TiO", "github_token"),
+        ] {
+            let mut kinds = Vec::new();
+            let out = redact(k, &mut kinds);
+            assert_eq!(kinds, vec![kind]);
+            assert!(out.contains("[REDACTED:"), "{out}");
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -191,10 +248,6 @@ mod tests {
         let r = redact(text, &mut k).into_owned();
         k.sort_unstable();
         (r, k)
-    }
-
-    fn rep(c: char, n: usize) -> String {
-        std::iter::repeat_n(c, n).collect()
     }
 
     fn alnum(n: usize, seed: u32) -> String {
@@ -295,7 +348,7 @@ mod tests {
 
     #[test]
     fn redaction_keeps_context() {
-        let t = format!("use AKIA{} please", rep('Q', 16));
+        let t = "use AKIAQ7ZB3N5KM2XW4RPL please".to_string();
         let (red, _) = kinds(&t);
         assert_eq!(red, "use [REDACTED:aws_key] please");
         let (red, _) = kinds("password=Hunter2!x&next=1");
