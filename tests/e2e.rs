@@ -360,7 +360,11 @@ fn http_ingest_and_incident_api() {
     let dir = tmp.path().join("data");
     let port = free_port();
     let cfg = tmp.path().join("dunes.toml");
-    std::fs::write(&cfg, "[ledger]\ncheckpoint_every_records = 1\n").expect("config");
+    std::fs::write(
+        &cfg,
+        "[ledger]\ncheckpoint_every_records = 1\n[http]\nmax_body_bytes = 262144\n",
+    )
+    .expect("config");
     let mut child = dunes()
         .arg("run")
         .arg("--config")
@@ -411,6 +415,11 @@ fn http_ingest_and_incident_api() {
         .expect("ingest array");
     let ack: Value = resp.body_mut().read_json().expect("ack");
     assert_eq!(ack["accepted"], 1);
+
+    // Bodies over the configured limit are refused with 413, nothing ingested.
+    let big = vec![b' '; 300_000];
+    let err = ureq::post(&format!("{base}/v1/ingest")).send(&big[..]);
+    assert!(matches!(err, Err(ureq::Error::StatusCode(413))), "{err:?}");
 
     let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
         .call()
