@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::error::{IoContext, LedgerError};
-use crate::keys::key_id;
+use crate::keys::{EpochKeys, ed25519_key_id, key_id, verify_ed25519};
 use crate::merkle::Hash;
 
 /// Name of the checkpoints file inside the ledger directory.
@@ -77,6 +77,120 @@ pub(crate) fn assemble_note(body: &str, key_name: &str, key_id: [u8; 4], sig: &[
     format!("{body}\n{EM_DASH_PREFIX}{key_name} {}\n", B64.encode(blob))
 }
 
+/// Append one more signature line to a note.
+pub(crate) fn add_signature_line(note: &mut String, key_name: &str, key_id: [u8; 4], sig: &[u8]) {
+    let mut blob = Vec::with_capacity(4 + sig.len());
+    blob.extend_from_slice(&key_id);
+    blob.extend_from_slice(sig);
+    note.push_str(EM_DASH_PREFIX);
+    note.push_str(key_name);
+    note.push(' ');
+    note.push_str(&B64.encode(blob));
+    note.push('\n');
+}
+
+/// Check the signature lines of a note against the keys of one epoch (verifier policy): the
+/// ML-DSA-65 signature (context [`crate::SIGNING_CONTEXT`]) is always required; when the epoch has an
+/// Ed25519 key, the Ed25519 signature line is required too. `ctx` selects the ML-DSA context.
+pub(crate) fn verify_signed_text(
+    body: &[u8],
+    signatures: &[NoteSignature],
+    key_name: &str,
+    keys: &EpochKeys,
+    ctx: &[u8],
+) -> Result<(), String> {
+    let id = key_id(key_name, &keys.public_key);
+    let sig = signatures
+        .iter()
+        .find(|s| s.key_name == key_name && s.key_id == id)
+        .ok_or_else(|| {
+            format!(
+                "no ML-DSA-65 signature line from key {key_name:?} with key id {}",
+                hex::encode(id)
+            )
+        })?;
+    let vk =
+        crate::keys::decode_public_key(&keys.public_key).ok_or("public key cannot be decoded")?;
+    if !crate::keys::verify_with_context(&vk, body, ctx, &sig.signature) {
+        return Err(format!(
+            "ML-DSA-65 signature does not verify with key epoch {}",
+            keys.epoch
+        ));
+    }
+    if let Some(ed) = &keys.ed25519 {
+        let id = ed25519_key_id(key_name, ed);
+        let sig = signatures
+            .iter()
+            .find(|s| s.key_name == key_name && s.key_id == id)
+            .ok_or_else(|| {
+                format!(
+                    "key epoch {} is hybrid but there is no Ed25519 signature line (key id {})",
+                    keys.epoch,
+                    hex::encode(id)
+                )
+            })?;
+        if !verify_ed25519(ed, body, &sig.signature) {
+            return Err(format!(
+                "Ed25519 signature does not verify with key epoch {}",
+                keys.epoch
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// [`verify_signed_text`] for a checkpoint note.
+pub(crate) fn verify_note_signatures(
+    note: &ParsedNote,
+    key_name: &str,
+    keys: &EpochKeys,
+) -> Result<(), String> {
+    verify_signed_text(
+        note.body(),
+        &note.signatures,
+        key_name,
+        keys,
+        crate::keys::SIGNING_CONTEXT,
+    )
+}
+
+/// Parse the signature block (the text after the blank line) of a signed note.
+pub(crate) fn parse_signature_lines(sig_text: &str) -> Result<Vec<NoteSignature>, String> {
+    if !sig_text.ends_with('\n') {
+        return Err("signature block does not end with a newline".into());
+    }
+    let mut signatures = Vec::new();
+    for line in sig_text[..sig_text.len() - 1].split('\n') {
+        let rest = line
+            .strip_prefix(EM_DASH_PREFIX)
+            .ok_or_else(|| "signature line does not start with an em dash and space".to_string())?;
+        let (name, b64) = rest
+            .split_once(' ')
+            .ok_or("signature line has no key name / signature separator")?;
+        if name.is_empty() || name.contains(char::is_whitespace) || name.contains('+') {
+            return Err(format!("invalid key name {name:?} in signature line"));
+        }
+        let blob = B64
+            .decode(b64.as_bytes())
+            .map_err(|_| "signature is not valid base64".to_string())?;
+        if blob.len() < 5 {
+            return Err("signature too short".into());
+        }
+        if B64.encode(&blob) != b64 {
+            return Err("signature is not canonical base64".into());
+        }
+        signatures.push(NoteSignature {
+            key_name: name.to_string(),
+            key_id: [blob[0], blob[1], blob[2], blob[3]],
+            signature: blob[4..].to_vec(),
+        });
+    }
+    if signatures.is_empty() {
+        return Err("note has no signature lines".into());
+    }
+    Ok(signatures)
+}
+
 /// One signature line of a note.
 #[derive(Debug, Clone)]
 pub(crate) struct NoteSignature {
@@ -97,14 +211,6 @@ pub(crate) struct ParsedNote {
 impl ParsedNote {
     pub fn body(&self) -> &[u8] {
         &self.checkpoint.note.as_bytes()[..self.body_len]
-    }
-
-    /// The signature made by `key_name` with `public_key`, if the note carries one.
-    pub fn signature_for(&self, key_name: &str, public_key: &[u8]) -> Option<&NoteSignature> {
-        let id = key_id(key_name, public_key);
-        self.signatures
-            .iter()
-            .find(|s| s.key_name == key_name && s.key_id == id)
     }
 }
 
@@ -174,35 +280,7 @@ pub(crate) fn parse_note(note: &str) -> Result<ParsedNote, String> {
         .and_then(|v| u32::try_from(v).ok())
         .ok_or_else(|| format!("bad key-epoch line {:?}", lines[4]))?;
 
-    if !sig_text.ends_with('\n') {
-        return Err("signature block does not end with a newline".into());
-    }
-    let mut signatures = Vec::new();
-    for line in sig_text[..sig_text.len() - 1].split('\n') {
-        let rest = line
-            .strip_prefix(EM_DASH_PREFIX)
-            .ok_or_else(|| "signature line does not start with an em dash and space".to_string())?;
-        let (name, b64) = rest
-            .split_once(' ')
-            .ok_or("signature line has no key name / signature separator")?;
-        if name.is_empty() || name.contains(char::is_whitespace) || name.contains('+') {
-            return Err(format!("invalid key name {name:?} in signature line"));
-        }
-        let blob = B64
-            .decode(b64.as_bytes())
-            .map_err(|_| "signature is not valid base64".to_string())?;
-        if blob.len() < 5 {
-            return Err("signature too short".into());
-        }
-        signatures.push(NoteSignature {
-            key_name: name.to_string(),
-            key_id: [blob[0], blob[1], blob[2], blob[3]],
-            signature: blob[4..].to_vec(),
-        });
-    }
-    if signatures.is_empty() {
-        return Err("note has no signature lines".into());
-    }
+    let signatures = parse_signature_lines(sig_text)?;
     Ok(ParsedNote {
         checkpoint: Checkpoint {
             origin,

@@ -25,6 +25,14 @@ pub const SIGNATURE_LEN: usize = 3309;
 pub const SEED_LEN: usize = 32;
 /// Algorithm name used in `Key` records.
 pub const ALGORITHM: &str = "ML-DSA-65";
+/// FIPS 204 context string of the signature by the previous key over a rotated-in key.
+pub const ROTATION_CONTEXT: &[u8] = b"dunes-ledger-key-rotation-v1";
+/// FIPS 204 context string of export bundle manifest signatures.
+pub const EXPORT_CONTEXT: &[u8] = b"dunes-ledger-export-v1";
+/// Encoded Ed25519 public key / seed length.
+pub const ED25519_KEY_LEN: usize = 32;
+/// Ed25519 signature length.
+pub const ED25519_SIGNATURE_LEN: usize = 64;
 
 /// `keys/ledger-mldsa65-<epoch>.pub`
 pub fn public_key_path(keys_dir: &Path, epoch: u32) -> PathBuf {
@@ -34,6 +42,58 @@ pub fn public_key_path(keys_dir: &Path, epoch: u32) -> PathBuf {
 /// `keys/ledger-mldsa65-<epoch>.seed`
 pub fn seed_path(keys_dir: &Path, epoch: u32) -> PathBuf {
     keys_dir.join(format!("ledger-mldsa65-{epoch}.seed"))
+}
+
+/// `keys/ledger-ed25519-<epoch>.pub`
+pub fn ed25519_public_key_path(keys_dir: &Path, epoch: u32) -> PathBuf {
+    keys_dir.join(format!("ledger-ed25519-{epoch}.pub"))
+}
+
+/// `keys/ledger-ed25519-<epoch>.seed`
+pub fn ed25519_seed_path(keys_dir: &Path, epoch: u32) -> PathBuf {
+    keys_dir.join(format!("ledger-ed25519-{epoch}.seed"))
+}
+
+/// C2SP signed-note Ed25519 key ID: `SHA-256(key name ‖ 0x0A ‖ 0x01 ‖ public key)[..4]`.
+pub fn ed25519_key_id(key_name: &str, public_key: &[u8]) -> [u8; 4] {
+    let mut h = Sha256::new();
+    h.update(key_name.as_bytes());
+    h.update([0x0A, 0x01]);
+    h.update(public_key);
+    let d = h.finalize();
+    [d[0], d[1], d[2], d[3]]
+}
+
+/// Verify an Ed25519 signature (strict RFC 8032 verification).
+pub fn verify_ed25519(public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    let Ok(pk) = <[u8; ED25519_KEY_LEN]>::try_from(public_key) else {
+        return false;
+    };
+    let Ok(sig) = <[u8; ED25519_SIGNATURE_LEN]>::try_from(sig) else {
+        return false;
+    };
+    let Ok(vk) = ed25519_dalek::VerifyingKey::from_bytes(&pk) else {
+        return false;
+    };
+    vk.verify_strict(msg, &ed25519_dalek::Signature::from_bytes(&sig))
+        .is_ok()
+}
+
+/// The message the previous key signs when a new key epoch is introduced:
+/// `"dunes-ledger key rotation v1\n" ‖ origin ‖ "\n" ‖ epoch ‖ "\n" ‖ base64(ML-DSA pk) ‖ "\n"
+/// ‖ (base64(Ed25519 pk) or "-") ‖ "\n"`.
+pub fn rotation_message(
+    origin: &str,
+    epoch: u32,
+    public_key: &[u8],
+    ed25519_public_key: Option<&[u8]>,
+) -> Vec<u8> {
+    let ed = ed25519_public_key.map_or_else(|| "-".to_string(), |k| B64.encode(k));
+    format!(
+        "dunes-ledger key rotation v1\n{origin}\n{epoch}\n{}\n{ed}\n",
+        B64.encode(public_key)
+    )
+    .into_bytes()
 }
 
 /// Signed-note key ID:
@@ -56,13 +116,18 @@ pub fn decode_public_key(bytes: &[u8]) -> Option<VerifyingKey<MlDsa65>> {
 
 /// Verify a checkpoint body signature (pure ML-DSA-65 with [`SIGNING_CONTEXT`]).
 pub fn verify_signature(vk: &VerifyingKey<MlDsa65>, msg: &[u8], sig: &[u8]) -> bool {
+    verify_with_context(vk, msg, SIGNING_CONTEXT, sig)
+}
+
+/// Verify a pure ML-DSA-65 signature with an explicit FIPS 204 context string.
+pub fn verify_with_context(vk: &VerifyingKey<MlDsa65>, msg: &[u8], ctx: &[u8], sig: &[u8]) -> bool {
     let Ok(enc) = EncodedSignature::<MlDsa65>::try_from(sig) else {
         return false;
     };
     let Some(sig) = Signature::<MlDsa65>::decode(&enc) else {
         return false;
     };
-    vk.verify_with_context(msg, SIGNING_CONTEXT, &sig)
+    vk.verify_with_context(msg, ctx, &sig)
 }
 
 /// JSON payload of a `Key` record (kind 5).
@@ -81,26 +146,128 @@ pub struct KeyRecordPayload {
     pub public_key: String,
     /// FIPS 204 context string used for checkpoint signatures.
     pub signing_context: String,
+    /// Optional Ed25519 public key of the same epoch (hybrid checkpoints), standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ed25519_public_key: Option<String>,
+    /// Signed-note key ID of the Ed25519 key, 8 lowercase hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ed25519_key_id: Option<String>,
+    /// For epochs > the first: ML-DSA-65 signature by the previous epoch's key over
+    /// [`rotation_message`], context [`ROTATION_CONTEXT`], standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_signature: Option<String>,
+    /// For epochs > the first whose previous epoch had an Ed25519 key: Ed25519 signature by
+    /// that key over [`rotation_message`], standard base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_ed25519_signature: Option<String>,
+}
+
+/// The public keys of one key epoch, as recorded by its `Key` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpochKeys {
+    /// Key epoch.
+    pub epoch: u32,
+    /// Encoded ML-DSA-65 public key.
+    pub public_key: Vec<u8>,
+    /// Ed25519 public key, if the epoch is hybrid.
+    pub ed25519: Option<Vec<u8>>,
+    /// Rotation signature(s) by the previous epoch's key(s).
+    pub prev_signature: Option<Vec<u8>>,
+    pub prev_ed25519_signature: Option<Vec<u8>>,
+}
+
+impl EpochKeys {
+    /// Check that `self` was introduced by `prev` (rotation signatures), see
+    /// `docs/ledger-format.md` §2.5.
+    pub fn check_rotation_from(&self, prev: &EpochKeys, origin: &str) -> Result<(), String> {
+        let msg = rotation_message(
+            origin,
+            self.epoch,
+            &self.public_key,
+            self.ed25519.as_deref(),
+        );
+        let sig = self.prev_signature.as_ref().ok_or_else(|| {
+            format!(
+                "Key record for epoch {} has no prev_signature by the epoch {} key",
+                self.epoch, prev.epoch
+            )
+        })?;
+        let vk = decode_public_key(&prev.public_key)
+            .ok_or("previous epoch public key cannot be decoded")?;
+        if !verify_with_context(&vk, &msg, ROTATION_CONTEXT, sig) {
+            return Err(format!(
+                "prev_signature of key epoch {} does not verify with the epoch {} ML-DSA-65 key",
+                self.epoch, prev.epoch
+            ));
+        }
+        match (&prev.ed25519, &self.prev_ed25519_signature) {
+            (None, None) => Ok(()),
+            (None, Some(_)) => Err(
+                "prev_ed25519_signature present but the previous epoch has no Ed25519 key".into(),
+            ),
+            (Some(_), None) => Err(format!(
+                "Key record for epoch {} lacks prev_ed25519_signature although epoch {} is hybrid",
+                self.epoch, prev.epoch
+            )),
+            (Some(pk), Some(sig)) => {
+                if verify_ed25519(pk, &msg, sig) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "prev_ed25519_signature of key epoch {} does not verify with the epoch {} Ed25519 key",
+                        self.epoch, prev.epoch
+                    ))
+                }
+            }
+        }
+    }
 }
 
 impl KeyRecordPayload {
-    pub(crate) fn new(epoch: u32, key_name: &str, public_key: &[u8]) -> Self {
-        Self {
+    /// Payload for `signer`'s epoch; `prev` (the previous epoch's signer) signs the rotation.
+    pub(crate) fn for_signer(
+        signer: &Signer,
+        key_name: &str,
+        prev: Option<&Signer>,
+    ) -> Result<Self, LedgerError> {
+        let ed_pk = signer.ed25519_public_key();
+        let (prev_signature, prev_ed25519_signature) = match prev {
+            None => (None, None),
+            Some(p) => {
+                let msg = rotation_message(
+                    key_name,
+                    signer.epoch,
+                    &signer.public_key,
+                    ed_pk.as_ref().map(|k| k.as_slice()),
+                );
+                let sig = p.sign_with_context(&msg, ROTATION_CONTEXT)?;
+                (
+                    Some(B64.encode(sig)),
+                    p.sign_ed25519(&msg).map(|s| B64.encode(s)),
+                )
+            }
+        };
+        Ok(Self {
             alg: ALGORITHM.to_string(),
-            epoch,
+            epoch: signer.epoch,
             key_name: key_name.to_string(),
-            key_id: hex::encode(key_id(key_name, public_key)),
-            public_key: B64.encode(public_key),
+            key_id: hex::encode(key_id(key_name, &signer.public_key)),
+            public_key: B64.encode(&signer.public_key),
             signing_context: String::from_utf8_lossy(SIGNING_CONTEXT).into_owned(),
-        }
+            ed25519_key_id: ed_pk.map(|k| hex::encode(ed25519_key_id(key_name, &k))),
+            ed25519_public_key: ed_pk.map(|k| B64.encode(k)),
+            prev_signature,
+            prev_ed25519_signature,
+        })
     }
 
-    /// Parse and check internal consistency; returns the decoded public key bytes.
-    pub(crate) fn parse_and_check(
+    /// Parse and check internal consistency; returns the decoded public keys (rotation
+    /// signatures are decoded but checked separately with [`EpochKeys::check_rotation_from`]).
+    pub fn parse_and_check(
         payload: &[u8],
         expected_epoch: u32,
         expected_name: &str,
-    ) -> Result<Vec<u8>, String> {
+    ) -> Result<EpochKeys, String> {
         let p: KeyRecordPayload = serde_json::from_slice(payload)
             .map_err(|e| format!("Key record payload is not valid key JSON: {e}"))?;
         if p.alg != ALGORITHM {
@@ -139,7 +306,43 @@ impl KeyRecordPayload {
         if p.key_id != hex::encode(key_id(expected_name, &pk)) {
             return Err("Key record key_id does not match its public key".into());
         }
-        Ok(pk)
+        let b64 = |name: &str, v: &Option<String>| -> Result<Option<Vec<u8>>, String> {
+            v.as_ref()
+                .map(|s| {
+                    B64.decode(s.as_bytes())
+                        .map_err(|e| format!("Key record {name} is not base64: {e}"))
+                })
+                .transpose()
+        };
+        let ed25519 = b64("ed25519_public_key", &p.ed25519_public_key)?;
+        match (&ed25519, &p.ed25519_key_id) {
+            (None, None) => {}
+            (Some(k), Some(id)) => {
+                if k.len() != ED25519_KEY_LEN
+                    || ed25519_dalek::VerifyingKey::from_bytes(
+                        &<[u8; ED25519_KEY_LEN]>::try_from(k.as_slice()).unwrap_or([0; 32]),
+                    )
+                    .is_err()
+                {
+                    return Err("Key record ed25519_public_key is not a valid Ed25519 key".into());
+                }
+                if *id != hex::encode(ed25519_key_id(expected_name, k)) {
+                    return Err("Key record ed25519_key_id does not match its public key".into());
+                }
+            }
+            _ => {
+                return Err(
+                    "Key record has only one of ed25519_public_key / ed25519_key_id".into(),
+                );
+            }
+        }
+        Ok(EpochKeys {
+            epoch: expected_epoch,
+            public_key: pk,
+            ed25519,
+            prev_signature: b64("prev_signature", &p.prev_signature)?,
+            prev_ed25519_signature: b64("prev_ed25519_signature", &p.prev_ed25519_signature)?,
+        })
     }
 }
 
@@ -148,26 +351,49 @@ pub(crate) struct Signer {
     pub epoch: u32,
     sk: ExpandedSigningKey<MlDsa65>,
     pub public_key: Vec<u8>,
+    ed: Option<ed25519_dalek::SigningKey>,
 }
 
 impl Signer {
-    fn from_seed(epoch: u32, seed: &[u8; SEED_LEN]) -> Self {
+    pub(crate) fn from_seed(epoch: u32, seed: &[u8; SEED_LEN]) -> Self {
         let sk = ExpandedSigningKey::<MlDsa65>::from_seed(&(*seed).into());
         let public_key = sk.verifying_key().encode().to_vec();
         Self {
             epoch,
             sk,
             public_key,
+            ed: None,
         }
+    }
+
+    pub(crate) fn with_ed25519_seed(mut self, seed: &[u8; ED25519_KEY_LEN]) -> Self {
+        self.ed = Some(ed25519_dalek::SigningKey::from_bytes(seed));
+        self
+    }
+
+    /// The epoch's Ed25519 public key, if hybrid.
+    pub fn ed25519_public_key(&self) -> Option<[u8; ED25519_KEY_LEN]> {
+        self.ed.as_ref().map(|k| k.verifying_key().to_bytes())
     }
 
     /// Deterministic pure ML-DSA-65 signature with [`SIGNING_CONTEXT`].
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, LedgerError> {
+        self.sign_with_context(msg, SIGNING_CONTEXT)
+    }
+
+    /// Deterministic pure ML-DSA-65 signature with an explicit context string.
+    pub fn sign_with_context(&self, msg: &[u8], ctx: &[u8]) -> Result<Vec<u8>, LedgerError> {
         let sig = self
             .sk
-            .sign_deterministic(msg, SIGNING_CONTEXT)
+            .sign_deterministic(msg, ctx)
             .map_err(|e| LedgerError::Key(format!("ML-DSA-65 signing failed: {e}")))?;
         Ok(sig.encode().to_vec())
+    }
+
+    /// Ed25519 signature, if the epoch is hybrid.
+    pub fn sign_ed25519(&self, msg: &[u8]) -> Option<[u8; ED25519_SIGNATURE_LEN]> {
+        use ed25519_dalek::Signer as _;
+        self.ed.as_ref().map(|k| k.sign(msg).to_bytes())
     }
 
     #[cfg(test)]
@@ -316,67 +542,139 @@ pub(crate) fn ensure_keys_dir(keys_dir: &Path) -> Result<(), LedgerError> {
     b.create(keys_dir).at(keys_dir)
 }
 
-/// Load the newest signing key, or generate epoch 0 if `may_create` and no key exists.
-pub(crate) fn load_or_create_signer(
-    keys_dir: &Path,
-    may_create: bool,
-) -> Result<Signer, LedgerError> {
-    let seeds = list_epochs(keys_dir, ".seed")?;
-    let Some(&epoch) = seeds.last() else {
-        let pubs = list_epochs(keys_dir, ".pub")?;
-        if !may_create || !pubs.is_empty() {
-            return Err(LedgerError::Key(format!(
-                "no ledger signing key (ledger-mldsa65-<epoch>.seed) in {}, but the ledger already has records or public keys; refusing to create a new key, which would break the key history",
-                keys_dir.display()
-            )));
-        }
-        return generate(keys_dir, 0);
-    };
-    let path = seed_path(keys_dir, epoch);
-    restrict_permissions(&path)?;
-    let raw = read_small_file(&path, SEED_LEN)?;
-    let seed: [u8; SEED_LEN] = raw.as_slice().try_into().map_err(|_| {
-        LedgerError::Key(format!(
-            "{} has {} bytes, expected a {SEED_LEN}-byte ML-DSA seed",
+fn read_seed(path: &Path, len: usize) -> Result<Vec<u8>, LedgerError> {
+    restrict_permissions(path)?;
+    let raw = read_small_file(path, len)?;
+    if raw.len() != len {
+        return Err(LedgerError::Key(format!(
+            "{} has {} bytes, expected a {len}-byte seed",
             path.display(),
             raw.len()
-        ))
-    })?;
-    let signer = Signer::from_seed(epoch, &seed);
-    let pub_path = public_key_path(keys_dir, epoch);
-    if pub_path.exists() {
-        let on_disk = read_public_key_file(&pub_path)?;
-        if on_disk != signer.public_key {
+        )));
+    }
+    Ok(raw)
+}
+
+fn check_or_write_public(path: &Path, derived: &[u8], seed: &Path) -> Result<(), LedgerError> {
+    if path.exists() {
+        let on_disk = read_small_file(path, derived.len())?;
+        if on_disk != derived {
             return Err(LedgerError::Key(format!(
                 "{} does not match the public key derived from {}",
-                pub_path.display(),
-                path.display()
+                path.display(),
+                seed.display()
             )));
         }
+        Ok(())
     } else {
-        tracing::warn!(path = %pub_path.display(), "ledger public key file missing; re-deriving it from the seed");
-        write_atomic(&pub_path, &signer.public_key, false)?;
+        tracing::warn!(path = %path.display(), "ledger public key file missing; re-deriving it from the seed");
+        write_atomic(path, derived, false)
+    }
+}
+
+/// Epoch of the newest ML-DSA seed in `keys_dir`, if any.
+pub(crate) fn newest_seed_epoch(keys_dir: &Path) -> Result<Option<u32>, LedgerError> {
+    Ok(list_epochs(keys_dir, ".seed")?.last().copied())
+}
+
+/// Whether `keys_dir` holds any ML-DSA public key file.
+pub(crate) fn has_public_keys(keys_dir: &Path) -> Result<bool, LedgerError> {
+    Ok(!list_epochs(keys_dir, ".pub")?.is_empty())
+}
+
+/// Load the signing key(s) of `epoch` (ML-DSA seed required, Ed25519 seed if present).
+pub(crate) fn load_signer(keys_dir: &Path, epoch: u32) -> Result<Signer, LedgerError> {
+    let path = seed_path(keys_dir, epoch);
+    if !path.exists() {
+        return Err(LedgerError::Key(format!(
+            "the signing key of key epoch {epoch} ({}) is missing",
+            path.display()
+        )));
+    }
+    let raw = read_seed(&path, SEED_LEN)?;
+    let mut seed = [0u8; SEED_LEN];
+    seed.copy_from_slice(&raw);
+    let mut signer = Signer::from_seed(epoch, &seed);
+    seed.fill(0);
+    check_or_write_public(&public_key_path(keys_dir, epoch), &signer.public_key, &path)?;
+    let ed_path = ed25519_seed_path(keys_dir, epoch);
+    if ed_path.exists() {
+        let raw = read_seed(&ed_path, ED25519_KEY_LEN)?;
+        let mut seed = [0u8; ED25519_KEY_LEN];
+        seed.copy_from_slice(&raw);
+        signer = signer.with_ed25519_seed(&seed);
+        seed.fill(0);
+        if let Some(pk) = signer.ed25519_public_key() {
+            check_or_write_public(&ed25519_public_key_path(keys_dir, epoch), &pk, &ed_path)?;
+        }
     }
     Ok(signer)
 }
 
-fn generate(keys_dir: &Path, epoch: u32) -> Result<Signer, LedgerError> {
+fn random_seed() -> Result<[u8; 32], LedgerError> {
     use rand::TryRngCore as _;
-    let mut seed = [0u8; SEED_LEN];
+    let mut seed = [0u8; 32];
     rand::rngs::OsRng
         .try_fill_bytes(&mut seed)
         .map_err(|e| LedgerError::Key(format!("operating system RNG failed: {e}")))?;
-    let signer = Signer::from_seed(epoch, &seed);
+    Ok(seed)
+}
+
+/// Generate and store the key(s) of `epoch` (seed files mode 0600, written atomically).
+pub(crate) fn generate(keys_dir: &Path, epoch: u32, hybrid: bool) -> Result<Signer, LedgerError> {
+    let mut seed = random_seed()?;
+    let mut signer = Signer::from_seed(epoch, &seed);
     write_atomic(&seed_path(keys_dir, epoch), &seed, true)?;
     seed.fill(0);
     std::hint::black_box(&seed);
     write_atomic(&public_key_path(keys_dir, epoch), &signer.public_key, false)?;
+    if hybrid {
+        let mut ed_seed = random_seed()?;
+        signer = signer.with_ed25519_seed(&ed_seed);
+        write_atomic(&ed25519_seed_path(keys_dir, epoch), &ed_seed, true)?;
+        ed_seed.fill(0);
+        std::hint::black_box(&ed_seed);
+        if let Some(pk) = signer.ed25519_public_key() {
+            write_atomic(&ed25519_public_key_path(keys_dir, epoch), &pk, false)?;
+        }
+    }
     tracing::info!(
         keys_dir = %keys_dir.display(),
         epoch,
-        "generated new ML-DSA-65 ledger signing key"
+        hybrid,
+        "generated new ledger signing key"
     );
     Ok(signer)
+}
+
+/// Overwrite and delete the private seed(s) of `epoch`; with `public` also its public keys
+/// (only for keys that never made it into the log).
+pub(crate) fn remove_epoch_files(
+    keys_dir: &Path,
+    epoch: u32,
+    public: bool,
+) -> Result<(), LedgerError> {
+    let mut paths = vec![
+        seed_path(keys_dir, epoch),
+        ed25519_seed_path(keys_dir, epoch),
+    ];
+    if public {
+        paths.push(public_key_path(keys_dir, epoch));
+        paths.push(ed25519_public_key_path(keys_dir, epoch));
+    }
+    for p in paths {
+        if !p.exists() {
+            continue;
+        }
+        if p.extension().is_some_and(|e| e == "seed")
+            && let Ok(mut f) = OpenOptions::new().write(true).open(&p)
+        {
+            // Best effort: overwrite before unlinking.
+            let _ = f.write_all(&[0u8; 32]).and_then(|()| f.sync_all());
+        }
+        fs::remove_file(&p).at(&p)?;
+    }
+    fsync_dir(keys_dir)
 }
 
 #[cfg(test)]
@@ -404,13 +702,42 @@ mod tests {
     #[test]
     fn key_payload_round_trip() {
         let s = Signer::from_seed(0, &[3u8; 32]);
-        let p = KeyRecordPayload::new(0, "dunes/x", &s.public_key);
+        let p = KeyRecordPayload::for_signer(&s, "dunes/x", None).expect("payload");
         let json = serde_json::to_vec(&p).expect("json");
-        assert_eq!(
-            KeyRecordPayload::parse_and_check(&json, 0, "dunes/x").expect("ok"),
-            s.public_key
-        );
+        let k0 = KeyRecordPayload::parse_and_check(&json, 0, "dunes/x").expect("ok");
+        assert_eq!(k0.public_key, s.public_key);
+        assert!(k0.ed25519.is_none());
         assert!(KeyRecordPayload::parse_and_check(&json, 1, "dunes/x").is_err());
         assert!(KeyRecordPayload::parse_and_check(&json, 0, "dunes/y").is_err());
+
+        // Rotation to a hybrid epoch 1, signed by epoch 0; then epoch 2 signed by both keys.
+        let s1 = Signer::from_seed(1, &[4u8; 32]).with_ed25519_seed(&[5u8; 32]);
+        let p1 = KeyRecordPayload::for_signer(&s1, "dunes/x", Some(&s)).expect("payload");
+        let k1 = KeyRecordPayload::parse_and_check(
+            &serde_json::to_vec(&p1).expect("json"),
+            1,
+            "dunes/x",
+        )
+        .expect("ok");
+        assert!(k1.ed25519.is_some());
+        k1.check_rotation_from(&k0, "dunes/x")
+            .expect("rotation verifies");
+        assert!(k1.check_rotation_from(&k0, "dunes/y").is_err());
+        let s2 = Signer::from_seed(2, &[6u8; 32]);
+        let p2 = KeyRecordPayload::for_signer(&s2, "dunes/x", Some(&s1)).expect("payload");
+        assert!(p2.prev_ed25519_signature.is_some());
+        let k2 = KeyRecordPayload::parse_and_check(
+            &serde_json::to_vec(&p2).expect("json"),
+            2,
+            "dunes/x",
+        )
+        .expect("ok");
+        k2.check_rotation_from(&k1, "dunes/x")
+            .expect("rotation verifies");
+        // Signed by the wrong previous key.
+        assert!(k2.check_rotation_from(&k0, "dunes/x").is_err());
+        let mut no_ed = k2.clone();
+        no_ed.prev_ed25519_signature = None;
+        assert!(no_ed.check_rotation_from(&k1, "dunes/x").is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! The append-only writer.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +35,13 @@ pub struct LedgerConfig {
     pub checkpoint_interval: Duration,
     /// Start a new segment file when the current one would exceed this size.
     pub segment_max_bytes: u64,
+    /// Rotate the signing key when the current key epoch is this old (checked by
+    /// `maybe_checkpoint` and on open). `None` disables automatic rotation. Default 24 h.
+    pub rotate_every: Option<Duration>,
+    /// Give every new key epoch an Ed25519 key besides the ML-DSA-65 key, so checkpoints carry
+    /// two signature lines (hybrid classical + post-quantum). Off by default. Turning it on for
+    /// an existing ledger rotates to a hybrid epoch on open.
+    pub hybrid_ed25519: bool,
 }
 
 impl LedgerConfig {
@@ -47,6 +55,8 @@ impl LedgerConfig {
             checkpoint_every_records: 10_000,
             checkpoint_interval: Duration::from_secs(5),
             segment_max_bytes: 256 * 1024 * 1024,
+            rotate_every: Some(Duration::from_secs(24 * 3600)),
+            hybrid_ed25519: false,
         }
     }
 }
@@ -97,6 +107,12 @@ pub struct Ledger {
     last_checkpoint_at: Instant,
     scratch: Vec<u8>,
     poisoned: bool,
+    /// `ts_micros` of the Key record of the active epoch (for automatic rotation).
+    key_ts: i64,
+    /// Key epochs in the log.
+    epochs: BTreeSet<u32>,
+    /// Revoked epoch -> revocation record index.
+    revoked: BTreeMap<u32, u64>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -114,8 +130,6 @@ impl std::fmt::Debug for Ledger {
 struct Scan {
     leaves: Vec<Hash>,
     chain: ChainState,
-    /// (epoch, public key, record index) of every Key record.
-    key_records: Vec<(u32, Vec<u8>, u64)>,
     /// Active (last) segment: path, length after repair, records in it.
     last_segment: Option<(PathBuf, u64, u64)>,
 }
@@ -155,7 +169,6 @@ fn scan_segments(dir: &Path, signed_records: u64) -> Result<Scan, LedgerError> {
     let mut scan = Scan {
         leaves: Vec::new(),
         chain: ChainState::new(),
-        key_records: Vec::new(),
         last_segment: None,
     };
     let n_segments = segments.len();
@@ -184,18 +197,8 @@ fn scan_segments(dir: &Path, signed_records: u64) -> Result<Scan, LedgerError> {
                 Ok(None) => break,
                 Ok(Some(frame)) => {
                     scan.chain
-                        .check(&frame.header, &frame.record_hash)
+                        .check(&frame)
                         .map_err(|r| corrupt(Some(index), &path, Some(frame.offset), r))?;
-                    if frame.header.kind() == RecordKind::Key {
-                        let origin = String::from_utf8_lossy(frame.header.origin()).into_owned();
-                        let pk = KeyRecordPayload::parse_and_check(
-                            frame.payload,
-                            frame.header.key_epoch(),
-                            &origin,
-                        )
-                        .map_err(|r| corrupt(Some(index), &path, Some(frame.offset), r))?;
-                        scan.key_records.push((frame.header.key_epoch(), pk, index));
-                    }
                     scan.leaves.push(frame.record_hash);
                     seg_records += 1;
                 }
@@ -351,16 +354,57 @@ impl Ledger {
             )));
         }
 
-        let signer = keys::load_or_create_signer(&cfg.keys_dir, len == 0)?;
-        if let Some((epoch, pk, index)) = scan.key_records.last()
-            && (*epoch != signer.epoch || *pk != signer.public_key)
-        {
-            return Err(LedgerError::Key(format!(
-                "the newest signing key in {} (epoch {}) is not the key recorded by Key record {index} (epoch {epoch})",
-                cfg.keys_dir.display(),
-                signer.epoch
-            )));
-        }
+        let last_key = scan
+            .chain
+            .key_epoch
+            .and_then(|e| scan.chain.keys.get(&e))
+            .cloned();
+        let signer = match &last_key {
+            None => match keys::newest_seed_epoch(&cfg.keys_dir)? {
+                Some(e) => keys::load_signer(&cfg.keys_dir, e)?,
+                None => {
+                    if keys::has_public_keys(&cfg.keys_dir)? {
+                        return Err(LedgerError::Key(format!(
+                            "no ledger signing key (ledger-mldsa65-<epoch>.seed) in {}, but public keys exist; refusing to create a new key, which would break the key history",
+                            cfg.keys_dir.display()
+                        )));
+                    }
+                    keys::generate(&cfg.keys_dir, 0, cfg.hybrid_ed25519)?
+                }
+            },
+            Some(k) => {
+                let epoch = k.keys.epoch;
+                // A newer seed without a Key record is a rotation interrupted by a crash.
+                if let Some(newest) = keys::newest_seed_epoch(&cfg.keys_dir)?
+                    && newest > epoch
+                {
+                    for e in epoch + 1..=newest {
+                        tracing::warn!(
+                            epoch = e,
+                            "ledger: discarding a key generated by an interrupted rotation"
+                        );
+                        keys::remove_epoch_files(&cfg.keys_dir, e, true)?;
+                    }
+                }
+                let signer = keys::load_signer(&cfg.keys_dir, epoch)?;
+                if signer.public_key != k.keys.public_key
+                    || signer.ed25519_public_key().map(|p| p.to_vec()) != k.keys.ed25519
+                {
+                    return Err(LedgerError::Key(format!(
+                        "the signing key in {} for epoch {epoch} is not the key recorded by Key record {}",
+                        cfg.keys_dir.display(),
+                        k.introduced_at
+                    )));
+                }
+                // Seeds of older epochs are no longer needed (rotation finished after a crash).
+                for e in keys::list_epochs(&cfg.keys_dir, ".seed")? {
+                    if e < epoch {
+                        keys::remove_epoch_files(&cfg.keys_dir, e, false)?;
+                    }
+                }
+                signer
+            }
+        };
 
         let mut frontier = Frontier::new();
         if let Some(note) = &latest_note {
@@ -385,25 +429,18 @@ impl Ledger {
                     cp.origin
                 )));
             }
-            let pk = scan
-                .key_records
-                .iter()
-                .find(|(e, _, i)| *e == cp.key_epoch && *i < cp.tree_size)
-                .map(|(_, pk, _)| pk)
+            let key = scan
+                .chain
+                .keys
+                .get(&cp.key_epoch)
+                .filter(|k| k.introduced_at < cp.tree_size)
                 .ok_or_else(|| {
                     at(format!(
                         "signed with key epoch {} that no earlier Key record introduces",
                         cp.key_epoch
                     ))
                 })?;
-            let vk =
-                keys::decode_public_key(pk).ok_or_else(|| at("undecodable public key".into()))?;
-            let sig = note
-                .signature_for(&cfg.origin, pk)
-                .ok_or_else(|| at("no signature by the ledger key".into()))?;
-            if !keys::verify_signature(&vk, note.body(), &sig.signature) {
-                return Err(at("signature does not verify".into()));
-            }
+            checkpoint::verify_note_signatures(note, &cfg.origin, &key.keys).map_err(at)?;
             for l in &scan.leaves[..cp.tree_size as usize] {
                 frontier.push(*l);
             }
@@ -441,30 +478,231 @@ impl Ledger {
             last_checkpoint_at: Instant::now(),
             scratch: Vec::with_capacity(512),
             poisoned: false,
+            key_ts: last_key.as_ref().map_or_else(now_micros, |k| k.ts_micros),
+            epochs: scan.chain.keys.keys().copied().collect(),
+            revoked: scan.chain.revoked.clone(),
             cfg,
         };
         if ledger.is_empty() {
-            let payload = KeyRecordPayload::new(
-                ledger.signer.epoch,
-                &ledger.cfg.origin,
-                &ledger.signer.public_key,
-            );
+            let payload = KeyRecordPayload::for_signer(&ledger.signer, &ledger.cfg.origin, None)?;
             let json = serde_json::to_vec(&payload)
                 .map_err(|e| LedgerError::Key(format!("cannot encode Key record: {e}")))?;
-            ledger.append(RecordKind::Key, now_micros(), &json, &[])?;
+            let epoch = ledger.signer.epoch;
+            ledger.append_with_epoch(RecordKind::Key, now_micros(), &json, &[], epoch)?;
             ledger.sync()?;
+            ledger.epochs.insert(epoch);
+        } else if ledger.cfg.hybrid_ed25519 && ledger.signer.ed25519_public_key().is_none() {
+            tracing::info!(
+                "ledger: hybrid Ed25519 signatures requested; rotating to a hybrid key epoch"
+            );
+            ledger.rotate_key()?;
+        } else if ledger.rotation_due() {
+            ledger.rotate_key()?;
         }
         Ok(ledger)
     }
 
+    fn rotation_due(&self) -> bool {
+        self.cfg.rotate_every.is_some_and(|d| {
+            let age = now_micros().saturating_sub(self.key_ts);
+            age >= 0 && (age as u128) >= d.as_micros()
+        })
+    }
+
+    /// Rotate the signing key: generate epoch+1 (seed files mode 0600), append a `key` record
+    /// carrying the new public key(s) signed by the old key(s), checkpoint under the new key,
+    /// then destroy the old seed. Returns the new epoch.
+    pub fn rotate_key(&mut self) -> Result<u32, LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        self.sync()?;
+        let new_epoch = self
+            .signer
+            .epoch
+            .checked_add(1)
+            .ok_or_else(|| LedgerError::Key("key epoch overflow".into()))?;
+        let new = keys::generate(&self.cfg.keys_dir, new_epoch, self.cfg.hybrid_ed25519)?;
+        let payload = KeyRecordPayload::for_signer(&new, &self.cfg.origin, Some(&self.signer))?;
+        let json = serde_json::to_vec(&payload)
+            .map_err(|e| LedgerError::Key(format!("cannot encode Key record: {e}")))?;
+        let ts = now_micros();
+        self.append_with_epoch(RecordKind::Key, ts, &json, &[], new_epoch)?;
+        self.sync()?;
+        let old = std::mem::replace(&mut self.signer, new);
+        self.key_ts = ts;
+        self.epochs.insert(new_epoch);
+        self.checkpoint()?;
+        keys::remove_epoch_files(&self.cfg.keys_dir, old.epoch, false)?;
+        tracing::info!(
+            old_epoch = old.epoch,
+            new_epoch,
+            "ledger: signing key rotated"
+        );
+        Ok(new_epoch)
+    }
+
+    /// Emergency revocation of key epoch `epoch`, recorded in the log. Revoking the active key
+    /// first rotates to a new one. Verifiers reject checkpoints signed by the revoked key over
+    /// trees that include the revocation record. Returns the revocation record's index.
+    pub fn revoke_key(&mut self, epoch: u32, reason: &str) -> Result<u64, LedgerError> {
+        if !self.epochs.contains(&epoch) {
+            return Err(LedgerError::InvalidInput(format!(
+                "key epoch {epoch} is not in the log (epochs: {:?})",
+                self.epochs
+            )));
+        }
+        if self.revoked.contains_key(&epoch) {
+            return Err(LedgerError::InvalidInput(format!(
+                "key epoch {epoch} is already revoked"
+            )));
+        }
+        if epoch == self.signer.epoch {
+            self.rotate_key()?;
+        }
+        let payload = serde_json::to_vec(&crate::segment::RevocationPayload {
+            revoked_epoch: epoch,
+            reason: reason.to_string(),
+        })
+        .map_err(|e| LedgerError::InvalidInput(e.to_string()))?;
+        let index = self.append(RecordKind::Revocation, now_micros(), &payload, &[])?;
+        self.revoked.insert(epoch, index);
+        self.checkpoint()?;
+        tracing::warn!(epoch, index, "ledger: key epoch revoked");
+        Ok(index)
+    }
+
+    /// Redact (GDPR erasure) the payload of record `index`: append a `redaction` record that
+    /// refers to it (with `reason`), make it durable, then rewrite the record's frame with the
+    /// REDACTED flag and no payload bytes. The header (and so every hash, Merkle root and
+    /// signature) is unchanged; verifiers report the record as redacted. Returns the index of
+    /// the redaction record.
+    pub fn redact(&mut self, index: u64, reason: &str) -> Result<u64, LedgerError> {
+        if index >= self.len() {
+            return Err(LedgerError::InvalidInput(format!(
+                "record {index} does not exist (ledger has {} records)",
+                self.len()
+            )));
+        }
+        self.sync()?;
+        let segments = list_segments(&self.cfg.dir)?;
+        let Some((_, seg)) = segments.iter().rev().find(|(first, _)| *first <= index) else {
+            return Err(LedgerError::InvalidInput(format!(
+                "no segment holds record {index}"
+            )));
+        };
+        let bytes = fs::read(seg).at(seg)?;
+        let mut reader = FrameReader::new(bytes.as_slice(), 0, bytes.len() as u64);
+        let (offset, len, hdr_len, kind, redacted) = loop {
+            match reader.next_frame() {
+                Ok(Some(f)) if f.header.index() == index => {
+                    break (
+                        f.offset as usize,
+                        f.len as usize,
+                        f.len as usize
+                            - f.payload.len()
+                            - record::FRAME_PREFIX_LEN
+                            - record::FRAME_TRAILER_LEN,
+                        f.header.kind(),
+                        f.redacted,
+                    );
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    return Err(LedgerError::InvalidInput(format!(
+                        "record {index} not found in {}",
+                        seg.display()
+                    )));
+                }
+                Err(FrameError::Io(e)) => return Err(LedgerError::io(seg, e)),
+                Err(
+                    FrameError::Truncated { offset, reason }
+                    | FrameError::Invalid { offset, reason },
+                ) => {
+                    return Err(corrupt(Some(index), seg, Some(offset), reason));
+                }
+            }
+        };
+        if matches!(
+            kind,
+            RecordKind::Key | RecordKind::Redaction | RecordKind::Revocation
+        ) {
+            return Err(LedgerError::InvalidInput(format!(
+                "record {index} is a {kind} record, which cannot be redacted"
+            )));
+        }
+        if redacted {
+            return Err(LedgerError::InvalidInput(format!(
+                "record {index} is already redacted"
+            )));
+        }
+        let payload = serde_json::to_vec(&crate::segment::RedactionPayload {
+            reason: reason.to_string(),
+        })
+        .map_err(|e| LedgerError::InvalidInput(e.to_string()))?;
+        let red_index = self.append(RecordKind::Redaction, now_micros(), &payload, &[index])?;
+        self.sync()?;
+        // Re-read: the redaction record may have landed in the same (active) segment.
+        let bytes = fs::read(seg).at(seg)?;
+        let pre = record::FRAME_PREFIX_LEN;
+        let mut out = Vec::with_capacity(bytes.len());
+        out.extend_from_slice(&bytes[..offset]);
+        out.extend_from_slice(&bytes[offset..offset + pre]);
+        out[offset + 4] = record::FRAME_FLAG_REDACTED;
+        out.extend_from_slice(&bytes[offset + pre..offset + pre + hdr_len]);
+        out.extend_from_slice(&bytes[offset + len - record::FRAME_TRAILER_LEN..]);
+        let tmp = seg.with_extension("dlg.tmp");
+        {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .at(&tmp)?;
+            f.write_all(&out).at(&tmp)?;
+            f.sync_all().at(&tmp)?;
+        }
+        fs::rename(&tmp, seg).at(seg)?;
+        keys::fsync_dir(&self.cfg.dir)?;
+        if *seg == self.seg_path {
+            self.writer = BufWriter::with_capacity(WRITE_BUFFER, open_append(seg)?);
+            self.seg_bytes = out.len() as u64;
+        }
+        tracing::info!(
+            index,
+            redaction_record = red_index,
+            "ledger: record payload redacted"
+        );
+        Ok(red_index)
+    }
+
     /// Append one record; returns its index. Buffered: durable only after [`Ledger::sync`],
     /// [`Ledger::checkpoint`] or [`Ledger::close`].
+    ///
+    /// `key`, `redaction` and `revocation` records are written by [`Ledger::rotate_key`],
+    /// [`Ledger::redact`] and [`Ledger::revoke_key`] only.
     pub fn append(
         &mut self,
         kind: RecordKind,
         ts_micros: i64,
         payload: &[u8],
         refs: &[u64],
+    ) -> Result<u64, LedgerError> {
+        if kind == RecordKind::Key || (kind == RecordKind::Redaction && refs.is_empty()) {
+            return Err(LedgerError::InvalidInput(format!(
+                "{kind} records are written by the ledger itself"
+            )));
+        }
+        self.append_with_epoch(kind, ts_micros, payload, refs, self.signer.epoch)
+    }
+
+    fn append_with_epoch(
+        &mut self,
+        kind: RecordKind,
+        ts_micros: i64,
+        payload: &[u8],
+        refs: &[u64],
+        key_epoch: u32,
     ) -> Result<u64, LedgerError> {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
@@ -496,7 +734,7 @@ impl Ledger {
             &mut self.scratch,
             &HeaderFields {
                 kind,
-                key_epoch: self.signer.epoch,
+                key_epoch,
                 index,
                 ts_micros,
                 origin: self.cfg.origin.as_bytes(),
@@ -583,7 +821,14 @@ impl Ledger {
 
     /// Checkpoint if there are new records and either `checkpoint_every_records` records or
     /// `checkpoint_interval` time have accumulated since the last checkpoint.
+    ///
+    /// Also performs the automatic key rotation when the active key is older than
+    /// `rotate_every` (the rotation itself checkpoints under the new key).
     pub fn maybe_checkpoint(&mut self) -> Result<Option<Checkpoint>, LedgerError> {
+        if self.rotation_due() {
+            self.rotate_key()?;
+            return Ok(self.latest.clone());
+        }
         let signed = self.latest.as_ref().map_or(0, |c| c.tree_size);
         let new = self.len().saturating_sub(signed);
         if new == 0 {
@@ -617,12 +862,23 @@ impl Ledger {
         let origin = self.cfg.origin.as_str();
         let body = checkpoint::note_body(origin, tree_size, &root, timestamp_micros, epoch);
         let sig = self.signer.sign(body.as_bytes())?;
-        let note = checkpoint::assemble_note(
+        let mut note = checkpoint::assemble_note(
             &body,
             origin,
             keys::key_id(origin, &self.signer.public_key),
             &sig,
         );
+        if let (Some(pk), Some(ed_sig)) = (
+            self.signer.ed25519_public_key(),
+            self.signer.sign_ed25519(body.as_bytes()),
+        ) {
+            checkpoint::add_signature_line(
+                &mut note,
+                origin,
+                keys::ed25519_key_id(origin, &pk),
+                &ed_sig,
+            );
+        }
         let entry = checkpoint::frame_entry(&note);
         let res = self
             .cp_file
@@ -663,6 +919,11 @@ impl Ledger {
     /// The log origin.
     pub fn origin(&self) -> &str {
         &self.cfg.origin
+    }
+
+    /// Revoked key epochs and the index of their revocation record.
+    pub fn revoked_epochs(&self) -> &BTreeMap<u32, u64> {
+        &self.revoked
     }
 
     /// The configuration this ledger was opened with.

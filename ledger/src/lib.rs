@@ -21,20 +21,32 @@
 
 mod checkpoint;
 mod error;
+mod export;
 mod keys;
 mod ledger;
 pub mod merkle;
+mod proof;
 mod record;
 mod segment;
 mod verify;
 
 pub use checkpoint::{CHECKPOINTS_FILE, Checkpoint, read_latest_checkpoint};
 pub use error::{LedgerError, VerifyFailure};
+pub use export::{
+    ExportSummary, History, HistoryKey, HistoryRevocation, MANIFEST_FILE, export, verify_bundle,
+    verify_path,
+};
 pub use keys::{
-    KEY_TYPE_IDENTIFIER, KeyRecordPayload, PUBLIC_KEY_LEN, SIGNATURE_LEN, SIGNING_CONTEXT, key_id,
-    public_key_path, seed_path,
+    EXPORT_CONTEXT, EpochKeys, KEY_TYPE_IDENTIFIER, KeyRecordPayload, PUBLIC_KEY_LEN,
+    ROTATION_CONTEXT, SIGNATURE_LEN, SIGNING_CONTEXT, ed25519_key_id, ed25519_public_key_path,
+    ed25519_seed_path, key_id, public_key_path, rotation_message, seed_path, verify_signature,
+    verify_with_context,
 };
 pub use ledger::{Ledger, LedgerConfig};
+pub use proof::{
+    ConsistencyProof, InclusionProof, consistency_proof, inclusion_proof, read_checkpoints,
+    read_leaf_hashes,
+};
 pub use record::{MAX_PAYLOAD_LEN, MAX_REFS, ParseRecordKindError, RecordKind};
-pub use segment::segment_file_name;
+pub use segment::{RedactionPayload, RevocationPayload, segment_file_name};
 pub use verify::{VerifyReport, verify_dir};

@@ -20,11 +20,15 @@ pub enum RecordKind {
     Key = 5,
     RuleSet = 6,
     Model = 7,
+    /// Authorises the redaction (GDPR erasure) of the payloads of the records it refers to.
+    Redaction = 8,
+    /// Emergency revocation of a key epoch.
+    Revocation = 9,
 }
 
 impl RecordKind {
     /// All kinds, in on-disk code order.
-    pub const ALL: [RecordKind; 7] = [
+    pub const ALL: [RecordKind; 9] = [
         RecordKind::Event,
         RecordKind::Incident,
         RecordKind::Response,
@@ -32,6 +36,8 @@ impl RecordKind {
         RecordKind::Key,
         RecordKind::RuleSet,
         RecordKind::Model,
+        RecordKind::Redaction,
+        RecordKind::Revocation,
     ];
 
     /// On-disk code.
@@ -54,6 +60,8 @@ impl RecordKind {
             RecordKind::Key => "key",
             RecordKind::RuleSet => "ruleset",
             RecordKind::Model => "model",
+            RecordKind::Redaction => "redaction",
+            RecordKind::Revocation => "revocation",
         }
     }
 }
@@ -67,7 +75,7 @@ impl fmt::Display for RecordKind {
 /// Error returned when parsing an unknown record kind name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "unknown record kind {0:?} (expected one of event, incident, response, action, key, ruleset, model)"
+    "unknown record kind {0:?} (expected one of event, incident, response, action, key, ruleset, model, redaction, revocation)"
 )]
 pub struct ParseRecordKindError(pub String);
 
@@ -97,7 +105,7 @@ pub const FRAME_MAGIC: [u8; 4] = *b"DLR1";
 pub const FRAME_PREFIX_LEN: usize = 9;
 /// Frame trailer: the 32-byte record hash.
 pub const FRAME_TRAILER_LEN: usize = 32;
-/// Frame flag bit 0, reserved for payload redaction (GDPR); must be 0 in format v1.
+/// Frame flag bit 0: the payload has been redacted (removed); the header is unchanged.
 pub const FRAME_FLAG_REDACTED: u8 = 0x01;
 /// Header size without the origin and refs.
 pub const HEADER_FIXED_LEN: usize = 100;
@@ -237,7 +245,6 @@ impl<'a> HeaderView<'a> {
     pub fn index(&self) -> u64 {
         le_u64(self.bytes, OFF_INDEX)
     }
-    #[allow(dead_code)] // part of the format; used by the record-reading API to come
     pub fn ts_micros(&self) -> i64 {
         le_u64(self.bytes, OFF_TS) as i64
     }
@@ -273,9 +280,14 @@ pub(crate) enum FrameError {
 /// One successfully read and hash-checked frame.
 pub(crate) struct Frame<'a> {
     pub offset: u64,
+    /// Length of the frame on disk.
+    pub len: u64,
     pub header: HeaderView<'a>,
+    /// The payload (empty if redacted).
     pub payload: &'a [u8],
     pub record_hash: Hash,
+    /// Frame flag REDACTED: the payload was removed; `payload_hash` was not checked.
+    pub redacted: bool,
 }
 
 /// Sequential frame reader over one segment's bytes.
@@ -336,13 +348,8 @@ impl<R: Read> FrameReader<R> {
             )));
         }
         let flags = prefix[4];
-        if flags & FRAME_FLAG_REDACTED != 0 {
-            return Err(invalid(
-                "frame flag REDACTED is set, but redaction is reserved and not valid in format v1"
-                    .into(),
-            ));
-        }
-        if flags != 0 {
+        let redacted = flags == FRAME_FLAG_REDACTED;
+        if flags & !FRAME_FLAG_REDACTED != 0 {
             return Err(invalid(format!("unknown frame flags 0x{flags:02x}")));
         }
         let header_len = le_u32(&prefix, 5) as usize;
@@ -365,7 +372,8 @@ impl<R: Read> FrameReader<R> {
         if payload_len > MAX_PAYLOAD_LEN {
             return Err(invalid(format!("implausible payload length {payload_len}")));
         }
-        let need = payload_len + FRAME_TRAILER_LEN as u64;
+        let stored_len = if redacted { 0 } else { payload_len };
+        let need = stored_len + FRAME_TRAILER_LEN as u64;
         let left = after_prefix - header_len as u64;
         if left < need {
             return Err(truncated(format!(
@@ -373,7 +381,7 @@ impl<R: Read> FrameReader<R> {
             )));
         }
         self.payload.clear();
-        self.read_exact(payload_len as usize, true)?;
+        self.read_exact(stored_len as usize, true)?;
         let mut trailer = [0u8; FRAME_TRAILER_LEN];
         self.inner
             .read_exact(&mut trailer)
@@ -388,14 +396,16 @@ impl<R: Read> FrameReader<R> {
             ));
         }
         let header = HeaderView::parse(&self.hdr[1..]).map_err(&invalid)?;
-        if *blake3::hash(&self.payload).as_bytes() != header.payload_hash() {
+        if !redacted && *blake3::hash(&self.payload).as_bytes() != header.payload_hash() {
             return Err(invalid("payload hash mismatch".into()));
         }
         Ok(Some(Frame {
             offset,
+            len: self.offset - offset,
             header,
             payload: &self.payload,
             record_hash,
+            redacted,
         }))
     }
 }
@@ -412,7 +422,7 @@ mod tests {
             assert_eq!(k.to_string(), k.to_string().to_lowercase());
         }
         assert_eq!(RecordKind::from_u8(0), None);
-        assert_eq!(RecordKind::from_u8(8), None);
+        assert_eq!(RecordKind::from_u8(10), None);
         assert_eq!("RuleSet".parse::<RecordKind>(), Ok(RecordKind::RuleSet));
         assert!("nope".parse::<RecordKind>().is_err());
         assert_eq!(RecordKind::Key as u8, 5);

@@ -1,11 +1,13 @@
 //! Segment files and record-chain validation shared by `Ledger::open` and `verify_dir`.
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, LedgerError};
+use crate::keys::{EpochKeys, KeyRecordPayload};
 use crate::merkle::Hash;
-use crate::record::{HeaderView, RecordKind};
+use crate::record::{Frame, RecordKind};
 
 /// `seg-<first index as 16 lowercase hex digits>.dlg`
 pub fn segment_file_name(first_index: u64) -> String {
@@ -38,14 +40,62 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LedgerErr
     Ok(out)
 }
 
-/// Record-to-record invariants (index, chain, origin, key epochs, refs) and per-kind counts.
+/// Payload of a `revocation` record (kind 9).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationPayload {
+    /// The revoked key epoch.
+    pub revoked_epoch: u32,
+    /// Free-text reason.
+    pub reason: String,
+}
+
+/// Payload of a `redaction` record (kind 8).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactionPayload {
+    /// Free-text reason (e.g. a GDPR erasure request reference). Must not repeat the data.
+    pub reason: String,
+}
+
+/// A key epoch as recorded in the log.
+#[derive(Debug, Clone)]
+pub(crate) struct KnownKey {
+    pub keys: EpochKeys,
+    pub introduced_at: u64,
+    pub ts_micros: i64,
+}
+
+/// Record-to-record invariants (index, chain, origin, key epochs and rotation signatures,
+/// revocations, redactions, refs) shared by `Ledger::open` and the verifier.
 #[derive(Debug, Clone)]
 pub(crate) struct ChainState {
     pub next_index: u64,
     pub prev_hash: Hash,
     pub origin: Option<Vec<u8>>,
     pub key_epoch: Option<u32>,
-    pub counts: [u64; 8],
+    pub counts: [u64; 10],
+    /// Index of the first record checked (0, or the start of an export range).
+    pub start: u64,
+    /// Kind code of every checked record (index - start).
+    kinds: Vec<u8>,
+    /// Key epochs in log order.
+    pub keys: BTreeMap<u32, KnownKey>,
+    /// Revoked epoch -> index of the revocation record.
+    pub revoked: BTreeMap<u32, u64>,
+    /// Records whose redaction a `redaction` record authorises.
+    authorised: HashSet<u64>,
+    /// Redacted records not (yet) authorised.
+    pub unauthorised_redactions: BTreeSet<u64>,
+    /// Every redacted record seen.
+    pub redacted: Vec<u64>,
+}
+
+fn is_protected(kind: RecordKind) -> bool {
+    matches!(
+        kind,
+        RecordKind::Key | RecordKind::Redaction | RecordKind::Revocation
+    )
 }
 
 impl ChainState {
@@ -55,12 +105,46 @@ impl ChainState {
             prev_hash: [0u8; 32],
             origin: None,
             key_epoch: None,
-            counts: [0; 8],
+            counts: [0; 10],
+            start: 0,
+            kinds: Vec::new(),
+            keys: BTreeMap::new(),
+            revoked: BTreeMap::new(),
+            authorised: HashSet::new(),
+            unauthorised_redactions: BTreeSet::new(),
+            redacted: Vec::new(),
         }
     }
 
-    /// Check `h` as the next record and advance. On error the state is unchanged.
-    pub fn check(&mut self, h: &HeaderView<'_>, record_hash: &Hash) -> Result<(), String> {
+    /// State for checking a log suffix that starts at `start` (export bundles).
+    pub fn starting_at(
+        start: u64,
+        prev_hash: Hash,
+        origin: &str,
+        keys: BTreeMap<u32, KnownKey>,
+        revoked: BTreeMap<u32, u64>,
+    ) -> Self {
+        let mut s = Self::new();
+        s.next_index = start;
+        s.start = start;
+        s.prev_hash = prev_hash;
+        s.origin = Some(origin.as_bytes().to_vec());
+        s.key_epoch = keys
+            .values()
+            .filter(|k| k.introduced_at < start)
+            .map(|k| k.keys.epoch)
+            .max();
+        s.keys = keys
+            .into_iter()
+            .filter(|(_, k)| k.introduced_at < start)
+            .collect();
+        s.revoked = revoked.into_iter().filter(|(_, i)| *i < start).collect();
+        s
+    }
+
+    /// Check `f` as the next record and advance. On error the state is unchanged.
+    pub fn check(&mut self, f: &Frame<'_>) -> Result<(), String> {
+        let h = &f.header;
         let i = self.next_index;
         if h.index() != i {
             return Err(format!("index field is {}, expected {i}", h.index()));
@@ -81,8 +165,9 @@ impl ChainState {
                 String::from_utf8_lossy(o)
             ));
         }
+        let kind = h.kind();
         let epoch = h.key_epoch();
-        let new_epoch = match (h.kind(), self.key_epoch) {
+        let new_epoch = match (kind, self.key_epoch) {
             (RecordKind::Key, None) => epoch,
             (RecordKind::Key, Some(cur)) => {
                 if Some(epoch) != cur.checked_add(1) {
@@ -95,8 +180,7 @@ impl ChainState {
             }
             (_, None) => {
                 return Err(format!(
-                    "record 0 is a {} record; a ledger must start with a Key record",
-                    h.kind()
+                    "record {i} is a {kind} record, but no key epoch is in force; a ledger must start with a Key record"
                 ));
             }
             (_, Some(cur)) => {
@@ -113,14 +197,116 @@ impl ChainState {
                 return Err(format!("ref {r} does not point to an earlier record"));
             }
         }
+        if f.redacted && is_protected(kind) {
+            return Err(format!("a {kind} record must not be redacted"));
+        }
+        let origin = String::from_utf8_lossy(h.origin()).into_owned();
+        let mut new_key = None;
+        let mut revocation = None;
+        match kind {
+            RecordKind::Key => {
+                let k = KeyRecordPayload::parse_and_check(f.payload, epoch, &origin)?;
+                match self.key_epoch.and_then(|e| self.keys.get(&e)) {
+                    Some(prev) => k.check_rotation_from(&prev.keys, &origin)?,
+                    None => {
+                        if i == self.start && i != 0 {
+                            return Err("Key record without the previous epoch's key".into());
+                        }
+                    }
+                }
+                new_key = Some(k);
+            }
+            RecordKind::Revocation => {
+                let p: RevocationPayload = serde_json::from_slice(f.payload)
+                    .map_err(|e| format!("revocation payload is not valid: {e}"))?;
+                if p.revoked_epoch > new_epoch || !self.keys.contains_key(&p.revoked_epoch) {
+                    return Err(format!(
+                        "revocation of key epoch {} that is not in the log",
+                        p.revoked_epoch
+                    ));
+                }
+                if self.revoked.contains_key(&p.revoked_epoch) {
+                    return Err(format!("key epoch {} revoked twice", p.revoked_epoch));
+                }
+                revocation = Some(p.revoked_epoch);
+            }
+            RecordKind::Redaction => {
+                let _: RedactionPayload = serde_json::from_slice(f.payload)
+                    .map_err(|e| format!("redaction payload is not valid: {e}"))?;
+                if h.refs().next().is_none() {
+                    return Err("redaction record refers to no record".into());
+                }
+                for r in h.refs() {
+                    if r >= self.start
+                        && let Some(k) = self
+                            .kinds
+                            .get((r - self.start) as usize)
+                            .and_then(|c| RecordKind::from_u8(*c))
+                        && is_protected(k)
+                    {
+                        return Err(format!("redaction of record {r}, a {k} record"));
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Commit.
+        if kind == RecordKind::Redaction {
+            for r in h.refs() {
+                self.authorised.insert(r);
+                self.unauthorised_redactions.remove(&r);
+            }
+        }
+        if f.redacted {
+            self.redacted.push(i);
+            if !self.authorised.contains(&i) {
+                self.unauthorised_redactions.insert(i);
+            }
+        }
+        if let Some(k) = new_key {
+            self.keys.insert(
+                epoch,
+                KnownKey {
+                    keys: k,
+                    introduced_at: i,
+                    ts_micros: h.ts_micros(),
+                },
+            );
+        }
+        if let Some(e) = revocation {
+            self.revoked.insert(e, i);
+        }
         if self.origin.is_none() {
             self.origin = Some(h.origin().to_vec());
         }
+        self.kinds.push(kind.as_u8());
         self.key_epoch = Some(new_epoch);
-        self.counts[usize::from(h.kind().as_u8())] += 1;
+        self.counts[usize::from(kind.as_u8())] += 1;
         self.next_index = i + 1;
-        self.prev_hash = *record_hash;
+        self.prev_hash = f.record_hash;
         Ok(())
+    }
+
+    /// May a checkpoint over the first `tree_size` records (= `next_index` now) be signed by
+    /// `epoch`? It must be the epoch in force and not revoked at or before `tree_size - 1`.
+    pub fn check_checkpoint_epoch(&self, epoch: u32) -> Result<&KnownKey, String> {
+        let tree_size = self.next_index;
+        if Some(epoch) != self.key_epoch {
+            return Err(format!(
+                "signed with key epoch {epoch}, but the key epoch in force at tree size {tree_size} is {}",
+                self.key_epoch.map_or("none".to_string(), |e| e.to_string())
+            ));
+        }
+        if let Some(at) = self.revoked.get(&epoch)
+            && tree_size > *at
+        {
+            return Err(format!(
+                "signed with key epoch {epoch}, which was revoked by record {at}"
+            ));
+        }
+        self.keys
+            .get(&epoch)
+            .ok_or_else(|| format!("no Key record introduces key epoch {epoch}"))
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{self, CHECKPOINTS_FILE, ParsedNote};
 use crate::error::{IoContext, LedgerError, VerifyFailure};
-use crate::keys::{self, KeyRecordPayload, PUBLIC_KEY_LEN};
+use crate::keys;
 use crate::merkle::Frontier;
 use crate::record::{FrameError, FrameReader, RecordKind};
 use crate::segment::{ChainState, list_segments};
@@ -32,9 +32,46 @@ pub struct VerifyReport {
     pub signed_records: u64,
     /// Key ID (8 hex digits, signed-note style) per key epoch seen in Key records.
     pub key_ids: BTreeMap<u32, String>,
+    /// Ed25519 key ID per hybrid key epoch.
+    pub ed25519_key_ids: BTreeMap<u32, String>,
+    /// What was verified: `"data directory"` or `"export bundle"`.
+    pub source: String,
+    /// Index of the first record checked (0 unless an export bundle starts later).
+    pub first_index: u64,
+    /// Records whose payload has been redacted (each authorised by a redaction record).
+    pub redacted: Vec<u64>,
+    /// Revoked key epochs and the index of their revocation record.
+    pub revoked: BTreeMap<u32, u64>,
+    /// Checkpoints that also carried a verified Ed25519 signature (hybrid).
+    pub hybrid_checkpoints: u64,
+    /// Consistency proofs between consecutive checkpoints that verified (bundles).
+    pub consistency_proofs: u64,
+    /// Files whose SHA-256 digest matched the signed manifest (bundles).
+    pub manifest_files: u64,
 }
 
 impl VerifyReport {
+    pub(crate) fn empty(source: &str) -> Self {
+        Self {
+            origin: String::new(),
+            records: 0,
+            checkpoints: 0,
+            records_by_kind: BTreeMap::new(),
+            first_failure: None,
+            segments: 0,
+            signed_records: 0,
+            key_ids: BTreeMap::new(),
+            ed25519_key_ids: BTreeMap::new(),
+            source: source.to_string(),
+            first_index: 0,
+            redacted: Vec::new(),
+            revoked: BTreeMap::new(),
+            hybrid_checkpoints: 0,
+            consistency_proofs: 0,
+            manifest_files: 0,
+        }
+    }
+
     /// No failure found.
     pub fn is_ok(&self) -> bool {
         self.first_failure.is_none()
@@ -42,13 +79,13 @@ impl VerifyReport {
 
     /// Records after the latest verified checkpoint (not covered by any signature).
     pub fn unsigned_tail(&self) -> u64 {
-        self.records.saturating_sub(self.signed_records)
+        (self.first_index + self.records).saturating_sub(self.signed_records.max(self.first_index))
     }
 }
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "Dunes ledger verification")?;
+        writeln!(f, "Dunes ledger verification ({})", self.source)?;
         writeln!(
             f,
             "  origin:        {}",
@@ -58,6 +95,14 @@ impl fmt::Display for VerifyReport {
                 &self.origin
             }
         )?;
+        if self.first_index > 0 {
+            writeln!(
+                f,
+                "  range:         records {} .. {}",
+                self.first_index,
+                (self.first_index + self.records).saturating_sub(1)
+            )?;
+        }
         write!(f, "  records:       {}", self.records)?;
         if !self.records_by_kind.is_empty() {
             let kinds: Vec<String> = self
@@ -74,15 +119,58 @@ impl fmt::Display for VerifyReport {
             "  checkpoints:   {} verified (latest covers {} records)",
             self.checkpoints, self.signed_records
         )?;
-        for (epoch, id) in &self.key_ids {
+        if self.hybrid_checkpoints > 0 {
             writeln!(
                 f,
-                "  key epoch {epoch}:   ML-DSA-65, key id {id} (compare with the published key id)"
+                "  hybrid:        {} checkpoints also carried a verified Ed25519 signature",
+                self.hybrid_checkpoints
+            )?;
+        }
+        for (epoch, id) in &self.key_ids {
+            let ed = self
+                .ed25519_key_ids
+                .get(epoch)
+                .map(|e| format!(" + Ed25519 key id {e}"))
+                .unwrap_or_default();
+            let rev = self
+                .revoked
+                .get(epoch)
+                .map(|i| format!(", REVOKED by record {i}"))
+                .unwrap_or_default();
+            writeln!(
+                f,
+                "  key epoch {epoch}:   ML-DSA-65 key id {id}{ed}{rev} (compare with the published key id)"
+            )?;
+        }
+        if !self.redacted.is_empty() {
+            let list: Vec<String> = self
+                .redacted
+                .iter()
+                .take(20)
+                .map(|i| i.to_string())
+                .collect();
+            let more = if self.redacted.len() > 20 {
+                ", ..."
+            } else {
+                ""
+            };
+            writeln!(
+                f,
+                "  redacted:      {} records (payload erased, hash kept): {}{more}",
+                self.redacted.len(),
+                list.join(", ")
+            )?;
+        }
+        if self.source == "export bundle" {
+            writeln!(
+                f,
+                "  bundle:        signed manifest verified, {} file digests matched, {} consistency proofs verified",
+                self.manifest_files, self.consistency_proofs
             )?;
         }
         writeln!(
             f,
-            "  checked:       frame framing and trailers, record hashes, payload hashes, contiguous indexes,\n                 prev_hash chain, origin/key-epoch/refs rules, Key records vs keys/*.pub,\n                 checkpoint note syntax, ML-DSA-65 signatures, Merkle roots, checkpoint monotonicity"
+            "  checked:       frame framing and trailers, record hashes, payload hashes (unless redacted), contiguous indexes,\n                 prev_hash chain, origin/key-epoch/refs rules, key rotation signatures, revocations,\n                 redaction authorisations, Key records vs keys/*.pub, checkpoint note syntax,\n                 ML-DSA-65 (+ Ed25519 when hybrid) signatures, Merkle roots, checkpoint monotonicity"
         )?;
         match &self.first_failure {
             None => {
@@ -128,22 +216,23 @@ impl CpItem {
     }
 }
 
-/// Public key of an epoch, cross-checked against its Key record.
-struct EpochKey {
-    public_key: Vec<u8>,
-    introduced_at: u64,
+/// Where verification starts: record 0 of a data dir, or the first record of a bundle range.
+pub(crate) struct StartState {
+    pub chain: ChainState,
+    pub frontier: Frontier,
 }
 
-struct Verifier {
+pub(crate) struct Verifier {
     ledger_dir: PathBuf,
     keys_dir: PathBuf,
     cp_path: PathBuf,
-    report: VerifyReport,
+    pub report: VerifyReport,
     chain: ChainState,
     frontier: Frontier,
-    keys: BTreeMap<u32, EpochKey>,
     pending: VecDeque<CpItem>,
     prev_cp: Option<(u64, i64)>,
+    /// (tree size, root) of every verified checkpoint, in order.
+    pub verified_roots: Vec<(u64, [u8; 32])>,
 }
 
 /// Internal control flow: stop at the first failure or on an I/O error.
@@ -164,6 +253,7 @@ impl From<LedgerError> for Stop {
 /// directory or an unreadable file); integrity problems are reported in
 /// [`VerifyReport::first_failure`]. Run it on a quiescent copy or while no writer is active:
 /// a crash-torn tail that `Ledger::open` would repair is reported as a failure here.
+/// See [`crate::verify_path`] for a path that may also be an export bundle.
 pub fn verify_dir(data_dir: &Path) -> Result<VerifyReport, LedgerError> {
     let ledger_dir = data_dir.join("ledger");
     if !ledger_dir.is_dir() {
@@ -172,41 +262,75 @@ pub fn verify_dir(data_dir: &Path) -> Result<VerifyReport, LedgerError> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "ledger directory not found"),
         ));
     }
-    let mut v = Verifier {
-        keys_dir: data_dir.join("keys"),
-        cp_path: ledger_dir.join(CHECKPOINTS_FILE),
-        ledger_dir,
-        report: VerifyReport {
-            origin: String::new(),
-            records: 0,
-            checkpoints: 0,
-            records_by_kind: BTreeMap::new(),
-            first_failure: None,
-            segments: 0,
-            signed_records: 0,
-            key_ids: BTreeMap::new(),
-        },
-        chain: ChainState::new(),
-        frontier: Frontier::new(),
-        keys: BTreeMap::new(),
-        pending: VecDeque::new(),
-        prev_cp: None,
-    };
-    match v.run() {
-        Ok(()) => {}
-        Err(Stop::Failed(f)) => v.report.first_failure = Some(f),
-        Err(Stop::Error(e)) => return Err(e),
-    }
+    let mut v = Verifier::new(data_dir, "data directory", None);
+    v.run_to_end()?;
     Ok(v.report)
 }
 
 impl Verifier {
+    pub(crate) fn new(root: &Path, source: &str, start: Option<StartState>) -> Self {
+        let ledger_dir = root.join("ledger");
+        let (chain, frontier) = match start {
+            Some(s) => (s.chain, s.frontier),
+            None => (ChainState::new(), Frontier::new()),
+        };
+        let mut report = VerifyReport::empty(source);
+        report.first_index = chain.next_index;
+        if let Some(o) = &chain.origin {
+            report.origin = String::from_utf8_lossy(o).into_owned();
+        }
+        Verifier {
+            keys_dir: root.join("keys"),
+            cp_path: ledger_dir.join(CHECKPOINTS_FILE),
+            ledger_dir,
+            report,
+            chain,
+            frontier,
+            pending: VecDeque::new(),
+            prev_cp: None,
+            verified_roots: Vec::new(),
+        }
+    }
+
+    /// Run; integrity failures go to `report.first_failure`, I/O errors are returned.
+    pub(crate) fn run_to_end(&mut self) -> Result<(), LedgerError> {
+        let res = self.run();
+        self.report.redacted = self.chain.redacted.clone();
+        self.report.revoked = self.chain.revoked.clone();
+        match res {
+            Ok(()) => Ok(()),
+            Err(Stop::Failed(f)) => {
+                self.report.first_failure = Some(f);
+                Ok(())
+            }
+            Err(Stop::Error(e)) => Err(e),
+        }
+    }
+
     fn run(&mut self) -> Result<(), Stop> {
+        // Keys of epochs before the start of a bundle range must match keys/ too.
+        let before: Vec<(u32, u64, crate::keys::EpochKeys)> = self
+            .chain
+            .keys
+            .values()
+            .map(|k| (k.keys.epoch, k.introduced_at, k.keys.clone()))
+            .collect();
+        for (epoch, at, k) in before {
+            self.check_key_files(at, epoch, &k)?;
+        }
         self.load_checkpoints()?;
         self.check_due_checkpoints()?;
         for (first, path) in list_segments(&self.ledger_dir)? {
             self.report.segments += 1;
             self.verify_segment(first, &path)?;
+        }
+        if let Some(i) = self.chain.unauthorised_redactions.iter().next() {
+            return Err(Stop::Failed(VerifyFailure::new(
+                Some(*i),
+                &self.ledger_dir,
+                None,
+                "record is marked REDACTED, but no redaction record refers to it",
+            )));
         }
         // Anything still pending claims more records than exist.
         if let Some(item) = self.pending.pop_front() {
@@ -289,7 +413,20 @@ impl Verifier {
                     ordinal,
                     offset,
                     parsed,
-                } => self.check_checkpoint(ordinal, offset, &parsed)?,
+                } => {
+                    if parsed.checkpoint.tree_size < self.chain.start {
+                        return Err(Stop::Failed(VerifyFailure::new(
+                            None,
+                            &self.cp_path,
+                            Some(offset),
+                            format!(
+                                "checkpoint #{ordinal} (tree size {}) precedes the first record {} of the bundle",
+                                parsed.checkpoint.tree_size, self.chain.start
+                            ),
+                        )));
+                    }
+                    self.check_checkpoint(ordinal, offset, &parsed)?
+                }
             }
         }
         Ok(())
@@ -334,31 +471,13 @@ impl Verifier {
                 cp.origin, self.report.origin
             )));
         }
-        let Some(key) = self
-            .keys
-            .get(&cp.key_epoch)
-            .filter(|k| k.introduced_at < cp.tree_size)
-        else {
-            return Err(fail(format!(
-                "signed with key epoch {} that no Key record among its records introduces",
-                cp.key_epoch
-            )));
-        };
-        let Some(sig) = note.signature_for(&cp.origin, &key.public_key) else {
-            return Err(fail(format!(
-                "no signature line from key {:?} with key id {}",
-                cp.origin,
-                hex::encode(keys::key_id(&cp.origin, &key.public_key))
-            )));
-        };
-        let Some(vk) = keys::decode_public_key(&key.public_key) else {
-            return Err(fail("public key cannot be decoded".into()));
-        };
-        if !keys::verify_signature(&vk, note.body(), &sig.signature) {
-            return Err(fail(format!(
-                "ML-DSA-65 signature does not verify with key epoch {}",
-                cp.key_epoch
-            )));
+        let key = self
+            .chain
+            .check_checkpoint_epoch(cp.key_epoch)
+            .map_err(&fail)?;
+        checkpoint::verify_note_signatures(note, &cp.origin, &key.keys).map_err(&fail)?;
+        if key.keys.ed25519.is_some() {
+            self.report.hybrid_checkpoints += 1;
         }
         if self.frontier.root() != cp.root {
             return Err(fail(
@@ -366,8 +485,71 @@ impl Verifier {
             ));
         }
         self.prev_cp = Some((cp.tree_size, cp.timestamp_micros));
+        self.verified_roots.push((cp.tree_size, cp.root));
         self.report.checkpoints += 1;
         self.report.signed_records = cp.tree_size;
+        Ok(())
+    }
+
+    /// `keys/ledger-mldsa65-<epoch>.pub` (and the Ed25519 file for hybrid epochs) must equal
+    /// the key recorded by the Key record at `index`.
+    fn check_key_files(
+        &mut self,
+        index: u64,
+        epoch: u32,
+        k: &crate::keys::EpochKeys,
+    ) -> Result<(), Stop> {
+        let mut files = vec![(
+            keys::public_key_path(&self.keys_dir, epoch),
+            &k.public_key,
+            "ML-DSA-65",
+        )];
+        if let Some(ed) = &k.ed25519 {
+            files.push((
+                keys::ed25519_public_key_path(&self.keys_dir, epoch),
+                ed,
+                "Ed25519",
+            ));
+        }
+        for (pub_path, pk, alg) in files {
+            let on_disk = match keys::read_public_key_file(&pub_path) {
+                Ok(b) => b,
+                Err(LedgerError::Io { source, .. })
+                    if source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    return Err(Stop::Failed(VerifyFailure::new(
+                        Some(index),
+                        &pub_path,
+                        None,
+                        format!(
+                            "{alg} public key file for key epoch {epoch} (introduced by Key record {index}) is missing"
+                        ),
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if on_disk != *pk {
+                return Err(Stop::Failed(VerifyFailure::new(
+                    Some(index),
+                    &pub_path,
+                    None,
+                    format!(
+                        "{alg} public key file ({} bytes) does not match the key recorded by Key record {index} for epoch {epoch}",
+                        on_disk.len()
+                    ),
+                )));
+            }
+        }
+        self.report.key_ids.insert(
+            epoch,
+            hex::encode(keys::key_id(&self.report.origin, &k.public_key)),
+        );
+        if let Some(ed) = &k.ed25519 {
+            self.report.ed25519_key_ids.insert(
+                epoch,
+                hex::encode(keys::ed25519_key_id(&self.report.origin, ed)),
+            );
+        }
         Ok(())
     }
 
@@ -414,56 +596,16 @@ impl Verifier {
             let offset = frame.offset;
             let fail =
                 |r: String| Stop::Failed(VerifyFailure::new(Some(index), path, Some(offset), r));
-            self.chain
-                .check(&frame.header, &frame.record_hash)
-                .map_err(fail)?;
+            self.chain.check(&frame).map_err(fail)?;
             let kind = frame.header.kind();
             if index == 0 {
                 self.report.origin = String::from_utf8_lossy(frame.header.origin()).into_owned();
             }
             if kind == RecordKind::Key {
                 let epoch = frame.header.key_epoch();
-                let pk =
-                    KeyRecordPayload::parse_and_check(frame.payload, epoch, &self.report.origin)
-                        .map_err(fail)?;
-                let pub_path = keys::public_key_path(&self.keys_dir, epoch);
-                let on_disk = match keys::read_public_key_file(&pub_path) {
-                    Ok(b) => b,
-                    Err(LedgerError::Io { source, .. })
-                        if source.kind() == std::io::ErrorKind::NotFound =>
-                    {
-                        return Err(Stop::Failed(VerifyFailure::new(
-                            Some(index),
-                            &pub_path,
-                            None,
-                            format!(
-                                "public key file for key epoch {epoch} (introduced by this Key record) is missing"
-                            ),
-                        )));
-                    }
-                    Err(e) => return Err(e.into()),
-                };
-                if on_disk.len() != PUBLIC_KEY_LEN || on_disk != pk {
-                    return Err(Stop::Failed(VerifyFailure::new(
-                        Some(index),
-                        &pub_path,
-                        None,
-                        format!(
-                            "public key file ({} bytes) does not match the key recorded by Key record {index} for epoch {epoch}",
-                            on_disk.len()
-                        ),
-                    )));
+                if let Some(k) = self.chain.keys.get(&epoch).map(|k| k.keys.clone()) {
+                    self.check_key_files(index, epoch, &k)?;
                 }
-                self.report
-                    .key_ids
-                    .insert(epoch, hex::encode(keys::key_id(&self.report.origin, &pk)));
-                self.keys.insert(
-                    epoch,
-                    EpochKey {
-                        public_key: pk,
-                        introduced_at: index,
-                    },
-                );
             }
             self.frontier.push(frame.record_hash);
             self.report.records += 1;

@@ -1,0 +1,881 @@
+//! Self-contained export bundles (`dunes export`) and their offline verification.
+//!
+//! Layout of a bundle (see `docs/ledger-format.md` §8):
+//!
+//! ```text
+//! <out>/MANIFEST                      signed list of every other file with its SHA-256
+//! <out>/history.json                  key history, revocations, range start state
+//! <out>/ledger/seg-<from>.dlg         the records from..=to, frames copied verbatim
+//! <out>/ledger/checkpoints.log        every checkpoint with from <= tree_size <= to+1
+//! <out>/proofs/consistency.json       consistency proofs between consecutive checkpoints
+//! <out>/keys/ledger-*-<epoch>.pub     public keys of every key epoch
+//! ```
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::checkpoint::{self, CHECKPOINTS_FILE, NoteSignature};
+use crate::error::{IoContext, LedgerError, VerifyFailure};
+use crate::keys::{self, EXPORT_CONTEXT, EpochKeys, KeyRecordPayload};
+use crate::merkle::{self, Frontier, Hash};
+use crate::proof::ConsistencyProof;
+use crate::record::{FrameError, FrameReader, RecordKind};
+use crate::segment::{ChainState, KnownKey, list_segments, segment_file_name};
+use crate::verify::{StartState, Verifier, VerifyReport};
+
+/// Name of the manifest file of a bundle.
+pub const MANIFEST_FILE: &str = "MANIFEST";
+/// First line of a bundle manifest.
+pub const MANIFEST_MAGIC: &str = "dunes-ledger-export-v1";
+const HISTORY_FILE: &str = "history.json";
+const CONSISTENCY_FILE: &str = "proofs/consistency.json";
+
+/// One `key` record of the ledger, as listed in `history.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryKey {
+    pub index: u64,
+    pub ts_micros: i64,
+    /// The exact payload bytes of the key record (a JSON text).
+    pub payload: String,
+}
+
+/// One `revocation` record of the ledger, as listed in `history.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRevocation {
+    pub index: u64,
+    pub revoked_epoch: u32,
+}
+
+/// `history.json`: what a verifier needs besides the records of the range.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    pub origin: String,
+    pub from: u64,
+    pub to: u64,
+    /// Record hash of record `from - 1` (64 zero hex digits when `from == 0`).
+    pub prev_hash: String,
+    /// Merkle compact range over records `0 .. from`: subtree roots, largest first.
+    pub frontier: Vec<String>,
+    /// Every key record of the whole ledger.
+    pub keys: Vec<HistoryKey>,
+    /// Every revocation record of the whole ledger.
+    pub revocations: Vec<HistoryRevocation>,
+}
+
+/// What [`export`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExportSummary {
+    pub out: PathBuf,
+    pub from: u64,
+    pub to: u64,
+    pub records: u64,
+    pub checkpoints: u64,
+    pub key_epochs: u64,
+    pub redacted: u64,
+    pub files: u64,
+    pub manifest_key_epoch: u32,
+}
+
+fn corrupt(
+    index: Option<u64>,
+    file: &Path,
+    offset: Option<u64>,
+    r: impl Into<String>,
+) -> LedgerError {
+    LedgerError::corrupt(VerifyFailure::new(index, file, offset, r))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
+    if let Some(p) = path.parent() {
+        fs::create_dir_all(p).at(p)?;
+    }
+    fs::write(path, bytes).at(path)?;
+    fs::File::open(path).and_then(|f| f.sync_all()).at(path)
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Export records `from ..= to` (default: the whole ledger) of the data dir `data_dir` into a
+/// new, self-contained bundle directory `out` (which must not exist or be empty), signed with
+/// the ledger's current key. Read-only on the data dir; safe while a writer appends (records
+/// not yet completely written are not exported).
+pub fn export(
+    data_dir: &Path,
+    from: Option<u64>,
+    to: Option<u64>,
+    out: &Path,
+) -> Result<ExportSummary, LedgerError> {
+    let ledger_dir = data_dir.join("ledger");
+    let keys_dir = data_dir.join("keys");
+    if out.exists() && fs::read_dir(out).at(out)?.next().is_some() {
+        return Err(LedgerError::InvalidInput(format!(
+            "output directory {} exists and is not empty",
+            out.display()
+        )));
+    }
+    let from = from.unwrap_or(0);
+
+    // Pass 1: every complete record: leaves, chain rules, key history, frames of the range.
+    let mut chain = ChainState::new();
+    let mut leaves: Vec<Hash> = Vec::new();
+    let mut frames: Vec<u8> = Vec::new();
+    let mut keys_hist = Vec::new();
+    let mut revocations = Vec::new();
+    let mut range_end = to;
+    let segments = list_segments(&ledger_dir)?;
+    let n_seg = segments.len();
+    'segments: for (si, (_, path)) in segments.into_iter().enumerate() {
+        let bytes = fs::read(&path).at(&path)?;
+        let mut r = FrameReader::new(bytes.as_slice(), 0, bytes.len() as u64);
+        loop {
+            let index = chain.next_index;
+            if range_end.is_some_and(|t| index > t) {
+                break 'segments;
+            }
+            match r.next_frame() {
+                Ok(None) => break,
+                Ok(Some(f)) => {
+                    chain
+                        .check(&f)
+                        .map_err(|e| corrupt(Some(index), &path, Some(f.offset), e))?;
+                    match f.header.kind() {
+                        RecordKind::Key => keys_hist.push(HistoryKey {
+                            index,
+                            ts_micros: f.header.ts_micros(),
+                            payload: String::from_utf8_lossy(f.payload).into_owned(),
+                        }),
+                        RecordKind::Revocation => {
+                            if let Some((e, _)) = chain.revoked.iter().find(|(_, i)| **i == index) {
+                                revocations.push(HistoryRevocation {
+                                    index,
+                                    revoked_epoch: *e,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                    if index >= from {
+                        let start = f.offset as usize;
+                        frames.extend_from_slice(&bytes[start..start + f.len as usize]);
+                    }
+                    leaves.push(f.record_hash);
+                }
+                Err(FrameError::Io(e)) => return Err(LedgerError::io(&path, e)),
+                Err(
+                    FrameError::Truncated { offset, reason }
+                    | FrameError::Invalid { offset, reason },
+                ) => {
+                    if si + 1 == n_seg {
+                        break;
+                    }
+                    return Err(corrupt(Some(index), &path, Some(offset), reason));
+                }
+            }
+        }
+    }
+    let len = leaves.len() as u64;
+    if len == 0 {
+        return Err(LedgerError::InvalidInput("the ledger is empty".into()));
+    }
+    let to = range_end.unwrap_or(len - 1);
+    if from > to || to >= len {
+        return Err(LedgerError::InvalidInput(format!(
+            "need from <= to < {len} (got from {from}, to {to})"
+        )));
+    }
+    range_end = Some(to);
+    let _ = range_end;
+    // Key/revocation records after `to` (for the manifest key): continue scanning cheaply.
+    let (later_keys, later_revs) = later_key_records(&ledger_dir, to + 1, &chain)?;
+    keys_hist.extend(later_keys);
+    revocations.extend(later_revs);
+
+    // Checkpoints in range, copied verbatim.
+    let cp_path = ledger_dir.join(CHECKPOINTS_FILE);
+    let cp_bytes = match fs::read(&cp_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(LedgerError::io(&cp_path, e)),
+    };
+    let mut cp_out = Vec::new();
+    let mut cp_sizes: Vec<(u64, Hash)> = Vec::new();
+    for (offset, note) in checkpoint::scan_entries(&cp_bytes).entries {
+        let parsed =
+            checkpoint::parse_note(&note).map_err(|r| corrupt(None, &cp_path, Some(offset), r))?;
+        let size = parsed.checkpoint.tree_size;
+        if size >= from.max(1) && size <= to + 1 {
+            cp_out.extend_from_slice(&checkpoint::frame_entry(&note));
+            if cp_sizes.last().map(|(s, _)| *s) != Some(size) {
+                cp_sizes.push((size, parsed.checkpoint.root));
+            }
+        }
+    }
+    let mut proofs = Vec::new();
+    for w in cp_sizes.windows(2) {
+        let (a, ra) = w[0];
+        let (b, rb) = w[1];
+        let p = merkle::consistency_proof(&leaves[..b as usize], a)
+            .ok_or_else(|| LedgerError::InvalidInput("bad checkpoint sizes".into()))?;
+        proofs.push(ConsistencyProof {
+            first: a,
+            second: b,
+            first_root: hex::encode(ra),
+            second_root: hex::encode(rb),
+            proof: p.iter().map(hex::encode).collect(),
+            first_checkpoint: None,
+            second_checkpoint: None,
+        });
+    }
+
+    let mut frontier = Frontier::new();
+    for l in &leaves[..from as usize] {
+        frontier.push(*l);
+    }
+    let origin = chain
+        .origin
+        .as_ref()
+        .map(|o| String::from_utf8_lossy(o).into_owned())
+        .unwrap_or_default();
+    let history = History {
+        origin: origin.clone(),
+        from,
+        to,
+        prev_hash: hex::encode(if from == 0 {
+            [0u8; 32]
+        } else {
+            leaves[from as usize - 1]
+        }),
+        frontier: frontier.nodes().iter().map(hex::encode).collect(),
+        keys: keys_hist.clone(),
+        revocations,
+    };
+
+    // Public keys of every epoch.
+    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut newest: Option<(u32, EpochKeys)> = None;
+    for hk in &keys_hist {
+        let epoch = payload_epoch(&hk.payload)?;
+        let k = KeyRecordPayload::parse_and_check(hk.payload.as_bytes(), epoch, &origin)
+            .map_err(LedgerError::Key)?;
+        let p = keys::public_key_path(&keys_dir, epoch);
+        files.insert(
+            format!("keys/ledger-mldsa65-{epoch}.pub"),
+            fs::read(&p).at(&p)?,
+        );
+        if k.ed25519.is_some() {
+            let p = keys::ed25519_public_key_path(&keys_dir, epoch);
+            files.insert(
+                format!("keys/ledger-ed25519-{epoch}.pub"),
+                fs::read(&p).at(&p)?,
+            );
+        }
+        newest = Some((epoch, k));
+    }
+    let Some((epoch, newest_keys)) = newest else {
+        return Err(LedgerError::Key("the ledger has no key record".into()));
+    };
+    let signer = keys::load_signer(&keys_dir, epoch)?;
+    if signer.public_key != newest_keys.public_key {
+        return Err(LedgerError::Key(format!(
+            "the signing key in {} does not match key epoch {epoch} of the log",
+            keys_dir.display()
+        )));
+    }
+
+    let seg_name = format!("ledger/{}", segment_file_name(from));
+    files.insert(seg_name, frames);
+    files.insert(format!("ledger/{CHECKPOINTS_FILE}"), cp_out);
+    files.insert(
+        CONSISTENCY_FILE.to_string(),
+        serde_json::to_vec_pretty(&proofs).map_err(|e| LedgerError::InvalidInput(e.to_string()))?,
+    );
+    files.insert(
+        HISTORY_FILE.to_string(),
+        serde_json::to_vec_pretty(&history)
+            .map_err(|e| LedgerError::InvalidInput(e.to_string()))?,
+    );
+
+    let mut body = format!(
+        "{MANIFEST_MAGIC}\norigin {origin}\nrange {from} {to}\nkey-epoch {epoch}\ncreated {}\n",
+        chrono::Utc::now().timestamp_micros()
+    );
+    for (name, bytes) in &files {
+        body.push_str(&format!(
+            "file {} {} {name}\n",
+            sha256_hex(bytes),
+            bytes.len()
+        ));
+    }
+    let sig = signer.sign_with_context(body.as_bytes(), EXPORT_CONTEXT)?;
+    let mut manifest = checkpoint::assemble_note(
+        &body,
+        &origin,
+        keys::key_id(&origin, &signer.public_key),
+        &sig,
+    );
+    if let (Some(pk), Some(ed)) = (
+        signer.ed25519_public_key(),
+        signer.sign_ed25519(body.as_bytes()),
+    ) {
+        checkpoint::add_signature_line(
+            &mut manifest,
+            &origin,
+            keys::ed25519_key_id(&origin, &pk),
+            &ed,
+        );
+    }
+
+    fs::create_dir_all(out).at(out)?;
+    for (name, bytes) in &files {
+        write_file(&out.join(name), bytes)?;
+    }
+    write_file(&out.join(MANIFEST_FILE), manifest.as_bytes())?;
+    Ok(ExportSummary {
+        out: out.to_path_buf(),
+        from,
+        to,
+        records: to - from + 1,
+        checkpoints: checkpoint::scan_entries(&files[&format!("ledger/{CHECKPOINTS_FILE}")])
+            .entries
+            .len() as u64,
+        key_epochs: keys_hist.len() as u64,
+        redacted: chain.redacted.iter().filter(|i| **i >= from).count() as u64,
+        files: files.len() as u64 + 1,
+        manifest_key_epoch: epoch,
+    })
+}
+
+fn payload_epoch(payload: &str) -> Result<u32, LedgerError> {
+    #[derive(serde::Deserialize)]
+    struct E {
+        epoch: u32,
+    }
+    serde_json::from_str::<E>(payload)
+        .map(|e| e.epoch)
+        .map_err(|e| LedgerError::Key(format!("key record payload: {e}")))
+}
+
+/// Key and revocation records at index >= `start` (records are not re-validated here beyond
+/// their frame hashes; the bundle verifier checks the rotation signature chain).
+fn later_key_records(
+    ledger_dir: &Path,
+    start: u64,
+    chain: &ChainState,
+) -> Result<(Vec<HistoryKey>, Vec<HistoryRevocation>), LedgerError> {
+    let mut keys_out = Vec::new();
+    let mut revs = Vec::new();
+    let mut c = chain.clone();
+    let segments = list_segments(ledger_dir)?;
+    for (_, path) in segments {
+        let bytes = fs::read(&path).at(&path)?;
+        let mut r = FrameReader::new(bytes.as_slice(), 0, bytes.len() as u64);
+        while let Ok(Some(f)) = r.next_frame() {
+            let index = f.header.index();
+            if index < start || index != c.next_index {
+                continue;
+            }
+            if c.check(&f).is_err() {
+                return Ok((keys_out, revs));
+            }
+            match f.header.kind() {
+                RecordKind::Key => keys_out.push(HistoryKey {
+                    index,
+                    ts_micros: f.header.ts_micros(),
+                    payload: String::from_utf8_lossy(f.payload).into_owned(),
+                }),
+                RecordKind::Revocation => {
+                    if let Some((e, _)) = c.revoked.iter().find(|(_, i)| **i == index) {
+                        revs.push(HistoryRevocation {
+                            index,
+                            revoked_epoch: *e,
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok((keys_out, revs))
+}
+
+/// Verify `path`, which may be a data directory (`ledger/` + `keys/`) or an export bundle
+/// (has a `MANIFEST`). Offline and read-only.
+pub fn verify_path(path: &Path) -> Result<VerifyReport, LedgerError> {
+    if path.join(MANIFEST_FILE).is_file() {
+        verify_bundle(path)
+    } else {
+        crate::verify::verify_dir(path)
+    }
+}
+
+struct Manifest {
+    body: String,
+    origin: String,
+    from: u64,
+    to: u64,
+    key_epoch: u32,
+    files: BTreeMap<String, (String, u64)>,
+    signatures: Vec<NoteSignature>,
+}
+
+fn parse_manifest(text: &str) -> Result<Manifest, String> {
+    if text.chars().any(|c| c.is_control() && c != '\n') {
+        return Err("manifest contains control characters".into());
+    }
+    let split = text
+        .rfind("\n\n")
+        .ok_or("manifest has no signature block")?;
+    let body = &text[..split + 1];
+    let signatures = checkpoint::parse_signature_lines(&text[split + 2..])?;
+    let mut lines = body[..body.len() - 1].split('\n');
+    if lines.next() != Some(MANIFEST_MAGIC) {
+        return Err(format!("first line is not {MANIFEST_MAGIC:?}"));
+    }
+    let field = |l: Option<&str>, name: &str| -> Result<String, String> {
+        l.and_then(|l| l.strip_prefix(name))
+            .and_then(|l| l.strip_prefix(' '))
+            .map(str::to_string)
+            .ok_or_else(|| format!("missing or malformed {name:?} line"))
+    };
+    let num = |s: &str| -> Result<u64, String> {
+        if s.len() > 1 && s.starts_with('0') {
+            return Err(format!("non-canonical number {s:?}"));
+        }
+        s.parse::<u64>().map_err(|_| format!("bad number {s:?}"))
+    };
+    let origin = field(lines.next(), "origin")?;
+    let range = field(lines.next(), "range")?;
+    let (a, b) = range.split_once(' ').ok_or("bad range line")?;
+    let (from, to) = (num(a)?, num(b)?);
+    let key_epoch =
+        u32::try_from(num(&field(lines.next(), "key-epoch")?)?).map_err(|_| "bad key-epoch")?;
+    let _created = field(lines.next(), "created")?;
+    let mut files = BTreeMap::new();
+    for l in lines {
+        let rest = l
+            .strip_prefix("file ")
+            .ok_or_else(|| format!("unexpected manifest line {l:?}"))?;
+        let mut parts = rest.splitn(3, ' ');
+        let (Some(digest), Some(size), Some(name)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(format!("malformed file line {l:?}"));
+        };
+        if digest.len() != 64
+            || !digest
+                .bytes()
+                .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+        {
+            return Err(format!("bad digest in {l:?}"));
+        }
+        if name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+            || name.contains('\\')
+        {
+            return Err(format!("unsafe path in {l:?}"));
+        }
+        if files
+            .insert(name.to_string(), (digest.to_string(), num(size)?))
+            .is_some()
+        {
+            return Err(format!("file {name} listed twice"));
+        }
+    }
+    Ok(Manifest {
+        body: body.to_string(),
+        origin,
+        from,
+        to,
+        key_epoch,
+        files,
+        signatures,
+    })
+}
+
+fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), LedgerError> {
+    for ent in fs::read_dir(dir).at(dir)? {
+        let ent = ent.at(dir)?;
+        let name = ent.file_name().to_string_lossy().into_owned();
+        let rel = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let ft = ent.file_type().at(&ent.path())?;
+        if ft.is_dir() {
+            walk(&ent.path(), &rel, out)?;
+        } else {
+            out.push(rel);
+        }
+    }
+    Ok(())
+}
+
+/// Verify an export bundle offline: deep ledger verification of the range (records, chain,
+/// checkpoints, signatures, redactions, revocations), the key history's rotation signatures,
+/// the consistency proofs, and the signed manifest with every file's digest.
+pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, LedgerError> {
+    let mut report = VerifyReport::empty("export bundle");
+    let manifest_path = dir.join(MANIFEST_FILE);
+    let fail = |report: &mut VerifyReport, file: &Path, index: Option<u64>, r: String| {
+        report.first_failure = Some(VerifyFailure::new(index, file, None, r));
+    };
+    let text = fs::read(&manifest_path).at(&manifest_path)?;
+    let manifest = match std::str::from_utf8(&text)
+        .map_err(|_| "manifest is not UTF-8".to_string())
+        .and_then(parse_manifest)
+    {
+        Ok(m) => m,
+        Err(r) => {
+            fail(&mut report, &manifest_path, None, r);
+            return Ok(report);
+        }
+    };
+    report.origin = manifest.origin.clone();
+    report.first_index = manifest.from;
+
+    // history.json -> key chain.
+    let hist_path = dir.join(HISTORY_FILE);
+    let history: History = match fs::read(&hist_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(h) => h,
+        Err(r) => {
+            fail(
+                &mut report,
+                &hist_path,
+                None,
+                format!("cannot read key history: {r}"),
+            );
+            return Ok(report);
+        }
+    };
+    let origin = manifest.origin.clone();
+    let chain_keys = match key_chain(&history, &origin, &manifest) {
+        Ok(k) => k,
+        Err(r) => {
+            fail(&mut report, &hist_path, None, r);
+            return Ok(report);
+        }
+    };
+
+    // Deep verification of the records.
+    let start = match start_state(&history, &chain_keys) {
+        Ok(s) => s,
+        Err(r) => {
+            fail(&mut report, &hist_path, None, r);
+            return Ok(report);
+        }
+    };
+    let mut v = Verifier::new(dir, "export bundle", Some(start));
+    v.run_to_end()?;
+    let roots = v.verified_roots.clone();
+    let mut report = v.report;
+    if report.first_failure.is_some() {
+        return Ok(report);
+    }
+    let expected = manifest.to - manifest.from + 1;
+    if report.records != expected {
+        let got = report.records;
+        fail(
+            &mut report,
+            &dir.join("ledger"),
+            Some(manifest.from + got),
+            format!(
+                "bundle holds {got} records, the manifest range {}..={} needs {expected}",
+                manifest.from, manifest.to
+            ),
+        );
+        return Ok(report);
+    }
+    // Key records inside the range must be the ones listed in the history.
+    for (epoch, id) in &report.key_ids {
+        let ok = chain_keys
+            .get(epoch)
+            .is_some_and(|k| hex::encode(keys::key_id(&origin, &k.keys.public_key)) == *id);
+        if !ok {
+            let e = *epoch;
+            fail(
+                &mut report,
+                &hist_path,
+                None,
+                format!(
+                    "key history entry for epoch {e} differs from the key record in the bundle"
+                ),
+            );
+            return Ok(report);
+        }
+    }
+    for r in &history.revocations {
+        if r.index >= manifest.from
+            && r.index <= manifest.to
+            && report.revoked.get(&r.revoked_epoch) != Some(&r.index)
+        {
+            fail(
+                &mut report,
+                &hist_path,
+                Some(r.index),
+                "revocation list does not match the revocation records of the bundle".into(),
+            );
+            return Ok(report);
+        }
+    }
+
+    // Consistency proofs between consecutive verified checkpoints.
+    let cons_path = dir.join(CONSISTENCY_FILE);
+    let proofs: Vec<ConsistencyProof> = match fs::read(&cons_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(p) => p,
+        Err(r) => {
+            fail(
+                &mut report,
+                &cons_path,
+                None,
+                format!("cannot read consistency proofs: {r}"),
+            );
+            return Ok(report);
+        }
+    };
+    let mut sizes = roots.clone();
+    sizes.dedup_by_key(|(s, _)| *s);
+    if proofs.len() != sizes.len().saturating_sub(1) {
+        fail(
+            &mut report,
+            &cons_path,
+            None,
+            format!(
+                "{} consistency proofs for {} distinct checkpoints",
+                proofs.len(),
+                sizes.len()
+            ),
+        );
+        return Ok(report);
+    }
+    for (p, w) in proofs.iter().zip(sizes.windows(2)) {
+        let ok = p.first == w[0].0
+            && p.second == w[1].0
+            && p.first_root == hex::encode(w[0].1)
+            && p.second_root == hex::encode(w[1].1)
+            && p.verify();
+        if !ok {
+            fail(
+                &mut report,
+                &cons_path,
+                None,
+                format!("consistency proof {} -> {} does not verify", w[0].0, w[1].0),
+            );
+            return Ok(report);
+        }
+        report.consistency_proofs += 1;
+    }
+
+    // Signed manifest.
+    let Some(mkey) = chain_keys.get(&manifest.key_epoch) else {
+        fail(
+            &mut report,
+            &manifest_path,
+            None,
+            format!(
+                "manifest signed with unknown key epoch {}",
+                manifest.key_epoch
+            ),
+        );
+        return Ok(report);
+    };
+    if history
+        .revocations
+        .iter()
+        .any(|r| r.revoked_epoch == manifest.key_epoch)
+    {
+        fail(
+            &mut report,
+            &manifest_path,
+            None,
+            format!(
+                "manifest signed with revoked key epoch {}",
+                manifest.key_epoch
+            ),
+        );
+        return Ok(report);
+    }
+    if manifest.key_epoch != *chain_keys.keys().last().unwrap_or(&0) {
+        fail(
+            &mut report,
+            &manifest_path,
+            None,
+            format!(
+                "manifest signed with key epoch {}, not the newest epoch of the key history",
+                manifest.key_epoch
+            ),
+        );
+        return Ok(report);
+    }
+    if let Err(r) = checkpoint::verify_signed_text(
+        manifest.body.as_bytes(),
+        &manifest.signatures,
+        &origin,
+        &mkey.keys,
+        EXPORT_CONTEXT,
+    ) {
+        fail(
+            &mut report,
+            &manifest_path,
+            None,
+            format!("manifest signature: {r}"),
+        );
+        return Ok(report);
+    }
+    if manifest.from != history.from || manifest.to != history.to || history.origin != origin {
+        fail(
+            &mut report,
+            &hist_path,
+            None,
+            "history range/origin differ from the manifest".into(),
+        );
+        return Ok(report);
+    }
+    let mut present = Vec::new();
+    walk(dir, "", &mut present)?;
+    present.retain(|p| p != MANIFEST_FILE);
+    present.sort();
+    for p in &present {
+        if !manifest.files.contains_key(p) {
+            fail(
+                &mut report,
+                &dir.join(p),
+                None,
+                "file is not listed in the signed manifest".into(),
+            );
+            return Ok(report);
+        }
+    }
+    for (name, (digest, size)) in &manifest.files {
+        let path = dir.join(name);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                fail(
+                    &mut report,
+                    &path,
+                    None,
+                    format!("listed in the manifest but unreadable: {e}"),
+                );
+                return Ok(report);
+            }
+        };
+        if bytes.len() as u64 != *size || sha256_hex(&bytes) != *digest {
+            fail(
+                &mut report,
+                &path,
+                None,
+                format!(
+                    "SHA-256 digest / size ({} bytes) does not match the signed manifest",
+                    bytes.len()
+                ),
+            );
+            return Ok(report);
+        }
+        report.manifest_files += 1;
+    }
+    Ok(report)
+}
+
+/// Parse the history's key records and check the rotation signature chain.
+fn key_chain(
+    history: &History,
+    origin: &str,
+    m: &Manifest,
+) -> Result<BTreeMap<u32, KnownKey>, String> {
+    let mut out: BTreeMap<u32, KnownKey> = BTreeMap::new();
+    let mut prev: Option<EpochKeys> = None;
+    let mut last_index: Option<u64> = None;
+    for hk in &history.keys {
+        let epoch = payload_epoch(&hk.payload).map_err(|e| e.to_string())?;
+        let k = KeyRecordPayload::parse_and_check(hk.payload.as_bytes(), epoch, origin)
+            .map_err(|r| format!("key history entry at record {}: {r}", hk.index))?;
+        if last_index.is_some_and(|l| hk.index <= l) {
+            return Err("key history is not in log order".into());
+        }
+        match &prev {
+            None => {
+                if hk.index != 0 {
+                    return Err("key history does not start at record 0".into());
+                }
+            }
+            Some(p) => {
+                if Some(epoch) != p.epoch.checked_add(1) {
+                    return Err(format!(
+                        "key history jumps from epoch {} to {epoch}",
+                        p.epoch
+                    ));
+                }
+                k.check_rotation_from(p, origin)
+                    .map_err(|r| format!("key history entry at record {}: {r}", hk.index))?;
+            }
+        }
+        last_index = Some(hk.index);
+        prev = Some(k.clone());
+        out.insert(
+            epoch,
+            KnownKey {
+                keys: k,
+                introduced_at: hk.index,
+                ts_micros: hk.ts_micros,
+            },
+        );
+    }
+    if out.is_empty() {
+        return Err("key history is empty".into());
+    }
+    let _ = m;
+    Ok(out)
+}
+
+fn start_state(history: &History, keys: &BTreeMap<u32, KnownKey>) -> Result<StartState, String> {
+    let from = history.from;
+    let unhex = |s: &String| -> Result<Hash, String> {
+        let mut h = [0u8; 32];
+        hex::decode_to_slice(s, &mut h).map_err(|_| format!("bad hash {s:?} in history"))?;
+        Ok(h)
+    };
+    let nodes = history
+        .frontier
+        .iter()
+        .map(unhex)
+        .collect::<Result<Vec<_>, _>>()?;
+    let frontier = Frontier::from_nodes(from, nodes)
+        .ok_or("history frontier has the wrong number of nodes")?;
+    if from == 0 {
+        if unhex(&history.prev_hash)? != [0u8; 32] {
+            return Err("prev_hash must be zero for a bundle starting at record 0".into());
+        }
+        return Ok(StartState {
+            chain: ChainState::new(),
+            frontier,
+        });
+    }
+    let revoked = history
+        .revocations
+        .iter()
+        .map(|r| (r.revoked_epoch, r.index))
+        .collect();
+    let chain = ChainState::starting_at(
+        from,
+        unhex(&history.prev_hash)?,
+        &history.origin,
+        keys.clone(),
+        revoked,
+    );
+    Ok(StartState { chain, frontier })
+}

@@ -1,0 +1,216 @@
+//! Inclusion and consistency proofs served from a data directory (read-only; safe while a
+//! writer appends: a partially written tail is ignored).
+
+use std::fs::{self, File};
+use std::io::BufReader;
+use std::path::Path;
+
+use crate::checkpoint::{self, CHECKPOINTS_FILE, Checkpoint};
+use crate::error::{IoContext, LedgerError, VerifyFailure};
+use crate::merkle::{self, Hash};
+use crate::record::{FrameError, FrameReader};
+use crate::segment::list_segments;
+
+/// An RFC 9162 inclusion proof (hashes in lowercase hex).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InclusionProof {
+    /// Leaf (record) index.
+    pub index: u64,
+    /// Size of the tree the proof is for.
+    pub tree_size: u64,
+    /// The record hash = Merkle leaf hash `BLAKE3(0x00 ‖ header)`.
+    pub leaf_hash: String,
+    /// Audit path, leaf to root.
+    pub proof: Vec<String>,
+    /// Merkle root of the tree of `tree_size` records.
+    pub root: String,
+    /// The signed checkpoint with this tree size, if there is one.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// An RFC 9162 consistency proof (hashes in lowercase hex).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ConsistencyProof {
+    pub first: u64,
+    pub second: u64,
+    pub first_root: String,
+    pub second_root: String,
+    pub proof: Vec<String>,
+    /// Signed checkpoints with these tree sizes, if any.
+    pub first_checkpoint: Option<Checkpoint>,
+    pub second_checkpoint: Option<Checkpoint>,
+}
+
+fn unhex(s: &str) -> Option<Hash> {
+    let mut h = [0u8; 32];
+    hex::decode_to_slice(s, &mut h).ok()?;
+    Some(h)
+}
+
+impl InclusionProof {
+    /// Verify the audit path against `root` (does not check the checkpoint signature).
+    pub fn verify(&self) -> bool {
+        let (Some(leaf), Some(root)) = (unhex(&self.leaf_hash), unhex(&self.root)) else {
+            return false;
+        };
+        let Some(path) = self
+            .proof
+            .iter()
+            .map(|p| unhex(p))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        merkle::verify_inclusion(&leaf, self.index, self.tree_size, &path, &root)
+    }
+}
+
+impl ConsistencyProof {
+    /// Verify the proof between the two roots (does not check checkpoint signatures).
+    pub fn verify(&self) -> bool {
+        let (Some(a), Some(b)) = (unhex(&self.first_root), unhex(&self.second_root)) else {
+            return false;
+        };
+        let Some(path) = self
+            .proof
+            .iter()
+            .map(|p| unhex(p))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        merkle::verify_consistency(self.first, self.second, &a, &b, &path)
+    }
+}
+
+/// Record hashes of every complete record in `<data_dir>/ledger`, in index order. Stops
+/// quietly at an incomplete or damaged frame at the end of the last segment (a writer may be
+/// appending); damage elsewhere is a `Corrupt` error. Hashes are checked, chain rules are not
+/// (use `verify_dir` for that).
+pub fn read_leaf_hashes(data_dir: &Path) -> Result<Vec<Hash>, LedgerError> {
+    let dir = data_dir.join("ledger");
+    let segments = list_segments(&dir)?;
+    let n = segments.len();
+    let mut leaves = Vec::new();
+    for (si, (first, path)) in segments.into_iter().enumerate() {
+        if first != leaves.len() as u64 {
+            return Err(LedgerError::corrupt(VerifyFailure::new(
+                Some(leaves.len() as u64),
+                &path,
+                None,
+                "segment does not start where the previous one ends",
+            )));
+        }
+        let file = File::open(&path).at(&path)?;
+        let len = file.metadata().at(&path)?.len();
+        let mut r = FrameReader::new(BufReader::with_capacity(1 << 20, file), 0, len);
+        loop {
+            match r.next_frame() {
+                Ok(None) => break,
+                Ok(Some(f)) => leaves.push(f.record_hash),
+                Err(FrameError::Io(e)) => return Err(LedgerError::io(&path, e)),
+                Err(
+                    FrameError::Truncated { offset, reason }
+                    | FrameError::Invalid { offset, reason },
+                ) => {
+                    if si + 1 == n {
+                        break;
+                    }
+                    return Err(LedgerError::corrupt(VerifyFailure::new(
+                        Some(leaves.len() as u64),
+                        &path,
+                        Some(offset),
+                        reason,
+                    )));
+                }
+            }
+        }
+    }
+    Ok(leaves)
+}
+
+/// Every parseable checkpoint in `<data_dir>/ledger/checkpoints.log`, in file order.
+pub fn read_checkpoints(data_dir: &Path) -> Result<Vec<Checkpoint>, LedgerError> {
+    let path = data_dir.join("ledger").join(CHECKPOINTS_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(LedgerError::io(&path, e)),
+    };
+    Ok(checkpoint::scan_entries(&bytes)
+        .entries
+        .iter()
+        .filter_map(|(_, n)| checkpoint::parse_note(n).ok())
+        .map(|p| p.checkpoint)
+        .collect())
+}
+
+fn default_size(cps: &[Checkpoint], what: &str) -> Result<u64, LedgerError> {
+    cps.last().map(|c| c.tree_size).ok_or_else(|| {
+        LedgerError::InvalidInput(format!("no signed checkpoint yet; pass {what} explicitly"))
+    })
+}
+
+/// Inclusion proof of record `index` in the tree of `tree_size` records (default: the latest
+/// checkpoint's tree size, so that the root is signed).
+pub fn inclusion_proof(
+    data_dir: &Path,
+    index: u64,
+    tree_size: Option<u64>,
+) -> Result<InclusionProof, LedgerError> {
+    let cps = read_checkpoints(data_dir)?;
+    let size = match tree_size {
+        Some(s) => s,
+        None => default_size(&cps, "tree_size")?,
+    };
+    let leaves = read_leaf_hashes(data_dir)?;
+    if size > leaves.len() as u64 || index >= size {
+        return Err(LedgerError::InvalidInput(format!(
+            "need index < tree_size <= {} (got index {index}, tree_size {size})",
+            leaves.len()
+        )));
+    }
+    let tree = &leaves[..size as usize];
+    let path = merkle::inclusion_proof(tree, index)
+        .ok_or_else(|| LedgerError::InvalidInput("index out of range".into()))?;
+    Ok(InclusionProof {
+        index,
+        tree_size: size,
+        leaf_hash: hex::encode(tree[index as usize]),
+        proof: path.iter().map(hex::encode).collect(),
+        root: hex::encode(merkle::root(tree)),
+        checkpoint: cps.iter().rev().find(|c| c.tree_size == size).cloned(),
+    })
+}
+
+/// Consistency proof between tree sizes `first` and `second` (default: the latest checkpoint).
+pub fn consistency_proof(
+    data_dir: &Path,
+    first: u64,
+    second: Option<u64>,
+) -> Result<ConsistencyProof, LedgerError> {
+    let cps = read_checkpoints(data_dir)?;
+    let second = match second {
+        Some(s) => s,
+        None => default_size(&cps, "second")?,
+    };
+    let leaves = read_leaf_hashes(data_dir)?;
+    if first == 0 || first > second || second > leaves.len() as u64 {
+        return Err(LedgerError::InvalidInput(format!(
+            "need 1 <= first <= second <= {} (got first {first}, second {second})",
+            leaves.len()
+        )));
+    }
+    let tree = &leaves[..second as usize];
+    let path = merkle::consistency_proof(tree, first)
+        .ok_or_else(|| LedgerError::InvalidInput("bad tree sizes".into()))?;
+    Ok(ConsistencyProof {
+        first,
+        second,
+        first_root: hex::encode(merkle::root(&tree[..first as usize])),
+        second_root: hex::encode(merkle::root(tree)),
+        proof: path.iter().map(hex::encode).collect(),
+        first_checkpoint: cps.iter().rev().find(|c| c.tree_size == first).cloned(),
+        second_checkpoint: cps.iter().rev().find(|c| c.tree_size == second).cloned(),
+    })
+}
