@@ -2,6 +2,7 @@
 
 mod bench;
 mod config;
+mod eval;
 mod pipeline;
 mod runner;
 
@@ -123,6 +124,21 @@ enum Command {
         #[arg(long, default_value_t = 4096)]
         batch_size: usize,
     },
+    /// Replay labelled traffic through the pipeline and score detection
+    /// per scenario (recall, false-positive sessions, rules fired).
+    Eval {
+        #[command(flatten)]
+        common: Common,
+        /// NDJSON envelopes.
+        #[arg(long)]
+        events: PathBuf,
+        /// JSON object session_id → scenario (`benign` for clean sessions).
+        #[arg(long)]
+        labels: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Rule pack tooling.
     Rules {
         #[command(subcommand)]
@@ -153,7 +169,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let quiet = "warn,dunes::alert=off,dunes::response=off,dunes::emergency=off,dunes::queue=off";
     init_tracing(match &cli.command {
-        Command::Bench { .. } | Command::Rules { .. } | Command::Verify { .. } => quiet,
+        Command::Bench { .. }
+        | Command::Rules { .. }
+        | Command::Verify { .. }
+        | Command::Eval { .. } => quiet,
         Command::Simulate { .. } => "warn",
         Command::Replay { .. } | Command::Demo { .. } => {
             "info,dunes::queue=warn,dunes::response=warn,dunes::alert=warn"
@@ -254,6 +273,20 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let cfg = common.config()?;
             bench::run(cfg, sessions, seed, batch_size).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval {
+            common,
+            events,
+            labels,
+            json,
+        } => {
+            let cfg = common.config()?;
+            let clean = eval::run(&cfg, &events, &labels, json).await?;
+            Ok(if clean {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            })
         }
         Command::Rules { cmd } => rules_cmd(cmd).await,
     }

@@ -1,0 +1,197 @@
+//! `dunes eval`: replays labelled traffic through the real pipeline (into a
+//! throw-away data dir) and scores sessions: per-scenario recall, benign
+//! sessions flagged (false positives) with the rules that flagged them, and
+//! the rules that fired per scenario.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use dunes_detect::{Incident, IncidentStore};
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::pipeline::Pipeline;
+
+/// Per-scenario numbers.
+#[derive(Debug, Default, Serialize)]
+pub struct ScenarioScore {
+    pub sessions: usize,
+    pub detected: usize,
+    pub missed: Vec<String>,
+    /// rule id → sessions of this scenario it fired on.
+    pub rules: BTreeMap<String, usize>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct EvalReport {
+    pub envelopes: u64,
+    pub incidents: usize,
+    /// Incidents whose session is not in the labels (or have none).
+    pub unlabelled_incidents: usize,
+    pub scenarios: BTreeMap<String, ScenarioScore>,
+    /// benign session → rules that flagged it.
+    pub false_positives: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl EvalReport {
+    /// Attack sessions detected / attack sessions, ignoring `skip`.
+    pub fn attack_recall(&self, skip: &[&str]) -> (usize, usize) {
+        self.scenarios
+            .iter()
+            .filter(|(k, _)| k.as_str() != "benign" && !skip.contains(&k.as_str()))
+            .fold((0, 0), |(d, n), (_, s)| (d + s.detected, n + s.sessions))
+    }
+}
+
+/// Scores incidents against labels (session_id → scenario, `benign` for
+/// clean sessions).
+pub fn score(labels: &BTreeMap<String, String>, incidents: &[Incident]) -> EvalReport {
+    let mut by_session: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut report = EvalReport {
+        incidents: incidents.len(),
+        ..EvalReport::default()
+    };
+    for inc in incidents {
+        match inc
+            .session_id
+            .as_deref()
+            .filter(|s| labels.contains_key(*s))
+        {
+            Some(s) => {
+                by_session
+                    .entry(s)
+                    .or_default()
+                    .insert(inc.rule_id.as_str());
+            }
+            None => report.unlabelled_incidents += 1,
+        }
+    }
+    for (session, scenario) in labels {
+        let sc = report.scenarios.entry(scenario.clone()).or_default();
+        sc.sessions += 1;
+        match by_session.get(session.as_str()) {
+            Some(rules) => {
+                sc.detected += 1;
+                for r in rules {
+                    *sc.rules.entry(r.to_string()).or_default() += 1;
+                }
+                if scenario == "benign" {
+                    report.false_positives.insert(
+                        session.clone(),
+                        rules.iter().map(|r| r.to_string()).collect(),
+                    );
+                }
+            }
+            None => sc.missed.push(session.clone()),
+        }
+    }
+    report
+}
+
+/// Replays `events` through a fresh pipeline in a temporary data dir and
+/// returns every incident raised.
+pub async fn replay(cfg: &Config, events: &Path) -> anyhow::Result<(u64, Vec<Incident>)> {
+    let tmp = std::env::temp_dir().join(format!(
+        "dunes-eval-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    ));
+    let mut cfg = cfg.clone();
+    cfg.data_dir = tmp.clone();
+    let result = replay_into(&cfg, events).await;
+    let _ = std::fs::remove_dir_all(&tmp);
+    result
+}
+
+async fn replay_into(cfg: &Config, events: &Path) -> anyhow::Result<(u64, Vec<Incident>)> {
+    let store = Arc::new(IncidentStore::new());
+    let mut pipeline = Pipeline::open(cfg, store, None).await?;
+    let reader = dunes_ingest::source::open_file(events, cfg.ingest.max_line_bytes)
+        .with_context(|| format!("cannot open {}", events.display()))?;
+    let batch = cfg.ingest.batch_size.max(1);
+    let mut incidents = Vec::new();
+    let mut buf = Vec::with_capacity(batch);
+    for rec in reader {
+        buf.push(rec?);
+        if buf.len() >= batch {
+            incidents.extend(pipeline.process(std::mem::take(&mut buf)).await?.incidents);
+        }
+    }
+    incidents.extend(pipeline.process(buf).await?.incidents);
+    let envelopes = pipeline.stats.envelopes;
+    pipeline.close()?;
+    Ok((envelopes, incidents))
+}
+
+pub async fn run(cfg: &Config, events: &Path, labels: &Path, json: bool) -> anyhow::Result<bool> {
+    let labels: BTreeMap<String, String> = serde_json::from_slice(
+        &std::fs::read(labels).with_context(|| format!("cannot read {}", labels.display()))?,
+    )
+    .with_context(|| {
+        format!(
+            "{}: expected a JSON object session_id → scenario",
+            labels.display()
+        )
+    })?;
+    let (envelopes, incidents) = replay(cfg, events).await?;
+    let mut report = score(&labels, &incidents);
+    report.envelopes = envelopes;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report, events);
+    }
+    Ok(report.false_positives.is_empty())
+}
+
+fn print_report(r: &EvalReport, events: &Path) {
+    println!(
+        "{}: {} envelopes, {} incidents ({} outside labelled sessions)",
+        events.display(),
+        r.envelopes,
+        r.incidents,
+        r.unlabelled_incidents
+    );
+    println!(
+        "{:<30} {:>8} {:>8} {:>7}  rules fired",
+        "scenario", "sessions", "detected", "recall"
+    );
+    for (name, s) in &r.scenarios {
+        let recall = if s.sessions == 0 {
+            0.0
+        } else {
+            s.detected as f64 / s.sessions as f64
+        };
+        let rules: Vec<String> = s.rules.iter().map(|(k, v)| format!("{k}×{v}")).collect();
+        let shown = if name == "benign" {
+            format!("{:>8} {:>8} {:>7}", s.sessions, s.detected, "(FP)")
+        } else {
+            format!(
+                "{:>8} {:>8} {:>6.1}%",
+                s.sessions,
+                s.detected,
+                recall * 100.0
+            )
+        };
+        println!("{name:<30} {shown}  {}", rules.join(", "));
+        if name != "benign" && !s.missed.is_empty() && s.missed.len() <= 10 {
+            println!("{:<30}   missed: {}", "", s.missed.join(", "));
+        }
+    }
+    let (d, n) = r.attack_recall(&[]);
+    let (d2, n2) = r.attack_recall(&["recon_anomaly"]);
+    println!("attack sessions detected: {d}/{n} (excluding recon_anomaly: {d2}/{n2})");
+    let benign = r.scenarios.get("benign").map(|s| s.sessions).unwrap_or(0);
+    println!(
+        "benign sessions flagged: {}/{benign}",
+        r.false_positives.len()
+    );
+    for (s, rules) in &r.false_positives {
+        println!(
+            "  FP {s}: {}",
+            rules.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+}
