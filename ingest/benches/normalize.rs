@@ -1,0 +1,45 @@
+//! Normalisation throughput: the shared sample (real MCP SDK traffic)
+//! decoded into Arrow `events` + `tool_defs`, in one batch.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+
+fn records() -> Vec<RawRecord> {
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples/mcp-sample.ndjson");
+    let text = std::fs::read_to_string(&p).unwrap_or_default();
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| RawRecord {
+            bytes: l.as_bytes().to_vec(),
+            source: SourcePos::File {
+                path: "sample".into(),
+                line: i as u64 + 1,
+            },
+            oversize: None,
+        })
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let recs = records();
+    let mut g = c.benchmark_group("normalize");
+    g.throughput(Throughput::Elements(recs.len() as u64));
+    g.bench_function("sample_batch", |b| {
+        b.iter_batched(
+            || recs.clone(),
+            |r| {
+                let mut n = Normalizer::new(IngestConfig::default());
+                black_box(n.decode_batch(r))
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
