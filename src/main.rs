@@ -84,6 +84,9 @@ enum Command {
     Verify {
         /// Data directory (default ./dunes-data).
         dir: Option<PathBuf>,
+        /// Same as DIR.
+        #[arg(long, conflicts_with = "dir")]
+        data_dir: Option<PathBuf>,
     },
     /// Generate deterministic benign + attack MCP traffic in envelope form.
     Simulate {
@@ -237,8 +240,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             runner::print_summary(&cfg, &out);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { dir } => {
-            let dir = dir.unwrap_or_else(|| Config::default().data_dir);
+        Command::Verify { dir, data_dir } => {
+            let dir = dir.or(data_dir).unwrap_or_else(|| Config::default().data_dir);
             verify(&dir)
         }
         Command::Simulate {
