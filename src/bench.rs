@@ -94,6 +94,16 @@ pub async fn run(
         hist.max() as f64 / 1000.0,
         hist.len()
     );
+    let t = &stats.time;
+    let total = (t.normalize_us + t.detect_us + t.ledger_us + t.outputs_us).max(1) as f64;
+    let pct = |v: u64| 100.0 * v as f64 / total;
+    println!(
+        "  time: normalise {:.0}%  detect {:.0}%  ledger+fsync {:.0}%  outputs {:.0}%",
+        pct(t.normalize_us),
+        pct(t.detect_us),
+        pct(t.ledger_us),
+        pct(t.outputs_us)
+    );
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }

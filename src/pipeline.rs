@@ -45,6 +45,17 @@ pub struct Stats {
     pub incidents: u64,
     pub incidents_by_level: [u64; 3],
     pub responses: u64,
+    /// Wall time spent per phase, in microseconds.
+    pub time: PhaseTimes,
+}
+
+/// Where a batch's time goes.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PhaseTimes {
+    pub normalize_us: u64,
+    pub detect_us: u64,
+    pub ledger_us: u64,
+    pub outputs_us: u64,
 }
 
 /// What one batch produced.
@@ -59,6 +70,9 @@ pub struct BatchOutcome {
 pub struct Pipeline {
     normalizer: Normalizer,
     engine: Engine,
+    /// `<data_dir>/state/detect-state.json`: windows, sequences, baselines,
+    /// suppression, written atomically after each batch's ledger sync.
+    state_path: PathBuf,
     ledger: Ledger,
     dead_letter: DeadLetterWriter,
     incidents_out: NdjsonWriter,
@@ -119,6 +133,11 @@ impl Pipeline {
             .with_context(|| format!("cannot load rules from {}", rules_dir.display()))?;
         let engine = Engine::new(rules).await.context("cannot plan rules")?;
         tracing::info!(rules = engine.rules().len(), dir = %rules_dir.display(), "rules planned");
+        let state_path = data_dir.join("state").join("detect-state.json");
+        if let Some(saved) = load_state(&state_path)? {
+            let restored = engine.restore(saved);
+            tracing::info!(rules = restored.len(), "detection state restored");
+        }
         let mut lcfg = LedgerConfig::new(data_dir, cfg.origin());
         lcfg.checkpoint_every_records = cfg.ledger.checkpoint_every_records;
         lcfg.checkpoint_interval = Duration::from_millis(cfg.ledger.checkpoint_interval_ms);
@@ -130,9 +149,21 @@ impl Pipeline {
             max_line_bytes: cfg.ingest.max_line_bytes,
             ..IngestConfig::default()
         };
+        let mut ledger = ledger;
+        let rule_set = dunes_detect::rule_set_version(engine.rules());
+        ledger
+            .append(
+                RecordKind::RuleSet,
+                Utc::now().timestamp_micros(),
+                &serde_json::to_vec(&rule_set).context("cannot encode the rule set")?,
+                &[],
+            )
+            .context("ledger append failed")?;
+        ledger.sync().context("ledger sync failed")?;
         Ok(Pipeline {
             normalizer: Normalizer::new(ingest_cfg),
             engine,
+            state_path,
             ledger,
             dead_letter,
             incidents_out: NdjsonWriter::open(&paths.incidents)?,
@@ -156,6 +187,7 @@ impl Pipeline {
         if records.is_empty() {
             return Ok(BatchOutcome::default());
         }
+        let t0 = std::time::Instant::now();
         let decoded = self
             .normalizer
             .decode_batch(records)
@@ -165,6 +197,7 @@ impl Pipeline {
                 .write(r)
                 .context("cannot write the dead-letter file")?;
         }
+        let t1 = std::time::Instant::now();
         let now = Utc::now();
         let detection = dunes_detect::detect(
             &self.engine,
@@ -176,6 +209,7 @@ impl Pipeline {
         .await
         .context("detection failed")?;
 
+        let t2 = std::time::Instant::now();
         // Ledger first: nothing is reported that is not ledgered.
         let mut event_index: HashMap<&str, u64> = HashMap::with_capacity(decoded.accepted.len());
         for a in &decoded.accepted {
@@ -207,6 +241,21 @@ impl Pipeline {
             incident_index.insert(inc.incident_id.clone(), idx);
             incidents.push(inc);
         }
+        // Suppressed matches: the earlier incident, with its running count,
+        // is ledgered again (same incident_id; the newest record wins).
+        let mut updates = Vec::with_capacity(detection.updates.len());
+        for inc in detection.updates {
+            let refs: Vec<u64> = inc
+                .event_ids
+                .iter()
+                .filter_map(|id| event_index.get(id.as_str()).copied())
+                .collect();
+            let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
+            self.ledger
+                .append(RecordKind::Incident, now_us, &payload, &refs)
+                .context("ledger append failed")?;
+            updates.push(inc);
+        }
         let mut responses = Vec::with_capacity(detection.responses.len());
         for resp in detection.responses {
             let Some(&inc_idx) = incident_index.get(&resp.incident_id) else {
@@ -222,6 +271,15 @@ impl Pipeline {
         self.dead_letter
             .flush_sync()
             .context("cannot sync the dead-letter file")?;
+        save_state(&self.state_path, &self.engine.snapshot())?;
+        for inc in updates {
+            self.incidents_out.write(&inc)?;
+            if let Some(extra) = &mut self.extra_incidents_out {
+                extra.write(&inc)?;
+            }
+            self.store.insert(inc);
+        }
+        let t3 = std::time::Instant::now();
 
         for inc in &incidents {
             self.incidents_out.write(inc)?;
@@ -270,6 +328,12 @@ impl Pipeline {
             .maybe_checkpoint()
             .context("ledger checkpoint failed")?;
 
+        let t4 = std::time::Instant::now();
+        let us = |a: std::time::Instant, b: std::time::Instant| (b - a).as_micros() as u64;
+        self.stats.time.normalize_us += us(t0, t1);
+        self.stats.time.detect_us += us(t1, t2);
+        self.stats.time.ledger_us += us(t2, t3);
+        self.stats.time.outputs_us += us(t3, t4);
         let accepted = decoded.accepted.len() as u64;
         let rejected = decoded.rejected.len() as u64;
         self.stats.batches += 1;
@@ -284,9 +348,40 @@ impl Pipeline {
         })
     }
 
+    /// Late rows seen by stateful rules and (suppressed, duplicate) counts.
+    pub fn detection_counters(&self) -> (dunes_detect::LateCounts, (u64, u64)) {
+        (self.engine.late_counts(), self.engine.noise_counts())
+    }
+
     /// Writes a final signed checkpoint and syncs everything.
     pub fn close(self) -> anyhow::Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
         let cp = self.ledger.close().context("cannot close the ledger")?;
         Ok((self.stats, cp))
     }
+}
+
+fn load_state(path: &Path) -> anyhow::Result<Option<dunes_detect::EngineState>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!("detection state {} is corrupt", path.display())
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes the detection state atomically (temp file, fsync, rename).
+fn save_state(path: &Path, state: &dunes_detect::EngineState) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut w = BufWriter::new(f);
+        serde_json::to_writer(&mut w, state).context("cannot encode detection state")?;
+        let f = w.into_inner().context("cannot write detection state")?;
+        f.sync_all().context("cannot sync detection state")?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
 }
