@@ -348,11 +348,6 @@ impl Pipeline {
         })
     }
 
-    /// Late rows seen by stateful rules and (suppressed, duplicate) counts.
-    pub fn detection_counters(&self) -> (dunes_detect::LateCounts, (u64, u64)) {
-        (self.engine.late_counts(), self.engine.noise_counts())
-    }
-
     /// Writes a final signed checkpoint and syncs everything.
     pub fn close(self) -> anyhow::Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
         let cp = self.ledger.close().context("cannot close the ledger")?;

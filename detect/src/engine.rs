@@ -4,10 +4,12 @@
 //! re-executes the planned physical plans; no SQL is parsed or planned on
 //! the hot path.
 
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 
-use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::execution::TaskContext;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -18,7 +20,11 @@ use datafusion::physical_plan::{
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 
 use crate::DetectError;
-use crate::rule::LoadedRule;
+use crate::rule::{Aggregate, LoadedRule, RuleKind, WindowType, parse_duration_us};
+use crate::state::{RuleState, StateRow, StateSpec};
+
+/// Default allowed lateness of stateful rules.
+pub const DEFAULT_LATENESS_US: i64 = 5 * 60 * 1_000_000;
 
 type Slot = Arc<RwLock<Vec<RecordBatch>>>;
 
@@ -57,12 +63,44 @@ pub struct OutputLayout {
     pub server_id: Option<usize>,
 }
 
+/// Output columns a stateful rule's state reads.
+#[derive(Clone, Debug)]
+pub struct StateLayout {
+    pub spec: StateSpec,
+    /// Entity (threshold, sequence) or baseline key columns.
+    pub key: Vec<usize>,
+    /// Threshold distinct/sum column or baseline value columns.
+    pub values: Vec<usize>,
+    pub step: Option<usize>,
+}
+
 /// A rule turned into a runtime detector: its config plus a physical plan.
 #[derive(Debug)]
 pub struct PlannedRule {
     pub rule: LoadedRule,
     pub layout: OutputLayout,
+    pub state: Option<StateLayout>,
+    /// Allowlists: (output column, values).
+    pub exceptions: Vec<(usize, HashSet<String>)>,
     plan: Arc<dyn ExecutionPlan>,
+}
+
+/// A completed window, sequence or baseline change of a stateful rule.
+#[derive(Clone, Debug)]
+pub struct Fire {
+    /// The completing row as JSON plus the state's facts.
+    pub row: serde_json::Map<String, serde_json::Value>,
+    pub prior_evidence: Vec<serde_json::Map<String, serde_json::Value>>,
+    pub first_ts: i64,
+    pub ts: i64,
+    pub event_ids: Vec<String>,
+}
+
+/// Late-event accounting of one batch.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LateCounts {
+    pub late: u64,
+    pub too_late: u64,
 }
 
 impl PlannedRule {
@@ -74,16 +112,31 @@ impl PlannedRule {
     }
 }
 
-/// The matches of one rule for one micro-batch.
+/// The matches of one rule for one micro-batch: rows of a stateless rule
+/// (`batches`) or fires of a stateful one (`fires`).
 pub struct RuleMatches<'a> {
     pub rule: &'a PlannedRule,
     pub batches: Vec<RecordBatch>,
+    pub fires: Vec<Fire>,
 }
 
 impl RuleMatches<'_> {
     pub fn rows(&self) -> usize {
-        self.batches.iter().map(|b| b.num_rows()).sum()
+        if self.rule.state.is_some() {
+            self.fires.len()
+        } else {
+            self.batches.iter().map(|b| b.num_rows()).sum()
+        }
     }
+}
+
+/// Persisted engine state: per rule id, the state key it was built under
+/// and the state.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct EngineState {
+    pub rules: BTreeMap<String, (String, RuleState)>,
+    #[serde(default)]
+    pub noise: crate::noise::NoiseState,
 }
 
 /// The set of planned rules and the tables they read.
@@ -92,6 +145,9 @@ pub struct Engine {
     events: Slot,
     tool_defs: Slot,
     rules: Vec<PlannedRule>,
+    states: Mutex<HashMap<String, RuleState>>,
+    late: Mutex<LateCounts>,
+    noise: Mutex<crate::noise::NoiseState>,
 }
 
 impl Engine {
@@ -125,11 +181,82 @@ impl Engine {
             events,
             tool_defs,
             rules: planned,
+            states: Mutex::default(),
+            late: Mutex::default(),
+            noise: Mutex::default(),
         })
     }
 
     pub fn rules(&self) -> &[PlannedRule] {
         &self.rules
+    }
+
+    /// Suppression and de-duplication of a batch's incidents.
+    pub fn filter_noise(&self, incidents: Vec<crate::Incident>) -> crate::noise::Filtered {
+        let windows: HashMap<&str, i64> = self
+            .rules
+            .iter()
+            .map(|r| {
+                (
+                    r.id(),
+                    r.rule
+                        .config
+                        .suppress
+                        .as_deref()
+                        .and_then(parse_duration_us)
+                        .unwrap_or(crate::noise::DEFAULT_SUPPRESS_US),
+                )
+            })
+            .collect();
+        lock(&self.noise).apply(incidents, |id| windows.get(id).copied().unwrap_or(0))
+    }
+
+    /// (suppressed matches, duplicate incidents) since start.
+    pub fn noise_counts(&self) -> (u64, u64) {
+        let n = lock(&self.noise);
+        (n.suppressed, n.duplicates)
+    }
+
+    /// Late / too-late rows seen since the engine started (all rules).
+    pub fn late_counts(&self) -> LateCounts {
+        lock(&self.late).clone()
+    }
+
+    /// The state of every stateful rule, for persistence.
+    pub fn snapshot(&self) -> EngineState {
+        let states = lock(&self.states);
+        let mut out = EngineState {
+            noise: lock(&self.noise).clone(),
+            ..EngineState::default()
+        };
+        for r in &self.rules {
+            if r.state.is_some()
+                && let Some(st) = states.get(r.id())
+            {
+                out.rules
+                    .insert(r.id().to_string(), (r.rule.state_key(), st.clone()));
+            }
+        }
+        out
+    }
+
+    /// Restores persisted state. State of a rule whose kind, parameters,
+    /// query or entity changed (another state key) is discarded; returns
+    /// the ids of the rules restored.
+    pub fn restore(&self, saved: EngineState) -> Vec<String> {
+        *lock(&self.noise) = saved.noise;
+        let mut states = lock(&self.states);
+        let mut restored = Vec::new();
+        for (id, (key, st)) in saved.rules {
+            if let Some(r) = self.rules.iter().find(|r| r.id() == id)
+                && r.state.is_some()
+                && r.rule.state_key() == key
+            {
+                states.insert(id.clone(), st);
+                restored.push(id);
+            }
+        }
+        restored
     }
 
     /// Runs every rule over one micro-batch and returns the rules that
@@ -141,14 +268,87 @@ impl Engine {
     ) -> Result<Vec<RuleMatches<'_>>, DetectError> {
         self.load(events, tool_defs);
         let mut out = Vec::new();
+        let mut result = Ok(());
         for rule in &self.rules {
-            let batches = self.execute(rule).await?;
-            if batches.iter().any(|b| b.num_rows() > 0) {
-                out.push(RuleMatches { rule, batches });
+            let batches = match self.execute(rule).await {
+                Ok(b) => b,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if !batches.iter().any(|b| b.num_rows() > 0) {
+                continue;
+            }
+            if rule.state.is_some() {
+                let mut states = lock(&self.states);
+                let st = states.entry(rule.id().to_string()).or_default();
+                let fires = match feed_state(rule, st, &batches) {
+                    Ok((f, late)) => {
+                        if late.late > 0 || late.too_late > 0 {
+                            let mut l = lock(&self.late);
+                            l.late += late.late;
+                            l.too_late += late.too_late;
+                            if late.too_late > 0 {
+                                tracing::warn!(
+                                    rule = rule.id(),
+                                    late = late.late,
+                                    too_late = late.too_late,
+                                    "events older than the rule's retained state were evaluated against what is left"
+                                );
+                            } else {
+                                tracing::debug!(rule = rule.id(), late = late.late, "late events");
+                            }
+                        }
+                        f
+                    }
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                };
+                if !fires.is_empty() {
+                    out.push(RuleMatches {
+                        rule,
+                        batches: Vec::new(),
+                        fires,
+                    });
+                }
+            } else {
+                out.push(RuleMatches {
+                    rule,
+                    batches,
+                    fires: Vec::new(),
+                });
             }
         }
         self.load_empty();
-        Ok(out)
+        result.map(|()| out)
+    }
+
+    /// Runs one rule over one batch as an inline test: a stateless rule
+    /// counts rows, a stateful rule counts fires from a fresh state.
+    pub async fn test_one(
+        &self,
+        rule_index: usize,
+        events: &RecordBatch,
+        tool_defs: &RecordBatch,
+    ) -> Result<u64, DetectError> {
+        let rule = self
+            .rules
+            .get(rule_index)
+            .ok_or_else(|| DetectError::InvalidValue(format!("no rule #{rule_index}")))?;
+        let batches = self.evaluate_one(rule_index, events, tool_defs).await?;
+        if rule.state.is_some() {
+            let mut st = RuleState::default();
+            Ok(feed_state(rule, &mut st, &batches)?.0.len() as u64)
+        } else {
+            let mut n = 0;
+            for b in &batches {
+                n += (0..b.num_rows()).filter(|&i| !excepted(rule, b, i)).count() as u64;
+            }
+            Ok(n)
+        }
     }
 
     /// Runs a single rule (by index) over a batch; used by the inline rule
@@ -195,6 +395,171 @@ impl Engine {
             }
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+fn utf8(batch: &RecordBatch, i: usize) -> Result<StringArray, DetectError> {
+    let arr = cast(batch.column(i), &DataType::Utf8)
+        .map_err(|e| DetectError::InvalidValue(e.to_string()))?;
+    arr.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| DetectError::InvalidValue("not a string column".into()))
+}
+
+fn opt_str(a: &StringArray, i: usize) -> Option<&str> {
+    (!a.is_null(i)).then(|| a.value(i))
+}
+
+/// Whether row `i` of a rule's output is allowlisted by an exception file.
+pub fn excepted(rule: &PlannedRule, batch: &RecordBatch, i: usize) -> bool {
+    rule.exceptions.iter().any(|(col, values)| {
+        let c = batch.column(*col);
+        if c.is_null(i) {
+            return false;
+        }
+        match cast(&c.slice(i, 1), &DataType::Utf8) {
+            Ok(a) => a
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .is_some_and(|s| values.contains(s.value(0))),
+            Err(_) => false,
+        }
+    })
+}
+
+/// Feeds a stateful rule's output rows into its state; returns the fires.
+pub fn feed_state(
+    rule: &PlannedRule,
+    st: &mut RuleState,
+    batches: &[RecordBatch],
+) -> Result<(Vec<Fire>, LateCounts), DetectError> {
+    let Some(sl) = &rule.state else {
+        return Ok((Vec::new(), LateCounts::default()));
+    };
+    let spec = &sl.spec;
+    // Rows, with where they came from (batch, row) to build evidence later.
+    let mut rows: Vec<StateRow> = Vec::new();
+    let mut origin: HashMap<String, (usize, usize)> = HashMap::new();
+    for (bi, b) in batches.iter().enumerate() {
+        if b.num_rows() == 0 {
+            continue;
+        }
+        let ids = utf8(b, rule.layout.event_id)?;
+        let ts_arr = cast(
+            b.column(rule.layout.ts),
+            &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        )
+        .map_err(|e| DetectError::InvalidValue(e.to_string()))?;
+        let ts = ts_arr
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .ok_or_else(|| DetectError::InvalidValue("ts".into()))?;
+        let keys = sl
+            .key
+            .iter()
+            .map(|&i| utf8(b, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let vals = sl
+            .values
+            .iter()
+            .map(|&i| utf8(b, i))
+            .collect::<Result<Vec<_>, _>>()?;
+        let num = if spec.kind == RuleKind::Threshold && spec.aggregate == Aggregate::Sum {
+            let c = cast(b.column(sl.values[0]), &DataType::Float64)
+                .map_err(|e| DetectError::InvalidValue(e.to_string()))?;
+            c.as_any().downcast_ref::<Float64Array>().cloned()
+        } else {
+            None
+        };
+        let step = sl.step.map(|i| utf8(b, i)).transpose()?;
+        let mut seq_evidence = None;
+        for i in 0..b.num_rows() {
+            if ts.is_null(i) || ids.is_null(i) || excepted(rule, b, i) {
+                continue;
+            }
+            // A null key column: the row is about no entity; skip it.
+            let mut key_parts = Vec::with_capacity(keys.len());
+            let mut null_key = false;
+            for k in &keys {
+                match opt_str(k, i) {
+                    Some(v) => key_parts.push(v),
+                    None => null_key = true,
+                }
+            }
+            if null_key {
+                continue;
+            }
+            let step_idx = match &step {
+                Some(s) => match opt_str(s, i).and_then(|v| spec.steps.iter().position(|x| x == v))
+                {
+                    Some(p) => Some(p),
+                    None => continue,
+                },
+                None => None,
+            };
+            let evidence = if spec.kind == RuleKind::Sequence {
+                if seq_evidence.is_none() {
+                    seq_evidence = Some(crate::incident::batch_to_json_rows(b)?);
+                }
+                seq_evidence.as_ref().and_then(|r| r.get(i).cloned())
+            } else {
+                None
+            };
+            let event_id = ids.value(i).to_string();
+            origin.insert(event_id.clone(), (bi, i));
+            rows.push(StateRow {
+                ts: ts.value(i),
+                event_id,
+                key: key_parts.join("\u{1f}"),
+                values: vals
+                    .iter()
+                    .map(|v| opt_str(v, i).map(str::to_string))
+                    .collect(),
+                num: num
+                    .as_ref()
+                    .and_then(|n| (!n.is_null(i)).then(|| n.value(i))),
+                step: step_idx,
+                evidence,
+            });
+        }
+    }
+    let (fired, late, too_late) = st.process(spec, rows);
+    let mut fires = Vec::with_capacity(fired.len());
+    for (row, f) in fired {
+        let mut map = match row.evidence {
+            Some(m) => m,
+            None => match origin.get(&row.event_id) {
+                Some(&(bi, i)) => crate::incident::batch_to_json_rows(&batches[bi].slice(i, 1))?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default(),
+                None => Default::default(),
+            },
+        };
+        for (k, v) in f.detail {
+            map.insert(k, v);
+        }
+        fires.push(Fire {
+            row: map,
+            prior_evidence: f.prior_evidence,
+            first_ts: f.first_ts,
+            ts: f.ts,
+            event_ids: f.event_ids,
+        });
+    }
+    Ok((fires, LateCounts { late, too_late }))
+}
+
+fn dur(rule: &LoadedRule, v: Option<&str>, default: i64) -> i64 {
+    let _ = rule;
+    v.and_then(parse_duration_us).unwrap_or(default)
 }
 
 fn set(slot: &Slot, batch: &RecordBatch) {
@@ -266,9 +631,98 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
     let layout = OutputLayout {
         event_id,
         ts,
-        entity,
+        entity: entity.clone(),
         session_id: find("session_id"),
         server_id: find("server_id"),
     };
-    Ok(PlannedRule { rule, layout, plan })
+    let col = |name: &str| {
+        find(name).ok_or_else(|| {
+            rule.error(
+                line,
+                format!("column {name:?} used by the rule is not in the query output"),
+            )
+        })
+    };
+    let mut exceptions = Vec::new();
+    for ex in &rule.exceptions {
+        exceptions.push((col(&ex.column)?, ex.values.clone()));
+    }
+    let c = &rule.config;
+    let lateness = dur(&rule, c.lateness.as_deref(), DEFAULT_LATENESS_US);
+    let base = StateSpec {
+        kind: c.kind,
+        lateness,
+        size: 0,
+        tumbling: false,
+        aggregate: Aggregate::Count,
+        min: 0.0,
+        steps: Vec::new(),
+        within: 0,
+        learn: 0,
+        when: Default::default(),
+    };
+    let state = match c.kind {
+        RuleKind::Match => None,
+        RuleKind::Threshold => {
+            let (w, t) = match (&c.window, &c.threshold) {
+                (Some(w), Some(t)) => (w, t),
+                _ => return Err(rule.error(line, "threshold rule lacks window/threshold")),
+            };
+            let values = match &t.column {
+                Some(cn) if t.aggregate != Aggregate::Count => vec![col(cn)?],
+                _ => Vec::new(),
+            };
+            Some(StateLayout {
+                spec: StateSpec {
+                    size: dur(&rule, Some(&w.size), 60_000_000),
+                    tumbling: w.kind == WindowType::Tumbling,
+                    aggregate: t.aggregate,
+                    min: t.min,
+                    ..base
+                },
+                key: entity,
+                values,
+                step: None,
+            })
+        }
+        RuleKind::Sequence => {
+            let s = c
+                .sequence
+                .as_ref()
+                .ok_or_else(|| rule.error(line, "sequence rule lacks `sequence`"))?;
+            Some(StateLayout {
+                spec: StateSpec {
+                    steps: s.steps.clone(),
+                    within: dur(&rule, Some(&s.within), 300_000_000),
+                    ..base
+                },
+                key: entity,
+                values: Vec::new(),
+                step: Some(col("step")?),
+            })
+        }
+        RuleKind::Baseline => {
+            let b = c
+                .baseline
+                .as_ref()
+                .ok_or_else(|| rule.error(line, "baseline rule lacks `baseline`"))?;
+            Some(StateLayout {
+                spec: StateSpec {
+                    learn: dur(&rule, b.learn.as_deref(), 0),
+                    when: b.when,
+                    ..base
+                },
+                key: b.key.iter().map(|k| col(k)).collect::<Result<_, _>>()?,
+                values: b.value.iter().map(|k| col(k)).collect::<Result<_, _>>()?,
+                step: None,
+            })
+        }
+    };
+    Ok(PlannedRule {
+        rule,
+        layout,
+        state,
+        exceptions,
+        plan,
+    })
 }

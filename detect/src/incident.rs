@@ -94,6 +94,9 @@ pub fn build_incidents(
             .map(|i| string_column(batch, i))
             .transpose()?;
         for (row_idx, row) in rows.into_iter().enumerate() {
+            if crate::engine::excepted(rule, batch, row_idx) {
+                continue;
+            }
             let mut entity = BTreeMap::new();
             for &i in &layout.entity {
                 let name = schema.field(i).name();
@@ -135,6 +138,52 @@ pub fn build_incidents(
             b.match_count += 1;
             if b.evidence.len() < MAX_EVIDENCE_ROWS {
                 b.evidence.push(row);
+            }
+        }
+    }
+    for fire in &matches.fires {
+        let mut entity = BTreeMap::new();
+        for &i in &layout.entity {
+            let name = schema.field(i).name();
+            entity.insert(
+                name.clone(),
+                fire.row.get(name).cloned().unwrap_or(Value::Null),
+            );
+        }
+        let key = serde_json::to_string(&entity).unwrap_or_default();
+        let get = |c: &str| fire.row.get(c).and_then(Value::as_str).map(str::to_string);
+        let slot = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                index.insert(key.clone(), groups.len());
+                groups.push((
+                    key,
+                    Builder {
+                        entity,
+                        session_id: get("session_id"),
+                        server_id: get("server_id"),
+                        first_ts: fire.first_ts,
+                        last_ts: fire.ts,
+                        event_ids: Vec::new(),
+                        match_count: 0,
+                        evidence: Vec::new(),
+                    },
+                ));
+                groups.len() - 1
+            }
+        };
+        let b = &mut groups[slot].1;
+        b.first_ts = b.first_ts.min(fire.first_ts);
+        b.last_ts = b.last_ts.max(fire.ts);
+        for id in &fire.event_ids {
+            if !b.event_ids.contains(id) {
+                b.event_ids.push(id.clone());
+            }
+        }
+        b.match_count += 1;
+        for ev in fire.prior_evidence.iter().chain(std::iter::once(&fire.row)) {
+            if b.evidence.len() < MAX_EVIDENCE_ROWS {
+                b.evidence.push(ev.clone());
             }
         }
     }

@@ -3,15 +3,17 @@
 
 pub mod engine;
 pub mod incident;
+pub mod noise;
 pub mod response;
 pub mod rule;
+pub mod state;
 pub mod store;
 pub mod testing;
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 
-pub use engine::{Engine, PlannedRule, RuleMatches};
+pub use engine::{Engine, EngineState, Fire, LateCounts, PlannedRule, RuleMatches};
 pub use incident::{Incident, IncidentStatus};
 pub use response::{ResponseConfig, ResponseRecord};
 pub use rule::{Level, LoadedRule, ResponseAction, RuleConfig, Severity, load_dir};
@@ -42,6 +44,9 @@ pub enum DetectError {
 #[derive(Debug, Default)]
 pub struct Detection {
     pub incidents: Vec<Incident>,
+    /// Earlier incidents (same `incident_id`) whose running count, last_ts
+    /// and event ids grew because of suppressed matches in this batch.
+    pub updates: Vec<Incident>,
     pub responses: Vec<ResponseRecord>,
 }
 
@@ -55,13 +60,54 @@ pub async fn detect(
     cfg: &ResponseConfig,
 ) -> Result<Detection, DetectError> {
     let mut out = Detection::default();
+    let mut raised = Vec::new();
     for m in engine.evaluate(events, tool_defs).await? {
-        let requested = m.rule.rule.config.response;
-        for inc in incident::build_incidents(&m, now)? {
-            out.responses
-                .extend(response::respond(&inc, requested, cfg));
-            out.incidents.push(inc);
-        }
+        raised.extend(incident::build_incidents(&m, now)?);
     }
+    let filtered = engine.filter_noise(raised);
+    for inc in filtered.new {
+        let requested = engine
+            .rules()
+            .iter()
+            .find(|r| r.id() == inc.rule_id)
+            .and_then(|r| r.rule.config.response);
+        out.responses
+            .extend(response::respond(&inc, requested, cfg));
+        out.incidents.push(inc);
+    }
+    out.updates = filtered.updates;
     Ok(out)
+}
+
+/// The version record of a loaded rule set: every rule's id, file and
+/// SHA-256, every allowlist's SHA-256, and one hash over all of them.
+pub fn rule_set_version(rules: &[PlannedRule]) -> serde_json::Value {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut list = Vec::with_capacity(rules.len());
+    for r in rules {
+        h.update(r.id().as_bytes());
+        h.update(b"\0");
+        h.update(r.rule.sha256.as_bytes());
+        let ex: Vec<serde_json::Value> = r
+            .rule
+            .exceptions
+            .iter()
+            .map(|e| {
+                h.update(e.sha256.as_bytes());
+                serde_json::json!({"file": e.file.display().to_string(), "sha256": e.sha256})
+            })
+            .collect();
+        list.push(serde_json::json!({
+            "id": r.id(),
+            "file": r.rule.path.display().to_string(),
+            "sha256": r.rule.sha256,
+            "exceptions": ex,
+        }));
+    }
+    serde_json::json!({
+        "type": "rule_set",
+        "version": hex::encode(h.finalize()),
+        "rules": list,
+    })
 }

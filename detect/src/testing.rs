@@ -95,9 +95,8 @@ async fn run_one(
             r.source, r.reason
         ));
     }
-    let batches = engine
-        .evaluate_one(idx, &decoded.events, &decoded.tool_defs)
+    engine
+        .test_one(idx, &decoded.events, &decoded.tool_defs)
         .await
-        .map_err(|e| e.to_string())?;
-    Ok(batches.iter().map(|b| b.num_rows() as u64).sum())
+        .map_err(|e| e.to_string())
 }

@@ -153,8 +153,140 @@ pub struct RuleConfig {
     #[serde(default)]
     pub response: Option<ResponseAction>,
     pub query: String,
+    /// `match` (default, stateless) | `threshold` | `sequence` | `baseline`.
+    #[serde(default)]
+    pub kind: RuleKind,
+    /// `threshold` rules: the event-time window.
+    #[serde(default)]
+    pub window: Option<WindowSpec>,
+    /// `threshold` rules: the aggregate and its bound.
+    #[serde(default)]
+    pub threshold: Option<ThresholdSpec>,
+    /// `sequence` rules: ordered step names and the time bound.
+    #[serde(default)]
+    pub sequence: Option<SequenceSpec>,
+    /// `baseline` rules: key and watched value columns.
+    #[serde(default)]
+    pub baseline: Option<BaselineSpec>,
+    /// How far behind the newest event time an event may arrive and still be
+    /// evaluated against full state (default 5m). See rule-format.md.
+    #[serde(default)]
+    pub lateness: Option<String>,
+    /// One incident per rule+entity per this much event time; later matches
+    /// update its running count and last_ts (default 10m; `0s` disables).
+    #[serde(default)]
+    pub suppress: Option<String>,
+    /// Allowlists: rows whose `column` value is listed in `file` (one value a
+    /// line, `#` comments; path relative to the rule file) are dropped.
+    #[serde(default)]
+    pub exceptions: Vec<ExceptionSpec>,
     #[serde(default)]
     pub tests: Vec<RuleTest>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    #[default]
+    Match,
+    Threshold,
+    Sequence,
+    Baseline,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowType {
+    #[default]
+    Sliding,
+    Tumbling,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    #[serde(rename = "type", default)]
+    pub kind: WindowType,
+    pub size: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aggregate {
+    Count,
+    Distinct,
+    Sum,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThresholdSpec {
+    pub aggregate: Aggregate,
+    /// The column distinct-counted or summed (not for `count`).
+    #[serde(default)]
+    pub column: Option<String>,
+    /// Fires when the aggregate over the window is >= this.
+    pub min: f64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SequenceSpec {
+    /// Values of the query's `step` column, in the order they must occur.
+    pub steps: Vec<String>,
+    pub within: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BaselineWhen {
+    /// The tuple of value columns was not seen before for the key.
+    #[default]
+    Any,
+    /// Every value column holds a value not seen before for the key.
+    All,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineSpec {
+    /// Columns naming what the baseline is about (e.g. server_id, tool_name).
+    pub key: Vec<String>,
+    /// Columns whose first-seen values are remembered for the key.
+    pub value: Vec<String>,
+    #[serde(default)]
+    pub when: BaselineWhen,
+    /// Learning period from the key's first sighting during which new values
+    /// are added silently (default 0s: every value after the first is new).
+    #[serde(default)]
+    pub learn: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExceptionSpec {
+    pub column: String,
+    pub file: String,
+}
+
+/// Parses `500ms`, `30s`, `5m`, `2h`, `1d` into microseconds.
+pub fn parse_duration_us(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (num, mult): (&str, i64) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1_000)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1_000_000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000_000)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3_600_000_000)
+    } else if let Some(n) = s.strip_suffix('d') {
+        (n, 86_400_000_000)
+    } else {
+        return None;
+    };
+    let n: i64 = num.trim().parse().ok().filter(|n| *n >= 0)?;
+    n.checked_mul(mult)
 }
 
 /// A rule file as loaded: config, where it came from, and the hash of its
@@ -166,6 +298,16 @@ pub struct LoadedRule {
     pub sha256: String,
     /// 1-based line of the `query:` key, to point SQL errors at the file.
     pub query_line: usize,
+    /// Allowlists loaded from `exceptions` (column, values, file sha256).
+    pub exceptions: Vec<LoadedException>,
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadedException {
+    pub column: String,
+    pub file: PathBuf,
+    pub values: std::collections::HashSet<String>,
+    pub sha256: String,
 }
 
 impl LoadedRule {
@@ -188,13 +330,17 @@ impl LoadedRule {
             .map(|i| i + 1)
             .unwrap_or(1);
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let rule = LoadedRule {
+        let line_of = |key: &str| text.lines().position(|l| l.starts_with(key)).map(|i| i + 1);
+        let mut rule = LoadedRule {
             config,
             path: path.to_path_buf(),
             sha256,
             query_line,
+            exceptions: Vec::new(),
         };
         rule.validate_metadata()?;
+        rule.validate_state(&line_of)?;
+        rule.load_exceptions(line_of("exceptions:"))?;
         Ok(rule)
     }
 
@@ -212,6 +358,134 @@ impl LoadedRule {
             line,
             message: message.into(),
         }
+    }
+
+    fn validate_state(&self, line_of: &dyn Fn(&str) -> Option<usize>) -> Result<(), DetectError> {
+        let c = &self.config;
+        let dur = |key: &str, v: &Option<String>| -> Result<(), DetectError> {
+            match v {
+                Some(v) if parse_duration_us(v).is_none() => Err(self.error(
+                    line_of(key),
+                    format!("{key} {v:?} is not a duration like 500ms, 30s, 5m, 2h, 1d"),
+                )),
+                _ => Ok(()),
+            }
+        };
+        dur("lateness:", &c.lateness)?;
+        dur("suppress:", &c.suppress)?;
+        let need = |present: bool, what: &str, key: &str| -> Result<(), DetectError> {
+            if present {
+                Ok(())
+            } else {
+                Err(self.error(
+                    line_of("kind:"),
+                    format!("kind {what} needs a `{key}:` block"),
+                ))
+            }
+        };
+        let forbid = |present: bool, key: &str| -> Result<(), DetectError> {
+            if present {
+                Err(self.error(
+                    line_of(&format!("{key}:")),
+                    format!("`{key}:` does not apply to kind {:?}", c.kind),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        match c.kind {
+            RuleKind::Match => {
+                forbid(c.window.is_some(), "window")?;
+                forbid(c.threshold.is_some(), "threshold")?;
+                forbid(c.sequence.is_some(), "sequence")?;
+                forbid(c.baseline.is_some(), "baseline")?;
+            }
+            RuleKind::Threshold => {
+                need(c.window.is_some(), "threshold", "window")?;
+                need(c.threshold.is_some(), "threshold", "threshold")?;
+                forbid(c.sequence.is_some(), "sequence")?;
+                forbid(c.baseline.is_some(), "baseline")?;
+                let w = c.window.as_ref().map(|w| w.size.clone());
+                dur("window:", &w)?;
+                if w.as_deref().and_then(parse_duration_us) == Some(0) {
+                    return Err(self.error(line_of("window:"), "window size must be > 0"));
+                }
+                if let Some(t) = &c.threshold
+                    && t.aggregate != Aggregate::Count
+                    && t.column.is_none()
+                {
+                    return Err(self.error(
+                        line_of("threshold:"),
+                        "aggregate distinct/sum needs a `column`",
+                    ));
+                }
+            }
+            RuleKind::Sequence => {
+                need(c.sequence.is_some(), "sequence", "sequence")?;
+                forbid(c.window.is_some(), "window")?;
+                forbid(c.threshold.is_some(), "threshold")?;
+                forbid(c.baseline.is_some(), "baseline")?;
+                let s = c.sequence.as_ref().map(|s| s.within.clone());
+                dur("sequence:", &s)?;
+                if c.sequence.as_ref().is_some_and(|s| s.steps.len() < 2) {
+                    return Err(
+                        self.error(line_of("sequence:"), "a sequence needs at least 2 steps")
+                    );
+                }
+            }
+            RuleKind::Baseline => {
+                need(c.baseline.is_some(), "baseline", "baseline")?;
+                forbid(c.window.is_some(), "window")?;
+                forbid(c.threshold.is_some(), "threshold")?;
+                forbid(c.sequence.is_some(), "sequence")?;
+                if let Some(b) = &c.baseline {
+                    if b.key.is_empty() || b.value.is_empty() {
+                        return Err(self.error(
+                            line_of("baseline:"),
+                            "baseline needs non-empty `key` and `value`",
+                        ));
+                    }
+                    dur("baseline:", &b.learn)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn load_exceptions(&mut self, line: Option<usize>) -> Result<(), DetectError> {
+        let base = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        for e in self.config.exceptions.clone() {
+            let file = base.join(&e.file);
+            let bytes = std::fs::read(&file).map_err(|err| {
+                self.error(line, format!("exception file {}: {err}", file.display()))
+            })?;
+            let values = String::from_utf8_lossy(&bytes)
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string)
+                .collect();
+            self.exceptions.push(LoadedException {
+                column: e.column.clone(),
+                file,
+                values,
+                sha256: hex::encode(Sha256::digest(&bytes)),
+            });
+        }
+        Ok(())
+    }
+
+    /// Hash of everything that defines the meaning of this rule's state
+    /// (kind, parameters, query, entity). State persisted under another key
+    /// is discarded on load.
+    pub fn state_key(&self) -> String {
+        let c = &self.config;
+        let text = serde_json::json!({
+            "kind": c.kind, "window": c.window, "threshold": c.threshold,
+            "sequence": c.sequence, "baseline": c.baseline, "query": c.query,
+            "entity": c.entity,
+        });
+        hex::encode(Sha256::digest(text.to_string().as_bytes()))
     }
 
     fn validate_metadata(&self) -> Result<(), DetectError> {

@@ -2,4 +2,8 @@
 
 mod config;
 
-pub use config::{Level, LoadedRule, ResponseAction, RuleConfig, RuleTest, Severity, load_dir};
+pub use config::{
+    Aggregate, BaselineSpec, BaselineWhen, ExceptionSpec, Level, LoadedException, LoadedRule,
+    ResponseAction, RuleConfig, RuleKind, RuleTest, SequenceSpec, Severity, ThresholdSpec,
+    WindowSpec, WindowType, load_dir, parse_duration_us,
+};

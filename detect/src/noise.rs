@@ -1,0 +1,219 @@
+//! Noise control after detection: per-rule suppression (one incident per
+//! rule + entity per suppression window of event time; later matches update
+//! its running `match_count`, `last_ts` and `event_ids`) and a global
+//! de-duplication of identical incidents (same rule, entity and events).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::incident::{Incident, MAX_EVIDENCE_ROWS};
+
+/// Default suppression window when a rule does not set `suppress`.
+pub const DEFAULT_SUPPRESS_US: i64 = 10 * 60 * 1_000_000;
+/// Fingerprints remembered for de-duplication.
+pub const MAX_FINGERPRINTS: usize = 200_000;
+/// Event ids an incident keeps (the running count keeps counting).
+pub const MAX_EVENT_IDS: usize = 500;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct OpenIncident {
+    pub incident: Incident,
+    /// Event time (µs) until which matches fold into this incident.
+    pub until: i64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct NoiseState {
+    pub open: HashMap<String, OpenIncident>,
+    pub fingerprints: VecDeque<String>,
+    #[serde(skip)]
+    fp_set: HashSet<String>,
+    pub max_ts: i64,
+    pub suppressed: u64,
+    pub duplicates: u64,
+}
+
+/// What noise control let through.
+#[derive(Debug, Default)]
+pub struct Filtered {
+    pub new: Vec<Incident>,
+    /// Earlier incidents with a higher running count (same incident_id).
+    pub updates: Vec<Incident>,
+}
+
+fn fingerprint(inc: &Incident) -> String {
+    let mut ids = inc.event_ids.clone();
+    ids.sort();
+    let text = format!(
+        "{}\n{}\n{}",
+        inc.rule_id,
+        serde_json::to_string(&inc.entity).unwrap_or_default(),
+        ids.join(",")
+    );
+    blake3::hash(text.as_bytes()).to_hex().to_string()
+}
+
+impl NoiseState {
+    fn remember(&mut self, fp: String) {
+        if self.fp_set.len() != self.fingerprints.len() {
+            self.fp_set = self.fingerprints.iter().cloned().collect();
+        }
+        if self.fp_set.insert(fp.clone()) {
+            self.fingerprints.push_back(fp);
+            while self.fingerprints.len() > MAX_FINGERPRINTS {
+                if let Some(old) = self.fingerprints.pop_front() {
+                    self.fp_set.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn seen(&mut self, fp: &str) -> bool {
+        if self.fp_set.len() != self.fingerprints.len() {
+            self.fp_set = self.fingerprints.iter().cloned().collect();
+        }
+        self.fp_set.contains(fp)
+    }
+
+    /// `suppress_us(rule_id)` gives the rule's suppression window (0: off).
+    pub fn apply(
+        &mut self,
+        incidents: Vec<Incident>,
+        suppress_us: impl Fn(&str) -> i64,
+    ) -> Filtered {
+        let mut out = Filtered::default();
+        let mut updated: Vec<String> = Vec::new();
+        for inc in incidents {
+            let fp = fingerprint(&inc);
+            if self.seen(&fp) {
+                self.duplicates += 1;
+                continue;
+            }
+            self.remember(fp);
+            self.max_ts = self.max_ts.max(inc.last_ts.timestamp_micros());
+            let window = suppress_us(&inc.rule_id);
+            if window <= 0 {
+                out.new.push(inc);
+                continue;
+            }
+            let key = format!(
+                "{}\n{}",
+                inc.rule_id,
+                serde_json::to_string(&inc.entity).unwrap_or_default()
+            );
+            let first = inc.first_ts.timestamp_micros();
+            match self.open.get_mut(&key) {
+                Some(open)
+                    if first < open.until
+                        && first >= open.incident.first_ts.timestamp_micros() - window =>
+                {
+                    self.suppressed += 1;
+                    let o = &mut open.incident;
+                    o.match_count += inc.match_count;
+                    o.first_ts = o.first_ts.min(inc.first_ts);
+                    o.last_ts = o.last_ts.max(inc.last_ts);
+                    for id in inc.event_ids {
+                        if o.event_ids.len() >= MAX_EVENT_IDS {
+                            break;
+                        }
+                        if !o.event_ids.contains(&id) {
+                            o.event_ids.push(id);
+                        }
+                    }
+                    for ev in inc.evidence {
+                        if o.evidence.len() >= MAX_EVIDENCE_ROWS {
+                            break;
+                        }
+                        o.evidence.push(ev);
+                    }
+                    // A new incident of this batch is still being built:
+                    // fold into it instead of reporting an update.
+                    if let Some(n) = out.new.iter_mut().find(|n| n.incident_id == o.incident_id) {
+                        *n = o.clone();
+                    } else if !updated.contains(&o.incident_id) {
+                        updated.push(o.incident_id.clone());
+                    }
+                }
+                _ => {
+                    self.open.insert(
+                        key,
+                        OpenIncident {
+                            incident: inc.clone(),
+                            until: first + window,
+                        },
+                    );
+                    out.new.push(inc);
+                }
+            }
+        }
+        for id in updated {
+            if let Some(o) = self.open.values().find(|o| o.incident.incident_id == id) {
+                out.updates.push(o.incident.clone());
+            }
+        }
+        // Closed windows (with an hour of slack for late matches) go.
+        let horizon = self.max_ts - 3_600_000_000;
+        self.open.retain(|_, o| o.until >= horizon);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::incident::IncidentStatus;
+    use crate::rule::{Level, Severity};
+    use chrono::{TimeZone, Utc};
+
+    fn inc(id: &str, session: &str, t: i64, ev: &str) -> Incident {
+        Incident {
+            incident_id: id.into(),
+            rule_id: "r".into(),
+            rule_sha256: String::new(),
+            level: Level::Analyst,
+            severity: Severity::High,
+            title: "t".into(),
+            tags: vec![],
+            entity: [("session_id".to_string(), serde_json::json!(session))].into(),
+            session_id: Some(session.into()),
+            server_id: None,
+            first_ts: Utc.timestamp_opt(t, 0).unwrap(),
+            last_ts: Utc.timestamp_opt(t, 0).unwrap(),
+            event_ids: vec![ev.into()],
+            match_count: 1,
+            evidence: vec![],
+            status: IncidentStatus::Open,
+            detected_at: Utc.timestamp_opt(0, 0).unwrap(),
+        }
+    }
+
+    #[test]
+    fn suppression_folds_matches_into_one_incident_per_window() {
+        let mut n = NoiseState::default();
+        let w = |_: &str| 600_000_000;
+        let f = n.apply(vec![inc("a", "s", 0, "e1"), inc("b", "s", 10, "e2")], w);
+        assert_eq!(f.new.len(), 1);
+        assert_eq!(f.new[0].match_count, 2);
+        let f = n.apply(vec![inc("c", "s", 100, "e3")], w);
+        assert!(f.new.is_empty());
+        assert_eq!(f.updates.len(), 1);
+        assert_eq!(f.updates[0].incident_id, "a");
+        assert_eq!(f.updates[0].match_count, 3);
+        assert_eq!(f.updates[0].last_ts.timestamp(), 100);
+        // Another window, another entity: new incidents.
+        assert_eq!(n.apply(vec![inc("d", "s", 700, "e4")], w).new.len(), 1);
+        assert_eq!(n.apply(vec![inc("e", "t", 700, "e5")], w).new.len(), 1);
+    }
+
+    #[test]
+    fn identical_incidents_are_reported_once() {
+        let mut n = NoiseState::default();
+        let off = |_: &str| 0;
+        assert_eq!(n.apply(vec![inc("a", "s", 0, "e1")], off).new.len(), 1);
+        let back: NoiseState = serde_json::from_str(&serde_json::to_string(&n).unwrap()).unwrap();
+        let mut n = back;
+        assert!(n.apply(vec![inc("a", "s", 0, "e1")], off).new.is_empty());
+        assert_eq!(n.duplicates, 1);
+    }
+}

@@ -1,0 +1,617 @@
+//! State of stateful rules (`threshold`, `sequence`, `baseline`), kept in
+//! the engine, keyed by entity and driven by event time.
+//!
+//! Each stateful rule's SQL is still planned once; it projects one row per
+//! relevant event. The engine feeds those rows (sorted by `ts` within a
+//! batch) into the rule's [`RuleState`], which decides whether the row
+//! completes a window threshold, a sequence or a baseline change.
+//!
+//! **Watermark.** Per rule, `watermark = max event ts seen − lateness`. A
+//! row with `ts < watermark` is *late*: it is still evaluated against the
+//! retained state (windows keep `size + lateness`, sequences `within +
+//! lateness` of history) and counted in `late`. A row older than what is
+//! retained (`ts < watermark − size/within`) is *too late*: it is evaluated
+//! against whatever is still retained, counted in `too_late` and logged.
+//! Nothing is dropped silently. Baselines keep no time horizon.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::rule::{Aggregate, BaselineWhen, RuleKind};
+
+/// Most distinct values remembered per baseline key.
+pub const MAX_BASELINE_VALUES: usize = 256;
+/// Most keys a baseline rule remembers (least recently seen evicted).
+pub const MAX_BASELINE_KEYS: usize = 1_000_000;
+/// Most events a window or sequence keeps per entity.
+pub const MAX_EVENTS_PER_ENTITY: usize = 100_000;
+
+/// Runtime parameters of a stateful rule (durations in µs).
+#[derive(Clone, Debug)]
+pub struct StateSpec {
+    pub kind: RuleKind,
+    pub lateness: i64,
+    pub size: i64,
+    pub tumbling: bool,
+    pub aggregate: Aggregate,
+    pub min: f64,
+    pub steps: Vec<String>,
+    pub within: i64,
+    pub learn: i64,
+    pub when: BaselineWhen,
+}
+
+/// One projected row fed to the state.
+#[derive(Clone, Debug)]
+pub struct StateRow {
+    pub ts: i64,
+    pub event_id: String,
+    /// Entity (threshold / sequence) or baseline key, joined.
+    pub key: String,
+    /// Threshold: the distinct/sum column as text; baseline: the value
+    /// columns (None when null).
+    pub values: Vec<Option<String>>,
+    pub num: Option<f64>,
+    /// Sequence: index of the step.
+    pub step: Option<usize>,
+    /// Evidence of this row (filled for sequence steps only; the engine
+    /// fills it for firing rows).
+    pub evidence: Option<Map<String, Value>>,
+}
+
+/// What a row completed.
+#[derive(Clone, Debug)]
+pub struct StateFire {
+    pub first_ts: i64,
+    pub ts: i64,
+    pub event_ids: Vec<String>,
+    /// Evidence of earlier events (sequence steps).
+    pub prior_evidence: Vec<Map<String, Value>>,
+    /// Facts about the state: window aggregate, first-seen values, …
+    pub detail: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct WinEvent {
+    pub ts: i64,
+    pub event_id: String,
+    pub value: Option<String>,
+    pub num: f64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SeqEvent {
+    pub ts: i64,
+    pub event_id: String,
+    pub evidence: Map<String, Value>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct SeqEntity {
+    /// Per step, events sorted by ts.
+    pub steps: Vec<Vec<SeqEvent>>,
+    /// Final-step events already reported.
+    pub reported: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct BaselineEntry {
+    pub first_ts: i64,
+    pub last_seen: i64,
+    /// Tuples seen (`when: any`), joined with U+001F.
+    pub tuples: BTreeMap<String, i64>,
+    /// Per value column, values seen (`when: all`).
+    pub columns: Vec<BTreeSet<String>>,
+}
+
+/// The persisted state of one rule.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RuleState {
+    pub max_ts: Option<i64>,
+    pub late: u64,
+    pub too_late: u64,
+    pub windows: HashMap<String, VecDeque<WinEvent>>,
+    pub sequences: HashMap<String, SeqEntity>,
+    pub baselines: HashMap<String, BaselineEntry>,
+}
+
+fn sep_join<'a>(it: impl IntoIterator<Item = &'a str>) -> String {
+    it.into_iter().collect::<Vec<_>>().join("\u{1f}")
+}
+
+impl RuleState {
+    pub fn watermark(&self, spec: &StateSpec) -> Option<i64> {
+        self.max_ts.map(|m| m - spec.lateness)
+    }
+
+    fn horizon(&self, spec: &StateSpec) -> i64 {
+        match spec.kind {
+            RuleKind::Threshold => spec.size,
+            RuleKind::Sequence => spec.within,
+            _ => i64::MAX / 4,
+        }
+    }
+
+    /// Feeds one batch of rows (any order; processed in ts order) and
+    /// returns the fires, one per completing row.
+    pub fn process(
+        &mut self,
+        spec: &StateSpec,
+        mut rows: Vec<StateRow>,
+    ) -> (Vec<(StateRow, StateFire)>, u64, u64) {
+        rows.sort_by_key(|r| r.ts);
+        let mut fires = Vec::new();
+        let (mut late, mut too_late) = (0u64, 0u64);
+        let horizon = self.horizon(spec);
+        // Lateness is judged against the state as it was before this batch
+        // (a batch is one unit of arrival).
+        let wm = self.watermark(spec);
+        for row in rows {
+            if let Some(wm) = wm
+                && row.ts < wm
+            {
+                late += 1;
+                if spec.kind != RuleKind::Baseline && row.ts < wm.saturating_sub(horizon) {
+                    too_late += 1;
+                }
+            }
+            let fire = match spec.kind {
+                RuleKind::Threshold => self.threshold(spec, &row),
+                RuleKind::Sequence => self.sequence(spec, &row),
+                RuleKind::Baseline => self.baseline(spec, &row),
+                RuleKind::Match => Vec::new(),
+            };
+            for f in fire {
+                fires.push((row.clone(), f));
+            }
+        }
+        self.late += late;
+        self.too_late += too_late;
+        self.evict(spec);
+        (fires, late, too_late)
+    }
+
+    /// Advances `max_ts` (rows processed) and drops state older than the
+    /// retained horizon.
+    fn evict(&mut self, spec: &StateSpec) {
+        let Some(wm) = self.watermark(spec) else {
+            return;
+        };
+        match spec.kind {
+            RuleKind::Threshold => {
+                let keep_from = wm.saturating_sub(spec.size);
+                self.windows.retain(|_, q| {
+                    while q.front().is_some_and(|e| e.ts < keep_from) {
+                        q.pop_front();
+                    }
+                    !q.is_empty()
+                });
+            }
+            RuleKind::Sequence => {
+                let keep_from = wm.saturating_sub(spec.within);
+                self.sequences.retain(|_, s| {
+                    for step in &mut s.steps {
+                        step.retain(|e| e.ts >= keep_from);
+                    }
+                    let last = s
+                        .steps
+                        .last()
+                        .map(|v| v.iter().map(|e| e.event_id.clone()).collect::<HashSet<_>>());
+                    if let Some(last) = last {
+                        s.reported.retain(|id| last.contains(id));
+                    }
+                    s.steps.iter().any(|v| !v.is_empty())
+                });
+            }
+            RuleKind::Baseline => {
+                if self.baselines.len() > MAX_BASELINE_KEYS {
+                    let mut seen: Vec<(i64, String)> = self
+                        .baselines
+                        .iter()
+                        .map(|(k, v)| (v.last_seen, k.clone()))
+                        .collect();
+                    seen.sort();
+                    let drop = self.baselines.len() - MAX_BASELINE_KEYS;
+                    for (_, k) in seen.into_iter().take(drop) {
+                        self.baselines.remove(&k);
+                    }
+                }
+            }
+            RuleKind::Match => {}
+        }
+    }
+
+    fn bump(&mut self, ts: i64) {
+        self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
+    }
+
+    fn threshold(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
+        self.bump(row.ts);
+        let q = self.windows.entry(row.key.clone()).or_default();
+        let ev = WinEvent {
+            ts: row.ts,
+            event_id: row.event_id.clone(),
+            value: row.values.first().cloned().flatten(),
+            num: row.num.unwrap_or(0.0),
+        };
+        let pos = q.partition_point(|e| e.ts <= row.ts);
+        let in_order = pos == q.len();
+        q.insert(pos, ev);
+        if q.len() > MAX_EVENTS_PER_ENTITY {
+            q.pop_front();
+        }
+        // Windows to check: the one ending at this event, and for a late
+        // event also the windows ending at later events that now contain it.
+        let mut ends: Vec<i64> = vec![row.ts];
+        if !in_order {
+            ends.extend(
+                q.iter()
+                    .filter(|e| e.ts > row.ts && e.ts - row.ts < spec.size)
+                    .map(|e| e.ts),
+            );
+        }
+        for end in ends {
+            let (lo, hi) = if spec.tumbling {
+                let start = end.div_euclid(spec.size) * spec.size;
+                (start, start + spec.size - 1)
+            } else {
+                (end - spec.size + 1, end)
+            };
+            let a = q.partition_point(|e| e.ts < lo);
+            let b = q.partition_point(|e| e.ts <= hi);
+            let (agg, n) = aggregate(spec.aggregate, q.range(a..b));
+            if agg >= spec.min {
+                let ids: Vec<String> = q
+                    .range(a..b)
+                    .rev()
+                    .take(50)
+                    .map(|e| e.event_id.clone())
+                    .collect();
+                let mut detail = Map::new();
+                detail.insert("window_aggregate".into(), Value::from(agg));
+                detail.insert("window_events".into(), Value::from(n));
+                detail.insert(
+                    "window_start".into(),
+                    Value::from(crate::incident::micros_to_dt(lo).to_rfc3339()),
+                );
+                return vec![StateFire {
+                    first_ts: q[a].ts,
+                    ts: row.ts,
+                    event_ids: ids.into_iter().rev().collect(),
+                    prior_evidence: Vec::new(),
+                    detail,
+                }];
+            }
+        }
+        Vec::new()
+    }
+
+    fn sequence(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
+        self.bump(row.ts);
+        let Some(step) = row.step else {
+            return Vec::new();
+        };
+        let n = spec.steps.len();
+        let ent = self.sequences.entry(row.key.clone()).or_default();
+        if ent.steps.len() != n {
+            ent.steps.resize_with(n, Vec::new);
+        }
+        let list = &mut ent.steps[step];
+        let pos = list.partition_point(|e| e.ts <= row.ts);
+        list.insert(
+            pos,
+            SeqEvent {
+                ts: row.ts,
+                event_id: row.event_id.clone(),
+                evidence: row.evidence.clone().unwrap_or_default(),
+            },
+        );
+        if list.len() > MAX_EVENTS_PER_ENTITY {
+            list.remove(0);
+        }
+        // Any unreported final-step event that now completes a chain fires
+        // (the new row may be the final step, or a late earlier step).
+        let mut fires = Vec::new();
+        let finals: Vec<(i64, String)> = ent.steps[n - 1]
+            .iter()
+            .filter(|e| !ent.reported.contains(&e.event_id))
+            .map(|e| (e.ts, e.event_id.clone()))
+            .collect();
+        for (fts, fid) in finals {
+            // Walk back: for each earlier step, the latest event at or
+            // before the next step's time, within `within` of the final.
+            let mut chain: Vec<&SeqEvent> = Vec::with_capacity(n);
+            let mut bound = fts;
+            let mut ok = true;
+            for s in (0..n - 1).rev() {
+                match ent.steps[s]
+                    .iter()
+                    .rev()
+                    .find(|e| e.ts <= bound && fts - e.ts <= spec.within && e.event_id != fid)
+                {
+                    Some(e) => {
+                        bound = e.ts;
+                        chain.push(e);
+                    }
+                    None => {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            if !ok {
+                continue;
+            }
+            chain.reverse();
+            let first_ts = chain.first().map(|e| e.ts).unwrap_or(fts);
+            let mut detail = Map::new();
+            detail.insert(
+                "sequence".into(),
+                Value::from(spec.steps.to_vec()),
+            );
+            detail.insert(
+                "elapsed_s".into(),
+                Value::from((fts - first_ts) as f64 / 1e6),
+            );
+            let mut event_ids: Vec<String> = chain.iter().map(|e| e.event_id.clone()).collect();
+            event_ids.push(fid.clone());
+            fires.push(StateFire {
+                first_ts,
+                ts: fts,
+                event_ids,
+                prior_evidence: chain.iter().map(|e| e.evidence.clone()).collect(),
+                detail,
+            });
+            ent.reported.insert(fid);
+        }
+        fires
+    }
+
+    fn baseline(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
+        self.bump(row.ts);
+        if row.values.iter().any(Option::is_none) {
+            return Vec::new();
+        }
+        let vals: Vec<&str> = row.values.iter().flatten().map(String::as_str).collect();
+        let tuple = sep_join(vals.iter().copied());
+        let entry = self
+            .baselines
+            .entry(row.key.clone())
+            .or_insert_with(|| BaselineEntry {
+                first_ts: row.ts,
+                last_seen: row.ts,
+                ..BaselineEntry::default()
+            });
+        if entry.columns.len() != vals.len() {
+            entry.columns.resize_with(vals.len(), BTreeSet::new);
+        }
+        entry.first_ts = entry.first_ts.min(row.ts);
+        entry.last_seen = entry.last_seen.max(row.ts);
+        let known_before = !entry.tuples.is_empty();
+        let new = match spec.when {
+            BaselineWhen::Any => !entry.tuples.contains_key(&tuple),
+            BaselineWhen::All => vals
+                .iter()
+                .zip(&entry.columns)
+                .all(|(v, set)| !set.contains(*v)),
+        };
+        let learning = row.ts - entry.first_ts < spec.learn;
+        let fire = known_before && new && !learning;
+        let mut out = Vec::new();
+        if fire {
+            let mut detail = Map::new();
+            let (first_tuple, first_seen) = entry
+                .tuples
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, t)| (k.clone(), *t))
+                .unwrap_or_default();
+            detail.insert(
+                "baseline_first_value".into(),
+                Value::from(first_tuple.replace('\u{1f}', " | ")),
+            );
+            detail.insert(
+                "baseline_first_seen".into(),
+                Value::from(crate::incident::micros_to_dt(first_seen).to_rfc3339()),
+            );
+            detail.insert(
+                "baseline_known_values".into(),
+                Value::from(entry.tuples.len()),
+            );
+            detail.insert(
+                "new_value".into(),
+                Value::from(tuple.replace('\u{1f}', " | ")),
+            );
+            out.push(StateFire {
+                first_ts: row.ts,
+                ts: row.ts,
+                event_ids: vec![row.event_id.clone()],
+                prior_evidence: Vec::new(),
+                detail,
+            });
+        }
+        if entry.tuples.len() < MAX_BASELINE_VALUES || entry.tuples.contains_key(&tuple) {
+            let t = entry.tuples.entry(tuple).or_insert(row.ts);
+            *t = (*t).min(row.ts);
+        }
+        for (v, set) in vals.iter().zip(entry.columns.iter_mut()) {
+            if set.len() < MAX_BASELINE_VALUES {
+                set.insert((*v).to_string());
+            }
+        }
+        out
+    }
+}
+
+fn aggregate<'a>(agg: Aggregate, it: impl Iterator<Item = &'a WinEvent>) -> (f64, usize) {
+    match agg {
+        Aggregate::Count => {
+            let n = it.count();
+            (n as f64, n)
+        }
+        Aggregate::Distinct => {
+            let mut set = HashSet::new();
+            let mut n = 0;
+            for e in it {
+                n += 1;
+                if let Some(v) = &e.value {
+                    set.insert(v.as_str());
+                }
+            }
+            (set.len() as f64, n)
+        }
+        Aggregate::Sum => {
+            let mut s = 0.0;
+            let mut n = 0;
+            for e in it {
+                n += 1;
+                s += e.num;
+            }
+            (s, n)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(kind: RuleKind) -> StateSpec {
+        StateSpec {
+            kind,
+            lateness: 60_000_000,
+            size: 60_000_000,
+            tumbling: false,
+            aggregate: Aggregate::Count,
+            min: 3.0,
+            steps: vec!["a".into(), "b".into()],
+            within: 120_000_000,
+            learn: 0,
+            when: BaselineWhen::Any,
+        }
+    }
+
+    fn row(ts_s: i64, id: &str, key: &str) -> StateRow {
+        StateRow {
+            ts: ts_s * 1_000_000,
+            event_id: id.into(),
+            key: key.into(),
+            values: Vec::new(),
+            num: None,
+            step: None,
+            evidence: None,
+        }
+    }
+
+    #[test]
+    fn sliding_count_fires_at_the_crossing_and_respects_the_window() {
+        let s = spec(RuleKind::Threshold);
+        let mut st = RuleState::default();
+        let (f, _, _) = st.process(
+            &s,
+            vec![row(0, "1", "k"), row(30, "2", "k"), row(61, "3", "k")],
+        );
+        assert!(f.is_empty(), "0 and 61 are not in one 60 s window");
+        let (f, _, _) = st.process(&s, vec![row(62, "4", "k")]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].1.event_ids, vec!["2", "3", "4"]);
+    }
+
+    #[test]
+    fn late_event_completes_an_earlier_window_and_is_counted() {
+        let s = spec(RuleKind::Threshold);
+        let mut st = RuleState::default();
+        assert!(
+            st.process(&s, vec![row(100, "1", "k"), row(110, "2", "k")])
+                .0
+                .is_empty()
+        );
+        st.process(&s, vec![row(200, "x", "other")]);
+        // 105 arrives after the watermark (200 - 60 = 140): late, still
+        // evaluated against the retained window.
+        let (f, late, too_late) = st.process(&s, vec![row(105, "3", "k")]);
+        assert_eq!((late, too_late), (1, 0));
+        assert_eq!(f.len(), 1);
+        assert_eq!(st.late, 1);
+    }
+
+    #[test]
+    fn tumbling_windows_do_not_span_boundaries() {
+        let mut s = spec(RuleKind::Threshold);
+        s.tumbling = true;
+        let mut st = RuleState::default();
+        let (f, _, _) = st.process(
+            &s,
+            vec![row(50, "1", "k"), row(55, "2", "k"), row(65, "3", "k")],
+        );
+        assert!(f.is_empty());
+        let (f, _, _) = st.process(&s, vec![row(70, "4", "k"), row(80, "5", "k")]);
+        assert_eq!(f.len(), 1, "65, 70, 80 in [60, 120)");
+    }
+
+    #[test]
+    fn sequence_in_order_out_of_order_and_expired() {
+        let s = spec(RuleKind::Sequence);
+        let mut st = RuleState::default();
+        let mut a = row(0, "a1", "k");
+        a.step = Some(0);
+        let mut b = row(100, "b1", "k");
+        b.step = Some(1);
+        let (f, _, _) = st.process(&s, vec![b.clone(), a.clone()]);
+        assert_eq!(f.len(), 1, "order inside a batch does not matter");
+        assert_eq!(f[0].1.event_ids, vec!["a1", "b1"]);
+        // B first, A arrives in a later batch (out of order) still pairs.
+        let mut b2 = row(400, "b2", "j");
+        b2.step = Some(1);
+        assert!(st.process(&s, vec![b2]).0.is_empty());
+        let mut a2 = row(390, "a2", "j");
+        a2.step = Some(0);
+        assert_eq!(st.process(&s, vec![a2]).0.len(), 1);
+        // Too far apart.
+        let mut a3 = row(1000, "a3", "m");
+        a3.step = Some(0);
+        let mut b3 = row(1200, "b3", "m");
+        b3.step = Some(1);
+        assert!(st.process(&s, vec![a3, b3]).0.is_empty());
+    }
+
+    #[test]
+    fn baseline_fires_on_a_changed_value_once_and_honours_learning() {
+        let mut s = spec(RuleKind::Baseline);
+        let mut st = RuleState::default();
+        let v = |ts, id, val: &str| StateRow {
+            values: vec![Some(val.to_string())],
+            ..row(ts, id, "srv|tool")
+        };
+        assert!(
+            st.process(&s, vec![v(0, "1", "h1"), v(10, "2", "h1")])
+                .0
+                .is_empty()
+        );
+        assert_eq!(st.process(&s, vec![v(20, "3", "h2")]).0.len(), 1);
+        assert!(
+            st.process(&s, vec![v(30, "4", "h2")]).0.is_empty(),
+            "known now"
+        );
+        s.learn = 3_600_000_000;
+        let mut st = RuleState::default();
+        assert!(
+            st.process(&s, vec![v(0, "1", "h1"), v(10, "2", "h2")])
+                .0
+                .is_empty()
+        );
+        assert_eq!(st.process(&s, vec![v(4000, "3", "h3")]).0.len(), 1);
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let s = spec(RuleKind::Threshold);
+        let mut st = RuleState::default();
+        st.process(&s, vec![row(0, "1", "k"), row(1, "2", "k")]);
+        let mut back: RuleState =
+            serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+        assert_eq!(back.process(&s, vec![row(2, "3", "k")]).0.len(), 1);
+    }
+}
