@@ -3,6 +3,7 @@
 mod bench;
 mod config;
 mod eval;
+mod ledger_cmd;
 mod pipeline;
 mod runner;
 
@@ -80,7 +81,8 @@ enum Command {
         #[arg(long)]
         incidents_out: Option<PathBuf>,
     },
-    /// Verify a data dir's ledger offline: hash chain, Merkle roots, signatures.
+    /// Verify offline a data dir's ledger or an export bundle: hash chain, Merkle roots,
+    /// signatures, key history, redactions (bundles: also the signed manifest and digests).
     Verify {
         /// Data directory (default ./dunes-data).
         dir: Option<PathBuf>,
@@ -147,6 +149,35 @@ enum Command {
         #[command(subcommand)]
         cmd: RulesCmd,
     },
+    /// Export ledger records (default: all) as a self-contained, signed bundle for offline
+    /// verification (`dunes verify DIR`).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        /// First record index (default 0).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last record index, inclusive (default: the last record).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Ledger signing keys: rotate, revoke, list.
+    Keys {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        cmd: ledger_cmd::KeysCmd,
+    },
+    /// Ledger maintenance: Merkle proofs, redaction.
+    Ledger {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        cmd: ledger_cmd::LedgerCmd,
+    },
 }
 
 #[derive(Subcommand)]
@@ -175,6 +206,9 @@ fn main() -> ExitCode {
         Command::Bench { .. }
         | Command::Rules { .. }
         | Command::Verify { .. }
+        | Command::Export { .. }
+        | Command::Keys { .. }
+        | Command::Ledger { .. }
         | Command::Eval { .. } => quiet,
         Command::Simulate { .. } => "warn",
         Command::Replay { .. } | Command::Demo { .. } => {
@@ -241,7 +275,9 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { dir, data_dir } => {
-            let dir = dir.or(data_dir).unwrap_or_else(|| Config::default().data_dir);
+            let dir = dir
+                .or(data_dir)
+                .unwrap_or_else(|| Config::default().data_dir);
             verify(&dir)
         }
         Command::Simulate {
@@ -292,18 +328,25 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Rules { cmd } => rules_cmd(cmd).await,
+        Command::Export {
+            common,
+            from,
+            to,
+            out,
+        } => ledger_cmd::export(&common.config()?.data_dir, from, to, &out),
+        Command::Keys { common, cmd } => {
+            let cfg = common.config()?;
+            ledger_cmd::keys(&cfg.data_dir, cfg.origin(), cmd)
+        }
+        Command::Ledger { common, cmd } => {
+            let cfg = common.config()?;
+            ledger_cmd::ledger(&cfg.data_dir, cfg.origin(), cmd)
+        }
     }
 }
 
 fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
-    let report = dunes_ledger::verify_dir(dir)
-        .with_context(|| format!("cannot verify {}", dir.display()))?;
-    println!("{report}");
-    Ok(if report.first_failure.is_some() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    ledger_cmd::verify(dir)
 }
 
 fn simulate(

@@ -5,7 +5,11 @@
 //! - `GET  /api/v1/incidents?level=&status=&since=&limit=`
 //! - `GET  /api/v1/incidents/{id}`
 //! - `GET  /api/v1/ledger/checkpoint`
+//! - `GET  /api/v1/ledger/proof/inclusion?index=&tree_size=`
+//! - `GET  /api/v1/ledger/proof/consistency?first=&second=`
 //! - `POST /v1/ingest` (NDJSON or JSON array body)
+
+mod ledger_routes;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,6 +110,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/ledger/checkpoint", get(checkpoint))
+        .merge(ledger_routes::routes())
         .route("/v1/ingest", post(ingest))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

@@ -407,9 +407,13 @@ fn later_key_records(
 }
 
 /// Verify `path`, which may be a data directory (`ledger/` + `keys/`) or an export bundle
-/// (has a `MANIFEST`). Offline and read-only.
+/// (has a `MANIFEST`, `history.json` or `proofs/`; a bundle missing any of them fails).
+/// Offline and read-only.
 pub fn verify_path(path: &Path) -> Result<VerifyReport, LedgerError> {
-    if path.join(MANIFEST_FILE).is_file() {
+    if path.join(MANIFEST_FILE).exists()
+        || path.join(HISTORY_FILE).exists()
+        || path.join("proofs").exists()
+    {
         verify_bundle(path)
     } else {
         crate::verify::verify_dir(path)
@@ -528,7 +532,18 @@ pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, LedgerError> {
     let fail = |report: &mut VerifyReport, file: &Path, index: Option<u64>, r: String| {
         report.first_failure = Some(VerifyFailure::new(index, file, None, r));
     };
-    let text = fs::read(&manifest_path).at(&manifest_path)?;
+    let text = match fs::read(&manifest_path) {
+        Ok(t) => t,
+        Err(e) => {
+            fail(
+                &mut report,
+                &manifest_path,
+                None,
+                format!("signed manifest missing or unreadable: {e}"),
+            );
+            return Ok(report);
+        }
+    };
     let manifest = match std::str::from_utf8(&text)
         .map_err(|_| "manifest is not UTF-8".to_string())
         .and_then(parse_manifest)
@@ -541,6 +556,52 @@ pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, LedgerError> {
     };
     report.origin = manifest.origin.clone();
     report.first_index = manifest.from;
+
+    // 1. Every file is listed in the manifest with the right size and SHA-256 (cheap, and
+    //    catches any modification of a file after export).
+    let mut present = Vec::new();
+    walk(dir, "", &mut present)?;
+    present.retain(|p| p != MANIFEST_FILE);
+    present.sort();
+    for p in &present {
+        if !manifest.files.contains_key(p) {
+            fail(
+                &mut report,
+                &dir.join(p),
+                None,
+                "file is not listed in the signed manifest".into(),
+            );
+            return Ok(report);
+        }
+    }
+    for (name, (digest, size)) in &manifest.files {
+        let path = dir.join(name);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                fail(
+                    &mut report,
+                    &path,
+                    None,
+                    format!("listed in the manifest but unreadable: {e}"),
+                );
+                return Ok(report);
+            }
+        };
+        if bytes.len() as u64 != *size || sha256_hex(&bytes) != *digest {
+            fail(
+                &mut report,
+                &path,
+                None,
+                format!(
+                    "SHA-256 digest / size ({} bytes) does not match the signed manifest",
+                    bytes.len()
+                ),
+            );
+            return Ok(report);
+        }
+        report.manifest_files += 1;
+    }
 
     // history.json -> key chain.
     let hist_path = dir.join(HISTORY_FILE);
@@ -568,6 +629,75 @@ pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, LedgerError> {
         }
     };
 
+    // 2. The manifest is signed by the newest, unrevoked key of the (rotation-chained) key history.
+    // Signed manifest.
+    let Some(mkey) = chain_keys.get(&manifest.key_epoch) else {
+        fail(
+            &mut report,
+            &manifest_path,
+            None,
+            format!(
+                "manifest signed with unknown key epoch {}",
+                manifest.key_epoch
+            ),
+        );
+        return Ok(report);
+    };
+    if history
+        .revocations
+        .iter()
+        .any(|r| r.revoked_epoch == manifest.key_epoch)
+    {
+        fail(
+            &mut report,
+            &manifest_path,
+            None,
+            format!(
+                "manifest signed with revoked key epoch {}",
+                manifest.key_epoch
+            ),
+        );
+        return Ok(report);
+    }
+    if manifest.key_epoch != *chain_keys.keys().last().unwrap_or(&0) {
+        fail(
+            &mut report,
+            &manifest_path,
+            None,
+            format!(
+                "manifest signed with key epoch {}, not the newest epoch of the key history",
+                manifest.key_epoch
+            ),
+        );
+        return Ok(report);
+    }
+    if let Err(r) = checkpoint::verify_signed_text(
+        manifest.body.as_bytes(),
+        &manifest.signatures,
+        &origin,
+        &mkey.keys,
+        EXPORT_CONTEXT,
+    ) {
+        fail(
+            &mut report,
+            &manifest_path,
+            None,
+            format!("manifest signature: {r}"),
+        );
+        return Ok(report);
+    }
+    if manifest.from != history.from || manifest.to != history.to || history.origin != origin {
+        fail(
+            &mut report,
+            &hist_path,
+            None,
+            "history range/origin differ from the manifest".into(),
+        );
+        return Ok(report);
+    }
+
+    // 3. Deep verification of the records, checkpoints and signatures of the range.
+
     // Deep verification of the records.
     let start = match start_state(&history, &chain_keys) {
         Ok(s) => s,
@@ -579,7 +709,9 @@ pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, LedgerError> {
     let mut v = Verifier::new(dir, "export bundle", Some(start));
     v.run_to_end()?;
     let roots = v.verified_roots.clone();
+    let manifest_files = report.manifest_files;
     let mut report = v.report;
+    report.manifest_files = manifest_files;
     if report.first_failure.is_some() {
         return Ok(report);
     }
@@ -680,114 +812,6 @@ pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, LedgerError> {
         report.consistency_proofs += 1;
     }
 
-    // Signed manifest.
-    let Some(mkey) = chain_keys.get(&manifest.key_epoch) else {
-        fail(
-            &mut report,
-            &manifest_path,
-            None,
-            format!(
-                "manifest signed with unknown key epoch {}",
-                manifest.key_epoch
-            ),
-        );
-        return Ok(report);
-    };
-    if history
-        .revocations
-        .iter()
-        .any(|r| r.revoked_epoch == manifest.key_epoch)
-    {
-        fail(
-            &mut report,
-            &manifest_path,
-            None,
-            format!(
-                "manifest signed with revoked key epoch {}",
-                manifest.key_epoch
-            ),
-        );
-        return Ok(report);
-    }
-    if manifest.key_epoch != *chain_keys.keys().last().unwrap_or(&0) {
-        fail(
-            &mut report,
-            &manifest_path,
-            None,
-            format!(
-                "manifest signed with key epoch {}, not the newest epoch of the key history",
-                manifest.key_epoch
-            ),
-        );
-        return Ok(report);
-    }
-    if let Err(r) = checkpoint::verify_signed_text(
-        manifest.body.as_bytes(),
-        &manifest.signatures,
-        &origin,
-        &mkey.keys,
-        EXPORT_CONTEXT,
-    ) {
-        fail(
-            &mut report,
-            &manifest_path,
-            None,
-            format!("manifest signature: {r}"),
-        );
-        return Ok(report);
-    }
-    if manifest.from != history.from || manifest.to != history.to || history.origin != origin {
-        fail(
-            &mut report,
-            &hist_path,
-            None,
-            "history range/origin differ from the manifest".into(),
-        );
-        return Ok(report);
-    }
-    let mut present = Vec::new();
-    walk(dir, "", &mut present)?;
-    present.retain(|p| p != MANIFEST_FILE);
-    present.sort();
-    for p in &present {
-        if !manifest.files.contains_key(p) {
-            fail(
-                &mut report,
-                &dir.join(p),
-                None,
-                "file is not listed in the signed manifest".into(),
-            );
-            return Ok(report);
-        }
-    }
-    for (name, (digest, size)) in &manifest.files {
-        let path = dir.join(name);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                fail(
-                    &mut report,
-                    &path,
-                    None,
-                    format!("listed in the manifest but unreadable: {e}"),
-                );
-                return Ok(report);
-            }
-        };
-        if bytes.len() as u64 != *size || sha256_hex(&bytes) != *digest {
-            fail(
-                &mut report,
-                &path,
-                None,
-                format!(
-                    "SHA-256 digest / size ({} bytes) does not match the signed manifest",
-                    bytes.len()
-                ),
-            );
-            return Ok(report);
-        }
-        report.manifest_files += 1;
-    }
     Ok(report)
 }
 

@@ -522,7 +522,9 @@ impl Ledger {
             .epoch
             .checked_add(1)
             .ok_or_else(|| LedgerError::Key("key epoch overflow".into()))?;
-        let new = keys::generate(&self.cfg.keys_dir, new_epoch, self.cfg.hybrid_ed25519)?;
+        // Hybrid is sticky: once an epoch has an Ed25519 key, its successors get one too.
+        let hybrid = self.cfg.hybrid_ed25519 || self.signer.ed25519_public_key().is_some();
+        let new = keys::generate(&self.cfg.keys_dir, new_epoch, hybrid)?;
         let payload = KeyRecordPayload::for_signer(&new, &self.cfg.origin, Some(&self.signer))?;
         let json = serde_json::to_vec(&payload)
             .map_err(|e| LedgerError::Key(format!("cannot encode Key record: {e}")))?;

@@ -291,17 +291,17 @@ impl ChainState {
     /// `epoch`? It must be the epoch in force and not revoked at or before `tree_size - 1`.
     pub fn check_checkpoint_epoch(&self, epoch: u32) -> Result<&KnownKey, String> {
         let tree_size = self.next_index;
-        if Some(epoch) != self.key_epoch {
-            return Err(format!(
-                "signed with key epoch {epoch}, but the key epoch in force at tree size {tree_size} is {}",
-                self.key_epoch.map_or("none".to_string(), |e| e.to_string())
-            ));
-        }
         if let Some(at) = self.revoked.get(&epoch)
             && tree_size > *at
         {
             return Err(format!(
                 "signed with key epoch {epoch}, which was revoked by record {at}"
+            ));
+        }
+        if Some(epoch) != self.key_epoch {
+            return Err(format!(
+                "signed with key epoch {epoch}, but the key epoch in force at tree size {tree_size} is {}",
+                self.key_epoch.map_or("none".to_string(), |e| e.to_string())
             ));
         }
         self.keys

@@ -1,0 +1,175 @@
+//! CLI glue for the audit ledger: `dunes export`, `dunes verify`, `dunes keys ...`,
+//! `dunes ledger ...`. All logic lives in `dunes-ledger`.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+use dunes_ledger::{Ledger, LedgerConfig};
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Rotate the ledger signing key now (recorded in the log, signed by the old key).
+    Rotate,
+    /// Emergency revocation of a key epoch (recorded in the log; revoking the active key
+    /// rotates first). Needs the ledger's write lock: stop `dunes run` first.
+    Revoke {
+        /// Key epoch to revoke.
+        #[arg(long)]
+        epoch: u32,
+        /// Reason, recorded in the log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List the key epochs recorded in the log.
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCmd {
+    /// Merkle proofs (RFC 9162) from the data dir.
+    Proof {
+        #[command(subcommand)]
+        kind: ProofCmd,
+    },
+    /// Redact (GDPR erasure) the payload of one record; the hash chain and signatures stay
+    /// valid and verifiers report the record as redacted.
+    Redact {
+        #[arg(long)]
+        index: u64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ProofCmd {
+    /// Inclusion proof of a record (default tree size: the latest checkpoint).
+    Inclusion {
+        #[arg(long)]
+        index: u64,
+        #[arg(long)]
+        tree_size: Option<u64>,
+    },
+    /// Consistency proof between two tree sizes (default second: the latest checkpoint).
+    Consistency {
+        #[arg(long)]
+        first: u64,
+        #[arg(long)]
+        second: Option<u64>,
+    },
+}
+
+/// `dunes verify DIR`: a data dir or an export bundle.
+pub fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
+    let report = dunes_ledger::verify_path(dir)
+        .with_context(|| format!("cannot verify {}", dir.display()))?;
+    println!("{report}");
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `dunes export`.
+pub fn export(
+    data_dir: &Path,
+    from: Option<u64>,
+    to: Option<u64>,
+    out: &PathBuf,
+) -> anyhow::Result<ExitCode> {
+    let s = dunes_ledger::export(data_dir, from, to, out)
+        .with_context(|| format!("cannot export {}", data_dir.display()))?;
+    println!(
+        "exported records {}..={} ({} records, {} checkpoints, {} key epochs, {} redacted) to {}\n\
+         {} files, manifest signed with key epoch {}; check with: dunes verify {}",
+        s.from,
+        s.to,
+        s.records,
+        s.checkpoints,
+        s.key_epochs,
+        s.redacted,
+        s.out.display(),
+        s.files,
+        s.manifest_key_epoch,
+        s.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open(data_dir: &Path, origin: String) -> anyhow::Result<Ledger> {
+    let mut cfg = LedgerConfig::new(data_dir, origin);
+    cfg.rotate_every = None;
+    Ledger::open(cfg).with_context(|| format!("cannot open the ledger in {}", data_dir.display()))
+}
+
+/// `dunes keys ...`.
+pub fn keys(data_dir: &Path, origin: String, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        KeysCmd::Rotate => {
+            let mut l = open(data_dir, origin)?;
+            let e = l.rotate_key().context("rotation failed")?;
+            l.close().context("cannot close the ledger")?;
+            println!("rotated: key epoch {e} is active (recorded in the log and checkpointed)");
+        }
+        KeysCmd::Revoke { epoch, reason } => {
+            let mut l = open(data_dir, origin)?;
+            let at = l.revoke_key(epoch, &reason).context("revocation failed")?;
+            let active = l.key_epoch();
+            l.close().context("cannot close the ledger")?;
+            println!(
+                "revoked key epoch {epoch} by record {at}; active key epoch is {active}. \
+                 Verifiers now reject checkpoints signed by epoch {epoch} over trees including record {at}."
+            );
+        }
+        KeysCmd::List => {
+            let r = dunes_ledger::verify_dir(data_dir)?;
+            for (e, id) in &r.key_ids {
+                let ed = r
+                    .ed25519_key_ids
+                    .get(e)
+                    .map(|i| format!(" ed25519 {i}"))
+                    .unwrap_or_default();
+                let rev = r
+                    .revoked
+                    .get(e)
+                    .map(|i| format!(" revoked-by {i}"))
+                    .unwrap_or_default();
+                println!("epoch {e} ml-dsa-65 {id}{ed}{rev}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `dunes ledger ...`.
+pub fn ledger(data_dir: &Path, origin: String, cmd: LedgerCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        LedgerCmd::Proof { kind } => {
+            let json = match kind {
+                ProofCmd::Inclusion { index, tree_size } => {
+                    let p = dunes_ledger::inclusion_proof(data_dir, index, tree_size)?;
+                    anyhow::ensure!(p.verify(), "generated proof does not verify");
+                    serde_json::to_string_pretty(&p)?
+                }
+                ProofCmd::Consistency { first, second } => {
+                    let p = dunes_ledger::consistency_proof(data_dir, first, second)?;
+                    anyhow::ensure!(p.verify(), "generated proof does not verify");
+                    serde_json::to_string_pretty(&p)?
+                }
+            };
+            // `| head` must not panic on a closed pipe.
+            let _ = writeln!(std::io::stdout().lock(), "{json}");
+        }
+        LedgerCmd::Redact { index, reason } => {
+            let mut l = open(data_dir, origin)?;
+            let r = l.redact(index, &reason).context("redaction failed")?;
+            l.close().context("cannot close the ledger")?;
+            println!("record {index} redacted (authorised by redaction record {r})");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
