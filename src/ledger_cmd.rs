@@ -2,7 +2,7 @@
 //! `dunes ledger ...`. All logic lives in `dunes-ledger`.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -79,7 +79,7 @@ pub fn export(
     data_dir: &Path,
     from: Option<u64>,
     to: Option<u64>,
-    out: &PathBuf,
+    out: &Path,
 ) -> anyhow::Result<ExitCode> {
     let s = dunes_ledger::export(data_dir, from, to, out)
         .with_context(|| format!("cannot export {}", data_dir.display()))?;

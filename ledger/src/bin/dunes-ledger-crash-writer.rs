@@ -63,7 +63,7 @@ fn run(dir: PathBuf, origin: &str, seed: u64) -> Result<(), dunes_ledger::Ledger
         let _ = out.flush();
         batch += 1;
         l.maybe_checkpoint()?;
-        if batch % 41 == 0 {
+        if batch.is_multiple_of(41) {
             l.rotate_key()?;
             let _ = writeln!(out, "acked {}", l.len());
             let _ = out.flush();
