@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
+use dunes_api::ReloadAck;
 use dunes_detect::{Engine, Incident, IncidentStore, Level, ResponseConfig, ResponseRecord};
 use dunes_ingest::{DeadLetterWriter, IngestConfig, Normalizer, RawRecord};
 use dunes_ledger::{Ledger, LedgerConfig, RecordKind};
@@ -70,6 +71,10 @@ pub struct BatchOutcome {
 pub struct Pipeline {
     normalizer: Normalizer,
     engine: Engine,
+    /// Where the rules were loaded from (hot reload reads it again).
+    rules_dir: PathBuf,
+    /// Version hash of the running rule set (see `rule_set_version`).
+    rule_set_version: String,
     /// `<data_dir>/state/detect-state.json`: windows, sequences, baselines,
     /// suppression, written atomically after each batch's ledger sync.
     state_path: PathBuf,
@@ -150,19 +155,12 @@ impl Pipeline {
             ..IngestConfig::default()
         };
         let mut ledger = ledger;
-        let rule_set = dunes_detect::rule_set_version(engine.rules());
-        ledger
-            .append(
-                RecordKind::RuleSet,
-                Utc::now().timestamp_micros(),
-                &serde_json::to_vec(&rule_set).context("cannot encode the rule set")?,
-                &[],
-            )
-            .context("ledger append failed")?;
-        ledger.sync().context("ledger sync failed")?;
+        let rule_set_version = append_rule_set(&mut ledger, &engine)?;
         Ok(Pipeline {
             normalizer: Normalizer::new(ingest_cfg),
             engine,
+            rules_dir,
+            rule_set_version,
             state_path,
             ledger,
             dead_letter,
@@ -177,6 +175,43 @@ impl Pipeline {
 
     pub fn rule_count(&self) -> usize {
         self.engine.rules().len()
+    }
+
+    /// Hot reload, between batches: loads and plans the rules directory
+    /// again. A rule error (naming file and line) is returned as `Ok(Err)`
+    /// and the running engine is kept. On success the new rule set's
+    /// `RuleSet` record is ledgered (when its version differs) before the
+    /// engine is swapped; stateful rules with unchanged id and SHA-256 keep
+    /// their state. `Err` only for ledger/state I/O failures (fatal, as in
+    /// `process`).
+    pub async fn reload_rules(&mut self) -> anyhow::Result<Result<ReloadAck, String>> {
+        let (engine, kept) = match dunes_detect::reload(&self.engine, &self.rules_dir).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(dir = %self.rules_dir.display(), "rule reload refused, previous rules keep running: {e}");
+                return Ok(Err(e.to_string()));
+            }
+        };
+        let version = rule_set_version_hash(&engine);
+        let changed = version != self.rule_set_version;
+        if changed {
+            append_rule_set(&mut self.ledger, &engine)?;
+        }
+        self.engine = engine;
+        self.rule_set_version = version.clone();
+        save_state(&self.state_path, &self.engine.snapshot())?;
+        tracing::info!(
+            rules = self.engine.rules().len(),
+            %version, changed, kept_state = kept.len(),
+            dir = %self.rules_dir.display(),
+            "rules reloaded"
+        );
+        Ok(Ok(ReloadAck {
+            version,
+            rules: self.engine.rules().len() as u64,
+            changed,
+            kept_state: kept,
+        }))
     }
 
     /// Processes one micro-batch to completion: when this returns, every
@@ -353,6 +388,29 @@ impl Pipeline {
         let cp = self.ledger.close().context("cannot close the ledger")?;
         Ok((self.stats, cp))
     }
+}
+
+fn rule_set_version_hash(engine: &Engine) -> String {
+    dunes_detect::rule_set_version(engine.rules())["version"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Ledgers (and syncs) the `RuleSet` record of `engine`; returns its
+/// version hash.
+fn append_rule_set(ledger: &mut Ledger, engine: &Engine) -> anyhow::Result<String> {
+    let rule_set = dunes_detect::rule_set_version(engine.rules());
+    ledger
+        .append(
+            RecordKind::RuleSet,
+            Utc::now().timestamp_micros(),
+            &serde_json::to_vec(&rule_set).context("cannot encode the rule set")?,
+            &[],
+        )
+        .context("ledger append failed")?;
+    ledger.sync().context("ledger sync failed")?;
+    Ok(rule_set["version"].as_str().unwrap_or_default().to_string())
 }
 
 fn load_state(path: &Path) -> anyhow::Result<Option<dunes_detect::EngineState>> {

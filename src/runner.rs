@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dunes_api::{AppState, IngestAck, IngestRequest, ServerConfig};
+use dunes_api::{AppState, IngestAck, IngestRequest, ReloadRequest, ServerConfig};
 use dunes_detect::{Incident, IncidentFilter, IncidentStore};
 use dunes_ingest::RawRecord;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -128,6 +128,8 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     let store = Arc::new(
         IncidentStore::load_ndjson(&paths.incidents).context("cannot load earlier incidents")?,
     );
+    let rules_dir = cfg.rules_dir();
+    let rules_fingerprint = rules_fingerprint(&rules_dir);
     let mut pipeline = Pipeline::open(cfg, store.clone(), opts.incidents_out.as_deref()).await?;
 
     // Sources.
@@ -154,6 +156,17 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     // HTTP API and ingest endpoint.
     let (stop_tx, stop_rx) = watch::channel(false);
     let (http_tx, mut http_rx) = mpsc::channel::<IngestRequest>(16);
+    // Rule reloads (HTTP and the directory watcher), answered between batches.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let mut reload_open = true;
+    if opts.keep_running {
+        tokio::spawn(watch_rules(
+            rules_dir,
+            rules_fingerprint,
+            reload_tx.clone(),
+            stop_rx.clone(),
+        ));
+    }
     let mut bound_addr = None;
     let mut server = None;
     if cfg.http.enabled {
@@ -162,6 +175,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
             data_dir: cfg.data_dir.clone(),
             ingest: Some(http_tx.clone()),
             max_line_bytes: cfg.ingest.max_line_bytes,
+            reload: Some(reload_tx.clone()),
         };
         let scfg = ServerConfig {
             listen: cfg.http.listen,
@@ -186,6 +200,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
         server = Some(handle);
     }
     drop(http_tx);
+    drop(reload_tx);
 
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -251,6 +266,17 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
                 }
                 None => http_open = false,
             },
+            req = reload_rx.recv(), if reload_open => match req {
+                Some(ReloadRequest { reply }) => {
+                    // Buffered records arrived under the old rules.
+                    if !pending.is_empty() {
+                        pipeline.process(std::mem::take(&mut pending)).await?;
+                        deadline = None;
+                    }
+                    let _ = reply.send(pipeline.reload_rules().await?);
+                }
+                None => reload_open = false,
+            },
             _ = async {
                 match deadline {
                     Some(d) => tokio::time::sleep_until(d).await,
@@ -294,6 +320,86 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
         checkpoint,
         elapsed: started.elapsed(),
     })
+}
+
+/// How often the rules directory is polled for changes.
+const RULES_POLL: Duration = Duration::from_secs(2);
+
+/// BLAKE3 over every file below `dir` (sorted paths and contents): rule
+/// files and allowlists. An unreadable directory hashes its error.
+fn rules_fingerprint(dir: &Path) -> [u8; 32] {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut h = blake3::Hasher::new();
+    let mut files = Vec::new();
+    if let Err(e) = walk(dir, &mut files) {
+        h.update(e.to_string().as_bytes());
+    }
+    files.sort();
+    for f in files {
+        h.update(f.to_string_lossy().as_bytes());
+        h.update(b"\0");
+        match std::fs::read(&f) {
+            Ok(b) => {
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(&b);
+            }
+            Err(e) => {
+                h.update(e.to_string().as_bytes());
+            }
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+/// Polls the rules directory every [`RULES_POLL`]; on a change asks the
+/// pipeline to reload (a refused reload is logged by the pipeline and
+/// retried only after the next change).
+async fn watch_rules(
+    dir: PathBuf,
+    mut last: [u8; 32],
+    tx: mpsc::Sender<ReloadRequest>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(RULES_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let d = dir.clone();
+        let Ok(now) = tokio::task::spawn_blocking(move || rules_fingerprint(&d)).await else {
+            return;
+        };
+        if now == last {
+            continue;
+        }
+        last = now;
+        tracing::info!(dir = %dir.display(), "rules directory changed: reloading");
+        let (reply, rx) = oneshot::channel();
+        if tx.send(ReloadRequest { reply }).await.is_err() {
+            return;
+        }
+        match rx.await {
+            Ok(Ok(ack)) => {
+                tracing::info!(version = %ack.version, rules = ack.rules, "rules reloaded by the watcher")
+            }
+            Ok(Err(e)) => {
+                tracing::error!("rules reload refused (previous rules keep running): {e}")
+            }
+            Err(_) => return,
+        }
+    }
 }
 
 pub fn print_summary(cfg: &Config, out: &DriveOutcome) {

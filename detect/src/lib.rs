@@ -79,6 +79,21 @@ pub async fn detect(
     Ok(out)
 }
 
+/// Hot reload of a rule directory: loads and plans every rule into a new
+/// engine, then carries over the state of `old` for the rules whose id and
+/// SHA-256 are unchanged ([`Engine::carry_state_from`]). On any error
+/// (naming the file and line, as at start) `old` is untouched and keeps
+/// running. Returns the new engine and the ids whose state was kept.
+pub async fn reload(
+    old: &Engine,
+    dir: &std::path::Path,
+) -> Result<(Engine, Vec<String>), DetectError> {
+    let rules = load_dir(dir)?;
+    let engine = Engine::new(rules).await?;
+    let kept = engine.carry_state_from(old);
+    Ok((engine, kept))
+}
+
 /// The version record of a loaded rule set: every rule's id, file and
 /// SHA-256, every allowlist's SHA-256, and one hash over all of them.
 pub fn rule_set_version(rules: &[PlannedRule]) -> serde_json::Value {

@@ -347,10 +347,7 @@ impl RuleState {
             chain.reverse();
             let first_ts = chain.first().map(|e| e.ts).unwrap_or(fts);
             let mut detail = Map::new();
-            detail.insert(
-                "sequence".into(),
-                Value::from(spec.steps.to_vec()),
-            );
+            detail.insert("sequence".into(), Value::from(spec.steps.to_vec()));
             detail.insert(
                 "elapsed_s".into(),
                 Value::from((fts - first_ts) as f64 / 1e6),
