@@ -292,6 +292,7 @@ pub fn export(
 
     let seg_name = format!("ledger/{}", segment_file_name(from));
     files.insert(seg_name, frames);
+    let cp_count = checkpoint::scan_entries(&cp_out).entries.len() as u64;
     files.insert(format!("ledger/{CHECKPOINTS_FILE}"), cp_out);
     files.insert(
         CONSISTENCY_FILE.to_string(),
@@ -343,9 +344,7 @@ pub fn export(
         from,
         to,
         records: to - from + 1,
-        checkpoints: checkpoint::scan_entries(&files[&format!("ledger/{CHECKPOINTS_FILE}")])
-            .entries
-            .len() as u64,
+        checkpoints: cp_count,
         key_epochs: keys_hist.len() as u64,
         redacted: chain.redacted.iter().filter(|i| **i >= from).count() as u64,
         files: files.len() as u64 + 1,
