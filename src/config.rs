@@ -48,6 +48,12 @@ pub struct LedgerSection {
     pub origin: Option<String>,
     pub checkpoint_every_records: u64,
     pub checkpoint_interval_ms: u64,
+    /// Rotate the signing key this often (0 = never); each rotation is
+    /// recorded in the log, signed by the outgoing key.
+    pub rotate_every_hours: u64,
+    /// Also sign checkpoints with Ed25519 (hybrid classical +
+    /// post-quantum); the verifier then requires both signatures.
+    pub hybrid_ed25519: bool,
 }
 
 impl Default for Config {
@@ -91,6 +97,8 @@ impl Default for LedgerSection {
             origin: None,
             checkpoint_every_records: 10_000,
             checkpoint_interval_ms: 5_000,
+            rotate_every_hours: 24,
+            hybrid_ed25519: false,
         }
     }
 }
@@ -144,5 +152,10 @@ mod tests {
             toml::from_str("data_dir = \"/tmp/x\"\n[ingest]\nbatch_size = 10\n").expect("partial");
         assert_eq!(c.ingest.batch_size, 10);
         assert_eq!(c.ingest.max_line_bytes, 1024 * 1024);
+        assert_eq!(c.ledger.rotate_every_hours, 24);
+        let c: Config = toml::from_str("[ledger]\nhybrid_ed25519 = true\nrotate_every_hours = 0\n")
+            .expect("ledger keys");
+        assert!(c.ledger.hybrid_ed25519);
+        assert_eq!(c.ledger.rotate_every_hours, 0);
     }
 }

@@ -146,6 +146,9 @@ impl Pipeline {
         let mut lcfg = LedgerConfig::new(data_dir, cfg.origin());
         lcfg.checkpoint_every_records = cfg.ledger.checkpoint_every_records;
         lcfg.checkpoint_interval = Duration::from_millis(cfg.ledger.checkpoint_interval_ms);
+        lcfg.rotate_every = (cfg.ledger.rotate_every_hours > 0)
+            .then(|| Duration::from_secs(cfg.ledger.rotate_every_hours * 3600));
+        lcfg.hybrid_ed25519 = cfg.ledger.hybrid_ed25519;
         let ledger = Ledger::open(lcfg).context("cannot open the ledger")?;
         let paths = DataPaths::new(data_dir);
         let dead_letter = DeadLetterWriter::open(&paths.dead_letter)

@@ -807,3 +807,66 @@ fn restart_mid_window_and_mid_sequence_fires_as_in_one_process() {
     run_ok(dunes().arg("verify").arg(&one));
     run_ok(dunes().arg("verify").arg(&two));
 }
+
+#[test]
+fn export_bundle_verifies_offline_and_a_tampered_bundle_fails() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let cfg = tmp.path().join("dunes.toml");
+    // Hybrid classical + post-quantum checkpoints for this data dir.
+    std::fs::write(&cfg, "[ledger]\nhybrid_ed25519 = true\n").expect("config");
+    run_ok(
+        dunes()
+            .arg("replay")
+            .arg(sample())
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    let bundle = tmp.path().join("bundle");
+    run_ok(
+        dunes()
+            .arg("export")
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--out")
+            .arg(&bundle),
+    );
+    let ok = run_ok(dunes().arg("verify").arg(&bundle));
+    let report = String::from_utf8_lossy(&ok.stdout);
+    assert!(report.contains("OK"), "{report}");
+    assert!(
+        report.to_lowercase().contains("ed25519"),
+        "hybrid signatures checked: {report}"
+    );
+
+    // Flip one byte in the largest file of the bundle: verification fails.
+    let victim = walk(&bundle)
+        .into_iter()
+        .max_by_key(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .expect("a file in the bundle");
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&victim, &bytes).expect("write");
+    let out = dunes().arg("verify").arg(&bundle).output().expect("spawn");
+    assert!(!out.status.success(), "tampered bundle accepted");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let name = victim.file_name().and_then(|n| n.to_str()).expect("name");
+    assert!(text.contains(name), "failure does not name {name}: {text}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir") {
+        let p = e.expect("entry").path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
