@@ -68,6 +68,18 @@ pub struct BatchOutcome {
     pub responses: Vec<ResponseRecord>,
 }
 
+impl BatchOutcome {
+    /// The answer to an HTTP ingest request carried by this batch.
+    pub fn ack(&self) -> dunes_api::IngestAck {
+        dunes_api::IngestAck {
+            accepted: self.accepted,
+            rejected: self.rejected,
+            incidents: self.incidents.len() as u64,
+            responses: self.responses.len() as u64,
+        }
+    }
+}
+
 pub struct Pipeline {
     normalizer: Normalizer,
     engine: Engine,
@@ -259,6 +271,13 @@ impl Pipeline {
         }
         let now_us = now.timestamp_micros();
         let mut incidents = Vec::with_capacity(detection.incidents.len());
+        // Ledger indexes of the events an incident cites (this batch's).
+        let refs_of = |inc: &Incident| -> Vec<u64> {
+            inc.event_ids
+                .iter()
+                .filter_map(|id| event_index.get(id.as_str()).copied())
+                .collect()
+        };
         let mut incident_index: HashMap<String, u64> = HashMap::new();
         for inc in detection.incidents {
             if self.store.contains(&inc.incident_id) {
@@ -266,11 +285,7 @@ impl Pipeline {
                 // reported (e.g. the same file replayed twice).
                 continue;
             }
-            let refs: Vec<u64> = inc
-                .event_ids
-                .iter()
-                .filter_map(|id| event_index.get(id.as_str()).copied())
-                .collect();
+            let refs = refs_of(&inc);
             let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
             let idx = self
                 .ledger
@@ -283,11 +298,7 @@ impl Pipeline {
         // is ledgered again (same incident_id; the newest record wins).
         let mut updates = Vec::with_capacity(detection.updates.len());
         for inc in detection.updates {
-            let refs: Vec<u64> = inc
-                .event_ids
-                .iter()
-                .filter_map(|id| event_index.get(id.as_str()).copied())
-                .collect();
+            let refs = refs_of(&inc);
             let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
             self.ledger
                 .append(RecordKind::Incident, now_us, &payload, &refs)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dunes_api::{AppState, IngestAck, IngestRequest, ReloadRequest, ServerConfig};
+use dunes_api::{AppState, IngestRequest, ReloadRequest, ServerConfig};
 use dunes_detect::{Incident, IncidentFilter, IncidentStore};
 use dunes_ingest::RawRecord;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -257,12 +257,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
                         deadline = None;
                     }
                     let out = pipeline.process(records).await?;
-                    let _ = reply.send(IngestAck {
-                        accepted: out.accepted,
-                        rejected: out.rejected,
-                        incidents: out.incidents.len() as u64,
-                        responses: out.responses.len() as u64,
-                    });
+                    let _ = reply.send(out.ack());
                 }
                 None => http_open = false,
             },
@@ -304,12 +299,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     }
     while let Ok(IngestRequest { records, reply }) = http_rx.try_recv() {
         let out = pipeline.process(records).await?;
-        let _ = reply.send(IngestAck {
-            accepted: out.accepted,
-            rejected: out.rejected,
-            incidents: out.incidents.len() as u64,
-            responses: out.responses.len() as u64,
-        });
+        let _ = reply.send(out.ack());
     }
     let (stats, checkpoint) = pipeline.close()?;
     if let Some(e) = first_error {

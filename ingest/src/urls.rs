@@ -55,10 +55,6 @@ pub fn extract(text: &str, out: &mut Vec<FoundUrl>) {
     }
 }
 
-fn hex_val(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).and_then(|d| u8::try_from(d).ok())
-}
-
 /// Normalises a URL authority to a host: strips userinfo, brackets and port,
 /// lower-cases, percent-decodes, parses IPv4 in any notation (decimal, hex,
 /// octal, short forms) to dotted quad and IPv6 to its compressed form.
@@ -78,22 +74,7 @@ pub fn normalize_host(authority: &str) -> Option<String> {
         }
     };
     if host.contains('%') && !host.contains(':') {
-        let b = host.as_bytes();
-        let mut out = Vec::with_capacity(b.len());
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%'
-                && i + 2 < b.len()
-                && let (Some(h), Some(l)) = (hex_val(b[i + 1]), hex_val(b[i + 2]))
-            {
-                out.push(h * 16 + l);
-                i += 3;
-            } else {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
-        host = String::from_utf8_lossy(&out).into_owned();
+        host = crate::text::percent_decode_once(&host);
     }
     host.make_ascii_lowercase();
     if host.ends_with('.') && host.len() > 1 {
