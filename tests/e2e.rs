@@ -335,6 +335,25 @@ fn stdin_source_is_processed_to_eof() {
     run_ok(dunes().arg("verify").arg(&dir));
 }
 
+/// SIGTERM, wait (at most 30 s) for a clean exit, then verify the ledger.
+fn stop_and_verify(child: &mut std::process::Child, dir: &Path) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "dunes exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "dunes did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run_ok(dunes().arg("verify").arg(dir));
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -475,21 +494,7 @@ fn http_ingest_and_incident_api() {
     assert!(cp["tree_size"].as_u64().expect("tree_size") >= n);
 
     // Graceful shutdown on SIGTERM writes a final checkpoint.
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(st.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "dunes exited with {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "dunes did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    run_ok(dunes().arg("verify").arg(&dir));
+    stop_and_verify(&mut child, &dir);
 }
 
 #[test]
@@ -653,21 +658,7 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
     assert_ne!(ack["version"].as_str(), Some(version.as_str()), "{ack}");
     assert!(ack["rules"].as_u64().expect("rules") > 20, "{ack}");
 
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(st.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "dunes exited with {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "dunes did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    run_ok(dunes().arg("verify").arg(&dir));
+    stop_and_verify(&mut child, &dir);
 }
 
 /// A session that reads a credential file then ships a large high-entropy

@@ -66,6 +66,28 @@ struct Builder {
     evidence: Vec<Map<String, Value>>,
 }
 
+/// Incidents under construction, one per entity key, in first-seen order.
+#[derive(Default)]
+struct Groups {
+    index: BTreeMap<String, usize>,
+    list: Vec<(String, Builder)>,
+}
+
+impl Groups {
+    /// The builder for `key`, created by `make` on first sight.
+    fn entry(&mut self, key: String, make: impl FnOnce() -> Builder) -> &mut Builder {
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(key.clone(), self.list.len());
+                self.list.push((key, make()));
+                self.list.len() - 1
+            }
+        };
+        &mut self.list[i].1
+    }
+}
+
 /// Groups one rule's matches in a batch into incidents, one per distinct
 /// entity value. Order is deterministic: by first appearance.
 pub fn build_incidents(
@@ -76,8 +98,7 @@ pub fn build_incidents(
     let cfg = &rule.rule.config;
     let layout = &rule.layout;
     let schema = rule.output_schema();
-    let mut groups: Vec<(String, Builder)> = Vec::new();
-    let mut index: BTreeMap<String, usize> = BTreeMap::new();
+    let mut groups = Groups::default();
     for batch in &matches.batches {
         if batch.num_rows() == 0 {
             continue;
@@ -109,27 +130,16 @@ pub fn build_incidents(
             } else {
                 ts.value(row_idx)
             };
-            let slot = match index.get(&key) {
-                Some(&i) => i,
-                None => {
-                    index.insert(key.clone(), groups.len());
-                    groups.push((
-                        key,
-                        Builder {
-                            entity,
-                            session_id: session.as_ref().and_then(|c| nullable_str(c, row_idx)),
-                            server_id: server.as_ref().and_then(|c| nullable_str(c, row_idx)),
-                            first_ts: t,
-                            last_ts: t,
-                            event_ids: Vec::new(),
-                            match_count: 0,
-                            evidence: Vec::new(),
-                        },
-                    ));
-                    groups.len() - 1
-                }
-            };
-            let b = &mut groups[slot].1;
+            let b = groups.entry(key, || Builder {
+                entity,
+                session_id: session.as_ref().and_then(|c| nullable_str(c, row_idx)),
+                server_id: server.as_ref().and_then(|c| nullable_str(c, row_idx)),
+                first_ts: t,
+                last_ts: t,
+                event_ids: Vec::new(),
+                match_count: 0,
+                evidence: Vec::new(),
+            });
             b.first_ts = b.first_ts.min(t);
             b.last_ts = b.last_ts.max(t);
             if !b.event_ids.contains(&eid) {
@@ -152,27 +162,16 @@ pub fn build_incidents(
         }
         let key = serde_json::to_string(&entity).unwrap_or_default();
         let get = |c: &str| fire.row.get(c).and_then(Value::as_str).map(str::to_string);
-        let slot = match index.get(&key) {
-            Some(&i) => i,
-            None => {
-                index.insert(key.clone(), groups.len());
-                groups.push((
-                    key,
-                    Builder {
-                        entity,
-                        session_id: get("session_id"),
-                        server_id: get("server_id"),
-                        first_ts: fire.first_ts,
-                        last_ts: fire.ts,
-                        event_ids: Vec::new(),
-                        match_count: 0,
-                        evidence: Vec::new(),
-                    },
-                ));
-                groups.len() - 1
-            }
-        };
-        let b = &mut groups[slot].1;
+        let b = groups.entry(key, || Builder {
+            entity,
+            session_id: get("session_id"),
+            server_id: get("server_id"),
+            first_ts: fire.first_ts,
+            last_ts: fire.ts,
+            event_ids: Vec::new(),
+            match_count: 0,
+            evidence: Vec::new(),
+        });
         b.first_ts = b.first_ts.min(fire.first_ts);
         b.last_ts = b.last_ts.max(fire.ts);
         for id in &fire.event_ids {
@@ -188,6 +187,7 @@ pub fn build_incidents(
         }
     }
     Ok(groups
+        .list
         .into_iter()
         .map(|(key, b)| {
             let first = b.event_ids.first().cloned().unwrap_or_default();

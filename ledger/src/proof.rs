@@ -47,18 +47,18 @@ fn unhex(s: &str) -> Option<Hash> {
     Some(h)
 }
 
+/// Decodes a hex-encoded proof path; `None` if any node is malformed.
+fn unhex_path(path: &[String]) -> Option<Vec<merkle::Hash>> {
+    path.iter().map(|p| unhex(p)).collect()
+}
+
 impl InclusionProof {
     /// Verify the audit path against `root` (does not check the checkpoint signature).
     pub fn verify(&self) -> bool {
         let (Some(leaf), Some(root)) = (unhex(&self.leaf_hash), unhex(&self.root)) else {
             return false;
         };
-        let Some(path) = self
-            .proof
-            .iter()
-            .map(|p| unhex(p))
-            .collect::<Option<Vec<_>>>()
-        else {
+        let Some(path) = unhex_path(&self.proof) else {
             return false;
         };
         merkle::verify_inclusion(&leaf, self.index, self.tree_size, &path, &root)
@@ -71,12 +71,7 @@ impl ConsistencyProof {
         let (Some(a), Some(b)) = (unhex(&self.first_root), unhex(&self.second_root)) else {
             return false;
         };
-        let Some(path) = self
-            .proof
-            .iter()
-            .map(|p| unhex(p))
-            .collect::<Option<Vec<_>>>()
-        else {
+        let Some(path) = unhex_path(&self.proof) else {
             return false;
         };
         merkle::verify_consistency(self.first, self.second, &a, &b, &path)
