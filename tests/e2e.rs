@@ -3,6 +3,7 @@
 //! the HTTP API.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -354,6 +355,26 @@ fn stop_and_verify(child: &mut std::process::Child, dir: &Path) {
     run_ok(dunes().arg("verify").arg(dir));
 }
 
+/// Starts `dunes run` with `extra` args on a free loopback port and waits
+/// until it is healthy; returns the child and the base URL.
+fn start_run(dir: &Path, extra: &[&OsStr]) -> (std::process::Child, String) {
+    let port = free_port();
+    let child = dunes()
+        .arg("run")
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let base = format!("http://127.0.0.1:{port}");
+    wait_healthy(&base);
+    (child, base)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -377,27 +398,13 @@ fn wait_healthy(base: &str) {
 fn http_ingest_and_incident_api() {
     let tmp = tempfile::tempdir().expect("tmp");
     let dir = tmp.path().join("data");
-    let port = free_port();
     let cfg = tmp.path().join("dunes.toml");
     std::fs::write(
         &cfg,
         "[ledger]\ncheckpoint_every_records = 1\n[http]\nmax_body_bytes = 262144\n",
     )
     .expect("config");
-    let mut child = dunes()
-        .arg("run")
-        .arg("--config")
-        .arg(&cfg)
-        .arg("--data-dir")
-        .arg(&dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base);
+    let (mut child, base) = start_run(&dir, &[OsStr::new("--config"), cfg.as_os_str()]);
 
     // An attack session (every line of one labelled session) as NDJSON.
     let labels = labels();
@@ -577,21 +584,7 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
         &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
         &rules,
     );
-    let port = free_port();
-    let mut child = dunes()
-        .arg("run")
-        .arg("--rules")
-        .arg(&rules)
-        .arg("--data-dir")
-        .arg(&dir)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base);
+    let (mut child, base) = start_run(&dir, &[OsStr::new("--rules"), rules.as_os_str()]);
 
     // An unchanged directory reloads fine and changes nothing.
     let (status, ack) = post_reload(&base);

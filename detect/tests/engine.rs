@@ -4,7 +4,9 @@
 use std::path::Path;
 
 use dunes_detect::{Engine, Level, LoadedRule, ResponseConfig, detect};
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+mod common;
+
+use common::batch;
 
 fn rule(id: &str, level: u8, query: &str) -> LoadedRule {
     let text = format!(
@@ -14,24 +16,6 @@ fn rule(id: &str, level: u8, query: &str) -> LoadedRule {
     );
     LoadedRule::from_bytes(Path::new(&format!("rules/t/{id}.yaml")), text.as_bytes())
         .expect("rule parses")
-}
-
-fn batch(lines: &[&str]) -> dunes_ingest::DecodedBatch {
-    let records = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| RawRecord {
-            bytes: l.as_bytes().to_vec(),
-            source: SourcePos::File {
-                path: "t".into(),
-                line: i as u64 + 1,
-            },
-            oversize: None,
-        })
-        .collect();
-    Normalizer::new(IngestConfig::default())
-        .decode_batch(records)
-        .expect("decodes")
 }
 
 fn call(id: &str, session: &str, tool: &str) -> String {

@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use dunes_detect::{Engine, ResponseConfig, detect, load_dir, reload};
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+mod common;
+
+use common::batch;
 
 fn stateless(id: &str, tool: &str) -> String {
     format!(
@@ -38,24 +40,6 @@ fn call(id: &str, sec: u32, session: &str, tool: &str) -> String {
     format!(
         r#"{{"ts":"2026-11-20T08:00:{sec:02}Z","event_id":"{id}","server_id":"s1","direction":"c2s","session_id":"{session}","message":{{"jsonrpc":"2.0","id":{sec},"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}}}"#
     )
-}
-
-fn batch(lines: &[String]) -> dunes_ingest::DecodedBatch {
-    let records = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| RawRecord {
-            bytes: l.as_bytes().to_vec(),
-            source: SourcePos::File {
-                path: "t".into(),
-                line: i as u64 + 1,
-            },
-            oversize: None,
-        })
-        .collect();
-    Normalizer::new(IngestConfig::default())
-        .decode_batch(records)
-        .expect("decodes")
 }
 
 /// (rule id, session) of every new incident of one batch.
