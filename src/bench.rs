@@ -109,3 +109,182 @@ pub async fn run(
     }
     Ok(())
 }
+
+/// `dunes bench kafka`: produce simulated envelopes to a fresh topic on a
+/// real broker and run the `dunes run` pipeline (consumer, ledger fsync,
+/// commit) over it; latency is from each message's produce timestamp to the
+/// commit of its batch (after the ledger fsync).
+pub struct KafkaBench {
+    pub brokers: String,
+    pub sessions: u64,
+    pub seed: u64,
+    pub partitions: i32,
+    /// Messages per second to produce; 0 = as fast as possible.
+    pub rate: u64,
+    pub batch_size: usize,
+}
+
+pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let tag = format!(
+        "{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_millis()
+    );
+    let tmp = std::env::temp_dir().join(format!("dunes-bench-kafka-{tag}"));
+    if cfg.data_dir == Config::default().data_dir {
+        cfg.data_dir = tmp.clone();
+    }
+    let topic = format!("dunes-bench-{tag}");
+    let lines: Vec<String> = dunes_sim::Simulator::new(dunes_sim::SimConfig {
+        sessions: b.sessions,
+        seed: b.seed,
+        ..dunes_sim::SimConfig::default()
+    })
+    .collect();
+    let n = lines.len() as u64;
+    let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &b.brokers)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let res = admin
+        .create_topics(
+            &[NewTopic::new(&topic, b.partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10))),
+        )
+        .await
+        .with_context(|| format!("cannot create topic {topic} on {}", b.brokers))?;
+    for r in res {
+        if let Err((t, e)) = r {
+            anyhow::bail!("cannot create topic {t}: {e}");
+        }
+    }
+    cfg.http.enabled = false;
+    cfg.ingest.files.clear();
+    cfg.ingest.stdin = false;
+    cfg.kafka.enabled = true;
+    cfg.kafka.brokers = b.brokers.clone();
+    cfg.kafka.topics = vec![topic.clone()];
+    cfg.kafka.group_id = format!("dunes-bench-{tag}");
+    cfg.kafka.batch_size = b.batch_size.max(1);
+    // Only the consumer path is measured: outputs go to topics that exist.
+    cfg.kafka.dlq_topic.clear();
+    cfg.kafka.incidents_topic.clear();
+    cfg.kafka.responses_topic.clear();
+
+    eprintln!(
+        "producing {n} envelopes from {} sessions to {topic} ({} partitions){}",
+        b.sessions,
+        b.partitions,
+        if b.rate > 0 {
+            format!(" at {} msg/s", b.rate)
+        } else {
+            " as fast as possible".into()
+        }
+    );
+    let brokers = b.brokers.clone();
+    let ptopic = topic.clone();
+    let rate = b.rate;
+    let producer = std::thread::spawn(move || produce(&brokers, &ptopic, lines, rate));
+
+    let hist = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
+    ));
+    let opts = crate::runner::DriveOptions {
+        stop_after: Some(n),
+        kafka_latency: Some(hist.clone()),
+        ..crate::runner::DriveOptions::run()
+    };
+    let out = crate::runner::drive(&cfg, opts).await?;
+    let produced = producer
+        .join()
+        .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+    let s = &out.stats;
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    println!(
+        "dunes bench kafka: {n} envelopes, {} partitions, batch size {}, broker {}",
+        b.partitions, b.batch_size, b.brokers
+    );
+    println!(
+        "  produced in {:.2}s ({:.0} msg/s); ledgered {} (rejected {}, duplicates {}) in {:.2}s",
+        produced.as_secs_f64(),
+        n as f64 / produced.as_secs_f64(),
+        s.envelopes,
+        s.rejected,
+        s.duplicates,
+        out.elapsed.as_secs_f64()
+    );
+    println!(
+        "  throughput end to end: {:.0} events/s",
+        s.envelopes as f64 / out.elapsed.as_secs_f64()
+    );
+    println!(
+        "  produce->ledger latency (ms): p50 {:.1}  p99 {:.1}  max {:.1}",
+        h.value_at_quantile(0.50) as f64 / 1000.0,
+        h.value_at_quantile(0.99) as f64 / 1000.0,
+        h.max() as f64 / 1000.0
+    );
+    let t = &s.time;
+    let total = (t.normalize_us + t.detect_us + t.ledger_us + t.outputs_us).max(1) as f64;
+    let pct = |v: u64| 100.0 * v as f64 / total;
+    println!(
+        "  pipeline time: normalise {:.0}%  detect {:.0}%  ledger+fsync {:.0}%  outputs {:.0}%",
+        pct(t.normalize_us),
+        pct(t.detect_us),
+        pct(t.ledger_us),
+        pct(t.outputs_us)
+    );
+    if cfg.data_dir == tmp {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    let _ = admin
+        .delete_topics(&[&topic], &AdminOptions::new())
+        .await;
+    Ok(())
+}
+
+/// Produces `lines` (rate-limited when `rate > 0`) and waits for delivery.
+fn produce(
+    brokers: &str,
+    topic: &str,
+    lines: Vec<String>,
+    rate: u64,
+) -> anyhow::Result<std::time::Duration> {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+    let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "2")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .context("cannot create the producer")?;
+    let started = Instant::now();
+    for (i, line) in lines.iter().enumerate() {
+        if rate > 0 {
+            let due = started + std::time::Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut rec = BaseRecord::<str, str>::to(topic).payload(line.as_str());
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((e, back)) => {
+                    if e.rdkafka_error_code()
+                        != Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
+                    {
+                        anyhow::bail!("produce failed: {e}");
+                    }
+                    rec = back;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+            }
+        }
+    }
+    p.flush(std::time::Duration::from_secs(60))
+        .context("producer flush")?;
+    Ok(started.elapsed())
+}

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use dunes_detect::ResponseConfig;
+use dunes_ingest::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -19,6 +20,7 @@ pub struct Config {
     pub ingest: IngestSection,
     pub ledger: LedgerSection,
     pub response: ResponseConfig,
+    pub kafka: KafkaConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,6 +42,9 @@ pub struct IngestSection {
     pub batch_size: usize,
     /// A partly filled batch is processed after this many milliseconds.
     pub batch_timeout_ms: u64,
+    /// Event ids remembered for de-duplication (the last this many ledger
+    /// records are re-read on start); 0 disables it.
+    pub dedup_window: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,6 +70,7 @@ impl Default for Config {
             ingest: IngestSection::default(),
             ledger: LedgerSection::default(),
             response: ResponseConfig::default(),
+            kafka: KafkaConfig::default(),
         }
     }
 }
@@ -87,6 +93,7 @@ impl Default for IngestSection {
             max_line_bytes: 1024 * 1024,
             batch_size: 4096,
             batch_timeout_ms: 200,
+            dedup_window: 1_000_000,
         }
     }
 }

@@ -26,6 +26,28 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Subcommand)]
+enum BenchTarget {
+    /// End to end through a real Kafka broker: produce simulated envelopes to
+    /// a new topic, consume, ledger, commit; events/s and produce-to-ledger
+    /// latency percentiles.
+    Kafka {
+        #[arg(long, default_value = "127.0.0.1:9092", env = "DUNES_KAFKA_BROKERS")]
+        brokers: String,
+        #[arg(long, default_value_t = 2000)]
+        sessions: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Produce at this many messages/s (0 = as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 4096)]
+        batch_size: usize,
+    },
+}
+
 /// Options shared by every command that touches state.
 #[derive(Args, Clone, Debug, Default)]
 struct Common {
@@ -120,6 +142,8 @@ enum Command {
     },
     /// Measure pipeline throughput and latency over simulated traffic.
     Bench {
+        #[command(subcommand)]
+        target: Option<BenchTarget>,
         #[command(flatten)]
         common: Common,
         #[arg(long, default_value_t = 2000)]
@@ -304,13 +328,34 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
+            target,
             common,
             sessions,
             seed,
             batch_size,
         } => {
             let cfg = common.config()?;
-            bench::run(cfg, sessions, seed, batch_size).await?;
+            match target {
+                None => bench::run(cfg, sessions, seed, batch_size).await?,
+                Some(BenchTarget::Kafka {
+                    brokers,
+                    sessions,
+                    seed,
+                    partitions,
+                    rate,
+                    batch_size,
+                }) => {
+                    let b = bench::KafkaBench {
+                        brokers,
+                        sessions,
+                        seed,
+                        partitions,
+                        rate,
+                        batch_size,
+                    };
+                    bench::run_kafka(cfg, b).await?
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval {

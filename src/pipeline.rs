@@ -13,7 +13,7 @@ use anyhow::Context;
 use chrono::Utc;
 use dunes_api::ReloadAck;
 use dunes_detect::{Engine, Incident, IncidentStore, Level, ResponseConfig, ResponseRecord};
-use dunes_ingest::{DeadLetterWriter, IngestConfig, Normalizer, RawRecord};
+use dunes_ingest::{DeadLetterWriter, Dedup, IngestConfig, Normalizer, RawRecord, Rejected};
 use dunes_ledger::{Ledger, LedgerConfig, RecordKind};
 use serde::Serialize;
 
@@ -43,6 +43,8 @@ pub struct Stats {
     pub envelopes: u64,
     pub rows: u64,
     pub rejected: u64,
+    /// Envelopes skipped as already ledgered (same id and bytes).
+    pub duplicates: u64,
     pub incidents: u64,
     pub incidents_by_level: [u64; 3],
     pub responses: u64,
@@ -66,6 +68,9 @@ pub struct BatchOutcome {
     pub rejected: u64,
     pub incidents: Vec<Incident>,
     pub responses: Vec<ResponseRecord>,
+    /// The rejected records (already in the dead-letter file), for the
+    /// Kafka dead-letter topic.
+    pub dead_letters: Vec<Rejected>,
 }
 
 impl BatchOutcome {
@@ -82,6 +87,9 @@ impl BatchOutcome {
 
 pub struct Pipeline {
     normalizer: Normalizer,
+    /// Ids of recently ledgered events (rebuilt from the ledger's tail on
+    /// open), so a redelivered event is never ledgered twice.
+    dedup: Dedup,
     engine: Engine,
     /// Where the rules were loaded from (hot reload reads it again).
     rules_dir: PathBuf,
@@ -170,9 +178,11 @@ impl Pipeline {
             ..IngestConfig::default()
         };
         let mut ledger = ledger;
+        let dedup = rebuild_dedup(data_dir, ledger.len(), cfg.ingest.dedup_window)?;
         let rule_set_version = append_rule_set(&mut ledger, &engine)?;
         Ok(Pipeline {
             normalizer: Normalizer::new(ingest_cfg),
+            dedup,
             engine,
             rules_dir,
             rule_set_version,
@@ -240,8 +250,15 @@ impl Pipeline {
         let t0 = std::time::Instant::now();
         let decoded = self
             .normalizer
-            .decode_batch(records)
+            .decode_batch_dedup(records, &mut self.dedup)
             .context("normalisation failed")?;
+        if !decoded.duplicates.is_empty() {
+            tracing::info!(
+                duplicates = decoded.duplicates.len(),
+                first = %decoded.duplicates[0].source,
+                "skipped envelopes already in the ledger (same event_id and bytes)"
+            );
+        }
         for r in &decoded.rejected {
             self.dead_letter
                 .write(r)
@@ -385,15 +402,23 @@ impl Pipeline {
         self.stats.time.outputs_us += us(t3, t4);
         let accepted = decoded.accepted.len() as u64;
         let rejected = decoded.rejected.len() as u64;
+        let duplicates = decoded.duplicates.len() as u64;
         self.stats.batches += 1;
         self.stats.envelopes += accepted;
         self.stats.rows += decoded.events.num_rows() as u64;
         self.stats.rejected += rejected;
+        self.stats.duplicates += duplicates;
+        metrics::counter!("dunes_events_accepted_total").increment(accepted);
+        metrics::counter!("dunes_events_rejected_total").increment(rejected);
+        metrics::counter!("dunes_events_duplicate_total").increment(duplicates);
+        metrics::counter!("dunes_incidents_total").increment(incidents.len() as u64);
+        metrics::histogram!("dunes_batch_seconds").record((t4 - t0).as_secs_f64());
         Ok(BatchOutcome {
             accepted,
             rejected,
             incidents,
             responses,
+            dead_letters: decoded.rejected,
         })
     }
 
@@ -402,6 +427,27 @@ impl Pipeline {
         let cp = self.ledger.close().context("cannot close the ledger")?;
         Ok((self.stats, cp))
     }
+}
+
+/// The de-duplication window, refilled from the last `window` ledger
+/// records (events only; redacted payloads are skipped).
+fn rebuild_dedup(data_dir: &Path, ledger_len: u64, window: usize) -> anyhow::Result<Dedup> {
+    let mut dedup = Dedup::new(window);
+    if window == 0 || ledger_len == 0 {
+        return Ok(dedup);
+    }
+    let from = ledger_len.saturating_sub(window as u64);
+    dunes_ledger::for_each_record(data_dir, from, |r| {
+        if r.kind == RecordKind::Event
+            && !r.redacted
+            && let Some(id) = dunes_ingest::event_id_of(r.payload)
+        {
+            dedup.observe(&id, r.payload);
+        }
+    })
+    .context("cannot read the ledger to rebuild the de-duplication window")?;
+    tracing::info!(ids = dedup.len(), from, "de-duplication window rebuilt from the ledger");
+    Ok(dedup)
 }
 
 fn rule_set_version_hash(engine: &Engine) -> String {

@@ -11,16 +11,22 @@ use anyhow::Context;
 use dunes_api::{AppState, IngestRequest, ReloadRequest, ServerConfig};
 use dunes_detect::{Incident, IncidentFilter, IncidentStore};
 use dunes_ingest::RawRecord;
+use dunes_ingest::kafka::{KafkaBatch, KafkaSink, KafkaSource, KafkaSourceHandle, OutputMessage};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
-use crate::pipeline::{DataPaths, Pipeline, Stats};
+use crate::pipeline::{BatchOutcome, DataPaths, Pipeline, Stats};
 
 /// Called once every file/stdin source is exhausted and processed.
 pub type AfterSources = Box<dyn FnOnce(&Stats, &IncidentStore, Option<SocketAddr>) + Send>;
 
 pub struct DriveOptions {
     pub incidents_out: Option<PathBuf>,
+    /// Stop (as on SIGTERM) once this many envelopes were processed
+    /// (accepted + rejected + duplicates); `dunes bench kafka`.
+    pub stop_after: Option<u64>,
+    /// Produce-to-ledger latency of Kafka records, in microseconds.
+    pub kafka_latency: Option<Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>>,
     /// Keep serving (HTTP ingest and API) after the sources are exhausted,
     /// until SIGINT/SIGTERM.
     pub keep_running: bool,
@@ -31,6 +37,8 @@ impl DriveOptions {
     pub fn run() -> Self {
         DriveOptions {
             incidents_out: None,
+            stop_after: None,
+            kafka_latency: None,
             keep_running: true,
             after_sources: None,
         }
@@ -38,6 +46,8 @@ impl DriveOptions {
     pub fn replay() -> Self {
         DriveOptions {
             incidents_out: None,
+            stop_after: None,
+            kafka_latency: None,
             keep_running: false,
             after_sources: None,
         }
@@ -131,6 +141,10 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     let rules_dir = cfg.rules_dir();
     let rules_fingerprint = rules_fingerprint(&rules_dir);
     let mut pipeline = Pipeline::open(cfg, store.clone(), opts.incidents_out.as_deref()).await?;
+    let mut kafka = match cfg.kafka.enabled {
+        true => Some(KafkaIo::start(cfg).await?),
+        false => None,
+    };
 
     // Sources.
     let batch_size = cfg.ingest.batch_size.max(1);
@@ -214,12 +228,15 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     loop {
         if open_sources == 0 && !sources_done_fired {
             sources_done_fired = true;
-            pipeline.process(std::mem::take(&mut pending)).await?;
+            step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
             deadline = None;
             if let Some(cb) = opts.after_sources.take() {
                 cb(&pipeline.stats, &store, bound_addr);
             }
-            if first_error.is_some() || !opts.keep_running || !cfg.http.enabled {
+            if first_error.is_some()
+                || !opts.keep_running
+                || (!cfg.http.enabled && kafka.is_none())
+            {
                 break;
             }
         }
@@ -227,11 +244,11 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
             w = work_rx.recv(), if open_sources > 0 => match w {
                 Some(Work::Chunk(mut recs)) => {
                     if pending.is_empty() && recs.len() >= batch_size {
-                        pipeline.process(recs).await?;
+                        step(&mut pipeline, kafka.as_ref(), recs).await?;
                     } else {
                         pending.append(&mut recs);
                         if pending.len() >= batch_size {
-                            pipeline.process(std::mem::take(&mut pending)).await?;
+                            step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
                             deadline = None;
                         } else if deadline.is_none() {
                             deadline = Some(tokio::time::Instant::now() + timeout);
@@ -250,13 +267,34 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
                 }
                 None => open_sources = 0,
             },
+            b = next_kafka(kafka.as_mut()) => match b {
+                Some(batch) => {
+                    if !pending.is_empty() {
+                        step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                        deadline = None;
+                    }
+                    if let Some(k) = kafka.as_ref() {
+                        k.process(&mut pipeline, batch, opts.kafka_latency.as_deref()).await?;
+                    }
+                    if opts.stop_after.is_some_and(|n| processed(&pipeline.stats) >= n) {
+                        tracing::info!("processed the requested number of envelopes: stopping");
+                        break;
+                    }
+                }
+                None => {
+                    // The poll thread stopped on its own: only after a fatal
+                    // error on the commit side.
+                    first_error.get_or_insert(anyhow::anyhow!("the Kafka consumer stopped"));
+                    break;
+                }
+            },
             req = http_rx.recv(), if http_open => match req {
                 Some(IngestRequest { records, reply }) => {
                     if !pending.is_empty() {
-                        pipeline.process(std::mem::take(&mut pending)).await?;
+                        step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
                         deadline = None;
                     }
-                    let out = pipeline.process(records).await?;
+                    let out = step(&mut pipeline, kafka.as_ref(), records).await?;
                     let _ = reply.send(out.ack());
                 }
                 None => http_open = false,
@@ -265,7 +303,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
                 Some(ReloadRequest { reply }) => {
                     // Buffered records arrived under the old rules.
                     if !pending.is_empty() {
-                        pipeline.process(std::mem::take(&mut pending)).await?;
+                        step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
                         deadline = None;
                     }
                     let _ = reply.send(pipeline.reload_rules().await?);
@@ -278,7 +316,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
                     None => std::future::pending::<()>().await,
                 }
             } => {
-                pipeline.process(std::mem::take(&mut pending)).await?;
+                step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
                 deadline = None;
             }
             _ = &mut signal => {
@@ -288,7 +326,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
         }
     }
     // Drain what is already buffered, then stop the server and close.
-    pipeline.process(std::mem::take(&mut pending)).await?;
+    step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
     let _ = stop_tx.send(true);
     if let Some(h) = server {
         match h.await {
@@ -298,8 +336,11 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
         }
     }
     while let Ok(IngestRequest { records, reply }) = http_rx.try_recv() {
-        let out = pipeline.process(records).await?;
+        let out = step(&mut pipeline, kafka.as_ref(), records).await?;
         let _ = reply.send(out.ack());
+    }
+    if let Some(k) = kafka.take() {
+        k.shutdown(&mut pipeline, opts.kafka_latency.as_deref()).await?;
     }
     let (stats, checkpoint) = pipeline.close()?;
     if let Some(e) = first_error {
@@ -310,6 +351,143 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
         checkpoint,
         elapsed: started.elapsed(),
     })
+}
+
+/// Envelopes taken off the sources so far.
+fn processed(s: &Stats) -> u64 {
+    s.envelopes + s.rejected + s.duplicates
+}
+
+/// The Kafka consumer and producer of a running pipeline.
+struct KafkaIo {
+    handle: KafkaSourceHandle,
+    rx: mpsc::Receiver<KafkaBatch>,
+    sink: KafkaSink,
+}
+
+impl KafkaIo {
+    async fn start(cfg: &Config) -> anyhow::Result<KafkaIo> {
+        let client_id = cfg
+            .kafka
+            .client_id
+            .clone()
+            .unwrap_or_else(|| cfg.origin().replace('/', "-"));
+        let sink = KafkaSink::new(&cfg.kafka, &client_id)?;
+        sink.ensure_output_topics().await?;
+        let (handle, rx) = KafkaSource::start(&cfg.kafka, &client_id)?;
+        Ok(KafkaIo { handle, rx, sink })
+    }
+
+    /// One Kafka batch: ledger (fsync), outputs delivered, then the commit.
+    async fn process(
+        &self,
+        pipeline: &mut Pipeline,
+        mut batch: KafkaBatch,
+        latency: Option<&std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+    ) -> anyhow::Result<()> {
+        let n = batch.records.len() as u64;
+        let out = match pipeline.process(std::mem::take(&mut batch.records)).await {
+            Ok(o) => o,
+            Err(e) => {
+                self.handle.abandon();
+                return Err(e);
+            }
+        };
+        if let Err(e) = publish(Some(self), &out).await {
+            self.handle.abandon();
+            return Err(e);
+        }
+        let commit = tokio::task::block_in_place(|| self.handle.commit(&batch))?;
+        metrics::counter!("dunes_kafka_messages_total").increment(n);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if let Some(h) = latency
+            && let Ok(mut h) = h.lock()
+        {
+            for ts in batch.timestamps_ms.iter().flatten() {
+                let _ = h.record(((now_ms - ts).max(0) as u64) * 1000);
+            }
+        }
+        tracing::debug!(records = n, commit_ms = commit.as_secs_f64() * 1e3, "kafka batch committed");
+        Ok(())
+    }
+
+    /// Stops polling, processes and commits what was handed over, leaves
+    /// the group.
+    async fn shutdown(
+        mut self,
+        pipeline: &mut Pipeline,
+        latency: Option<&std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
+    ) -> anyhow::Result<()> {
+        self.handle.request_stop();
+        loop {
+            match tokio::time::timeout(Duration::from_millis(50), self.rx.recv()).await {
+                Ok(Some(b)) => self.process(pipeline, b, latency).await?,
+                Ok(None) => break,
+                Err(_) => {
+                    if self.handle.finished() && self.rx.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        let KafkaIo { handle, .. } = self;
+        tokio::task::block_in_place(|| handle.join());
+        tracing::info!("kafka: consumer stopped, offsets committed");
+        Ok(())
+    }
+}
+
+async fn next_kafka(k: Option<&mut KafkaIo>) -> Option<KafkaBatch> {
+    match k {
+        Some(k) => k.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Processes a batch from a file, stdin or HTTP and publishes its outputs.
+async fn step(
+    pipeline: &mut Pipeline,
+    kafka: Option<&KafkaIo>,
+    records: Vec<RawRecord>,
+) -> anyhow::Result<BatchOutcome> {
+    let out = pipeline.process(records).await?;
+    publish(kafka, &out).await?;
+    Ok(out)
+}
+
+/// Sends a batch's dead letters, incidents and responses to their Kafka
+/// topics (when Kafka is on) and waits for every delivery.
+async fn publish(k: Option<&KafkaIo>, out: &BatchOutcome) -> anyhow::Result<()> {
+    let Some(k) = k else {
+        return Ok(());
+    };
+    let to_msgs = |items: Vec<(String, anyhow::Result<Vec<u8>>)>| -> anyhow::Result<Vec<OutputMessage>> {
+        items
+            .into_iter()
+            .map(|(key, payload)| Ok(OutputMessage { key, payload: payload? }))
+            .collect()
+    };
+    let incidents = to_msgs(
+        out.incidents
+            .iter()
+            .map(|i| (i.incident_id.clone(), serde_json::to_vec(i).map_err(Into::into)))
+            .collect(),
+    )?;
+    let responses = to_msgs(
+        out.responses
+            .iter()
+            .map(|r| (r.response_id.clone(), serde_json::to_vec(r).map_err(Into::into)))
+            .collect(),
+    )?;
+    let (a, b, c) = tokio::join!(
+        k.sink.send_dead_letters(&out.dead_letters),
+        k.sink.send_incidents(&incidents),
+        k.sink.send_responses(&responses),
+    );
+    a.context("kafka dead-letter topic")?;
+    b.context("kafka incidents topic")?;
+    c.context("kafka responses topic")?;
+    Ok(())
 }
 
 /// How often the rules directory is polled for changes.
@@ -515,7 +693,6 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
     cfg.http.enabled = !no_serve;
     let data_dir = dir.clone();
     let opts = DriveOptions {
-        incidents_out: None,
         keep_running: !no_serve,
         after_sources: Some(Box::new(move |stats, store, addr| {
             let incidents = store.list(&IncidentFilter::default());
@@ -539,6 +716,7 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
                 println!("API up: curl http://{a}/api/v1/incidents?level=3  (Ctrl-C to stop)");
             }
         })),
+        ..DriveOptions::replay()
     };
     let out = drive(&cfg, opts).await?;
     print_summary(&cfg, &out);

@@ -23,6 +23,9 @@ pub enum IngestError {
     /// An HTTP ingest body could not be split into records.
     #[error("invalid HTTP body: {0}")]
     HttpBody(String),
+    /// Kafka client setup, delivery or commit failed.
+    #[error("kafka: {0}")]
+    Kafka(String),
     /// JSON serialisation failed (dead-letter output).
     #[error("json: {0}")]
     Json(#[from] serde_json::Error),

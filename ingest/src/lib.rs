@@ -17,8 +17,10 @@ use std::fmt;
 use arrow::record_batch::RecordBatch;
 
 mod deadletter;
+mod dedup;
 mod envelope;
 mod error;
+pub mod kafka;
 mod normalize;
 pub mod schema;
 pub mod secrets;
@@ -27,8 +29,9 @@ pub mod text;
 pub mod urls;
 
 pub use deadletter::{DEAD_LETTER_RAW_MAX, DeadLetterWriter};
+pub use dedup::{Dedup, Seen};
 pub use error::IngestError;
-pub use normalize::Normalizer;
+pub use normalize::{Normalizer, event_id_of};
 pub use source::split_http_body;
 
 /// Ingest limits and matching parameters.
@@ -146,4 +149,15 @@ pub struct DecodedBatch {
     pub accepted: Vec<Accepted>,
     /// Rejected records, in input order.
     pub rejected: Vec<Rejected>,
+    /// Envelopes skipped as already seen (see [`Dedup`]).
+    pub duplicates: Vec<Duplicate>,
+}
+
+/// An envelope skipped because its id and bytes were already accepted.
+#[derive(Clone, Debug)]
+pub struct Duplicate {
+    /// Its event id.
+    pub event_id: String,
+    /// Where this copy came from.
+    pub source: SourcePos,
 }

@@ -19,7 +19,10 @@ use crate::text::{
     shannon_entropy, truncate_bytes, truncate_chars, visible_preview, write_canonical,
 };
 use crate::urls;
-use crate::{Accepted, DecodedBatch, IngestConfig, IngestError, RawRecord, Rejected};
+use crate::dedup::{Dedup, Seen};
+use crate::{
+    Accepted, DecodedBatch, Duplicate, IngestConfig, IngestError, RawRecord, Rejected, SourcePos,
+};
 
 /// What a request leaves behind for its response.
 #[derive(Debug)]
@@ -254,6 +257,26 @@ impl Normalizer {
     /// blank (whitespace-only) records are skipped. `Err` only on an internal
     /// Arrow failure.
     pub fn decode_batch(&mut self, records: Vec<RawRecord>) -> Result<DecodedBatch, IngestError> {
+        self.decode(records, None)
+    }
+
+    /// [`decode_batch`](Self::decode_batch) with de-duplication: an
+    /// envelope whose id and bytes are already in `dedup` is listed in
+    /// `duplicates` and produces no rows; new ids are added to the window.
+    pub fn decode_batch_dedup(
+        &mut self,
+        records: Vec<RawRecord>,
+        dedup: &mut Dedup,
+    ) -> Result<DecodedBatch, IngestError> {
+        self.decode(records, Some(dedup))
+    }
+
+    fn decode(
+        &mut self,
+        records: Vec<RawRecord>,
+        mut dedup: Option<&mut Dedup>,
+    ) -> Result<DecodedBatch, IngestError> {
+        let mut duplicates = Vec::new();
         let mut ev = EventsBuilder::with_capacity(records.len());
         let mut td = ToolDefsBuilder::default();
         let mut accepted = Vec::with_capacity(records.len());
@@ -280,6 +303,15 @@ impl Normalizer {
                 }
             };
             if text.trim().is_empty() {
+                // Blank lines between NDJSON records are layout; an empty
+                // Kafka message is a record without content.
+                if let SourcePos::Kafka { .. } = rec.source {
+                    rejected.push(Rejected {
+                        reason: "empty message (no envelope in the value)".into(),
+                        source: rec.source,
+                        raw: rec.bytes,
+                    });
+                }
                 continue;
             }
             match envelope::parse(text) {
@@ -293,6 +325,22 @@ impl Normalizer {
                         Some(id) => id,
                         None => derive_event_id(text),
                     };
+                    if let Some(d) = dedup.as_deref_mut() {
+                        match d.observe(&event_id, &rec.bytes) {
+                            Seen::New => {}
+                            Seen::Duplicate => {
+                                duplicates.push(Duplicate {
+                                    event_id,
+                                    source: rec.source,
+                                });
+                                continue;
+                            }
+                            Seen::IdReused => tracing::warn!(
+                                %event_id, source = %rec.source,
+                                "event_id reused with different content: kept"
+                            ),
+                        }
+                    }
                     self.normalize(&env, &event_id, raw_len as i64, &mut ev, &mut td)?;
                     accepted.push(Accepted {
                         event_id,
@@ -308,6 +356,7 @@ impl Normalizer {
             tool_defs: td.finish()?,
             accepted,
             rejected,
+            duplicates,
         })
     }
 
@@ -604,6 +653,24 @@ impl Normalizer {
             secret_types: sorted_kinds(kinds),
             content_types,
         }
+    }
+}
+
+/// The event id [`Normalizer::decode_batch`] assigns to an accepted
+/// envelope's raw bytes: its `event_id`, else the derived `d-…` id. `None`
+/// for bytes that are not UTF-8 (never accepted). Used to rebuild the
+/// de-duplication window from the ledger.
+pub fn event_id_of(raw: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        event_id: Option<Value>,
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    match serde_json::from_str::<IdOnly>(text) {
+        Ok(IdOnly {
+            event_id: Some(Value::String(id)),
+        }) => Some(id),
+        _ => Some(derive_event_id(text)),
     }
 }
 

@@ -5,7 +5,7 @@ mod common;
 use std::io::Write;
 
 use dunes_ingest::source::open_file;
-use dunes_ingest::{DeadLetterWriter, IngestConfig, Normalizer};
+use dunes_ingest::{DeadLetterWriter, IngestConfig, Normalizer, RawRecord, SourcePos};
 
 const GOOD: &str = r#"{"ts":"2026-11-20T08:00:00Z","event_id":"g1","server_id":"files@prod-1","direction":"c2s","message":{"jsonrpc":"2.0","id":1,"method":"ping"}}"#;
 const GOOD2: &str = r#"{"ts":"2026-11-20T08:00:00.100Z","event_id":"g2","server_id":"files@prod-1","direction":"s2c","message":{"jsonrpc":"2.0","id":1,"result":{}}}"#;
@@ -142,4 +142,41 @@ fn oversize_without_reader_cut_and_empty_records() {
     assert_eq!(out.rejected[0].reason, "line is 60 bytes, limit 50");
     assert_eq!(out.accepted.len(), 0);
     assert_eq!(out.events.num_rows(), 0);
+}
+
+#[test]
+fn empty_kafka_messages_are_rejected_with_a_reason() {
+    let mut n = Normalizer::new(IngestConfig::default());
+    let kafka = |bytes: &str, offset: i64| RawRecord {
+        bytes: bytes.as_bytes().to_vec(),
+        source: SourcePos::Kafka {
+            topic: "mcp.logs".into(),
+            partition: 2,
+            offset,
+        },
+        oversize: None,
+    };
+    let out = n
+        .decode_batch(vec![kafka("", 7), kafka("  ", 8)])
+        .expect("decode");
+    assert_eq!(out.rejected.len(), 2);
+    assert!(out.rejected[0].reason.contains("empty message"));
+    assert_eq!(out.rejected[1].source.to_string(), "kafka:mcp.logs/2/8");
+}
+
+#[test]
+fn event_id_of_matches_what_decoding_assigns() {
+    let with_id = r#"{"ts":"2026-11-23T10:00:01Z","event_id":"gw-1","server_id":"s","direction":"c2s","transport":"stdio","message":{"jsonrpc":"2.0","id":1,"method":"ping"}}"#;
+    let without = r#"{"ts":"2026-11-23T10:00:02Z","server_id":"s","direction":"c2s","transport":"stdio","message":{"jsonrpc":"2.0","id":2,"method":"ping"}}"#;
+    // Same envelope, different key order: the derived id is canonical.
+    let reordered = r#"{"server_id":"s","ts":"2026-11-23T10:00:02Z","direction":"c2s","transport":"stdio","message":{"method":"ping","jsonrpc":"2.0","id":2}}"#;
+    let out = common::decode(&[with_id, without, reordered]);
+    assert_eq!(out.accepted.len(), 3, "{:?}", out.rejected);
+    for a in &out.accepted {
+        assert_eq!(dunes_ingest::event_id_of(&a.raw).as_deref(), Some(a.event_id.as_str()));
+    }
+    assert_eq!(out.accepted[0].event_id, "gw-1");
+    assert!(out.accepted[1].event_id.starts_with("d-"));
+    assert_eq!(out.accepted[1].event_id, out.accepted[2].event_id);
+    assert_eq!(dunes_ingest::event_id_of(&[0xff, 0xfe]), None);
 }

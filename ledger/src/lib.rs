@@ -44,8 +44,8 @@ pub use keys::{
 };
 pub use ledger::{Ledger, LedgerConfig};
 pub use proof::{
-    ConsistencyProof, InclusionProof, consistency_proof, inclusion_proof, read_checkpoints,
-    read_leaf_hashes,
+    ConsistencyProof, InclusionProof, RecordView, consistency_proof, for_each_record,
+    inclusion_proof, read_checkpoints, read_leaf_hashes,
 };
 pub use record::{MAX_PAYLOAD_LEN, MAX_REFS, ParseRecordKindError, RecordKind};
 pub use segment::{RedactionPayload, RevocationPayload, segment_file_name};

@@ -8,7 +8,7 @@ use std::path::Path;
 use crate::checkpoint::{self, CHECKPOINTS_FILE, Checkpoint};
 use crate::error::{IoContext, LedgerError, VerifyFailure};
 use crate::merkle::{self, Hash};
-use crate::record::{FrameError, FrameReader};
+use crate::record::{FrameError, FrameReader, RecordKind};
 use crate::segment::list_segments;
 
 /// An RFC 9162 inclusion proof (hashes in lowercase hex).
@@ -83,27 +83,76 @@ impl ConsistencyProof {
 /// appending); damage elsewhere is a `Corrupt` error. Hashes are checked, chain rules are not
 /// (use `verify_dir` for that).
 pub fn read_leaf_hashes(data_dir: &Path) -> Result<Vec<Hash>, LedgerError> {
+    let mut leaves = Vec::new();
+    for_each_record(data_dir, 0, |r| leaves.push(r.record_hash))?;
+    Ok(leaves)
+}
+
+/// One record as read back by [`for_each_record`].
+pub struct RecordView<'a> {
+    /// Leaf index.
+    pub index: u64,
+    /// Record kind.
+    pub kind: RecordKind,
+    /// Record timestamp, µs since the epoch.
+    pub ts_micros: i64,
+    /// The payload (empty when redacted).
+    pub payload: &'a [u8],
+    /// Whether the payload was redacted.
+    pub redacted: bool,
+    /// The record (leaf) hash.
+    pub record_hash: Hash,
+}
+
+/// Calls `visit` for every complete record of `<data_dir>/ledger` with index `>= from`, in
+/// order; segments wholly before `from` are not read. Same tolerance as [`read_leaf_hashes`]
+/// (a torn tail of the last segment ends the walk). Returns the number of records in the
+/// ledger.
+pub fn for_each_record(
+    data_dir: &Path,
+    from: u64,
+    mut visit: impl FnMut(&RecordView<'_>),
+) -> Result<u64, LedgerError> {
     let dir = data_dir.join("ledger");
     let segments = list_segments(&dir)?;
     let n = segments.len();
-    let mut leaves = Vec::new();
-    for (si, (first, path)) in segments.into_iter().enumerate() {
-        if first != leaves.len() as u64 {
+    let mut next = 0u64;
+    for (si, (first, path)) in segments.iter().enumerate() {
+        if *first != next {
             return Err(LedgerError::corrupt(VerifyFailure::new(
-                Some(leaves.len() as u64),
-                &path,
+                Some(next),
+                path,
                 None,
                 "segment does not start where the previous one ends",
             )));
         }
-        let file = File::open(&path).at(&path)?;
-        let len = file.metadata().at(&path)?.len();
+        if let Some((following, _)) = segments.get(si + 1)
+            && *following <= from
+        {
+            // Wholly before `from`: skip (the next segment's name says where it starts).
+            next = *following;
+            continue;
+        }
+        let file = File::open(path).at(path)?;
+        let len = file.metadata().at(path)?.len();
         let mut r = FrameReader::new(BufReader::with_capacity(1 << 20, file), 0, len);
         loop {
             match r.next_frame() {
                 Ok(None) => break,
-                Ok(Some(f)) => leaves.push(f.record_hash),
-                Err(FrameError::Io(e)) => return Err(LedgerError::io(&path, e)),
+                Ok(Some(f)) => {
+                    if next >= from {
+                        visit(&RecordView {
+                            index: next,
+                            kind: f.header.kind(),
+                            ts_micros: f.header.ts_micros(),
+                            payload: f.payload,
+                            redacted: f.redacted,
+                            record_hash: f.record_hash,
+                        });
+                    }
+                    next += 1;
+                }
+                Err(FrameError::Io(e)) => return Err(LedgerError::io(path, e)),
                 Err(
                     FrameError::Truncated { offset, reason }
                     | FrameError::Invalid { offset, reason },
@@ -112,8 +161,8 @@ pub fn read_leaf_hashes(data_dir: &Path) -> Result<Vec<Hash>, LedgerError> {
                         break;
                     }
                     return Err(LedgerError::corrupt(VerifyFailure::new(
-                        Some(leaves.len() as u64),
-                        &path,
+                        Some(next),
+                        path,
                         Some(offset),
                         reason,
                     )));
@@ -121,7 +170,7 @@ pub fn read_leaf_hashes(data_dir: &Path) -> Result<Vec<Hash>, LedgerError> {
             }
         }
     }
-    Ok(leaves)
+    Ok(next)
 }
 
 /// Every parseable checkpoint in `<data_dir>/ledger/checkpoints.log`, in file order.

@@ -1,0 +1,468 @@
+//! Kafka end to end, against a real Kafka-protocol broker on loopback (the
+//! pinned `tansu` installed and started by `scripts/kafka-dev.sh`; set
+//! `DUNES_KAFKA_BROKERS` to use another broker). Each test uses its own
+//! topics and consumer group; the outage test runs its own broker.
+//!
+//! What is checked: every good envelope ledgered exactly once, every bad one
+//! in the dead-letter topic with its reason, offsets committed; across
+//! SIGKILLs, a 30 s broker outage, and two instances sharing a group.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const PORT_MAIN: u16 = 9092;
+const PORT_OUTAGE: u16 = 19092;
+
+fn script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-dev.sh")
+}
+
+fn kafka_dev(port: u16, state: Option<&Path>, args: &[&str]) {
+    let mut c = Command::new("bash");
+    c.arg(script()).args(args).env("DUNES_KAFKA_PORT", port.to_string());
+    if let Some(s) = state {
+        c.env("DUNES_KAFKA_STATE", s);
+    }
+    let out = c.output().expect("run scripts/kafka-dev.sh");
+    assert!(
+        out.status.success(),
+        "kafka-dev.sh {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The shared broker's address, started once (installing tansu on a cold
+/// machine).
+fn brokers() -> &'static str {
+    static B: OnceLock<String> = OnceLock::new();
+    B.get_or_init(|| match std::env::var("DUNES_KAFKA_BROKERS") {
+        Ok(b) if !b.is_empty() => b,
+        _ => {
+            kafka_dev(PORT_MAIN, None, &["start"]);
+            format!("127.0.0.1:{PORT_MAIN}")
+        }
+    })
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
+}
+
+fn create_topic(brokers: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let res = rt
+        .block_on(admin.create_topics(
+            &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        ))
+        .expect("create topics");
+    for r in res {
+        if let Err((t, e)) = r {
+            panic!("create topic {t}: {e}");
+        }
+    }
+}
+
+fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer")
+}
+
+fn produce(brokers: &str, topic: &str, msgs: &[Vec<u8>]) {
+    let p = producer(brokers);
+    for m in msgs {
+        let mut rec = BaseRecord::<(), [u8]>::to(topic).payload(m.as_slice());
+        loop {
+            match p.send(rec) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    rec = back;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(120)).expect("flush");
+}
+
+/// Simulated envelopes, with a malformed record every `bad_every`: returns
+/// the messages, the ids of the good ones and how many are bad.
+fn traffic(seed: u64, n: usize, bad_every: usize) -> (Vec<Vec<u8>>, HashSet<String>, usize) {
+    let mut msgs = Vec::with_capacity(n);
+    let mut good = HashSet::new();
+    let mut bad = 0;
+    let sim = dunes_sim::Simulator::new(dunes_sim::SimConfig {
+        sessions: (n as u64 / 2).max(10),
+        seed,
+        ..dunes_sim::SimConfig::default()
+    });
+    let mut lines = sim.into_iter();
+    let bad_kinds: [&[u8]; 4] = [
+        b"{not json",
+        br#"{"server_id":"s","direction":"c2s","message":{}}"#,
+        b"",
+        br#"{"ts":"yesterday","server_id":"s","direction":"c2s","message":{"jsonrpc":"2.0","id":1,"method":"ping"}}"#,
+    ];
+    while msgs.len() < n {
+        if bad_every > 0 && msgs.len() % bad_every == bad_every - 1 {
+            msgs.push(bad_kinds[bad % bad_kinds.len()].to_vec());
+            bad += 1;
+            continue;
+        }
+        let line = lines.next().expect("enough simulated traffic");
+        let id = dunes_ingest::event_id_of(line.as_bytes()).expect("utf-8");
+        if good.insert(id) {
+            msgs.push(line.into_bytes());
+        }
+    }
+    (msgs, good, bad)
+}
+
+fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    match c.committed_offsets(tpl, Duration::from_secs(5)) {
+        Ok(got) => got
+            .elements()
+            .iter()
+            .map(|e| match e.offset() {
+                Offset::Offset(o) => o,
+                _ => 0,
+            })
+            .sum(),
+        Err(_) => -1,
+    }
+}
+
+fn wait_committed(brokers: &str, group: &str, topic: &str, partitions: i32, want: i64, limit: Duration, procs: &mut [&mut Child]) {
+    let start = Instant::now();
+    let mut last = -1;
+    while start.elapsed() < limit {
+        last = committed_total(brokers, group, topic, partitions);
+        if last >= want {
+            return;
+        }
+        for p in procs.iter_mut() {
+            if let Ok(Some(st)) = p.try_wait() {
+                panic!("dunes exited early with {st}");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("only {last} of {want} offsets committed after {limit:?}");
+}
+
+fn config(dir: &Path, brokers: &str, topic: &str, group: &str, origin: &str, batch: usize) -> PathBuf {
+    let p = dir.join("dunes.toml");
+    std::fs::create_dir_all(dir).expect("mkdir");
+    std::fs::write(
+        &p,
+        format!(
+            r#"data_dir = "{data}"
+
+[http]
+enabled = false
+
+[ledger]
+origin = "{origin}"
+
+[kafka]
+enabled = true
+brokers = "{brokers}"
+topics = ["{topic}"]
+group_id = "{group}"
+batch_size = {batch}
+batch_timeout_ms = 50
+"#,
+            data = dir.join("data").display()
+        ),
+    )
+    .expect("write config");
+    p
+}
+
+fn start(cfg: &Path, tag: &str) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(cfg.with_file_name(format!("{tag}.log")))
+        .expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_dunes"))
+        .arg("run")
+        .arg("--config")
+        .arg(cfg)
+        .env("RUST_LOG", "info,dunes::alert=off,dunes::response=off,dunes::queue=off,dunes::emergency=off")
+        .env_remove("DUNES_DATA_DIR")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn dunes run")
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            assert!(st.success(), "dunes run exited with {st} after SIGTERM");
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            panic!("dunes run did not stop within 60 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Event ids in the ledger of `data`, with their multiplicity.
+fn ledger_ids(data: &Path) -> HashMap<String, usize> {
+    let mut ids = HashMap::new();
+    dunes_ledger::for_each_record(data, 0, |r| {
+        if r.kind == dunes_ledger::RecordKind::Event {
+            let id = dunes_ingest::event_id_of(r.payload).expect("utf-8 event");
+            *ids.entry(id).or_insert(0) += 1;
+        }
+    })
+    .expect("read ledger");
+    ids
+}
+
+fn verify(data: &Path) {
+    let out = Command::new(env!("CARGO_BIN_EXE_dunes"))
+        .arg("verify")
+        .arg(data)
+        .output()
+        .expect("dunes verify");
+    assert!(
+        out.status.success(),
+        "dunes verify {} failed:\n{}{}",
+        data.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn assert_exactly_once(ids: &HashMap<String, usize>, good: &HashSet<String>) {
+    let dup: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).take(5).collect();
+    assert!(dup.is_empty(), "events ledgered more than once: {dup:?}");
+    let missing: Vec<_> = good.iter().filter(|id| !ids.contains_key(*id)).take(5).collect();
+    assert!(missing.is_empty(), "{} good events missing from the ledger, e.g. {missing:?}", good.iter().filter(|id| !ids.contains_key(*id)).count());
+    assert_eq!(ids.len(), good.len(), "ledger holds events that were not produced");
+}
+
+/// Reads every message of `topic` (from the start).
+fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    c.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let start = Instant::now();
+    while out.len() < want && start.elapsed() < Duration::from_secs(60) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+        }
+    }
+    // A little longer, to see any extra copies.
+    let extra = Instant::now();
+    while extra.elapsed() < Duration::from_secs(2) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            out.push(m.detach());
+        }
+    }
+    out
+}
+
+#[test]
+fn hundred_thousand_envelopes_exactly_once_and_rejects_in_the_dlq() {
+    let b = brokers();
+    let topic = unique("mcp-100k");
+    let group = unique("g100k");
+    create_topic(b, &topic, 3);
+    create_topic(b, &format!("{topic}.dlq"), 1);
+    let (msgs, good, bad) = traffic(11, 100_000, 250);
+    assert_eq!(bad, 400);
+    produce(b, &topic, &msgs);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), b, &topic, &group, "dunes/k100", 4096);
+    let mut child = start(&cfg, "run");
+    wait_committed(b, &group, &topic, 3, msgs.len() as i64, Duration::from_secs(600), &mut [&mut child]);
+    stop(child);
+    let data = dir.path().join("data");
+    assert_exactly_once(&ledger_ids(&data), &good);
+    verify(&data);
+    // Every bad record is in the DLQ, once, with its reason and origin.
+    let dlq = read_topic(b, &format!("{topic}.dlq"), bad);
+    assert_eq!(dlq.len(), bad, "DLQ holds {} messages, {bad} expected", dlq.len());
+    let mut origins = HashSet::new();
+    for m in &dlq {
+        let h = m.headers().expect("DLQ headers");
+        let get = |k: &str| {
+            h.iter()
+                .find(|x| x.key == k)
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_else(|| panic!("DLQ message without header {k}"))
+        };
+        assert!(!get("dunes-reason").is_empty());
+        assert_eq!(get("dunes-topic"), topic);
+        assert!(origins.insert((get("dunes-partition"), get("dunes-offset"))));
+    }
+    // The dead-letter file has them too.
+    let dead = std::fs::read_to_string(data.join("dead-letter.ndjson")).expect("dead letters");
+    assert_eq!(dead.lines().count(), bad);
+}
+
+#[test]
+fn sigkill_five_times_while_consuming_loses_and_duplicates_nothing() {
+    let b = brokers();
+    let topic = unique("mcp-kill");
+    let group = unique("gkill");
+    create_topic(b, &topic, 3);
+    create_topic(b, &format!("{topic}.dlq"), 1);
+    let (msgs, good, _) = traffic(12, 40_000, 500);
+    produce(b, &topic, &msgs);
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Small batches: many commits, so the kills land between ledger fsync
+    // and commit as well as mid-batch.
+    let cfg = config(dir.path(), b, &topic, &group, "dunes/kill", 500);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let total = msgs.len() as i64;
+    let mut kills = 0;
+    let mut progress = Vec::new();
+    while kills < 5 {
+        let mut child = start(&cfg, "run");
+        // Wait until this run commits something new, then kill it at a
+        // random point shortly after.
+        let before = committed_total(b, &group, &topic, 3).max(0);
+        let t = Instant::now();
+        while committed_total(b, &group, &topic, 3) <= before && t.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
+        child.kill().expect("SIGKILL");
+        let _ = child.wait();
+        kills += 1;
+        let now = committed_total(b, &group, &topic, 3);
+        progress.push(now);
+        assert!(now < total, "consumption finished before kill {kills}: make the input larger");
+    }
+    let mut child = start(&cfg, "run");
+    wait_committed(b, &group, &topic, 3, total, Duration::from_secs(600), &mut [&mut child]);
+    stop(child);
+    let data = dir.path().join("data");
+    assert_exactly_once(&ledger_ids(&data), &good);
+    verify(&data);
+    eprintln!("committed offsets at each kill: {progress:?} of {total}");
+}
+
+#[test]
+fn broker_stopped_for_30s_mid_stream_resumes_with_nothing_lost() {
+    let state = tempfile::tempdir().expect("broker state");
+    kafka_dev(PORT_OUTAGE, Some(state.path()), &["start"]);
+    let b = format!("127.0.0.1:{PORT_OUTAGE}");
+    let topic = unique("mcp-outage");
+    let group = unique("gout");
+    create_topic(&b, &topic, 2);
+    create_topic(&b, &format!("{topic}.dlq"), 1);
+    let (msgs, good, _) = traffic(13, 24_000, 1000);
+    let (first, second) = msgs.split_at(16_000);
+    produce(&b, &topic, first);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), &b, &topic, &group, "dunes/outage", 200);
+    let mut child = start(&cfg, "run");
+    wait_committed(&b, &group, &topic, 2, 1000, Duration::from_secs(300), &mut [&mut child]);
+    kafka_dev(PORT_OUTAGE, Some(state.path()), &["stop"]);
+    let at_stop = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    assert!(child.try_wait().expect("wait").is_none(), "dunes exited during the broker outage");
+    kafka_dev(PORT_OUTAGE, Some(state.path()), &["start"]);
+    eprintln!("broker down for {:?}", at_stop.elapsed());
+    produce(&b, &topic, second);
+    wait_committed(&b, &group, &topic, 2, msgs.len() as i64, Duration::from_secs(600), &mut [&mut child]);
+    stop(child);
+    kafka_dev(PORT_OUTAGE, Some(state.path()), &["stop"]);
+    let data = dir.path().join("data");
+    assert_exactly_once(&ledger_ids(&data), &good);
+    verify(&data);
+}
+
+#[test]
+fn two_instances_in_one_group_split_partitions_and_ledger_each_event_once() {
+    let b = brokers();
+    let topic = unique("mcp-two");
+    let group = unique("gtwo");
+    create_topic(b, &topic, 4);
+    create_topic(b, &format!("{topic}.dlq"), 1);
+    let (msgs, good, _) = traffic(14, 30_000, 1000);
+    let (first, second) = msgs.split_at(10_000);
+    let dir_a = tempfile::tempdir().expect("tempdir");
+    let dir_b = tempfile::tempdir().expect("tempdir");
+    let cfg_a = config(dir_a.path(), b, &topic, &group, "dunes/instance-a", 500);
+    let cfg_b = config(dir_b.path(), b, &topic, &group, "dunes/instance-b", 500);
+    produce(b, &topic, first);
+    let mut a = start(&cfg_a, "a");
+    wait_committed(b, &group, &topic, 4, 1000, Duration::from_secs(300), &mut [&mut a]);
+    // The second instance joins mid-stream: a rebalance with batches in flight.
+    let mut bb = start(&cfg_b, "b");
+    produce(b, &topic, second);
+    wait_committed(b, &group, &topic, 4, msgs.len() as i64, Duration::from_secs(600), &mut [&mut a, &mut bb]);
+    stop(a);
+    stop(bb);
+    let ids_a = ledger_ids(&dir_a.path().join("data"));
+    let ids_b = ledger_ids(&dir_b.path().join("data"));
+    assert!(!ids_b.is_empty(), "the second instance got no partitions");
+    let mut all: HashMap<String, usize> = ids_a.clone();
+    for (id, n) in &ids_b {
+        *all.entry(id.clone()).or_insert(0) += n;
+    }
+    assert_exactly_once(&all, &good);
+    for d in [dir_a.path(), dir_b.path()] {
+        verify(&d.join("data"));
+    }
+    let origins: BTreeMap<&str, usize> = [("a", ids_a.len()), ("b", ids_b.len())].into();
+    eprintln!("events per instance: {origins:?}");
+}
