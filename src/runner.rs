@@ -397,6 +397,7 @@ impl KafkaIo {
             self.handle.abandon();
             return Err(e);
         }
+
         let commit = tokio::task::block_in_place(|| self.handle.commit(&batch))?;
         metrics::counter!("dunes_kafka_messages_total").increment(n);
         let now_ms = chrono::Utc::now().timestamp_millis();
@@ -456,38 +457,55 @@ async fn step(
 }
 
 /// Sends a batch's dead letters, incidents and responses to their Kafka
-/// topics (when Kafka is on) and waits for every delivery.
+/// topics (when Kafka is on) and waits for every delivery. A failed delivery
+/// (broker unreachable past `delivery_timeout_ms`) is retried with backoff
+/// until it succeeds: the batch's offsets stay uncommitted meanwhile and the
+/// consumer stalls (backpressure), so nothing is lost during an outage; a
+/// retry may deliver some messages twice.
 async fn publish(k: Option<&KafkaIo>, out: &BatchOutcome) -> anyhow::Result<()> {
     let Some(k) = k else {
         return Ok(());
     };
-    let to_msgs = |items: Vec<(String, anyhow::Result<Vec<u8>>)>| -> anyhow::Result<Vec<OutputMessage>> {
+    let to_msgs = |items: Vec<(String, serde_json::Result<Vec<u8>>)>| {
         items
             .into_iter()
             .map(|(key, payload)| Ok(OutputMessage { key, payload: payload? }))
-            .collect()
+            .collect::<serde_json::Result<Vec<_>>>()
     };
     let incidents = to_msgs(
         out.incidents
             .iter()
-            .map(|i| (i.incident_id.clone(), serde_json::to_vec(i).map_err(Into::into)))
+            .map(|i| (i.incident_id.clone(), serde_json::to_vec(i)))
             .collect(),
-    )?;
+    )
+    .context("cannot encode an incident")?;
     let responses = to_msgs(
         out.responses
             .iter()
-            .map(|r| (r.response_id.clone(), serde_json::to_vec(r).map_err(Into::into)))
+            .map(|r| (r.response_id.clone(), serde_json::to_vec(r)))
             .collect(),
-    )?;
-    let (a, b, c) = tokio::join!(
-        k.sink.send_dead_letters(&out.dead_letters),
-        k.sink.send_incidents(&incidents),
-        k.sink.send_responses(&responses),
-    );
-    a.context("kafka dead-letter topic")?;
-    b.context("kafka incidents topic")?;
-    c.context("kafka responses topic")?;
-    Ok(())
+    )
+    .context("cannot encode a response")?;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let (a, b, c) = tokio::join!(
+            k.sink.send_dead_letters(&out.dead_letters),
+            k.sink.send_incidents(&incidents),
+            k.sink.send_responses(&responses),
+        );
+        match a.and(b).and(c) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                metrics::counter!("dunes_kafka_delivery_retries_total").increment(1);
+                tracing::error!(
+                    "kafka output delivery failed, retrying in {:?} (offsets stay uncommitted): {e}",
+                    backoff
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
 }
 
 /// How often the rules directory is polled for changes.

@@ -418,7 +418,11 @@ fn broker_stopped_for_30s_mid_stream_resumes_with_nothing_lost() {
     kafka_dev(PORT_OUTAGE, Some(state.path()), &["stop"]);
     let at_stop = Instant::now();
     std::thread::sleep(Duration::from_secs(30));
-    assert!(child.try_wait().expect("wait").is_none(), "dunes exited during the broker outage");
+    if let Some(st) = child.try_wait().expect("wait") {
+        let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        panic!("dunes exited ({st}) during the broker outage; log tail:\n{}", tail.join("\n"));
+    }
     kafka_dev(PORT_OUTAGE, Some(state.path()), &["start"]);
     eprintln!("broker down for {:?}", at_stop.elapsed());
     produce(&b, &topic, second);
