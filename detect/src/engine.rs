@@ -693,6 +693,7 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
         tumbling: false,
         aggregate: Aggregate::Count,
         min: 0.0,
+        min_share: 0.0,
         steps: Vec::new(),
         within: 0,
         learn: 0,
@@ -715,6 +716,7 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                     tumbling: w.kind == WindowType::Tumbling,
                     aggregate: t.aggregate,
                     min: t.min,
+                    min_share: t.min_share.unwrap_or(0.0),
                     ..base
                 },
                 key: entity,

@@ -37,6 +37,9 @@ pub struct StateSpec {
     pub tumbling: bool,
     pub aggregate: Aggregate,
     pub min: f64,
+    /// Threshold: the aggregate divided by the window's event count must
+    /// also be at least this (0.0 = no share condition).
+    pub min_share: f64,
     pub steps: Vec<String>,
     pub within: i64,
     pub learn: i64,
@@ -262,7 +265,8 @@ impl RuleState {
             let a = q.partition_point(|e| e.ts < lo);
             let b = q.partition_point(|e| e.ts <= hi);
             let (agg, n) = aggregate(spec.aggregate, q.range(a..b));
-            if agg >= spec.min {
+            let share = if n == 0 { 0.0 } else { agg / n as f64 };
+            if agg >= spec.min && share >= spec.min_share {
                 let ids: Vec<String> = q
                     .range(a..b)
                     .rev()
@@ -272,6 +276,9 @@ impl RuleState {
                 let mut detail = Map::new();
                 detail.insert("window_aggregate".into(), Value::from(agg));
                 detail.insert("window_events".into(), Value::from(n));
+                if spec.min_share > 0.0 {
+                    detail.insert("window_share".into(), Value::from(share));
+                }
                 detail.insert(
                     "window_start".into(),
                     Value::from(crate::incident::micros_to_dt(lo).to_rfc3339()),
@@ -459,6 +466,17 @@ fn aggregate<'a>(agg: Aggregate, it: impl Iterator<Item = &'a WinEvent>) -> (f64
             }
             (set.len() as f64, n)
         }
+        Aggregate::Top => {
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            let mut n = 0;
+            for e in it {
+                n += 1;
+                if let Some(v) = &e.value {
+                    *counts.entry(v.as_str()).or_default() += 1;
+                }
+            }
+            (counts.values().copied().max().unwrap_or(0) as f64, n)
+        }
         Aggregate::Sum => {
             let mut s = 0.0;
             let mut n = 0;
@@ -483,6 +501,7 @@ mod tests {
             tumbling: false,
             aggregate: Aggregate::Count,
             min: 3.0,
+            min_share: 0.0,
             steps: vec!["a".into(), "b".into()],
             within: 120_000_000,
             learn: 0,
@@ -514,6 +533,35 @@ mod tests {
         let (f, _, _) = st.process(&s, vec![row(62, "4", "k")]);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].1.event_ids, vec!["2", "3", "4"]);
+    }
+
+    #[test]
+    fn top_with_share_needs_the_value_to_dominate_the_window() {
+        let mut s = spec(RuleKind::Threshold);
+        s.aggregate = Aggregate::Top;
+        s.min_share = 0.5;
+        let r = |ts, id: &str, v: &str| {
+            let mut x = row(ts, id, "k");
+            x.values = vec![Some(v.into())];
+            x
+        };
+        let mut st = RuleState::default();
+        // 3 × "a" among 7 calls: top 3 ≥ min 3 but share 3/7 < 0.5.
+        let rows = vec![
+            r(0, "1", "a"),
+            r(1, "2", "b"),
+            r(2, "3", "a"),
+            r(3, "4", "c"),
+            r(4, "5", "d"),
+            r(5, "6", "e"),
+            r(6, "7", "a"),
+        ];
+        assert!(st.process(&s, rows).0.is_empty());
+        let mut st = RuleState::default();
+        let rows = vec![r(0, "1", "a"), r(1, "2", "b"), r(2, "3", "a"), r(3, "4", "a")];
+        let (f, _, _) = st.process(&s, rows);
+        assert_eq!(f.len(), 1, "3 of 4 are \"a\"");
+        assert_eq!(f[0].1.detail["window_share"], serde_json::json!(0.75));
     }
 
     #[test]

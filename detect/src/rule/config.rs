@@ -216,6 +216,8 @@ pub enum Aggregate {
     Count,
     Distinct,
     Sum,
+    /// Count of the most frequent value of `column` in the window.
+    Top,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -227,6 +229,11 @@ pub struct ThresholdSpec {
     pub column: Option<String>,
     /// Fires when the aggregate over the window is >= this.
     pub min: f64,
+    /// `distinct` / `top` only: also require aggregate ÷ events in the
+    /// window >= this (0..=1), e.g. the most frequent value is at least half
+    /// of the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_share: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -416,8 +423,24 @@ impl LoadedRule {
                 {
                     return Err(self.error(
                         line_of("threshold:"),
-                        "aggregate distinct/sum needs a `column`",
+                        "aggregate distinct/sum/top needs a `column`",
                     ));
+                }
+                if let Some(t) = &c.threshold
+                    && let Some(share) = t.min_share
+                {
+                    if !matches!(t.aggregate, Aggregate::Distinct | Aggregate::Top) {
+                        return Err(self.error(
+                            line_of("threshold:"),
+                            "min_share applies to aggregate distinct or top only",
+                        ));
+                    }
+                    if !(0.0..=1.0).contains(&share) {
+                        return Err(self.error(
+                            line_of("threshold:"),
+                            format!("min_share {share} is not in 0..=1"),
+                        ));
+                    }
                 }
             }
             RuleKind::Sequence => {
