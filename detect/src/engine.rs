@@ -72,6 +72,9 @@ pub struct StateLayout {
     /// Threshold distinct/sum column or baseline value columns.
     pub values: Vec<usize>,
     pub step: Option<usize>,
+    /// Baseline `fire_if`: boolean column; rows where it is not true only
+    /// teach the baseline.
+    pub fire_if: Option<usize>,
 }
 
 /// A rule turned into a runtime detector: its config plus a physical plan.
@@ -516,6 +519,16 @@ pub fn feed_state(
             None
         };
         let step = sl.step.map(|i| utf8(b, i)).transpose()?;
+        let fire_if = match sl.fire_if {
+            Some(i) => Some(
+                b.column(i)
+                    .as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .cloned()
+                    .ok_or_else(|| DetectError::InvalidValue("fire_if is not boolean".into()))?,
+            ),
+            None => None,
+        };
         let mut seq_evidence = None;
         for i in 0..b.num_rows() {
             if ts.is_null(i) || ids.is_null(i) || excepted(rule, b, i) {
@@ -563,6 +576,9 @@ pub fn feed_state(
                     .as_ref()
                     .and_then(|n| (!n.is_null(i)).then(|| n.value(i))),
                 step: step_idx,
+                may_fire: fire_if
+                    .as_ref()
+                    .is_none_or(|a| !a.is_null(i) && a.value(i)),
                 evidence,
             });
         }
@@ -722,6 +738,7 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 key: entity,
                 values,
                 step: None,
+                fire_if: None,
             })
         }
         RuleKind::Sequence => {
@@ -738,6 +755,7 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 key: entity,
                 values: Vec::new(),
                 step: Some(col("step")?),
+                fire_if: None,
             })
         }
         RuleKind::Baseline => {
@@ -754,6 +772,19 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 key: b.key.iter().map(|k| col(k)).collect::<Result<_, _>>()?,
                 values: b.value.iter().map(|k| col(k)).collect::<Result<_, _>>()?,
                 step: None,
+                fire_if: match &b.fire_if {
+                    Some(name) => {
+                        let i = col(name)?;
+                        if schema.field(i).data_type() != &DataType::Boolean {
+                            return Err(rule.error(
+                                line,
+                                format!("baseline fire_if column {name:?} must be boolean"),
+                            ));
+                        }
+                        Some(i)
+                    }
+                    None => None,
+                },
             })
         }
     };

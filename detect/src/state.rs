@@ -59,6 +59,9 @@ pub struct StateRow {
     pub num: Option<f64>,
     /// Sequence: index of the step.
     pub step: Option<usize>,
+    /// Baseline: false when the rule's `fire_if` column is false or null
+    /// (the row only teaches the baseline).
+    pub may_fire: bool,
     /// Evidence of this row (filled for sequence steps only; the engine
     /// fills it for firing rows).
     pub evidence: Option<Map<String, Value>>,
@@ -402,7 +405,7 @@ impl RuleState {
                 .all(|(v, set)| !set.contains(*v)),
         };
         let learning = row.ts - entry.first_ts < spec.learn;
-        let fire = known_before && new && !learning;
+        let fire = known_before && new && !learning && row.may_fire;
         let mut out = Vec::new();
         if fire {
             let mut detail = Map::new();
@@ -517,6 +520,7 @@ mod tests {
             values: Vec::new(),
             num: None,
             step: None,
+            may_fire: true,
             evidence: None,
         }
     }
@@ -648,6 +652,30 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(st.process(&s, vec![v(4000, "3", "h3")]).0.len(), 1);
+    }
+
+    #[test]
+    fn baseline_rows_that_may_not_fire_only_teach() {
+        let s = spec(RuleKind::Baseline);
+        let mut st = RuleState::default();
+        let v = |ts, id, val: &str, may_fire| StateRow {
+            values: vec![Some(val.to_string())],
+            may_fire,
+            ..row(ts, id, "search")
+        };
+        // A suspicious row first creates the key; a later ordinary new value
+        // is learned silently; a suspicious new value fires; a known one not.
+        let (f, _, _) = st.process(
+            &s,
+            vec![
+                v(0, "1", "s1", true),
+                v(10, "2", "s2", false),
+                v(20, "3", "s3", true),
+                v(30, "4", "s2", true),
+            ],
+        );
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].0.event_id, "3");
     }
 
     #[test]

@@ -267,6 +267,11 @@ pub struct BaselineSpec {
     /// are added silently (default 0s: every value after the first is new).
     #[serde(default)]
     pub learn: Option<String>,
+    /// Optional boolean output column: rows where it is not true are
+    /// learned but never fire (e.g. only a suspicious variant may fire,
+    /// while every row teaches what is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fire_if: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -562,13 +567,13 @@ impl LoadedRule {
     }
 }
 
-fn is_owasp_mcp_tag(t: &str) -> bool {
+pub(crate) fn is_owasp_mcp_tag(t: &str) -> bool {
     t.strip_prefix("owasp-mcp:MCP")
         .and_then(|n| n.parse::<u8>().ok().filter(|_| n.len() == 2))
         .is_some_and(|n| (1..=10).contains(&n))
 }
 
-fn is_atlas_tag(t: &str) -> bool {
+pub(crate) fn is_atlas_tag(t: &str) -> bool {
     let Some(rest) = t.strip_prefix("atlas:AML.") else {
         return false;
     };
@@ -614,7 +619,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, DetectError> {
     Ok(rules)
 }
 
-fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
+pub(crate) fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
     let io = |e| DetectError::Io {
         path: dir.display().to_string(),
         source: e,
