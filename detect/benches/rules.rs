@@ -112,7 +112,12 @@ fn bench(c: &mut Criterion) {
                     shifted(&tool_defs, hour * 3_600_000_000),
                 )
             },
-            |(e, t)| black_box(rt.block_on(detect(&engine, &e, &t, now, &cfg)).expect("detects")),
+            |(e, t)| {
+                black_box(
+                    rt.block_on(detect(&engine, &e, &t, now, &cfg))
+                        .expect("detects"),
+                )
+            },
             BatchSize::LargeInput,
         )
     });

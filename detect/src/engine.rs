@@ -576,9 +576,7 @@ pub fn feed_state(
                     .as_ref()
                     .and_then(|n| (!n.is_null(i)).then(|| n.value(i))),
                 step: step_idx,
-                may_fire: fire_if
-                    .as_ref()
-                    .is_none_or(|a| !a.is_null(i) && a.value(i)),
+                may_fire: fire_if.as_ref().is_none_or(|a| !a.is_null(i) && a.value(i)),
                 evidence,
             });
         }

@@ -71,7 +71,9 @@ pub async fn lint_dir(dir: &Path) -> Result<LintReport, DetectError> {
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,
             Err(e) => {
-                report.issues.push(issue(&file, None, format!("cannot read: {e}")));
+                report
+                    .issues
+                    .push(issue(&file, None, format!("cannot read: {e}")));
                 continue;
             }
         };
@@ -80,11 +82,9 @@ pub async fn lint_dir(dir: &Path) -> Result<LintReport, DetectError> {
         let config: RuleConfig = match serde_norway::from_str(&text) {
             Ok(c) => c,
             Err(e) => {
-                report.issues.push(issue(
-                    &file,
-                    e.location().map(|l| l.line()),
-                    e.to_string(),
-                ));
+                report
+                    .issues
+                    .push(issue(&file, e.location().map(|l| l.line()), e.to_string()));
                 continue;
             }
         };
@@ -94,7 +94,11 @@ pub async fn lint_dir(dir: &Path) -> Result<LintReport, DetectError> {
             Some(prev) => report.issues.push(issue(
                 &file,
                 line_of("id:"),
-                format!("duplicate rule id {:?} (also in {})", config.id, prev.display()),
+                format!(
+                    "duplicate rule id {:?} (also in {})",
+                    config.id,
+                    prev.display()
+                ),
             )),
             None => {
                 ids.insert(config.id.clone(), file.clone());
@@ -147,7 +151,10 @@ fn check_metadata(
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && c.id.as_bytes()[0].is_ascii_alphanumeric();
     if !id_ok {
-        push("id:", format!("id {:?} must match [a-z0-9][a-z0-9-]*", c.id));
+        push(
+            "id:",
+            format!("id {:?} must match [a-z0-9][a-z0-9-]*", c.id),
+        );
     }
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
     if stem != c.id {
@@ -173,9 +180,7 @@ fn check_metadata(
         if !known {
             push(
                 "tags:",
-                format!(
-                    "tag {t:?} is neither owasp-mcp:MCP01..MCP10 nor atlas:AML.T####[.###]"
-                ),
+                format!("tag {t:?} is neither owasp-mcp:MCP01..MCP10 nor atlas:AML.T####[.###]"),
             );
         }
     }
@@ -192,7 +197,10 @@ fn check_metadata(
         );
     }
     if c.entity.is_empty() {
-        push("entity:", "entity must name at least one output column".into());
+        push(
+            "entity:",
+            "entity must name at least one output column".into(),
+        );
     }
     if !c.tests.iter().any(|t| t.expect > 0) {
         push(
@@ -201,7 +209,10 @@ fn check_metadata(
         );
     }
     if !c.tests.iter().any(|t| t.expect == 0) {
-        push("tests:", "no negative inline test (one with expect: 0)".into());
+        push(
+            "tests:",
+            "no negative inline test (one with expect: 0)".into(),
+        );
     }
     for t in &c.tests {
         if t.name.trim().is_empty() {

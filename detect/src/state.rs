@@ -562,7 +562,12 @@ mod tests {
         ];
         assert!(st.process(&s, rows).0.is_empty());
         let mut st = RuleState::default();
-        let rows = vec![r(0, "1", "a"), r(1, "2", "b"), r(2, "3", "a"), r(3, "4", "a")];
+        let rows = vec![
+            r(0, "1", "a"),
+            r(1, "2", "b"),
+            r(2, "3", "a"),
+            r(3, "4", "a"),
+        ];
         let (f, _, _) = st.process(&s, rows);
         assert_eq!(f.len(), 1, "3 of 4 are \"a\"");
         assert_eq!(f[0].1.detail["window_share"], serde_json::json!(0.75));

@@ -85,7 +85,10 @@ async fn broken_rule_dir_gives_specific_errors_with_file_and_line() {
         )
     };
     assert_eq!(report.files, 7);
-    has("misnamed.yaml:1", "does not match the file name \"misnamed\"");
+    has(
+        "misnamed.yaml:1",
+        "does not match the file name \"misnamed\"",
+    );
     has("b/good-rule.yaml:1", "duplicate rule id \"good-rule\"");
     has("bad-tags.yaml:6", "tag \"owasp-mcp:MCP11\"");
     has("bad-tags.yaml:6", "tag \"atlas:T49\"");
