@@ -654,6 +654,43 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
     stop_and_verify(&mut child, &dir);
 }
 
+#[test]
+fn rules_lint_exits_non_zero_naming_file_and_line() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rules = tmp.path().join("rules");
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        &rules,
+    );
+    run_ok(dunes().args(["rules", "lint"]).arg(&rules));
+    // Drop the negative test and break a tag of one rule.
+    let file = rules.join("injection/path-traversal-in-args.yaml");
+    let text = std::fs::read_to_string(&file).expect("rule");
+    let broken = text
+        .replace("owasp-mcp:MCP05", "owasp-mcp:MCP5")
+        .replace("    expect: 0\n", "    expect: 3\n");
+    std::fs::write(&file, broken).expect("write");
+    let out = dunes()
+        .args(["rules", "lint"])
+        .arg(&rules)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "lint passed a broken rule");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tags_line = text
+        .lines()
+        .position(|l| l.starts_with("tags:"))
+        .expect("tags line")
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "path-traversal-in-args.yaml:{tags_line}: tag \"owasp-mcp:MCP5\""
+        )),
+        "{err}"
+    );
+    assert!(err.contains("no negative inline test"), "{err}");
+}
+
 /// Rule-set versions ledgered in `dir` (the `rule_set` records, in order).
 fn ledgered_rule_set_versions(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();

@@ -75,6 +75,9 @@ pub struct StateLayout {
     /// Baseline `fire_if`: boolean column; rows where it is not true only
     /// teach the baseline.
     pub fire_if: Option<usize>,
+    /// Baseline `learn_if`: boolean column; rows where it is not true are
+    /// judged but not remembered.
+    pub learn_if: Option<usize>,
 }
 
 /// A rule turned into a runtime detector: its config plus a physical plan.
@@ -519,16 +522,20 @@ pub fn feed_state(
             None
         };
         let step = sl.step.map(|i| utf8(b, i)).transpose()?;
-        let fire_if = match sl.fire_if {
-            Some(i) => Some(
+        let flag = |col: Option<usize>| {
+            col.map(|i| {
                 b.column(i)
                     .as_any()
                     .downcast_ref::<arrow::array::BooleanArray>()
                     .cloned()
-                    .ok_or_else(|| DetectError::InvalidValue("fire_if is not boolean".into()))?,
-            ),
-            None => None,
+                    .ok_or_else(|| {
+                        DetectError::InvalidValue("fire_if/learn_if is not boolean".into())
+                    })
+            })
+            .transpose()
         };
+        let fire_if = flag(sl.fire_if)?;
+        let learn_if = flag(sl.learn_if)?;
         let mut seq_evidence = None;
         for i in 0..b.num_rows() {
             if ts.is_null(i) || ids.is_null(i) || excepted(rule, b, i) {
@@ -577,6 +584,9 @@ pub fn feed_state(
                     .and_then(|n| (!n.is_null(i)).then(|| n.value(i))),
                 step: step_idx,
                 may_fire: fire_if.as_ref().is_none_or(|a| !a.is_null(i) && a.value(i)),
+                may_learn: learn_if
+                    .as_ref()
+                    .is_none_or(|a| !a.is_null(i) && a.value(i)),
                 evidence,
             });
         }
@@ -713,6 +723,19 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
         learn: 0,
         when: Default::default(),
     };
+    let bool_col = |name: &Option<String>, key: &str| -> Result<Option<usize>, DetectError> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let i = col(name)?;
+        if schema.field(i).data_type() != &DataType::Boolean {
+            return Err(rule.error(
+                line,
+                format!("baseline {key} column {name:?} must be boolean"),
+            ));
+        }
+        Ok(Some(i))
+    };
     let state = match c.kind {
         RuleKind::Match => None,
         RuleKind::Threshold => {
@@ -737,6 +760,7 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 values,
                 step: None,
                 fire_if: None,
+                learn_if: None,
             })
         }
         RuleKind::Sequence => {
@@ -754,6 +778,7 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 values: Vec::new(),
                 step: Some(col("step")?),
                 fire_if: None,
+                learn_if: None,
             })
         }
         RuleKind::Baseline => {
@@ -770,19 +795,8 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 key: b.key.iter().map(|k| col(k)).collect::<Result<_, _>>()?,
                 values: b.value.iter().map(|k| col(k)).collect::<Result<_, _>>()?,
                 step: None,
-                fire_if: match &b.fire_if {
-                    Some(name) => {
-                        let i = col(name)?;
-                        if schema.field(i).data_type() != &DataType::Boolean {
-                            return Err(rule.error(
-                                line,
-                                format!("baseline fire_if column {name:?} must be boolean"),
-                            ));
-                        }
-                        Some(i)
-                    }
-                    None => None,
-                },
+                fire_if: bool_col(&b.fire_if, "fire_if")?,
+                learn_if: bool_col(&b.learn_if, "learn_if")?,
             })
         }
     };

@@ -62,6 +62,9 @@ pub struct StateRow {
     /// Baseline: false when the rule's `fire_if` column is false or null
     /// (the row only teaches the baseline).
     pub may_fire: bool,
+    /// Baseline: false when the rule's `learn_if` column is false or null
+    /// (the row is judged against the baseline but not remembered).
+    pub may_learn: bool,
     /// Evidence of this row (filled for sequence steps only; the engine
     /// fills it for firing rows).
     pub evidence: Option<Map<String, Value>>,
@@ -383,6 +386,9 @@ impl RuleState {
         }
         let vals: Vec<&str> = row.values.iter().flatten().map(String::as_str).collect();
         let tuple = sep_join(vals.iter().copied());
+        if !row.may_learn && !self.baselines.contains_key(&row.key) {
+            return Vec::new();
+        }
         let entry = self
             .baselines
             .entry(row.key.clone())
@@ -438,6 +444,9 @@ impl RuleState {
                 prior_evidence: Vec::new(),
                 detail,
             });
+        }
+        if !row.may_learn {
+            return out;
         }
         if entry.tuples.len() < MAX_BASELINE_VALUES || entry.tuples.contains_key(&tuple) {
             let t = entry.tuples.entry(tuple).or_insert(row.ts);
@@ -521,6 +530,7 @@ mod tests {
             num: None,
             step: None,
             may_fire: true,
+            may_learn: true,
             evidence: None,
         }
     }
@@ -681,6 +691,31 @@ mod tests {
         );
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].0.event_id, "3");
+    }
+
+    #[test]
+    fn baseline_rows_that_may_not_learn_are_judged_but_not_remembered() {
+        let s = spec(RuleKind::Baseline);
+        let mut st = RuleState::default();
+        let v = |ts, id, val: &str, may_learn| StateRow {
+            values: vec![Some(val.to_string())],
+            may_learn,
+            ..row(ts, id, "srv|tool")
+        };
+        // An unlearnable first row does not create the key; the first
+        // learnable one does; an unlearnable new value fires every time.
+        let (f, _, _) = st.process(
+            &s,
+            vec![
+                v(0, "1", "bad", false),
+                v(10, "2", "good", true),
+                v(20, "3", "bad", false),
+                v(30, "4", "bad", false),
+                v(40, "5", "good", true),
+            ],
+        );
+        let ids: Vec<&str> = f.iter().map(|(r, _)| r.event_id.as_str()).collect();
+        assert_eq!(ids, vec!["3", "4"]);
     }
 
     #[test]

@@ -272,6 +272,11 @@ pub struct BaselineSpec {
     /// while every row teaches what is known).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fire_if: Option<String>,
+    /// Optional boolean output column: rows where it is not true are judged
+    /// against the baseline (and may fire) but are not remembered (e.g. a
+    /// definition that is malicious on its face must not become "normal").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn_if: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
