@@ -208,7 +208,8 @@ enum Command {
 enum RulesCmd {
     /// Run every rule's inline tests.
     Test { dir: Option<PathBuf> },
-    /// Parse, validate and plan every rule (metadata, tags, SQL).
+    /// Check every rule file and report all problems (metadata, unique ids, tags,
+    /// positive and negative tests, SQL planned against the schema); non-zero exit on any.
     Lint { dir: Option<PathBuf> },
     /// List the rules.
     List { dir: Option<PathBuf> },
@@ -451,11 +452,26 @@ async fn rules_cmd(cmd: RulesCmd) -> anyhow::Result<ExitCode> {
         }
         RulesCmd::Lint { dir } => {
             let dir = dir_of(dir);
-            let rules = dunes_detect::load_dir(&dir)?;
-            let n = rules.len();
-            dunes_detect::Engine::new(rules).await?;
-            println!("{n} rules in {} parse, validate and plan", dir.display());
-            Ok(ExitCode::SUCCESS)
+            let report = dunes_detect::lint::lint_dir(&dir).await?;
+            for i in &report.issues {
+                eprintln!("error: {i}");
+            }
+            if report.ok() {
+                println!(
+                    "{} rules in {} pass lint (metadata, tags, tests, SQL plans)",
+                    report.files,
+                    dir.display()
+                );
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!(
+                    "{} problem(s) in {} rule file(s) under {}",
+                    report.issues.len(),
+                    report.files,
+                    dir.display()
+                );
+                Ok(ExitCode::FAILURE)
+            }
         }
         RulesCmd::List { dir } => {
             let dir = dir_of(dir);

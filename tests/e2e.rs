@@ -654,6 +654,149 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
     stop_and_verify(&mut child, &dir);
 }
 
+#[test]
+fn rules_lint_exits_non_zero_naming_file_and_line() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let rules = tmp.path().join("rules");
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        &rules,
+    );
+    run_ok(dunes().args(["rules", "lint"]).arg(&rules));
+    // Drop the negative test and break a tag of one rule.
+    let file = rules.join("injection/path-traversal-in-args.yaml");
+    let text = std::fs::read_to_string(&file).expect("rule");
+    let broken = text
+        .replace("owasp-mcp:MCP05", "owasp-mcp:MCP5")
+        .replace("    expect: 0\n", "    expect: 3\n");
+    std::fs::write(&file, broken).expect("write");
+    let out = dunes()
+        .args(["rules", "lint"])
+        .arg(&rules)
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "lint passed a broken rule");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let tags_line = text
+        .lines()
+        .position(|l| l.starts_with("tags:"))
+        .expect("tags line")
+        + 1;
+    assert!(
+        err.contains(&format!(
+            "path-traversal-in-args.yaml:{tags_line}: tag \"owasp-mcp:MCP5\""
+        )),
+        "{err}"
+    );
+    assert!(err.contains("no negative inline test"), "{err}");
+}
+
+/// Rule-set versions ledgered in `dir` (the `rule_set` records, in order).
+fn ledgered_rule_set_versions(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut segs: Vec<PathBuf> = std::fs::read_dir(dir.join("ledger"))
+        .expect("ledger dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "dlg"))
+        .collect();
+    segs.sort();
+    let needle = br#""type":"rule_set","version":""#;
+    for seg in segs {
+        let bytes = std::fs::read(&seg).expect("segment");
+        let mut at = 0;
+        while let Some(i) = bytes[at..].windows(needle.len()).position(|w| w == needle) {
+            let start = at + i + needle.len();
+            out.push(String::from_utf8_lossy(&bytes[start..start + 64]).into_owned());
+            at = start;
+        }
+    }
+    out
+}
+
+#[test]
+fn rules_watcher_alone_picks_up_an_edited_rule_file() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let rules = tmp.path().join("rules");
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("rules"),
+        &rules,
+    );
+    // Start without the rule under test; it is added back by editing the
+    // directory only (no reload call): the 2 s watcher must pick it up.
+    let file = rules.join("secrets/secret-in-tool-args.yaml");
+    let good = std::fs::read_to_string(&file).expect("rule");
+    std::fs::remove_file(&file).expect("remove");
+    let (mut child, base) = start_run(&dir, &[OsStr::new("--rules"), rules.as_os_str()]);
+    let start_versions = ledgered_rule_set_versions(&dir);
+    assert_eq!(start_versions.len(), 1, "{start_versions:?}");
+
+    // A secrets-in-args session, re-labelled per attempt so every attempt
+    // is new traffic (fresh session and event ids).
+    let labels = labels();
+    let text = std::fs::read_to_string(sample()).expect("sample");
+    let session = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["session_id"].as_str().map(str::to_string))
+        .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
+        .expect("a secrets session");
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(&session)).collect();
+    let send = |attempt: usize| -> String {
+        let sid = format!("watch-{attempt}");
+        let body: String = lines
+            .iter()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).expect("json");
+                v["session_id"] = Value::from(sid.clone());
+                if let Some(id) = v["event_id"].as_str() {
+                    v["event_id"] = Value::from(format!("{sid}-{id}"));
+                }
+                format!("{v}\n")
+            })
+            .collect();
+        ureq::post(&format!("{base}/v1/ingest"))
+            .send(body.as_bytes())
+            .expect("ingest");
+        sid
+    };
+    let fired = |sid: &str| -> bool {
+        let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
+            .call()
+            .expect("list");
+        let list: Value = resp.body_mut().read_json().expect("json");
+        list["incidents"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|i| i["rule_id"] == "secret-in-tool-args" && i["session_id"] == sid)
+    };
+    let sid = send(0);
+    assert!(!fired(&sid), "rule absent at start, yet it fired");
+
+    std::fs::write(&file, &good).expect("restore rule");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut attempt = 1;
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let sid = send(attempt);
+        if fired(&sid) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not load the restored rule within 30 s"
+        );
+        attempt += 1;
+    }
+    // The watcher ledgered the new rule-set version (no HTTP reload made).
+    let versions = ledgered_rule_set_versions(&dir);
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_ne!(versions[0], versions[1]);
+
+    stop_and_verify(&mut child, &dir);
+}
+
 /// A session that reads a credential file then ships a large high-entropy
 /// payload 2 minutes later (sequence rule), and a session flooding 61
 /// calls in 30 s (threshold rule), split in two halves mid-sequence and

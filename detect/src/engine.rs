@@ -72,6 +72,12 @@ pub struct StateLayout {
     /// Threshold distinct/sum column or baseline value columns.
     pub values: Vec<usize>,
     pub step: Option<usize>,
+    /// Baseline `fire_if`: boolean column; rows where it is not true only
+    /// teach the baseline.
+    pub fire_if: Option<usize>,
+    /// Baseline `learn_if`: boolean column; rows where it is not true are
+    /// judged but not remembered.
+    pub learn_if: Option<usize>,
 }
 
 /// A rule turned into a runtime detector: its config plus a physical plan.
@@ -516,6 +522,20 @@ pub fn feed_state(
             None
         };
         let step = sl.step.map(|i| utf8(b, i)).transpose()?;
+        let flag = |col: Option<usize>| {
+            col.map(|i| {
+                b.column(i)
+                    .as_any()
+                    .downcast_ref::<arrow::array::BooleanArray>()
+                    .cloned()
+                    .ok_or_else(|| {
+                        DetectError::InvalidValue("fire_if/learn_if is not boolean".into())
+                    })
+            })
+            .transpose()
+        };
+        let fire_if = flag(sl.fire_if)?;
+        let learn_if = flag(sl.learn_if)?;
         let mut seq_evidence = None;
         for i in 0..b.num_rows() {
             if ts.is_null(i) || ids.is_null(i) || excepted(rule, b, i) {
@@ -563,6 +583,10 @@ pub fn feed_state(
                     .as_ref()
                     .and_then(|n| (!n.is_null(i)).then(|| n.value(i))),
                 step: step_idx,
+                may_fire: fire_if.as_ref().is_none_or(|a| !a.is_null(i) && a.value(i)),
+                may_learn: learn_if
+                    .as_ref()
+                    .is_none_or(|a| !a.is_null(i) && a.value(i)),
                 evidence,
             });
         }
@@ -693,10 +717,24 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
         tumbling: false,
         aggregate: Aggregate::Count,
         min: 0.0,
+        min_share: 0.0,
         steps: Vec::new(),
         within: 0,
         learn: 0,
         when: Default::default(),
+    };
+    let bool_col = |name: &Option<String>, key: &str| -> Result<Option<usize>, DetectError> {
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let i = col(name)?;
+        if schema.field(i).data_type() != &DataType::Boolean {
+            return Err(rule.error(
+                line,
+                format!("baseline {key} column {name:?} must be boolean"),
+            ));
+        }
+        Ok(Some(i))
     };
     let state = match c.kind {
         RuleKind::Match => None,
@@ -715,11 +753,14 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                     tumbling: w.kind == WindowType::Tumbling,
                     aggregate: t.aggregate,
                     min: t.min,
+                    min_share: t.min_share.unwrap_or(0.0),
                     ..base
                 },
                 key: entity,
                 values,
                 step: None,
+                fire_if: None,
+                learn_if: None,
             })
         }
         RuleKind::Sequence => {
@@ -736,6 +777,8 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 key: entity,
                 values: Vec::new(),
                 step: Some(col("step")?),
+                fire_if: None,
+                learn_if: None,
             })
         }
         RuleKind::Baseline => {
@@ -752,6 +795,8 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 key: b.key.iter().map(|k| col(k)).collect::<Result<_, _>>()?,
                 values: b.value.iter().map(|k| col(k)).collect::<Result<_, _>>()?,
                 step: None,
+                fire_if: bool_col(&b.fire_if, "fire_if")?,
+                learn_if: bool_col(&b.learn_if, "learn_if")?,
             })
         }
     };

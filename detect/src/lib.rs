@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod incident;
+pub mod lint;
 pub mod noise;
 pub mod response;
 pub mod rule;

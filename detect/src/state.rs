@@ -37,6 +37,9 @@ pub struct StateSpec {
     pub tumbling: bool,
     pub aggregate: Aggregate,
     pub min: f64,
+    /// Threshold: the aggregate divided by the window's event count must
+    /// also be at least this (0.0 = no share condition).
+    pub min_share: f64,
     pub steps: Vec<String>,
     pub within: i64,
     pub learn: i64,
@@ -56,6 +59,12 @@ pub struct StateRow {
     pub num: Option<f64>,
     /// Sequence: index of the step.
     pub step: Option<usize>,
+    /// Baseline: false when the rule's `fire_if` column is false or null
+    /// (the row only teaches the baseline).
+    pub may_fire: bool,
+    /// Baseline: false when the rule's `learn_if` column is false or null
+    /// (the row is judged against the baseline but not remembered).
+    pub may_learn: bool,
     /// Evidence of this row (filled for sequence steps only; the engine
     /// fills it for firing rows).
     pub evidence: Option<Map<String, Value>>,
@@ -262,7 +271,8 @@ impl RuleState {
             let a = q.partition_point(|e| e.ts < lo);
             let b = q.partition_point(|e| e.ts <= hi);
             let (agg, n) = aggregate(spec.aggregate, q.range(a..b));
-            if agg >= spec.min {
+            let share = if n == 0 { 0.0 } else { agg / n as f64 };
+            if agg >= spec.min && share >= spec.min_share {
                 let ids: Vec<String> = q
                     .range(a..b)
                     .rev()
@@ -272,6 +282,9 @@ impl RuleState {
                 let mut detail = Map::new();
                 detail.insert("window_aggregate".into(), Value::from(agg));
                 detail.insert("window_events".into(), Value::from(n));
+                if spec.min_share > 0.0 {
+                    detail.insert("window_share".into(), Value::from(share));
+                }
                 detail.insert(
                     "window_start".into(),
                     Value::from(crate::incident::micros_to_dt(lo).to_rfc3339()),
@@ -373,6 +386,9 @@ impl RuleState {
         }
         let vals: Vec<&str> = row.values.iter().flatten().map(String::as_str).collect();
         let tuple = sep_join(vals.iter().copied());
+        if !row.may_learn && !self.baselines.contains_key(&row.key) {
+            return Vec::new();
+        }
         let entry = self
             .baselines
             .entry(row.key.clone())
@@ -395,7 +411,7 @@ impl RuleState {
                 .all(|(v, set)| !set.contains(*v)),
         };
         let learning = row.ts - entry.first_ts < spec.learn;
-        let fire = known_before && new && !learning;
+        let fire = known_before && new && !learning && row.may_fire;
         let mut out = Vec::new();
         if fire {
             let mut detail = Map::new();
@@ -429,6 +445,9 @@ impl RuleState {
                 detail,
             });
         }
+        if !row.may_learn {
+            return out;
+        }
         if entry.tuples.len() < MAX_BASELINE_VALUES || entry.tuples.contains_key(&tuple) {
             let t = entry.tuples.entry(tuple).or_insert(row.ts);
             *t = (*t).min(row.ts);
@@ -459,6 +478,17 @@ fn aggregate<'a>(agg: Aggregate, it: impl Iterator<Item = &'a WinEvent>) -> (f64
             }
             (set.len() as f64, n)
         }
+        Aggregate::Top => {
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            let mut n = 0;
+            for e in it {
+                n += 1;
+                if let Some(v) = &e.value {
+                    *counts.entry(v.as_str()).or_default() += 1;
+                }
+            }
+            (counts.values().copied().max().unwrap_or(0) as f64, n)
+        }
         Aggregate::Sum => {
             let mut s = 0.0;
             let mut n = 0;
@@ -483,6 +513,7 @@ mod tests {
             tumbling: false,
             aggregate: Aggregate::Count,
             min: 3.0,
+            min_share: 0.0,
             steps: vec!["a".into(), "b".into()],
             within: 120_000_000,
             learn: 0,
@@ -498,6 +529,8 @@ mod tests {
             values: Vec::new(),
             num: None,
             step: None,
+            may_fire: true,
+            may_learn: true,
             evidence: None,
         }
     }
@@ -514,6 +547,40 @@ mod tests {
         let (f, _, _) = st.process(&s, vec![row(62, "4", "k")]);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].1.event_ids, vec!["2", "3", "4"]);
+    }
+
+    #[test]
+    fn top_with_share_needs_the_value_to_dominate_the_window() {
+        let mut s = spec(RuleKind::Threshold);
+        s.aggregate = Aggregate::Top;
+        s.min_share = 0.5;
+        let r = |ts, id: &str, v: &str| {
+            let mut x = row(ts, id, "k");
+            x.values = vec![Some(v.into())];
+            x
+        };
+        let mut st = RuleState::default();
+        // 3 × "a" among 7 calls: top 3 ≥ min 3 but share 3/7 < 0.5.
+        let rows = vec![
+            r(0, "1", "a"),
+            r(1, "2", "b"),
+            r(2, "3", "a"),
+            r(3, "4", "c"),
+            r(4, "5", "d"),
+            r(5, "6", "e"),
+            r(6, "7", "a"),
+        ];
+        assert!(st.process(&s, rows).0.is_empty());
+        let mut st = RuleState::default();
+        let rows = vec![
+            r(0, "1", "a"),
+            r(1, "2", "b"),
+            r(2, "3", "a"),
+            r(3, "4", "a"),
+        ];
+        let (f, _, _) = st.process(&s, rows);
+        assert_eq!(f.len(), 1, "3 of 4 are \"a\"");
+        assert_eq!(f[0].1.detail["window_share"], serde_json::json!(0.75));
     }
 
     #[test]
@@ -600,6 +667,55 @@ mod tests {
                 .is_empty()
         );
         assert_eq!(st.process(&s, vec![v(4000, "3", "h3")]).0.len(), 1);
+    }
+
+    #[test]
+    fn baseline_rows_that_may_not_fire_only_teach() {
+        let s = spec(RuleKind::Baseline);
+        let mut st = RuleState::default();
+        let v = |ts, id, val: &str, may_fire| StateRow {
+            values: vec![Some(val.to_string())],
+            may_fire,
+            ..row(ts, id, "search")
+        };
+        // A suspicious row first creates the key; a later ordinary new value
+        // is learned silently; a suspicious new value fires; a known one not.
+        let (f, _, _) = st.process(
+            &s,
+            vec![
+                v(0, "1", "s1", true),
+                v(10, "2", "s2", false),
+                v(20, "3", "s3", true),
+                v(30, "4", "s2", true),
+            ],
+        );
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].0.event_id, "3");
+    }
+
+    #[test]
+    fn baseline_rows_that_may_not_learn_are_judged_but_not_remembered() {
+        let s = spec(RuleKind::Baseline);
+        let mut st = RuleState::default();
+        let v = |ts, id, val: &str, may_learn| StateRow {
+            values: vec![Some(val.to_string())],
+            may_learn,
+            ..row(ts, id, "srv|tool")
+        };
+        // An unlearnable first row does not create the key; the first
+        // learnable one does; an unlearnable new value fires every time.
+        let (f, _, _) = st.process(
+            &s,
+            vec![
+                v(0, "1", "bad", false),
+                v(10, "2", "good", true),
+                v(20, "3", "bad", false),
+                v(30, "4", "bad", false),
+                v(40, "5", "good", true),
+            ],
+        );
+        let ids: Vec<&str> = f.iter().map(|(r, _)| r.event_id.as_str()).collect();
+        assert_eq!(ids, vec!["3", "4"]);
     }
 
     #[test]

@@ -216,6 +216,8 @@ pub enum Aggregate {
     Count,
     Distinct,
     Sum,
+    /// Count of the most frequent value of `column` in the window.
+    Top,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -227,6 +229,11 @@ pub struct ThresholdSpec {
     pub column: Option<String>,
     /// Fires when the aggregate over the window is >= this.
     pub min: f64,
+    /// `distinct` / `top` only: also require aggregate ÷ events in the
+    /// window >= this (0..=1), e.g. the most frequent value is at least half
+    /// of the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_share: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -260,6 +267,16 @@ pub struct BaselineSpec {
     /// are added silently (default 0s: every value after the first is new).
     #[serde(default)]
     pub learn: Option<String>,
+    /// Optional boolean output column: rows where it is not true are
+    /// learned but never fire (e.g. only a suspicious variant may fire,
+    /// while every row teaches what is known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fire_if: Option<String>,
+    /// Optional boolean output column: rows where it is not true are judged
+    /// against the baseline (and may fire) but are not remembered (e.g. a
+    /// definition that is malicious on its face must not become "normal").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub learn_if: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -416,8 +433,24 @@ impl LoadedRule {
                 {
                     return Err(self.error(
                         line_of("threshold:"),
-                        "aggregate distinct/sum needs a `column`",
+                        "aggregate distinct/sum/top needs a `column`",
                     ));
+                }
+                if let Some(t) = &c.threshold
+                    && let Some(share) = t.min_share
+                {
+                    if !matches!(t.aggregate, Aggregate::Distinct | Aggregate::Top) {
+                        return Err(self.error(
+                            line_of("threshold:"),
+                            "min_share applies to aggregate distinct or top only",
+                        ));
+                    }
+                    if !(0.0..=1.0).contains(&share) {
+                        return Err(self.error(
+                            line_of("threshold:"),
+                            format!("min_share {share} is not in 0..=1"),
+                        ));
+                    }
                 }
             }
             RuleKind::Sequence => {
@@ -539,13 +572,13 @@ impl LoadedRule {
     }
 }
 
-fn is_owasp_mcp_tag(t: &str) -> bool {
+pub(crate) fn is_owasp_mcp_tag(t: &str) -> bool {
     t.strip_prefix("owasp-mcp:MCP")
         .and_then(|n| n.parse::<u8>().ok().filter(|_| n.len() == 2))
         .is_some_and(|n| (1..=10).contains(&n))
 }
 
-fn is_atlas_tag(t: &str) -> bool {
+pub(crate) fn is_atlas_tag(t: &str) -> bool {
     let Some(rest) = t.strip_prefix("atlas:AML.") else {
         return false;
     };
@@ -591,7 +624,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, DetectError> {
     Ok(rules)
 }
 
-fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
+pub(crate) fn collect_rule_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
     let io = |e| DetectError::Io {
         path: dir.display().to_string(),
         source: e,

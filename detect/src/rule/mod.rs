@@ -7,3 +7,4 @@ pub use config::{
     ResponseAction, RuleConfig, RuleKind, RuleTest, SequenceSpec, Severity, ThresholdSpec,
     WindowSpec, WindowType, load_dir, parse_duration_us,
 };
+pub(crate) use config::{collect_rule_files, is_atlas_tag, is_owasp_mcp_tag};
