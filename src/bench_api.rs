@@ -158,32 +158,34 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
         let base = base.clone();
         let ids = ids.clone();
         let t = token(dunes_api::Role::Viewer)?;
-        readers.push(std::thread::spawn(move || -> anyhow::Result<(Histogram<u64>, u64)> {
-            let agent: ureq::Agent = ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .build()
-                .into();
-            let auth = format!("Bearer {t}");
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-            let mut errors = 0u64;
-            let mut n = c;
-            while Instant::now() < deadline {
-                let uri = if n % 2 == 0 {
-                    format!("{base}/api/v1/incidents?level={}&limit=20", 1 + n % 3)
-                } else {
-                    format!("{base}/api/v1/incidents/{}", ids[n % ids.len()])
-                };
-                let t0 = Instant::now();
-                let mut resp = agent.get(&uri).header("authorization", &auth).call()?;
-                let _ = resp.body_mut().read_to_vec()?;
-                h.record(t0.elapsed().as_micros().max(1) as u64)?;
-                if resp.status() != 200 {
-                    errors += 1;
+        readers.push(std::thread::spawn(
+            move || -> anyhow::Result<(Histogram<u64>, u64)> {
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .build()
+                    .into();
+                let auth = format!("Bearer {t}");
+                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                let mut errors = 0u64;
+                let mut n = c;
+                while Instant::now() < deadline {
+                    let uri = if n % 2 == 0 {
+                        format!("{base}/api/v1/incidents?level={}&limit=20", 1 + n % 3)
+                    } else {
+                        format!("{base}/api/v1/incidents/{}", ids[n % ids.len()])
+                    };
+                    let t0 = Instant::now();
+                    let mut resp = agent.get(&uri).header("authorization", &auth).call()?;
+                    let _ = resp.body_mut().read_to_vec()?;
+                    h.record(t0.elapsed().as_micros().max(1) as u64)?;
+                    if resp.status() != 200 {
+                        errors += 1;
+                    }
+                    n += 1;
                 }
-                n += 1;
-            }
-            Ok((h, errors))
-        }));
+                Ok((h, errors))
+            },
+        ));
     }
     let started = Instant::now();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;

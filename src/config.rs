@@ -169,8 +169,8 @@ mod tests {
         let c: Config = toml::from_str("").expect("empty");
         assert!(!c.auth.disabled, "authentication is on by default");
         assert_eq!(c.auth.max_token_ttl_secs, 900);
-        let c: Config =
-            toml::from_str("[history]\nretention_days = 7\n[hunt]\nmax_rows = 5\n").expect("history");
+        let c: Config = toml::from_str("[history]\nretention_days = 7\n[hunt]\nmax_rows = 5\n")
+            .expect("history");
         assert_eq!((c.history.retention_days, c.hunt.max_rows), (7, 5));
     }
 }

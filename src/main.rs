@@ -462,7 +462,12 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
 }
 
 /// Signs an API token with the data dir's token key (generated on first use).
-pub(crate) fn issue_token(cfg: &Config, sub: &str, role: &str, ttl: &str) -> anyhow::Result<String> {
+pub(crate) fn issue_token(
+    cfg: &Config,
+    sub: &str,
+    role: &str,
+    ttl: &str,
+) -> anyhow::Result<String> {
     let role: dunes_api::Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
     let ttl_us = dunes_detect::rule::parse_duration_us(ttl)
         .with_context(|| format!("--ttl {ttl:?}: expected e.g. 30s, 10m, 15m"))?;

@@ -561,9 +561,13 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
                 };
                 match crate::issue_token(&tcfg, "demo-analyst", "analyst", "15m") {
                     Ok(t) => {
-                        println!("API up (every route but /healthz needs a bearer token; this analyst token lasts 15 minutes):");
+                        println!(
+                            "API up (every route but /healthz needs a bearer token; this analyst token lasts 15 minutes):"
+                        );
                         println!("  export DUNES_TOKEN={t}");
-                        println!("  curl -H \"Authorization: Bearer $DUNES_TOKEN\" 'http://{a}/api/v1/incidents?level=3'");
+                        println!(
+                            "  curl -H \"Authorization: Bearer $DUNES_TOKEN\" 'http://{a}/api/v1/incidents?level=3'"
+                        );
                         println!(
                             "  new token: dunes token issue --data-dir {} --sub you --role analyst --ttl 15m   (Ctrl-C to stop)",
                             data_dir.display()

@@ -398,7 +398,9 @@ fn wait_healthy(base: &str) {
 fn token(dir: &Path, role: &str) -> String {
     let out = run_ok(
         dunes()
-            .args(["token", "issue", "--sub", "e2e", "--role", role, "--ttl", "5m"])
+            .args([
+                "token", "issue", "--sub", "e2e", "--role", role, "--ttl", "5m",
+            ])
             .arg("--data-dir")
             .arg(dir),
     );
@@ -939,7 +941,10 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
         .collect();
     let (envelopes, messages) = (nums[0], nums[1]);
     let rejected = read_ndjson(&dir.join("dead-letter.ndjson")).len() as u64;
-    let input = std::fs::read_to_string(sample()).expect("sample").lines().count() as u64;
+    let input = std::fs::read_to_string(sample())
+        .expect("sample")
+        .lines()
+        .count() as u64;
     assert_eq!(envelopes + rejected, input);
     assert!(dir.join("history/events").is_dir(), "no Parquet history");
 
@@ -948,7 +953,13 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
     // Hunting over a day of stored history gives the input's counts.
     let sql = "SELECT count(*) AS n, count(DISTINCT event_id) AS e FROM events \
                WHERE ts >= '2026-11-20T00:00:00Z' AND ts < '2026-11-21T00:00:00Z'";
-    let (s, res) = post_as(&base, &dir, "analyst", "/api/v1/query", &serde_json::json!({"sql": sql}));
+    let (s, res) = post_as(
+        &base,
+        &dir,
+        "analyst",
+        "/api/v1/query",
+        &serde_json::json!({"sql": sql}),
+    );
     assert_eq!(s, 200, "{res}");
     assert_eq!(res["rows"][0]["n"], messages, "{res}");
     assert_eq!(res["rows"][0]["e"], envelopes, "{res}");
@@ -966,17 +977,32 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
         .iter()
         .map(|r| r["n"].as_u64().expect("n"))
         .sum();
-    assert_eq!(total as usize, read_ndjson(&dir.join("incidents.ndjson")).len());
+    assert_eq!(
+        total as usize,
+        read_ndjson(&dir.join("incidents.ndjson")).len()
+    );
     // Writes and file access are refused; a viewer may not hunt.
     for bad in [
         "DELETE FROM events",
         "COPY events TO '/tmp/x.csv'",
         "SELECT * FROM '/etc/passwd'",
     ] {
-        let (s, res) = post_as(&base, &dir, "analyst", "/api/v1/query", &serde_json::json!({"sql": bad}));
+        let (s, res) = post_as(
+            &base,
+            &dir,
+            "analyst",
+            "/api/v1/query",
+            &serde_json::json!({"sql": bad}),
+        );
         assert_eq!(s, 400, "{bad}: {res}");
     }
-    let (s, _) = post_as(&base, &dir, "viewer", "/api/v1/query", &serde_json::json!({"sql": "SELECT 1"}));
+    let (s, _) = post_as(
+        &base,
+        &dir,
+        "viewer",
+        "/api/v1/query",
+        &serde_json::json!({"sql": "SELECT 1"}),
+    );
     assert_eq!(s, 403);
 
     // Lifecycle of a Level 2 incident.
@@ -989,20 +1015,47 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
     let path = |a: &str| format!("/api/v1/incidents/{id}/{a}");
     let empty = serde_json::json!({});
     assert_eq!(post_as(&base, &dir, "viewer", &path("ack"), &empty).0, 403);
-    let (s, r) = post_as(&base, &dir, "analyst", &path("ack"), &serde_json::json!({"note": "looking"}));
+    let (s, r) = post_as(
+        &base,
+        &dir,
+        "analyst",
+        &path("ack"),
+        &serde_json::json!({"note": "looking"}),
+    );
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["incident"]["status"], "acknowledged");
     assert!(r["action"]["ledger_index"].as_u64().is_some(), "{r}");
     assert_eq!(post_as(&base, &dir, "analyst", &path("ack"), &empty).0, 409);
-    let (s, r) = post_as(&base, &dir, "analyst", &path("assign"), &serde_json::json!({"assignee": "bob"}));
+    let (s, r) = post_as(
+        &base,
+        &dir,
+        "analyst",
+        &path("assign"),
+        &serde_json::json!({"assignee": "bob"}),
+    );
     assert_eq!(s, 200, "{r}");
-    assert_eq!(post_as(&base, &dir, "analyst", &path("escalate"), &empty).0, 403);
-    let (s, r) = post_as(&base, &dir, "responder", &path("escalate"), &serde_json::json!({"note": "exfil confirmed"}));
+    assert_eq!(
+        post_as(&base, &dir, "analyst", &path("escalate"), &empty).0,
+        403
+    );
+    let (s, r) = post_as(
+        &base,
+        &dir,
+        "responder",
+        &path("escalate"),
+        &serde_json::json!({"note": "exfil confirmed"}),
+    );
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["incident"]["level"], 3);
     assert_eq!(r["responses"], 1);
-    assert_eq!(post_as(&base, &dir, "responder", &path("escalate"), &empty).0, 409);
-    assert_eq!(post_as(&base, &dir, "analyst", &path("resolve"), &empty).0, 400);
+    assert_eq!(
+        post_as(&base, &dir, "responder", &path("escalate"), &empty).0,
+        409
+    );
+    assert_eq!(
+        post_as(&base, &dir, "analyst", &path("resolve"), &empty).0,
+        400
+    );
     let (s, r) = post_as(
         &base,
         &dir,
@@ -1039,12 +1092,25 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
             )
         })
         .collect();
-    let want = [("ack", "analyst"), ("assign", "analyst"), ("escalate", "responder"), ("resolve", "analyst")];
+    let want = [
+        ("ack", "analyst"),
+        ("assign", "analyst"),
+        ("escalate", "responder"),
+        ("resolve", "analyst"),
+    ];
     assert_eq!(
         hist,
-        want.iter().map(|(a, r)| (a.to_string(), r.to_string())).collect::<Vec<_>>()
+        want.iter()
+            .map(|(a, r)| (a.to_string(), r.to_string()))
+            .collect::<Vec<_>>()
     );
-    assert!(one["history"].as_array().expect("h").iter().all(|a| a["actor"] == "e2e"));
+    assert!(
+        one["history"]
+            .as_array()
+            .expect("h")
+            .iter()
+            .all(|a| a["actor"] == "e2e")
+    );
     assert_eq!(one["assignee"], "bob");
     assert_eq!(one["disposition"], "true_positive");
     assert_eq!(one["level"], 3);
@@ -1063,7 +1129,10 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
     assert!(text.contains("dunes_incident_actions_total"), "{text}");
     let (s, doc) = get_as(&base, &admin, "/openapi.json");
     assert_eq!(s, 200);
-    assert!(doc["paths"]["/api/v1/incidents/{id}/escalate"].is_object(), "{doc}");
+    assert!(
+        doc["paths"]["/api/v1/incidents/{id}/escalate"].is_object(),
+        "{doc}"
+    );
     assert!(doc["paths"]["/api/v1/query"].is_object());
 
     stop_and_verify(&mut child, &dir);
@@ -1072,12 +1141,17 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
     assert!(
         read_ndjson(&dir.join("responses.ndjson"))
             .iter()
-            .any(|r| r["incident_id"] == id.as_str() && r["action"] == "isolate_server"
+            .any(|r| r["incident_id"] == id.as_str()
+                && r["action"] == "isolate_server"
                 && r["regulatory_deadline"].is_string())
     );
     // After a restart the history and the resolved state are still there.
     let (mut child, base) = start_run(&dir, &[]);
-    let (_, one) = get_as(&base, &bearer(&dir, "viewer"), &format!("/api/v1/incidents/{id}"));
+    let (_, one) = get_as(
+        &base,
+        &bearer(&dir, "viewer"),
+        &format!("/api/v1/incidents/{id}"),
+    );
     assert_eq!(one["status"], "resolved");
     assert_eq!(one["history"].as_array().map(Vec::len), Some(4));
     stop_and_verify(&mut child, &dir);
@@ -1114,7 +1188,10 @@ fn backfill_from_the_store_raises_the_same_incidents_as_the_live_run() {
             .arg(&bf),
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("incidents: 0"), "known incidents are not raised twice: {stdout}");
+    assert!(
+        stdout.contains("incidents: 0"),
+        "known incidents are not raised twice: {stdout}"
+    );
     assert_eq!(incident_ids(&bf), live);
     assert!(read_ndjson(&bf).iter().all(|i| i["backfill"] == true));
     assert_eq!(read_ndjson(&dir.join("incidents.ndjson")).len(), before);
@@ -1122,7 +1199,13 @@ fn backfill_from_the_store_raises_the_same_incidents_as_the_live_run() {
     let none = tmp.path().join("none.ndjson");
     run_ok(
         dunes()
-            .args(["replay", "--from-store", "--since", "2030-01-01T00:00:00Z", "--data-dir"])
+            .args([
+                "replay",
+                "--from-store",
+                "--since",
+                "2030-01-01T00:00:00Z",
+                "--data-dir",
+            ])
             .arg(&dir)
             .arg("--incidents-out")
             .arg(&none),

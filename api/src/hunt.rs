@@ -166,7 +166,9 @@ pub fn check_read_only(sql: &str) -> Result<(), HuntError> {
     let stmts = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| HuntError::Refused(format!("cannot parse: {e}")))?;
     let [stmt] = stmts.as_slice() else {
-        return Err(HuntError::Refused("exactly one statement is required".into()));
+        return Err(HuntError::Refused(
+            "exactly one statement is required".into(),
+        ));
     };
     let mut g = Guard {
         statements: 0,

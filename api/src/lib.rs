@@ -298,13 +298,25 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
         .route("/api/v1/incidents/{id}/ack", post(ack).layer(json_limit))
-        .route("/api/v1/incidents/{id}/assign", post(assign).layer(json_limit))
-        .route("/api/v1/incidents/{id}/escalate", post(escalate).layer(json_limit))
-        .route("/api/v1/incidents/{id}/resolve", post(resolve).layer(json_limit))
+        .route(
+            "/api/v1/incidents/{id}/assign",
+            post(assign).layer(json_limit),
+        )
+        .route(
+            "/api/v1/incidents/{id}/escalate",
+            post(escalate).layer(json_limit),
+        )
+        .route(
+            "/api/v1/incidents/{id}/resolve",
+            post(resolve).layer(json_limit),
+        )
         .route("/api/v1/query", post(query).layer(json_limit))
         .route("/api/v1/rules", get(list_rules))
         .route("/api/v1/rules/{id}", get(get_rule))
-        .route("/api/v1/rules/validate", post(validate_rule).layer(json_limit))
+        .route(
+            "/api/v1/rules/validate",
+            post(validate_rule).layer(json_limit),
+        )
         .route("/api/v1/rules/reload", post(reload_rules))
         .route("/api/v1/keys", get(keys))
         .route("/api/v1/ledger/checkpoint", get(checkpoint))
@@ -363,7 +375,10 @@ async fn json_errors(resp: Response) -> Response {
     if status.as_u16() < 400 || is_json {
         return resp;
     }
-    let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+    let reason = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
     let mut out = (status, Json(serde_json::json!({ "error": reason }))).into_response();
     for h in [header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::ALLOW] {
         if let Some(v) = resp.headers().get(&h) {
@@ -416,7 +431,12 @@ async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
     resp
 }
 
-fn authorize(st: &AppState, req: &mut Request, route: &str, method: &Method) -> Result<(), ApiError> {
+fn authorize(
+    st: &AppState,
+    req: &mut Request,
+    route: &str,
+    method: &Method,
+) -> Result<(), ApiError> {
     let a = &st.auth;
     if a.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000 == 9_999 {
         a.per_ip.retain_recent();
@@ -592,10 +612,13 @@ async fn act(
     let b: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody::default()
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|_| ApiError::BadRequest("body must be a JSON object: assignee, disposition, note".into()))?
+        serde_json::from_slice(&body).map_err(|_| {
+            ApiError::BadRequest("body must be a JSON object: assignee, disposition, note".into())
+        })?
     };
-    if b.note.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    if b.note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
         || b.assignee.as_ref().is_some_and(|n| n.chars().count() > 256)
     {
         return Err(ApiError::BadRequest("note or assignee too long".into()));
@@ -749,7 +772,8 @@ async fn query(
         Ok(r) => r,
         Err(hunt::HuntError::Timeout(ms)) => {
             metrics::counter!("dunes_hunt_queries_total", "outcome" => "timeout").increment(1);
-            let body = serde_json::json!({"error": format!("query exceeded the time limit of {ms} ms")});
+            let body =
+                serde_json::json!({"error": format!("query exceeded the time limit of {ms} ms")});
             return Ok((StatusCode::REQUEST_TIMEOUT, Json(body)).into_response());
         }
         Err(e) => {
@@ -833,11 +857,7 @@ async fn validate_rule(body: axum::body::Bytes) -> Result<Json<serde_json::Value
     let engine = dunes_detect::Engine::new(vec![rule])
         .await
         .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
-    let r = engine
-        .rules()
-        .first()
-        .map(rule_summary)
-        .unwrap_or_default();
+    let r = engine.rules().first().map(rule_summary).unwrap_or_default();
     Ok(Json(serde_json::json!({ "valid": true, "rule": r })))
 }
 

@@ -18,29 +18,59 @@ use tower::ServiceExt as _;
 const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("incidents.list", "GET", "/api/v1/incidents", ""),
     ("incidents.get", "GET", "/api/v1/incidents/inc-none", ""),
-    ("incidents.ack", "POST", "/api/v1/incidents/inc-none/ack", ""),
+    (
+        "incidents.ack",
+        "POST",
+        "/api/v1/incidents/inc-none/ack",
+        "",
+    ),
     (
         "incidents.assign",
         "POST",
         "/api/v1/incidents/inc-none/assign",
         r#"{"assignee":"bob"}"#,
     ),
-    ("incidents.escalate", "POST", "/api/v1/incidents/inc-none/escalate", ""),
+    (
+        "incidents.escalate",
+        "POST",
+        "/api/v1/incidents/inc-none/escalate",
+        "",
+    ),
     (
         "incidents.resolve",
         "POST",
         "/api/v1/incidents/inc-none/resolve",
         r#"{"disposition":"benign","note":"n"}"#,
     ),
-    ("query", "POST", "/api/v1/query", r#"{"sql":"SELECT 1 AS one"}"#),
+    (
+        "query",
+        "POST",
+        "/api/v1/query",
+        r#"{"sql":"SELECT 1 AS one"}"#,
+    ),
     ("rules.list", "GET", "/api/v1/rules", ""),
     ("rules.get", "GET", "/api/v1/rules/none", ""),
-    ("rules.validate", "POST", "/api/v1/rules/validate", "id: [broken"),
+    (
+        "rules.validate",
+        "POST",
+        "/api/v1/rules/validate",
+        "id: [broken",
+    ),
     ("rules.reload", "POST", "/api/v1/rules/reload", ""),
     ("keys", "GET", "/api/v1/keys", ""),
     ("ledger.checkpoint", "GET", "/api/v1/ledger/checkpoint", ""),
-    ("ledger.inclusion", "GET", "/api/v1/ledger/proof/inclusion?index=0", ""),
-    ("ledger.consistency", "GET", "/api/v1/ledger/proof/consistency?first=1", ""),
+    (
+        "ledger.inclusion",
+        "GET",
+        "/api/v1/ledger/proof/inclusion?index=0",
+        "",
+    ),
+    (
+        "ledger.consistency",
+        "GET",
+        "/api/v1/ledger/proof/consistency?first=1",
+        "",
+    ),
     ("ledger.export", "GET", "/api/v1/ledger/export", ""),
     ("metrics", "GET", "/metrics", ""),
     ("openapi", "GET", "/openapi.json", ""),
@@ -195,18 +225,73 @@ async fn bad_tokens_are_refused() {
     let hdr = serde_json::json!({"alg": "ML-DSA-65", "typ": "JWT"});
     let parts: Vec<&str> = good.split('.').collect();
     let bad: Vec<(&str, String)> = vec![
-        ("expired", auth::sign_claims(&f.key, &claims(now - 900, now - 900, now - 60)).expect("s")),
-        ("not yet valid", auth::sign_claims(&f.key, &claims(now + 600, now + 600, now + 900)).expect("s")),
-        ("nbf in the future", auth::sign_claims(&f.key, &claims(now, now + 120, now + 300)).expect("s")),
-        ("lifetime over 15 min", auth::sign_claims(&f.key, &claims(now, now, now + 3600)).expect("s")),
+        (
+            "expired",
+            auth::sign_claims(&f.key, &claims(now - 900, now - 900, now - 60)).expect("s"),
+        ),
+        (
+            "not yet valid",
+            auth::sign_claims(&f.key, &claims(now + 600, now + 600, now + 900)).expect("s"),
+        ),
+        (
+            "nbf in the future",
+            auth::sign_claims(&f.key, &claims(now, now + 120, now + 300)).expect("s"),
+        ),
+        (
+            "lifetime over 15 min",
+            auth::sign_claims(&f.key, &claims(now, now, now + 3600)).expect("s"),
+        ),
         ("wrong key", token(&other.key, Role::Admin)),
-        ("wrong key, no kid", craft(&other.key, &hdr, &claims(now, now, now + 300))),
-        ("wrong alg HS256", craft(&f.key, &serde_json::json!({"alg": "HS256", "typ": "JWT"}), &claims(now, now, now + 300))),
-        ("wrong alg ML-DSA-44", craft(&f.key, &serde_json::json!({"alg": "ML-DSA-44"}), &claims(now, now, now + 300))),
-        ("alg none", format!("{}.{}.", B64URL.encode(br#"{"alg":"none"}"#), parts[1])),
-        ("crit header", craft(&f.key, &serde_json::json!({"alg": "ML-DSA-65", "crit": ["exp"]}), &claims(now, now, now + 300))),
-        ("tampered claims", format!("{}.{}.{}", parts[0], B64URL.encode(serde_json::to_vec(&claims(now, now, now + 300)).expect("j")), parts[2])),
-        ("truncated signature", format!("{}.{}.{}", parts[0], parts[1], &parts[2][..parts[2].len() / 2])),
+        (
+            "wrong key, no kid",
+            craft(&other.key, &hdr, &claims(now, now, now + 300)),
+        ),
+        (
+            "wrong alg HS256",
+            craft(
+                &f.key,
+                &serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+                &claims(now, now, now + 300),
+            ),
+        ),
+        (
+            "wrong alg ML-DSA-44",
+            craft(
+                &f.key,
+                &serde_json::json!({"alg": "ML-DSA-44"}),
+                &claims(now, now, now + 300),
+            ),
+        ),
+        (
+            "alg none",
+            format!("{}.{}.", B64URL.encode(br#"{"alg":"none"}"#), parts[1]),
+        ),
+        (
+            "crit header",
+            craft(
+                &f.key,
+                &serde_json::json!({"alg": "ML-DSA-65", "crit": ["exp"]}),
+                &claims(now, now, now + 300),
+            ),
+        ),
+        (
+            "tampered claims",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                B64URL.encode(serde_json::to_vec(&claims(now, now, now + 300)).expect("j")),
+                parts[2]
+            ),
+        ),
+        (
+            "truncated signature",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                &parts[2][..parts[2].len() / 2]
+            ),
+        ),
         ("two parts", format!("{}.{}", parts[0], parts[1])),
         ("four parts", format!("{good}.x")),
         ("not base64", "!!!.???.***".into()),
@@ -217,7 +302,10 @@ async fn bad_tokens_are_refused() {
     for (what, t) in &bad {
         let (s, _, json) = call(&f.app, "GET", "/api/v1/incidents", "", Some(t)).await;
         assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} accepted: {json}");
-        assert_eq!(json["error"], "unauthorized", "{what}: the error leaks details");
+        assert_eq!(
+            json["error"], "unauthorized",
+            "{what}: the error leaks details"
+        );
     }
     // Not a bearer scheme.
     let req = Request::get("/api/v1/incidents")
@@ -279,7 +367,12 @@ async fn rate_limits_and_body_limits() {
     let codes: Vec<u16> = {
         let mut v = Vec::new();
         for _ in 0..3 {
-            v.push(call(&f.app, "GET", "/api/v1/incidents", "", Some(&t)).await.0.as_u16());
+            v.push(
+                call(&f.app, "GET", "/api/v1/incidents", "", Some(&t))
+                    .await
+                    .0
+                    .as_u16(),
+            );
         }
         v
     };
@@ -310,7 +403,9 @@ async fn hunting_refuses_writes_and_file_access_over_http() {
         let (s, _, json) = call(&f.app, "POST", "/api/v1/query", &body, Some(&t)).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{sql}: {json}");
         assert!(
-            json["error"].as_str().is_some_and(|e| e.contains("refused")),
+            json["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("refused")),
             "{sql}: {json}"
         );
     }
@@ -325,7 +420,9 @@ async fn hunting_refuses_writes_and_file_access_over_http() {
     let resp = f.app.clone().oneshot(req).await.expect("resp");
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["x-dunes-truncated"], "true");
-    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.expect("b");
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("b");
     let text = String::from_utf8(bytes.to_vec()).expect("utf8");
     assert_eq!(text.lines().count(), 2, "{text}");
 }

@@ -784,7 +784,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.join("tok.seed")).expect("meta").permissions().mode();
+            let mode = fs::metadata(dir.join("tok.seed"))
+                .expect("meta")
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
         let sig = k.sign(b"m", b"").expect("sign");
