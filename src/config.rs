@@ -21,6 +21,12 @@ pub struct Config {
     pub ledger: LedgerSection,
     pub response: ResponseConfig,
     pub kafka: KafkaConfig,
+    /// API authentication and rate limits.
+    pub auth: dunes_api::AuthConfig,
+    /// Hunting SQL limits.
+    pub hunt: dunes_api::HuntConfig,
+    /// Parquet event history (hunting, backfill).
+    pub history: dunes_detect::HistoryConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,6 +77,9 @@ impl Default for Config {
             ledger: LedgerSection::default(),
             response: ResponseConfig::default(),
             kafka: KafkaConfig::default(),
+            auth: dunes_api::AuthConfig::default(),
+            hunt: dunes_api::HuntConfig::default(),
+            history: dunes_detect::HistoryConfig::default(),
         }
     }
 }
@@ -164,5 +173,11 @@ mod tests {
             .expect("ledger keys");
         assert!(c.ledger.hybrid_ed25519);
         assert_eq!(c.ledger.rotate_every_hours, 0);
+        let c: Config = toml::from_str("").expect("empty");
+        assert!(!c.auth.disabled, "authentication is on by default");
+        assert_eq!(c.auth.max_token_ttl_secs, 900);
+        let c: Config = toml::from_str("[history]\nretention_days = 7\n[hunt]\nmax_rows = 5\n")
+            .expect("history");
+        assert_eq!((c.history.retention_days, c.hunt.max_rows), (7, 5));
     }
 }

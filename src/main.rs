@@ -1,6 +1,8 @@
 //! `dunes`: streaming security event monitor for MCP servers.
 
+mod backfill;
 mod bench;
+mod bench_api;
 mod config;
 mod eval;
 mod ledger_cmd;
@@ -24,28 +26,6 @@ use crate::config::Config;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Subcommand)]
-enum BenchTarget {
-    /// End to end through a real Kafka broker: produce simulated envelopes to
-    /// a new topic, consume, ledger, commit; events/s and produce-to-ledger
-    /// latency percentiles.
-    Kafka {
-        #[arg(long, default_value = "127.0.0.1:9092", env = "DUNES_KAFKA_BROKERS")]
-        brokers: String,
-        #[arg(long, default_value_t = 2000)]
-        sessions: u64,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
-        #[arg(long, default_value_t = 3)]
-        partitions: i32,
-        /// Produce at this many messages/s (0 = as fast as possible).
-        #[arg(long, default_value_t = 0)]
-        rate: u64,
-        #[arg(long, default_value_t = 4096)]
-        batch_size: usize,
-    },
 }
 
 /// Options shared by every command that touches state.
@@ -97,11 +77,21 @@ enum Command {
     Replay {
         #[command(flatten)]
         common: Common,
-        #[arg(required = true)]
+        #[arg(required_unless_present = "from_store")]
         files: Vec<PathBuf>,
         /// Also write this run's incidents to this NDJSON file.
         #[arg(long)]
         incidents_out: Option<PathBuf>,
+        /// Re-run the current rules over the stored event history (Parquet) instead of
+        /// files; incidents are marked `backfill`.
+        #[arg(long, conflicts_with = "files")]
+        from_store: bool,
+        /// With --from-store: events at or after this time (RFC 3339).
+        #[arg(long, requires = "from_store")]
+        since: Option<String>,
+        /// With --from-store: events before this time (RFC 3339).
+        #[arg(long, requires = "from_store")]
+        until: Option<String>,
     },
     /// Verify offline a data dir's ledger or an export bundle: hash chain, Merkle roots,
     /// signatures, key history, redactions (bundles: also the signed manifest and digests).
@@ -142,8 +132,6 @@ enum Command {
     },
     /// Measure pipeline throughput and latency over simulated traffic.
     Bench {
-        #[command(subcommand)]
-        target: Option<BenchTarget>,
         #[command(flatten)]
         common: Common,
         #[arg(long, default_value_t = 2000)]
@@ -152,6 +140,8 @@ enum Command {
         seed: u64,
         #[arg(long, default_value_t = 4096)]
         batch_size: usize,
+        #[command(subcommand)]
+        what: Option<BenchWhat>,
     },
     /// Replay labelled traffic through the pipeline and score detection
     /// per scenario (recall, false-positive sessions, rules fired).
@@ -202,6 +192,64 @@ enum Command {
         #[command(subcommand)]
         cmd: ledger_cmd::LedgerCmd,
     },
+    /// API bearer tokens (JWT-shaped, signed with the data dir's ML-DSA-65 token key).
+    Token {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// End to end through a real Kafka broker: produce simulated envelopes to
+    /// a new topic, consume, ledger, commit; events/s and produce-to-ledger
+    /// latency percentiles.
+    Kafka {
+        #[arg(long, default_value = "127.0.0.1:9092", env = "DUNES_KAFKA_BROKERS")]
+        brokers: String,
+        #[arg(long, default_value_t = 2000)]
+        sessions: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+        /// Produce at this many messages/s (0 = as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        #[arg(long, default_value_t = 4096)]
+        batch_size: usize,
+    },
+    /// Incident reads on the HTTP API (with auth) while HTTP ingest runs: req/s and
+    /// latency percentiles.
+    Api {
+        /// Measurement length.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Concurrent keep-alive reader connections.
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Envelopes per concurrent POST /v1/ingest.
+        #[arg(long, default_value_t = 200)]
+        ingest_batch: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Issue a token; the token alone is printed on stdout's last line.
+    Issue {
+        /// The actor (recorded with every ledgered action).
+        #[arg(long)]
+        sub: String,
+        /// viewer, analyst, responder, admin, auditor or ingest.
+        #[arg(long)]
+        role: String,
+        /// Lifetime: 30s, 10m, 15m (at most `[auth] max_token_ttl_secs`, default 15m).
+        #[arg(long, default_value = "10m")]
+        ttl: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -234,6 +282,7 @@ fn main() -> ExitCode {
         | Command::Export { .. }
         | Command::Keys { .. }
         | Command::Ledger { .. }
+        | Command::Token { .. }
         | Command::Eval { .. } => quiet,
         Command::Simulate { .. } => "warn",
         Command::Replay { .. } | Command::Demo { .. } => {
@@ -284,8 +333,42 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Replay {
             common,
+            incidents_out,
+            from_store: true,
+            since,
+            until,
+            ..
+        } => {
+            let cfg = common.config()?;
+            let time = |s: Option<String>, what: &str| {
+                s.map(|s| {
+                    chrono::DateTime::parse_from_rfc3339(&s)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .with_context(|| format!("--{what} must be RFC 3339, got {s:?}"))
+                })
+                .transpose()
+            };
+            let started = std::time::Instant::now();
+            let (stats, checkpoint) = backfill::run(
+                &cfg,
+                time(since, "since")?,
+                time(until, "until")?,
+                incidents_out.as_deref(),
+            )
+            .await?;
+            let out = runner::DriveOutcome {
+                stats,
+                checkpoint,
+                elapsed: started.elapsed(),
+            };
+            runner::print_summary(&cfg, &out);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay {
+            common,
             files,
             incidents_out,
+            ..
         } => {
             let mut cfg = common.config()?;
             cfg.ingest.files = files;
@@ -329,16 +412,16 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
-            target,
             common,
             sessions,
             seed,
             batch_size,
+            what,
         } => {
             let cfg = common.config()?;
-            match target {
+            match what {
                 None => bench::run(cfg, sessions, seed, batch_size).await?,
-                Some(BenchTarget::Kafka {
+                Some(BenchWhat::Kafka {
                     brokers,
                     sessions,
                     seed,
@@ -355,6 +438,20 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                         batch_size,
                     };
                     bench::run_kafka(cfg, b).await?
+                }
+                Some(BenchWhat::Api {
+                    seconds,
+                    clients,
+                    ingest_batch,
+                }) => {
+                    let opts = bench_api::ApiBenchOpts {
+                        sessions,
+                        seed,
+                        seconds,
+                        clients,
+                        ingest_batch,
+                    };
+                    bench_api::run(cfg, opts).await?
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -388,7 +485,49 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let cfg = common.config()?;
             ledger_cmd::ledger(&cfg.data_dir, cfg.origin(), cmd)
         }
+        Command::Token { common, cmd } => {
+            let cfg = common.config()?;
+            match cmd {
+                TokenCmd::Issue { sub, role, ttl } => {
+                    let token = issue_token(&cfg, &sub, &role, &ttl)?;
+                    println!("{token}");
+                    Ok(ExitCode::SUCCESS)
+                }
+            }
+        }
     }
+}
+
+/// Signs an API token with the data dir's token key (generated on first use).
+pub(crate) fn issue_token(
+    cfg: &Config,
+    sub: &str,
+    role: &str,
+    ttl: &str,
+) -> anyhow::Result<String> {
+    let role: dunes_api::Role = role.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let ttl_us = dunes_detect::rule::parse_duration_us(ttl)
+        .with_context(|| format!("--ttl {ttl:?}: expected e.g. 30s, 10m, 15m"))?;
+    let ttl_secs = ttl_us / 1_000_000;
+    let max = cfg.auth.max_token_ttl_secs;
+    if ttl_secs < 1 || ttl_secs > max {
+        anyhow::bail!("--ttl must be between 1s and {max}s ([auth] max_token_ttl_secs)");
+    }
+    if sub.trim().is_empty() || sub.len() > 256 {
+        anyhow::bail!("--sub must be a non-empty name of at most 256 bytes");
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let key = dunes_api::auth::load_or_generate_key(&cfg.data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot load the token key: {e}"))?;
+    let now = chrono::Utc::now();
+    let token = dunes_api::auth::issue(&key, &cfg.origin(), sub, role, now, ttl_secs)
+        .map_err(|e| anyhow::anyhow!("cannot sign the token: {e}"))?;
+    eprintln!(
+        "token for {sub} (role {role}), valid until {}",
+        (now + chrono::Duration::seconds(ttl_secs)).to_rfc3339()
+    );
+    Ok(token)
 }
 
 fn verify(dir: &Path) -> anyhow::Result<ExitCode> {

@@ -6,13 +6,16 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::Utc;
-use dunes_api::ReloadAck;
-use dunes_detect::{Engine, Incident, IncidentStore, Level, ResponseConfig, ResponseRecord};
+use dunes_api::{ActionOutcome, ActionRefused, ReloadAck};
+use dunes_detect::{
+    ActionKind, Engine, HistoryWriter, Incident, IncidentAction, IncidentStore, Level,
+    ResponseConfig, ResponseRecord,
+};
 use dunes_ingest::{DeadLetterWriter, Dedup, IngestConfig, Normalizer, RawRecord, Rejected};
 use dunes_ledger::{Ledger, LedgerConfig, RecordKind};
 use serde::Serialize;
@@ -24,6 +27,8 @@ pub struct DataPaths {
     pub dead_letter: PathBuf,
     pub incidents: PathBuf,
     pub responses: PathBuf,
+    /// Analyst actions on incidents (also ledgered as `action` records).
+    pub actions: PathBuf,
 }
 
 impl DataPaths {
@@ -32,6 +37,7 @@ impl DataPaths {
             dead_letter: data_dir.join("dead-letter.ndjson"),
             incidents: data_dir.join("incidents.ndjson"),
             responses: data_dir.join("responses.ndjson"),
+            actions: data_dir.join("actions.ndjson"),
         }
     }
 }
@@ -106,6 +112,11 @@ pub struct Pipeline {
     store: Arc<IncidentStore>,
     response_cfg: ResponseConfig,
     pub stats: Stats,
+    /// Parquet event history (None when `[history] enabled = false`).
+    history: Option<HistoryWriter>,
+    actions_out: NdjsonWriter,
+    /// The running rules as served by `GET /api/v1/rules` (updated on reload).
+    pub rules_view: Arc<RwLock<Vec<serde_json::Value>>>,
 }
 
 /// Appends JSON lines to a file.
@@ -180,7 +191,19 @@ impl Pipeline {
         let mut ledger = ledger;
         let dedup = rebuild_dedup(data_dir, ledger.len(), cfg.ingest.dedup_window)?;
         let rule_set_version = append_rule_set(&mut ledger, &engine)?;
+        let history = if cfg.history.enabled {
+            Some(
+                HistoryWriter::open(data_dir, cfg.history.clone())
+                    .context("cannot open the history store")?,
+            )
+        } else {
+            None
+        };
+        let rules_view = Arc::new(RwLock::new(rules_view(&engine)));
         Ok(Pipeline {
+            history,
+            actions_out: NdjsonWriter::open(&paths.actions)?,
+            rules_view,
             normalizer: Normalizer::new(ingest_cfg),
             dedup,
             engine,
@@ -224,6 +247,7 @@ impl Pipeline {
         }
         self.engine = engine;
         self.rule_set_version = version.clone();
+        publish_rules(&self.rules_view, &self.engine);
         save_state(&self.state_path, &self.engine.snapshot())?;
         tracing::info!(
             rules = self.engine.rules().len(),
@@ -314,7 +338,12 @@ impl Pipeline {
         // Suppressed matches: the earlier incident, with its running count,
         // is ledgered again (same incident_id; the newest record wins).
         let mut updates = Vec::with_capacity(detection.updates.len());
-        for inc in detection.updates {
+        for mut inc in detection.updates {
+            // Analyst actions (status, escalated level) survive repeat matches.
+            if let Some(old) = self.store.get(&inc.incident_id) {
+                inc.status = old.status;
+                inc.level = inc.level.max(old.level);
+            }
             let refs = refs_of(&inc);
             let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
             self.ledger
@@ -338,6 +367,15 @@ impl Pipeline {
             .flush_sync()
             .context("cannot sync the dead-letter file")?;
         save_state(&self.state_path, &self.engine.snapshot())?;
+        if let Some(h) = &mut self.history {
+            h.write("events", &decoded.events)
+                .context("cannot write the event history")?;
+            h.write("tool_defs", &decoded.tool_defs)
+                .context("cannot write the event history")?;
+        }
+        metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
+        metrics::counter!("dunes_rejected_total").increment(decoded.rejected.len() as u64);
+        metrics::counter!("dunes_incidents_total").increment(incidents.len() as u64);
         for inc in updates {
             self.incidents_out.write(&inc)?;
             if let Some(extra) = &mut self.extra_incidents_out {
@@ -422,6 +460,155 @@ impl Pipeline {
         })
     }
 
+    /// Applies an analyst action between batches: checks the transition, ledgers the
+    /// action (kind `action`, with the actor), and for an escalation the Level 3 incident
+    /// and its response; only then updates the outputs and the incident store. `Ok(Err)`
+    /// when the action is refused (unknown incident, invalid transition); `Err` only for
+    /// ledger/output I/O failures (fatal, as in `process`).
+    pub fn apply_action(
+        &mut self,
+        mut action: IncidentAction,
+    ) -> anyhow::Result<Result<ActionOutcome, ActionRefused>> {
+        let Some(inc) = self.store.get(&action.incident_id) else {
+            return Ok(Err(ActionRefused::NotFound));
+        };
+        let updated = match dunes_detect::transition(&inc, &action) {
+            Ok(u) => u,
+            Err(e) => return Ok(Err(ActionRefused::Conflict(e.to_string()))),
+        };
+        let now = Utc::now();
+        let now_us = now.timestamp_micros();
+        let idx = self
+            .ledger
+            .append(
+                RecordKind::Action,
+                now_us,
+                &serde_json::to_vec(&action).context("cannot encode action")?,
+                &[],
+            )
+            .context("ledger append failed")?;
+        action.ledger_index = Some(idx);
+        let mut responses = Vec::new();
+        if action.action == ActionKind::Escalate {
+            let inc_idx = self
+                .ledger
+                .append(
+                    RecordKind::Incident,
+                    now_us,
+                    &serde_json::to_vec(&updated).context("cannot encode incident")?,
+                    &[idx],
+                )
+                .context("ledger append failed")?;
+            // The Level 3 response; its regulatory clock starts at the escalation.
+            let mut at_escalation = updated.clone();
+            at_escalation.detected_at = now;
+            for r in dunes_detect::response::respond(&at_escalation, None, &self.response_cfg) {
+                self.ledger
+                    .append(
+                        RecordKind::Response,
+                        now_us,
+                        &serde_json::to_vec(&r).context("cannot encode response")?,
+                        &[inc_idx],
+                    )
+                    .context("ledger append failed")?;
+                responses.push(r);
+            }
+        }
+        self.ledger.sync().context("ledger sync failed")?;
+        self.actions_out.write(&action)?;
+        self.actions_out.flush()?;
+        self.incidents_out.write(&updated)?;
+        self.incidents_out.flush()?;
+        for r in &responses {
+            self.responses_out.write(r)?;
+            tracing::error!(
+                target: "dunes::emergency",
+                incident = %updated.incident_id, response = %r.response_id, action = %r.action,
+                actor = %action.actor,
+                "EMERGENCY level 3 (escalated by an analyst): {}", updated.title
+            );
+        }
+        self.responses_out.flush()?;
+        self.stats.responses += responses.len() as u64;
+        self.store.insert(updated.clone());
+        self.store.push_action(action.clone());
+        metrics::counter!("dunes_incident_actions_total", "action" => action.action.to_string())
+            .increment(1);
+        tracing::info!(
+            incident = %action.incident_id, action = %action.action, actor = %action.actor,
+            role = %action.role, ledger_index = idx, "incident action ledgered"
+        );
+        self.ledger
+            .maybe_checkpoint()
+            .context("ledger checkpoint failed")?;
+        Ok(Ok(ActionOutcome {
+            action,
+            incident: updated,
+            responses: responses.len() as u64,
+        }))
+    }
+
+    /// Backfill: replaces the engine by a freshly planned one with empty state, so history
+    /// is evaluated as a new live run would, without touching the live detection state.
+    pub async fn fresh_engine_for_backfill(&mut self) -> anyhow::Result<()> {
+        let rules = dunes_detect::load_dir(&self.rules_dir)
+            .with_context(|| format!("cannot load rules from {}", self.rules_dir.display()))?;
+        self.engine = Engine::new(rules).await.context("cannot plan rules")?;
+        Ok(())
+    }
+
+    /// Backfill over stored (already ledgered) events: runs the rules, marks every incident
+    /// `backfill`, ledgers the ones not known yet, and writes them to `incidents.ndjson` and
+    /// the store; the extra incidents file (`--incidents-out`) gets every incident of the
+    /// run. No automated responses are issued for history, and the detection state is not
+    /// saved. Returns how many incidents were raised.
+    pub async fn backfill_batch(
+        &mut self,
+        events: &arrow::array::RecordBatch,
+        tool_defs: &arrow::array::RecordBatch,
+    ) -> anyhow::Result<u64> {
+        let now = Utc::now();
+        let detection =
+            dunes_detect::detect(&self.engine, events, tool_defs, now, &self.response_cfg)
+                .await
+                .context("detection failed")?;
+        let now_us = now.timestamp_micros();
+        let mut new = Vec::new();
+        let mut raised = 0;
+        for mut inc in detection.incidents.into_iter().chain(detection.updates) {
+            inc.backfill = true;
+            raised += 1;
+            if let Some(extra) = &mut self.extra_incidents_out {
+                extra.write(&inc)?;
+            }
+            if self.store.contains(&inc.incident_id) {
+                continue;
+            }
+            let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
+            self.ledger
+                .append(RecordKind::Incident, now_us, &payload, &[])
+                .context("ledger append failed")?;
+            new.push(inc);
+        }
+        self.ledger.sync().context("ledger sync failed")?;
+        for inc in new {
+            self.incidents_out.write(&inc)?;
+            self.stats.incidents += 1;
+            self.stats.incidents_by_level[(inc.level.as_u8() - 1) as usize] += 1;
+            self.store.insert(inc);
+        }
+        self.incidents_out.flush()?;
+        if let Some(extra) = &mut self.extra_incidents_out {
+            extra.flush()?;
+        }
+        self.stats.batches += 1;
+        self.stats.rows += events.num_rows() as u64;
+        self.ledger
+            .maybe_checkpoint()
+            .context("ledger checkpoint failed")?;
+        Ok(raised)
+    }
+
     /// Writes a final signed checkpoint and syncs everything.
     pub fn close(self) -> anyhow::Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
         let cp = self.ledger.close().context("cannot close the ledger")?;
@@ -448,6 +635,18 @@ fn rebuild_dedup(data_dir: &Path, ledger_len: u64, window: usize) -> anyhow::Res
     .context("cannot read the ledger to rebuild the de-duplication window")?;
     tracing::info!(ids = dedup.len(), from, "de-duplication window rebuilt from the ledger");
     Ok(dedup)
+}
+
+fn rules_view(engine: &Engine) -> Vec<serde_json::Value> {
+    engine.rules().iter().map(dunes_api::rule_summary).collect()
+}
+
+fn publish_rules(view: &RwLock<Vec<serde_json::Value>>, engine: &Engine) {
+    let v = rules_view(engine);
+    match view.write() {
+        Ok(mut g) => *g = v,
+        Err(p) => *p.into_inner() = v,
+    }
 }
 
 fn rule_set_version_hash(engine: &Engine) -> String {

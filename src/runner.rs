@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dunes_api::{AppState, IngestRequest, ReloadRequest, ServerConfig};
+use dunes_api::{ActionRequest, AppState, AuthState, IngestRequest, ReloadRequest, ServerConfig};
 use dunes_detect::{Incident, IncidentFilter, IncidentStore};
 use dunes_ingest::RawRecord;
 use dunes_ingest::kafka::{KafkaBatch, KafkaSink, KafkaSource, KafkaSourceHandle, OutputMessage};
@@ -138,6 +138,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     let store = Arc::new(
         IncidentStore::load_ndjson(&paths.incidents).context("cannot load earlier incidents")?,
     );
+    store
+        .load_actions_ndjson(&paths.actions)
+        .context("cannot load earlier incident actions")?;
     let rules_dir = cfg.rules_dir();
     let rules_fingerprint = rules_fingerprint(&rules_dir);
     let mut pipeline = Pipeline::open(cfg, store.clone(), opts.incidents_out.as_deref()).await?;
@@ -173,6 +176,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     // Rule reloads (HTTP and the directory watcher), answered between batches.
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let mut reload_open = true;
+    // Incident actions (ack, assign, escalate, resolve), ledgered between batches.
+    let (action_tx, mut action_rx) = mpsc::channel::<ActionRequest>(16);
+    let mut action_open = true;
     if opts.keep_running {
         tokio::spawn(watch_rules(
             rules_dir,
@@ -184,12 +190,18 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     let mut bound_addr = None;
     let mut server = None;
     if cfg.http.enabled {
+        let auth = AuthState::open(&cfg.data_dir, cfg.auth.clone())
+            .map_err(|e| anyhow::anyhow!("cannot open the API token key: {e}"))?;
         let state = AppState {
             incidents: store.clone(),
             data_dir: cfg.data_dir.clone(),
             ingest: Some(http_tx.clone()),
             max_line_bytes: cfg.ingest.max_line_bytes,
             reload: Some(reload_tx.clone()),
+            auth: Arc::new(auth),
+            actions: Some(action_tx.clone()),
+            rules: pipeline.rules_view.clone(),
+            hunt: cfg.hunt.clone(),
         };
         let scfg = ServerConfig {
             listen: cfg.http.listen,
@@ -215,6 +227,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     }
     drop(http_tx);
     drop(reload_tx);
+    drop(action_tx);
 
     let signal = shutdown_signal();
     tokio::pin!(signal);
@@ -309,6 +322,12 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
                     let _ = reply.send(pipeline.reload_rules().await?);
                 }
                 None => reload_open = false,
+            },
+            req = action_rx.recv(), if action_open => match req {
+                Some(ActionRequest { action, reply }) => {
+                    let _ = reply.send(pipeline.apply_action(action)?);
+                }
+                None => action_open = false,
             },
             _ = async {
                 match deadline {
@@ -731,7 +750,26 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
                 data_dir.display()
             );
             if let Some(a) = addr {
-                println!("API up: curl http://{a}/api/v1/incidents?level=3  (Ctrl-C to stop)");
+                let tcfg = Config {
+                    data_dir: data_dir.clone(),
+                    ..Config::default()
+                };
+                match crate::issue_token(&tcfg, "demo-analyst", "analyst", "15m") {
+                    Ok(t) => {
+                        println!(
+                            "API up (every route but /healthz needs a bearer token; this analyst token lasts 15 minutes):"
+                        );
+                        println!("  export DUNES_TOKEN={t}");
+                        println!(
+                            "  curl -H \"Authorization: Bearer $DUNES_TOKEN\" 'http://{a}/api/v1/incidents?level=3'"
+                        );
+                        println!(
+                            "  new token: dunes token issue --data-dir {} --sub you --role analyst --ttl 15m   (Ctrl-C to stop)",
+                            data_dir.display()
+                        );
+                    }
+                    Err(e) => println!("API up at http://{a} (cannot issue a demo token: {e:#})"),
+                }
             }
         })),
         ..DriveOptions::replay()

@@ -394,6 +394,29 @@ fn wait_healthy(base: &str) {
     panic!("dunes did not become healthy at {base}");
 }
 
+/// Issues an API token with `dunes token issue` (the token is stdout's last line).
+fn token(dir: &Path, role: &str) -> String {
+    let out = run_ok(
+        dunes()
+            .args([
+                "token", "issue", "--sub", "e2e", "--role", role, "--ttl", "5m",
+            ])
+            .arg("--data-dir")
+            .arg(dir),
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .last()
+        .expect("a token line")
+        .trim()
+        .to_string()
+}
+
+fn bearer(dir: &Path, role: &str) -> String {
+    format!("Bearer {}", token(dir, role))
+}
+
 #[test]
 fn http_ingest_and_incident_api() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -424,6 +447,7 @@ fn http_ingest_and_incident_api() {
     let n = body.lines().count() as u64;
     let body = format!("{body}not json at all\n");
     let mut resp = ureq::post(&format!("{base}/v1/ingest"))
+        .header("authorization", bearer(&dir, "ingest"))
         .header("content-type", "application/x-ndjson")
         .send(body.as_bytes())
         .expect("ingest");
@@ -436,6 +460,7 @@ fn http_ingest_and_incident_api() {
     // A JSON array body works too.
     let arr = format!("[{}]", lines[0]);
     let mut resp = ureq::post(&format!("{base}/v1/ingest"))
+        .header("authorization", bearer(&dir, "ingest"))
         .header("content-type", "application/json")
         .send(arr.as_bytes())
         .expect("ingest array");
@@ -444,10 +469,18 @@ fn http_ingest_and_incident_api() {
 
     // Bodies over the configured limit are refused with 413, nothing ingested.
     let big = vec![b' '; 300_000];
-    let err = ureq::post(&format!("{base}/v1/ingest")).send(&big[..]);
+    let err = ureq::post(&format!("{base}/v1/ingest"))
+        .header("authorization", bearer(&dir, "ingest"))
+        .send(&big[..]);
     assert!(matches!(err, Err(ureq::Error::StatusCode(413))), "{err:?}");
 
+    // Without a token: 401.
+    let err = ureq::get(&format!("{base}/api/v1/incidents")).call();
+    assert!(matches!(err, Err(ureq::Error::StatusCode(401))), "{err:?}");
+    let viewer = bearer(&dir, "viewer");
+    let auditor = bearer(&dir, "auditor");
     let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
+        .header("authorization", &viewer)
         .call()
         .expect("list");
     let list: Value = resp.body_mut().read_json().expect("json");
@@ -464,6 +497,7 @@ fn http_ingest_and_incident_api() {
         .to_string();
 
     let mut resp = ureq::get(&format!("{base}/api/v1/incidents/{id}"))
+        .header("authorization", &viewer)
         .call()
         .expect("get");
     let one: Value = resp.body_mut().read_json().expect("json");
@@ -471,6 +505,7 @@ fn http_ingest_and_incident_api() {
 
     let lvl = incidents[0]["level"].as_u64().expect("level");
     let mut resp = ureq::get(&format!("{base}/api/v1/incidents?level={lvl}&status=open"))
+        .header("authorization", &viewer)
         .call()
         .expect("filter");
     let filtered: Value = resp.body_mut().read_json().expect("json");
@@ -484,17 +519,28 @@ fn http_ingest_and_incident_api() {
     let mut resp = ureq::get(&format!(
         "{base}/api/v1/incidents?since=2999-01-01T00:00:00Z"
     ))
+    .header("authorization", &viewer)
     .call()
     .expect("since");
     let none: Value = resp.body_mut().read_json().expect("json");
     assert_eq!(none["count"], 0);
 
-    let err = ureq::get(&format!("{base}/api/v1/incidents/inc-nope")).call();
+    let err = ureq::get(&format!("{base}/api/v1/incidents/inc-nope"))
+        .header("authorization", &viewer)
+        .call();
     assert!(matches!(err, Err(ureq::Error::StatusCode(404))), "{err:?}");
-    let err = ureq::get(&format!("{base}/api/v1/incidents?level=9")).call();
+    let err = ureq::get(&format!("{base}/api/v1/incidents?level=9"))
+        .header("authorization", &viewer)
+        .call();
     assert!(matches!(err, Err(ureq::Error::StatusCode(400))), "{err:?}");
 
+    // A viewer may not read the ledger; an auditor may.
+    let err = ureq::get(&format!("{base}/api/v1/ledger/checkpoint"))
+        .header("authorization", &viewer)
+        .call();
+    assert!(matches!(err, Err(ureq::Error::StatusCode(403))), "{err:?}");
     let mut resp = ureq::get(&format!("{base}/api/v1/ledger/checkpoint"))
+        .header("authorization", &auditor)
         .call()
         .expect("checkpoint");
     let cp: Value = resp.body_mut().read_json().expect("json");
@@ -566,9 +612,10 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn post_reload(base: &str) -> (u16, Value) {
+fn post_reload(base: &str, dir: &Path) -> (u16, Value) {
     let mut resp = agent()
         .post(&format!("{base}/api/v1/rules/reload"))
+        .header("authorization", bearer(dir, "admin"))
         .send_empty()
         .expect("reload request");
     let status = resp.status().as_u16();
@@ -587,7 +634,7 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
     let (mut child, base) = start_run(&dir, &[OsStr::new("--rules"), rules.as_os_str()]);
 
     // An unchanged directory reloads fine and changes nothing.
-    let (status, ack) = post_reload(&base);
+    let (status, ack) = post_reload(&base, &dir);
     assert_eq!(status, 200, "{ack}");
     assert_eq!(ack["changed"], false, "{ack}");
     let version = ack["version"].as_str().expect("version").to_string();
@@ -600,7 +647,7 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
         good.replacen("query: |", "query: [unclosed\n  x: |", 1),
     )
     .expect("break");
-    let (status, body) = post_reload(&base);
+    let (status, body) = post_reload(&base, &dir);
     assert_eq!(status, 422, "{body}");
     let err = body["error"].as_str().expect("error").to_string();
     let at = err
@@ -627,11 +674,13 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
         .map(|l| format!("{l}\n"))
         .collect();
     let mut resp = ureq::post(&format!("{base}/v1/ingest"))
+        .header("authorization", bearer(&dir, "ingest"))
         .send(body.as_bytes())
         .expect("ingest");
     let ack: Value = resp.body_mut().read_json().expect("ack");
     assert!(ack["incidents"].as_u64().expect("incidents") > 0, "{ack}");
     let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
+        .header("authorization", bearer(&dir, "viewer"))
         .call()
         .expect("list");
     let list: Value = resp.body_mut().read_json().expect("json");
@@ -646,7 +695,7 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
 
     // Fixed (and reworded): reload succeeds with a new version.
     std::fs::write(&file, good.replacen("title: ", "title: (v2) ", 1)).expect("fix");
-    let (status, ack) = post_reload(&base);
+    let (status, ack) = post_reload(&base, &dir);
     assert_eq!(status, 200, "{ack}");
     assert_ne!(ack["version"].as_str(), Some(version.as_str()), "{ack}");
     assert!(ack["rules"].as_u64().expect("rules") > 20, "{ack}");
@@ -996,4 +1045,314 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// POST with a fresh token of `role`; returns the status and the JSON body.
+fn post_as(base: &str, dir: &Path, role: &str, path: &str, body: &Value) -> (u16, Value) {
+    let mut resp = agent()
+        .post(&format!("{base}{path}"))
+        .header("authorization", bearer(dir, role))
+        .send_json(body)
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+fn get_as(base: &str, auth: &str, path: &str) -> (u16, Value) {
+    let mut resp = agent()
+        .get(&format!("{base}{path}"))
+        .header("authorization", auth)
+        .call()
+        .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let out = replay_sample(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    // "processed N envelopes (M messages)"
+    let nums: Vec<u64> = stdout
+        .lines()
+        .find(|l| l.starts_with("processed "))
+        .expect("summary")
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (envelopes, messages) = (nums[0], nums[1]);
+    let rejected = read_ndjson(&dir.join("dead-letter.ndjson")).len() as u64;
+    let input = std::fs::read_to_string(sample())
+        .expect("sample")
+        .lines()
+        .count() as u64;
+    assert_eq!(envelopes + rejected, input);
+    assert!(dir.join("history/events").is_dir(), "no Parquet history");
+
+    let (mut child, base) = start_run(&dir, &[]);
+
+    // Hunting over a day of stored history gives the input's counts.
+    let sql = "SELECT count(*) AS n, count(DISTINCT event_id) AS e FROM events \
+               WHERE ts >= '2026-11-20T00:00:00Z' AND ts < '2026-11-21T00:00:00Z'";
+    let (s, res) = post_as(
+        &base,
+        &dir,
+        "analyst",
+        "/api/v1/query",
+        &serde_json::json!({"sql": sql}),
+    );
+    assert_eq!(s, 200, "{res}");
+    assert_eq!(res["rows"][0]["n"], messages, "{res}");
+    assert_eq!(res["rows"][0]["e"], envelopes, "{res}");
+    let (s, res) = post_as(
+        &base,
+        &dir,
+        "analyst",
+        "/api/v1/query",
+        &serde_json::json!({"sql": "SELECT level, count(*) AS n FROM incidents GROUP BY level ORDER BY level"}),
+    );
+    assert_eq!(s, 200, "{res}");
+    let total: u64 = res["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["n"].as_u64().expect("n"))
+        .sum();
+    assert_eq!(
+        total as usize,
+        read_ndjson(&dir.join("incidents.ndjson")).len()
+    );
+    // Writes and file access are refused; a viewer may not hunt.
+    for bad in [
+        "DELETE FROM events",
+        "COPY events TO '/tmp/x.csv'",
+        "SELECT * FROM '/etc/passwd'",
+    ] {
+        let (s, res) = post_as(
+            &base,
+            &dir,
+            "analyst",
+            "/api/v1/query",
+            &serde_json::json!({"sql": bad}),
+        );
+        assert_eq!(s, 400, "{bad}: {res}");
+    }
+    let (s, _) = post_as(
+        &base,
+        &dir,
+        "viewer",
+        "/api/v1/query",
+        &serde_json::json!({"sql": "SELECT 1"}),
+    );
+    assert_eq!(s, 403);
+
+    // Lifecycle of a Level 2 incident.
+    let viewer = bearer(&dir, "viewer");
+    let (_, list) = get_as(&base, &viewer, "/api/v1/incidents?level=2&status=open");
+    let id = list["incidents"][0]["incident_id"]
+        .as_str()
+        .expect("a level 2 incident")
+        .to_string();
+    let path = |a: &str| format!("/api/v1/incidents/{id}/{a}");
+    let empty = serde_json::json!({});
+    assert_eq!(post_as(&base, &dir, "viewer", &path("ack"), &empty).0, 403);
+    let (s, r) = post_as(
+        &base,
+        &dir,
+        "analyst",
+        &path("ack"),
+        &serde_json::json!({"note": "looking"}),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["incident"]["status"], "acknowledged");
+    assert!(r["action"]["ledger_index"].as_u64().is_some(), "{r}");
+    assert_eq!(post_as(&base, &dir, "analyst", &path("ack"), &empty).0, 409);
+    let (s, r) = post_as(
+        &base,
+        &dir,
+        "analyst",
+        &path("assign"),
+        &serde_json::json!({"assignee": "bob"}),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        post_as(&base, &dir, "analyst", &path("escalate"), &empty).0,
+        403
+    );
+    let (s, r) = post_as(
+        &base,
+        &dir,
+        "responder",
+        &path("escalate"),
+        &serde_json::json!({"note": "exfil confirmed"}),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["incident"]["level"], 3);
+    assert_eq!(r["responses"], 1);
+    assert_eq!(
+        post_as(&base, &dir, "responder", &path("escalate"), &empty).0,
+        409
+    );
+    assert_eq!(
+        post_as(&base, &dir, "analyst", &path("resolve"), &empty).0,
+        400
+    );
+    let (s, r) = post_as(
+        &base,
+        &dir,
+        "analyst",
+        &path("resolve"),
+        &serde_json::json!({"disposition": "true_positive", "note": "contained"}),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["incident"]["status"], "resolved");
+    // A replayed token is refused.
+    let t = bearer(&dir, "analyst");
+    let replay = |t: &str| {
+        agent()
+            .post(&format!("{base}{}", path("assign")))
+            .header("authorization", t)
+            .send_json(serde_json::json!({"assignee": "eve"}))
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(replay(&t), 409, "resolved incidents take no more actions");
+    assert_eq!(replay(&t), 401, "replayed token accepted");
+
+    let (s, one) = get_as(&base, &viewer, &format!("/api/v1/incidents/{id}"));
+    assert_eq!(s, 200);
+    let hist: Vec<(String, String)> = one["history"]
+        .as_array()
+        .expect("history")
+        .iter()
+        .map(|a| {
+            (
+                a["action"].as_str().expect("action").to_string(),
+                a["role"].as_str().expect("role").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("ack", "analyst"),
+        ("assign", "analyst"),
+        ("escalate", "responder"),
+        ("resolve", "analyst"),
+    ];
+    assert_eq!(
+        hist,
+        want.iter()
+            .map(|(a, r)| (a.to_string(), r.to_string()))
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        one["history"]
+            .as_array()
+            .expect("h")
+            .iter()
+            .all(|a| a["actor"] == "e2e")
+    );
+    assert_eq!(one["assignee"], "bob");
+    assert_eq!(one["disposition"], "true_positive");
+    assert_eq!(one["level"], 3);
+
+    // Metrics and OpenAPI.
+    let admin = bearer(&dir, "admin");
+    let text = agent()
+        .get(&format!("{base}/metrics"))
+        .header("authorization", &admin)
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .read_to_string()
+        .expect("text");
+    assert!(text.contains("dunes_http_requests_total"), "{text}");
+    assert!(text.contains("dunes_incident_actions_total"), "{text}");
+    let (s, doc) = get_as(&base, &admin, "/openapi.json");
+    assert_eq!(s, 200);
+    assert!(
+        doc["paths"]["/api/v1/incidents/{id}/escalate"].is_object(),
+        "{doc}"
+    );
+    assert!(doc["paths"]["/api/v1/query"].is_object());
+
+    stop_and_verify(&mut child, &dir);
+    // Every action is in the ledger's outputs; the escalation issued the Level 3 response.
+    assert_eq!(read_ndjson(&dir.join("actions.ndjson")).len(), 4);
+    assert!(
+        read_ndjson(&dir.join("responses.ndjson"))
+            .iter()
+            .any(|r| r["incident_id"] == id.as_str()
+                && r["action"] == "isolate_server"
+                && r["regulatory_deadline"].is_string())
+    );
+    // After a restart the history and the resolved state are still there.
+    let (mut child, base) = start_run(&dir, &[]);
+    let (_, one) = get_as(
+        &base,
+        &bearer(&dir, "viewer"),
+        &format!("/api/v1/incidents/{id}"),
+    );
+    assert_eq!(one["status"], "resolved");
+    assert_eq!(one["history"].as_array().map(Vec::len), Some(4));
+    stop_and_verify(&mut child, &dir);
+}
+
+/// (rule, incident id) of every incident in an NDJSON file.
+fn incident_ids(p: &Path) -> BTreeSet<(String, String)> {
+    read_ndjson(p)
+        .iter()
+        .map(|i| {
+            (
+                i["rule_id"].as_str().expect("rule").to_string(),
+                i["incident_id"].as_str().expect("id").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn backfill_from_the_store_raises_the_same_incidents_as_the_live_run() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    replay_sample(&dir);
+    let live = incident_ids(&dir.join("run-incidents.ndjson"));
+    assert!(!live.is_empty());
+    let before = read_ndjson(&dir.join("incidents.ndjson")).len();
+    let bf = tmp.path().join("backfill.ndjson");
+    let out = run_ok(
+        dunes()
+            .args(["replay", "--from-store", "--since", "2026-11-20T00:00:00Z"])
+            .args(["--until", "2026-11-21T00:00:00Z", "--data-dir"])
+            .arg(&dir)
+            .arg("--incidents-out")
+            .arg(&bf),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("incidents: 0"),
+        "known incidents are not raised twice: {stdout}"
+    );
+    assert_eq!(incident_ids(&bf), live);
+    assert!(read_ndjson(&bf).iter().all(|i| i["backfill"] == true));
+    assert_eq!(read_ndjson(&dir.join("incidents.ndjson")).len(), before);
+    // An empty window raises nothing.
+    let none = tmp.path().join("none.ndjson");
+    run_ok(
+        dunes()
+            .args([
+                "replay",
+                "--from-store",
+                "--since",
+                "2030-01-01T00:00:00Z",
+                "--data-dir",
+            ])
+            .arg(&dir)
+            .arg("--incidents-out")
+            .arg(&none),
+    );
+    assert!(read_ndjson(&none).is_empty());
+    run_ok(dunes().arg("verify").arg(&dir));
 }

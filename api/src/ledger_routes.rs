@@ -1,6 +1,7 @@
-//! Ledger proof routes:
+//! Ledger proof and export routes:
 //! - `GET /api/v1/ledger/proof/inclusion?index=I[&tree_size=N]`
 //! - `GET /api/v1/ledger/proof/consistency?first=M[&second=N]`
+//! - `GET /api/v1/ledger/export[?from=A&to=B]`: a signed export bundle as JSON
 //!
 //! Default tree size / second: the latest signed checkpoint, whose signed note is included.
 
@@ -16,16 +17,71 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/ledger/proof/inclusion", get(inclusion))
         .route("/api/v1/ledger/proof/consistency", get(consistency))
+        .route("/api/v1/ledger/export", get(export))
 }
 
 #[derive(Deserialize)]
-struct InclusionQuery {
+pub(crate) struct ExportQuery {
+    from: Option<u64>,
+    to: Option<u64>,
+}
+
+/// Builds the export bundle (`dunes export`) in a private temporary directory and returns
+/// every file of it (base64) with the summary; `dunes verify` checks the bundle once the
+/// files are written back (see docs/api.md).
+#[utoipa::path(get, path = "/api/v1/ledger/export", tag = "ledger",
+    params(("from" = Option<u64>, Query, description = "first record index"), ("to" = Option<u64>, Query, description = "last record index, inclusive")),
+    responses((status = 200, description = "`{summary, files: [{path, base64}]}`"), (status = 400)),
+    security(("bearer" = [])))]
+pub(crate) async fn export(
+    State(st): State<AppState>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let dir = st.data_dir.clone();
+    tokio::task::spawn_blocking(move || {
+        use base64::Engine as _;
+        let tmp = std::env::temp_dir().join(format!("dunes-export-{}", uuid::Uuid::new_v4()));
+        let out = tmp.join("bundle");
+        let res = (|| {
+            let summary = dunes_ledger::export(&dir, q.from, q.to, &out).map_err(map_err)?;
+            let mut files = Vec::new();
+            let mut stack = vec![out.clone()];
+            while let Some(d) = stack.pop() {
+                let rd = std::fs::read_dir(&d).map_err(|e| ApiError::Internal(e.to_string()))?;
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        stack.push(p);
+                    } else {
+                        let bytes =
+                            std::fs::read(&p).map_err(|e| ApiError::Internal(e.to_string()))?;
+                        let rel = p.strip_prefix(&out).unwrap_or(&p).display().to_string();
+                        files.push(serde_json::json!({
+                            "path": rel,
+                            "base64": base64::engine::general_purpose::STANDARD.encode(bytes),
+                        }));
+                    }
+                }
+            }
+            files.sort_by(|a, b| a["path"].as_str().cmp(&b["path"].as_str()));
+            Ok(serde_json::json!({ "summary": summary, "files": files }))
+        })();
+        let _ = std::fs::remove_dir_all(&tmp);
+        res
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+    .map(Json)
+}
+
+#[derive(Deserialize)]
+pub(crate) struct InclusionQuery {
     index: u64,
     tree_size: Option<u64>,
 }
 
 #[derive(Deserialize)]
-struct ConsistencyQuery {
+pub(crate) struct ConsistencyQuery {
     first: u64,
     second: Option<u64>,
 }
@@ -37,7 +93,11 @@ fn map_err(e: dunes_ledger::LedgerError) -> ApiError {
     }
 }
 
-async fn inclusion(
+#[utoipa::path(get, path = "/api/v1/ledger/proof/inclusion", tag = "ledger",
+    params(("index" = u64, Query), ("tree_size" = Option<u64>, Query)),
+    responses((status = 200, description = "RFC 9162 inclusion proof (BLAKE3 Merkle tree)"), (status = 400)),
+    security(("bearer" = [])))]
+pub(crate) async fn inclusion(
     State(st): State<AppState>,
     Query(q): Query<InclusionQuery>,
 ) -> Result<Json<dunes_ledger::InclusionProof>, ApiError> {
@@ -49,7 +109,11 @@ async fn inclusion(
         .map_err(map_err)
 }
 
-async fn consistency(
+#[utoipa::path(get, path = "/api/v1/ledger/proof/consistency", tag = "ledger",
+    params(("first" = u64, Query), ("second" = Option<u64>, Query)),
+    responses((status = 200, description = "RFC 9162 consistency proof"), (status = 400)),
+    security(("bearer" = [])))]
+pub(crate) async fn consistency(
     State(st): State<AppState>,
     Query(q): Query<ConsistencyQuery>,
 ) -> Result<Json<dunes_ledger::ConsistencyProof>, ApiError> {
@@ -103,13 +167,12 @@ mod tests {
             }
         }
         l.close().expect("close");
-        let app = routes().with_state(AppState {
-            incidents: Arc::new(IncidentStore::new()),
-            data_dir: dir.clone(),
-            ingest: None,
-            max_line_bytes: 1024,
-            reload: None,
-        });
+        let auth = crate::AuthState::open(&dir, crate::AuthConfig::default()).expect("auth");
+        let app = routes().with_state(AppState::new(
+            Arc::new(IncidentStore::new()),
+            dir.clone(),
+            Arc::new(auth),
+        ));
 
         let (s, b) = get(&app, "/api/v1/ledger/proof/inclusion?index=3").await;
         assert_eq!(s, StatusCode::OK);

@@ -1,31 +1,48 @@
 //! `dunes-api`: the axum HTTP server for SOC analysts and log producers.
 //!
-//! Routes (walking skeleton; authentication arrives with the API issue):
+//! Every route except `GET /healthz` requires `Authorization: Bearer <token>` (ML-DSA-65
+//! signed, see [`auth`]); the role × route matrix is [`auth::allowed_roles`]. Routes:
 //! - `GET  /healthz`
-//! - `GET  /api/v1/incidents?level=&status=&since=&limit=`
-//! - `GET  /api/v1/incidents/{id}`
-//! - `GET  /api/v1/ledger/checkpoint`
-//! - `GET  /api/v1/ledger/proof/inclusion?index=&tree_size=`
-//! - `GET  /api/v1/ledger/proof/consistency?first=&second=`
+//! - `GET  /api/v1/incidents?level=&status=&since=&limit=`, `GET /api/v1/incidents/{id}`
+//! - `POST /api/v1/incidents/{id}/ack | assign | escalate | resolve`
+//! - `POST /api/v1/query` (read-only hunting SQL)
+//! - `GET  /api/v1/rules`, `GET /api/v1/rules/{id}`, `POST /api/v1/rules/validate`,
+//!   `POST /api/v1/rules/reload`
+//! - `GET  /api/v1/ledger/checkpoint | proof/inclusion | proof/consistency | export`
+//! - `GET  /api/v1/keys`, `GET /metrics`, `GET /openapi.json`
 //! - `POST /v1/ingest` (NDJSON or JSON array body)
-//! - `POST /api/v1/rules/reload` (hot reload of the rules directory)
 
+pub mod auth;
+pub mod hunt;
 mod ledger_routes;
+mod openapi;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Instant;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
-use dunes_detect::{IncidentFilter, IncidentStatus, IncidentStore, Level};
+use dunes_detect::{
+    ActionKind, Disposition, Incident, IncidentAction, IncidentFilter, IncidentStatus,
+    IncidentStore, Level,
+};
 use dunes_ingest::RawRecord;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+
+pub use auth::{Claims, Role, TokenError, TokenVerifier};
+pub use hunt::HuntConfig;
 
 /// The one error type of this crate's boundary. Its HTTP form never carries
 /// internal details: those are logged, not returned.
@@ -33,8 +50,16 @@ use tokio::sync::{mpsc, oneshot};
 pub enum ApiError {
     #[error("bad request: {0}")]
     BadRequest(String),
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("forbidden")]
+    Forbidden,
     #[error("not found")]
     NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("too many requests")]
+    TooManyRequests { retry_after_secs: u64 },
     #[error("ingest is not enabled on this instance")]
     IngestDisabled,
     #[error("the pipeline is shutting down")]
@@ -58,7 +83,11 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IngestDisabled => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -74,7 +103,22 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        (status, Json(serde_json::json!({ "error": body }))).into_response()
+        let mut resp = (status, Json(serde_json::json!({ "error": body }))).into_response();
+        match &self {
+            ApiError::Unauthorized => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"dunes\""),
+                );
+            }
+            ApiError::TooManyRequests { retry_after_secs } => {
+                if let Ok(v) = HeaderValue::from_str(&retry_after_secs.to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+            }
+            _ => {}
+        }
+        resp
     }
 }
 
@@ -112,6 +156,96 @@ pub struct ReloadRequest {
     pub reply: oneshot::Sender<Result<ReloadAck, String>>,
 }
 
+/// Why the pipeline refused an incident action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ActionRefused {
+    NotFound,
+    Conflict(String),
+}
+
+/// What an applied incident action produced.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ActionOutcome {
+    pub action: IncidentAction,
+    pub incident: Incident,
+    /// Response records triggered (escalation to Level 3).
+    pub responses: u64,
+}
+
+/// An incident action handed to the pipeline (the ledger's single writer); applied
+/// between batches, after it is ledgered.
+pub struct ActionRequest {
+    pub action: IncidentAction,
+    pub reply: oneshot::Sender<Result<ActionOutcome, ActionRefused>>,
+}
+
+/// `[auth]` settings: authentication, rate limits.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Local development only: every request is treated as `admin` (logged loudly).
+    pub disabled: bool,
+    /// Longest token lifetime accepted and issued, in seconds (default 900).
+    pub max_token_ttl_secs: i64,
+    /// Requests per second per token (`jti`), and burst.
+    pub per_token_rps: u32,
+    pub per_token_burst: u32,
+    /// Requests per second per client IP, and burst.
+    pub per_ip_rps: u32,
+    pub per_ip_burst: u32,
+    /// Body limit of the JSON routes (actions, query, validate), in bytes.
+    pub max_json_body_bytes: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            disabled: false,
+            max_token_ttl_secs: auth::DEFAULT_MAX_TTL_SECS,
+            per_token_rps: 200,
+            per_token_burst: 400,
+            per_ip_rps: 1000,
+            per_ip_burst: 2000,
+            max_json_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+/// Authentication state shared by every request.
+pub struct AuthState {
+    pub cfg: AuthConfig,
+    pub verifier: TokenVerifier,
+    pub token_public_key: Vec<u8>,
+    per_token: DefaultKeyedRateLimiter<String>,
+    per_ip: DefaultKeyedRateLimiter<IpAddr>,
+    checks: std::sync::atomic::AtomicU64,
+}
+
+impl AuthState {
+    /// Loads (or generates) the token key of `data_dir`.
+    pub fn open(data_dir: &std::path::Path, cfg: AuthConfig) -> Result<AuthState, ApiError> {
+        let key = auth::load_or_generate_key(data_dir)?;
+        if cfg.disabled {
+            tracing::warn!(
+                "AUTHENTICATION IS DISABLED ([auth] disabled = true): every request is treated as admin; never use this outside local development"
+            );
+        }
+        let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
+        Ok(AuthState {
+            verifier: TokenVerifier::new(&key, cfg.max_token_ttl_secs),
+            token_public_key: key.public_key().to_vec(),
+            per_token: RateLimiter::keyed(
+                Quota::per_second(nz(cfg.per_token_rps)).allow_burst(nz(cfg.per_token_burst)),
+            ),
+            per_ip: RateLimiter::keyed(
+                Quota::per_second(nz(cfg.per_ip_rps)).allow_burst(nz(cfg.per_ip_burst)),
+            ),
+            checks: std::sync::atomic::AtomicU64::new(0),
+            cfg,
+        })
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub incidents: Arc<IncidentStore>,
@@ -119,6 +253,28 @@ pub struct AppState {
     pub ingest: Option<mpsc::Sender<IngestRequest>>,
     pub max_line_bytes: usize,
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
+    pub auth: Arc<AuthState>,
+    pub actions: Option<mpsc::Sender<ActionRequest>>,
+    /// The running rules (published by the pipeline at start and on every reload).
+    pub rules: Arc<RwLock<Vec<serde_json::Value>>>,
+    pub hunt: HuntConfig,
+}
+
+impl AppState {
+    /// A state with no pipeline attached (ingest, reload and actions answer 503/501).
+    pub fn new(incidents: Arc<IncidentStore>, data_dir: PathBuf, auth: Arc<AuthState>) -> Self {
+        AppState {
+            incidents,
+            data_dir,
+            ingest: None,
+            max_line_bytes: 1024 * 1024,
+            reload: None,
+            auth,
+            actions: None,
+            rules: Arc::default(),
+            hunt: HuntConfig::default(),
+        }
+    }
 }
 
 /// Limits of the HTTP server.
@@ -128,15 +284,53 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
 }
 
+/// The process-wide Prometheus recorder (installed on first use).
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    static H: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    H.get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .as_ref()
+}
+
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let _ = prometheus();
+    let json_limit = DefaultBodyLimit::max(state.auth.cfg.max_json_body_bytes);
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
+        .route("/api/v1/incidents/{id}/ack", post(ack).layer(json_limit))
+        .route(
+            "/api/v1/incidents/{id}/assign",
+            post(assign).layer(json_limit),
+        )
+        .route(
+            "/api/v1/incidents/{id}/escalate",
+            post(escalate).layer(json_limit),
+        )
+        .route(
+            "/api/v1/incidents/{id}/resolve",
+            post(resolve).layer(json_limit),
+        )
+        .route("/api/v1/query", post(query).layer(json_limit))
+        .route("/api/v1/rules", get(list_rules))
+        .route("/api/v1/rules/{id}", get(get_rule))
+        .route(
+            "/api/v1/rules/validate",
+            post(validate_rule).layer(json_limit),
+        )
+        .route("/api/v1/rules/reload", post(reload_rules))
+        .route("/api/v1/keys", get(keys))
         .route("/api/v1/ledger/checkpoint", get(checkpoint))
         .merge(ledger_routes::routes())
-        .route("/v1/ingest", post(ingest))
-        .route("/api/v1/rules/reload", post(reload_rules))
+        .route(
+            "/v1/ingest",
+            post(ingest).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .route("/metrics", get(metrics_text))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }
@@ -160,12 +354,148 @@ pub async fn serve(
     if let Some(tx) = bound {
         let _ = tx.send(addr);
     }
-    axum::serve(listener, router(state, cfg.max_body_bytes))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ApiError::Serve)
+    axum::serve(
+        listener,
+        router(state, cfg.max_body_bytes).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(ApiError::Serve)
 }
 
+/// Error responses produced outside our handlers (extractor rejections, 405, 413) are
+/// plain text that may echo parser details: they become `{"error": "<reason>"}`.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if status.as_u16() < 400 || is_json {
+        return resp;
+    }
+    let reason = status
+        .canonical_reason()
+        .unwrap_or("error")
+        .to_ascii_lowercase();
+    let mut out = (status, Json(serde_json::json!({ "error": reason }))).into_response();
+    for h in [header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::ALLOW] {
+        if let Some(v) = resp.headers().get(&h) {
+            out.headers_mut().insert(h, v.clone());
+        }
+    }
+    out
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+fn client_ip(req: &Request) -> IpAddr {
+    req.extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+fn retry_after(nu: &governor::NotUntil<governor::clock::QuantaInstant>) -> ApiError {
+    let wait = nu.wait_time_from(DefaultClock::default().now());
+    ApiError::TooManyRequests {
+        retry_after_secs: wait.as_secs() + u64::from(wait.subsec_nanos() > 0),
+    }
+}
+
+/// Authentication, rate limiting, authorisation and replay protection of every route but
+/// `/healthz`, in that order; also the request metrics.
+async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let resp = match authorize(&st, &mut req, &route, &method) {
+        Ok(()) => next.run(req).await,
+        Err(e) => e.into_response(),
+    };
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", resp.status().as_u16().to_string()),
+    ];
+    metrics::counter!("dunes_http_requests_total", &labels).increment(1);
+    metrics::histogram!("dunes_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+fn authorize(
+    st: &AppState,
+    req: &mut Request,
+    route: &str,
+    method: &Method,
+) -> Result<(), ApiError> {
+    let a = &st.auth;
+    if a.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 10_000 == 9_999 {
+        a.per_ip.retain_recent();
+        a.per_token.retain_recent();
+    }
+    let ip = client_ip(req);
+    a.per_ip.check_key(&ip).map_err(|nu| retry_after(&nu))?;
+    let now = Utc::now();
+    let claims = if a.cfg.disabled {
+        Claims {
+            iss: "dunes/auth-disabled".into(),
+            sub: "anonymous-dev".into(),
+            role: Role::Admin,
+            iat: now.timestamp(),
+            nbf: now.timestamp(),
+            exp: now.timestamp() + 60,
+            jti: uuid::Uuid::new_v4().to_string(),
+        }
+    } else {
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or(TokenError::Missing);
+        match token.and_then(|t| a.verifier.verify(t, now)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::info!(%ip, %route, reason = %e, "request refused: 401");
+                metrics::counter!("dunes_auth_failures_total", "reason" => e.to_string())
+                    .increment(1);
+                return Err(ApiError::Unauthorized);
+            }
+        }
+    };
+    a.per_token
+        .check_key(&claims.jti)
+        .map_err(|nu| retry_after(&nu))?;
+    if !auth::allowed_roles(method, route).contains(&claims.role) {
+        tracing::info!(%ip, %route, sub = %claims.sub, role = %claims.role, "request refused: 403");
+        return Err(ApiError::Forbidden);
+    }
+    let mutating = !(*method == Method::GET || *method == Method::HEAD);
+    if mutating && !a.cfg.disabled && !a.verifier.consume_jti(&claims, now) {
+        tracing::warn!(%ip, %route, sub = %claims.sub, jti = %claims.jti, "replayed token refused");
+        metrics::counter!("dunes_auth_failures_total", "reason" => "token already used")
+            .increment(1);
+        return Err(ApiError::Unauthorized);
+    }
+    req.extensions_mut().insert(claims);
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "`{\"status\":\"ok\"}`; the only route without authentication")))]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
@@ -178,6 +508,13 @@ struct IncidentQuery {
     limit: Option<usize>,
 }
 
+#[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents",
+    params(("level" = Option<u8>, Query, description = "1, 2 or 3"),
+           ("status" = Option<String>, Query, description = "open, acknowledged or resolved"),
+           ("since" = Option<String>, Query, description = "RFC 3339: detected at or after"),
+           ("limit" = Option<usize>, Query, description = "default 1000, max 10000")),
+    responses((status = 200, description = "`{count, incidents}` newest first"), (status = 400), (status = 401), (status = 403)),
+    security(("bearer" = [])))]
 async fn list_incidents(
     State(st): State<AppState>,
     Query(q): Query<IncidentQuery>,
@@ -220,13 +557,372 @@ async fn list_incidents(
     ))
 }
 
+/// An incident with its lifecycle: assignee, disposition and the ledgered actions.
+fn incident_view(inc: &Incident, history: &[IncidentAction]) -> serde_json::Value {
+    let mut v = serde_json::to_value(inc).unwrap_or_default();
+    let assignee = history.iter().rev().find_map(|a| a.assignee.clone());
+    let resolution = history
+        .iter()
+        .rev()
+        .find(|a| a.action == ActionKind::Resolve);
+    if let Some(o) = v.as_object_mut() {
+        o.insert("assignee".into(), serde_json::json!(assignee));
+        o.insert(
+            "disposition".into(),
+            serde_json::json!(resolution.and_then(|a| a.disposition)),
+        );
+        o.insert("history".into(), serde_json::json!(history));
+    }
+    v
+}
+
+#[utoipa::path(get, path = "/api/v1/incidents/{id}", tag = "incidents",
+    params(("id" = String, Path, description = "incident id")),
+    responses((status = 200, description = "the incident with `assignee`, `disposition` and `history` (ledgered actions)"), (status = 404)),
+    security(("bearer" = [])))]
 async fn get_incident(
     State(st): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<dunes_detect::Incident>, ApiError> {
-    st.incidents.get(&id).map(Json).ok_or(ApiError::NotFound)
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let inc = st.incidents.get(&id).ok_or(ApiError::NotFound)?;
+    Ok(Json(incident_view(&inc, &st.incidents.history(&id))))
 }
 
+/// Body of the incident actions (every field optional except where noted).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ActionBody {
+    /// `assign`: who takes the incident (required).
+    pub assignee: Option<String>,
+    /// `resolve`: true_positive, false_positive or benign (required).
+    #[schema(value_type = Option<String>)]
+    pub disposition: Option<Disposition>,
+    pub note: Option<String>,
+}
+
+const MAX_NOTE_CHARS: usize = 4096;
+
+async fn act(
+    st: AppState,
+    claims: Claims,
+    id: String,
+    kind: ActionKind,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|_| {
+            ApiError::BadRequest("body must be a JSON object: assignee, disposition, note".into())
+        })?
+    };
+    if b.note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+        || b.assignee.as_ref().is_some_and(|n| n.chars().count() > 256)
+    {
+        return Err(ApiError::BadRequest("note or assignee too long".into()));
+    }
+    if kind == ActionKind::Assign && b.assignee.as_deref().is_none_or(|a| a.trim().is_empty()) {
+        return Err(ApiError::BadRequest("assign needs an assignee".into()));
+    }
+    if kind == ActionKind::Resolve && b.disposition.is_none() {
+        return Err(ApiError::BadRequest(
+            "resolve needs a disposition: true_positive, false_positive or benign".into(),
+        ));
+    }
+    if !st.incidents.contains(&id) {
+        return Err(ApiError::NotFound);
+    }
+    let Some(tx) = st.actions.clone() else {
+        return Err(ApiError::Unavailable);
+    };
+    let action = IncidentAction {
+        record_type: "incident_action".into(),
+        action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
+        incident_id: id,
+        action: kind,
+        actor: claims.sub,
+        role: claims.role.to_string(),
+        jti: claims.jti,
+        at: Utc::now(),
+        assignee: if kind == ActionKind::Assign {
+            b.assignee.map(|a| a.trim().to_string())
+        } else {
+            None
+        },
+        disposition: if kind == ActionKind::Resolve {
+            b.disposition
+        } else {
+            None
+        },
+        note: b.note,
+        ledger_index: None,
+    };
+    let (reply, rx) = oneshot::channel();
+    tx.send(ActionRequest { action, reply })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    match rx.await.map_err(|_| ApiError::Unavailable)? {
+        Ok(out) => {
+            let history = st.incidents.history(&out.incident.incident_id);
+            Ok(Json(serde_json::json!({
+                "action": out.action,
+                "responses": out.responses,
+                "incident": incident_view(&out.incident, &history),
+            })))
+        }
+        Err(ActionRefused::NotFound) => Err(ApiError::NotFound),
+        Err(ActionRefused::Conflict(m)) => Err(ApiError::Conflict(m)),
+    }
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/ack", tag = "incidents",
+    params(("id" = String, Path)), request_body(content = ActionBody, description = "optional `note`"),
+    responses((status = 200, description = "`{action, responses, incident}`; the action is in the ledger"), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+async fn ack(
+    State(st): State<AppState>,
+    Extension(c): Extension<Claims>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(st, c, id, ActionKind::Ack, body).await
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/assign", tag = "incidents",
+    params(("id" = String, Path)), request_body(content = ActionBody, description = "`assignee` required"),
+    responses((status = 200), (status = 400), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+async fn assign(
+    State(st): State<AppState>,
+    Extension(c): Extension<Claims>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(st, c, id, ActionKind::Assign, body).await
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/escalate", tag = "incidents",
+    params(("id" = String, Path)), request_body(content = ActionBody, description = "optional `note`"),
+    responses((status = 200, description = "Level 2 → Level 3; the Level 3 response (isolate_server + notification) is issued"), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+async fn escalate(
+    State(st): State<AppState>,
+    Extension(c): Extension<Claims>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(st, c, id, ActionKind::Escalate, body).await
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/resolve", tag = "incidents",
+    params(("id" = String, Path)), request_body(content = ActionBody, description = "`disposition` required, optional `note`"),
+    responses((status = 200), (status = 400), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+async fn resolve(
+    State(st): State<AppState>,
+    Extension(c): Extension<Claims>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(st, c, id, ActionKind::Resolve, body).await
+}
+
+/// A hunting query.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueryBody {
+    /// One read-only SELECT / WITH statement over `events`, `tool_defs`, `incidents`.
+    pub sql: String,
+    /// `json` (default) or `ndjson`.
+    pub format: Option<String>,
+    /// Row limit (capped by `[hunt] max_rows`).
+    pub max_rows: Option<usize>,
+}
+
+#[utoipa::path(post, path = "/api/v1/query", tag = "hunting", request_body = QueryBody,
+    responses((status = 200, description = "JSON `{columns, rows, row_count, truncated, elapsed_ms}` or NDJSON (one object per row)"),
+              (status = 400, description = "refused (not read-only, unknown table, table function) or failed"),
+              (status = 408, description = "time limit exceeded")),
+    security(("bearer" = [])))]
+async fn query(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let q: QueryBody = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::BadRequest("body must be {\"sql\": \"...\"}".into()))?;
+    let ndjson = match q.format.as_deref() {
+        Some("ndjson") => true,
+        Some("json") => false,
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("application/x-ndjson")),
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "format must be json or ndjson, got {other:?}"
+            )));
+        }
+    };
+    let max_rows = q.max_rows.unwrap_or(st.hunt.max_rows);
+    let res = hunt::run(&q.sql, &st.data_dir, &st.incidents, &st.hunt, max_rows).await;
+    let res = match res {
+        Ok(r) => r,
+        Err(hunt::HuntError::Timeout(ms)) => {
+            metrics::counter!("dunes_hunt_queries_total", "outcome" => "timeout").increment(1);
+            let body =
+                serde_json::json!({"error": format!("query exceeded the time limit of {ms} ms")});
+            return Ok((StatusCode::REQUEST_TIMEOUT, Json(body)).into_response());
+        }
+        Err(e) => {
+            metrics::counter!("dunes_hunt_queries_total", "outcome" => "refused").increment(1);
+            return Err(ApiError::BadRequest(e.to_string()));
+        }
+    };
+    metrics::counter!("dunes_hunt_queries_total", "outcome" => "ok").increment(1);
+    let mut rows = Vec::with_capacity(res.rows);
+    for b in &res.batches {
+        rows.extend(
+            dunes_detect::incident::batch_to_json_rows(b)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        );
+    }
+    if ndjson {
+        let mut out = Vec::new();
+        for r in &rows {
+            serde_json::to_writer(&mut out, r).map_err(|e| ApiError::Internal(e.to_string()))?;
+            out.push(b'\n');
+        }
+        let mut resp = out.into_response();
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/x-ndjson"),
+        );
+        if res.truncated {
+            resp.headers_mut()
+                .insert("x-dunes-truncated", HeaderValue::from_static("true"));
+        }
+        return Ok(resp);
+    }
+    Ok(Json(serde_json::json!({
+        "columns": res.columns,
+        "rows": rows,
+        "row_count": res.rows,
+        "truncated": res.truncated,
+        "elapsed_ms": res.elapsed.as_millis() as u64,
+    }))
+    .into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/rules", tag = "rules",
+    responses((status = 200, description = "`{count, rules}`: id, title, level, severity, kind, tags, file, sha256")),
+    security(("bearer" = [])))]
+async fn list_rules(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let rules = match st.rules.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    Json(serde_json::json!({ "count": rules.len(), "rules": rules }))
+}
+
+#[utoipa::path(get, path = "/api/v1/rules/{id}", tag = "rules",
+    params(("id" = String, Path)), responses((status = 200, description = "the rule, with its SQL"), (status = 404)),
+    security(("bearer" = [])))]
+async fn get_rule(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rules = match st.rules.read() {
+        Ok(g) => g.clone(),
+        Err(p) => p.into_inner().clone(),
+    };
+    rules
+        .into_iter()
+        .find(|r| r["id"] == id.as_str())
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+#[utoipa::path(post, path = "/api/v1/rules/validate", tag = "rules",
+    request_body(content = String, content_type = "application/yaml", description = "one rule file (YAML)"),
+    responses((status = 200, description = "`{valid: true, id, ...}`: parsed, validated and planned; nothing is installed"),
+              (status = 422, description = "`{error: \"<line>: <reason>\"}`")),
+    security(("bearer" = [])))]
+async fn validate_rule(body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
+    let path = std::path::Path::new("submitted-rule.yaml");
+    let rule = dunes_detect::LoadedRule::from_bytes(path, &body)
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let engine = dunes_detect::Engine::new(vec![rule])
+        .await
+        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let r = engine.rules().first().map(rule_summary).unwrap_or_default();
+    Ok(Json(serde_json::json!({ "valid": true, "rule": r })))
+}
+
+/// The public description of a planned rule (served by the rules routes).
+pub fn rule_summary(r: &dunes_detect::PlannedRule) -> serde_json::Value {
+    let c = &r.rule.config;
+    serde_json::json!({
+        "id": c.id,
+        "title": c.title,
+        "description": c.description,
+        "level": c.level.as_u8(),
+        "severity": c.severity.to_string(),
+        "kind": c.kind,
+        "tags": c.tags,
+        "entity": c.entity,
+        "query": c.query,
+        "file": r.rule.path.display().to_string(),
+        "sha256": r.rule.sha256,
+    })
+}
+
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
+    responses((status = 200, description = "token verification key (ML-DSA-65) and the ledger's public key files")),
+    security(("bearer" = [])))]
+async fn keys(State(st): State<AppState>) -> Json<serde_json::Value> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let mut ledger = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(st.data_dir.join("keys")) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if name.ends_with(".pub")
+                && let Ok(bytes) = std::fs::read(e.path())
+            {
+                ledger.push(serde_json::json!({"file": name, "public_key": b64.encode(bytes)}));
+            }
+        }
+    }
+    ledger.sort_by(|a, b| a["file"].as_str().cmp(&b["file"].as_str()));
+    Json(serde_json::json!({
+        "token_key": {
+            "alg": auth::TOKEN_ALG,
+            "kid": st.auth.verifier.kid(),
+            "public_key": b64.encode(&st.auth.token_public_key),
+        },
+        "ledger_keys": ledger,
+    }))
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")),
+    security(("bearer" = [])))]
+async fn metrics_text() -> Response {
+    let text = prometheus().map(|h| h.render()).unwrap_or_default();
+    let mut resp = text.into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    resp
+}
+
+#[utoipa::path(get, path = "/api/v1/ledger/checkpoint", tag = "ledger",
+    responses((status = 200, description = "the latest signed checkpoint"), (status = 404)),
+    security(("bearer" = [])))]
 async fn checkpoint(State(st): State<AppState>) -> Result<Response, ApiError> {
     let dir = st.data_dir.clone();
     let cp = tokio::task::spawn_blocking(move || dunes_ledger::read_latest_checkpoint(&dir))
@@ -239,6 +935,10 @@ async fn checkpoint(State(st): State<AppState>) -> Result<Response, ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/v1/ingest", tag = "ingest",
+    request_body(content = String, content_type = "application/x-ndjson", description = "NDJSON or a JSON array of envelopes"),
+    responses((status = 202, description = "`{accepted, rejected, incidents, responses}` once ledgered"), (status = 413)),
+    security(("bearer" = [])))]
 async fn ingest(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -262,6 +962,9 @@ async fn ingest(
     Ok((StatusCode::ACCEPTED, Json(ack)))
 }
 
+#[utoipa::path(post, path = "/api/v1/rules/reload", tag = "rules",
+    responses((status = 200, description = "`{version, rules, changed, kept_state}`"), (status = 422, description = "a rule is refused; the running rules stay")),
+    security(("bearer" = [])))]
 async fn reload_rules(State(st): State<AppState>) -> Result<Json<ReloadAck>, ApiError> {
     let Some(tx) = st.reload.clone() else {
         return Err(ApiError::Unavailable);

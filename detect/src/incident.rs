@@ -53,6 +53,9 @@ pub struct Incident {
     pub evidence: Vec<Map<String, Value>>,
     pub status: IncidentStatus,
     pub detected_at: DateTime<Utc>,
+    /// Raised by `dunes replay --from-store` over stored history, not by live traffic.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 struct Builder {
@@ -210,6 +213,7 @@ pub fn build_incidents(
                 evidence: b.evidence,
                 status: IncidentStatus::Open,
                 detected_at,
+                backfill: false,
             }
         })
         .collect())

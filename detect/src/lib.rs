@@ -2,8 +2,10 @@
 //! re-executed per micro-batch, incidents, and Level 1–3 responses.
 
 pub mod engine;
+pub mod history;
 pub mod incident;
 pub mod lint;
+pub mod lifecycle;
 pub mod noise;
 pub mod response;
 pub mod rule;
@@ -15,7 +17,9 @@ use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 
 pub use engine::{Engine, EngineState, Fire, LateCounts, PlannedRule, RuleMatches};
+pub use history::{HistoryConfig, HistoryWriter};
 pub use incident::{Incident, IncidentStatus};
+pub use lifecycle::{ActionKind, Disposition, IncidentAction, TransitionError, transition};
 pub use response::{ResponseConfig, ResponseRecord};
 pub use rule::{Level, LoadedRule, ResponseAction, RuleConfig, Severity, load_dir};
 pub use store::{IncidentFilter, IncidentStore};

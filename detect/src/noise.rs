@@ -185,6 +185,7 @@ mod tests {
             evidence: vec![],
             status: IncidentStatus::Open,
             detected_at: Utc.timestamp_opt(0, 0).unwrap(),
+            backfill: false,
         }
     }
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::DetectError;
 use crate::incident::{Incident, IncidentStatus};
+use crate::lifecycle::IncidentAction;
 use crate::rule::Level;
 
 #[derive(Clone, Debug, Default)]
@@ -24,6 +25,8 @@ pub struct IncidentFilter {
 struct Inner {
     list: Vec<Incident>,
     by_id: HashMap<String, usize>,
+    /// Analyst actions per incident, oldest first.
+    history: HashMap<String, Vec<IncidentAction>>,
 }
 
 /// In-memory incident index, rebuilt from `incidents.ndjson` on start.
@@ -75,6 +78,46 @@ impl IncidentStore {
                 g.list.push(incident);
             }
         }
+    }
+
+    /// Loads the action history written by earlier runs (`actions.ndjson`).
+    pub fn load_actions_ndjson(&self, path: &Path) -> Result<(), DetectError> {
+        if !path.exists() {
+            return Ok(());
+        }
+        let io = |e| DetectError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        let f = std::fs::File::open(path).map_err(io)?;
+        for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
+            let line = line.map_err(io)?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let a: IncidentAction = serde_json::from_str(&line).map_err(|e| {
+                DetectError::InvalidValue(format!("{}:{}: {e}", path.display(), n + 1))
+            })?;
+            self.push_action(a);
+        }
+        Ok(())
+    }
+
+    /// Appends an action to its incident's history.
+    pub fn push_action(&self, action: IncidentAction) {
+        let mut g = match self.inner.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        g.history
+            .entry(action.incident_id.clone())
+            .or_default()
+            .push(action);
+    }
+
+    /// The actions taken on an incident, oldest first.
+    pub fn history(&self, id: &str) -> Vec<IncidentAction> {
+        self.read(|i| i.history.get(id).cloned().unwrap_or_default())
     }
 
     pub fn contains(&self, id: &str) -> bool {

@@ -647,6 +647,101 @@ pub(crate) fn generate(keys_dir: &Path, epoch: u32, hybrid: bool) -> Result<Sign
     Ok(signer)
 }
 
+/// A standalone ML-DSA-65 key pair outside the ledger's key epochs (e.g. the API token
+/// signing key): `<dir>/<name>.seed` (32-byte seed, mode 0600, written atomically) and
+/// `<dir>/<name>.pub` (encoded public key), generated and loaded with the same code as the
+/// ledger's checkpoint keys.
+pub struct StandaloneKey {
+    signer: Signer,
+}
+
+impl StandaloneKey {
+    /// Loads `<dir>/<name>.seed`, or generates it (and `<dir>`, mode 0700) when missing.
+    pub fn load_or_generate(dir: &Path, name: &str) -> Result<StandaloneKey, LedgerError> {
+        let seed_file = dir.join(format!("{name}.seed"));
+        let pub_file = dir.join(format!("{name}.pub"));
+        if seed_file.exists() {
+            return Self::load(dir, name);
+        }
+        ensure_keys_dir(dir)?;
+        let mut seed = random_seed()?;
+        let signer = Signer::from_seed(0, &seed);
+        write_atomic(&seed_file, &seed, true)?;
+        seed.fill(0);
+        std::hint::black_box(&seed);
+        write_atomic(&pub_file, &signer.public_key, false)?;
+        tracing::info!(path = %seed_file.display(), "generated new ML-DSA-65 key");
+        Ok(StandaloneKey { signer })
+    }
+
+    /// Loads an existing `<dir>/<name>.seed` (checking `<name>.pub` against it).
+    pub fn load(dir: &Path, name: &str) -> Result<StandaloneKey, LedgerError> {
+        let seed_file = dir.join(format!("{name}.seed"));
+        if !seed_file.exists() {
+            return Err(LedgerError::Key(format!(
+                "{} is missing",
+                seed_file.display()
+            )));
+        }
+        let raw = read_seed(&seed_file, SEED_LEN)?;
+        let mut seed = [0u8; SEED_LEN];
+        seed.copy_from_slice(&raw);
+        let signer = Signer::from_seed(0, &seed);
+        seed.fill(0);
+        check_or_write_public(
+            &dir.join(format!("{name}.pub")),
+            &signer.public_key,
+            &seed_file,
+        )?;
+        Ok(StandaloneKey { signer })
+    }
+
+    /// Encoded public key (FIPS 204 pkEncode, [`PUBLIC_KEY_LEN`] bytes).
+    pub fn public_key(&self) -> &[u8] {
+        &self.signer.public_key
+    }
+
+    /// The decoded public key, for verification.
+    pub fn verifying_key(&self) -> MlDsaPublicKey {
+        MlDsaPublicKey(self.signer.sk.verifying_key())
+    }
+
+    /// Deterministic pure ML-DSA-65 signature of `msg` with the FIPS 204 context `ctx`.
+    pub fn sign(&self, msg: &[u8], ctx: &[u8]) -> Result<Vec<u8>, LedgerError> {
+        self.signer.sign_with_context(msg, ctx)
+    }
+}
+
+impl std::fmt::Debug for StandaloneKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StandaloneKey")
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A decoded ML-DSA-65 public key.
+#[derive(Clone)]
+pub struct MlDsaPublicKey(VerifyingKey<MlDsa65>);
+
+impl MlDsaPublicKey {
+    /// Decodes an encoded public key; `None` if malformed.
+    pub fn decode(bytes: &[u8]) -> Option<MlDsaPublicKey> {
+        decode_public_key(bytes).map(MlDsaPublicKey)
+    }
+
+    /// Verifies a pure ML-DSA-65 signature with the FIPS 204 context `ctx`.
+    pub fn verify(&self, msg: &[u8], ctx: &[u8], sig: &[u8]) -> bool {
+        verify_with_context(&self.0, msg, ctx, sig)
+    }
+}
+
+impl std::fmt::Debug for MlDsaPublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MlDsaPublicKey")
+    }
+}
+
 /// Overwrite and delete the private seed(s) of `epoch`; with `public` also its public keys
 /// (only for keys that never made it into the log).
 pub(crate) fn remove_epoch_files(
@@ -680,6 +775,29 @@ pub(crate) fn remove_epoch_files(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standalone_key_is_private_and_reloads() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let dir = tmp.path().join("auth");
+        let k = StandaloneKey::load_or_generate(&dir, "tok").expect("generate");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(dir.join("tok.seed"))
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let sig = k.sign(b"m", b"").expect("sign");
+        let again = StandaloneKey::load_or_generate(&dir, "tok").expect("load");
+        assert_eq!(again.public_key(), k.public_key());
+        let vk = MlDsaPublicKey::decode(again.public_key()).expect("decode");
+        assert!(vk.verify(b"m", b"", &sig));
+        assert!(!vk.verify(b"m", b"x", &sig));
+        assert!(!vk.verify(b"n", b"", &sig));
+    }
 
     #[test]
     fn sign_verify_and_key_id() {

@@ -37,10 +37,10 @@ pub use export::{
     verify_path,
 };
 pub use keys::{
-    EXPORT_CONTEXT, EpochKeys, KEY_TYPE_IDENTIFIER, KeyRecordPayload, PUBLIC_KEY_LEN,
-    ROTATION_CONTEXT, SIGNATURE_LEN, SIGNING_CONTEXT, ed25519_key_id, ed25519_public_key_path,
-    ed25519_seed_path, key_id, public_key_path, rotation_message, seed_path, verify_signature,
-    verify_with_context,
+    EXPORT_CONTEXT, EpochKeys, KEY_TYPE_IDENTIFIER, KeyRecordPayload, MlDsaPublicKey,
+    PUBLIC_KEY_LEN, ROTATION_CONTEXT, SIGNATURE_LEN, SIGNING_CONTEXT, StandaloneKey,
+    ed25519_key_id, ed25519_public_key_path, ed25519_seed_path, key_id, public_key_path,
+    rotation_message, seed_path, verify_signature, verify_with_context,
 };
 pub use ledger::{Ledger, LedgerConfig};
 pub use proof::{

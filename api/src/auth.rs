@@ -1,0 +1,366 @@
+//! Zero-trust authentication and authorisation of the API.
+//!
+//! Tokens are JWT-shaped (`base64url(header).base64url(claims).base64url(signature)`, RFC 7515
+//! compact serialisation) and signed with ML-DSA-65 (FIPS 204, pure, empty context string) as
+//! in the IETF JOSE ML-DSA draft: the header's `alg` is `"ML-DSA-65"`. The signing key is a
+//! dedicated ML-DSA-65 key in `<data_dir>/auth/` (seed file mode 0600), separate from the
+//! ledger's checkpoint keys. Every route except `/healthz` needs `Authorization: Bearer`;
+//! a mutating request (any method but GET/HEAD) consumes the token's `jti` (replay
+//! protection).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use chrono::{DateTime, Utc};
+use dunes_ledger::{MlDsaPublicKey, StandaloneKey};
+use serde::{Deserialize, Serialize};
+
+use crate::ApiError;
+
+/// The JOSE `alg` of Dunes tokens.
+pub const TOKEN_ALG: &str = "ML-DSA-65";
+/// File stem of the token signing key in [`token_key_dir`].
+pub const TOKEN_KEY_NAME: &str = "token-mldsa65";
+/// Default and hard maximum token lifetime.
+pub const DEFAULT_MAX_TTL_SECS: i64 = 15 * 60;
+/// Clock skew tolerated on `nbf` and `exp`.
+pub const LEEWAY_SECS: i64 = 5;
+/// Longest token accepted at all (bytes), before any decoding.
+const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+/// `<data_dir>/auth`: the token signing key lives here, never in `keys/`.
+pub fn token_key_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("auth")
+}
+
+/// Who may do what. `viewer` ⊂ `analyst` ⊂ `responder` ⊂ `admin`; `auditor` reads
+/// (incidents, rules, ledger, export, metrics) and writes nothing; `ingest` only posts
+/// envelopes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Analyst,
+    Responder,
+    Admin,
+    Auditor,
+    Ingest,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [
+        Role::Viewer,
+        Role::Analyst,
+        Role::Responder,
+        Role::Admin,
+        Role::Auditor,
+        Role::Ingest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Analyst => "analyst",
+            Role::Responder => "responder",
+            Role::Admin => "admin",
+            Role::Auditor => "auditor",
+            Role::Ingest => "ingest",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown role {s:?} (viewer, analyst, responder, admin, auditor, ingest)")
+            })
+    }
+}
+
+/// Who may call a route: the roles allowed on (method, route template).
+pub mod access {
+    use super::Role::{self, *};
+    pub const READ: &[Role] = &[Viewer, Analyst, Responder, Admin, Auditor];
+    pub const ANALYST: &[Role] = &[Analyst, Responder, Admin];
+    pub const RESPONDER: &[Role] = &[Responder, Admin];
+    pub const ADMIN: &[Role] = &[Admin];
+    pub const AUDIT: &[Role] = &[Auditor, Admin];
+    pub const INGEST: &[Role] = &[Ingest];
+    pub const ANY: &[Role] = &[Viewer, Analyst, Responder, Admin, Auditor, Ingest];
+}
+
+/// The one place that says which roles may call which route (the role × route matrix).
+pub fn allowed_roles(method: &axum::http::Method, route: &str) -> &'static [Role] {
+    use axum::http::Method;
+    let get = *method == Method::GET || *method == Method::HEAD;
+    match (get, route) {
+        (true, "/api/v1/incidents" | "/api/v1/incidents/{id}") => access::READ,
+        (false, "/api/v1/incidents/{id}/ack")
+        | (false, "/api/v1/incidents/{id}/assign")
+        | (false, "/api/v1/incidents/{id}/resolve")
+        | (false, "/api/v1/query") => access::ANALYST,
+        (false, "/api/v1/incidents/{id}/escalate") => access::RESPONDER,
+        (true, "/api/v1/rules" | "/api/v1/rules/{id}") => access::AUDIT,
+        (false, "/api/v1/rules/validate" | "/api/v1/rules/reload") => access::ADMIN,
+        (true, "/api/v1/keys") => access::AUDIT,
+        (true, r) if r.starts_with("/api/v1/ledger/") => access::AUDIT,
+        (true, "/metrics") => access::AUDIT,
+        (true, "/openapi.json") => access::ANY,
+        (false, "/v1/ingest") => access::INGEST,
+        _ => &[],
+    }
+}
+
+/// JOSE header of a Dunes token.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    typ: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kid: Option<String>,
+    /// Critical extensions are not supported: any is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crit: Option<serde_json::Value>,
+}
+
+/// Token claims.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    /// The actor: recorded with every ledgered action.
+    pub sub: String,
+    pub role: Role,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub jti: String,
+}
+
+/// Why a token was refused (answered as a bare 401; the reason is logged).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("unsupported alg")]
+    WrongAlg,
+    #[error("unknown key")]
+    WrongKey,
+    #[error("bad signature")]
+    BadSignature,
+    #[error("token expired")]
+    Expired,
+    #[error("token not yet valid")]
+    NotYetValid,
+    #[error("token lifetime exceeds the maximum")]
+    TooLong,
+    #[error("token already used")]
+    Replayed,
+}
+
+/// Key id of a token key: hex of the first 8 bytes of BLAKE3(public key).
+pub fn key_id(public_key: &[u8]) -> String {
+    hex::encode(&blake3::hash(public_key).as_bytes()[..8])
+}
+
+/// Loads (or, on first use, generates) the token signing key of a data dir.
+pub fn load_or_generate_key(data_dir: &Path) -> Result<StandaloneKey, ApiError> {
+    StandaloneKey::load_or_generate(&token_key_dir(data_dir), TOKEN_KEY_NAME)
+        .map_err(|e| ApiError::Internal(format!("token key: {e}")))
+}
+
+/// Signs a token for `sub` with `role`, valid from `now` for `ttl_secs`.
+pub fn issue(
+    key: &StandaloneKey,
+    iss: &str,
+    sub: &str,
+    role: Role,
+    now: DateTime<Utc>,
+    ttl_secs: i64,
+) -> Result<String, ApiError> {
+    let iat = now.timestamp();
+    let claims = Claims {
+        iss: iss.to_string(),
+        sub: sub.to_string(),
+        role,
+        iat,
+        nbf: iat,
+        exp: iat + ttl_secs,
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    sign_claims(key, &claims)
+}
+
+/// Signs arbitrary claims (tests craft expired or not-yet-valid tokens with it).
+pub fn sign_claims(key: &StandaloneKey, claims: &Claims) -> Result<String, ApiError> {
+    let header = Header {
+        alg: TOKEN_ALG.into(),
+        typ: Some("JWT".into()),
+        kid: Some(key_id(key.public_key())),
+        crit: None,
+    };
+    let signing_input = format!("{}.{}", b64_json(&header)?, b64_json(claims)?);
+    let sig = key
+        .sign(signing_input.as_bytes(), b"")
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(format!("{signing_input}.{}", B64URL.encode(sig)))
+}
+
+fn b64_json<T: Serialize>(v: &T) -> Result<String, ApiError> {
+    let json = serde_json::to_vec(v).map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(B64URL.encode(json))
+}
+
+/// Verifies tokens and remembers the `jti`s consumed by mutating requests.
+pub struct TokenVerifier {
+    vk: MlDsaPublicKey,
+    kid: String,
+    max_ttl_secs: i64,
+    /// jti → exp of tokens already used for a mutating request.
+    used: Mutex<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("kid", &self.kid)
+            .finish()
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(key: &StandaloneKey, max_ttl_secs: i64) -> Self {
+        TokenVerifier {
+            vk: key.verifying_key(),
+            kid: key_id(key.public_key()),
+            max_ttl_secs: max_ttl_secs.max(1),
+            used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// Checks structure, `alg`, key, signature and the validity window.
+    pub fn verify(&self, token: &str, now: DateTime<Utc>) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::Malformed);
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(s), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let header: Header = B64URL
+            .decode(h)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Malformed)?;
+        if header.alg != TOKEN_ALG {
+            return Err(TokenError::WrongAlg);
+        }
+        if header.crit.is_some() || header.typ.as_deref().is_some_and(|t| t != "JWT") {
+            return Err(TokenError::Malformed);
+        }
+        if header.kid.as_deref().is_some_and(|k| k != self.kid) {
+            return Err(TokenError::WrongKey);
+        }
+        let sig = B64URL.decode(s).map_err(|_| TokenError::Malformed)?;
+        let signing_input = &token[..h.len() + 1 + c.len()];
+        if !self.vk.verify(signing_input.as_bytes(), b"", &sig) {
+            return Err(TokenError::BadSignature);
+        }
+        let claims: Claims = B64URL
+            .decode(c)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or(TokenError::Malformed)?;
+        let t = now.timestamp();
+        if claims.exp <= claims.iat || claims.exp - claims.iat > self.max_ttl_secs {
+            return Err(TokenError::TooLong);
+        }
+        if t + LEEWAY_SECS < claims.nbf || t + LEEWAY_SECS < claims.iat {
+            return Err(TokenError::NotYetValid);
+        }
+        if t >= claims.exp + LEEWAY_SECS {
+            return Err(TokenError::Expired);
+        }
+        if claims.jti.is_empty() || claims.sub.is_empty() {
+            return Err(TokenError::Malformed);
+        }
+        Ok(claims)
+    }
+
+    /// Consumes the token's `jti` for a mutating request: true the first time only.
+    pub fn consume_jti(&self, claims: &Claims, now: DateTime<Utc>) -> bool {
+        let mut used = match self.used.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if used.len() >= 4096 {
+            let t = now.timestamp() - LEEWAY_SECS;
+            used.retain(|_, exp| *exp >= t);
+        }
+        if used.contains_key(&claims.jti) {
+            return false;
+        }
+        used.insert(claims.jti.clone(), claims.exp);
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_round_trip_and_refusals() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let key = load_or_generate_key(tmp.path()).expect("key");
+        let v = TokenVerifier::new(&key, DEFAULT_MAX_TTL_SECS);
+        let now = Utc::now();
+        let t = issue(&key, "dunes/test", "alice", Role::Analyst, now, 600).expect("issue");
+        let c = v.verify(&t, now).expect("valid");
+        assert_eq!((c.sub.as_str(), c.role), ("alice", Role::Analyst));
+        assert!(v.consume_jti(&c, now));
+        assert!(!v.consume_jti(&c, now));
+        assert_eq!(
+            v.verify(&t, now + chrono::Duration::seconds(700)),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            v.verify(&t, now - chrono::Duration::seconds(60)),
+            Err(TokenError::NotYetValid)
+        );
+        let long = issue(&key, "dunes/test", "a", Role::Admin, now, 3600).expect("issue");
+        assert_eq!(v.verify(&long, now), Err(TokenError::TooLong));
+        // Tampered claims.
+        let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+        let claims = String::from_utf8(B64URL.decode(&parts[1]).expect("b64")).expect("utf8");
+        parts[1] = B64URL.encode(claims.replace("analyst", "admin"));
+        assert_eq!(
+            v.verify(&parts.join("."), now),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(v.verify("a.b", now), Err(TokenError::Malformed));
+        assert_eq!(v.verify("", now), Err(TokenError::Malformed));
+    }
+}

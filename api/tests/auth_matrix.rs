@@ -1,0 +1,428 @@
+//! The role × route matrix and token refusals, over the real router (no network).
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use chrono::Utc;
+use dunes_api::auth::{self, Claims, Role};
+use dunes_api::{AppState, AuthConfig, AuthState};
+use dunes_detect::IncidentStore;
+use tower::ServiceExt as _;
+
+/// Every protected route, by name, with a request that reaches its handler.
+const ROUTES: &[(&str, &str, &str, &str)] = &[
+    ("incidents.list", "GET", "/api/v1/incidents", ""),
+    ("incidents.get", "GET", "/api/v1/incidents/inc-none", ""),
+    (
+        "incidents.ack",
+        "POST",
+        "/api/v1/incidents/inc-none/ack",
+        "",
+    ),
+    (
+        "incidents.assign",
+        "POST",
+        "/api/v1/incidents/inc-none/assign",
+        r#"{"assignee":"bob"}"#,
+    ),
+    (
+        "incidents.escalate",
+        "POST",
+        "/api/v1/incidents/inc-none/escalate",
+        "",
+    ),
+    (
+        "incidents.resolve",
+        "POST",
+        "/api/v1/incidents/inc-none/resolve",
+        r#"{"disposition":"benign","note":"n"}"#,
+    ),
+    (
+        "query",
+        "POST",
+        "/api/v1/query",
+        r#"{"sql":"SELECT 1 AS one"}"#,
+    ),
+    ("rules.list", "GET", "/api/v1/rules", ""),
+    ("rules.get", "GET", "/api/v1/rules/none", ""),
+    (
+        "rules.validate",
+        "POST",
+        "/api/v1/rules/validate",
+        "id: [broken",
+    ),
+    ("rules.reload", "POST", "/api/v1/rules/reload", ""),
+    ("keys", "GET", "/api/v1/keys", ""),
+    ("ledger.checkpoint", "GET", "/api/v1/ledger/checkpoint", ""),
+    (
+        "ledger.inclusion",
+        "GET",
+        "/api/v1/ledger/proof/inclusion?index=0",
+        "",
+    ),
+    (
+        "ledger.consistency",
+        "GET",
+        "/api/v1/ledger/proof/consistency?first=1",
+        "",
+    ),
+    ("ledger.export", "GET", "/api/v1/ledger/export", ""),
+    ("metrics", "GET", "/metrics", ""),
+    ("openapi", "GET", "/openapi.json", ""),
+    ("ingest", "POST", "/v1/ingest", "{}"),
+];
+
+/// What each role may do, written from the issue's role list (independently of
+/// `auth::allowed_roles`).
+fn expected(role: Role) -> BTreeSet<&'static str> {
+    let read = ["incidents.list", "incidents.get", "openapi"];
+    let analyst = [
+        "query",
+        "incidents.ack",
+        "incidents.assign",
+        "incidents.resolve",
+    ];
+    let all: Vec<&str> = ROUTES.iter().map(|r| r.0).collect();
+    let set: Vec<&'static str> = match role {
+        Role::Viewer => read.to_vec(),
+        Role::Analyst => [&read[..], &analyst[..]].concat(),
+        Role::Responder => [&read[..], &analyst[..], &["incidents.escalate"][..]].concat(),
+        Role::Admin => all.into_iter().filter(|r| *r != "ingest").collect(),
+        Role::Auditor => [
+            &read[..],
+            &[
+                "rules.list",
+                "rules.get",
+                "keys",
+                "ledger.checkpoint",
+                "ledger.inclusion",
+                "ledger.consistency",
+                "ledger.export",
+                "metrics",
+            ][..],
+        ]
+        .concat(),
+        Role::Ingest => vec!["ingest", "openapi"],
+    };
+    set.into_iter().collect()
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    app: Router,
+    key: dunes_ledger::StandaloneKey,
+}
+
+fn fixture(cfg: AuthConfig) -> Fixture {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let auth = AuthState::open(tmp.path(), cfg).expect("auth");
+    let key = auth::load_or_generate_key(tmp.path()).expect("key");
+    let state = AppState::new(
+        Arc::new(IncidentStore::new()),
+        tmp.path().to_path_buf(),
+        Arc::new(auth),
+    );
+    Fixture {
+        app: dunes_api::router(state, 1 << 20),
+        _tmp: tmp,
+        key,
+    }
+}
+
+fn token(key: &dunes_ledger::StandaloneKey, role: Role) -> String {
+    auth::issue(key, "dunes/test", "tester", role, Utc::now(), 300).expect("issue")
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    token: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        b = b.header("authorization", format!("Bearer {t}"));
+    }
+    let resp = app
+        .clone()
+        .oneshot(b.body(Body::from(body.to_string())).expect("request"))
+        .await
+        .expect("response");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = axum::body::to_bytes(resp.into_body(), 16 << 20)
+        .await
+        .expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
+
+#[tokio::test]
+async fn every_role_gets_exactly_its_routes() {
+    let f = fixture(AuthConfig::default());
+    let (s, _, _) = call(&f.app, "GET", "/healthz", "", None).await;
+    assert_eq!(s, StatusCode::OK, "/healthz is public");
+    for role in Role::ALL {
+        let want = expected(role);
+        for (name, method, uri, body) in ROUTES {
+            // A fresh token per request: mutating requests consume their jti.
+            let t = token(&f.key, role);
+            let (s, _, json) = call(&f.app, method, uri, body, Some(&t)).await;
+            if want.contains(name) {
+                assert!(
+                    s != StatusCode::UNAUTHORIZED && s != StatusCode::FORBIDDEN,
+                    "{role} should reach {name} ({method} {uri}), got {s} {json}"
+                );
+            } else {
+                assert_eq!(s, StatusCode::FORBIDDEN, "{role} on {name}: {json}");
+                assert_eq!(json["error"], "forbidden");
+            }
+            // No token at all: 401 with a JSON error and a WWW-Authenticate challenge.
+            let (s, h, json) = call(&f.app, method, uri, body, None).await;
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{name} without a token");
+            assert_eq!(json["error"], "unauthorized");
+            assert!(h.get("www-authenticate").is_some());
+        }
+    }
+    // Unknown routes answer 404 whoever asks.
+    let (s, _, _) = call(&f.app, "GET", "/api/v1/nope", "", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+fn craft(key: &dunes_ledger::StandaloneKey, header: &serde_json::Value, claims: &Claims) -> String {
+    let input = format!(
+        "{}.{}",
+        B64URL.encode(serde_json::to_vec(header).expect("json")),
+        B64URL.encode(serde_json::to_vec(claims).expect("json"))
+    );
+    let sig = key.sign(input.as_bytes(), b"").expect("sign");
+    format!("{input}.{}", B64URL.encode(sig))
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused() {
+    let f = fixture(AuthConfig::default());
+    let other = fixture(AuthConfig::default());
+    let now = Utc::now().timestamp();
+    let claims = |iat: i64, nbf: i64, exp: i64| Claims {
+        iss: "dunes/test".into(),
+        sub: "mallory".into(),
+        role: Role::Admin,
+        iat,
+        nbf,
+        exp,
+        jti: uuid::Uuid::new_v4().to_string(),
+    };
+    let good = token(&f.key, Role::Admin);
+    let (s, _, _) = call(&f.app, "GET", "/api/v1/incidents", "", Some(&good)).await;
+    assert_eq!(s, StatusCode::OK);
+    let hdr = serde_json::json!({"alg": "ML-DSA-65", "typ": "JWT"});
+    let parts: Vec<&str> = good.split('.').collect();
+    let bad: Vec<(&str, String)> = vec![
+        (
+            "expired",
+            auth::sign_claims(&f.key, &claims(now - 900, now - 900, now - 60)).expect("s"),
+        ),
+        (
+            "not yet valid",
+            auth::sign_claims(&f.key, &claims(now + 600, now + 600, now + 900)).expect("s"),
+        ),
+        (
+            "nbf in the future",
+            auth::sign_claims(&f.key, &claims(now, now + 120, now + 300)).expect("s"),
+        ),
+        (
+            "lifetime over 15 min",
+            auth::sign_claims(&f.key, &claims(now, now, now + 3600)).expect("s"),
+        ),
+        ("wrong key", token(&other.key, Role::Admin)),
+        (
+            "wrong key, no kid",
+            craft(&other.key, &hdr, &claims(now, now, now + 300)),
+        ),
+        (
+            "wrong alg HS256",
+            craft(
+                &f.key,
+                &serde_json::json!({"alg": "HS256", "typ": "JWT"}),
+                &claims(now, now, now + 300),
+            ),
+        ),
+        (
+            "wrong alg ML-DSA-44",
+            craft(
+                &f.key,
+                &serde_json::json!({"alg": "ML-DSA-44"}),
+                &claims(now, now, now + 300),
+            ),
+        ),
+        (
+            "alg none",
+            format!("{}.{}.", B64URL.encode(br#"{"alg":"none"}"#), parts[1]),
+        ),
+        (
+            "crit header",
+            craft(
+                &f.key,
+                &serde_json::json!({"alg": "ML-DSA-65", "crit": ["exp"]}),
+                &claims(now, now, now + 300),
+            ),
+        ),
+        (
+            "tampered claims",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                B64URL.encode(serde_json::to_vec(&claims(now, now, now + 300)).expect("j")),
+                parts[2]
+            ),
+        ),
+        (
+            "truncated signature",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                parts[1],
+                &parts[2][..parts[2].len() / 2]
+            ),
+        ),
+        ("two parts", format!("{}.{}", parts[0], parts[1])),
+        ("four parts", format!("{good}.x")),
+        ("not base64", "!!!.???.***".into()),
+        ("garbage", "hello".into()),
+        ("empty", String::new()),
+        ("huge", "a".repeat(20_000)),
+    ];
+    for (what, t) in &bad {
+        let (s, _, json) = call(&f.app, "GET", "/api/v1/incidents", "", Some(t)).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{what} accepted: {json}");
+        assert_eq!(
+            json["error"], "unauthorized",
+            "{what}: the error leaks details"
+        );
+    }
+    // Not a bearer scheme.
+    let req = Request::get("/api/v1/incidents")
+        .header("authorization", format!("Basic {good}"))
+        .body(Body::empty())
+        .expect("req");
+    let resp = f.app.clone().oneshot(req).await.expect("resp");
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    // Replay: a mutating request's jti is accepted once; reads may reuse a token.
+    let t = token(&f.key, Role::Analyst);
+    let body = r#"{"sql":"SELECT 1 AS one"}"#;
+    let (s, _, json) = call(&f.app, "POST", "/api/v1/query", body, Some(&t)).await;
+    assert_eq!(s, StatusCode::OK, "{json}");
+    assert_eq!(json["rows"][0]["one"], 1);
+    let (s, _, _) = call(&f.app, "POST", "/api/v1/query", body, Some(&t)).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "replayed token accepted");
+    for _ in 0..3 {
+        let (s, _, _) = call(&f.app, "GET", "/api/v1/incidents", "", Some(&t)).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+}
+
+#[tokio::test]
+async fn rate_limits_and_body_limits() {
+    let f = fixture(AuthConfig {
+        per_ip_rps: 1,
+        per_ip_burst: 3,
+        max_json_body_bytes: 1024,
+        ..AuthConfig::default()
+    });
+    let t = token(&f.key, Role::Viewer);
+    let mut statuses = Vec::new();
+    let mut retry = None;
+    for _ in 0..5 {
+        let (s, h, json) = call(&f.app, "GET", "/api/v1/incidents", "", Some(&t)).await;
+        if s == StatusCode::TOO_MANY_REQUESTS {
+            retry = h.get("retry-after").cloned();
+            assert_eq!(json["error"], "too many requests");
+        }
+        statuses.push(s.as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let secs: u64 = retry
+        .expect("Retry-After")
+        .to_str()
+        .expect("ascii")
+        .parse()
+        .expect("seconds");
+    assert!((1..=2).contains(&secs), "{secs}");
+
+    let f = fixture(AuthConfig {
+        per_token_rps: 1,
+        per_token_burst: 2,
+        max_json_body_bytes: 1024,
+        ..AuthConfig::default()
+    });
+    let t = token(&f.key, Role::Viewer);
+    let codes: Vec<u16> = {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(
+                call(&f.app, "GET", "/api/v1/incidents", "", Some(&t))
+                    .await
+                    .0
+                    .as_u16(),
+            );
+        }
+        v
+    };
+    assert_eq!(codes, [200, 200, 429]);
+    // Another token of the same user is limited separately.
+    let t2 = token(&f.key, Role::Analyst);
+    let big = format!(r#"{{"sql":"SELECT '{}'"}}"#, "x".repeat(4096));
+    let (s, _, json) = call(&f.app, "POST", "/api/v1/query", &big, Some(&t2)).await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
+    assert_eq!(json["error"], "payload too large");
+}
+
+#[tokio::test]
+async fn hunting_refuses_writes_and_file_access_over_http() {
+    let f = fixture(AuthConfig::default());
+    for sql in [
+        "DROP TABLE events",
+        "INSERT INTO events SELECT * FROM events",
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'",
+        "COPY (SELECT 1) TO '/tmp/dunes-hunt-escape.csv'",
+        "SELECT * FROM '/etc/passwd'",
+        "SELECT * FROM read_csv('/etc/passwd')",
+        "SELECT 1; SELECT 2",
+        "SET datafusion.catalog.information_schema = true",
+    ] {
+        let t = token(&f.key, Role::Analyst);
+        let body = serde_json::json!({ "sql": sql }).to_string();
+        let (s, _, json) = call(&f.app, "POST", "/api/v1/query", &body, Some(&t)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{sql}: {json}");
+        assert!(
+            json["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("refused")),
+            "{sql}: {json}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/dunes-hunt-escape.csv").exists());
+    // Row limit and NDJSON.
+    let t = token(&f.key, Role::Analyst);
+    let body = r#"{"sql":"SELECT * FROM (VALUES (1),(2),(3),(4)) AS t(n)","max_rows":2,"format":"ndjson"}"#;
+    let req = Request::post("/api/v1/query")
+        .header("authorization", format!("Bearer {t}"))
+        .body(Body::from(body))
+        .expect("req");
+    let resp = f.app.clone().oneshot(req).await.expect("resp");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-dunes-truncated"], "true");
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .expect("b");
+    let text = String::from_utf8(bytes.to_vec()).expect("utf8");
+    assert_eq!(text.lines().count(), 2, "{text}");
+}

@@ -1,0 +1,227 @@
+//! The event history store: normalised `events` and `tool_defs` batches persisted as
+//! ZSTD-compressed Parquet under `<data_dir>/history/<table>/date=YYYY-MM-DD/`, partitioned
+//! by event day, with a retention in days. DataFusion reads it back for hunting
+//! ([`register_history`]) and backfill.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow::array::{Array, BooleanArray, RecordBatch, TimestampMicrosecondArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, SchemaRef};
+use chrono::{DateTime, NaiveDate, Utc};
+use datafusion::datasource::MemTable;
+use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+
+use crate::DetectError;
+
+/// The tables kept in the history store.
+pub const HISTORY_TABLES: [&str; 2] = ["events", "tool_defs"];
+
+/// `[history]` settings.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HistoryConfig {
+    /// Persist normalised events as Parquet (needed for hunting and backfill).
+    pub enabled: bool,
+    /// Day partitions older than this many days are deleted (0 = keep forever).
+    pub retention_days: u32,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            enabled: true,
+            retention_days: 30,
+        }
+    }
+}
+
+/// `<data_dir>/history`
+pub fn history_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("history")
+}
+
+fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DetectError + '_ {
+    move |e| DetectError::Io {
+        path: path.display().to_string(),
+        source: e,
+    }
+}
+
+fn pq_err(e: datafusion::parquet::errors::ParquetError) -> DetectError {
+    DetectError::InvalidValue(format!("parquet: {e}"))
+}
+
+/// Writes batches into day partitions.
+pub struct HistoryWriter {
+    dir: PathBuf,
+    cfg: HistoryConfig,
+    seq: AtomicU64,
+    last_retention_day: Option<NaiveDate>,
+}
+
+impl HistoryWriter {
+    pub fn open(data_dir: &Path, cfg: HistoryConfig) -> Result<Self, DetectError> {
+        let dir = history_dir(data_dir);
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let mut w = HistoryWriter {
+            dir,
+            cfg,
+            seq: AtomicU64::new(0),
+            last_retention_day: None,
+        };
+        w.apply_retention(Utc::now())?;
+        Ok(w)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Persists one micro-batch of `table` (`events` or `tool_defs`), split by event day.
+    /// Files appear atomically (written as `.tmp`, then renamed).
+    pub fn write(&mut self, table: &str, batch: &RecordBatch) -> Result<(), DetectError> {
+        if !self.cfg.enabled || batch.num_rows() == 0 {
+            return Ok(());
+        }
+        let now = Utc::now();
+        self.apply_retention(now)?;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        for (day, part) in split_by_day(batch)? {
+            let dir = self.dir.join(table).join(format!("date={day}"));
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            let name = format!("part-{:016x}-{seq:06}.parquet", now.timestamp_micros());
+            let tmp = dir.join(format!("{name}.tmp"));
+            let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+            let props = WriterProperties::builder()
+                .set_compression(Compression::ZSTD(ZstdLevel::default()))
+                .build();
+            let mut w = ArrowWriter::try_new(f, part.schema(), Some(props)).map_err(pq_err)?;
+            w.write(&part).map_err(pq_err)?;
+            w.close().map_err(pq_err)?;
+            let path = dir.join(name);
+            std::fs::rename(&tmp, &path).map_err(io_err(&path))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes day partitions older than the retention (at most once per day).
+    pub fn apply_retention(&mut self, now: DateTime<Utc>) -> Result<(), DetectError> {
+        let today = now.date_naive();
+        if self.cfg.retention_days == 0 || self.last_retention_day == Some(today) {
+            return Ok(());
+        }
+        self.last_retention_day = Some(today);
+        let oldest = today - chrono::Duration::days(i64::from(self.cfg.retention_days));
+        for table in HISTORY_TABLES {
+            let tdir = self.dir.join(table);
+            let Ok(rd) = std::fs::read_dir(&tdir) else {
+                continue;
+            };
+            for ent in rd.flatten() {
+                let name = ent.file_name();
+                let Some(day) = name
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("date="))
+                    .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                else {
+                    continue;
+                };
+                if day < oldest {
+                    let p = ent.path();
+                    std::fs::remove_dir_all(&p).map_err(io_err(&p))?;
+                    tracing::info!(partition = %p.display(), "history retention: partition deleted");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits a batch by the UTC day of its `ts` column.
+fn split_by_day(batch: &RecordBatch) -> Result<BTreeMap<NaiveDate, RecordBatch>, DetectError> {
+    let idx = batch
+        .schema()
+        .index_of("ts")
+        .map_err(|e| DetectError::InvalidValue(e.to_string()))?;
+    let ts = arrow::compute::cast(
+        batch.column(idx),
+        &DataType::Timestamp(arrow::datatypes::TimeUnit::Microsecond, Some("UTC".into())),
+    )
+    .map_err(|e| DetectError::InvalidValue(e.to_string()))?;
+    let ts = ts
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .ok_or_else(|| DetectError::InvalidValue("ts is not a timestamp".into()))?;
+    let day_of = |i: usize| {
+        let us = if ts.is_null(i) { 0 } else { ts.value(i) };
+        crate::incident::micros_to_dt(us).date_naive()
+    };
+    let mut days: Vec<NaiveDate> = (0..ts.len()).map(day_of).collect();
+    let mut distinct = days.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    let mut out = BTreeMap::new();
+    if distinct.len() == 1 {
+        out.insert(distinct[0], batch.clone());
+        return Ok(out);
+    }
+    for d in distinct {
+        let mask = BooleanArray::from(days.iter().map(|x| *x == d).collect::<Vec<_>>());
+        let part = filter_record_batch(batch, &mask)
+            .map_err(|e| DetectError::InvalidValue(e.to_string()))?;
+        out.insert(d, part);
+    }
+    days.clear();
+    Ok(out)
+}
+
+/// Registers `events` and `tool_defs` over the history store (an empty table of the right
+/// schema when nothing is stored yet). The `date` partition column is not exposed: filter
+/// on `ts`.
+pub async fn register_history(ctx: &SessionContext, data_dir: &Path) -> Result<(), DetectError> {
+    let dir = history_dir(data_dir);
+    let tables: [(&str, SchemaRef); 2] = [
+        ("events", dunes_ingest::schema::events_schema()),
+        ("tool_defs", dunes_ingest::schema::tool_defs_schema()),
+    ];
+    for (name, schema) in tables {
+        let tdir = dir.join(name);
+        let has_files = has_parquet(&tdir);
+        let df_err = |e: datafusion::error::DataFusionError| DetectError::Execution {
+            rule: format!("history table {name}"),
+            message: e.to_string(),
+        };
+        if has_files {
+            let path = format!("{}/", tdir.display());
+            let opts = ParquetReadOptions::default().schema(&schema);
+            ctx.register_parquet(name, &path, opts)
+                .await
+                .map_err(df_err)?;
+        } else {
+            let t = MemTable::try_new(schema.clone(), vec![vec![]]).map_err(df_err)?;
+            ctx.register_table(name, Arc::new(t)).map_err(df_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn has_parquet(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            has_parquet(&p)
+        } else {
+            p.extension().is_some_and(|x| x == "parquet")
+        }
+    })
+}
