@@ -19,6 +19,8 @@ pub struct Config {
     pub ingest: IngestSection,
     pub ledger: LedgerSection,
     pub response: ResponseConfig,
+    /// Behavioural anomaly detection (`[anomaly]`).
+    pub anomaly: dunes_detect::anomaly::AnomalyConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -65,6 +67,7 @@ impl Default for Config {
             ingest: IngestSection::default(),
             ledger: LedgerSection::default(),
             response: ResponseConfig::default(),
+            anomaly: Default::default(),
         }
     }
 }
