@@ -140,3 +140,6 @@ pub fn model_record(model: &AnomalyModel, file: &Path) -> serde_json::Value {
         "trained_windows": model.trained_windows,
     })
 }
+
+#[cfg(test)]
+mod tests;
