@@ -92,7 +92,11 @@ pub fn score(labels: &BTreeMap<String, String>, incidents: &[Incident]) -> EvalR
     for (session, scenario) in labels {
         let flagged = by_session.get(session.as_str());
         let by_model = flagged.is_some_and(|r| r.contains(rule));
-        let a = report.anomaly.by_scenario.entry(scenario.clone()).or_default();
+        let a = report
+            .anomaly
+            .by_scenario
+            .entry(scenario.clone())
+            .or_default();
         a.0 += by_model as usize;
         a.1 += 1;
         if scenario == "benign" {

@@ -133,8 +133,13 @@ pub fn train_from_files(
     if labels.is_some() {
         on.push_str(" (benign-labelled sessions)");
     }
-    let m = anomaly::train(&set, &cfg.anomaly.feature_spec(), &cfg.anomaly.train_params(), &on)
-        .context("training failed")?;
+    let m = anomaly::train(
+        &set,
+        &cfg.anomaly.feature_spec(),
+        &cfg.anomaly.train_params(),
+        &on,
+    )
+    .context("training failed")?;
     eprintln!("trained in {:.1}s", t0.elapsed().as_secs_f64());
     Ok(m)
 }

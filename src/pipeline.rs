@@ -468,9 +468,10 @@ fn open_anomaly(cfg: &Config, ledger: &mut Ledger) -> anyhow::Result<Option<Anom
     let mut monitor = Monitor::new(cfg.anomaly.clone(), model);
     let state_path = cfg.data_dir.join("state").join("anomaly-state.json");
     match std::fs::read(&state_path) {
-        Ok(bytes) => monitor.restore(serde_json::from_slice(&bytes).with_context(|| {
-            format!("anomaly state {} is corrupt", state_path.display())
-        })?),
+        Ok(bytes) => monitor.restore(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("anomaly state {} is corrupt", state_path.display()))?,
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", state_path.display())),
     }

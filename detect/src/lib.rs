@@ -62,9 +62,11 @@ pub async fn detect(
     now: DateTime<Utc>,
     cfg: &ResponseConfig,
 ) -> Result<Detection, DetectError> {
-    Ok(detect_with_anomaly(engine, None, events, tool_defs, now, cfg)
-        .await?
-        .0)
+    Ok(
+        detect_with_anomaly(engine, None, events, tool_defs, now, cfg)
+            .await?
+            .0,
+    )
 }
 
 /// [`detect`] plus the behavioural anomaly monitor: its incidents join the

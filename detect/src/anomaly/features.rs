@@ -174,7 +174,11 @@ impl SessionWindow {
 
     /// Event ids of the requests in the window (oldest first), at most `n`.
     pub fn event_ids(&self, n: usize) -> Vec<String> {
-        self.reqs.iter().take(n).map(|r| r.event_id.clone()).collect()
+        self.reqs
+            .iter()
+            .take(n)
+            .map(|r| r.event_id.clone())
+            .collect()
     }
 
     fn evict(&mut self, horizon: i64) {

@@ -396,8 +396,8 @@ fn fit_gmm(
         .covariance_type(GmmCovarType::Full)
         .init_method(GmmInitMethod::KMeans)
         .reg_covariance(reg)
-        .max_n_iterations(500)
-        .tolerance(1e-4)
+        .max_n_iterations(1000)
+        .tolerance(1e-3)
         .n_runs(1)
         .fit(&ds)
         .map_err(|e| DetectError::Model(format!("Gaussian mixture (k={k}) did not fit: {e}")))
@@ -533,7 +533,9 @@ pub fn train(
         }
     }
     let Some((_, components)) = best else {
-        return Err(last_err.unwrap_or_else(|| DetectError::Model("no mixture could be fitted".into())));
+        return Err(
+            last_err.unwrap_or_else(|| DetectError::Model("no mixture could be fitted".into()))
+        );
     };
     let mut model = AnomalyModel {
         format: MODEL_FORMAT,

@@ -225,7 +225,10 @@ impl Monitor {
         ev.insert("explanation".into(), json!(lines));
         ev.insert("contributions".into(), json!(explain));
         ev.insert("features".into(), Value::Object(features));
-        ev.insert("window_secs".into(), json!(m.model.feature_spec.window_secs));
+        ev.insert(
+            "window_secs".into(),
+            json!(m.model.feature_spec.window_secs),
+        );
         ev.insert("server_id".into(), json!(c.server_id));
         Incident {
             incident_id: format!("inc-{}", &id.to_hex()[..24]),

@@ -25,7 +25,14 @@ impl Rng {
 
 const T0: i64 = 1_795_161_600_000;
 
-fn env(ts: i64, id: &str, session: &str, sub: &str, dir: &str, msg: serde_json::Value) -> (i64, String) {
+fn env(
+    ts: i64,
+    id: &str,
+    session: &str,
+    sub: &str,
+    dir: &str,
+    msg: serde_json::Value,
+) -> (i64, String) {
     let t = Utc
         .timestamp_millis_opt(ts)
         .single()
@@ -40,11 +47,35 @@ fn env(ts: i64, id: &str, session: &str, sub: &str, dir: &str, msg: serde_json::
 }
 
 /// A request and its response, `gap` ms after `t`.
-fn call(out: &mut Vec<(i64, String)>, t: &mut i64, gap: u64, s: &str, sub: &str, n: &mut u64, method: &str, params: serde_json::Value, result: serde_json::Value) {
+fn call(
+    out: &mut Vec<(i64, String)>,
+    t: &mut i64,
+    gap: u64,
+    s: &str,
+    sub: &str,
+    n: &mut u64,
+    method: &str,
+    params: serde_json::Value,
+    result: serde_json::Value,
+) {
     *t += gap as i64;
     *n += 1;
-    out.push(env(*t, &format!("{s}-{n}"), s, sub, "c2s", json!({"jsonrpc":"2.0","id":*n,"method":method,"params":params})));
-    out.push(env(*t + 40, &format!("{s}-{n}r"), s, sub, "s2c", json!({"jsonrpc":"2.0","id":*n,"result":result})));
+    out.push(env(
+        *t,
+        &format!("{s}-{n}"),
+        s,
+        sub,
+        "c2s",
+        json!({"jsonrpc":"2.0","id":*n,"method":method,"params":params}),
+    ));
+    out.push(env(
+        *t + 40,
+        &format!("{s}-{n}r"),
+        s,
+        sub,
+        "s2c",
+        json!({"jsonrpc":"2.0","id":*n,"result":result}),
+    ));
 }
 
 fn benign(out: &mut Vec<(i64, String)>, r: &mut Rng, k: u64, start: i64) {
@@ -52,16 +83,56 @@ fn benign(out: &mut Vec<(i64, String)>, r: &mut Rng, k: u64, start: i64) {
     let sub = format!("user{}@example.com", k % 12);
     let mut t = start;
     let mut n = 0;
-    call(out, &mut t, 0, &s, &sub, &mut n, "tools/list", json!({}), json!({"tools": []}));
+    call(
+        out,
+        &mut t,
+        0,
+        &s,
+        &sub,
+        &mut n,
+        "tools/list",
+        json!({}),
+        json!({"tools": []}),
+    );
     for _ in 0..r.range(3, 10) {
         let gap = r.range(2_000, 30_000);
         match r.range(0, 3) {
             0 => {
                 let uri = format!("docs://guide-{:03}.md", r.range(0, 8));
-                call(out, &mut t, gap, &s, &sub, &mut n, "resources/read", json!({"uri": uri}), json!({"contents":[{"uri":uri,"text":"hello world"}]}));
+                call(
+                    out,
+                    &mut t,
+                    gap,
+                    &s,
+                    &sub,
+                    &mut n,
+                    "resources/read",
+                    json!({"uri": uri}),
+                    json!({"contents":[{"uri":uri,"text":"hello world"}]}),
+                );
             }
-            1 => call(out, &mut t, gap, &s, &sub, &mut n, "tools/call", json!({"name":"search_docs","arguments":{"query":"vacation policy"}}), json!({"content":[{"type":"text","text":"3 hits"}]})),
-            _ => call(out, &mut t, gap, &s, &sub, &mut n, "tools/call", json!({"name":"list_dir","arguments":{"path":"/docs"}}), json!({"content":[{"type":"text","text":"a b c"}]})),
+            1 => call(
+                out,
+                &mut t,
+                gap,
+                &s,
+                &sub,
+                &mut n,
+                "tools/call",
+                json!({"name":"search_docs","arguments":{"query":"vacation policy"}}),
+                json!({"content":[{"type":"text","text":"3 hits"}]}),
+            ),
+            _ => call(
+                out,
+                &mut t,
+                gap,
+                &s,
+                &sub,
+                &mut n,
+                "tools/call",
+                json!({"name":"list_dir","arguments":{"path":"/docs"}}),
+                json!({"content":[{"type":"text","text":"a b c"}]}),
+            ),
         }
     }
 }
@@ -71,12 +142,42 @@ fn recon(out: &mut Vec<(i64, String)>, r: &mut Rng, start: i64) -> String {
     let sub = "user3@example.com";
     let mut t = start;
     let mut n = 0;
-    call(out, &mut t, 0, &s, sub, &mut n, "resources/list", json!({}), json!({"resources": []}));
+    call(
+        out,
+        &mut t,
+        0,
+        &s,
+        sub,
+        &mut n,
+        "resources/list",
+        json!({}),
+        json!({"resources": []}),
+    );
     for i in 0..60 {
         let uri = format!("docs://secret/{i:03}.md");
-        call(out, &mut t, r.range(300, 2_000), &s, sub, &mut n, "resources/read", json!({"uri": uri}), json!({"contents":[{"uri":uri,"text":"x"}]}));
+        call(
+            out,
+            &mut t,
+            r.range(300, 2_000),
+            &s,
+            sub,
+            &mut n,
+            "resources/read",
+            json!({"uri": uri}),
+            json!({"contents":[{"uri":uri,"text":"x"}]}),
+        );
         if i % 3 == 0 {
-            call(out, &mut t, r.range(200, 900), &s, sub, &mut n, "tools/call", json!({"name":"list_dir","arguments":{"path":format!("/srv/hr/{i}")}}), json!({"content":[{"type":"text","text":"a b c"}]}));
+            call(
+                out,
+                &mut t,
+                r.range(200, 900),
+                &s,
+                sub,
+                &mut n,
+                "tools/call",
+                json!({"name":"list_dir","arguments":{"path":format!("/srv/hr/{i}")}}),
+                json!({"content":[{"type":"text","text":"a b c"}]}),
+            );
         }
     }
     s
@@ -104,12 +205,19 @@ fn batches(lines: &[String], size: usize) -> Vec<RecordBatch> {
                 .enumerate()
                 .map(|(i, l)| RawRecord {
                     bytes: l.as_bytes().to_vec(),
-                    source: SourcePos::File { path: "t".into(), line: i as u64 + 1 },
+                    source: SourcePos::File {
+                        path: "t".into(),
+                        line: i as u64 + 1,
+                    },
                     oversize: None,
                 })
                 .collect();
             let d = norm.decode_batch(recs).expect("decodes");
-            assert!(d.rejected.is_empty(), "{:?}", d.rejected.first().map(|r| &r.reason));
+            assert!(
+                d.rejected.is_empty(),
+                "{:?}",
+                d.rejected.first().map(|r| &r.reason)
+            );
             d.events
         })
         .collect()
@@ -121,7 +229,8 @@ fn windows(lines: &[String]) -> TrainingSet {
     let mut ex = Extractor::new(FeatureSpec::default());
     let mut set = TrainingSet::default();
     for b in batches(lines, 500) {
-        ex.feed(&b, |o| set.push(o.key, o.features)).expect("features");
+        ex.feed(&b, |o| set.push(o.key, o.features))
+            .expect("features");
     }
     set
 }
@@ -149,7 +258,10 @@ fn features_slide_over_the_window() {
     assert_eq!(last[i("resource_lists")], 1.0);
     assert_eq!(last[i("distinct_tools")], 1.0);
     // A much shorter window holds only the last few.
-    let mut ex = Extractor::new(FeatureSpec { window_secs: 10, ..FeatureSpec::default() });
+    let mut ex = Extractor::new(FeatureSpec {
+        window_secs: 10,
+        ..FeatureSpec::default()
+    });
     let mut last = None;
     for b in batches(&lines, 37) {
         ex.feed(&b, |o| last = Some(o.features)).unwrap();
@@ -189,15 +301,30 @@ fn train_save_reload_and_score() {
         *e = e.max(m.score(x));
     }
     let flagged = per.values().filter(|&&v| m.is_anomalous(v)).count();
-    assert!(flagged <= 6, "{flagged} of {} calm sessions flagged", per.len());
+    assert!(
+        flagged <= 6,
+        "{flagged} of {} calm sessions flagged",
+        per.len()
+    );
     let mut out = Vec::new();
     recon(&mut out, &mut Rng(9), T0);
     let rl: Vec<String> = out.into_iter().map(|(_, l)| l).collect();
     let rs = windows(&rl);
-    let top = rs.windows.iter().map(|x| m.score(x)).fold(f64::MIN, f64::max);
-    assert!(m.is_anomalous(top), "recon max score {top} vs threshold {}", c.threshold);
+    let top = rs
+        .windows
+        .iter()
+        .map(|x| m.score(x))
+        .fold(f64::MIN, f64::max);
+    assert!(
+        m.is_anomalous(top),
+        "recon max score {top} vs threshold {}",
+        c.threshold
+    );
     let why = m.explain(rs.windows.last().unwrap(), 3);
-    assert!(why.iter().any(|c| c.feature == "distinct_resources"), "{why:?}");
+    assert!(
+        why.iter().any(|c| c.feature == "distinct_resources"),
+        "{why:?}"
+    );
     assert!(why[0].to_string().contains("baseline p50"), "{}", why[0]);
 
     // A tampered file is refused.
@@ -206,7 +333,10 @@ fn train_save_reload_and_score() {
     assert_ne!(tampered, text);
     std::fs::write(&path, tampered).unwrap();
     let err = LoadedModel::load(&path).unwrap_err().to_string();
-    assert!(err.contains("altered") || err.contains("anomaly model"), "{err}");
+    assert!(
+        err.contains("altered") || err.contains("anomaly model"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -265,7 +395,10 @@ fn config_defaults_and_record() {
     assert!(c.enabled);
     assert_eq!(c.target_fpr, 0.005);
     assert_eq!(c.level(), Level::Analyst);
-    assert!(c.model_path(std::path::Path::new("/d")).ends_with(MODEL_FILE));
+    assert!(
+        c.model_path(std::path::Path::new("/d"))
+            .ends_with(MODEL_FILE)
+    );
 }
 
 fn toml_like_default() -> AnomalyConfig {
