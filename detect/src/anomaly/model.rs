@@ -323,7 +323,15 @@ impl LoadedModel {
         })?;
         let model: AnomalyModel = serde_json::from_slice(&bytes)
             .map_err(|e| DetectError::Model(format!("{}: {e}", path.display())))?;
-        let expect = version_of(&model)?;
+        // The hash is over the file's bytes as written (version blanked):
+        // decimal floats need not parse back to the very same bits.
+        let text = String::from_utf8_lossy(&bytes);
+        let blanked = text.replacen(
+            &format!("\"version\": \"{}\"", model.version),
+            "\"version\": \"\"",
+            1,
+        );
+        let expect = hex::encode(Sha256::digest(blanked.as_bytes()));
         if expect != model.version {
             return Err(DetectError::Model(format!(
                 "{}: version {} does not match its contents ({expect}); the file was altered",
@@ -335,11 +343,12 @@ impl LoadedModel {
     }
 }
 
-/// SHA-256 of the model's canonical JSON with an empty `version`.
+/// SHA-256 of the model file's JSON (as `save` writes it) with an empty
+/// `version`.
 pub fn version_of(model: &AnomalyModel) -> Result<String, DetectError> {
     let mut m = model.clone();
     m.version.clear();
-    let bytes = serde_json::to_vec(&m)
+    let bytes = serde_json::to_vec_pretty(&m)
         .map_err(|e| DetectError::Model(format!("cannot encode model: {e}")))?;
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
