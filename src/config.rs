@@ -27,6 +27,8 @@ pub struct Config {
     pub hunt: dunes_api::HuntConfig,
     /// Parquet event history (hunting, backfill).
     pub history: dunes_detect::HistoryConfig,
+    /// Behavioural anomaly detection (`[anomaly]`).
+    pub anomaly: dunes_detect::anomaly::AnomalyConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -80,6 +82,7 @@ impl Default for Config {
             auth: dunes_api::AuthConfig::default(),
             hunt: dunes_api::HuntConfig::default(),
             history: dunes_detect::HistoryConfig::default(),
+            anomaly: Default::default(),
         }
     }
 }

@@ -33,6 +33,25 @@ pub struct EvalReport {
     pub scenarios: BTreeMap<String, ScenarioScore>,
     /// benign session → rules that flagged it.
     pub false_positives: BTreeMap<String, BTreeSet<String>>,
+    /// The behavioural anomaly model's incidents, scored on their own.
+    pub anomaly: AnomalyScore,
+}
+
+/// Anomaly incidents (`anomaly.behaviour`) scored apart from the rules.
+#[derive(Debug, Default, Serialize)]
+pub struct AnomalyScore {
+    /// Model version (None: no model, or still warming up at the end).
+    pub model_version: Option<String>,
+    pub target_fpr: f64,
+    pub incidents: usize,
+    /// scenario → (sessions flagged by the model, sessions).
+    pub by_scenario: BTreeMap<String, (usize, usize)>,
+    /// Benign sessions flagged by the model / benign sessions.
+    pub benign_flagged: usize,
+    pub benign_sessions: usize,
+    pub fpr: f64,
+    /// Attack sessions flagged by the model and by no rule.
+    pub only_model: usize,
 }
 
 impl EvalReport {
@@ -68,7 +87,24 @@ pub fn score(labels: &BTreeMap<String, String>, incidents: &[Incident]) -> EvalR
             None => report.unlabelled_incidents += 1,
         }
     }
+    let rule = dunes_detect::anomaly::RULE_ID;
+    report.anomaly.incidents = incidents.iter().filter(|i| i.rule_id == rule).count();
     for (session, scenario) in labels {
+        let flagged = by_session.get(session.as_str());
+        let by_model = flagged.is_some_and(|r| r.contains(rule));
+        let a = report
+            .anomaly
+            .by_scenario
+            .entry(scenario.clone())
+            .or_default();
+        a.0 += by_model as usize;
+        a.1 += 1;
+        if scenario == "benign" {
+            report.anomaly.benign_sessions += 1;
+            report.anomaly.benign_flagged += by_model as usize;
+        } else if by_model && flagged.is_some_and(|r| r.len() == 1) {
+            report.anomaly.only_model += 1;
+        }
         let sc = report.scenarios.entry(scenario.clone()).or_default();
         sc.sessions += 1;
         match by_session.get(session.as_str()) {
@@ -87,25 +123,39 @@ pub fn score(labels: &BTreeMap<String, String>, incidents: &[Incident]) -> EvalR
             None => sc.missed.push(session.clone()),
         }
     }
+    report.anomaly.fpr =
+        report.anomaly.benign_flagged as f64 / report.anomaly.benign_sessions.max(1) as f64;
     report
 }
 
 /// Replays `events` through a fresh pipeline in a temporary data dir and
-/// returns every incident raised.
-pub async fn replay(cfg: &Config, events: &Path) -> anyhow::Result<(u64, Vec<Incident>)> {
+/// returns every incident raised, and the anomaly model version in use at
+/// the end. The anomaly model of the configured data dir (if any) is used;
+/// without one the monitor warms up on the replay.
+pub async fn replay_with_model(
+    cfg: &Config,
+    events: &Path,
+) -> anyhow::Result<((u64, Vec<Incident>), Option<String>)> {
     let tmp = std::env::temp_dir().join(format!(
         "dunes-eval-{}-{}",
         std::process::id(),
         chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default()
     ));
     let mut cfg = cfg.clone();
+    let model = cfg.anomaly.model_path(&cfg.data_dir);
+    if model.exists() {
+        cfg.anomaly.model = Some(model);
+    }
     cfg.data_dir = tmp.clone();
     let result = replay_into(&cfg, events).await;
     let _ = std::fs::remove_dir_all(&tmp);
     result
 }
 
-async fn replay_into(cfg: &Config, events: &Path) -> anyhow::Result<(u64, Vec<Incident>)> {
+async fn replay_into(
+    cfg: &Config,
+    events: &Path,
+) -> anyhow::Result<((u64, Vec<Incident>), Option<String>)> {
     let store = Arc::new(IncidentStore::new());
     let mut pipeline = Pipeline::open(cfg, store, None).await?;
     let reader = dunes_ingest::source::open_file(events, cfg.ingest.max_line_bytes)
@@ -121,8 +171,9 @@ async fn replay_into(cfg: &Config, events: &Path) -> anyhow::Result<(u64, Vec<In
     }
     incidents.extend(pipeline.process(buf).await?.incidents);
     let envelopes = pipeline.stats.envelopes;
+    let model = pipeline.anomaly_model_version().flatten();
     pipeline.close()?;
-    Ok((envelopes, incidents))
+    Ok(((envelopes, incidents), model))
 }
 
 pub async fn run(cfg: &Config, events: &Path, labels: &Path, json: bool) -> anyhow::Result<bool> {
@@ -135,15 +186,25 @@ pub async fn run(cfg: &Config, events: &Path, labels: &Path, json: bool) -> anyh
             labels.display()
         )
     })?;
-    let (envelopes, incidents) = replay(cfg, events).await?;
+    let ((envelopes, incidents), model) = replay_with_model(cfg, events).await?;
     let mut report = score(&labels, &incidents);
     report.envelopes = envelopes;
+    report.anomaly.model_version = model;
+    report.anomaly.target_fpr = cfg.anomaly.target_fpr;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_report(&report, events);
     }
-    Ok(report.false_positives.is_empty())
+    // Rules must flag no benign session; the model may flag up to twice
+    // its calibrated rate.
+    let rule_fp = report.false_positives.values().any(|rules| {
+        rules
+            .iter()
+            .any(|r| r.as_str() != dunes_detect::anomaly::RULE_ID)
+    });
+    let model_ok = report.anomaly.fpr <= 2.0 * report.anomaly.target_fpr;
+    Ok(!rule_fp && model_ok)
 }
 
 fn print_report(r: &EvalReport, events: &Path) {
@@ -194,4 +255,41 @@ fn print_report(r: &EvalReport, events: &Path) {
             rules.iter().cloned().collect::<Vec<_>>().join(", ")
         );
     }
+    print_anomaly(&r.anomaly);
+}
+
+fn print_anomaly(a: &AnomalyScore) {
+    println!();
+    match &a.model_version {
+        Some(v) => println!(
+            "anomaly model {}: {} incidents",
+            &v[..v.len().min(12)],
+            a.incidents
+        ),
+        None => {
+            println!("anomaly model: none (disabled, or still warming up at the end)");
+            return;
+        }
+    }
+    for (name, (flagged, n)) in &a.by_scenario {
+        if name == "benign" || *flagged == 0 && name != "recon_anomaly" {
+            continue;
+        }
+        println!(
+            "  {name:<30} {flagged:>4}/{n:<4} {:>6.1}%",
+            100.0 * *flagged as f64 / (*n).max(1) as f64
+        );
+    }
+    println!(
+        "  attack sessions flagged by the model and no rule: {}",
+        a.only_model
+    );
+    println!(
+        "  benign sessions flagged by the model: {}/{} = {:.2}% (target {:.2}%, limit 2x = {:.2}%)",
+        a.benign_flagged,
+        a.benign_sessions,
+        a.fpr * 100.0,
+        a.target_fpr * 100.0,
+        2.0 * a.target_fpr * 100.0
+    );
 }

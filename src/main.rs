@@ -6,6 +6,7 @@ mod bench_api;
 mod config;
 mod eval;
 mod ledger_cmd;
+mod model_cmd;
 mod pipeline;
 mod runner;
 
@@ -114,6 +115,12 @@ enum Command {
         /// Write the labels (session_id → scenario) as JSON here.
         #[arg(long)]
         labels: Option<PathBuf>,
+        /// Target share of attack sessions (0 = benign only).
+        #[arg(long, default_value_t = 0.3)]
+        attack_ratio: f64,
+        /// Only these attack scenarios (comma-separated, e.g. recon_anomaly,ssrf).
+        #[arg(long, value_delimiter = ',')]
+        scenarios: Vec<String>,
     },
     /// Simulate traffic, run it through the pipeline, print incidents and
     /// keep the API up.
@@ -157,6 +164,13 @@ enum Command {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Behavioural anomaly model: train on baseline traffic, show.
+    Model {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        cmd: model_cmd::ModelCmd,
     },
     /// Rule pack tooling.
     Rules {
@@ -284,7 +298,7 @@ fn main() -> ExitCode {
         | Command::Ledger { .. }
         | Command::Token { .. }
         | Command::Eval { .. } => quiet,
-        Command::Simulate { .. } => "warn",
+        Command::Simulate { .. } | Command::Model { .. } => "warn",
         Command::Replay { .. } | Command::Demo { .. } => {
             "info,dunes::queue=warn,dunes::response=warn,dunes::alert=warn"
         }
@@ -393,8 +407,21 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             seed,
             out,
             labels,
+            attack_ratio,
+            scenarios,
         } => {
-            simulate(sessions, seed, out.as_deref(), labels.as_deref())?;
+            let scenarios = scenarios
+                .iter()
+                .map(|s| s.parse::<dunes_sim::Scenario>())
+                .collect::<Result<Vec<_>, _>>()?;
+            let cfg = dunes_sim::SimConfig {
+                sessions,
+                seed,
+                attack_ratio,
+                scenarios: (!scenarios.is_empty()).then_some(scenarios),
+                ..dunes_sim::SimConfig::default()
+            };
+            simulate(&cfg, out.as_deref(), labels.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -470,6 +497,10 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::from(2)
             })
         }
+        Command::Model { common, cmd } => {
+            model_cmd::run(&common.config()?, cmd)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Rules { cmd } => rules_cmd(cmd).await,
         Command::Export {
             common,
@@ -535,26 +566,21 @@ fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 fn simulate(
-    sessions: u64,
-    seed: u64,
+    cfg: &dunes_sim::SimConfig,
     out: Option<&Path>,
     labels: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let cfg = dunes_sim::SimConfig {
-        sessions,
-        seed,
-        ..dunes_sim::SimConfig::default()
-    };
+    let seed = cfg.seed;
     let stats = match out {
         Some(p) => {
             let f = std::fs::File::create(p)
                 .with_context(|| format!("cannot create {}", p.display()))?;
-            dunes_sim::write_ndjson(&cfg, std::io::BufWriter::new(f))?
+            dunes_sim::write_ndjson(cfg, std::io::BufWriter::new(f))?
         }
-        None => dunes_sim::write_ndjson(&cfg, std::io::BufWriter::new(std::io::stdout().lock()))?,
+        None => dunes_sim::write_ndjson(cfg, std::io::BufWriter::new(std::io::stdout().lock()))?,
     };
     if let Some(p) = labels {
-        let labels = dunes_sim::generate_labels(&cfg);
+        let labels = dunes_sim::generate_labels(cfg);
         let text = serde_json::to_string_pretty(&labels)?;
         std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))?;
     }

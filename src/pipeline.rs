@@ -111,12 +111,22 @@ pub struct Pipeline {
     extra_incidents_out: Option<NdjsonWriter>,
     store: Arc<IncidentStore>,
     response_cfg: ResponseConfig,
+    /// Behavioural anomaly monitor (None when `[anomaly] enabled = false`).
+    anomaly: Option<AnomalyPart>,
     pub stats: Stats,
     /// Parquet event history (None when `[history] enabled = false`).
     history: Option<HistoryWriter>,
     actions_out: NdjsonWriter,
     /// The running rules as served by `GET /api/v1/rules` (updated on reload).
     pub rules_view: Arc<RwLock<Vec<serde_json::Value>>>,
+}
+
+/// The anomaly monitor and where its model and state live.
+struct AnomalyPart {
+    monitor: dunes_detect::anomaly::Monitor,
+    model_path: PathBuf,
+    state_path: PathBuf,
+    last_save: std::time::Instant,
 }
 
 /// Appends JSON lines to a file.
@@ -200,6 +210,7 @@ impl Pipeline {
             None
         };
         let rules_view = Arc::new(RwLock::new(rules_view(&engine)));
+        let anomaly = open_anomaly(cfg, &mut ledger)?;
         Ok(Pipeline {
             history,
             actions_out: NdjsonWriter::open(&paths.actions)?,
@@ -217,12 +228,21 @@ impl Pipeline {
             extra_incidents_out: extra_incidents_out.map(NdjsonWriter::open).transpose()?,
             store,
             response_cfg: cfg.response.clone(),
+            anomaly,
             stats: Stats::default(),
         })
     }
 
     pub fn rule_count(&self) -> usize {
         self.engine.rules().len()
+    }
+
+    /// The anomaly model's version, `Some(None)` while warming up, `None`
+    /// when anomaly detection is off.
+    pub fn anomaly_model_version(&self) -> Option<Option<String>> {
+        self.anomaly
+            .as_ref()
+            .map(|a| a.monitor.model().map(|m| m.version().to_string()))
     }
 
     /// Hot reload, between batches: loads and plans the rules directory
@@ -290,8 +310,9 @@ impl Pipeline {
         }
         let t1 = std::time::Instant::now();
         let now = Utc::now();
-        let detection = dunes_detect::detect(
+        let (detection, anomaly_out) = dunes_detect::detect_with_anomaly(
             &self.engine,
+            self.anomaly.as_mut().map(|a| &mut a.monitor),
             &decoded.events,
             &decoded.tool_defs,
             now,
@@ -311,6 +332,11 @@ impl Pipeline {
             event_index.insert(a.event_id.as_str(), idx);
         }
         let now_us = now.timestamp_micros();
+        if let (Some(model), Some(a)) = (&anomaly_out.trained, &self.anomaly) {
+            // A model learnt at the end of the warm-up: saved and ledgered
+            // before the first incident that names it.
+            append_model(&mut self.ledger, model, &a.model_path)?;
+        }
         let mut incidents = Vec::with_capacity(detection.incidents.len());
         // Ledger indexes of the events an incident cites (this batch's).
         let refs_of = |inc: &Incident| -> Vec<u64> {
@@ -376,6 +402,12 @@ impl Pipeline {
         metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
         metrics::counter!("dunes_rejected_total").increment(decoded.rejected.len() as u64);
         metrics::counter!("dunes_incidents_total").increment(incidents.len() as u64);
+        if let Some(a) = &mut self.anomaly
+            && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
+        {
+            save_json(&a.state_path, a.monitor.snapshot())?;
+            a.last_save = std::time::Instant::now();
+        }
         for inc in updates {
             self.incidents_out.write(&inc)?;
             if let Some(extra) = &mut self.extra_incidents_out {
@@ -611,6 +643,9 @@ impl Pipeline {
 
     /// Writes a final signed checkpoint and syncs everything.
     pub fn close(self) -> anyhow::Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
+        if let Some(a) = &self.anomaly {
+            save_json(&a.state_path, a.monitor.snapshot())?;
+        }
         let cp = self.ledger.close().context("cannot close the ledger")?;
         Ok((self.stats, cp))
     }
@@ -647,6 +682,72 @@ fn publish_rules(view: &RwLock<Vec<serde_json::Value>>, engine: &Engine) {
         Ok(mut g) => *g = v,
         Err(p) => *p.into_inner() = v,
     }
+/// How often (wall time) the anomaly monitor's windows are saved; also on
+/// close. A restart loses at most this much window history.
+const ANOMALY_STATE_EVERY_SECS: u64 = 30;
+
+/// Loads the anomaly model (ledgering its version record) and the monitor
+/// state; without a model the monitor warms up.
+fn open_anomaly(cfg: &Config, ledger: &mut Ledger) -> anyhow::Result<Option<AnomalyPart>> {
+    use dunes_detect::anomaly::{LoadedModel, Monitor};
+    if !cfg.anomaly.enabled {
+        return Ok(None);
+    }
+    let model_path = cfg.anomaly.model_path(&cfg.data_dir);
+    let model = if model_path.exists() {
+        let m = LoadedModel::load(&model_path)
+            .with_context(|| format!("cannot load anomaly model {}", model_path.display()))?;
+        append_model(ledger, &m, &model_path)?;
+        tracing::info!(version = %m.version(), threshold = m.model.calibration.threshold, "anomaly model loaded");
+        Some(m)
+    } else {
+        tracing::info!(
+            minutes = cfg.anomaly.warmup_minutes,
+            sessions = cfg.anomaly.warmup_min_sessions,
+            "no anomaly model: learning a baseline first (warm-up)"
+        );
+        None
+    };
+    let mut monitor = Monitor::new(cfg.anomaly.clone(), model);
+    let state_path = cfg.data_dir.join("state").join("anomaly-state.json");
+    match std::fs::read(&state_path) {
+        Ok(bytes) => monitor.restore(
+            serde_json::from_slice(&bytes)
+                .with_context(|| format!("anomaly state {} is corrupt", state_path.display()))?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", state_path.display())),
+    }
+    Ok(Some(AnomalyPart {
+        monitor,
+        model_path,
+        state_path,
+        last_save: std::time::Instant::now(),
+    }))
+}
+
+/// Saves a model trained in the pipeline and ledgers its `Model` record.
+fn append_model(
+    ledger: &mut Ledger,
+    model: &dunes_detect::anomaly::LoadedModel,
+    path: &Path,
+) -> anyhow::Result<()> {
+    if !path.exists() {
+        model
+            .save(path)
+            .with_context(|| format!("cannot save anomaly model {}", path.display()))?;
+    }
+    let record = dunes_detect::anomaly::model_record(&model.model, path);
+    ledger
+        .append(
+            RecordKind::Model,
+            Utc::now().timestamp_micros(),
+            &serde_json::to_vec(&record).context("cannot encode the model record")?,
+            &[],
+        )
+        .context("ledger append failed")?;
+    ledger.sync().context("ledger sync failed")?;
+    Ok(())
 }
 
 fn rule_set_version_hash(engine: &Engine) -> String {
@@ -684,6 +785,11 @@ fn load_state(path: &Path) -> anyhow::Result<Option<dunes_detect::EngineState>> 
 
 /// Writes the detection state atomically (temp file, fsync, rename).
 fn save_state(path: &Path, state: &dunes_detect::EngineState) -> anyhow::Result<()> {
+    save_json(path, state)
+}
+
+/// Writes JSON atomically (temp file, fsync, rename).
+fn save_json<T: Serialize>(path: &Path, state: &T) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let tmp = path.with_extension("json.tmp");

@@ -724,6 +724,14 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
         st.lines,
         traffic.display()
     );
+    // Anomaly model: the data dir's, if one was trained (`dunes model
+    // train`); otherwise a short warm-up on the demo's own traffic.
+    let model = cfg.anomaly.model_path(&cfg.data_dir);
+    if model.exists() {
+        cfg.anomaly.model = Some(model);
+    } else {
+        cfg.anomaly.warmup_min_sessions = cfg.anomaly.warmup_min_sessions.min(30);
+    }
     cfg.data_dir = dir.clone();
     cfg.ingest.files = vec![traffic];
     cfg.ingest.stdin = false;

@@ -199,7 +199,17 @@ impl Engine {
 
     /// Suppression and de-duplication of a batch's incidents.
     pub fn filter_noise(&self, incidents: Vec<crate::Incident>) -> crate::noise::Filtered {
-        let windows: HashMap<&str, i64> = self
+        self.filter_noise_with(incidents, &[])
+    }
+
+    /// [`Engine::filter_noise`] with suppression windows for incident
+    /// sources that are not rules (the anomaly monitor).
+    pub fn filter_noise_with(
+        &self,
+        incidents: Vec<crate::Incident>,
+        extra: &[(&str, i64)],
+    ) -> crate::noise::Filtered {
+        let mut windows: HashMap<&str, i64> = self
             .rules
             .iter()
             .map(|r| {
@@ -214,6 +224,7 @@ impl Engine {
                 )
             })
             .collect();
+        windows.extend(extra.iter().copied());
         lock(&self.noise).apply(incidents, |id| windows.get(id).copied().unwrap_or(0))
     }
 

@@ -1,6 +1,7 @@
 //! `dunes-detect`: SQL detection rules planned once on DataFusion and
 //! re-executed per micro-batch, incidents, and Level 1–3 responses.
 
+pub mod anomaly;
 pub mod engine;
 pub mod history;
 pub mod incident;
@@ -43,6 +44,8 @@ pub enum DetectError {
     },
     #[error("{0}")]
     InvalidValue(String),
+    #[error("anomaly model: {0}")]
+    Model(String),
 }
 
 /// What one micro-batch produced.
@@ -64,12 +67,38 @@ pub async fn detect(
     now: DateTime<Utc>,
     cfg: &ResponseConfig,
 ) -> Result<Detection, DetectError> {
+    Ok(
+        detect_with_anomaly(engine, None, events, tool_defs, now, cfg)
+            .await?
+            .0,
+    )
+}
+
+/// [`detect`] plus the behavioural anomaly monitor: its incidents join the
+/// rules' before suppression, so they get the same noise control, levels
+/// and responses. Returns the detection and the monitor's outcome (a model
+/// trained at the end of a warm-up, windows scored).
+pub async fn detect_with_anomaly(
+    engine: &Engine,
+    anomaly: Option<&mut anomaly::Monitor>,
+    events: &RecordBatch,
+    tool_defs: &RecordBatch,
+    now: DateTime<Utc>,
+    cfg: &ResponseConfig,
+) -> Result<(Detection, anomaly::AnomalyOutcome), DetectError> {
     let mut out = Detection::default();
     let mut raised = Vec::new();
     for m in engine.evaluate(events, tool_defs).await? {
         raised.extend(incident::build_incidents(&m, now)?);
     }
-    let filtered = engine.filter_noise(raised);
+    let mut outcome = anomaly::AnomalyOutcome::default();
+    let mut extra = Vec::new();
+    if let Some(mon) = anomaly {
+        outcome = mon.process(events, now)?;
+        raised.append(&mut outcome.incidents);
+        extra.push((anomaly::RULE_ID, mon.suppress_us()));
+    }
+    let filtered = engine.filter_noise_with(raised, &extra);
     for inc in filtered.new {
         let requested = engine
             .rules()
@@ -81,7 +110,7 @@ pub async fn detect(
         out.incidents.push(inc);
     }
     out.updates = filtered.updates;
-    Ok(out)
+    Ok((out, outcome))
 }
 
 /// Hot reload of a rule directory: loads and plans every rule into a new

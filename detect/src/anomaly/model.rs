@@ -1,0 +1,588 @@
+//! The behaviour model: `ln(1+x)` on counts, standardisation, and a
+//! full-covariance Gaussian mixture fitted with linfa. A window's anomaly
+//! score is its negative log-likelihood under the mixture.
+//!
+//! linfa does the fitting (k-means initialised EM); scoring is done here from
+//! the fitted weights, means and precision matrices (a Cholesky factor per
+//! component, computed at load), so that scoring one window on the hot path
+//! is a few hundred multiply-adds with no allocation.
+
+use std::path::Path;
+
+use linfa::DatasetBase;
+use linfa::traits::Fit;
+use linfa_clustering::{GaussianMixtureModel, GmmCovarType, GmmInitMethod};
+use ndarray::Array2;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::calibration::Calibration;
+use super::features::{FEATURE_NAMES, FeatureSpec, FeatureVec, LOG_FEATURES, N_FEATURES};
+use crate::DetectError;
+
+/// Format version of the model file.
+pub const MODEL_FORMAT: u32 = 1;
+/// Smallest standard deviation used to standardise a feature.
+const MIN_STD: f64 = 0.05;
+
+/// Training hyper-parameters.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainParams {
+    /// Mixture components; 0 chooses among 2, 4, 6, 8 by BIC.
+    pub components: usize,
+    /// Added to the covariance diagonal (standardised units).
+    pub reg_covar: f64,
+    /// At most this many windows are used to fit the mixture (a
+    /// deterministic stride sample); calibration uses every window.
+    pub max_fit_windows: usize,
+    /// Target false-positive rate (share of benign sessions flagged).
+    pub target_fpr: f64,
+}
+
+impl Default for TrainParams {
+    fn default() -> Self {
+        TrainParams {
+            components: 0,
+            reg_covar: 0.05,
+            max_fit_windows: 20_000,
+            target_fpr: 0.005,
+        }
+    }
+}
+
+/// Per-feature baseline (training windows).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct FeatureStat {
+    pub name: String,
+    pub log: bool,
+    /// Mean and standard deviation of the transformed feature.
+    pub mean: f64,
+    pub std: f64,
+    /// Median of the raw feature.
+    pub p50: f64,
+    pub p99: f64,
+}
+
+/// One mixture component as fitted.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Component {
+    pub weight: f64,
+    pub mean: Vec<f64>,
+    /// Precision (inverse covariance), row-major d × d.
+    pub precision: Vec<f64>,
+}
+
+/// The persisted model.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AnomalyModel {
+    pub format: u32,
+    /// SHA-256 of the canonical JSON of this model with `version` empty.
+    pub version: String,
+    pub kind: String,
+    pub features: Vec<FeatureStat>,
+    pub feature_spec: FeatureSpec,
+    pub params: TrainParams,
+    pub components: Vec<Component>,
+    pub calibration: Calibration,
+    /// Where the baseline came from (free text: files, seeds, warm-up).
+    pub trained_on: String,
+    pub trained_sessions: usize,
+    pub trained_windows: usize,
+}
+
+/// A component ready to score: Cholesky factor of its precision.
+#[derive(Clone, Debug)]
+struct Scorer {
+    log_norm: f64,
+    mean: [f64; N_FEATURES],
+    /// Lower-triangular L with precision = L Lᵀ, row-major.
+    chol: [[f64; N_FEATURES]; N_FEATURES],
+}
+
+/// A loaded model with its scorers.
+#[derive(Clone, Debug)]
+pub struct LoadedModel {
+    pub model: AnomalyModel,
+    scorers: Vec<Scorer>,
+}
+
+/// Why a window scored high: one line per feature.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Contribution {
+    pub feature: String,
+    pub value: f64,
+    pub baseline_p50: f64,
+    pub z: f64,
+}
+
+impl std::fmt::Display for Contribution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} (baseline p50 {}, z={:+.1})",
+            self.feature,
+            fmt_num(self.value),
+            fmt_num(self.baseline_p50),
+            self.z
+        )
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if (v - v.round()).abs() < 1e-9 && v.abs() < 1e15 {
+        format!("{}", v.round() as i64)
+    } else if v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The transformed (log where it applies) feature vector.
+pub fn transform(x: &FeatureVec) -> FeatureVec {
+    let mut t = *x;
+    for (v, log) in t.iter_mut().zip(LOG_FEATURES) {
+        let clean = if v.is_finite() { v.max(0.0) } else { 0.0 };
+        *v = if log { clean.ln_1p() } else { clean };
+    }
+    t
+}
+
+fn cholesky(a: &[f64], d: usize) -> Option<[[f64; N_FEATURES]; N_FEATURES]> {
+    let mut l = [[0.0; N_FEATURES]; N_FEATURES];
+    for i in 0..d {
+        for j in 0..=i {
+            let mut s = a[i * d + j];
+            for k in 0..j {
+                s -= l[i][k] * l[j][k];
+            }
+            if i == j {
+                if s <= 0.0 || !s.is_finite() {
+                    return None;
+                }
+                l[i][j] = s.sqrt();
+            } else {
+                l[i][j] = s / l[j][j];
+            }
+        }
+    }
+    Some(l)
+}
+
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+impl LoadedModel {
+    /// Builds the scorers; refuses a model whose parameters do not fit the
+    /// feature set or whose precision matrices are not positive definite.
+    pub fn new(model: AnomalyModel) -> Result<Self, DetectError> {
+        let d = N_FEATURES;
+        if model.format != MODEL_FORMAT {
+            return Err(DetectError::Model(format!(
+                "model format {} is not supported (expected {MODEL_FORMAT})",
+                model.format
+            )));
+        }
+        let names: Vec<&str> = model.features.iter().map(|f| f.name.as_str()).collect();
+        if names != FEATURE_NAMES {
+            return Err(DetectError::Model(format!(
+                "model features {names:?} differ from this build's {FEATURE_NAMES:?}"
+            )));
+        }
+        if model.components.is_empty() {
+            return Err(DetectError::Model("model has no components".into()));
+        }
+        let mut scorers = Vec::with_capacity(model.components.len());
+        for (k, c) in model.components.iter().enumerate() {
+            if c.mean.len() != d || c.precision.len() != d * d || c.weight <= 0.0 {
+                return Err(DetectError::Model(format!("component {k} is malformed")));
+            }
+            let chol = cholesky(&c.precision, d).ok_or_else(|| {
+                DetectError::Model(format!("component {k}: precision is not positive definite"))
+            })?;
+            let log_det_prec: f64 = (0..d).map(|i| 2.0 * chol[i][i].ln()).sum();
+            let mut mean = [0.0; N_FEATURES];
+            mean.copy_from_slice(&c.mean);
+            scorers.push(Scorer {
+                log_norm: c.weight.ln() - 0.5 * d as f64 * (2.0 * std::f64::consts::PI).ln()
+                    + 0.5 * log_det_prec,
+                mean,
+                chol,
+            });
+        }
+        Ok(LoadedModel { model, scorers })
+    }
+
+    /// Standardised, transformed vector.
+    pub fn standardise(&self, x: &FeatureVec) -> FeatureVec {
+        let mut z = transform(x);
+        for (v, f) in z.iter_mut().zip(&self.model.features) {
+            *v = (*v - f.mean) / f.std;
+        }
+        z
+    }
+
+    /// Anomaly score: negative log-likelihood of the window.
+    pub fn score(&self, x: &FeatureVec) -> f64 {
+        let z = self.standardise(x);
+        self.score_standardised(&z)
+    }
+
+    fn score_standardised(&self, z: &FeatureVec) -> f64 {
+        let d = N_FEATURES;
+        let mut terms = [0.0f64; 16];
+        let mut best = f64::NEG_INFINITY;
+        for (k, s) in self.scorers.iter().enumerate() {
+            let mut diff = [0.0; N_FEATURES];
+            for i in 0..d {
+                diff[i] = z[i] - s.mean[i];
+            }
+            // (x-μ)ᵀ P (x-μ) = ‖Lᵀ(x-μ)‖²
+            let mut m = 0.0;
+            for j in 0..d {
+                let mut y = 0.0;
+                for i in j..d {
+                    y += s.chol[i][j] * diff[i];
+                }
+                m += y * y;
+            }
+            let t = s.log_norm - 0.5 * m;
+            if k < terms.len() {
+                terms[k] = t;
+            }
+            best = best.max(t);
+        }
+        if !best.is_finite() {
+            return f64::INFINITY;
+        }
+        let n = self.scorers.len().min(terms.len());
+        let sum: f64 = terms[..n].iter().map(|t| (t - best).exp()).sum();
+        -(best + sum.ln())
+    }
+
+    /// Whether a score is above the calibrated threshold.
+    pub fn is_anomalous(&self, score: f64) -> bool {
+        score > self.model.calibration.threshold
+    }
+
+    /// The features furthest from the baseline (|z|), largest first.
+    pub fn explain(&self, x: &FeatureVec, top: usize) -> Vec<Contribution> {
+        let z = self.standardise(x);
+        let mut out: Vec<Contribution> = self
+            .model
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| Contribution {
+                feature: f.name.clone(),
+                value: x[i],
+                baseline_p50: f.p50,
+                z: z[i],
+            })
+            .collect();
+        out.sort_by(|a, b| b.z.abs().total_cmp(&a.z.abs()));
+        out.truncate(top);
+        out
+    }
+
+    pub fn version(&self) -> &str {
+        &self.model.version
+    }
+
+    /// Writes the model atomically (temp file, fsync, rename).
+    pub fn save(&self, path: &Path) -> Result<(), DetectError> {
+        let io = |e: std::io::Error| DetectError::Io {
+            path: path.display().to_string(),
+            source: e,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let bytes = serde_json::to_vec_pretty(&self.model)
+            .map_err(|e| DetectError::Model(format!("cannot encode model: {e}")))?;
+        let tmp = path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io)?;
+            f.write_all(&bytes).map_err(io)?;
+            f.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io)
+    }
+
+    /// Reads a model file; its version hash must match its contents.
+    pub fn load(path: &Path) -> Result<Self, DetectError> {
+        let bytes = std::fs::read(path).map_err(|e| DetectError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
+        let model: AnomalyModel = serde_json::from_slice(&bytes)
+            .map_err(|e| DetectError::Model(format!("{}: {e}", path.display())))?;
+        // The hash is over the file's bytes as written (version blanked):
+        // decimal floats need not parse back to the very same bits.
+        let text = String::from_utf8_lossy(&bytes);
+        let blanked = text.replacen(
+            &format!("\"version\": \"{}\"", model.version),
+            "\"version\": \"\"",
+            1,
+        );
+        let expect = hex::encode(Sha256::digest(blanked.as_bytes()));
+        if expect != model.version {
+            return Err(DetectError::Model(format!(
+                "{}: version {} does not match its contents ({expect}); the file was altered",
+                path.display(),
+                model.version
+            )));
+        }
+        LoadedModel::new(model)
+    }
+}
+
+/// SHA-256 of the model file's JSON (as `save` writes it) with an empty
+/// `version`.
+pub fn version_of(model: &AnomalyModel) -> Result<String, DetectError> {
+    let mut m = model.clone();
+    m.version.clear();
+    let bytes = serde_json::to_vec_pretty(&m)
+        .map_err(|e| DetectError::Model(format!("cannot encode model: {e}")))?;
+    Ok(hex::encode(Sha256::digest(&bytes)))
+}
+
+/// Training windows, each with the session it came from.
+#[derive(Clone, Debug, Default)]
+pub struct TrainingSet {
+    pub windows: Vec<FeatureVec>,
+    /// Session key of each window.
+    pub sessions: Vec<String>,
+}
+
+impl TrainingSet {
+    pub fn push(&mut self, session: &str, x: FeatureVec) {
+        self.windows.push(x);
+        self.sessions.push(session.to_string());
+    }
+
+    pub fn len(&self) -> usize {
+        self.windows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.windows.is_empty()
+    }
+
+    /// Keeps only the windows of sessions for which `keep` is true.
+    pub fn retain_sessions(&mut self, keep: impl Fn(&str) -> bool) {
+        let mut w = Vec::with_capacity(self.windows.len());
+        let mut s = Vec::with_capacity(self.sessions.len());
+        for (x, k) in self.windows.drain(..).zip(self.sessions.drain(..)) {
+            if keep(&k) {
+                w.push(x);
+                s.push(k);
+            }
+        }
+        self.windows = w;
+        self.sessions = s;
+    }
+}
+
+/// Deterministic split: one session in three goes to calibration.
+pub fn is_calibration_session(key: &str) -> bool {
+    blake3::hash(key.as_bytes()).as_bytes()[0] % 3 == 0
+}
+
+fn fit_gmm(
+    data: &Array2<f64>,
+    k: usize,
+    reg: f64,
+) -> Result<GaussianMixtureModel<f64>, DetectError> {
+    let ds = DatasetBase::from(data.clone());
+    GaussianMixtureModel::params(k)
+        .covariance_type(GmmCovarType::Full)
+        .init_method(GmmInitMethod::KMeans)
+        .reg_covariance(reg)
+        .max_n_iterations(1000)
+        .tolerance(1e-3)
+        .n_runs(1)
+        .fit(&ds)
+        .map_err(|e| DetectError::Model(format!("Gaussian mixture (k={k}) did not fit: {e}")))
+}
+
+fn components_of(g: &GaussianMixtureModel<f64>) -> Vec<Component> {
+    let d = N_FEATURES;
+    let w = g.weights();
+    let means = g.means();
+    let prec = g.precisions();
+    (0..w.len())
+        .map(|k| Component {
+            weight: w[k],
+            mean: (0..d).map(|i| means[[k, i]]).collect(),
+            precision: (0..d)
+                .flat_map(|i| (0..d).map(move |j| (i, j)))
+                .map(|(i, j)| 0.5 * (prec[[k, i, j]] + prec[[k, j, i]]))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Trains and calibrates a model from baseline windows.
+pub fn train(
+    set: &TrainingSet,
+    spec: &FeatureSpec,
+    params: &TrainParams,
+    trained_on: &str,
+) -> Result<LoadedModel, DetectError> {
+    let d = N_FEATURES;
+    if set.len() < 50 {
+        return Err(DetectError::Model(format!(
+            "too little baseline to train on: {} windows (need at least 50)",
+            set.len()
+        )));
+    }
+    let calib_sessions = set
+        .sessions
+        .iter()
+        .filter(|s| is_calibration_session(s))
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    let n_sessions = set
+        .sessions
+        .iter()
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    // Calibrate on held-out sessions when there are enough of them.
+    let held_out = calib_sessions >= 100 && n_sessions - calib_sessions >= 100;
+    let fit_idx: Vec<usize> = (0..set.len())
+        .filter(|&i| !held_out || !is_calibration_session(&set.sessions[i]))
+        .collect();
+    // Baseline statistics over the fitting windows.
+    let mut features = Vec::with_capacity(d);
+    for (i, name) in FEATURE_NAMES.iter().enumerate() {
+        let mut raw: Vec<f64> = fit_idx.iter().map(|&r| set.windows[r][i]).collect();
+        raw.sort_by(f64::total_cmp);
+        let t: Vec<f64> = fit_idx
+            .iter()
+            .map(|&r| transform(&set.windows[r])[i])
+            .collect();
+        let n = t.len().max(1) as f64;
+        let mean = t.iter().sum::<f64>() / n;
+        let var = t.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+        features.push(FeatureStat {
+            name: name.to_string(),
+            log: LOG_FEATURES[i],
+            mean,
+            std: var.sqrt().max(MIN_STD),
+            p50: quantile(&raw, 0.5),
+            p99: quantile(&raw, 0.99),
+        });
+    }
+    // Fitting sample (stride) in standardised units.
+    let stride = fit_idx.len().div_ceil(params.max_fit_windows.max(100));
+    let sample: Vec<usize> = fit_idx.iter().copied().step_by(stride.max(1)).collect();
+    let mut data = Array2::<f64>::zeros((sample.len(), d));
+    for (r, &i) in sample.iter().enumerate() {
+        let t = transform(&set.windows[i]);
+        for j in 0..d {
+            data[[r, j]] = (t[j] - features[j].mean) / features[j].std;
+        }
+    }
+    let candidates: Vec<usize> = if params.components > 0 {
+        vec![params.components]
+    } else {
+        vec![2, 4, 6, 8]
+    };
+    let mut best: Option<(f64, Vec<Component>)> = None;
+    let mut last_err = None;
+    for k in candidates {
+        if k * 10 > sample.len() {
+            continue;
+        }
+        let g = match fit_gmm(&data, k, params.reg_covar) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::debug!("{e}");
+                last_err = Some(e);
+                continue;
+            }
+        };
+        let comps = components_of(&g);
+        let probe = AnomalyModel {
+            format: MODEL_FORMAT,
+            version: String::new(),
+            kind: "gmm".into(),
+            features: features.clone(),
+            feature_spec: spec.clone(),
+            params: params.clone(),
+            components: comps.clone(),
+            calibration: Calibration::default(),
+            trained_on: String::new(),
+            trained_sessions: 0,
+            trained_windows: 0,
+        };
+        let Ok(lm) = LoadedModel::new(probe) else {
+            continue;
+        };
+        let mut nll = 0.0;
+        for r in 0..sample.len() {
+            let mut z = [0.0; N_FEATURES];
+            for j in 0..d {
+                z[j] = data[[r, j]];
+            }
+            nll += lm.score_standardised(&z);
+        }
+        let p = (k * (d + d * (d + 1) / 2) + k - 1) as f64;
+        let bic = 2.0 * nll + p * (sample.len() as f64).ln();
+        tracing::debug!(k, bic, "mixture fitted");
+        if best.as_ref().is_none_or(|(b, _)| bic < *b) {
+            best = Some((bic, comps));
+        }
+    }
+    let Some((_, components)) = best else {
+        return Err(
+            last_err.unwrap_or_else(|| DetectError::Model("no mixture could be fitted".into()))
+        );
+    };
+    let mut model = AnomalyModel {
+        format: MODEL_FORMAT,
+        version: String::new(),
+        kind: "gmm".into(),
+        features,
+        feature_spec: spec.clone(),
+        params: params.clone(),
+        components,
+        calibration: Calibration::default(),
+        trained_on: trained_on.to_string(),
+        trained_sessions: n_sessions,
+        trained_windows: set.len(),
+    };
+    let lm = LoadedModel::new(model.clone())?;
+    // Calibration: per-session maximum score on the held-out sessions.
+    let mut per_session: std::collections::BTreeMap<&str, f64> = Default::default();
+    let mut fit_max: std::collections::BTreeMap<&str, f64> = Default::default();
+    for (x, s) in set.windows.iter().zip(&set.sessions) {
+        let sc = lm.score(x);
+        let target = if !held_out || is_calibration_session(s) {
+            &mut per_session
+        } else {
+            &mut fit_max
+        };
+        let e = target.entry(s.as_str()).or_insert(f64::NEG_INFINITY);
+        *e = e.max(sc);
+    }
+    let scores: Vec<f64> = per_session.values().copied().collect();
+    model.calibration = Calibration::from_session_scores(scores, params.target_fpr, held_out);
+    if held_out {
+        let above = fit_max
+            .values()
+            .filter(|&&v| v > model.calibration.threshold)
+            .count();
+        model.calibration.fit_sessions = fit_max.len();
+        model.calibration.fit_fpr = above as f64 / fit_max.len().max(1) as f64;
+    }
+    model.version = version_of(&model)?;
+    LoadedModel::new(model)
+}
