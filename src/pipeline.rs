@@ -682,6 +682,8 @@ fn publish_rules(view: &RwLock<Vec<serde_json::Value>>, engine: &Engine) {
         Ok(mut g) => *g = v,
         Err(p) => *p.into_inner() = v,
     }
+}
+
 /// How often (wall time) the anomaly monitor's windows are saved; also on
 /// close. A restart loses at most this much window history.
 const ANOMALY_STATE_EVERY_SECS: u64 = 30;

@@ -132,6 +132,8 @@ async fn shutdown_signal() {
 
 pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<DriveOutcome> {
     let started = Instant::now();
+    // The metrics recorder, before the first counter is touched.
+    let _ = dunes_api::prometheus();
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let paths = DataPaths::new(&cfg.data_dir);

@@ -251,6 +251,7 @@ impl Monitor {
             evidence: vec![ev],
             status: IncidentStatus::Open,
             detected_at: now,
+            backfill: false,
         }
     }
 }
