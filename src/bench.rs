@@ -151,7 +151,11 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
         .context("cannot create the Kafka admin client")?;
     let res = admin
         .create_topics(
-            &[NewTopic::new(&topic, b.partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                &topic,
+                b.partitions,
+                TopicReplication::Fixed(1),
+            )],
             &AdminOptions::new().operation_timeout(Some(std::time::Duration::from_secs(10))),
         )
         .await
@@ -239,9 +243,7 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }
-    let _ = admin
-        .delete_topics(&[&topic], &AdminOptions::new())
-        .await;
+    let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
     Ok(())
 }
 
@@ -273,9 +275,7 @@ fn produce(
             match p.send(rec) {
                 Ok(()) => break,
                 Err((e, back)) => {
-                    if e.rdkafka_error_code()
-                        != Some(rdkafka::types::RDKafkaErrorCode::QueueFull)
-                    {
+                    if e.rdkafka_error_code() != Some(rdkafka::types::RDKafkaErrorCode::QueueFull) {
                         anyhow::bail!("produce failed: {e}");
                     }
                     rec = back;

@@ -668,7 +668,11 @@ fn rebuild_dedup(data_dir: &Path, ledger_len: u64, window: usize) -> anyhow::Res
         }
     })
     .context("cannot read the ledger to rebuild the de-duplication window")?;
-    tracing::info!(ids = dedup.len(), from, "de-duplication window rebuilt from the ledger");
+    tracing::info!(
+        ids = dedup.len(),
+        from,
+        "de-duplication window rebuilt from the ledger"
+    );
     Ok(dedup)
 }
 

@@ -248,9 +248,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
             if let Some(cb) = opts.after_sources.take() {
                 cb(&pipeline.stats, &store, bound_addr);
             }
-            if first_error.is_some()
-                || !opts.keep_running
-                || (!cfg.http.enabled && kafka.is_none())
+            if first_error.is_some() || !opts.keep_running || (!cfg.http.enabled && kafka.is_none())
             {
                 break;
             }
@@ -361,7 +359,8 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
         let _ = reply.send(out.ack());
     }
     if let Some(k) = kafka.take() {
-        k.shutdown(&mut pipeline, opts.kafka_latency.as_deref()).await?;
+        k.shutdown(&mut pipeline, opts.kafka_latency.as_deref())
+            .await?;
     }
     let (stats, checkpoint) = pipeline.close()?;
     if let Some(e) = first_error {
@@ -429,7 +428,11 @@ impl KafkaIo {
                 let _ = h.record(((now_ms - ts).max(0) as u64) * 1000);
             }
         }
-        tracing::debug!(records = n, commit_ms = commit.as_secs_f64() * 1e3, "kafka batch committed");
+        tracing::debug!(
+            records = n,
+            commit_ms = commit.as_secs_f64() * 1e3,
+            "kafka batch committed"
+        );
         Ok(())
     }
 
@@ -490,7 +493,12 @@ async fn publish(k: Option<&KafkaIo>, out: &BatchOutcome) -> anyhow::Result<()> 
     let to_msgs = |items: Vec<(String, serde_json::Result<Vec<u8>>)>| {
         items
             .into_iter()
-            .map(|(key, payload)| Ok(OutputMessage { key, payload: payload? }))
+            .map(|(key, payload)| {
+                Ok(OutputMessage {
+                    key,
+                    payload: payload?,
+                })
+            })
             .collect::<serde_json::Result<Vec<_>>>()
     };
     let incidents = to_msgs(

@@ -791,6 +791,7 @@ fn rules_watcher_alone_picks_up_an_edited_rule_file() {
         .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
         .expect("a secrets session");
     let lines: Vec<&str> = text.lines().filter(|l| l.contains(&session)).collect();
+    let viewer = bearer(&dir, "viewer");
     let send = |attempt: usize| -> String {
         let sid = format!("watch-{attempt}");
         let body: String = lines
@@ -805,12 +806,14 @@ fn rules_watcher_alone_picks_up_an_edited_rule_file() {
             })
             .collect();
         ureq::post(&format!("{base}/v1/ingest"))
+            .header("authorization", bearer(&dir, "ingest"))
             .send(body.as_bytes())
             .expect("ingest");
         sid
     };
     let fired = |sid: &str| -> bool {
         let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
+            .header("authorization", &viewer)
             .call()
             .expect("list");
         let list: Value = resp.body_mut().read_json().expect("json");

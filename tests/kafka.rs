@@ -30,7 +30,9 @@ fn script() -> PathBuf {
 
 fn kafka_dev(port: u16, state: Option<&Path>, args: &[&str]) {
     let mut c = Command::new("bash");
-    c.arg(script()).args(args).env("DUNES_KAFKA_PORT", port.to_string());
+    c.arg(script())
+        .args(args)
+        .env("DUNES_KAFKA_PORT", port.to_string());
     if let Some(s) = state {
         c.env("DUNES_KAFKA_STATE", s);
     }
@@ -172,7 +174,15 @@ fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> 
     }
 }
 
-fn wait_committed(brokers: &str, group: &str, topic: &str, partitions: i32, want: i64, limit: Duration, procs: &mut [&mut Child]) {
+fn wait_committed(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    want: i64,
+    limit: Duration,
+    procs: &mut [&mut Child],
+) {
     let start = Instant::now();
     let mut last = -1;
     while start.elapsed() < limit {
@@ -187,10 +197,38 @@ fn wait_committed(brokers: &str, group: &str, topic: &str, partitions: i32, want
         }
         std::thread::sleep(Duration::from_millis(300));
     }
-    panic!("only {last} of {want} offsets committed after {limit:?}");
+    let mut logs = String::new();
+    for p in procs.iter() {
+        if let Some(tail) = log_tail(p.id()) {
+            logs.push_str(&tail);
+        }
+    }
+    panic!("only {last} of {want} offsets committed after {limit:?}\n{logs}");
 }
 
-fn config(dir: &Path, brokers: &str, topic: &str, group: &str, origin: &str, batch: usize) -> PathBuf {
+/// The last lines of the log of the `dunes run` with this pid (see `start`).
+fn log_tail(pid: u32) -> Option<String> {
+    let path = LOGS.lock().ok()?.get(&pid).cloned()?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let from = lines.len().saturating_sub(40);
+    Some(format!(
+        "--- {} (last 40 lines)\n{}\n",
+        path.display(),
+        lines[from..].join("\n")
+    ))
+}
+
+static LOGS: std::sync::Mutex<BTreeMap<u32, PathBuf>> = std::sync::Mutex::new(BTreeMap::new());
+
+fn config(
+    dir: &Path,
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    origin: &str,
+    batch: usize,
+) -> PathBuf {
     let p = dir.join("dunes.toml");
     std::fs::create_dir_all(dir).expect("mkdir");
     std::fs::write(
@@ -220,25 +258,36 @@ batch_timeout_ms = 50
 }
 
 fn start(cfg: &Path, tag: &str) -> Child {
+    let log_path = cfg.with_file_name(format!("{tag}.log"));
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(cfg.with_file_name(format!("{tag}.log")))
+        .open(&log_path)
         .expect("log file");
-    Command::new(env!("CARGO_BIN_EXE_dunes"))
+    let child = Command::new(env!("CARGO_BIN_EXE_dunes"))
         .arg("run")
         .arg("--config")
         .arg(cfg)
-        .env("RUST_LOG", "info,dunes::alert=off,dunes::response=off,dunes::queue=off,dunes::emergency=off")
+        .env(
+            "RUST_LOG",
+            "info,dunes::alert=off,dunes::response=off,dunes::queue=off,dunes::emergency=off",
+        )
         .env_remove("DUNES_DATA_DIR")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("spawn dunes run")
+        .expect("spawn dunes run");
+    if let Ok(mut m) = LOGS.lock() {
+        m.insert(child.id(), log_path);
+    }
+    child
 }
 
 fn stop(mut child: Child) {
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
     let start = Instant::now();
     loop {
         if let Ok(Some(st)) = child.try_wait() {
@@ -284,9 +333,21 @@ fn verify(data: &Path) {
 fn assert_exactly_once(ids: &HashMap<String, usize>, good: &HashSet<String>) {
     let dup: Vec<_> = ids.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(dup.is_empty(), "events ledgered more than once: {dup:?}");
-    let missing: Vec<_> = good.iter().filter(|id| !ids.contains_key(*id)).take(5).collect();
-    assert!(missing.is_empty(), "{} good events missing from the ledger, e.g. {missing:?}", good.iter().filter(|id| !ids.contains_key(*id)).count());
-    assert_eq!(ids.len(), good.len(), "ledger holds events that were not produced");
+    let missing: Vec<_> = good
+        .iter()
+        .filter(|id| !ids.contains_key(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} good events missing from the ledger, e.g. {missing:?}",
+        good.iter().filter(|id| !ids.contains_key(*id)).count()
+    );
+    assert_eq!(
+        ids.len(),
+        good.len(),
+        "ledger holds events that were not produced"
+    );
 }
 
 /// Reads every message of `topic` (from the start).
@@ -329,14 +390,27 @@ fn hundred_thousand_envelopes_exactly_once_and_rejects_in_the_dlq() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), b, &topic, &group, "dunes/k100", 4096);
     let mut child = start(&cfg, "run");
-    wait_committed(b, &group, &topic, 3, msgs.len() as i64, Duration::from_secs(600), &mut [&mut child]);
+    wait_committed(
+        b,
+        &group,
+        &topic,
+        3,
+        msgs.len() as i64,
+        Duration::from_secs(600),
+        &mut [&mut child],
+    );
     stop(child);
     let data = dir.path().join("data");
     assert_exactly_once(&ledger_ids(&data), &good);
     verify(&data);
     // Every bad record is in the DLQ, once, with its reason and origin.
     let dlq = read_topic(b, &format!("{topic}.dlq"), bad);
-    assert_eq!(dlq.len(), bad, "DLQ holds {} messages, {bad} expected", dlq.len());
+    assert_eq!(
+        dlq.len(),
+        bad,
+        "DLQ holds {} messages, {bad} expected",
+        dlq.len()
+    );
     let mut origins = HashSet::new();
     for m in &dlq {
         let h = m.headers().expect("DLQ headers");
@@ -379,7 +453,9 @@ fn sigkill_five_times_while_consuming_loses_and_duplicates_nothing() {
         // random point shortly after.
         let before = committed_total(b, &group, &topic, 3).max(0);
         let t = Instant::now();
-        while committed_total(b, &group, &topic, 3) <= before && t.elapsed() < Duration::from_secs(120) {
+        while committed_total(b, &group, &topic, 3) <= before
+            && t.elapsed() < Duration::from_secs(120)
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
         std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
@@ -388,10 +464,21 @@ fn sigkill_five_times_while_consuming_loses_and_duplicates_nothing() {
         kills += 1;
         let now = committed_total(b, &group, &topic, 3);
         progress.push(now);
-        assert!(now < total, "consumption finished before kill {kills}: make the input larger");
+        assert!(
+            now < total,
+            "consumption finished before kill {kills}: make the input larger"
+        );
     }
     let mut child = start(&cfg, "run");
-    wait_committed(b, &group, &topic, 3, total, Duration::from_secs(600), &mut [&mut child]);
+    wait_committed(
+        b,
+        &group,
+        &topic,
+        3,
+        total,
+        Duration::from_secs(600),
+        &mut [&mut child],
+    );
     stop(child);
     let data = dir.path().join("data");
     assert_exactly_once(&ledger_ids(&data), &good);
@@ -414,19 +501,38 @@ fn broker_stopped_for_30s_mid_stream_resumes_with_nothing_lost() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), &b, &topic, &group, "dunes/outage", 200);
     let mut child = start(&cfg, "run");
-    wait_committed(&b, &group, &topic, 2, 1000, Duration::from_secs(300), &mut [&mut child]);
+    wait_committed(
+        &b,
+        &group,
+        &topic,
+        2,
+        1000,
+        Duration::from_secs(300),
+        &mut [&mut child],
+    );
     kafka_dev(PORT_OUTAGE, Some(state.path()), &["stop"]);
     let at_stop = Instant::now();
     std::thread::sleep(Duration::from_secs(30));
     if let Some(st) = child.try_wait().expect("wait") {
         let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        panic!("dunes exited ({st}) during the broker outage; log tail:\n{}", tail.join("\n"));
+        panic!(
+            "dunes exited ({st}) during the broker outage; log tail:\n{}",
+            tail.join("\n")
+        );
     }
     kafka_dev(PORT_OUTAGE, Some(state.path()), &["start"]);
     eprintln!("broker down for {:?}", at_stop.elapsed());
     produce(&b, &topic, second);
-    wait_committed(&b, &group, &topic, 2, msgs.len() as i64, Duration::from_secs(600), &mut [&mut child]);
+    wait_committed(
+        &b,
+        &group,
+        &topic,
+        2,
+        msgs.len() as i64,
+        Duration::from_secs(600),
+        &mut [&mut child],
+    );
     stop(child);
     kafka_dev(PORT_OUTAGE, Some(state.path()), &["stop"]);
     let data = dir.path().join("data");
@@ -449,11 +555,27 @@ fn two_instances_in_one_group_split_partitions_and_ledger_each_event_once() {
     let cfg_b = config(dir_b.path(), b, &topic, &group, "dunes/instance-b", 500);
     produce(b, &topic, first);
     let mut a = start(&cfg_a, "a");
-    wait_committed(b, &group, &topic, 4, 1000, Duration::from_secs(300), &mut [&mut a]);
+    wait_committed(
+        b,
+        &group,
+        &topic,
+        4,
+        1000,
+        Duration::from_secs(300),
+        &mut [&mut a],
+    );
     // The second instance joins mid-stream: a rebalance with batches in flight.
     let mut bb = start(&cfg_b, "b");
     produce(b, &topic, second);
-    wait_committed(b, &group, &topic, 4, msgs.len() as i64, Duration::from_secs(600), &mut [&mut a, &mut bb]);
+    wait_committed(
+        b,
+        &group,
+        &topic,
+        4,
+        msgs.len() as i64,
+        Duration::from_secs(600),
+        &mut [&mut a, &mut bb],
+    );
     stop(a);
     stop(bb);
     let ids_a = ledger_ids(&dir_a.path().join("data"));

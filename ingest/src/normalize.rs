@@ -11,6 +11,7 @@ use arrow::array::{
 use arrow::record_batch::RecordBatch;
 use serde_json::{Map, Value};
 
+use crate::dedup::{Dedup, Seen};
 use crate::envelope::{self, Envelope};
 use crate::schema::{events_schema, tool_defs_schema};
 use crate::secrets::{redact, redact_quiet};
@@ -19,7 +20,6 @@ use crate::text::{
     shannon_entropy, truncate_bytes, truncate_chars, visible_preview, write_canonical,
 };
 use crate::urls;
-use crate::dedup::{Dedup, Seen};
 use crate::{
     Accepted, DecodedBatch, Duplicate, IngestConfig, IngestError, RawRecord, Rejected, SourcePos,
 };

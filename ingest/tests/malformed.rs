@@ -173,7 +173,10 @@ fn event_id_of_matches_what_decoding_assigns() {
     let out = common::decode(&[with_id, without, reordered]);
     assert_eq!(out.accepted.len(), 3, "{:?}", out.rejected);
     for a in &out.accepted {
-        assert_eq!(dunes_ingest::event_id_of(&a.raw).as_deref(), Some(a.event_id.as_str()));
+        assert_eq!(
+            dunes_ingest::event_id_of(&a.raw).as_deref(),
+            Some(a.event_id.as_str())
+        );
     }
     assert_eq!(out.accepted[0].event_id, "gw-1");
     assert!(out.accepted[1].event_id.starts_with("d-"));

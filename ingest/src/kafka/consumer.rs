@@ -359,7 +359,9 @@ impl KafkaSourceHandle {
             // the last commit, and de-duplication keeps the ledger exact.
             Err(e) => {
                 metrics::counter!("dunes_kafka_commit_failures_total").increment(1);
-                tracing::warn!("kafka: commit failed (batch is ledgered; the range will be re-read and de-duplicated): {e}");
+                tracing::warn!(
+                    "kafka: commit failed (batch is ledgered; the range will be re-read and de-duplicated): {e}"
+                );
                 Ok(took)
             }
         }

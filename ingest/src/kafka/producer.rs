@@ -55,19 +55,26 @@ impl KafkaSink {
             .map_err(|e| IngestError::Kafka(format!("cannot create the admin client: {e}")))?;
         let new: Vec<NewTopic<'_>> = topics
             .iter()
-            .map(|t| NewTopic::new(t, self.cfg.output_partitions.max(1), TopicReplication::Fixed(1)))
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.cfg.output_partitions.max(1),
+                    TopicReplication::Fixed(1),
+                )
+            })
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(self.timeout()));
-        let results = admin
-            .create_topics(&new, &opts)
-            .await
-            .map_err(|e| IngestError::Kafka(format!("cannot create output topics {topics:?}: {e}")))?;
+        let results = admin.create_topics(&new, &opts).await.map_err(|e| {
+            IngestError::Kafka(format!("cannot create output topics {topics:?}: {e}"))
+        })?;
         for r in results {
             match r {
                 Ok(t) => tracing::info!(topic = %t, "kafka: created output topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((t, e)) => {
-                    return Err(IngestError::Kafka(format!("cannot create output topic {t}: {e}")));
+                    return Err(IngestError::Kafka(format!(
+                        "cannot create output topic {t}: {e}"
+                    )));
                 }
             }
         }
@@ -163,7 +170,12 @@ impl KafkaSink {
     }
 
     /// Produces raw payloads to `topic` (benchmarks and tests).
-    pub async fn send_raw(&self, topic: &str, key: &str, payload: &[u8]) -> Result<(), IngestError> {
+    pub async fn send_raw(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+    ) -> Result<(), IngestError> {
         self.deliver(topic.to_string(), key.to_string(), payload, None)
             .await
     }

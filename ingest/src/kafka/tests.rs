@@ -93,19 +93,31 @@ async fn batches_are_committed_only_when_the_caller_says_so() {
     // Backpressure: with one batch in flight, nothing more is handed over
     // until it is committed; and nothing is committed before that.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(rx.try_recv().is_err(), "a second batch arrived before the first was committed");
+    assert!(
+        rx.try_recv().is_err(),
+        "a second batch arrived before the first was committed"
+    );
     let b = brokers.clone();
     let before = tokio::task::spawn_blocking(move || committed(&b, "g1", "in", 2))
         .await
         .expect("join");
-    assert_eq!(before, vec![-1, -1], "offsets committed before the caller said so");
+    assert_eq!(
+        before,
+        vec![-1, -1],
+        "offsets committed before the caller said so"
+    );
     let mut seen = HashSet::new();
     let mut batch = first;
     loop {
         assert!(batch.records.len() <= 100);
         assert_eq!(batch.records.len(), batch.timestamps_ms.len());
         for r in &batch.records {
-            let SourcePos::Kafka { topic, partition, offset } = &r.source else {
+            let SourcePos::Kafka {
+                topic,
+                partition,
+                offset,
+            } = &r.source
+            else {
                 panic!("kafka source pos expected");
             };
             assert_eq!(topic, "in");
@@ -120,7 +132,11 @@ async fn batches_are_committed_only_when_the_caller_says_so() {
     let after = tokio::task::spawn_blocking(move || committed(&brokers, "g1", "in", 2))
         .await
         .expect("join");
-    assert_eq!(after.iter().sum::<i64>(), 250, "every offset committed: {after:?}");
+    assert_eq!(
+        after.iter().sum::<i64>(),
+        250,
+        "every offset committed: {after:?}"
+    );
     handle.request_stop();
     handle.join();
 }
@@ -177,7 +193,10 @@ async fn dead_letters_carry_reason_and_origin_headers() {
             .and_then(|x| x.value)
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
-    assert_eq!(get("dunes-reason").as_deref(), Some("invalid JSON at line 1 column 2"));
+    assert_eq!(
+        get("dunes-reason").as_deref(),
+        Some("invalid JSON at line 1 column 2")
+    );
     assert_eq!(get("dunes-topic").as_deref(), Some("in"));
     assert_eq!(get("dunes-partition").as_deref(), Some("0"));
     assert_eq!(get("dunes-offset").as_deref(), Some("41"));
