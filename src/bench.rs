@@ -94,16 +94,7 @@ pub async fn run(
         hist.max() as f64 / 1000.0,
         hist.len()
     );
-    let t = &stats.time;
-    let total = (t.normalize_us + t.detect_us + t.ledger_us + t.outputs_us).max(1) as f64;
-    let pct = |v: u64| 100.0 * v as f64 / total;
-    println!(
-        "  time: normalise {:.0}%  detect {:.0}%  ledger+fsync {:.0}%  outputs {:.0}%",
-        pct(t.normalize_us),
-        pct(t.detect_us),
-        pct(t.ledger_us),
-        pct(t.outputs_us)
-    );
+    println!("  time: {}", phase_split(&stats.time));
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -206,7 +197,15 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
     let s = &out.stats;
-    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    let (p50, p99, max) = {
+        let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+        let ms = |us: u64| us as f64 / 1000.0;
+        (
+            ms(h.value_at_quantile(0.50)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.max()),
+        )
+    };
     println!(
         "dunes bench kafka: {n} envelopes, {} partitions, batch size {}, broker {}",
         b.partitions, b.batch_size, b.brokers
@@ -224,27 +223,26 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
         "  throughput end to end: {:.0} events/s",
         s.envelopes as f64 / out.elapsed.as_secs_f64()
     );
-    println!(
-        "  produce->ledger latency (ms): p50 {:.1}  p99 {:.1}  max {:.1}",
-        h.value_at_quantile(0.50) as f64 / 1000.0,
-        h.value_at_quantile(0.99) as f64 / 1000.0,
-        h.max() as f64 / 1000.0
-    );
-    let t = &s.time;
-    let total = (t.normalize_us + t.detect_us + t.ledger_us + t.outputs_us).max(1) as f64;
-    let pct = |v: u64| 100.0 * v as f64 / total;
-    println!(
-        "  pipeline time: normalise {:.0}%  detect {:.0}%  ledger+fsync {:.0}%  outputs {:.0}%",
-        pct(t.normalize_us),
-        pct(t.detect_us),
-        pct(t.ledger_us),
-        pct(t.outputs_us)
-    );
+    println!("  produce->ledger latency (ms): p50 {p50:.1}  p99 {p99:.1}  max {max:.1}");
+    println!("  pipeline time: {}", phase_split(&s.time));
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }
     let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
     Ok(())
+}
+
+/// Where the pipeline's time went, as shares of the total.
+fn phase_split(t: &crate::pipeline::PhaseTimes) -> String {
+    let total = (t.normalize_us + t.detect_us + t.ledger_us + t.outputs_us).max(1) as f64;
+    let pct = |v: u64| 100.0 * v as f64 / total;
+    format!(
+        "normalise {:.0}%  detect {:.0}%  ledger+fsync {:.0}%  outputs {:.0}%",
+        pct(t.normalize_us),
+        pct(t.detect_us),
+        pct(t.ledger_us),
+        pct(t.outputs_us)
+    )
 }
 
 /// Produces `lines` (rate-limited when `rate > 0`) and waits for delivery.

@@ -90,9 +90,6 @@ impl Shared {
                     .wait_timeout(f, Duration::from_millis(100))
                     .map(|(g, _)| g)
                     .unwrap_or_else(|e| e.into_inner().0);
-                if self.stop.load(Ordering::Relaxed) && f.closed {
-                    break;
-                }
             }
             if f.closed {
                 return false;

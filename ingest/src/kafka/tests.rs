@@ -62,8 +62,10 @@ fn config_validation_and_overrides() {
     assert_eq!(c.dlq_for("mcp.logs"), None);
     c.topics.clear();
     assert!(c.validate().unwrap_err().contains("topics"));
-    let mut c = KafkaConfig::default();
-    c.auto_offset_reset = "smallest".into();
+    let c = KafkaConfig {
+        auto_offset_reset: "smallest".into(),
+        ..KafkaConfig::default()
+    };
     assert!(c.validate().unwrap_err().contains("auto_offset_reset"));
     let mut c = KafkaConfig::default();
     c.consumer.insert("fetch.wait.max.ms".into(), "5".into());
