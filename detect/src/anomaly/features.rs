@@ -337,7 +337,7 @@ impl<'a> Cols<'a> {
     }
 }
 
-fn opt<'a>(a: &'a StringArray, i: usize) -> Option<&'a str> {
+fn opt(a: &StringArray, i: usize) -> Option<&str> {
     (!a.is_null(i)).then(|| a.value(i))
 }
 
@@ -451,12 +451,11 @@ impl Extractor {
             if let Some(t) = tool {
                 let known = st.seen_tools.len();
                 match st.seen_tools.get_mut(principal) {
-                    Some(set) => {
-                        if !set.contains(t) {
-                            set.insert(t.to_string());
-                            first_seen = true;
-                        }
+                    Some(set) if !set.contains(t) => {
+                        set.insert(t.to_string());
+                        first_seen = true;
                     }
+                    Some(_) => {}
                     None if known < MAX_PRINCIPALS => {
                         st.seen_tools
                             .insert(principal.to_string(), HashSet::from([t.to_string()]));

@@ -153,8 +153,8 @@ fn cholesky(a: &[f64], d: usize) -> Option<[[f64; N_FEATURES]; N_FEATURES]> {
     for i in 0..d {
         for j in 0..=i {
             let mut s = a[i * d + j];
-            for k in 0..j {
-                s -= l[i][k] * l[j][k];
+            for (lik, ljk) in l[i][..j].iter().zip(&l[j][..j]) {
+                s -= lik * ljk;
             }
             if i == j {
                 if s <= 0.0 || !s.is_finite() {
@@ -246,8 +246,8 @@ impl LoadedModel {
             let mut m = 0.0;
             for j in 0..d {
                 let mut y = 0.0;
-                for i in j..d {
-                    y += s.chol[i][j] * diff[i];
+                for (row, di) in s.chol[j..d].iter().zip(&diff[j..d]) {
+                    y += row[j] * di;
                 }
                 m += y * y;
             }
@@ -392,7 +392,7 @@ impl TrainingSet {
 
 /// Deterministic split: one session in three goes to calibration.
 pub fn is_calibration_session(key: &str) -> bool {
-    blake3::hash(key.as_bytes()).as_bytes()[0] % 3 == 0
+    blake3::hash(key.as_bytes()).as_bytes()[0].is_multiple_of(3)
 }
 
 fn fit_gmm(

@@ -47,6 +47,7 @@ fn env(
 }
 
 /// A request and its response, `gap` ms after `t`.
+#[allow(clippy::too_many_arguments)]
 fn call(
     out: &mut Vec<(i64, String)>,
     t: &mut i64,
