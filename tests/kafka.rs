@@ -181,7 +181,7 @@ fn wait_committed(
     partitions: i32,
     want: i64,
     limit: Duration,
-    procs: &mut [&mut Child],
+    procs: &mut [&mut Running],
 ) {
     let start = Instant::now();
     let mut last = -1;
@@ -257,7 +257,32 @@ batch_timeout_ms = 50
     p
 }
 
-fn start(cfg: &Path, tag: &str) -> Child {
+/// A `dunes run` child that is killed if the test panics before `stop`.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+fn start(cfg: &Path, tag: &str) -> Running {
     let log_path = cfg.with_file_name(format!("{tag}.log"));
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -280,10 +305,10 @@ fn start(cfg: &Path, tag: &str) -> Child {
     if let Ok(mut m) = LOGS.lock() {
         m.insert(child.id(), log_path);
     }
-    child
+    Running(child)
 }
 
-fn stop(mut child: Child) {
+fn stop(mut child: Running) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())

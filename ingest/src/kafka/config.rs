@@ -20,6 +20,14 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// `client.id` (defaults to the ledger origin's instance name).
     pub client_id: Option<String>,
+    /// Static group membership (KIP-345): `group.instance.id` is the client
+    /// id, so a restarted instance takes back the partitions it had, which
+    /// its ledger, de-duplication window and detection state belong to,
+    /// without a rebalance. Instances in one group must then have distinct
+    /// client ids (distinct ledger origins); a duplicate is fenced by the
+    /// broker. A static member that does not come back is evicted after
+    /// `session.timeout.ms` on Apache Kafka (see docs/operations.md for tansu).
+    pub static_membership: bool,
     /// Most messages per micro-batch.
     pub batch_size: usize,
     /// A partly filled batch is handed over after this many milliseconds.
@@ -59,6 +67,7 @@ impl Default for KafkaConfig {
             topics: vec!["mcp.logs".into()],
             group_id: "dunes".into(),
             client_id: None,
+            static_membership: true,
             batch_size: 4096,
             batch_timeout_ms: 50,
             max_in_flight: 2,
@@ -128,6 +137,7 @@ impl KafkaConfig {
     ///   queue full under load without adding latency when idle.
     /// - `queued.max.messages.kbytes=65536`: bounded prefetch memory.
     /// - `statistics.interval.ms=1000`: consumer lag for `/metrics`.
+    /// - `group.instance.id=<client id>` with `static_membership`.
     pub fn consumer_config(&self, client_id: &str) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers)
@@ -145,6 +155,9 @@ impl KafkaConfig {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("statistics.interval.ms", "1000");
+        if self.static_membership {
+            c.set("group.instance.id", client_id);
+        }
         for (k, v) in &self.consumer {
             c.set(k, v);
         }
