@@ -64,6 +64,12 @@ create_topic() {
 start() {
   install
   mkdir -p "$STATE"
+  if ! running && answers; then
+    # Someone else's broker (or a stale one whose state dir is gone) holds
+    # the port: using it would mix state silently.
+    echo "kafka-dev: 127.0.0.1:$PORT is already in use by a process not started from $STATE; stop it or set DUNES_KAFKA_PORT" >&2
+    return 1
+  fi
   if ! running; then
     # setsid: the broker outlives the shell that started it, and a test
     # harness killing its own process group does not take the broker down.
@@ -96,11 +102,19 @@ stop() {
   if running; then
     local pid
     pid="$(cat "$PIDFILE")"
+    # SIGTERM, then SIGKILL: tansu 0.6 can hang half-stopped after SIGTERM
+    # (storage actor gone, listener still accepting). SQLite storage keeps
+    # messages and offsets across a kill -9.
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f "$PIDFILE"
+  if answers; then
+    echo "kafka-dev: 127.0.0.1:$PORT still answers after stop" >&2
+    return 1
+  fi
 }
 
 case "${1:-}" in

@@ -21,7 +21,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-const PORT_MAIN: u16 = 9092;
+/// The tests' own broker (not the dev broker on 9092): a fresh state per
+/// test run, so a long-lived SQLite file never slows the tests down.
+const PORT_MAIN: u16 = 19091;
 const PORT_OUTAGE: u16 = 19092;
 
 fn script() -> PathBuf {
@@ -52,7 +54,12 @@ fn brokers() -> &'static str {
     B.get_or_init(|| match std::env::var("DUNES_KAFKA_BROKERS") {
         Ok(b) if !b.is_empty() => b,
         _ => {
-            kafka_dev(PORT_MAIN, None, &["start"]);
+            // `.ci/run` stops it at the end; a stale one from an earlier
+            // run is stopped and its state wiped here.
+            let state = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kafka-test-19091");
+            kafka_dev(PORT_MAIN, Some(&state), &["stop"]);
+            let _ = std::fs::remove_dir_all(&state);
+            kafka_dev(PORT_MAIN, Some(&state), &["start"]);
             format!("127.0.0.1:{PORT_MAIN}")
         }
     })
@@ -203,13 +210,26 @@ fn wait_committed(
             logs.push_str(&tail);
         }
     }
+    let extra: Vec<PathBuf> = EXTRA_LOGS.lock().map(|v| v.clone()).unwrap_or_default();
+    for path in extra {
+        if let Some(tail) = file_tail(&path) {
+            logs.push_str(&tail);
+        }
+    }
     panic!("only {last} of {want} offsets committed after {limit:?}\n{logs}");
 }
 
 /// The last lines of the log of the `dunes run` with this pid (see `start`).
 fn log_tail(pid: u32) -> Option<String> {
     let path = LOGS.lock().ok()?.get(&pid).cloned()?;
-    let text = std::fs::read_to_string(&path).ok()?;
+    file_tail(&path)
+}
+
+/// Other logs (a test's own broker) shown when a wait times out.
+static EXTRA_LOGS: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+fn file_tail(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
     let lines: Vec<&str> = text.lines().collect();
     let from = lines.len().saturating_sub(40);
     Some(format!(
@@ -515,6 +535,9 @@ fn sigkill_five_times_while_consuming_loses_and_duplicates_nothing() {
 fn broker_stopped_for_30s_mid_stream_resumes_with_nothing_lost() {
     let state = tempfile::tempdir().expect("broker state");
     kafka_dev(PORT_OUTAGE, Some(state.path()), &["start"]);
+    if let Ok(mut v) = EXTRA_LOGS.lock() {
+        v.push(state.path().join("tansu.log"));
+    }
     let b = format!("127.0.0.1:{PORT_OUTAGE}");
     let topic = unique("mcp-outage");
     let group = unique("gout");

@@ -232,7 +232,12 @@ impl AuthState {
         }
         let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(AuthState {
-            verifier: TokenVerifier::new(&key, cfg.max_token_ttl_secs),
+            verifier: TokenVerifier::with_journal(
+                &key,
+                cfg.max_token_ttl_secs,
+                &auth::token_key_dir(data_dir),
+                chrono::Utc::now(),
+            )?,
             token_public_key: key.public_key().to_vec(),
             per_token: RateLimiter::keyed(
                 Quota::per_second(nz(cfg.per_token_rps)).allow_burst(nz(cfg.per_token_burst)),
@@ -484,7 +489,7 @@ fn authorize(
         return Err(ApiError::Forbidden);
     }
     let mutating = !(*method == Method::GET || *method == Method::HEAD);
-    if mutating && !a.cfg.disabled && !a.verifier.consume_jti(&claims, now) {
+    if mutating && !a.cfg.disabled && !a.verifier.consume_jti(&claims, now)? {
         tracing::warn!(%ip, %route, sub = %claims.sub, jti = %claims.jti, "replayed token refused");
         metrics::counter!("dunes_auth_failures_total", "reason" => "token already used")
             .increment(1);

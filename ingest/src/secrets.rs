@@ -45,6 +45,12 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
             0,
         ),
         p("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}", 0),
+        // Credentials in a URL's userinfo: `scheme://user:password@host`.
+        p(
+            "url_credentials",
+            r#"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@"'<>]{1,64}:([^\s/@"'<>]{4,128})@[a-z0-9\[]"#,
+            1,
+        ),
         p(
             "generic_password",
             r#"(?i)\b(?:password|passwd|passphrase|pwd|db_pass|client_secret|secret_key)\\?["']?\s*([:=])\s*(?:(\\?["'])([^"'\\\n]{4,256})|([^\s"'\\&,;{}()<>\[\]]{4,256}))"#,
@@ -59,7 +65,7 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
 /// Cheap pre-filter: when this does not match, no pattern can.
 static ANY: LazyLock<Option<Regex>> = LazyLock::new(|| {
     re(
-        r"(?i)(?:-----BEGIN |AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|gh[pousr]_|github_pat_|xox[abpors]-|eyJ|[sr]k_live_|sk-|AIza|pass|pwd|secret)",
+        r"(?i)(?:-----BEGIN |AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|gh[pousr]_|github_pat_|xox[abpors]-|eyJ|[sr]k_live_|sk-|AIza|pass|pwd|secret|://[^\s/@:]{1,64}:[^\s/@]{4,128}@)",
     )
 });
 
@@ -159,6 +165,9 @@ fn find(text: &str) -> Vec<(usize, usize, &'static str)> {
                     if !nontrivial_password(v.as_str(), sep, c.get(2).is_some()) {
                         continue;
                     }
+                }
+                if p.kind == "url_credentials" && !nontrivial_password(v.as_str(), "=", false) {
+                    continue;
                 }
                 found.push((v.start(), v.end(), p.kind));
             }
@@ -326,6 +335,14 @@ mod tests {
             ),
             ("password=Hunter2!x".to_owned(), "generic_password"),
             (
+                format!("dsn: mysql://report:{}@10.1.2.3:3306/app", alnum(18, 23)),
+                "url_credentials",
+            ),
+            (
+                format!("amqp://svc:{}@[fd00::5]/vhost", alnum(12, 24)),
+                "url_credentials",
+            ),
+            (
                 r#"{"password": "s3cr3t-Value"}"#.to_owned(),
                 "generic_password",
             ),
@@ -374,6 +391,10 @@ mod tests {
             "the secret of success",
             "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----",
             "https://example.com/path?q=1",
+            "postgres://app:password@db:5432/app",
+            "redis://:${REDIS_PASSWORD}@cache:6379",
+            "https://user@example.com:8443/x",
+            "see https://example.com/a:b@c for details",
         ] {
             let (red, k) = kinds(t);
             assert!(k.is_empty(), "{t:?} -> {k:?}");

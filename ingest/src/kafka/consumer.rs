@@ -264,6 +264,8 @@ impl KafkaSource {
 fn poll_loop(consumer: &Inner, shared: &Shared) {
     let timeout = Duration::from_millis(shared.cfg.batch_timeout_ms.max(1));
     let batch_size = shared.cfg.batch_size.max(1);
+    // The last error logged, when, and how many repeats were not logged.
+    let mut last_err: Option<(String, Instant, u64)> = None;
     while !shared.stop.load(Ordering::Relaxed) {
         let wait = {
             let b = lock(&shared.building);
@@ -293,7 +295,21 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
             }
             Some(Err(e)) => {
                 metrics::counter!("dunes_kafka_errors_total").increment(1);
-                tracing::warn!("kafka: consumer error: {e}");
+                // librdkafka reports a broker outage on every poll: log a
+                // repeated error every 10 s with its count, and back off
+                // briefly instead of spinning.
+                let msg = e.to_string();
+                match &mut last_err {
+                    Some((m, at, n)) if *m == msg && at.elapsed() < Duration::from_secs(10) => {
+                        *n += 1;
+                    }
+                    _ => {
+                        let repeats = last_err.as_ref().map_or(0, |(_, _, n)| *n);
+                        tracing::warn!(repeats, "kafka: consumer error: {msg}");
+                        last_err = Some((msg, Instant::now(), 0));
+                    }
+                }
+                std::thread::sleep(wait.min(Duration::from_millis(100)));
                 false
             }
             None => false,
