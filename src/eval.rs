@@ -52,6 +52,28 @@ pub struct AnomalyScore {
     pub fpr: f64,
     /// Attack sessions flagged by the model and by no rule.
     pub only_model: usize,
+    /// The same per window kind (`session`, `principal`): an incident
+    /// counts for the session of the request that ended its window.
+    pub by_window: BTreeMap<String, WindowScore>,
+}
+
+/// Anomaly incidents of one window kind.
+#[derive(Debug, Default, Serialize)]
+pub struct WindowScore {
+    pub incidents: usize,
+    /// scenario → sessions flagged by windows of this kind.
+    pub by_scenario: BTreeMap<String, usize>,
+    pub benign_flagged: usize,
+}
+
+/// The window kind of an anomaly incident (`session` for incidents from
+/// before principal windows).
+fn window_of(inc: &Incident) -> &str {
+    inc.evidence
+        .first()
+        .and_then(|e| e.get("window"))
+        .and_then(|w| w.as_str())
+        .unwrap_or("session")
 }
 
 impl EvalReport {
@@ -88,8 +110,30 @@ pub fn score(labels: &BTreeMap<String, String>, incidents: &[Incident]) -> EvalR
         }
     }
     let rule = dunes_detect::anomaly::RULE_ID;
-    report.anomaly.incidents = incidents.iter().filter(|i| i.rule_id == rule).count();
+    let mut windows: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for inc in incidents.iter().filter(|i| i.rule_id == rule) {
+        report.anomaly.incidents += 1;
+        let kind = window_of(inc);
+        report
+            .anomaly
+            .by_window
+            .entry(kind.to_string())
+            .or_default()
+            .incidents += 1;
+        if let Some(s) = inc.session_id.as_deref() {
+            windows.entry(s).or_default().insert(kind);
+        }
+    }
     for (session, scenario) in labels {
+        for kind in windows.get(session.as_str()).into_iter().flatten() {
+            let w = report
+                .anomaly
+                .by_window
+                .entry(kind.to_string())
+                .or_default();
+            *w.by_scenario.entry(scenario.clone()).or_default() += 1;
+            w.benign_flagged += (scenario == "benign") as usize;
+        }
         let flagged = by_session.get(session.as_str());
         let by_model = flagged.is_some_and(|r| r.contains(rule));
         let a = report
@@ -278,6 +322,19 @@ fn print_anomaly(a: &AnomalyScore) {
         println!(
             "  {name:<30} {flagged:>4}/{n:<4} {:>6.1}%",
             100.0 * *flagged as f64 / (*n).max(1) as f64
+        );
+    }
+    for (kind, w) in &a.by_window {
+        let attacks: usize = w
+            .by_scenario
+            .iter()
+            .filter(|(k, _)| k.as_str() != "benign")
+            .map(|(_, v)| v)
+            .sum();
+        let recon = w.by_scenario.get("recon_anomaly").copied().unwrap_or(0);
+        println!(
+            "  {kind} windows: {} incidents; attack sessions {attacks} (recon_anomaly {recon}), benign sessions {}",
+            w.incidents, w.benign_flagged
         );
     }
     println!(

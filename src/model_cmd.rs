@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use dunes_detect::anomaly::{self, Extractor, FeatureSpec, LoadedModel, TrainingSet};
+use dunes_detect::anomaly::{self, Baseline, Extractor, FeatureSpec, LoadedModel, WindowKind};
 use dunes_ingest::{IngestConfig, Normalizer};
 
 use crate::config::Config;
@@ -67,19 +67,19 @@ pub fn read_labels(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     })
 }
 
-/// Feature windows of NDJSON files, through the same normalisation and
-/// feature code as the pipeline.
+/// Feature windows (session and principal) of NDJSON files, through the
+/// same normalisation and feature code as the pipeline.
 pub fn windows_from_files(
     cfg: &Config,
     spec: FeatureSpec,
     files: &[PathBuf],
-) -> anyhow::Result<TrainingSet> {
+) -> anyhow::Result<Baseline> {
     let mut normalizer = Normalizer::new(IngestConfig {
         max_line_bytes: cfg.ingest.max_line_bytes,
         ..IngestConfig::default()
     });
     let mut ex = Extractor::new(spec);
-    let mut set = TrainingSet::default();
+    let mut set = Baseline::default();
     let batch = cfg.ingest.batch_size.max(1);
     for file in files {
         let reader = dunes_ingest::source::open_file(file, cfg.ingest.max_line_bytes)
@@ -89,7 +89,7 @@ pub fn windows_from_files(
             let decoded = normalizer
                 .decode_batch(buf)
                 .context("normalisation failed")?;
-            ex.feed(&decoded.events, |o| set.push(o.key, o.features))?;
+            ex.feed(&decoded.events, |o| set.observe(&o))?;
             Ok(())
         };
         for rec in reader {
@@ -105,7 +105,8 @@ pub fn windows_from_files(
     Ok(set)
 }
 
-/// Trains on files; with labels, only on sessions labelled `benign`.
+/// Trains on files; with labels, only on sessions labelled `benign` (and
+/// principal windows of principals with no other session).
 pub fn train_from_files(
     cfg: &Config,
     files: &[PathBuf],
@@ -113,16 +114,20 @@ pub fn train_from_files(
 ) -> anyhow::Result<LoadedModel> {
     let t0 = std::time::Instant::now();
     let mut set = windows_from_files(cfg, cfg.anomaly.feature_spec(), files)?;
-    let total = set.len();
+    let total = (set.session.len(), set.principal.len());
     if let Some(l) = labels {
         set.retain_sessions(|s| l.get(s).is_some_and(|v| v == "benign"));
     }
     eprintln!(
-        "{} windows from {} file(s){} in {:.1}s; training...",
-        set.len(),
+        "{} session and {} principal windows from {} file(s){} in {:.1}s; training...",
+        set.session.len(),
+        set.principal.len(),
         files.len(),
         if labels.is_some() {
-            format!(" (benign-labelled sessions only, of {total})")
+            format!(
+                " (benign-labelled sessions only, of {} and {})",
+                total.0, total.1
+            )
         } else {
             String::new()
         },
@@ -146,33 +151,53 @@ pub fn train_from_files(
 
 fn print_model(m: &LoadedModel, path: &Path) {
     let md = &m.model;
-    let c = &md.calibration;
     println!("anomaly model {}", path.display());
     println!("  version:      {}", md.version);
     println!(
-        "  kind:         {} with {} components, window {}s",
-        md.kind,
-        md.components.len(),
-        md.feature_spec.window_secs
+        "  kind:         {} (format {}), window {}s",
+        md.kind, md.format, md.feature_spec.window_secs
     );
-    println!(
-        "  trained on:   {} ({} sessions, {} windows)",
-        md.trained_on, md.trained_sessions, md.trained_windows
-    );
-    println!(
-        "  threshold:    {:.2} (target FP rate {:.2}% of sessions; {} {} calibration sessions, {:.2}% above)",
-        c.threshold,
-        c.target_fpr * 100.0,
-        c.sessions,
-        if c.held_out { "held-out" } else { "in-sample" },
-        c.empirical_fpr * 100.0
-    );
-    println!(
-        "  session max score p50/p90/p99: {:.1} / {:.1} / {:.1}",
-        c.session_score_p50, c.session_score_p90, c.session_score_p99
-    );
-    println!("  feature baseline (raw p50 / p99):");
-    for f in &md.features {
-        println!("    {:<20} {:>10.2} {:>10.2}", f.name, f.p50, f.p99);
+    println!("  trained on:   {}", md.trained_on);
+    for kind in [WindowKind::Session, WindowKind::Principal] {
+        let Some(part) = m.part(kind) else {
+            println!(
+                "  {kind} windows: no part (format 1, or no principal in the baseline): not scored"
+            );
+            continue;
+        };
+        let (components, trained) = match (kind, &md.principal) {
+            (WindowKind::Principal, Some(p)) => (
+                p.components.len(),
+                format!(
+                    "{} principals, {} sessions, {} windows",
+                    p.trained_principals, p.trained_sessions, p.trained_windows
+                ),
+            ),
+            _ => (
+                md.components.len(),
+                format!(
+                    "{} sessions, {} windows",
+                    md.trained_sessions, md.trained_windows
+                ),
+            ),
+        };
+        let c = part.calibration();
+        println!("  {kind} windows: {components} components; {trained}");
+        println!(
+            "    threshold:  {:.2} (target FP rate {:.2}% of sessions; {} {} calibration sessions, {:.2}% above)",
+            c.threshold,
+            c.target_fpr * 100.0,
+            c.sessions,
+            if c.held_out { "held-out" } else { "in-sample" },
+            c.empirical_fpr * 100.0
+        );
+        println!(
+            "    session max score p50/p90/p99: {:.1} / {:.1} / {:.1}",
+            c.session_score_p50, c.session_score_p90, c.session_score_p99
+        );
+        println!("    feature baseline (raw p50 / p99):");
+        for f in part.baseline() {
+            println!("      {:<20} {:>10.2} {:>10.2}", f.name, f.p50, f.p99);
+        }
     }
 }

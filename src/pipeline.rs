@@ -129,6 +129,20 @@ struct AnomalyPart {
     last_save: std::time::Instant,
 }
 
+impl AnomalyPart {
+    /// Saves the monitor's windows (and warm-up) state.
+    fn save(&mut self) -> anyhow::Result<()> {
+        self.monitor.save_state(&self.state_path).with_context(|| {
+            format!(
+                "cannot save the anomaly state {}",
+                self.state_path.display()
+            )
+        })?;
+        self.last_save = std::time::Instant::now();
+        Ok(())
+    }
+}
+
 /// Appends JSON lines to a file.
 struct NdjsonWriter {
     path: PathBuf,
@@ -405,8 +419,7 @@ impl Pipeline {
         if let Some(a) = &mut self.anomaly
             && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
         {
-            save_json(&a.state_path, a.monitor.snapshot())?;
-            a.last_save = std::time::Instant::now();
+            a.save()?;
         }
         for inc in updates {
             self.incidents_out.write(&inc)?;
@@ -643,8 +656,8 @@ impl Pipeline {
 
     /// Writes a final signed checkpoint and syncs everything.
     pub fn close(self) -> anyhow::Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
-        if let Some(a) = &self.anomaly {
-            save_json(&a.state_path, a.monitor.snapshot())?;
+        if let Some(mut a) = self.anomaly {
+            a.save()?;
         }
         let cp = self.ledger.close().context("cannot close the ledger")?;
         Ok((self.stats, cp))
@@ -688,8 +701,8 @@ fn publish_rules(view: &RwLock<Vec<serde_json::Value>>, engine: &Engine) {
     }
 }
 
-/// How often (wall time) the anomaly monitor's windows are saved; also on
-/// close. A restart loses at most this much window history.
+/// How often (wall time) the anomaly monitor's windows and warm-up baseline
+/// are saved; also on close. A crash loses at most this much of them.
 const ANOMALY_STATE_EVERY_SECS: u64 = 30;
 
 /// Loads the anomaly model (ledgering its version record) and the monitor
@@ -714,16 +727,20 @@ fn open_anomaly(cfg: &Config, ledger: &mut Ledger) -> anyhow::Result<Option<Anom
         );
         None
     };
+    if let Some(m) = &model
+        && m.part(dunes_detect::anomaly::WindowKind::Principal)
+            .is_none()
+    {
+        tracing::warn!(
+            version = %m.version(),
+            "the anomaly model has no principal part (format 1, or trained without principals): only session windows are scored; retrain to score principal windows"
+        );
+    }
     let mut monitor = Monitor::new(cfg.anomaly.clone(), model);
     let state_path = cfg.data_dir.join("state").join("anomaly-state.json");
-    match std::fs::read(&state_path) {
-        Ok(bytes) => monitor.restore(
-            serde_json::from_slice(&bytes)
-                .with_context(|| format!("anomaly state {} is corrupt", state_path.display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", state_path.display())),
-    }
+    monitor
+        .load_state(&state_path)
+        .with_context(|| format!("cannot restore the anomaly state {}", state_path.display()))?;
     Ok(Some(AnomalyPart {
         monitor,
         model_path,

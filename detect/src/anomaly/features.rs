@@ -1,16 +1,25 @@
-//! Behavioural features per session over a sliding window of event time,
-//! maintained incrementally from the Arrow `events` batches.
+//! Behavioural features over sliding windows of event time, maintained
+//! incrementally from the Arrow `events` batches.
 //!
-//! One window per session (keyed by `session_id`, or by the principal when
-//! a message has no session). Each client request updates its session's
-//! window and yields one feature vector (the window ending at that
-//! request), so the vectors a model sees do not depend on how the stream
-//! was cut into micro-batches. Responses update the error ratio and the
-//! result bytes. The principal (`auth_sub`, else the OAuth client id, else
-//! the client name: the `principal` column) carries history across its
-//! sessions: the tools it has used before ("first-seen" share).
+//! Two kinds of window ([`WindowKind`]), with the same features:
+//!
+//! * one per **session** (keyed by `session_id`, or by the principal when a
+//!   message has no session);
+//! * one per **principal** (the `principal` column: `auth_sub`, else the
+//!   OAuth client id, else the client name), over all its sessions, so that
+//!   activity spread over many short sessions adds up. Rows without a
+//!   session id or without a principal have no principal window (the first
+//!   are already keyed by principal, the second share no identity).
+//!
+//! Each client request updates its windows and yields one feature vector
+//! per window (the window ending at that request), so the vectors a model
+//! sees do not depend on how the stream was cut into micro-batches.
+//! Responses update the error ratio and the result bytes. The principal
+//! also carries history across its sessions: the tools it has used before
+//! ("first-seen" share).
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::fmt;
 
 use arrow::array::{
     Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
@@ -100,6 +109,29 @@ impl Default for FeatureSpec {
     }
 }
 
+/// Which activity a window covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowKind {
+    Session,
+    Principal,
+}
+
+impl WindowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WindowKind::Session => "session",
+            WindowKind::Principal => "principal",
+        }
+    }
+}
+
+impl fmt::Display for WindowKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One client request inside a window.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Req {
@@ -109,6 +141,9 @@ struct Req {
     gap: Option<i64>,
     tool: Option<String>,
     resource: Option<String>,
+    /// The request's session (principal windows only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    session: Option<String>,
     list: bool,
     dir_list: bool,
     egress: bool,
@@ -123,17 +158,23 @@ struct Resp {
     result_bytes: i64,
 }
 
-/// Incrementally maintained aggregates of one session's window.
+/// Incrementally maintained aggregates of one window (a session's or a
+/// principal's).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct SessionWindow {
+pub struct Window {
     pub principal: String,
+    /// The session (session windows only).
     pub session_id: Option<String>,
+    /// Server of the latest request.
     pub server_id: String,
     pub last_ts: i64,
     reqs: VecDeque<Req>,
     resps: VecDeque<Resp>,
     tools: HashMap<String, u32>,
     resources: HashMap<String, u32>,
+    /// Sessions with requests in the window (principal windows only).
+    #[serde(default)]
+    sessions: HashMap<String, u32>,
     /// Monotonically decreasing (ts, entropy) for the sliding maximum.
     entropy_max: VecDeque<(i64, f64)>,
     lists: u32,
@@ -166,7 +207,31 @@ fn dec(m: &mut HashMap<String, u32>, k: &str) {
     }
 }
 
-impl SessionWindow {
+/// What a client request contributes to its windows.
+struct ReqIn<'a> {
+    event_id: &'a str,
+    server_id: &'a str,
+    tool: Option<&'a str>,
+    resource: Option<&'a str>,
+    list: bool,
+    dir_list: bool,
+    egress: bool,
+    first_seen: bool,
+    args_bytes: i64,
+    entropy: f64,
+}
+
+impl Window {
+    fn new(principal: &str, session_id: Option<&str>, server_id: &str, ts: i64) -> Self {
+        Window {
+            principal: principal.to_string(),
+            session_id: session_id.map(str::to_string),
+            server_id: server_id.to_string(),
+            last_ts: ts,
+            ..Window::default()
+        }
+    }
+
     /// First request time still in the window.
     pub fn first_ts(&self) -> i64 {
         self.reqs.front().map_or(self.last_ts, |r| r.ts)
@@ -181,6 +246,42 @@ impl SessionWindow {
             .collect()
     }
 
+    /// Sessions with requests in a principal window (sorted), at most `n`.
+    pub fn session_ids(&self, n: usize) -> Vec<String> {
+        let mut v: Vec<String> = self.sessions.keys().cloned().collect();
+        v.sort();
+        v.truncate(n);
+        v
+    }
+
+    /// The session with the most requests in a principal window (ties:
+    /// `prefer` when it is one of them, else the smallest id).
+    pub fn main_session<'a>(&'a self, prefer: &'a str) -> Option<&'a str> {
+        let top = self.sessions.values().copied().max()?;
+        if self.sessions.get(prefer) == Some(&top) {
+            return Some(prefer);
+        }
+        self.sessions
+            .iter()
+            .filter(|(_, n)| **n == top)
+            .map(|(k, _)| k.as_str())
+            .min()
+    }
+
+    /// Distinct sessions with requests in a principal window.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Moves the window to `ts` (late rows count at the window's newest
+    /// time) and drops what fell out of it; returns the window's time.
+    fn advance(&mut self, ts: i64, window_us: i64) -> i64 {
+        let now = ts.max(self.last_ts);
+        self.last_ts = now;
+        self.evict(now - window_us);
+        now
+    }
+
     fn evict(&mut self, horizon: i64) {
         while self.reqs.front().is_some_and(|r| r.ts < horizon) {
             let Some(r) = self.reqs.pop_front() else {
@@ -193,6 +294,9 @@ impl SessionWindow {
             if let Some(u) = &r.resource {
                 dec(&mut self.resources, u);
             }
+            if let Some(s) = &r.session {
+                dec(&mut self.sessions, s);
+            }
             self.lists -= r.list as u32;
             self.dir_lists -= r.dir_list as u32;
             self.egress -= r.egress as u32;
@@ -202,13 +306,8 @@ impl SessionWindow {
                 self.remove_gap(g);
             }
             // The new oldest request's gap points outside the window now.
-            if let Some(front) = self.reqs.front_mut()
-                && let Some(g) = front.gap.take()
-            {
-                let g = g as f64 / 1e6;
-                self.gap_n -= 1;
-                self.gap_sum -= g;
-                self.gap_sq -= g * g;
+            if let Some(g) = self.reqs.front_mut().and_then(|f| f.gap.take()) {
+                self.remove_gap(g);
             }
         }
         while self.resps.front().is_some_and(|r| r.ts < horizon) {
@@ -233,6 +332,67 @@ impl SessionWindow {
         self.gap_n -= 1;
         self.gap_sum -= g;
         self.gap_sq -= g * g;
+    }
+
+    fn add_response(&mut self, ts: i64, window_us: i64, error: bool, result_bytes: i64) {
+        let now = self.advance(ts, window_us);
+        self.errors += error as u32;
+        self.result_bytes += result_bytes;
+        self.resps.push_back(Resp {
+            ts: now,
+            error,
+            result_bytes,
+        });
+    }
+
+    fn add_request(&mut self, ts: i64, window_us: i64, r: &ReqIn<'_>, session: Option<&str>) {
+        let now = self.advance(ts, window_us);
+        if self.server_id != r.server_id {
+            self.server_id = r.server_id.to_string();
+        }
+        if let Some(t) = r.tool {
+            inc(&mut self.tools, t);
+            self.tool_calls += 1;
+        }
+        if let Some(u) = r.resource {
+            inc(&mut self.resources, u);
+        }
+        if let Some(s) = session {
+            inc(&mut self.sessions, s);
+        }
+        self.lists += r.list as u32;
+        self.dir_lists += r.dir_list as u32;
+        self.egress += r.egress as u32;
+        self.first_seen += r.first_seen as u32;
+        self.args_bytes += r.args_bytes;
+        let gap = self.reqs.back().map(|p| (now - p.ts).max(0));
+        if let Some(g) = gap {
+            let g = g as f64 / 1e6;
+            self.gap_n += 1;
+            self.gap_sum += g;
+            self.gap_sq += g * g;
+        }
+        while self
+            .entropy_max
+            .back()
+            .is_some_and(|(_, e)| *e <= r.entropy)
+        {
+            self.entropy_max.pop_back();
+        }
+        self.entropy_max.push_back((now, r.entropy));
+        self.reqs.push_back(Req {
+            ts: now,
+            event_id: r.event_id.to_string(),
+            gap,
+            tool: r.tool.map(str::to_string),
+            resource: r.resource.map(str::to_string),
+            session: session.map(str::to_string),
+            list: r.list,
+            dir_list: r.dir_list,
+            egress: r.egress,
+            first_seen: r.first_seen,
+            args_bytes: r.args_bytes,
+        });
     }
 
     /// The window's feature vector.
@@ -279,13 +439,33 @@ impl SessionWindow {
     }
 }
 
-/// Windows of every active session plus each principal's tool history.
+/// Windows of every active session and principal, plus each principal's
+/// tool history.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct FeatureState {
-    pub sessions: HashMap<String, SessionWindow>,
+    pub sessions: HashMap<String, Window>,
+    pub principals: HashMap<String, Window>,
     /// principal → tools it has called.
     pub seen_tools: HashMap<String, HashSet<String>>,
     pub max_ts: i64,
+    /// Event time of the last sweep of idle windows.
+    pub last_sweep: i64,
+}
+
+impl FeatureState {
+    /// Drops windows idle for more than two window lengths; runs at most
+    /// once per window length of event time, so its cost per event stays
+    /// constant however many windows are open.
+    fn sweep(&mut self, window_us: i64) {
+        if self.max_ts - self.last_sweep < window_us {
+            return;
+        }
+        self.last_sweep = self.max_ts;
+        let horizon = self.max_ts - 2 * window_us;
+        self.sessions.retain(|_, w| w.last_ts >= horizon);
+        self.principals.retain(|_, w| w.last_ts >= horizon);
+    }
 }
 
 /// Principals whose tool history is kept (oldest are not tracked: the map
@@ -343,8 +523,13 @@ fn opt(a: &StringArray, i: usize) -> Option<&str> {
 
 /// A feature vector produced by a request: the window ending at it.
 pub struct Observation<'a> {
+    pub kind: WindowKind,
+    /// The window's key: the session key, or the principal.
     pub key: &'a str,
-    pub window: &'a SessionWindow,
+    /// The session key of the request (the unit false positives are
+    /// counted in); equal to `key` for session windows.
+    pub session: &'a str,
+    pub window: &'a Window,
     pub features: FeatureVec,
 }
 
@@ -371,8 +556,9 @@ impl Extractor {
         self.spec.window_secs.max(1) as i64 * 1_000_000
     }
 
-    /// Feeds one `events` batch; calls `emit` with the window after each
-    /// client request, in row order.
+    /// Feeds one `events` batch; calls `emit` after each client request
+    /// with its session window, then (when it has one) its principal
+    /// window, in row order.
     pub fn feed(
         &mut self,
         events: &RecordBatch,
@@ -383,7 +569,13 @@ impl Extractor {
         }
         let c = Cols::of(events)?;
         let window_us = self.window_us();
-        let st = &mut self.state;
+        let FeatureState {
+            sessions,
+            principals,
+            seen_tools,
+            max_ts,
+            ..
+        } = &mut self.state;
         for i in 0..events.num_rows() {
             let kind = c.msg_kind.value(i);
             let c2s = c.direction.value(i) == "c2s";
@@ -393,49 +585,32 @@ impl Extractor {
                 continue;
             }
             let ts = c.ts.value(i);
-            let principal = opt(c.principal, i).unwrap_or("unknown");
+            let row_principal = opt(c.principal, i);
+            let principal = row_principal.unwrap_or("unknown");
             let session = opt(c.session_id, i);
             let key: &str = session.unwrap_or(principal);
-            if !st.sessions.contains_key(key) {
-                if response {
-                    // A response to a session we have no request of.
-                    continue;
-                }
-                st.sessions.insert(
-                    key.to_string(),
-                    SessionWindow {
-                        principal: principal.to_string(),
-                        session_id: session.map(str::to_string),
-                        server_id: c.server_id.value(i).to_string(),
-                        last_ts: ts,
-                        ..SessionWindow::default()
-                    },
-                );
-            }
-            let Some(w) = st.sessions.get_mut(key) else {
-                continue;
-            };
-            st.max_ts = st.max_ts.max(ts);
-            // Late rows count at the session's newest time.
-            let now = ts.max(w.last_ts);
-            w.last_ts = now;
-            w.evict(now - window_us);
             if response {
+                // A response to a session we have no request of is skipped.
+                let Some(w) = sessions.get_mut(key) else {
+                    continue;
+                };
+                *max_ts = (*max_ts).max(ts);
                 let error = kind == "error" || (!c.is_error.is_null(i) && c.is_error.value(i));
                 let rb = if c.result_bytes.is_null(i) {
                     0
                 } else {
                     c.result_bytes.value(i)
                 };
-                w.errors += error as u32;
-                w.result_bytes += rb;
-                w.resps.push_back(Resp {
-                    ts: now,
-                    error,
-                    result_bytes: rb,
-                });
+                w.add_response(ts, window_us, error, rb);
+                if session.is_some() {
+                    let p = row_principal.unwrap_or(w.principal.as_str());
+                    if let Some(pw) = principals.get_mut(p) {
+                        pw.add_response(ts, window_us, error, rb);
+                    }
+                }
                 continue;
             }
+            *max_ts = (*max_ts).max(ts);
             let method = opt(c.method, i).unwrap_or("");
             let tool = if method == "tools/call" {
                 opt(c.tool_name, i)
@@ -449,77 +624,76 @@ impl Extractor {
             };
             let mut first_seen = false;
             if let Some(t) = tool {
-                let known = st.seen_tools.len();
-                match st.seen_tools.get_mut(principal) {
+                let known = seen_tools.len();
+                match seen_tools.get_mut(principal) {
                     Some(set) if !set.contains(t) => {
                         set.insert(t.to_string());
                         first_seen = true;
                     }
                     Some(_) => {}
                     None if known < MAX_PRINCIPALS => {
-                        st.seen_tools
-                            .insert(principal.to_string(), HashSet::from([t.to_string()]));
+                        seen_tools.insert(principal.to_string(), HashSet::from([t.to_string()]));
                         first_seen = true;
                     }
                     None => {}
                 }
-                inc(&mut w.tools, t);
-                w.tool_calls += 1;
             }
-            if let Some(u) = resource {
-                inc(&mut w.resources, u);
-            }
-            let list = method == "resources/list";
-            let dir_list = tool.is_some_and(|t| self.listing.contains(t));
-            let egress = tool.is_some_and(|t| self.egress.contains(t));
-            let ab = if c.args_bytes.is_null(i) {
-                0
-            } else {
-                c.args_bytes.value(i)
-            };
-            let ent = if c.args_max_entropy.is_null(i) {
-                0.0
-            } else {
-                c.args_max_entropy.value(i)
-            };
-            w.lists += list as u32;
-            w.dir_lists += dir_list as u32;
-            w.egress += egress as u32;
-            w.first_seen += first_seen as u32;
-            w.args_bytes += ab;
-            let gap = w.reqs.back().map(|p| (now - p.ts).max(0));
-            if let Some(g) = gap {
-                let g = g as f64 / 1e6;
-                w.gap_n += 1;
-                w.gap_sum += g;
-                w.gap_sq += g * g;
-            }
-            while w.entropy_max.back().is_some_and(|(_, e)| *e <= ent) {
-                w.entropy_max.pop_back();
-            }
-            w.entropy_max.push_back((now, ent));
-            w.reqs.push_back(Req {
-                ts: now,
-                event_id: c.event_id.value(i).to_string(),
-                gap,
-                tool: tool.map(str::to_string),
-                resource: resource.map(str::to_string),
-                list,
-                dir_list,
-                egress,
+            let r = ReqIn {
+                event_id: c.event_id.value(i),
+                server_id: c.server_id.value(i),
+                tool,
+                resource,
+                list: method == "resources/list",
+                dir_list: tool.is_some_and(|t| self.listing.contains(t)),
+                egress: tool.is_some_and(|t| self.egress.contains(t)),
                 first_seen,
-                args_bytes: ab,
-            });
-            let features = w.features();
+                args_bytes: if c.args_bytes.is_null(i) {
+                    0
+                } else {
+                    c.args_bytes.value(i)
+                },
+                entropy: if c.args_max_entropy.is_null(i) {
+                    0.0
+                } else {
+                    c.args_max_entropy.value(i)
+                },
+            };
+            if !sessions.contains_key(key) {
+                sessions.insert(
+                    key.to_string(),
+                    Window::new(principal, session, r.server_id, ts),
+                );
+            }
+            let Some(w) = sessions.get_mut(key) else {
+                continue;
+            };
+            w.add_request(ts, window_us, &r, None);
             emit(Observation {
+                kind: WindowKind::Session,
                 key,
+                session: key,
+                features: w.features(),
                 window: w,
-                features,
+            });
+            let (Some(s), Some(p)) = (session, row_principal) else {
+                continue;
+            };
+            if !principals.contains_key(p) {
+                principals.insert(p.to_string(), Window::new(p, None, r.server_id, ts));
+            }
+            let Some(pw) = principals.get_mut(p) else {
+                continue;
+            };
+            pw.add_request(ts, window_us, &r, Some(s));
+            emit(Observation {
+                kind: WindowKind::Principal,
+                key: p,
+                session: s,
+                features: pw.features(),
+                window: pw,
             });
         }
-        // Sessions idle for longer than a window are finished.
-        let horizon = st.max_ts - 2 * window_us;
-        st.sessions.retain(|_, w| w.last_ts >= horizon);
+        self.state.sweep(window_us);
         Ok(())
     }
 }

@@ -1,15 +1,19 @@
 //! Behavioural anomaly detection: what no signature names.
 //!
-//! * [`features`]: per-session sliding-window features, maintained
-//!   incrementally from the `events` batches (one vector per client request).
+//! * [`features`]: sliding-window features per session and per principal
+//!   (across its sessions), maintained incrementally from the `events`
+//!   batches (one vector per window per client request).
 //! * [`model`]: `ln(1+x)` + standardisation + a Gaussian mixture fitted with
-//!   linfa; score = negative log-likelihood; persisted with a version hash.
+//!   linfa, one part per window kind; score = negative log-likelihood;
+//!   persisted with a version hash.
 //! * [`calibration`]: the threshold from a target false-positive rate of
 //!   sessions.
 //! * [`scoring`]: the online [`Monitor`]: scores windows against a loaded
 //!   model, or learns a baseline during a warm-up first, and raises normal
 //!   [`crate::Incident`]s (rule id [`RULE_ID`]) that go through the same
 //!   levels, suppression and ledger as rule incidents.
+//! * [`warmup`]: the warm-up baseline and its append-only log, so a restart
+//!   continues the warm-up.
 //!
 //! See `docs/anomaly.md`.
 
@@ -17,14 +21,20 @@ pub mod calibration;
 pub mod features;
 pub mod model;
 pub mod scoring;
+pub mod warmup;
 
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 pub use calibration::Calibration;
-pub use features::{Extractor, FEATURE_NAMES, FeatureSpec, FeatureVec, N_FEATURES};
-pub use model::{AnomalyModel, Contribution, LoadedModel, TrainParams, TrainingSet, train};
+pub use features::{
+    Extractor, FEATURE_NAMES, FeatureSpec, FeatureVec, N_FEATURES, Observation, Window, WindowKind,
+};
+pub use model::{
+    AnomalyModel, Baseline, Contribution, LoadedModel, LoadedPart, PartModel, TrainParams,
+    TrainingSet, train,
+};
 pub use scoring::{AnomalyOutcome, Monitor};
 
 use crate::rule::{Level, Severity};
@@ -47,10 +57,13 @@ pub struct AnomalyConfig {
     pub warmup_minutes: u64,
     /// ...and at least this many sessions, then train and start scoring.
     pub warmup_min_sessions: usize,
-    /// Windows kept for the warm-up training (later ones are not kept).
+    /// Windows of each kind kept for the warm-up training; once this many
+    /// session windows are kept the warm-up ends early.
     pub warmup_max_windows: usize,
-    /// Share of benign sessions allowed to be flagged (sets the threshold).
+    /// Share of benign sessions allowed to be flagged (sets the thresholds).
     pub target_fpr: f64,
+    /// Share of `target_fpr` given to the principal windows' part.
+    pub principal_fpr_share: f64,
     /// Mixture components; 0 chooses by BIC among 2, 4, 6, 8.
     pub components: usize,
     pub reg_covar: f64,
@@ -76,6 +89,7 @@ impl Default for AnomalyConfig {
             warmup_min_sessions: 200,
             warmup_max_windows: 200_000,
             target_fpr: p.target_fpr,
+            principal_fpr_share: p.principal_fpr_share,
             components: p.components,
             reg_covar: p.reg_covar,
             max_fit_windows: p.max_fit_windows,
@@ -110,6 +124,7 @@ impl AnomalyConfig {
             reg_covar: self.reg_covar,
             max_fit_windows: self.max_fit_windows,
             target_fpr: self.target_fpr,
+            principal_fpr_share: self.principal_fpr_share,
         }
     }
 
@@ -123,10 +138,13 @@ impl AnomalyConfig {
 }
 
 /// The ledger record of a model (kind `model`), like the rule-set record.
+/// The top-level figures are the session part's; `principal` is the
+/// principal part's (null when the model has none).
 pub fn model_record(model: &AnomalyModel, file: &Path) -> serde_json::Value {
     serde_json::json!({
         "type": "anomaly_model",
         "version": model.version,
+        "format": model.format,
         "rule_id": RULE_ID,
         "kind": model.kind,
         "file": file.display().to_string(),
@@ -138,6 +156,15 @@ pub fn model_record(model: &AnomalyModel, file: &Path) -> serde_json::Value {
         "trained_on": model.trained_on,
         "trained_sessions": model.trained_sessions,
         "trained_windows": model.trained_windows,
+        "principal": model.principal.as_ref().map(|p| serde_json::json!({
+            "components": p.components.len(),
+            "threshold": p.calibration.threshold,
+            "target_fpr": p.calibration.target_fpr,
+            "calibration_sessions": p.calibration.sessions,
+            "trained_principals": p.trained_principals,
+            "trained_sessions": p.trained_sessions,
+            "trained_windows": p.trained_windows,
+        })),
     })
 }
 

@@ -2,6 +2,12 @@
 //! full-covariance Gaussian mixture fitted with linfa. A window's anomaly
 //! score is its negative log-likelihood under the mixture.
 //!
+//! A model has one part per [`WindowKind`]: session windows and principal
+//! windows share the feature definitions but not their distribution (a
+//! principal's window sums its concurrent and back-to-back sessions), so
+//! each kind gets its own standardisation, mixture and calibrated threshold.
+//! One file and one version hash cover both.
+//!
 //! linfa does the fitting (k-means initialised EM); scoring is done here from
 //! the fitted weights, means and precision matrices (a Cholesky factor per
 //! component, computed at load), so that scoring one window on the hot path
@@ -17,11 +23,16 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::calibration::Calibration;
-use super::features::{FEATURE_NAMES, FeatureSpec, FeatureVec, LOG_FEATURES, N_FEATURES};
+use super::features::{
+    FEATURE_NAMES, FeatureSpec, FeatureVec, LOG_FEATURES, N_FEATURES, Observation, WindowKind,
+};
 use crate::DetectError;
 
-/// Format version of the model file.
-pub const MODEL_FORMAT: u32 = 1;
+/// Format version of the model files this build writes: 2 adds the
+/// principal-window part. Format 1 files (session windows only) still load.
+pub const MODEL_FORMAT: u32 = 2;
+/// Fewest windows a part is fitted on.
+const MIN_WINDOWS: usize = 50;
 /// Smallest standard deviation used to standardise a feature.
 const MIN_STD: f64 = 0.05;
 
@@ -35,8 +46,13 @@ pub struct TrainParams {
     /// At most this many windows are used to fit the mixture (a
     /// deterministic stride sample); calibration uses every window.
     pub max_fit_windows: usize,
-    /// Target false-positive rate (share of benign sessions flagged).
+    /// Target false-positive rate (share of benign sessions flagged by the
+    /// model, both parts together).
     pub target_fpr: f64,
+    /// Share of that rate given to the principal part (the session part
+    /// gets the rest), so that together they stay within the target.
+    #[serde(default)]
+    pub principal_fpr_share: f64,
 }
 
 impl Default for TrainParams {
@@ -46,6 +62,7 @@ impl Default for TrainParams {
             reg_covar: 0.05,
             max_fit_windows: 20_000,
             target_fpr: 0.005,
+            principal_fpr_share: 0.5,
         }
     }
 }
@@ -72,7 +89,8 @@ pub struct Component {
     pub precision: Vec<f64>,
 }
 
-/// The persisted model.
+/// The persisted model. The session-window part sits at the top level (the
+/// format 1 layout); the principal-window part is `principal`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct AnomalyModel {
     pub format: u32,
@@ -88,6 +106,23 @@ pub struct AnomalyModel {
     pub trained_on: String,
     pub trained_sessions: usize,
     pub trained_windows: usize,
+    /// The principal-window part (None: format 1, or a baseline without
+    /// principals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<PartModel>,
+}
+
+/// A fitted part other than the session one: baseline, mixture and
+/// calibration of one kind of window.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PartModel {
+    pub features: Vec<FeatureStat>,
+    pub components: Vec<Component>,
+    pub calibration: Calibration,
+    pub trained_principals: usize,
+    /// Sessions the windows were scored in (the calibration unit).
+    pub trained_sessions: usize,
+    pub trained_windows: usize,
 }
 
 /// A component ready to score: Cholesky factor of its precision.
@@ -99,11 +134,46 @@ struct Scorer {
     chol: [[f64; N_FEATURES]; N_FEATURES],
 }
 
+/// One part of a loaded model, ready to score windows of its kind.
+#[derive(Clone, Debug)]
+pub struct LoadedPart {
+    pub kind: WindowKind,
+    features: Vec<FeatureStat>,
+    scorers: Vec<Scorer>,
+    /// Scorer indexes by decreasing `log_norm` (the likeliest first), for
+    /// [`LoadedPart::anomalous_score`].
+    order: Vec<usize>,
+    calibration: Calibration,
+}
+
 /// A loaded model with its scorers.
 #[derive(Clone, Debug)]
 pub struct LoadedModel {
     pub model: AnomalyModel,
-    scorers: Vec<Scorer>,
+    session: LoadedPart,
+    principal: Option<LoadedPart>,
+}
+
+/// Whether the squared Mahalanobis distance of `z` under `s` is below
+/// `limit`; stops adding (non-negative) terms once it is not.
+fn distance_below(s: &Scorer, z: &FeatureVec, limit: f64) -> bool {
+    let d = N_FEATURES;
+    let mut diff = [0.0; N_FEATURES];
+    for i in 0..d {
+        diff[i] = z[i] - s.mean[i];
+    }
+    let mut m = 0.0;
+    for j in 0..d {
+        let mut y = 0.0;
+        for (row, di) in s.chol[j..d].iter().zip(&diff[j..d]) {
+            y += row[j] * di;
+        }
+        m += y * y;
+        if m >= limit {
+            return false;
+        }
+    }
+    m < limit
 }
 
 /// Why a window scored high: one line per feature.
@@ -177,33 +247,44 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-impl LoadedModel {
-    /// Builds the scorers; refuses a model whose parameters do not fit the
-    /// feature set or whose precision matrices are not positive definite.
-    pub fn new(model: AnomalyModel) -> Result<Self, DetectError> {
+impl LoadedPart {
+    /// Builds the scorers; refuses parameters that do not fit the feature
+    /// set or precision matrices that are not positive definite.
+    fn new(
+        kind: WindowKind,
+        features: &[FeatureStat],
+        components: &[Component],
+        calibration: &Calibration,
+    ) -> Result<Self, DetectError> {
         let d = N_FEATURES;
-        if model.format != MODEL_FORMAT {
-            return Err(DetectError::Model(format!(
-                "model format {} is not supported (expected {MODEL_FORMAT})",
-                model.format
-            )));
-        }
-        let names: Vec<&str> = model.features.iter().map(|f| f.name.as_str()).collect();
+        let names: Vec<&str> = features.iter().map(|f| f.name.as_str()).collect();
         if names != FEATURE_NAMES {
             return Err(DetectError::Model(format!(
-                "model features {names:?} differ from this build's {FEATURE_NAMES:?}"
+                "{kind} part: features {names:?} differ from this build's {FEATURE_NAMES:?}"
             )));
         }
-        if model.components.is_empty() {
-            return Err(DetectError::Model("model has no components".into()));
+        if features
+            .iter()
+            .any(|f| f.std <= 0.0 || !f.std.is_finite() || !f.mean.is_finite())
+        {
+            return Err(DetectError::Model(format!(
+                "{kind} part: a feature baseline is malformed"
+            )));
         }
-        let mut scorers = Vec::with_capacity(model.components.len());
-        for (k, c) in model.components.iter().enumerate() {
+        if components.is_empty() {
+            return Err(DetectError::Model(format!("{kind} part has no components")));
+        }
+        let mut scorers = Vec::with_capacity(components.len());
+        for (k, c) in components.iter().enumerate() {
             if c.mean.len() != d || c.precision.len() != d * d || c.weight <= 0.0 {
-                return Err(DetectError::Model(format!("component {k} is malformed")));
+                return Err(DetectError::Model(format!(
+                    "{kind} part: component {k} is malformed"
+                )));
             }
             let chol = cholesky(&c.precision, d).ok_or_else(|| {
-                DetectError::Model(format!("component {k}: precision is not positive definite"))
+                DetectError::Model(format!(
+                    "{kind} part: component {k}: precision is not positive definite"
+                ))
             })?;
             let log_det_prec: f64 = (0..d).map(|i| 2.0 * chol[i][i].ln()).sum();
             let mut mean = [0.0; N_FEATURES];
@@ -215,13 +296,21 @@ impl LoadedModel {
                 chol,
             });
         }
-        Ok(LoadedModel { model, scorers })
+        let mut order: Vec<usize> = (0..scorers.len()).collect();
+        order.sort_by(|&a, &b| scorers[b].log_norm.total_cmp(&scorers[a].log_norm));
+        Ok(LoadedPart {
+            kind,
+            features: features.to_vec(),
+            scorers,
+            order,
+            calibration: calibration.clone(),
+        })
     }
 
     /// Standardised, transformed vector.
     pub fn standardise(&self, x: &FeatureVec) -> FeatureVec {
         let mut z = transform(x);
-        for (v, f) in z.iter_mut().zip(&self.model.features) {
+        for (v, f) in z.iter_mut().zip(&self.features) {
             *v = (*v - f.mean) / f.std;
         }
         z
@@ -231,6 +320,32 @@ impl LoadedModel {
     pub fn score(&self, x: &FeatureVec) -> f64 {
         let z = self.standardise(x);
         self.score_standardised(&z)
+    }
+
+    /// The window's score when it is above the threshold, else None: the
+    /// same decision as [`LoadedPart::is_anomalous`] of
+    /// [`LoadedPart::score`], cheaper for the usual window. One component
+    /// under which the window is likelier than `exp(-threshold)` already
+    /// puts the mixture's score below the threshold, so the components are
+    /// tried likeliest first and each is given up as soon as its partial
+    /// distance rules it out; only a window no component accepts is scored
+    /// in full.
+    pub fn anomalous_score(&self, x: &FeatureVec) -> Option<f64> {
+        let z = self.standardise(x);
+        let threshold = self.calibration.threshold;
+        for &k in &self.order {
+            let s = &self.scorers[k];
+            // log_norm - m/2 > -threshold  ⟺  m < limit
+            let limit = 2.0 * (s.log_norm + threshold);
+            if limit.is_nan() || limit <= 0.0 {
+                continue;
+            }
+            if distance_below(s, &z, limit) {
+                return None;
+            }
+        }
+        let score = self.score_standardised(&z);
+        (score > threshold).then_some(score)
     }
 
     fn score_standardised(&self, z: &FeatureVec) -> f64 {
@@ -267,14 +382,22 @@ impl LoadedModel {
 
     /// Whether a score is above the calibrated threshold.
     pub fn is_anomalous(&self, score: f64) -> bool {
-        score > self.model.calibration.threshold
+        score > self.calibration.threshold
+    }
+
+    pub fn calibration(&self) -> &Calibration {
+        &self.calibration
+    }
+
+    /// Per-feature baseline statistics.
+    pub fn baseline(&self) -> &[FeatureStat] {
+        &self.features
     }
 
     /// The features furthest from the baseline (|z|), largest first.
     pub fn explain(&self, x: &FeatureVec, top: usize) -> Vec<Contribution> {
         let z = self.standardise(x);
         let mut out: Vec<Contribution> = self
-            .model
             .features
             .iter()
             .enumerate()
@@ -288,6 +411,70 @@ impl LoadedModel {
         out.sort_by(|a, b| b.z.abs().total_cmp(&a.z.abs()));
         out.truncate(top);
         out
+    }
+}
+
+impl LoadedModel {
+    /// Builds the scorers of every part; refuses a model of another format
+    /// or whose parts are malformed.
+    pub fn new(model: AnomalyModel) -> Result<Self, DetectError> {
+        if !(1..=MODEL_FORMAT).contains(&model.format) {
+            return Err(DetectError::Model(format!(
+                "model format {} is not supported (expected 1 to {MODEL_FORMAT})",
+                model.format
+            )));
+        }
+        if model.format == 1 && model.principal.is_some() {
+            return Err(DetectError::Model(
+                "a format 1 model cannot have a principal part".into(),
+            ));
+        }
+        let session = LoadedPart::new(
+            WindowKind::Session,
+            &model.features,
+            &model.components,
+            &model.calibration,
+        )?;
+        let principal = model
+            .principal
+            .as_ref()
+            .map(|p| {
+                LoadedPart::new(
+                    WindowKind::Principal,
+                    &p.features,
+                    &p.components,
+                    &p.calibration,
+                )
+            })
+            .transpose()?;
+        Ok(LoadedModel {
+            model,
+            session,
+            principal,
+        })
+    }
+
+    /// The part scoring windows of `kind` (None: the model has none).
+    pub fn part(&self, kind: WindowKind) -> Option<&LoadedPart> {
+        match kind {
+            WindowKind::Session => Some(&self.session),
+            WindowKind::Principal => self.principal.as_ref(),
+        }
+    }
+
+    /// [`LoadedPart::score`] of the session part.
+    pub fn score(&self, x: &FeatureVec) -> f64 {
+        self.session.score(x)
+    }
+
+    /// [`LoadedPart::is_anomalous`] of the session part.
+    pub fn is_anomalous(&self, score: f64) -> bool {
+        self.session.is_anomalous(score)
+    }
+
+    /// [`LoadedPart::explain`] of the session part.
+    pub fn explain(&self, x: &FeatureVec, top: usize) -> Vec<Contribution> {
+        self.session.explain(x, top)
     }
 
     pub fn version(&self) -> &str {
@@ -353,18 +540,29 @@ pub fn version_of(model: &AnomalyModel) -> Result<String, DetectError> {
     Ok(hex::encode(Sha256::digest(&bytes)))
 }
 
-/// Training windows, each with the session it came from.
+/// Training windows of one kind, each with the session it was scored in
+/// (the calibration unit) and its split group (which side of the held-out
+/// split it falls on: the session itself for session windows, the
+/// principal for principal windows).
 #[derive(Clone, Debug, Default)]
 pub struct TrainingSet {
     pub windows: Vec<FeatureVec>,
     /// Session key of each window.
     pub sessions: Vec<String>,
+    /// Split group of each window.
+    pub groups: Vec<String>,
 }
 
 impl TrainingSet {
+    /// A window grouped by its session.
     pub fn push(&mut self, session: &str, x: FeatureVec) {
+        self.push_grouped(session, session, x);
+    }
+
+    pub fn push_grouped(&mut self, session: &str, group: &str, x: FeatureVec) {
         self.windows.push(x);
         self.sessions.push(session.to_string());
+        self.groups.push(group.to_string());
     }
 
     pub fn len(&self) -> usize {
@@ -375,22 +573,77 @@ impl TrainingSet {
         self.windows.is_empty()
     }
 
-    /// Keeps only the windows of sessions for which `keep` is true.
-    pub fn retain_sessions(&mut self, keep: impl Fn(&str) -> bool) {
-        let mut w = Vec::with_capacity(self.windows.len());
-        let mut s = Vec::with_capacity(self.sessions.len());
-        for (x, k) in self.windows.drain(..).zip(self.sessions.drain(..)) {
-            if keep(&k) {
+    /// Keeps only the windows for which `keep(session, group)` is true.
+    pub fn retain(&mut self, keep: impl Fn(&str, &str) -> bool) {
+        let n = self.windows.len();
+        let (mut w, mut s, mut g) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let rows = self
+            .windows
+            .drain(..)
+            .zip(self.sessions.drain(..))
+            .zip(self.groups.drain(..));
+        for ((x, k), gr) in rows {
+            if keep(&k, &gr) {
                 w.push(x);
                 s.push(k);
+                g.push(gr);
             }
         }
         self.windows = w;
         self.sessions = s;
+        self.groups = g;
+    }
+
+    /// Keeps only the windows of sessions for which `keep` is true.
+    pub fn retain_sessions(&mut self, keep: impl Fn(&str) -> bool) {
+        self.retain(|s, _| keep(s));
+    }
+
+    fn group_of(&self, i: usize) -> &str {
+        self.groups.get(i).unwrap_or(&self.sessions[i])
     }
 }
 
-/// Deterministic split: one session in three goes to calibration.
+/// Baseline windows of both kinds.
+#[derive(Clone, Debug, Default)]
+pub struct Baseline {
+    pub session: TrainingSet,
+    pub principal: TrainingSet,
+}
+
+impl Baseline {
+    /// Adds an extractor observation to the set of its kind.
+    pub fn observe(&mut self, o: &Observation<'_>) {
+        match o.kind {
+            WindowKind::Session => self.session.push(o.key, o.features),
+            WindowKind::Principal => self.principal.push_grouped(o.session, o.key, o.features),
+        }
+    }
+
+    /// Keeps the session windows of the sessions for which `keep` is true,
+    /// and the principal windows of the principals none of whose sessions
+    /// is dropped (a principal window can hold several sessions).
+    pub fn retain_sessions(&mut self, keep: impl Fn(&str) -> bool) {
+        self.session.retain_sessions(&keep);
+        let dropped: std::collections::HashSet<String> = self
+            .principal
+            .sessions
+            .iter()
+            .zip(&self.principal.groups)
+            .filter(|(s, _)| !keep(s))
+            .map(|(_, g)| g.clone())
+            .collect();
+        self.principal
+            .retain(|s, g| keep(s) && !dropped.contains(g));
+    }
+}
+
+/// Deterministic split: one group (session, or principal) in three goes to
+/// calibration.
 pub fn is_calibration_session(key: &str) -> bool {
     blake3::hash(key.as_bytes()).as_bytes()[0].is_multiple_of(3)
 }
@@ -429,36 +682,46 @@ fn components_of(g: &GaussianMixtureModel<f64>) -> Vec<Component> {
         .collect()
 }
 
-/// Trains and calibrates a model from baseline windows.
-pub fn train(
+/// One fitted part.
+struct PartFit {
+    features: Vec<FeatureStat>,
+    components: Vec<Component>,
+    calibration: Calibration,
+    sessions: usize,
+    groups: usize,
+    windows: usize,
+}
+
+/// Fits and calibrates the part of one kind of window.
+fn fit_part(
+    kind: WindowKind,
     set: &TrainingSet,
-    spec: &FeatureSpec,
     params: &TrainParams,
-    trained_on: &str,
-) -> Result<LoadedModel, DetectError> {
+    target_fpr: f64,
+) -> Result<PartFit, DetectError> {
+    use std::collections::{BTreeMap, HashSet};
     let d = N_FEATURES;
-    if set.len() < 50 {
+    if set.len() < MIN_WINDOWS {
         return Err(DetectError::Model(format!(
-            "too little baseline to train on: {} windows (need at least 50)",
+            "too little baseline to train the {kind} part on: {} windows (need at least {MIN_WINDOWS})",
             set.len()
         )));
     }
-    let calib_sessions = set
-        .sessions
-        .iter()
-        .filter(|s| is_calibration_session(s))
-        .collect::<std::collections::HashSet<_>>()
+    let calib = |i: usize| is_calibration_session(set.group_of(i));
+    let calib_sessions = (0..set.len())
+        .filter(|&i| calib(i))
+        .map(|i| set.sessions[i].as_str())
+        .collect::<HashSet<_>>()
         .len();
-    let n_sessions = set
-        .sessions
-        .iter()
-        .collect::<std::collections::HashSet<_>>()
+    let n_sessions = set.sessions.iter().collect::<HashSet<_>>().len();
+    let n_groups = (0..set.len())
+        .map(|i| set.group_of(i))
+        .collect::<HashSet<_>>()
         .len();
-    // Calibrate on held-out sessions when there are enough of them.
-    let held_out = calib_sessions >= 100 && n_sessions - calib_sessions >= 100;
-    let fit_idx: Vec<usize> = (0..set.len())
-        .filter(|&i| !held_out || !is_calibration_session(&set.sessions[i]))
-        .collect();
+    // Calibrate on held-out groups when there are enough sessions on
+    // either side.
+    let held_out = calib_sessions >= 100 && n_sessions.saturating_sub(calib_sessions) >= 100;
+    let fit_idx: Vec<usize> = (0..set.len()).filter(|&i| !held_out || !calib(i)).collect();
     // Baseline statistics over the fitting windows.
     let mut features = Vec::with_capacity(d);
     for (i, name) in FEATURE_NAMES.iter().enumerate() {
@@ -504,26 +767,13 @@ pub fn train(
         let g = match fit_gmm(&data, k, params.reg_covar) {
             Ok(g) => g,
             Err(e) => {
-                tracing::debug!("{e}");
+                tracing::debug!("{kind} part: {e}");
                 last_err = Some(e);
                 continue;
             }
         };
         let comps = components_of(&g);
-        let probe = AnomalyModel {
-            format: MODEL_FORMAT,
-            version: String::new(),
-            kind: "gmm".into(),
-            features: features.clone(),
-            feature_spec: spec.clone(),
-            params: params.clone(),
-            components: comps.clone(),
-            calibration: Calibration::default(),
-            trained_on: String::new(),
-            trained_sessions: 0,
-            trained_windows: 0,
-        };
-        let Ok(lm) = LoadedModel::new(probe) else {
+        let Ok(probe) = LoadedPart::new(kind, &features, &comps, &Calibration::default()) else {
             continue;
         };
         let mut nll = 0.0;
@@ -532,40 +782,27 @@ pub fn train(
             for j in 0..d {
                 z[j] = data[[r, j]];
             }
-            nll += lm.score_standardised(&z);
+            nll += probe.score_standardised(&z);
         }
         let p = (k * (d + d * (d + 1) / 2) + k - 1) as f64;
         let bic = 2.0 * nll + p * (sample.len() as f64).ln();
-        tracing::debug!(k, bic, "mixture fitted");
+        tracing::debug!(%kind, k, bic, "mixture fitted");
         if best.as_ref().is_none_or(|(b, _)| bic < *b) {
             best = Some((bic, comps));
         }
     }
     let Some((_, components)) = best else {
-        return Err(
-            last_err.unwrap_or_else(|| DetectError::Model("no mixture could be fitted".into()))
-        );
+        return Err(last_err.unwrap_or_else(|| {
+            DetectError::Model(format!("{kind} part: no mixture could be fitted"))
+        }));
     };
-    let mut model = AnomalyModel {
-        format: MODEL_FORMAT,
-        version: String::new(),
-        kind: "gmm".into(),
-        features,
-        feature_spec: spec.clone(),
-        params: params.clone(),
-        components,
-        calibration: Calibration::default(),
-        trained_on: trained_on.to_string(),
-        trained_sessions: n_sessions,
-        trained_windows: set.len(),
-    };
-    let lm = LoadedModel::new(model.clone())?;
+    let part = LoadedPart::new(kind, &features, &components, &Calibration::default())?;
     // Calibration: per-session maximum score on the held-out sessions.
-    let mut per_session: std::collections::BTreeMap<&str, f64> = Default::default();
-    let mut fit_max: std::collections::BTreeMap<&str, f64> = Default::default();
-    for (x, s) in set.windows.iter().zip(&set.sessions) {
-        let sc = lm.score(x);
-        let target = if !held_out || is_calibration_session(s) {
+    let mut per_session: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut fit_max: BTreeMap<&str, f64> = BTreeMap::new();
+    for (i, (x, s)) in set.windows.iter().zip(&set.sessions).enumerate() {
+        let sc = part.score(x);
+        let target = if !held_out || calib(i) {
             &mut per_session
         } else {
             &mut fit_max
@@ -574,15 +811,84 @@ pub fn train(
         *e = e.max(sc);
     }
     let scores: Vec<f64> = per_session.values().copied().collect();
-    model.calibration = Calibration::from_session_scores(scores, params.target_fpr, held_out);
+    let mut calibration = Calibration::from_session_scores(scores, target_fpr, held_out);
     if held_out {
         let above = fit_max
             .values()
-            .filter(|&&v| v > model.calibration.threshold)
+            .filter(|&&v| v > calibration.threshold)
             .count();
-        model.calibration.fit_sessions = fit_max.len();
-        model.calibration.fit_fpr = above as f64 / fit_max.len().max(1) as f64;
+        calibration.fit_sessions = fit_max.len();
+        calibration.fit_fpr = above as f64 / fit_max.len().max(1) as f64;
     }
+    Ok(PartFit {
+        features,
+        components,
+        calibration,
+        sessions: n_sessions,
+        groups: n_groups,
+        windows: set.len(),
+    })
+}
+
+/// Trains and calibrates a model from baseline windows: the session part,
+/// and the principal part when the baseline has principal windows. The
+/// target false-positive rate is split between the two parts
+/// ([`TrainParams::principal_fpr_share`]): a benign session flagged by
+/// either counts once, so the parts' rates add up at most.
+pub fn train(
+    baseline: &Baseline,
+    spec: &FeatureSpec,
+    params: &TrainParams,
+    trained_on: &str,
+) -> Result<LoadedModel, DetectError> {
+    let with_principal = baseline.principal.len() >= MIN_WINDOWS;
+    let share = if with_principal && params.principal_fpr_share.is_finite() {
+        params.principal_fpr_share.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let session = fit_part(
+        WindowKind::Session,
+        &baseline.session,
+        params,
+        params.target_fpr * (1.0 - share),
+    )?;
+    let principal = if !with_principal {
+        tracing::warn!(
+            windows = baseline.principal.len(),
+            "too few principal windows in the baseline: the model has no principal part"
+        );
+        None
+    } else {
+        let p = fit_part(
+            WindowKind::Principal,
+            &baseline.principal,
+            params,
+            params.target_fpr * share,
+        )?;
+        Some(PartModel {
+            features: p.features,
+            components: p.components,
+            calibration: p.calibration,
+            trained_principals: p.groups,
+            trained_sessions: p.sessions,
+            trained_windows: p.windows,
+        })
+    };
+    let mut model = AnomalyModel {
+        format: MODEL_FORMAT,
+        version: String::new(),
+        kind: "gmm".into(),
+        features: session.features,
+        feature_spec: spec.clone(),
+        params: params.clone(),
+        components: session.components,
+        calibration: session.calibration,
+        trained_on: trained_on.to_string(),
+        trained_sessions: session.sessions,
+        trained_windows: session.windows,
+        principal,
+    };
     model.version = version_of(&model)?;
     LoadedModel::new(model)
 }

@@ -1,36 +1,42 @@
-//! The online monitor: features per batch, scoring (or warm-up), incidents.
+//! The online monitor: features per batch, scoring (or warm-up), incidents,
+//! and the persistence of its state.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::features::{FEATURE_NAMES, FeatureState, FeatureVec};
-use super::model::{LoadedModel, TrainingSet, train};
+use super::features::{FEATURE_NAMES, FeatureState, FeatureVec, WindowKind};
+use super::model::{LoadedModel, LoadedPart, train};
+use super::warmup::{Warmup, WarmupMeta, log_path};
 use super::{AnomalyConfig, Extractor, RULE_ID};
 use crate::DetectError;
 use crate::incident::{Incident, IncidentStatus, micros_to_dt};
 
 /// Event ids an anomaly incident cites (the window's requests).
 const MAX_WINDOW_EVENTS: usize = 100;
+/// Sessions a principal-window incident lists.
+const MAX_WINDOW_SESSIONS: usize = 50;
 /// Features named in an incident's explanation.
 const EXPLAIN_TOP: usize = 3;
 
-/// Baseline being learnt when there is no model yet.
-#[derive(Debug, Default)]
-struct Warmup {
-    set: TrainingSet,
-    start_ts: Option<i64>,
-    sessions: HashSet<String>,
-}
-
-/// The best-scoring anomalous window of a session in a batch.
+/// The best-scoring anomalous window of a session or principal in a batch.
 struct Candidate {
+    kind: WindowKind,
     score: f64,
     features: FeatureVec,
     principal: String,
+    /// The session: for a principal window, the one with the most requests
+    /// in it.
     session_id: Option<String>,
+    /// The session of the request that ended the window.
+    last_session: String,
+    /// Sessions in a principal window (and how many there are).
+    sessions: Vec<String>,
+    session_count: usize,
     server_id: String,
     first_ts: i64,
     last_ts: i64,
@@ -45,6 +51,24 @@ pub struct AnomalyOutcome {
     /// saved and ledgered before the incidents).
     pub trained: Option<LoadedModel>,
     pub windows_scored: u64,
+}
+
+/// The monitor state file: the feature windows (the whole file, as before
+/// principal windows and warm-up persistence existed) and the warm-up.
+#[derive(Debug, Default, Deserialize)]
+struct SavedState {
+    #[serde(flatten)]
+    features: FeatureState,
+    #[serde(default)]
+    warmup: Option<WarmupMeta>,
+}
+
+#[derive(Serialize)]
+struct SavedStateRef<'a> {
+    #[serde(flatten)]
+    features: &'a FeatureState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warmup: Option<WarmupMeta>,
 }
 
 pub struct Monitor {
@@ -84,18 +108,105 @@ impl Monitor {
         self.model.is_none()
     }
 
-    /// Windows collected so far during the warm-up.
+    /// Session windows collected so far during the warm-up.
     pub fn warmup_windows(&self) -> usize {
-        self.warmup.as_ref().map_or(0, |w| w.set.len())
+        self.warmup.as_ref().map_or(0, |w| w.session_windows())
     }
 
-    /// Per-session windows and principal history, for persistence.
+    /// Principal windows collected so far during the warm-up.
+    pub fn warmup_principal_windows(&self) -> usize {
+        self.warmup.as_ref().map_or(0, |w| w.principal_windows())
+    }
+
+    /// Distinct sessions seen so far during the warm-up.
+    pub fn warmup_sessions(&self) -> usize {
+        self.warmup.as_ref().map_or(0, |w| w.sessions())
+    }
+
+    /// Event time the warm-up started at.
+    pub fn warmup_start(&self) -> Option<i64> {
+        self.warmup.as_ref().and_then(|w| w.start_ts)
+    }
+
+    /// Session and principal windows and principal history.
     pub fn snapshot(&self) -> &FeatureState {
         &self.extractor.state
     }
 
-    pub fn restore(&mut self, state: FeatureState) {
-        self.extractor.state = state;
+    /// Saves the state to `path` (atomically) and, while warming up, appends
+    /// the new warm-up windows to the log beside it first
+    /// ([`super::warmup::log_path`]); once scoring, the log is removed.
+    pub fn save_state(&mut self, path: &Path) -> Result<(), DetectError> {
+        let log = log_path(path);
+        let warmup = match &mut self.warmup {
+            Some(wu) => {
+                wu.append(&log)?;
+                Some(wu.meta(&self.extractor.spec))
+            }
+            None => None,
+        };
+        let done = warmup.is_none();
+        write_json_atomic(
+            path,
+            &SavedStateRef {
+                features: &self.extractor.state,
+                warmup,
+            },
+        )?;
+        if done {
+            match std::fs::remove_file(&log) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(DetectError::Io {
+                        path: log.display().to_string(),
+                        source: e,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores the state saved by [`Monitor::save_state`] (a missing file
+    /// is a first start). A warm-up in progress continues where it was, with
+    /// its windows, start time and sessions, unless this monitor has a model
+    /// now or the feature settings changed; an unreadable warm-up log starts
+    /// the warm-up over (with a warning).
+    pub fn load_state(&mut self, path: &Path) -> Result<(), DetectError> {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(DetectError::Io {
+                    path: path.display().to_string(),
+                    source: e,
+                });
+            }
+        };
+        let saved: SavedState = serde_json::from_slice(&bytes)
+            .map_err(|e| DetectError::Model(format!("state {} is corrupt: {e}", path.display())))?;
+        self.extractor.state = saved.features;
+        let (Some(meta), Some(_)) = (saved.warmup, &self.warmup) else {
+            return Ok(());
+        };
+        if meta.feature_spec != self.extractor.spec {
+            tracing::warn!("anomaly feature settings changed: the warm-up starts again");
+            return Ok(());
+        }
+        match Warmup::load(&log_path(path), &meta) {
+            Ok(wu) => {
+                tracing::info!(
+                    windows = wu.session_windows(),
+                    principal_windows = wu.principal_windows(),
+                    sessions = wu.sessions(),
+                    "anomaly warm-up continues"
+                );
+                self.warmup = Some(wu);
+            }
+            Err(e) => tracing::warn!("{e}; the anomaly warm-up starts again"),
+        }
+        Ok(())
     }
 
     /// Feeds one `events` batch.
@@ -105,26 +216,43 @@ impl Monitor {
         now: DateTime<Utc>,
     ) -> Result<AnomalyOutcome, DetectError> {
         let mut out = AnomalyOutcome::default();
-        let mut best: HashMap<String, Candidate> = HashMap::new();
+        let mut best: [HashMap<String, Candidate>; 2] = [HashMap::new(), HashMap::new()];
         let model = self.model.as_ref();
         let warmup = &mut self.warmup;
         let cap = self.cfg.warmup_max_windows;
         let mut scored = 0u64;
         self.extractor.feed(events, |obs| {
             if let Some(m) = model {
+                let Some(part) = m.part(obs.kind) else {
+                    return;
+                };
                 scored += 1;
-                let s = m.score(&obs.features);
-                if !m.is_anomalous(s) || best.get(obs.key).is_some_and(|c| c.score >= s) {
+                let Some(s) = part.anomalous_score(&obs.features) else {
+                    return;
+                };
+                let best = &mut best[obs.kind as usize];
+                if best.get(obs.key).is_some_and(|c| c.score >= s) {
                     return;
                 }
                 let w = obs.window;
                 best.insert(
                     obs.key.to_string(),
                     Candidate {
+                        kind: obs.kind,
                         score: s,
                         features: obs.features,
                         principal: w.principal.clone(),
-                        session_id: w.session_id.clone(),
+                        session_id: match obs.kind {
+                            WindowKind::Session => w.session_id.clone(),
+                            WindowKind::Principal => Some(
+                                w.main_session(obs.session)
+                                    .unwrap_or(obs.session)
+                                    .to_string(),
+                            ),
+                        },
+                        last_session: obs.session.to_string(),
+                        sessions: w.session_ids(MAX_WINDOW_SESSIONS),
+                        session_count: w.session_count(),
                         server_id: w.server_id.clone(),
                         first_ts: w.first_ts(),
                         last_ts: w.last_ts,
@@ -132,25 +260,26 @@ impl Monitor {
                     },
                 );
             } else if let Some(wu) = warmup.as_mut() {
-                wu.start_ts.get_or_insert(obs.window.last_ts);
-                if wu.set.len() < cap {
-                    wu.set.push(obs.key, obs.features);
-                    if !wu.sessions.contains(obs.key) {
-                        wu.sessions.insert(obs.key.to_string());
-                    }
-                }
+                wu.observe(&obs, cap);
             }
         })?;
         out.windows_scored = scored;
         if let Some(m) = &self.model {
-            let mut cands: Vec<Candidate> = best.into_values().collect();
+            let [session, principal] = best;
+            let mut cands: Vec<Candidate> = session
+                .into_values()
+                .chain(principal.into_values())
+                .collect();
             cands.sort_by(|a, b| {
                 a.first_ts
                     .cmp(&b.first_ts)
                     .then_with(|| a.event_ids.first().cmp(&b.event_ids.first()))
+                    .then_with(|| a.kind.as_str().cmp(b.kind.as_str()))
             });
             for c in cands {
-                out.incidents.push(self.incident(m, c, now));
+                if let Some(part) = m.part(c.kind) {
+                    out.incidents.push(self.incident(m, part, c, now));
+                }
             }
         } else {
             out.trained = self.maybe_finish_warmup();
@@ -163,21 +292,22 @@ impl Monitor {
         let wu = self.warmup.as_mut()?;
         let start = wu.start_ts?;
         let span = self.extractor.state.max_ts - start;
-        let full = wu.set.len() >= self.cfg.warmup_max_windows;
+        let full = wu.session_windows() >= self.cfg.warmup_max_windows;
         if !full
             && (span < self.cfg.warmup_minutes as i64 * 60_000_000
-                || wu.sessions.len() < self.cfg.warmup_min_sessions)
+                || wu.sessions() < self.cfg.warmup_min_sessions)
         {
             return None;
         }
         let label = format!(
-            "warm-up: {} sessions, {} windows over {} min of event time",
-            wu.sessions.len(),
-            wu.set.len(),
+            "warm-up: {} sessions, {} session and {} principal windows over {} min of event time",
+            wu.sessions(),
+            wu.session_windows(),
+            wu.principal_windows(),
             span / 60_000_000
         );
         match train(
-            &wu.set,
+            &wu.baseline(),
             &self.extractor.spec,
             &self.cfg.train_params(),
             &label,
@@ -193,20 +323,28 @@ impl Monitor {
                 // Try again after another warm-up period.
                 wu.start_ts = Some(self.extractor.state.max_ts);
                 if full {
-                    wu.set = TrainingSet::default();
-                    wu.sessions.clear();
+                    wu.clear();
                 }
                 None
             }
         }
     }
 
-    fn incident(&self, m: &LoadedModel, c: Candidate, now: DateTime<Utc>) -> Incident {
-        let explain = m.explain(&c.features, EXPLAIN_TOP);
+    fn incident(
+        &self,
+        m: &LoadedModel,
+        part: &LoadedPart,
+        c: Candidate,
+        now: DateTime<Utc>,
+    ) -> Incident {
+        let explain = part.explain(&c.features, EXPLAIN_TOP);
         let lines: Vec<String> = explain.iter().map(|x| x.to_string()).collect();
         let mut entity = BTreeMap::new();
         entity.insert("principal".to_string(), json!(c.principal));
-        entity.insert("session_id".to_string(), json!(c.session_id));
+        match c.kind {
+            WindowKind::Session => entity.insert("session_id".to_string(), json!(c.session_id)),
+            WindowKind::Principal => entity.insert("window".to_string(), json!(c.kind)),
+        };
         let key = serde_json::to_string(&entity).unwrap_or_default();
         let first = c.event_ids.first().cloned().unwrap_or_default();
         let id = blake3::hash(format!("{RULE_ID}\n{key}\n{first}").as_bytes());
@@ -217,11 +355,13 @@ impl Monitor {
             .zip(c.features)
             .map(|(n, v)| (n.to_string(), json!(v)))
             .collect();
+        let cal = part.calibration();
         let mut ev = Map::new();
+        ev.insert("window".into(), json!(c.kind));
         ev.insert("model_version".into(), json!(version));
         ev.insert("score".into(), json!(c.score));
-        ev.insert("threshold".into(), json!(m.model.calibration.threshold));
-        ev.insert("target_fpr".into(), json!(m.model.calibration.target_fpr));
+        ev.insert("threshold".into(), json!(cal.threshold));
+        ev.insert("target_fpr".into(), json!(cal.target_fpr));
         ev.insert("explanation".into(), json!(lines));
         ev.insert("contributions".into(), json!(explain));
         ev.insert("features".into(), Value::Object(features));
@@ -230,6 +370,19 @@ impl Monitor {
             json!(m.model.feature_spec.window_secs),
         );
         ev.insert("server_id".into(), json!(c.server_id));
+        if c.kind == WindowKind::Principal {
+            ev.insert("sessions".into(), json!(c.sessions));
+            ev.insert("session_count".into(), json!(c.session_count));
+            ev.insert("last_session".into(), json!(c.last_session));
+        }
+        let what = match c.kind {
+            WindowKind::Session => "session window".to_string(),
+            WindowKind::Principal => format!(
+                "principal window over {} session{}",
+                c.session_count,
+                if c.session_count == 1 { "" } else { "s" }
+            ),
+        };
         Incident {
             incident_id: format!("inc-{}", &id.to_hex()[..24]),
             rule_id: RULE_ID.to_string(),
@@ -237,10 +390,15 @@ impl Monitor {
             level: self.cfg.level(),
             severity: self.cfg.severity,
             title: format!(
-                "Behavioural anomaly (model {short}): {}",
+                "Behavioural anomaly ({what}, model {short}): {}",
                 lines.first().cloned().unwrap_or_default()
             ),
-            tags: vec!["anomaly".into(), "behaviour".into(), "ml".into()],
+            tags: vec![
+                "anomaly".into(),
+                "behaviour".into(),
+                "ml".into(),
+                format!("window:{}", c.kind),
+            ],
             entity,
             session_id: c.session_id,
             server_id: Some(c.server_id),
@@ -254,4 +412,25 @@ impl Monitor {
             backfill: false,
         }
     }
+}
+
+/// Writes JSON atomically (temp file, fsync, rename).
+fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), DetectError> {
+    let io = |e: std::io::Error| DetectError::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    {
+        let f = std::fs::File::create(&tmp).map_err(io)?;
+        let mut w = std::io::BufWriter::new(f);
+        serde_json::to_writer(&mut w, value)
+            .map_err(|e| DetectError::Model(format!("cannot encode {}: {e}", path.display())))?;
+        let f = w.into_inner().map_err(|e| io(e.into_error()))?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
 }

@@ -1,13 +1,17 @@
 //! Training, persistence, reload, scoring and the warm-up path on small
 //! synthetic traffic: calm sessions (a few tool calls, a couple of reads,
-//! seconds apart) and one recon session (lists, then dozens of distinct
-//! resources and directories within minutes).
+//! seconds apart), one recon session (lists, then dozens of distinct
+//! resources and directories within minutes), and the same enumeration
+//! spread over many short calm-looking sessions of one principal.
 
 use chrono::{SecondsFormat, TimeZone, Utc};
 use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
 use serde_json::json;
 
+use std::io::Write;
+
 use super::*;
+use crate::Incident;
 
 struct Rng(u64);
 
@@ -226,12 +230,11 @@ fn batches(lines: &[String], size: usize) -> Vec<RecordBatch> {
 
 use arrow::array::RecordBatch;
 
-fn windows(lines: &[String]) -> TrainingSet {
+fn windows(lines: &[String]) -> Baseline {
     let mut ex = Extractor::new(FeatureSpec::default());
-    let mut set = TrainingSet::default();
+    let mut set = Baseline::default();
     for b in batches(lines, 500) {
-        ex.feed(&b, |o| set.push(o.key, o.features))
-            .expect("features");
+        ex.feed(&b, |o| set.observe(&o)).expect("features");
     }
     set
 }
@@ -243,15 +246,63 @@ fn params() -> TrainParams {
     }
 }
 
+fn lines_of(mut out: Vec<(i64, String)>) -> Vec<String> {
+    out.sort_by_key(|(t, _)| *t);
+    out.into_iter().map(|(_, l)| l).collect()
+}
+
+/// One principal enumerating resources through `n` short sessions started
+/// 12 s apart: each session alone is a calm one (a listing of tools and
+/// three reads seconds apart), together they read 3·n distinct documents
+/// within minutes.
+fn spread(r: &mut Rng, start: i64, sub: &str, n: u64) -> Vec<String> {
+    let mut out = Vec::new();
+    for k in 0..n {
+        let s = format!("spread-{k}");
+        let mut t = start + k as i64 * 12_000;
+        let mut c = 0;
+        call(
+            &mut out,
+            &mut t,
+            0,
+            &s,
+            sub,
+            &mut c,
+            "tools/list",
+            json!({}),
+            json!({"tools": []}),
+        );
+        for j in 0..3 {
+            let uri = format!("docs://guide-{:03}.md", 100 + k * 3 + j);
+            call(
+                &mut out,
+                &mut t,
+                r.range(2_000, 12_000),
+                &s,
+                sub,
+                &mut c,
+                "resources/read",
+                json!({"uri": uri}),
+                json!({"contents":[{"uri":uri,"text":"hello world"}]}),
+            );
+        }
+    }
+    lines_of(out)
+}
+
+fn feature(n: &str) -> usize {
+    FEATURE_NAMES.iter().position(|x| *x == n).expect("feature")
+}
+
 #[test]
 fn features_slide_over_the_window() {
     let mut r = Rng(7);
     let mut out = Vec::new();
     let s = recon(&mut out, &mut r, T0);
     let lines: Vec<String> = out.into_iter().map(|(_, l)| l).collect();
-    let set = windows(&lines);
+    let set = windows(&lines).session;
     let last = set.windows.last().expect("windows");
-    let i = |n: &str| FEATURE_NAMES.iter().position(|x| *x == n).unwrap();
+    let i = feature;
     assert_eq!(set.sessions.last().unwrap(), &s);
     // 60 reads + 20 listings over ~1.5 min: all inside the 5 min window.
     assert_eq!(last[i("distinct_resources")], 60.0);
@@ -265,11 +316,59 @@ fn features_slide_over_the_window() {
     });
     let mut last = None;
     for b in batches(&lines, 37) {
-        ex.feed(&b, |o| last = Some(o.features)).unwrap();
+        ex.feed(&b, |o| {
+            if o.kind == WindowKind::Session {
+                last = Some(o.features)
+            }
+        })
+        .unwrap();
     }
     let last = last.unwrap();
     assert!(last[i("distinct_resources")] < 15.0, "{last:?}");
     assert_eq!(last[i("resource_lists")], 0.0);
+}
+
+#[test]
+fn principal_windows_add_up_the_sessions_of_a_principal() {
+    let lines = spread(&mut Rng(5), T0, "user5@example.com", 6);
+    let mut ex = Extractor::new(FeatureSpec::default());
+    let mut seen = Vec::new();
+    for b in batches(&lines, 7) {
+        ex.feed(&b, |o| {
+            seen.push((o.kind, o.key.to_string(), o.session.to_string(), o.features))
+        })
+        .unwrap();
+    }
+    // Every request yields its session window then its principal window.
+    let (sessions, principals): (Vec<_>, Vec<_>) =
+        seen.iter().partition(|o| o.0 == WindowKind::Session);
+    assert_eq!(sessions.len(), 24);
+    assert_eq!(principals.len(), 24);
+    assert!(principals.iter().all(|o| o.1 == "user5@example.com"));
+    assert!(
+        sessions
+            .iter()
+            .all(|o| o.1 == o.2 && o.1.starts_with("spread-"))
+    );
+    let i = feature;
+    let max = |v: &[&(WindowKind, String, String, FeatureVec)], f: &str| {
+        v.iter().map(|o| o.3[i(f)]).fold(0.0, f64::max)
+    };
+    assert_eq!(max(&sessions, "distinct_resources"), 3.0);
+    assert_eq!(max(&principals, "distinct_resources"), 18.0);
+    // Responses reach the principal window too.
+    let st = ex
+        .state
+        .principals
+        .get("user5@example.com")
+        .expect("window");
+    assert_eq!(st.session_count(), 6);
+    // Four requests each: the preferred session wins the tie, else the
+    // smallest id.
+    assert_eq!(st.main_session("spread-4"), Some("spread-4"));
+    assert_eq!(st.main_session("elsewhere"), Some("spread-0"));
+    assert!(st.features()[i("result_bytes")] > 0.0);
+    assert_eq!(ex.state.sessions.len(), 6);
 }
 
 #[test]
@@ -281,22 +380,69 @@ fn train_save_reload_and_score() {
     assert!(c.threshold.is_finite());
     assert!(c.empirical_fpr <= 0.005 + 1e-9);
     assert_eq!(m.version().len(), 64);
+    assert_eq!(m.model.format, 2);
+    // The principal part: its own fit and threshold, on the same features.
+    let p = m.model.principal.as_ref().expect("principal part");
+    assert_eq!(p.trained_principals, 12);
+    assert_eq!(p.trained_windows, set.principal.len());
+    let pp = m.part(WindowKind::Principal).expect("principal part");
+    assert!(pp.calibration().threshold.is_finite());
+    // The target is shared: half each by default.
+    assert_eq!(c.target_fpr, 0.0025);
+    assert_eq!(pp.calibration().target_fpr, 0.0025);
+    assert_ne!(pp.calibration().threshold, c.threshold);
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("models/anomaly-model.json");
     m.save(&path).expect("saves");
     let back = LoadedModel::load(&path).expect("loads");
     assert_eq!(back.version(), m.version());
-    for x in set.windows.iter().take(200) {
-        let (a, b) = (back.score(x), m.score(x));
-        assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{a} vs {b}");
+    for (kind, set) in [
+        (WindowKind::Session, &set.session),
+        (WindowKind::Principal, &set.principal),
+    ] {
+        let (a, b) = (back.part(kind).unwrap(), m.part(kind).unwrap());
+        for x in set.windows.iter().take(200) {
+            let (a, b) = (a.score(x), b.score(x));
+            assert!(
+                (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+                "{kind}: {a} vs {b}"
+            );
+        }
     }
+    // The early-exit decision is the full score's, on calm and odd windows.
+    let mut odd = Vec::new();
+    recon(&mut odd, &mut Rng(13), T0);
+    let odd = windows(&lines_of(odd));
+    for (kind, set) in [
+        (WindowKind::Session, &set.session),
+        (WindowKind::Principal, &set.principal),
+        (WindowKind::Session, &odd.session),
+        (WindowKind::Principal, &odd.principal),
+    ] {
+        let part = m.part(kind).unwrap();
+        for x in &set.windows {
+            let full = part.score(x);
+            let fast = part.anomalous_score(x);
+            assert_eq!(fast.is_some(), part.is_anomalous(full), "{kind}: {full}");
+            if let Some(f) = fast {
+                assert_eq!(f, full);
+            }
+        }
+    }
+    assert!(odd.session.windows.iter().any(|x| {
+        m.part(WindowKind::Session)
+            .unwrap()
+            .anomalous_score(x)
+            .is_some()
+    }));
+
     // Same data, same model: training is deterministic.
     let again = train(&set, &FeatureSpec::default(), &params(), "synthetic").unwrap();
     assert_eq!(again.version(), m.version());
 
     // Held-out calm traffic stays mostly below; recon goes far above.
-    let test = windows(&traffic(300, 240, 2));
+    let test = windows(&traffic(300, 240, 2)).session;
     let mut per: std::collections::HashMap<&str, f64> = Default::default();
     for (x, s) in test.windows.iter().zip(&test.sessions) {
         let e = per.entry(s).or_insert(f64::MIN);
@@ -311,7 +457,7 @@ fn train_save_reload_and_score() {
     let mut out = Vec::new();
     recon(&mut out, &mut Rng(9), T0);
     let rl: Vec<String> = out.into_iter().map(|(_, l)| l).collect();
-    let rs = windows(&rl);
+    let rs = windows(&rl).session;
     let top = rs
         .windows
         .iter()
@@ -342,14 +488,109 @@ fn train_save_reload_and_score() {
 }
 
 #[test]
-fn monitor_warms_up_then_raises_incidents() {
-    let cfg = AnomalyConfig {
+fn a_format_1_model_scores_session_windows_only() {
+    let set = windows(&traffic(300, 180, 4));
+    let m = train(&set, &FeatureSpec::default(), &params(), "synthetic").expect("trains");
+    let mut old = m.model.clone();
+    old.format = 1;
+    old.principal = None;
+    old.version = model::version_of(&old).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.json");
+    LoadedModel::new(old.clone()).unwrap().save(&path).unwrap();
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains("\"principal\""), "format 1 layout");
+    let back = LoadedModel::load(&path).expect("format 1 loads");
+    assert!(back.part(WindowKind::Principal).is_none());
+    let mut mon = Monitor::new(AnomalyConfig::default(), Some(back));
+    let lines = spread(&mut Rng(3), T0, "user5@example.com", 4);
+    let mut scored = 0;
+    for b in batches(&lines, 100) {
+        scored += mon.process(&b, Utc::now()).unwrap().windows_scored;
+    }
+    assert_eq!(scored, 16, "session windows only");
+    // A format 1 file with a principal part is refused.
+    old.principal = m.model.principal.clone();
+    assert!(LoadedModel::new(old).is_err());
+}
+
+#[test]
+fn principal_window_catches_an_enumeration_spread_over_sessions() {
+    let base = windows(&traffic(400, 240, 1));
+    let m = train(&base, &FeatureSpec::default(), &params(), "synthetic").expect("trains");
+    let version = m.version().to_string();
+    let mut mon = Monitor::new(AnomalyConfig::default(), Some(m));
+    // Calm traffic first (so the principal's history is normal), then the
+    // spread enumeration by one of its principals.
+    let now = Utc::now();
+    let mut calm = Vec::new();
+    for b in batches(&traffic(100, 60, 8), 400) {
+        calm.extend(mon.process(&b, now).unwrap().incidents);
+    }
+    let lines = spread(&mut Rng(21), T0 + 90 * 60_000, "user5@example.com", 20);
+    let mut incidents = Vec::new();
+    for b in batches(&lines, 64) {
+        incidents.extend(mon.process(&b, now).unwrap().incidents);
+    }
+    let kind = |i: &Incident| i.evidence[0]["window"].as_str().unwrap_or("").to_string();
+    // No session of the spread enumeration stands out on its own...
+    assert!(
+        incidents.iter().all(|i| kind(i) != "session"),
+        "{:?}",
+        incidents.iter().map(|i| &i.title).collect::<Vec<_>>()
+    );
+    // ...the principal's window does.
+    let p: Vec<&Incident> = incidents
+        .iter()
+        .filter(|i| kind(i) == "principal")
+        .collect();
+    assert!(!p.is_empty(), "the spread enumeration was not flagged");
+    let inc = p[0];
+    assert_eq!(inc.rule_id, RULE_ID);
+    assert_eq!(inc.rule_sha256, version);
+    assert_eq!(inc.entity["principal"], json!("user5@example.com"));
+    assert_eq!(inc.entity["window"], json!("principal"));
+    assert!(
+        inc.session_id
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("spread-")
+    );
+    assert!(inc.title.contains("principal window over"), "{}", inc.title);
+    assert!(inc.title.contains("baseline p50"), "{}", inc.title);
+    let ev = &inc.evidence[0];
+    assert_eq!(ev["model_version"], json!(version));
+    assert!(ev["session_count"].as_u64().unwrap() > 3, "{ev:?}");
+    let top: Vec<&str> = ev["contributions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["feature"].as_str().unwrap())
+        .collect();
+    assert!(
+        top.contains(&"distinct_resources") || top.contains(&"calls_per_min"),
+        "{top:?}"
+    );
+    assert!(
+        calm.len() <= 2,
+        "calm traffic raised {} incidents: {:?}",
+        calm.len(),
+        calm.iter().map(|i| &i.title).collect::<Vec<_>>()
+    );
+}
+
+fn warmup_cfg() -> AnomalyConfig {
+    AnomalyConfig {
         warmup_minutes: 120,
         warmup_min_sessions: 250,
         components: 3,
         ..AnomalyConfig::default()
-    };
-    let mut mon = Monitor::new(cfg, None);
+    }
+}
+
+#[test]
+fn monitor_warms_up_then_raises_incidents() {
+    let mut mon = Monitor::new(warmup_cfg(), None);
     assert!(mon.is_warming_up());
     let now = Utc::now();
     let mut trained = None;
@@ -363,9 +604,11 @@ fn monitor_warms_up_then_raises_incidents() {
     }
     let version = trained.expect("warm-up finished and trained");
     assert!(!mon.is_warming_up());
-    assert_eq!(mon.model().unwrap().version(), version);
+    let m = mon.model().unwrap();
+    assert_eq!(m.version(), version);
+    assert!(m.part(WindowKind::Principal).is_some());
 
-    // Recon after the warm-up: one incident per batch at most, named.
+    // Recon after the warm-up: one session incident at most, named.
     let mut out = Vec::new();
     recon(&mut out, &mut Rng(11), T0 + 300 * 60_000);
     let rl: Vec<String> = out.into_iter().map(|(_, l)| l).collect();
@@ -373,22 +616,172 @@ fn monitor_warms_up_then_raises_incidents() {
     for b in batches(&rl, 1000) {
         incidents.extend(mon.process(&b, now).unwrap().incidents);
     }
-    assert_eq!(incidents.len(), 1, "{incidents:?}");
-    let inc = &incidents[0];
+    let sessions: Vec<&Incident> = incidents
+        .iter()
+        .filter(|i| i.evidence[0]["window"] == json!("session"))
+        .collect();
+    assert_eq!(sessions.len(), 1, "{incidents:?}");
+    let inc = sessions[0];
     assert_eq!(inc.rule_id, RULE_ID);
     assert_eq!(inc.rule_sha256, version);
     assert_eq!(inc.session_id.as_deref(), Some("recon-1"));
     assert_eq!(inc.level, Level::Analyst);
+    assert!(inc.title.contains("session window"), "{}", inc.title);
     assert!(inc.title.contains("baseline p50"), "{}", inc.title);
     let ev = &inc.evidence[0];
     assert_eq!(ev["model_version"], json!(version));
     assert!(!inc.event_ids.is_empty());
+    // The recon principal's window (one session) is flagged as well, as
+    // another incident of the same model.
+    assert!(
+        incidents
+            .iter()
+            .all(|i| i.rule_sha256 == version && i.evidence[0]["window"] != json!(null))
+    );
 
-    // The windows survive a snapshot / restore.
-    let snap = serde_json::to_string(mon.snapshot()).unwrap();
+    // The windows survive a save / load.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/anomaly-state.json");
+    mon.save_state(&path).unwrap();
+    assert!(
+        !warmup::log_path(&path).exists(),
+        "no warm-up log once scoring"
+    );
     let mut m2 = Monitor::new(AnomalyConfig::default(), mon.model().cloned());
-    m2.restore(serde_json::from_str(&snap).unwrap());
+    m2.load_state(&path).unwrap();
     assert_eq!(m2.snapshot().sessions.len(), mon.snapshot().sessions.len());
+    assert_eq!(
+        m2.snapshot().principals.len(),
+        mon.snapshot().principals.len()
+    );
+}
+
+/// Processes batches until the monitor trains; returns the batch index.
+fn run_until_trained(mon: &mut Monitor, batches: &[RecordBatch]) -> Option<(usize, LoadedModel)> {
+    for (k, b) in batches.iter().enumerate() {
+        if let Some(m) = mon.process(b, Utc::now()).unwrap().trained {
+            return Some((k, m));
+        }
+    }
+    None
+}
+
+#[test]
+fn a_restart_mid_warm_up_continues_the_warm_up() {
+    let all = batches(&traffic(400, 240, 3), 400);
+    // In one process.
+    let mut one = Monitor::new(warmup_cfg(), None);
+    let (at, m1) = run_until_trained(&mut one, &all).expect("trains");
+    assert!(at > 4, "trained at batch {at}");
+
+    // Stopped after `half` batches, state saved, restarted.
+    let half = at / 2;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/anomaly-state.json");
+    let mut a = Monitor::new(warmup_cfg(), None);
+    for b in &all[..half] {
+        assert!(a.process(b, Utc::now()).unwrap().trained.is_none());
+    }
+    a.save_state(&path).unwrap();
+    let log = warmup::log_path(&path);
+    assert!(log.exists());
+    let (windows, principal_windows, sessions, start) = (
+        a.warmup_windows(),
+        a.warmup_principal_windows(),
+        a.warmup_sessions(),
+        a.warmup_start(),
+    );
+    assert!(windows > 0 && principal_windows > 0 && sessions > 0);
+    // A save appends only what is new (here: nothing).
+    let len = std::fs::metadata(&log).unwrap().len();
+    a.save_state(&path).unwrap();
+    assert_eq!(std::fs::metadata(&log).unwrap().len(), len);
+    // Bytes appended after the last state (a crash between the two writes)
+    // are not part of the warm-up.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&log)
+        .unwrap()
+        .write_all(&[2, 0, 0, 0, 0, 1, 2, 3])
+        .unwrap();
+    drop(a);
+
+    let mut b = Monitor::new(warmup_cfg(), None);
+    b.load_state(&path).unwrap();
+    assert!(b.is_warming_up());
+    assert_eq!(b.warmup_windows(), windows);
+    assert_eq!(b.warmup_principal_windows(), principal_windows);
+    assert_eq!(b.warmup_sessions(), sessions);
+    assert_eq!(b.warmup_start(), start);
+    // It saves and reloads again mid-way (the stray bytes are cut off).
+    for x in &all[half..half + 1] {
+        assert!(b.process(x, Utc::now()).unwrap().trained.is_none());
+    }
+    b.save_state(&path).unwrap();
+    let mut b = {
+        let mut c = Monitor::new(warmup_cfg(), None);
+        c.load_state(&path).unwrap();
+        c
+    };
+    let (at2, m2) = run_until_trained(&mut b, &all[half + 1..]).expect("trains");
+    // Trained at the same point, on the same baseline.
+    assert_eq!(half + 1 + at2, at);
+    let (x, y) = (&m1.model, &m2.model);
+    assert_eq!(x.trained_windows, y.trained_windows);
+    assert_eq!(x.trained_sessions, y.trained_sessions);
+    assert_eq!(x.trained_on, y.trained_on);
+    let (px, py) = (x.principal.as_ref().unwrap(), y.principal.as_ref().unwrap());
+    assert_eq!(px.trained_windows, py.trained_windows);
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-6 * a.abs().max(1.0);
+    assert!(close(x.calibration.threshold, y.calibration.threshold));
+    assert!(close(px.calibration.threshold, py.calibration.threshold));
+    // Scoring now: the next save drops the log.
+    b.save_state(&path).unwrap();
+    assert!(!log.exists());
+}
+
+#[test]
+fn an_unreadable_warm_up_log_starts_the_warm_up_over() {
+    let all = batches(&traffic(100, 60, 5), 400);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("anomaly-state.json");
+    let mut a = Monitor::new(warmup_cfg(), None);
+    for b in &all {
+        a.process(b, Utc::now()).unwrap();
+    }
+    a.save_state(&path).unwrap();
+    let n = a.warmup_windows();
+    assert!(n > 0);
+    let sessions = a.snapshot().sessions.len();
+    // Cut the log short: the windows stay, the warm-up starts again.
+    let log = warmup::log_path(&path);
+    let bytes = std::fs::read(&log).unwrap();
+    std::fs::write(&log, &bytes[..bytes.len() / 2]).unwrap();
+    let mut b = Monitor::new(warmup_cfg(), None);
+    b.load_state(&path).unwrap();
+    assert_eq!(b.warmup_windows(), 0);
+    assert_eq!(b.snapshot().sessions.len(), sessions);
+    // Other feature settings: the same.
+    std::fs::write(&log, &bytes).unwrap();
+    let mut c = Monitor::new(
+        AnomalyConfig {
+            window_secs: 60,
+            ..warmup_cfg()
+        },
+        None,
+    );
+    c.load_state(&path).unwrap();
+    assert_eq!(c.warmup_windows(), 0);
+    let mut d = Monitor::new(warmup_cfg(), None);
+    d.load_state(&path).unwrap();
+    assert_eq!(d.warmup_windows(), n);
+    // A state file from before principal windows (features only) loads.
+    let old = json!({"sessions": {}, "seen_tools": {"u": ["t"]}, "max_ts": 5});
+    std::fs::write(&path, old.to_string()).unwrap();
+    let mut e = Monitor::new(warmup_cfg(), None);
+    e.load_state(&path).unwrap();
+    assert_eq!(e.snapshot().max_ts, 5);
+    assert_eq!(e.warmup_windows(), 0);
 }
 
 #[test]

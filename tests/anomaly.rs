@@ -1,0 +1,308 @@
+//! End-to-end tests of the behavioural anomaly model through the `dunes`
+//! binary: a model trained with `dunes model train` is loaded by `dunes
+//! run`, its version is ledgered (kind `model`) and names its incidents, and
+//! the ledger verifies; a warm-up interrupted by a restart continues.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use dunes_ledger::RecordKind;
+use serde_json::Value;
+
+fn dunes() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dunes"));
+    c.env("RUST_LOG", "warn")
+        .env_remove("DUNES_CONFIG")
+        .env_remove("DUNES_DATA_DIR");
+    c
+}
+
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("spawn dunes");
+    assert!(
+        out.status.success(),
+        "dunes failed: {:?}\nstdout:\n{}\nstderr:\n{}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// `dunes simulate` into `dir/name.ndjson` (+ labels); returns the paths.
+fn simulate(dir: &Path, name: &str, args: &[&str]) -> (PathBuf, PathBuf) {
+    let events = dir.join(format!("{name}.ndjson"));
+    let labels = dir.join(format!("{name}.labels.json"));
+    run_ok(
+        dunes()
+            .arg("simulate")
+            .args(args)
+            .arg("--out")
+            .arg(&events)
+            .arg("--labels")
+            .arg(&labels),
+    );
+    (events, labels)
+}
+
+/// Payloads of the ledger records of `kind`, in order.
+fn ledger_records(dir: &Path, kind: RecordKind) -> Vec<Value> {
+    indexed_records(dir, kind)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// (ledger index, payload) of the records of `kind`, in order.
+fn indexed_records(dir: &Path, kind: RecordKind) -> Vec<(u64, Value)> {
+    let mut out = Vec::new();
+    dunes_ledger::for_each_record(dir, 0, |r| {
+        if r.kind == kind {
+            out.push((
+                r.index,
+                serde_json::from_slice(r.payload).expect("json payload"),
+            ));
+        }
+    })
+    .expect("ledger reads");
+    out
+}
+
+fn read_ndjson(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("ndjson line"))
+        .collect()
+}
+
+#[test]
+fn a_trained_model_is_ledgered_by_run_and_names_its_incidents() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let (base, base_labels) = simulate(
+        tmp.path(),
+        "base",
+        &["--sessions", "400", "--seed", "11", "--attack-ratio", "0"],
+    );
+    let cfg = tmp.path().join("dunes.toml");
+    std::fs::write(&cfg, "[anomaly]\ncomponents = 2\n").expect("config");
+    let out = run_ok(
+        dunes()
+            .args(["model", "train", "--from"])
+            .arg(&base)
+            .arg("--labels")
+            .arg(&base_labels)
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let version = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("version:"))
+        .map(|v| v.trim().to_string())
+        .expect("model train prints the version");
+    assert_eq!(version.len(), 64, "{stdout}");
+    assert!(stdout.contains("principal windows:"), "{stdout}");
+    assert!(
+        dir.join("models/anomaly-model.json").exists(),
+        "saved in the data dir"
+    );
+
+    // Traffic with behavioural recon sessions, through `dunes run`.
+    let (traffic, labels) = simulate(
+        tmp.path(),
+        "traffic",
+        &[
+            "--sessions",
+            "200",
+            "--seed",
+            "12",
+            "--scenarios",
+            "recon_anomaly",
+            "--attack-ratio",
+            "0.1",
+        ],
+    );
+    run_ok(
+        dunes()
+            .arg("run")
+            .arg(&traffic)
+            .arg("--no-http")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+
+    // The model record, with the trained version, before any incident
+    // that names it.
+    let models = indexed_records(&dir, RecordKind::Model);
+    assert_eq!(models.len(), 1, "{models:?}");
+    let (model_index, rec) = &models[0];
+    assert_eq!(rec["type"], "anomaly_model");
+    assert_eq!(rec["version"], Value::String(version.clone()));
+    assert_eq!(rec["rule_id"], "anomaly.behaviour");
+    assert_eq!(rec["format"], 2);
+    assert!(rec["principal"]["threshold"].is_number(), "{rec}");
+    let incidents = indexed_records(&dir, RecordKind::Incident);
+    let anomalies: Vec<&Value> = incidents
+        .iter()
+        .filter(|(_, i)| i["rule_id"] == "anomaly.behaviour")
+        .map(|(at, i)| {
+            assert!(at > model_index, "incident ledgered before its model");
+            i
+        })
+        .collect();
+    assert!(!anomalies.is_empty(), "no anomaly incident was raised");
+    for inc in &anomalies {
+        assert_eq!(inc["rule_sha256"], Value::String(version.clone()));
+        let ev = &inc["evidence"][0];
+        assert_eq!(ev["model_version"], Value::String(version.clone()));
+        assert!(
+            ev["window"] == "session" || ev["window"] == "principal",
+            "{ev}"
+        );
+        assert!(!ev["explanation"].as_array().expect("lines").is_empty());
+    }
+    // The recon sessions are among those flagged.
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(labels).expect("labels")).expect("labels json");
+    let flagged: Vec<&str> = anomalies
+        .iter()
+        .filter_map(|i| i["session_id"].as_str())
+        .filter(|s| labels.get(*s).is_some_and(|l| l == "recon_anomaly"))
+        .collect();
+    assert!(!flagged.is_empty(), "no recon session flagged");
+    assert_eq!(
+        read_ndjson(&dir.join("incidents.ndjson"))
+            .iter()
+            .filter(|i| i["rule_id"] == "anomaly.behaviour")
+            .count(),
+        anomalies.len()
+    );
+
+    run_ok(dunes().arg("verify").arg(&dir));
+    // A second start ledgers the (same) version again.
+    std::fs::write(tmp.path().join("empty.ndjson"), "").expect("w");
+    run_ok(
+        dunes()
+            .arg("run")
+            .arg(tmp.path().join("empty.ndjson"))
+            .arg("--no-http")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&dir)
+            .env("RUST_LOG", "error"),
+    );
+    let models = ledger_records(&dir, RecordKind::Model);
+    assert_eq!(models.len(), 2);
+    assert_eq!(models[1]["version"], Value::String(version));
+    run_ok(dunes().arg("verify").arg(&dir));
+}
+
+/// The `trained_on` label of the model in `dir` (it counts the warm-up's
+/// sessions, windows and minutes) and the versions ledgered there.
+fn warmup_model(dir: &Path) -> (String, Vec<String>) {
+    let model: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("models/anomaly-model.json")).expect("model saved"),
+    )
+    .expect("model json");
+    let versions = ledger_records(dir, RecordKind::Model)
+        .iter()
+        .map(|r| r["version"].as_str().expect("version").to_string())
+        .collect();
+    assert_eq!(
+        ledger_records(dir, RecordKind::Model)
+            .last()
+            .map(|r| r["version"].clone()),
+        Some(model["version"].clone())
+    );
+    (
+        model["trained_on"].as_str().expect("label").to_string(),
+        versions,
+    )
+}
+
+#[test]
+fn a_restart_during_the_warm_up_continues_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (events, _) = simulate(
+        tmp.path(),
+        "base",
+        &["--sessions", "300", "--seed", "13", "--attack-ratio", "0"],
+    );
+    let cfg = tmp.path().join("dunes.toml");
+    std::fs::write(
+        &cfg,
+        "[ingest]\nbatch_size = 200\n[anomaly]\nwarmup_minutes = 60\nwarmup_min_sessions = 100\ncomponents = 2\n",
+    )
+    .expect("config");
+    let replay = |file: &Path, dir: &Path| {
+        run_ok(
+            dunes()
+                .arg("replay")
+                .arg(file)
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--data-dir")
+                .arg(dir),
+        )
+    };
+
+    // In one process.
+    let one = tmp.path().join("one");
+    replay(&events, &one);
+    let (label_one, versions_one) = warmup_model(&one);
+    assert_eq!(versions_one.len(), 1);
+    assert!(label_one.starts_with("warm-up: "), "{label_one}");
+
+    // Stopped after the first quarter (a whole number of batches, so both
+    // runs cut the stream at the same places), then started again.
+    let text = std::fs::read_to_string(&events).expect("events");
+    let lines: Vec<&str> = text.lines().collect();
+    let cut = lines.len() / 4 / 200 * 200;
+    let part = |name: &str, v: &[&str]| {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, v.iter().map(|l| format!("{l}\n")).collect::<String>()).expect("w");
+        p
+    };
+    let (p1, p2) = (
+        part("p1.ndjson", &lines[..cut]),
+        part("p2.ndjson", &lines[cut..]),
+    );
+    let two = tmp.path().join("two");
+    replay(&p1, &two);
+    assert!(
+        !two.join("models/anomaly-model.json").exists(),
+        "the warm-up ended in the first part"
+    );
+    let state: Value = serde_json::from_slice(
+        &std::fs::read(two.join("state/anomaly-state.json")).expect("state saved"),
+    )
+    .expect("state json");
+    let windows = state["warmup"]["session_windows"]
+        .as_u64()
+        .expect("warm-up");
+    assert!(windows > 0, "{}", state["warmup"]);
+    assert!(state["warmup"]["principal_windows"].as_u64() > Some(0));
+    assert_eq!(
+        std::fs::metadata(two.join("state/anomaly-warmup.bin"))
+            .expect("warm-up log")
+            .len(),
+        state["warmup"]["log_bytes"].as_u64().expect("log bytes")
+    );
+    replay(&p2, &two);
+    let (label_two, versions_two) = warmup_model(&two);
+    // Same sessions, windows and minutes: the warm-up went on, it did not
+    // start over with the second part.
+    assert_eq!(label_two, label_one);
+    assert_eq!(versions_two.len(), 1);
+    assert!(!two.join("state/anomaly-warmup.bin").exists());
+    run_ok(dunes().arg("verify").arg(&one));
+    run_ok(dunes().arg("verify").arg(&two));
+}
