@@ -289,9 +289,15 @@ fn print_report(r: &EvalReport, events: &Path) {
     let (d2, n2) = r.attack_recall(&["recon_anomaly"]);
     println!("attack sessions detected: {d}/{n} (excluding recon_anomaly: {d2}/{n2})");
     let benign = r.scenarios.get("benign").map(|s| s.sessions).unwrap_or(0);
+    let by_rules = r
+        .false_positives
+        .values()
+        .filter(|rules| rules.iter().any(|x| !x.starts_with("anomaly.")))
+        .count();
     println!(
-        "benign sessions flagged: {}/{benign}",
-        r.false_positives.len()
+        "benign sessions flagged: {}/{benign} (by signature rules: {by_rules}, by the anomaly model only: {})",
+        r.false_positives.len(),
+        r.false_positives.len() - by_rules
     );
     for (s, rules) in &r.false_positives {
         println!(

@@ -270,7 +270,7 @@ mod tests {
 
     #[test]
     fn patterns_compile() {
-        assert_eq!(PATTERNS.len(), 10);
+        assert_eq!(PATTERNS.len(), 11);
         assert!(ANY.is_some());
         for p in PATTERNS.iter() {
             assert!(!p.re.as_str().is_empty());

@@ -20,10 +20,10 @@ pub struct KafkaConfig {
     pub group_id: String,
     /// `client.id` (defaults to the ledger origin's instance name).
     pub client_id: Option<String>,
-    /// Static group membership (KIP-345): `group.instance.id` is the client
-    /// id, so a restarted instance takes back the partitions it had, which
-    /// its ledger, de-duplication window and detection state belong to,
-    /// without a rebalance. Instances in one group must then have distinct
+    /// Static group membership (KIP-345, off by default): `group.instance.id`
+    /// is the client id, so a restarted instance takes back the partitions it
+    /// had, which its ledger, de-duplication window and detection state
+    /// belong to, without a rebalance. Instances in one group must then have distinct
     /// client ids (distinct ledger origins); a duplicate is fenced by the
     /// broker. A static member that does not come back is evicted after
     /// `session.timeout.ms` on Apache Kafka (see docs/operations.md for tansu).
@@ -67,7 +67,7 @@ impl Default for KafkaConfig {
             topics: vec!["mcp.logs".into()],
             group_id: "dunes".into(),
             client_id: None,
-            static_membership: true,
+            static_membership: false,
             batch_size: 4096,
             batch_timeout_ms: 50,
             max_in_flight: 2,

@@ -72,9 +72,9 @@ fn config_validation_and_overrides() {
     let cc = c.consumer_config("x");
     assert_eq!(cc.get("fetch.wait.max.ms"), Some("5"));
     assert_eq!(cc.get("enable.auto.commit"), Some("false"));
-    assert_eq!(cc.get("group.instance.id"), Some("x"));
-    c.static_membership = false;
-    assert_eq!(c.consumer_config("x").get("group.instance.id"), None);
+    assert_eq!(cc.get("group.instance.id"), None);
+    c.static_membership = true;
+    assert_eq!(c.consumer_config("x").get("group.instance.id"), Some("x"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
