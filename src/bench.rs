@@ -263,7 +263,6 @@ fn produce(
     lines: Vec<String>,
     rate: u64,
 ) -> anyhow::Result<(Instant, std::time::Duration)> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
     let p: ThreadedProducer<DefaultProducerContext> = rdkafka::ClientConfig::new()
@@ -279,36 +278,25 @@ fn produce(
         .map_err(|(e, _)| anyhow::anyhow!("produce failed: {e}"))?;
     p.flush(std::time::Duration::from_secs(30))
         .context("producer flush")?;
-    let watcher: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .context("cannot create the offset watcher")?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for part in 0..partitions {
-        tpl.add_partition(topic, part);
-    }
     let waiting = Instant::now();
     loop {
-        let committed: i64 = watcher
-            .committed_offsets(tpl.clone(), std::time::Duration::from_secs(5))
-            .map(|got| {
-                got.elements()
-                    .iter()
-                    .map(|e| match e.offset() {
-                        rdkafka::Offset::Offset(o) => o,
-                        _ => 0,
-                    })
-                    .sum()
-            })
-            .unwrap_or(0);
+        let committed: i64 = dunes_ingest::kafka::committed_offsets(
+            brokers,
+            group,
+            topic,
+            partitions,
+            std::time::Duration::from_secs(5),
+        )
+        .map(|got| got.into_iter().map(|o| o.unwrap_or(0)).sum())
+        .unwrap_or(0);
         if committed >= 1 {
             break;
         }
         if waiting.elapsed() > std::time::Duration::from_secs(120) {
             anyhow::bail!("the consumer group did not commit the primer record within 120 s");
         }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        // Each check opens a short-lived offset reader: poll gently.
+        std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let started = Instant::now();
     for (i, line) in rest.iter().enumerate() {

@@ -13,13 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use dunes_ingest::kafka::committed_offsets;
 use rand::{Rng, SeedableRng};
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// The tests' own broker (not the dev broker on 9092): a fresh state per
 /// test run, so a long-lived SQLite file never slows the tests down.
@@ -174,24 +175,8 @@ fn traffic(seed: u64, n: usize, bad_every: usize) -> (Vec<Vec<u8>>, HashSet<Stri
 }
 
 fn committed_total(brokers: &str, group: &str, topic: &str, partitions: i32) -> i64 {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    match c.committed_offsets(tpl, Duration::from_secs(5)) {
-        Ok(got) => got
-            .elements()
-            .iter()
-            .map(|e| match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            })
-            .sum(),
+    match committed_offsets(brokers, group, topic, partitions, Duration::from_secs(5)) {
+        Ok(got) => got.into_iter().map(|o| o.unwrap_or(0)).sum(),
         Err(_) => -1,
     }
 }

@@ -418,3 +418,33 @@ impl Drop for KafkaSourceHandle {
         self.shared.flight_cv.notify_all();
     }
 }
+
+/// The offsets `group` has committed on partitions `0..partitions` of
+/// `topic` (`None` where nothing is committed), read from the group
+/// coordinator without joining the group. For benches, tests and tooling.
+pub fn committed_offsets(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<Vec<Option<i64>>, IngestError> {
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()
+        .map_err(|e| IngestError::Kafka(format!("cannot create an offset reader: {e}")))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let got = c
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| IngestError::Kafka(format!("cannot read committed offsets: {e}")))?;
+    Ok((0..partitions)
+        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        })
+        .collect())
+}

@@ -20,5 +20,5 @@ mod producer;
 mod tests;
 
 pub use config::KafkaConfig;
-pub use consumer::{KafkaBatch, KafkaSource, KafkaSourceHandle};
+pub use consumer::{KafkaBatch, KafkaSource, KafkaSourceHandle, committed_offsets};
 pub use producer::{KafkaSink, OutputMessage};

@@ -8,7 +8,7 @@ use std::time::Duration;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::ClientConfig;
 
 use super::*;
 use crate::{Rejected, SourcePos};
@@ -26,23 +26,10 @@ fn cfg(brokers: &str, topic: &str, group: &str) -> KafkaConfig {
 }
 
 fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .create()
-        .expect("consumer");
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition(topic, p);
-    }
-    let got = c
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .expect("committed offsets");
-    (0..partitions)
-        .map(|p| match got.find_partition(topic, p).map(|e| e.offset()) {
-            Some(Offset::Offset(o)) => o,
-            _ => -1,
-        })
+    committed_offsets(brokers, group, topic, partitions, Duration::from_secs(10))
+        .expect("committed offsets")
+        .into_iter()
+        .map(|o| o.unwrap_or(-1))
         .collect()
 }
 
