@@ -4,30 +4,12 @@
 //! the ledger verifies; a warm-up interrupted by a restart continues.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use dunes_ledger::RecordKind;
 use serde_json::Value;
 
-fn dunes() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dunes"));
-    c.env("RUST_LOG", "warn")
-        .env_remove("DUNES_CONFIG")
-        .env_remove("DUNES_DATA_DIR");
-    c
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawn dunes");
-    assert!(
-        out.status.success(),
-        "dunes failed: {:?}\nstdout:\n{}\nstderr:\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+mod common;
+use common::{dunes, run_ok};
 
 /// `dunes simulate` into `dir/name.ndjson` (+ labels); returns the paths.
 fn simulate(dir: &Path, name: &str, args: &[&str]) -> (PathBuf, PathBuf) {

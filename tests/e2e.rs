@@ -11,13 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn dunes() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_dunes"));
-    c.env("RUST_LOG", "warn")
-        .env_remove("DUNES_CONFIG")
-        .env_remove("DUNES_DATA_DIR");
-    c
-}
+mod common;
+use common::{dunes, run_ok};
 
 fn sample() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/mcp-sample.ndjson")
@@ -27,18 +22,6 @@ fn labels() -> BTreeMap<String, String> {
     let p =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/mcp-sample.labels.json");
     serde_json::from_slice(&std::fs::read(p).expect("labels")).expect("labels json")
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("spawn dunes");
-    assert!(
-        out.status.success(),
-        "dunes failed: {:?}\nstdout:\n{}\nstderr:\n{}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn read_ndjson(p: &Path) -> Vec<Value> {

@@ -5,10 +5,10 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
+use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use rdkafka::ClientConfig;
 
 use super::*;
 use crate::{Rejected, SourcePos};
