@@ -154,9 +154,10 @@ pub struct LoadedModel {
     principal: Option<LoadedPart>,
 }
 
-/// Whether the squared Mahalanobis distance of `z` under `s` is below
-/// `limit`; stops adding (non-negative) terms once it is not.
-fn distance_below(s: &Scorer, z: &FeatureVec, limit: f64) -> bool {
+/// The squared Mahalanobis distance of `z` under `s`,
+/// `(x-μ)ᵀ P (x-μ) = ‖Lᵀ(x-μ)‖²`; stops adding (non-negative) terms once the
+/// sum reaches `limit` (pass infinity for the exact value).
+fn mahalanobis_sq(s: &Scorer, z: &FeatureVec, limit: f64) -> f64 {
     let d = N_FEATURES;
     let mut diff = [0.0; N_FEATURES];
     for i in 0..d {
@@ -170,10 +171,16 @@ fn distance_below(s: &Scorer, z: &FeatureVec, limit: f64) -> bool {
         }
         m += y * y;
         if m >= limit {
-            return false;
+            break;
         }
     }
-    m < limit
+    m
+}
+
+/// Whether the squared Mahalanobis distance of `z` under `s` is below
+/// `limit` (stopping early once it is not).
+fn distance_below(s: &Scorer, z: &FeatureVec, limit: f64) -> bool {
+    mahalanobis_sq(s, z, limit) < limit
 }
 
 /// Why a window scored high: one line per feature.
@@ -349,24 +356,10 @@ impl LoadedPart {
     }
 
     fn score_standardised(&self, z: &FeatureVec) -> f64 {
-        let d = N_FEATURES;
         let mut terms = [0.0f64; 16];
         let mut best = f64::NEG_INFINITY;
         for (k, s) in self.scorers.iter().enumerate() {
-            let mut diff = [0.0; N_FEATURES];
-            for i in 0..d {
-                diff[i] = z[i] - s.mean[i];
-            }
-            // (x-μ)ᵀ P (x-μ) = ‖Lᵀ(x-μ)‖²
-            let mut m = 0.0;
-            for j in 0..d {
-                let mut y = 0.0;
-                for (row, di) in s.chol[j..d].iter().zip(&diff[j..d]) {
-                    y += row[j] * di;
-                }
-                m += y * y;
-            }
-            let t = s.log_norm - 0.5 * m;
+            let t = s.log_norm - 0.5 * mahalanobis_sq(s, z, f64::INFINITY);
             if k < terms.len() {
                 terms[k] = t;
             }
