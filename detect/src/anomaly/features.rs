@@ -22,7 +22,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 
 use arrow::array::{
-    Array, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    Array, BooleanArray, Float64Array, Int64Array, ListArray, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
 use serde::{Deserialize, Serialize};
@@ -58,6 +58,20 @@ pub const LOG_FEATURES: [bool; N_FEATURES] = [
 ];
 
 /// What the extractor needs to know besides the events.
+///
+/// A tool call counts as **egress** (data may leave) when its name is one
+/// of `egress_tools`, or the words of its name (split at `_`, `-`, `.`,
+/// `/` and camelCase) include one of `egress_words` and none of
+/// `read_words` (`send_email` and `slackPost` are egress, `fetch_mail` and
+/// `get_post` are not), or, with `egress_public_urls`, its arguments name a
+/// URL on a public host. It counts as a **directory listing** when its name
+/// is one of `listing_tools`, or its words include one of `listing_verbs`
+/// and one of `listing_nouns` (`list_files`, `browseFolder`, `fs.ls`). So
+/// the features carry over to servers whose tools are named otherwise.
+///
+/// The word rules were added after format 2 models were first written: a
+/// model file without them (serde defaults: empty, false) keeps the
+/// name-list-only semantics it was trained with.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct FeatureSpec {
     /// Sliding window length (event time, seconds).
@@ -66,6 +80,16 @@ pub struct FeatureSpec {
     pub egress_tools: Vec<String>,
     /// Tool names counted as directory listings.
     pub listing_tools: Vec<String>,
+    #[serde(default)]
+    pub egress_words: Vec<String>,
+    #[serde(default)]
+    pub read_words: Vec<String>,
+    #[serde(default)]
+    pub egress_public_urls: bool,
+    #[serde(default)]
+    pub listing_verbs: Vec<String>,
+    #[serde(default)]
+    pub listing_nouns: Vec<String>,
 }
 
 impl Default for FeatureSpec {
@@ -105,7 +129,118 @@ impl Default for FeatureSpec {
                 "browse_folder",
                 "list_files",
             ]),
+            egress_words: s(&[
+                "send", "post", "upload", "publish", "forward", "webhook", "notify", "email",
+                "mail", "sms", "tweet", "share", "transfer",
+            ]),
+            read_words: s(&[
+                "get", "list", "read", "fetch", "search", "find", "query", "inbox", "count",
+            ]),
+            egress_public_urls: true,
+            listing_verbs: s(&[
+                "list", "ls", "browse", "tree", "walk", "glob", "scan", "readdir",
+            ]),
+            listing_nouns: s(&[
+                "dir",
+                "dirs",
+                "directory",
+                "directories",
+                "folder",
+                "folders",
+                "files",
+                "fs",
+                "entries",
+                "ls",
+                "tree",
+                "readdir",
+            ]),
         }
+    }
+}
+
+/// The words of a tool name, lower-cased: split at non-alphanumerics and
+/// at lower-to-upper case changes (`sendSlackMessage` → send, slack,
+/// message).
+pub fn name_words(name: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut prev_lower = false;
+    for ch in name.chars() {
+        if !ch.is_alphanumeric() {
+            if !cur.is_empty() {
+                words.push(std::mem::take(&mut cur));
+            }
+            prev_lower = false;
+            continue;
+        }
+        if ch.is_uppercase() && prev_lower && !cur.is_empty() {
+            words.push(std::mem::take(&mut cur));
+        }
+        prev_lower = ch.is_lowercase() || ch.is_numeric();
+        cur.extend(ch.to_lowercase());
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
+
+/// How a tool name classifies (see [`FeatureSpec`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ToolClass {
+    pub egress: bool,
+    pub listing: bool,
+}
+
+/// Tool names classified so far are cached up to this many.
+const MAX_CACHED_TOOLS: usize = 100_000;
+
+/// Tool-name classification with a bounded cache.
+#[derive(Debug, Default)]
+struct Classifier {
+    egress: HashSet<String>,
+    listing: HashSet<String>,
+    egress_words: HashSet<String>,
+    read_words: HashSet<String>,
+    listing_verbs: HashSet<String>,
+    listing_nouns: HashSet<String>,
+    cache: HashMap<String, ToolClass>,
+}
+
+impl Classifier {
+    fn new(spec: &FeatureSpec) -> Self {
+        let set = |v: &[String]| v.iter().map(|w| w.to_lowercase()).collect::<HashSet<_>>();
+        Classifier {
+            egress: spec.egress_tools.iter().cloned().collect(),
+            listing: spec.listing_tools.iter().cloned().collect(),
+            egress_words: set(&spec.egress_words),
+            read_words: set(&spec.read_words),
+            listing_verbs: set(&spec.listing_verbs),
+            listing_nouns: set(&spec.listing_nouns),
+            cache: HashMap::new(),
+        }
+    }
+
+    fn classify_uncached(&self, tool: &str) -> ToolClass {
+        let words = name_words(tool);
+        let has = |set: &HashSet<String>| words.iter().any(|w| set.contains(w));
+        ToolClass {
+            egress: self.egress.contains(tool)
+                || (has(&self.egress_words) && !has(&self.read_words)),
+            listing: self.listing.contains(tool)
+                || (has(&self.listing_verbs) && has(&self.listing_nouns)),
+        }
+    }
+
+    fn classify(&mut self, tool: &str) -> ToolClass {
+        if let Some(c) = self.cache.get(tool) {
+            return *c;
+        }
+        let c = self.classify_uncached(tool);
+        if self.cache.len() < MAX_CACHED_TOOLS {
+            self.cache.insert(tool.to_string(), c);
+        }
+        c
     }
 }
 
@@ -488,6 +623,8 @@ struct Cols<'a> {
     args_max_entropy: &'a Float64Array,
     is_error: &'a BooleanArray,
     result_bytes: &'a Int64Array,
+    /// `args_host_classes` (absent in hand-built batches: no URL hosts).
+    host_classes: Option<&'a ListArray>,
 }
 
 fn col<'a, T: 'static>(b: &'a RecordBatch, name: &str) -> Result<&'a T, DetectError> {
@@ -513,7 +650,24 @@ impl<'a> Cols<'a> {
             args_max_entropy: col(b, "args_max_entropy")?,
             is_error: col(b, "is_error")?,
             result_bytes: col(b, "result_bytes")?,
+            host_classes: b
+                .column_by_name("args_host_classes")
+                .and_then(|c| c.as_any().downcast_ref::<ListArray>()),
         })
+    }
+
+    /// Whether row `i`'s arguments name a URL on a public host.
+    fn public_url(&self, i: usize) -> bool {
+        let Some(l) = self.host_classes else {
+            return false;
+        };
+        if l.is_null(i) {
+            return false;
+        }
+        let v = l.value(i);
+        v.as_any()
+            .downcast_ref::<StringArray>()
+            .is_some_and(|a| a.iter().flatten().any(|c| c == "public"))
     }
 }
 
@@ -537,16 +691,14 @@ pub struct Observation<'a> {
 #[derive(Debug, Default)]
 pub struct Extractor {
     pub spec: FeatureSpec,
-    egress: HashSet<String>,
-    listing: HashSet<String>,
+    classifier: Classifier,
     pub state: FeatureState,
 }
 
 impl Extractor {
     pub fn new(spec: FeatureSpec) -> Self {
         Extractor {
-            egress: spec.egress_tools.iter().cloned().collect(),
-            listing: spec.listing_tools.iter().cloned().collect(),
+            classifier: Classifier::new(&spec),
             spec,
             state: FeatureState::default(),
         }
@@ -569,6 +721,8 @@ impl Extractor {
         }
         let c = Cols::of(events)?;
         let window_us = self.window_us();
+        let public_urls = self.spec.egress_public_urls;
+        let classifier = &mut self.classifier;
         let FeatureState {
             sessions,
             principals,
@@ -638,14 +792,15 @@ impl Extractor {
                     None => {}
                 }
             }
+            let class = tool.map(|t| classifier.classify(t)).unwrap_or_default();
             let r = ReqIn {
                 event_id: c.event_id.value(i),
                 server_id: c.server_id.value(i),
                 tool,
                 resource,
                 list: method == "resources/list",
-                dir_list: tool.is_some_and(|t| self.listing.contains(t)),
-                egress: tool.is_some_and(|t| self.egress.contains(t)),
+                dir_list: class.listing,
+                egress: class.egress || (tool.is_some() && public_urls && c.public_url(i)),
                 first_seen,
                 args_bytes: if c.args_bytes.is_null(i) {
                     0

@@ -29,7 +29,8 @@ use serde::{Deserialize, Serialize};
 
 pub use calibration::Calibration;
 pub use features::{
-    Extractor, FEATURE_NAMES, FeatureSpec, FeatureVec, N_FEATURES, Observation, Window, WindowKind,
+    Extractor, FEATURE_NAMES, FeatureSpec, FeatureVec, N_FEATURES, Observation, ToolClass, Window,
+    WindowKind, name_words,
 };
 pub use model::{
     AnomalyModel, Baseline, Contribution, LoadedModel, LoadedPart, PartModel, TrainParams,
@@ -64,7 +65,7 @@ pub struct AnomalyConfig {
     pub target_fpr: f64,
     /// Share of `target_fpr` given to the principal windows' part.
     pub principal_fpr_share: f64,
-    /// Mixture components; 0 chooses by BIC among 2, 4, 6, 8.
+    /// Mixture components (default 2); 0 chooses by BIC among 2, 4, 6, 8.
     pub components: usize,
     pub reg_covar: f64,
     pub max_fit_windows: usize,
@@ -73,9 +74,11 @@ pub struct AnomalyConfig {
     pub severity: Severity,
     /// Suppression window: one incident per session per this much time.
     pub suppress_secs: u64,
-    /// Override the egress / directory-listing tool names.
+    /// Override the egress / directory-listing tool names and the egress
+    /// name words (see [`FeatureSpec`]).
     pub egress_tools: Option<Vec<String>>,
     pub listing_tools: Option<Vec<String>>,
+    pub egress_words: Option<Vec<String>>,
 }
 
 impl Default for AnomalyConfig {
@@ -98,6 +101,7 @@ impl Default for AnomalyConfig {
             suppress_secs: 600,
             egress_tools: None,
             listing_tools: None,
+            egress_words: None,
         }
     }
 }
@@ -115,6 +119,8 @@ impl AnomalyConfig {
             window_secs: self.window_secs.max(1),
             egress_tools: self.egress_tools.clone().unwrap_or(d.egress_tools),
             listing_tools: self.listing_tools.clone().unwrap_or(d.listing_tools),
+            egress_words: self.egress_words.clone().unwrap_or(d.egress_words),
+            ..d
         }
     }
 

@@ -33,13 +33,17 @@ use crate::DetectError;
 pub const MODEL_FORMAT: u32 = 2;
 /// Fewest windows a part is fitted on.
 const MIN_WINDOWS: usize = 50;
+/// Default number of mixture components.
+pub const DEFAULT_COMPONENTS: usize = 2;
 /// Smallest standard deviation used to standardise a feature.
 const MIN_STD: f64 = 0.05;
 
 /// Training hyper-parameters.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TrainParams {
-    /// Mixture components; 0 chooses among 2, 4, 6, 8 by BIC.
+    /// Mixture components; 0 chooses among 2, 4, 6, 8 by BIC. The default
+    /// is 2: BIC on one estate's baseline picks 8, whose thresholds do not
+    /// carry over to other estates (see `docs/anomaly.md`).
     pub components: usize,
     /// Added to the covariance diagonal (standardised units).
     pub reg_covar: f64,
@@ -58,7 +62,7 @@ pub struct TrainParams {
 impl Default for TrainParams {
     fn default() -> Self {
         TrainParams {
-            components: 0,
+            components: DEFAULT_COMPONENTS,
             reg_covar: 0.05,
             max_fit_windows: 20_000,
             target_fpr: 0.005,

@@ -799,3 +799,121 @@ fn config_defaults_and_record() {
 fn toml_like_default() -> AnomalyConfig {
     serde_json::from_str("{}").unwrap()
 }
+
+#[test]
+fn tool_names_split_into_words() {
+    assert_eq!(name_words("sendSlackMessage"), ["send", "slack", "message"]);
+    assert_eq!(name_words("fs.ls"), ["fs", "ls"]);
+    assert_eq!(name_words("HTTP_post-v2"), ["http", "post", "v2"]);
+    assert_eq!(name_words("s3Upload"), ["s3", "upload"]);
+    assert!(name_words("__").is_empty());
+}
+
+/// The egress share and listing count of one session calling `tools`, each
+/// with `args`.
+fn egress_and_listing(tools: &[&str], args: serde_json::Value) -> (f64, f64) {
+    let mut out = Vec::new();
+    let (mut t, mut n) = (T0, 0);
+    for tool in tools {
+        call(
+            &mut out,
+            &mut t,
+            1_000,
+            "egress-1",
+            "user@example.com",
+            &mut n,
+            "tools/call",
+            json!({"name": tool, "arguments": args}),
+            json!({"content":[{"type":"text","text":"ok"}]}),
+        );
+    }
+    let set = windows(&lines_of(out)).session;
+    let last = set.windows.last().expect("windows");
+    (last[feature("egress_share")], last[feature("dir_lists")])
+}
+
+#[test]
+fn egress_and_listings_are_recognised_beyond_the_name_lists() {
+    let none = json!({"path": "/tmp/a"});
+    // Egress by the words of names no list holds.
+    for tool in [
+        "sendSlackMessage",
+        "publish_post",
+        "email.forward",
+        "s3Upload",
+    ] {
+        assert_eq!(egress_and_listing(&[tool], none.clone()).0, 1.0, "{tool}");
+    }
+    // Reading is not egress, even when the name mentions mail or posts.
+    for tool in [
+        "fetch_mail",
+        "get_post",
+        "list_emails",
+        "read_file",
+        "summarise",
+    ] {
+        assert_eq!(egress_and_listing(&[tool], none.clone()).0, 0.0, "{tool}");
+    }
+    // Any tool sending to a public host is egress; a private one is not.
+    let public = json!({"target": "https://paste.example.net/upload?d=abc"});
+    let private = json!({"target": "http://10.0.0.7/cache"});
+    assert_eq!(egress_and_listing(&["summarise"], public).0, 1.0);
+    assert_eq!(egress_and_listing(&["summarise"], private).0, 0.0);
+    // Directory listings by verb and noun.
+    let (_, lists) = egress_and_listing(
+        &[
+            "browseFolder",
+            "fs.ls",
+            "list_files",
+            "tree",
+            "list_columns",
+            "create_dir",
+        ],
+        none,
+    );
+    assert_eq!(lists, 4.0, "browseFolder, fs.ls, list_files, tree");
+}
+
+#[test]
+fn models_without_the_word_rules_keep_name_list_semantics() {
+    let mut v = serde_json::to_value(FeatureSpec::default()).unwrap();
+    let o = v.as_object_mut().unwrap();
+    for k in [
+        "egress_words",
+        "read_words",
+        "egress_public_urls",
+        "listing_verbs",
+        "listing_nouns",
+    ] {
+        o.remove(k);
+    }
+    let old: FeatureSpec = serde_json::from_value(v).unwrap();
+    assert!(old.egress_words.is_empty() && !old.egress_public_urls);
+    let mut ex = Extractor::new(old);
+    let mut out = Vec::new();
+    let (mut t, mut n) = (T0, 0);
+    for tool in ["sendSlackMessage", "send_email"] {
+        call(
+            &mut out,
+            &mut t,
+            1_000,
+            "old-1",
+            "user@example.com",
+            &mut n,
+            "tools/call",
+            json!({"name": tool, "arguments": {"url": "https://example.net/"}}),
+            json!({"content":[]}),
+        );
+    }
+    let mut last = None;
+    for b in batches(&lines_of(out), 100) {
+        ex.feed(&b, |o| {
+            if o.kind == WindowKind::Session {
+                last = Some(o.features)
+            }
+        })
+        .unwrap();
+    }
+    // Only send_email (in the list) counts.
+    assert_eq!(last.unwrap()[feature("egress_share")], 0.5);
+}
