@@ -13,11 +13,14 @@ use crate::config::Config;
 
 #[derive(Subcommand)]
 pub enum ModelCmd {
-    /// Train the anomaly model on baseline traffic (NDJSON envelopes) and save
-    /// it in the data dir (`models/anomaly-model.json`, or `[anomaly] model`);
-    /// `dunes run` loads it at start and ledgers its version.
+    /// Train the anomaly model on baseline traffic (NDJSON envelopes, or the
+    /// Parquet event history of a data dir) and save it in the data dir
+    /// (`models/anomaly-model.json`, or `[anomaly] model`); `dunes run`
+    /// loads it at start and ledgers its version.
     Train {
-        /// NDJSON files of baseline traffic.
+        /// NDJSON files of baseline traffic, or event history directories (a
+        /// data dir, its `history` dir, `history/events` or one day
+        /// partition), read in write order.
         #[arg(long, required = true, num_args = 1..)]
         from: Vec<PathBuf>,
         /// Labels (session_id → scenario): train only on `benign` sessions.
@@ -67,8 +70,9 @@ pub fn read_labels(path: &Path) -> anyhow::Result<BTreeMap<String, String>> {
     })
 }
 
-/// Feature windows (session and principal) of NDJSON files, through the
-/// same normalisation and feature code as the pipeline.
+/// Feature windows (session and principal) of NDJSON files (through the
+/// same normalisation as the pipeline) or of event history directories
+/// (already normalised), through the same feature code as the pipeline.
 pub fn windows_from_files(
     cfg: &Config,
     spec: FeatureSpec,
@@ -82,6 +86,16 @@ pub fn windows_from_files(
     let mut set = Baseline::default();
     let batch = cfg.ingest.batch_size.max(1);
     for file in files {
+        if file.is_dir() {
+            let parts = dunes_detect::history::event_files(file)?;
+            for part in &parts {
+                for b in dunes_detect::history::read_batches(part)? {
+                    ex.feed(&b, |o| set.observe(&o))
+                        .with_context(|| format!("{}", part.display()))?;
+                }
+            }
+            continue;
+        }
         let reader = dunes_ingest::source::open_file(file, cfg.ingest.max_line_bytes)
             .with_context(|| format!("cannot open {}", file.display()))?;
         let mut buf = Vec::with_capacity(batch);
@@ -119,7 +133,7 @@ pub fn train_from_files(
         set.retain_sessions(|s| l.get(s).is_some_and(|v| v == "benign"));
     }
     eprintln!(
-        "{} session and {} principal windows from {} file(s){} in {:.1}s; training...",
+        "{} session and {} principal windows from {} source(s){} in {:.1}s; training...",
         set.session.len(),
         set.principal.len(),
         files.len(),
@@ -133,7 +147,16 @@ pub fn train_from_files(
         },
         t0.elapsed().as_secs_f64()
     );
-    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| {
+            if f.is_dir() {
+                format!("event history {}", f.display())
+            } else {
+                f.display().to_string()
+            }
+        })
+        .collect();
     let mut on = names.join(", ");
     if labels.is_some() {
         on.push_str(" (benign-labelled sessions)");

@@ -288,3 +288,81 @@ fn a_restart_during_the_warm_up_continues_it() {
     run_ok(dunes().arg("verify").arg(&one));
     run_ok(dunes().arg("verify").arg(&two));
 }
+
+/// The model file at `path` as JSON, without what names its source.
+fn model_json_without_source(path: &Path) -> Value {
+    let mut m: Value =
+        serde_json::from_slice(&std::fs::read(path).expect("model file")).expect("model json");
+    let o = m.as_object_mut().expect("object");
+    o.remove("version");
+    o.remove("trained_on");
+    m
+}
+
+#[test]
+fn training_from_the_event_history_equals_training_from_the_ndjson() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (base, _) = simulate(
+        tmp.path(),
+        "base",
+        &["--sessions", "300", "--seed", "21", "--attack-ratio", "0"],
+    );
+    let cfg = tmp.path().join("dunes.toml");
+    std::fs::write(&cfg, "[ingest]\nbatch_size = 500\n").expect("config");
+    // The monitor stores the normalised events as Parquet history.
+    let dir = tmp.path().join("data");
+    run_ok(
+        dunes()
+            .arg("run")
+            .arg(&base)
+            .args(["--no-http", "--config"])
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    assert!(dir.join("history/events").is_dir());
+    let train = |from: &Path, out: &Path| {
+        run_ok(
+            dunes()
+                .args(["model", "train", "--from"])
+                .arg(from)
+                .arg("--out")
+                .arg(out)
+                .arg("--config")
+                .arg(&cfg)
+                .arg("--data-dir")
+                .arg(tmp.path().join("scratch")),
+        )
+    };
+    let from_history = tmp.path().join("from-history.json");
+    let from_ndjson = tmp.path().join("from-ndjson.json");
+    let out = train(&dir, &from_history);
+    train(&base, &from_ndjson);
+    let h = model_json_without_source(&from_history);
+    assert!(
+        h["trained_sessions"].as_u64().unwrap() >= 250,
+        "{}",
+        h["trained_sessions"]
+    );
+    assert_eq!(
+        h,
+        model_json_without_source(&from_ndjson),
+        "same windows, same model"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("history"), "{stdout}");
+
+    // A directory without history is refused with a clear error.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).expect("dir");
+    let o = dunes()
+        .args(["model", "train", "--from"])
+        .arg(&empty)
+        .arg("--out")
+        .arg(tmp.path().join("none.json"))
+        .output()
+        .expect("runs");
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("no event history"), "{err}");
+}

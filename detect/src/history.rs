@@ -212,6 +212,59 @@ pub async fn register_history(ctx: &SessionContext, data_dir: &Path) -> Result<(
     Ok(())
 }
 
+/// The `events` Parquet files of a history store, in the order they were
+/// written (file names start with the write time, then the day partition),
+/// so that reading them back replays the stream as the pipeline saw it.
+/// `path` may be a data dir, its `history` dir, the `history/events` dir
+/// or one `date=` partition.
+pub fn event_files(path: &Path) -> Result<Vec<PathBuf>, DetectError> {
+    let candidates = [
+        history_dir(path).join("events"),
+        path.join("events"),
+        path.to_path_buf(),
+    ];
+    let Some(root) = candidates.into_iter().find(|d| has_parquet(d)) else {
+        return Err(DetectError::InvalidValue(format!(
+            "{}: no event history (Parquet files) found",
+            path.display()
+        )));
+    };
+    let mut files = Vec::new();
+    collect_parquet(&root, &mut files)?;
+    files.sort_by(|a, b| {
+        a.file_name()
+            .cmp(&b.file_name())
+            .then_with(|| a.parent().cmp(&b.parent()))
+    });
+    Ok(files)
+}
+
+fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {
+    for ent in std::fs::read_dir(dir).map_err(io_err(dir))? {
+        let p = ent.map_err(io_err(dir))?.path();
+        if p.is_dir() {
+            collect_parquet(&p, out)?;
+        } else if p.extension().is_some_and(|x| x == "parquet") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Reads the record batches of one history Parquet file.
+pub fn read_batches(file: &Path) -> Result<Vec<RecordBatch>, DetectError> {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let f = std::fs::File::open(file).map_err(io_err(file))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.build())
+        .map_err(|e| DetectError::InvalidValue(format!("{}: parquet: {e}", file.display())))?;
+    reader
+        .map(|b| {
+            b.map_err(|e| DetectError::InvalidValue(format!("{}: parquet: {e}", file.display())))
+        })
+        .collect()
+}
+
 fn has_parquet(dir: &Path) -> bool {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return false;
