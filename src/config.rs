@@ -129,7 +129,12 @@ impl Config {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))
+        let cfg: Config =
+            toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
+        cfg.anomaly
+            .validate()
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        Ok(cfg)
     }
 
     pub fn rules_dir(&self) -> PathBuf {
@@ -182,5 +187,31 @@ mod tests {
         let c: Config = toml::from_str("[history]\nretention_days = 7\n[hunt]\nmax_rows = 5\n")
             .expect("history");
         assert_eq!((c.history.retention_days, c.hunt.max_rows), (7, 5));
+    }
+
+    #[test]
+    fn out_of_range_anomaly_settings_are_refused_with_the_key() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let p = dir.path().join("d.toml");
+        for (text, key) in [
+            ("[anomaly]\nlevel = 4\n", "level = 4"),
+            ("[anomaly]\ntarget_fpr = 5.0\n", "target_fpr = 5"),
+            (
+                "[anomaly]\nprincipal_fpr_share = -1.0\n",
+                "principal_fpr_share",
+            ),
+            ("[anomaly]\nwindow_secs = 0\n", "window_secs"),
+        ] {
+            std::fs::write(&p, text).expect("write");
+            let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        std::fs::write(&p, "[anomaly]\nlevel = 2\nresponse = \"block_principal\"\n").expect("w");
+        let c = Config::load(Some(&p)).expect("valid");
+        assert_eq!(c.anomaly.level, 2);
+        assert_eq!(
+            c.anomaly.response,
+            dunes_detect::ResponseAction::BlockPrincipal
+        );
     }
 }

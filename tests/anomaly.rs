@@ -167,6 +167,24 @@ fn a_trained_model_is_ledgered_by_run_and_names_its_incidents() {
         anomalies.len()
     );
 
+    // Level 1 by default: each anomaly invalidates its session (responses
+    // file and ledger).
+    let responses = read_ndjson(&dir.join("responses.ndjson"));
+    let ledgered = ledger_records(&dir, RecordKind::Response);
+    for inc in &anomalies {
+        assert_eq!(inc["level"], 1, "{inc}");
+        let session = inc["session_id"].as_str().expect("session");
+        for set in [&responses, &ledgered] {
+            assert!(
+                set.iter().any(|r| r["incident_id"] == inc["incident_id"]
+                    && r["action"] == "isolate_session"
+                    && r["target"]["session_id"] == session),
+                "no isolate_session of {session} for {}",
+                inc["incident_id"]
+            );
+        }
+    }
+
     run_ok(dunes().arg("verify").arg(&dir));
     // A second start ledgers the (same) version again.
     std::fs::write(tmp.path().join("empty.ndjson"), "").expect("w");

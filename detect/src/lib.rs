@@ -93,20 +93,29 @@ pub async fn detect_with_anomaly(
     }
     let mut outcome = anomaly::AnomalyOutcome::default();
     let mut extra = Vec::new();
+    let mut anomaly_action = None;
     if let Some(mon) = anomaly {
         outcome = mon.process(events, now)?;
         raised.append(&mut outcome.incidents);
         extra.push((anomaly::RULE_ID, mon.suppress_us()));
+        anomaly_action = Some(mon.response_action());
     }
     let filtered = engine.filter_noise_with(raised, &extra);
     for inc in filtered.new {
-        let requested = engine
-            .rules()
-            .iter()
-            .find(|r| r.id() == inc.rule_id)
-            .and_then(|r| r.rule.config.response);
-        out.responses
-            .extend(response::respond(&inc, requested, cfg));
+        match anomaly_action {
+            Some(action) if inc.rule_id == anomaly::RULE_ID => {
+                out.responses.extend(anomaly::responses(&inc, action, cfg));
+            }
+            _ => {
+                let requested = engine
+                    .rules()
+                    .iter()
+                    .find(|r| r.id() == inc.rule_id)
+                    .and_then(|r| r.rule.config.response);
+                out.responses
+                    .extend(response::respond(&inc, requested, cfg));
+            }
+        }
         out.incidents.push(inc);
     }
     out.updates = filtered.updates;

@@ -38,7 +38,9 @@ pub use model::{
 };
 pub use scoring::{AnomalyOutcome, Monitor};
 
-use crate::rule::{Level, Severity};
+use crate::incident::Incident;
+use crate::response::{ResponseConfig, ResponseRecord, respond};
+use crate::rule::{Level, ResponseAction, Severity};
 
 /// Rule id of anomaly incidents.
 pub const RULE_ID: &str = "anomaly.behaviour";
@@ -69,8 +71,13 @@ pub struct AnomalyConfig {
     pub components: usize,
     pub reg_covar: f64,
     pub max_fit_windows: usize,
-    /// Level (1–3) and severity of anomaly incidents.
+    /// Level (1–3) and severity of anomaly incidents. Level 1 (default)
+    /// applies `response` automatically: the standard asks for automatic
+    /// session invalidation on anomaly. Level 2 only queues for analysts.
     pub level: u8,
+    /// The Level 1 action (default `isolate_session`; a principal window's
+    /// incident isolates every session of the window).
+    pub response: ResponseAction,
     pub severity: Severity,
     /// Suppression window: one incident per session per this much time.
     pub suppress_secs: u64,
@@ -96,7 +103,8 @@ impl Default for AnomalyConfig {
             components: p.components,
             reg_covar: p.reg_covar,
             max_fit_windows: p.max_fit_windows,
-            level: 2,
+            level: 1,
+            response: ResponseAction::IsolateSession,
             severity: Severity::High,
             suppress_secs: 600,
             egress_tools: None,
@@ -134,6 +142,33 @@ impl AnomalyConfig {
         }
     }
 
+    /// Refuses settings the monitor cannot honour, naming the key.
+    pub fn validate(&self) -> Result<(), crate::DetectError> {
+        let bad = |m: String| Err(crate::DetectError::InvalidValue(format!("[anomaly] {m}")));
+        if Level::try_from(self.level).is_err() {
+            return bad(format!("level = {}: expected 1, 2 or 3", self.level));
+        }
+        if !(self.target_fpr > 0.0 && self.target_fpr < 1.0) {
+            return bad(format!(
+                "target_fpr = {}: expected a share between 0 and 1 (e.g. 0.005)",
+                self.target_fpr
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.principal_fpr_share) {
+            return bad(format!(
+                "principal_fpr_share = {}: expected 0 to 1",
+                self.principal_fpr_share
+            ));
+        }
+        if self.window_secs == 0 {
+            return bad("window_secs = 0: expected at least 1".into());
+        }
+        if !(self.reg_covar.is_finite() && self.reg_covar >= 0.0) {
+            return bad(format!("reg_covar = {}: expected ≥ 0", self.reg_covar));
+        }
+        Ok(())
+    }
+
     pub fn level(&self) -> Level {
         Level::try_from(self.level).unwrap_or(Level::Analyst)
     }
@@ -141,6 +176,44 @@ impl AnomalyConfig {
     pub fn suppress_us(&self) -> i64 {
         self.suppress_secs as i64 * 1_000_000
     }
+}
+
+/// The responses to an anomaly incident: [`respond`] with the configured
+/// action; at Level 1, `isolate_session` on a principal window's incident
+/// invalidates every session its evidence lists (the window's sessions),
+/// not only the one with the most requests.
+pub fn responses(
+    inc: &Incident,
+    action: ResponseAction,
+    cfg: &ResponseConfig,
+) -> Vec<ResponseRecord> {
+    let mut out = respond(inc, Some(action), cfg);
+    if action != ResponseAction::IsolateSession || inc.level != Level::Automated {
+        return out;
+    }
+    let Some(first) = out.first().cloned() else {
+        return out;
+    };
+    let ev = inc.evidence.first();
+    if ev.and_then(|e| e.get("window")).and_then(|w| w.as_str()) != Some("principal") {
+        return out;
+    }
+    let listed = ev
+        .and_then(|e| e.get("sessions"))
+        .and_then(|s| s.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str());
+    for (i, s) in listed.enumerate() {
+        if first.target.get("session_id").map(String::as_str) == Some(s) {
+            continue;
+        }
+        let mut r = first.clone();
+        r.target.insert("session_id".into(), s.to_string());
+        r.response_id = format!("{}-{}", first.response_id, i + 1);
+        out.push(r);
+    }
+    out
 }
 
 /// The ledger record of a model (kind `model`), like the rule-set record.

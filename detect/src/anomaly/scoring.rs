@@ -104,6 +104,11 @@ impl Monitor {
         self.cfg.suppress_us()
     }
 
+    /// The Level 1 action of anomaly incidents.
+    pub fn response_action(&self) -> crate::rule::ResponseAction {
+        self.cfg.response
+    }
+
     pub fn is_warming_up(&self) -> bool {
         self.model.is_none()
     }

@@ -571,6 +571,37 @@ fn principal_window_catches_an_enumeration_spread_over_sessions() {
         top.contains(&"distinct_resources") || top.contains(&"calls_per_min"),
         "{top:?}"
     );
+    // Level 1 (default): every session of the principal's window is
+    // invalidated, each by its own response record.
+    assert_eq!(inc.level, Level::Automated);
+    let listed: std::collections::BTreeSet<&str> = ev["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    let cfg = crate::ResponseConfig::default();
+    let rs = responses(inc, ResponseAction::IsolateSession, &cfg);
+    let isolated: std::collections::BTreeSet<&str> = rs
+        .iter()
+        .map(|r| {
+            assert_eq!(r.action, ResponseAction::IsolateSession);
+            r.target["session_id"].as_str()
+        })
+        .collect();
+    assert!(listed.len() > 3, "{listed:?}");
+    assert!(listed.is_subset(&isolated), "{listed:?} vs {isolated:?}");
+    assert!(isolated.contains(inc.session_id.as_deref().unwrap()));
+    let ids: std::collections::BTreeSet<&str> = rs.iter().map(|r| r.response_id.as_str()).collect();
+    assert_eq!(ids.len(), rs.len(), "response ids are unique");
+    // Blocking the principal is one record; Level 2 responds with none.
+    assert_eq!(
+        responses(inc, ResponseAction::BlockPrincipal, &cfg).len(),
+        1
+    );
+    let mut queued = inc.clone();
+    queued.level = Level::Analyst;
+    assert!(responses(&queued, ResponseAction::IsolateSession, &cfg).is_empty());
     assert!(
         calm.len() <= 2,
         "calm traffic raised {} incidents: {:?}",
@@ -625,7 +656,7 @@ fn monitor_warms_up_then_raises_incidents() {
     assert_eq!(inc.rule_id, RULE_ID);
     assert_eq!(inc.rule_sha256, version);
     assert_eq!(inc.session_id.as_deref(), Some("recon-1"));
-    assert_eq!(inc.level, Level::Analyst);
+    assert_eq!(inc.level, Level::Automated);
     assert!(inc.title.contains("session window"), "{}", inc.title);
     assert!(inc.title.contains("baseline p50"), "{}", inc.title);
     let ev = &inc.evidence[0];
@@ -789,7 +820,8 @@ fn config_defaults_and_record() {
     let c: AnomalyConfig = toml_like_default();
     assert!(c.enabled);
     assert_eq!(c.target_fpr, 0.005);
-    assert_eq!(c.level(), Level::Analyst);
+    assert_eq!(c.level(), Level::Automated);
+    assert_eq!(c.response, ResponseAction::IsolateSession);
     assert!(
         c.model_path(std::path::Path::new("/d"))
             .ends_with(MODEL_FILE)
