@@ -95,6 +95,8 @@ pub async fn detect_with_anomaly(
     let mut extra = Vec::new();
     let mut anomaly_action = None;
     if let Some(mon) = anomaly {
+        // What the rules flag is not learnt as normal behaviour.
+        mon.exclude_from_warmup(raised.iter().filter_map(|i| i.session_id.as_deref()));
         outcome = mon.process(events, now)?;
         raised.append(&mut outcome.incidents);
         extra.push((anomaly::RULE_ID, mon.suppress_us()));

@@ -123,6 +123,21 @@ impl Monitor {
         self.warmup.as_ref().map_or(0, |w| w.principal_windows())
     }
 
+    /// Leaves sessions a rule raised an incident on out of the warm-up
+    /// baseline (no effect once scoring).
+    pub fn exclude_from_warmup<'a>(&mut self, sessions: impl IntoIterator<Item = &'a str>) {
+        if let Some(wu) = self.warmup.as_mut() {
+            for s in sessions {
+                wu.exclude(s);
+            }
+        }
+    }
+
+    /// Sessions left out of the warm-up baseline so far.
+    pub fn warmup_excluded(&self) -> usize {
+        self.warmup.as_ref().map_or(0, |w| w.excluded())
+    }
+
     /// Distinct sessions seen so far during the warm-up.
     pub fn warmup_sessions(&self) -> usize {
         self.warmup.as_ref().map_or(0, |w| w.sessions())
@@ -305,8 +320,9 @@ impl Monitor {
             return None;
         }
         let label = format!(
-            "warm-up: {} sessions, {} session and {} principal windows over {} min of event time",
+            "warm-up: {} sessions ({} flagged by rules left out), {} session and {} principal windows over {} min of event time",
             wu.sessions(),
+            wu.excluded(),
             wu.session_windows(),
             wu.principal_windows(),
             span / 60_000_000

@@ -949,3 +949,49 @@ fn models_without_the_word_rules_keep_name_list_semantics() {
     // Only send_email (in the list) counts.
     assert_eq!(last.unwrap()[feature("egress_share")], 0.5);
 }
+
+#[test]
+fn sessions_flagged_by_rules_are_left_out_of_the_warm_up_baseline() {
+    // Calm traffic with one recon session early in the warm-up.
+    let mut r = Rng(9);
+    let mut out = Vec::new();
+    for k in 0..400u64 {
+        benign(
+            &mut out,
+            &mut r,
+            k + 900_000,
+            T0 + (k as i64 * 240 * 60_000) / 400,
+        );
+    }
+    recon(&mut out, &mut r, T0 + 10 * 60_000);
+    let all = batches(&lines_of(out), 400);
+    let mut plain = Monitor::new(warmup_cfg(), None);
+    let (_, learnt_all) = run_until_trained(&mut plain, &all).expect("trains");
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/anomaly-state.json");
+    let mut m = Monitor::new(warmup_cfg(), None);
+    // A rule flagged the recon session; the flag survives a restart.
+    m.exclude_from_warmup(["recon-1"]);
+    assert!(m.process(&all[0], Utc::now()).unwrap().trained.is_none());
+    m.save_state(&path).unwrap();
+    let mut m = Monitor::new(warmup_cfg(), None);
+    m.load_state(&path).unwrap();
+    assert_eq!(m.warmup_excluded(), 1);
+    let (_, learnt) = run_until_trained(&mut m, &all[1..]).expect("trains");
+    assert_eq!(
+        learnt.model.trained_sessions + 1,
+        learnt_all.model.trained_sessions,
+        "the flagged session is not in the baseline"
+    );
+    assert!(
+        learnt
+            .model
+            .trained_on
+            .contains("1 flagged by rules left out")
+    );
+    assert!(learnt.model.trained_windows < learnt_all.model.trained_windows);
+    // Once scoring, exclusion has nothing left to do.
+    m.exclude_from_warmup(["calm-1"]);
+    assert_eq!(m.warmup_excluded(), 0);
+}

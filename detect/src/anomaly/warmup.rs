@@ -47,7 +47,13 @@ pub struct WarmupMeta {
     pub sessions: usize,
     /// The feature settings the windows were computed with.
     pub feature_spec: FeatureSpec,
+    /// Sessions a rule raised an incident on: left out of the training.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<String>,
 }
+
+/// Rule-flagged sessions remembered during a warm-up, at most.
+const MAX_EXCLUDED: usize = 100_000;
 
 /// How much of the baseline is in the log already.
 #[derive(Clone, Copy, Debug, Default)]
@@ -71,6 +77,8 @@ pub(crate) struct Warmup {
     saved: Saved,
     /// The log no longer matches (the baseline was dropped): write it anew.
     rewrite: bool,
+    /// Sessions a rule raised an incident on (not learnt as normal).
+    excluded: HashSet<String>,
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> DetectError + '_ {
@@ -125,6 +133,18 @@ impl Warmup {
         self.sessions.len()
     }
 
+    /// Leaves a session out of the training: a rule flagged it, so its
+    /// behaviour is not learnt as normal.
+    pub fn exclude(&mut self, session: &str) {
+        if self.excluded.len() < MAX_EXCLUDED {
+            self.excluded.insert(session.to_string());
+        }
+    }
+
+    pub fn excluded(&self) -> usize {
+        self.excluded.len()
+    }
+
     /// The training sets.
     pub fn baseline(&self) -> Baseline {
         let key = |i: u32| self.keys.get(i as usize).map_or("", String::as_str);
@@ -136,7 +156,11 @@ impl Warmup {
         for (s, p, x) in &self.principal {
             principal.push_grouped(key(*s), key(*p), *x);
         }
-        Baseline { session, principal }
+        let mut b = Baseline { session, principal };
+        if !self.excluded.is_empty() {
+            b.retain_sessions(|s| !self.excluded.contains(s));
+        }
+        b
     }
 
     /// Drops the baseline collected so far.
@@ -156,6 +180,11 @@ impl Warmup {
             principal_windows: self.saved.principal,
             sessions: self.sessions.len(),
             feature_spec: spec.clone(),
+            excluded: {
+                let mut v: Vec<String> = self.excluded.iter().cloned().collect();
+                v.sort();
+                v
+            },
         }
     }
 
@@ -223,6 +252,7 @@ impl Warmup {
     pub fn load(path: &Path, meta: &WarmupMeta) -> Result<Warmup, DetectError> {
         let mut wu = Warmup {
             start_ts: meta.start_ts,
+            excluded: meta.excluded.iter().cloned().collect(),
             ..Warmup::default()
         };
         if meta.log_bytes == 0 {
