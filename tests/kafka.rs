@@ -114,6 +114,15 @@ fn create_topic(brokers: &str, name: &str, partitions: i32) {
     }
 }
 
+/// A fresh topic `<name>-…` with `partitions` partitions, its dead-letter
+/// topic, and a fresh consumer group `<group>-…`: (topic, group).
+fn topic_with_dlq(brokers: &str, name: &str, group: &str, partitions: i32) -> (String, String) {
+    let topic = unique(name);
+    create_topic(brokers, &topic, partitions);
+    create_topic(brokers, &format!("{topic}.dlq"), 1);
+    (topic, unique(group))
+}
+
 fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
     ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -427,10 +436,7 @@ fn read_topic(brokers: &str, topic: &str, want: usize) -> Vec<rdkafka::message::
 #[test]
 fn hundred_thousand_envelopes_exactly_once_and_rejects_in_the_dlq() {
     let b = brokers();
-    let topic = unique("mcp-100k");
-    let group = unique("g100k");
-    create_topic(b, &topic, 3);
-    create_topic(b, &format!("{topic}.dlq"), 1);
+    let (topic, group) = topic_with_dlq(b, "mcp-100k", "g100k", 3);
     let (msgs, good, bad) = traffic(11, 100_000, 250);
     assert_eq!(bad, 400);
     produce(b, &topic, &msgs);
@@ -480,10 +486,7 @@ fn hundred_thousand_envelopes_exactly_once_and_rejects_in_the_dlq() {
 #[test]
 fn sigkill_five_times_while_consuming_loses_and_duplicates_nothing() {
     let b = brokers();
-    let topic = unique("mcp-kill");
-    let group = unique("gkill");
-    create_topic(b, &topic, 3);
-    create_topic(b, &format!("{topic}.dlq"), 1);
+    let (topic, group) = topic_with_dlq(b, "mcp-kill", "gkill", 3);
     let (msgs, good, _) = traffic(12, 40_000, 500);
     produce(b, &topic, &msgs);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -546,10 +549,7 @@ fn broker_stopped_for_30s_mid_stream_resumes_with_nothing_lost() {
         v.push(state.path().join("tansu.log"));
     }
     let b = format!("127.0.0.1:{PORT_OUTAGE}");
-    let topic = unique("mcp-outage");
-    let group = unique("gout");
-    create_topic(&b, &topic, 2);
-    create_topic(&b, &format!("{topic}.dlq"), 1);
+    let (topic, group) = topic_with_dlq(&b, "mcp-outage", "gout", 2);
     let (msgs, good, _) = traffic(13, 24_000, 1000);
     let (first, second) = msgs.split_at(16_000);
     produce(&b, &topic, first);
@@ -598,10 +598,7 @@ fn broker_stopped_for_30s_mid_stream_resumes_with_nothing_lost() {
 #[test]
 fn two_instances_in_one_group_split_partitions_and_ledger_each_event_once() {
     let b = brokers();
-    let topic = unique("mcp-two");
-    let group = unique("gtwo");
-    create_topic(b, &topic, 4);
-    create_topic(b, &format!("{topic}.dlq"), 1);
+    let (topic, group) = topic_with_dlq(b, "mcp-two", "gtwo", 4);
     let (msgs, good, _) = traffic(14, 30_000, 1000);
     let (first, second) = msgs.split_at(10_000);
     let dir_a = tempfile::tempdir().expect("tempdir");
