@@ -109,7 +109,7 @@ enum Command {
         sessions: u64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
-        /// Output file (default stdout).
+        /// Output file (default, or `-`: stdout).
         #[arg(long, short)]
         out: Option<PathBuf>,
         /// Write the labels (session_id → scenario) as JSON here.
@@ -286,8 +286,42 @@ fn init_tracing(default: &str) {
         .try_init();
 }
 
+/// Commands that only read and print. For them a closed stdout (`dunes
+/// model show | head`) ends the process quietly, as it does other Unix
+/// tools, instead of a panic in `println!`. The others serve sockets and
+/// keep SIGPIPE ignored: a client closing its connection must not kill them.
+fn printing_only(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::Verify { .. }
+            | Command::Simulate { .. }
+            | Command::Eval { .. }
+            | Command::Model { .. }
+            | Command::Rules { .. }
+            | Command::Export { .. }
+            | Command::Keys { .. }
+            | Command::Ledger { .. }
+            | Command::Token { .. }
+    )
+}
+
+#[cfg(unix)]
+fn default_sigpipe() {
+    // SAFETY: called at the start of main, before any other thread exists;
+    // restores the default disposition Rust's runtime replaced with SIG_IGN.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn default_sigpipe() {}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if printing_only(&cli.command) {
+        default_sigpipe();
+    }
     let quiet = "warn,dunes::alert=off,dunes::response=off,dunes::emergency=off,dunes::queue=off";
     init_tracing(match &cli.command {
         Command::Bench { .. }
@@ -571,7 +605,7 @@ fn simulate(
     labels: Option<&Path>,
 ) -> anyhow::Result<()> {
     let seed = cfg.seed;
-    let stats = match out {
+    let stats = match out.filter(|p| p.as_os_str() != "-") {
         Some(p) => {
             let f = std::fs::File::create(p)
                 .with_context(|| format!("cannot create {}", p.display()))?;

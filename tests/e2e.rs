@@ -1342,3 +1342,32 @@ fn backfill_from_the_store_raises_the_same_incidents_as_the_live_run() {
     assert!(read_ndjson(&none).is_empty());
     run_ok(dunes().arg("verify").arg(&dir));
 }
+
+/// `dunes simulate --out - | head -1`: the reader goes away early; the
+/// command ends quietly (no error, no panic), like other Unix tools.
+#[test]
+fn printing_to_a_closed_pipe_ends_quietly() {
+    use std::io::BufRead;
+    let mut child = dunes()
+        .args(["simulate", "--sessions", "2000", "--out", "-"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut first = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut first)
+        .expect("first line");
+    // The pipe is closed here, long before 2000 sessions are written.
+    let v: Value = serde_json::from_str(&first).expect("an envelope on stdout");
+    assert!(v["message"].is_object(), "{first}");
+    let out = child.wait_with_output().expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.contains("panicked") && !err.contains("error"),
+        "{:?}: {err}",
+        out.status
+    );
+    assert!(!out.status.success(), "it cannot have finished writing");
+}
