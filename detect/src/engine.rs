@@ -321,10 +321,11 @@ impl Engine {
         tool_defs: &RecordBatch,
     ) -> Result<Vec<RuleMatches<'_>>, DetectError> {
         self.load(events, tool_defs);
+        let executed = self.execute_all().await;
         let mut out = Vec::new();
         let mut result = Ok(());
-        for rule in &self.rules {
-            let batches = match self.execute(rule).await {
+        for (rule, executed) in self.rules.iter().zip(executed) {
+            let batches = match executed {
                 Ok(b) => b,
                 Err(e) => {
                     result = Err(e);
@@ -421,6 +422,51 @@ impl Engine {
         let res = self.execute(rule).await;
         self.load_empty();
         res
+    }
+
+    /// Executes every rule's plan over the loaded batch, in parallel on the
+    /// runtime's worker threads (each plan is an independent task reading
+    /// the same loaded tables); the results come back in rule order, so
+    /// what follows (state, incidents) does not depend on which finished
+    /// first. Every task has finished when this returns. Outside a Tokio
+    /// runtime the plans run one after the other.
+    async fn execute_all(&self) -> Vec<Result<Vec<RecordBatch>, DetectError>> {
+        if tokio::runtime::Handle::try_current().is_err() || self.rules.len() < 2 {
+            let mut out = Vec::with_capacity(self.rules.len());
+            for rule in &self.rules {
+                out.push(self.execute(rule).await);
+            }
+            return out;
+        }
+        let task_ctx = self.ctx.task_ctx();
+        let handles: Vec<_> = self
+            .rules
+            .iter()
+            .map(|rule| {
+                let plan = reset_plan_states(rule.plan.clone());
+                let ctx = task_ctx.clone();
+                tokio::spawn(async move {
+                    match plan {
+                        Ok(plan) => collect(plan, ctx).await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for (rule, h) in self.rules.iter().zip(handles) {
+            out.push(match h.await {
+                Ok(r) => r.map_err(|message| DetectError::Execution {
+                    rule: rule.id().to_string(),
+                    message,
+                }),
+                Err(e) => Err(DetectError::Execution {
+                    rule: rule.id().to_string(),
+                    message: format!("execution task failed: {e}"),
+                }),
+            });
+        }
+        out
     }
 
     async fn execute(&self, rule: &PlannedRule) -> Result<Vec<RecordBatch>, DetectError> {
