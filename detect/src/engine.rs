@@ -431,55 +431,32 @@ impl Engine {
     /// first. Every task has finished when this returns. Outside a Tokio
     /// runtime the plans run one after the other.
     async fn execute_all(&self) -> Vec<Result<Vec<RecordBatch>, DetectError>> {
+        let ctx = self.ctx.task_ctx();
+        let mut out = Vec::with_capacity(self.rules.len());
         if tokio::runtime::Handle::try_current().is_err() || self.rules.len() < 2 {
-            let mut out = Vec::with_capacity(self.rules.len());
             for rule in &self.rules {
-                out.push(self.execute(rule).await);
+                out.push(run_plan(rule, ctx.clone()).await);
             }
             return out;
         }
-        let task_ctx = self.ctx.task_ctx();
         let handles: Vec<_> = self
             .rules
             .iter()
-            .map(|rule| {
-                let plan = reset_plan_states(rule.plan.clone());
-                let ctx = task_ctx.clone();
-                tokio::spawn(async move {
-                    match plan {
-                        Ok(plan) => collect(plan, ctx).await.map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    }
-                })
-            })
+            .map(|rule| tokio::spawn(run_plan(rule, ctx.clone())))
             .collect();
-        let mut out = Vec::with_capacity(handles.len());
         for (rule, h) in self.rules.iter().zip(handles) {
-            out.push(match h.await {
-                Ok(r) => r.map_err(|message| DetectError::Execution {
-                    rule: rule.id().to_string(),
-                    message,
-                }),
-                Err(e) => Err(DetectError::Execution {
+            out.push(h.await.unwrap_or_else(|e| {
+                Err(DetectError::Execution {
                     rule: rule.id().to_string(),
                     message: format!("execution task failed: {e}"),
-                }),
-            });
+                })
+            }));
         }
         out
     }
 
     async fn execute(&self, rule: &PlannedRule) -> Result<Vec<RecordBatch>, DetectError> {
-        let plan = reset_plan_states(rule.plan.clone()).map_err(|e| DetectError::Execution {
-            rule: rule.id().to_string(),
-            message: e.to_string(),
-        })?;
-        collect(plan, self.ctx.task_ctx())
-            .await
-            .map_err(|e| DetectError::Execution {
-                rule: rule.id().to_string(),
-                message: e.to_string(),
-            })
+        run_plan(rule, self.ctx.task_ctx()).await
     }
 
     fn load(&self, events: &RecordBatch, tool_defs: &RecordBatch) {
@@ -494,6 +471,24 @@ impl Engine {
                 Err(p) => p.into_inner().clear(),
             }
         }
+    }
+}
+
+/// Runs a rule's planned physical plan (its state reset) to completion;
+/// an owned future, so that it can run as a task of its own.
+fn run_plan(
+    rule: &PlannedRule,
+    ctx: Arc<TaskContext>,
+) -> impl std::future::Future<Output = Result<Vec<RecordBatch>, DetectError>> + Send + 'static {
+    let id = rule.id().to_string();
+    let plan = reset_plan_states(rule.plan.clone());
+    async move {
+        let err = |message: String| DetectError::Execution {
+            rule: id.clone(),
+            message,
+        };
+        let plan = plan.map_err(|e| err(e.to_string()))?;
+        collect(plan, ctx).await.map_err(|e| err(e.to_string()))
     }
 }
 

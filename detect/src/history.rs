@@ -223,20 +223,22 @@ pub fn event_files(path: &Path) -> Result<Vec<PathBuf>, DetectError> {
         path.join("events"),
         path.to_path_buf(),
     ];
-    let Some(root) = candidates.into_iter().find(|d| has_parquet(d)) else {
-        return Err(DetectError::InvalidValue(format!(
-            "{}: no event history (Parquet files) found",
-            path.display()
-        )));
-    };
-    let mut files = Vec::new();
-    collect_parquet(&root, &mut files)?;
-    files.sort_by(|a, b| {
-        a.file_name()
-            .cmp(&b.file_name())
-            .then_with(|| a.parent().cmp(&b.parent()))
-    });
-    Ok(files)
+    for dir in candidates.iter().filter(|d| d.is_dir()) {
+        let mut files = Vec::new();
+        collect_parquet(dir, &mut files)?;
+        if !files.is_empty() {
+            files.sort_by(|a, b| {
+                a.file_name()
+                    .cmp(&b.file_name())
+                    .then_with(|| a.parent().cmp(&b.parent()))
+            });
+            return Ok(files);
+        }
+    }
+    Err(DetectError::InvalidValue(format!(
+        "{}: no event history (Parquet files) found",
+        path.display()
+    )))
 }
 
 fn collect_parquet(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), DetectError> {

@@ -187,9 +187,9 @@ pub fn name_words(name: &str) -> Vec<String> {
 
 /// How a tool name classifies (see [`FeatureSpec`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ToolClass {
-    pub egress: bool,
-    pub listing: bool,
+struct ToolClass {
+    egress: bool,
+    listing: bool,
 }
 
 /// Tool names classified so far are cached up to this many.

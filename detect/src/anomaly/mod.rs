@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 
 pub use calibration::Calibration;
 pub use features::{
-    Extractor, FEATURE_NAMES, FeatureSpec, FeatureVec, N_FEATURES, Observation, ToolClass, Window,
-    WindowKind, name_words,
+    Extractor, FEATURE_NAMES, FeatureSpec, FeatureVec, N_FEATURES, Observation, Window, WindowKind,
+    name_words,
 };
 pub use model::{
     AnomalyModel, Baseline, Contribution, LoadedModel, LoadedPart, PartModel, TrainParams,
