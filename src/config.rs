@@ -67,6 +67,13 @@ pub struct LedgerSection {
     /// Also sign checkpoints with Ed25519 (hybrid classical +
     /// post-quantum); the verifier then requires both signatures.
     pub hybrid_ed25519: bool,
+    /// Start a new segment file when the current one would exceed this.
+    pub segment_max_bytes: u64,
+    /// Publish every signed checkpoint into this directory (trust anchors
+    /// for `dunes verify --trusted-checkpoint`); best a directory the
+    /// monitor's account can write but not rewrite (e.g. another host's
+    /// mount, or append-only storage).
+    pub publish_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -115,10 +122,28 @@ impl Default for LedgerSection {
         LedgerSection {
             origin: None,
             checkpoint_every_records: 10_000,
-            checkpoint_interval_ms: 5_000,
+            checkpoint_interval_ms: 1_000,
             rotate_every_hours: 24,
             hybrid_ed25519: false,
+            segment_max_bytes: 256 * 1024 * 1024,
+            publish_dir: None,
         }
+    }
+}
+
+impl LedgerSection {
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            (1..=60_000).contains(&self.checkpoint_interval_ms),
+            "ledger.checkpoint_interval_ms must be 1..=60000 (a checkpoint at least every minute; default 1000), got {}",
+            self.checkpoint_interval_ms
+        );
+        anyhow::ensure!(
+            self.segment_max_bytes >= 64 * 1024,
+            "ledger.segment_max_bytes must be at least 65536, got {}",
+            self.segment_max_bytes
+        );
+        Ok(())
     }
 }
 
@@ -132,6 +157,9 @@ impl Config {
         let cfg: Config =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
         cfg.anomaly
+            .validate()
+            .with_context(|| format!("invalid config {}", path.display()))?;
+        cfg.ledger
             .validate()
             .with_context(|| format!("invalid config {}", path.display()))?;
         Ok(cfg)

@@ -7,7 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
-use dunes_ledger::{Ledger, LedgerConfig};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dunes_ledger::{Ledger, LedgerConfig, Published, TrustedCheckpoint, VerifyOptions};
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCmd {
@@ -35,12 +38,44 @@ pub enum LedgerCmd {
         kind: ProofCmd,
     },
     /// Redact (GDPR erasure) the payload of one record; the hash chain and signatures stay
-    /// valid and verifiers report the record as redacted.
+    /// valid and verifiers report the record as redacted. The redaction record is signed by
+    /// the active ledger key and names the reason and the requesting subject.
     Redact {
         #[arg(long)]
         index: u64,
         #[arg(long)]
         reason: String,
+        /// Who requested the erasure (default: `cli:$USER`).
+        #[arg(long)]
+        subject: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CheckpointCmd {
+    /// Copy signed checkpoints out of the writer's reach, as trust anchors for
+    /// `dunes verify --trusted-checkpoint`. Reads `checkpoints.log` read-only, so it can run
+    /// under another account next to `dunes run`.
+    ///
+    /// Examples:
+    ///   dunes checkpoint publish --to-dir /srv/anchors --follow
+    ///   dunes checkpoint publish --stdout --latest
+    Publish {
+        /// Write `checkpoint-<tree size>.note` and `latest.note` into this directory.
+        #[arg(long, required_unless_present = "stdout")]
+        to_dir: Option<PathBuf>,
+        /// Print each checkpoint as one JSON line `{"tree_size":…,"note":"…"}`.
+        #[arg(long, conflicts_with = "to_dir")]
+        stdout: bool,
+        /// Only the newest checkpoint (default: every checkpoint not yet published).
+        #[arg(long)]
+        latest: bool,
+        /// Keep running and publish each new checkpoint as it is written.
+        #[arg(long)]
+        follow: bool,
+        /// Poll interval with --follow, in milliseconds.
+        #[arg(long, default_value_t = 250)]
+        interval_ms: u64,
     },
 }
 
@@ -63,8 +98,19 @@ pub enum ProofCmd {
 }
 
 /// `dunes verify DIR`: a data dir or an export bundle.
-pub fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
-    let report = dunes_ledger::verify_path(dir)
+pub fn verify(
+    dir: &Path,
+    allow_unsigned_tail: bool,
+    trusted: &[PathBuf],
+) -> anyhow::Result<ExitCode> {
+    let opts = VerifyOptions {
+        allow_unsigned_tail,
+        trusted: trusted
+            .iter()
+            .map(|p| TrustedCheckpoint::load(p))
+            .collect::<Result<_, _>>()?,
+    };
+    let report = dunes_ledger::verify_path_with(dir, &opts)
         .with_context(|| format!("cannot verify {}", dir.display()))?;
     println!("{report}");
     Ok(if report.is_ok() {
@@ -80,8 +126,10 @@ pub fn export(
     from: Option<u64>,
     to: Option<u64>,
     out: &Path,
+    trusted: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
-    let s = dunes_ledger::export(data_dir, from, to, out)
+    let anchor = trusted.map(TrustedCheckpoint::load).transpose()?;
+    let s = dunes_ledger::export_with(data_dir, from, to, out, anchor.as_ref())
         .with_context(|| format!("cannot export {}", data_dir.display()))?;
     println!(
         "exported records {}..={} ({} records, {} checkpoints, {} key epochs, {} redacted) to {}\n\
@@ -164,12 +212,62 @@ pub fn ledger(data_dir: &Path, origin: String, cmd: LedgerCmd) -> anyhow::Result
             // `| head` must not panic on a closed pipe.
             let _ = writeln!(std::io::stdout().lock(), "{json}");
         }
-        LedgerCmd::Redact { index, reason } => {
+        LedgerCmd::Redact {
+            index,
+            reason,
+            subject,
+        } => {
+            let subject = subject.unwrap_or_else(|| {
+                format!(
+                    "cli:{}",
+                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+                )
+            });
             let mut l = open(data_dir, origin)?;
-            let r = l.redact(index, &reason).context("redaction failed")?;
+            let r = l
+                .redact(index, &reason, &subject)
+                .context("redaction failed")?;
             l.close().context("cannot close the ledger")?;
             println!("record {index} redacted (authorised by redaction record {r})");
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `dunes checkpoint publish`.
+pub fn checkpoint(data_dir: &Path, cmd: CheckpointCmd) -> anyhow::Result<ExitCode> {
+    let CheckpointCmd::Publish {
+        to_dir,
+        stdout,
+        latest,
+        follow,
+        interval_ms,
+    } = cmd;
+    // Tree size of the newest checkpoint handled so far (published or already there).
+    let mut done: Option<u64> = None;
+    loop {
+        let mut cps = dunes_ledger::read_checkpoints(data_dir)
+            .with_context(|| format!("cannot read the checkpoints of {}", data_dir.display()))?;
+        if latest && done.is_none() && cps.len() > 1 {
+            cps.drain(..cps.len() - 1);
+        }
+        for cp in cps.iter().filter(|c| done.is_none_or(|d| c.tree_size > d)) {
+            if stdout {
+                let line = serde_json::json!({"tree_size": cp.tree_size, "note": cp.note});
+                if writeln!(std::io::stdout().lock(), "{line}").is_err() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            } else if let Some(dir) = &to_dir {
+                match dunes_ledger::publish_checkpoint(dir, cp)? {
+                    Published::New(p) => eprintln!("published {}", p.display()),
+                    Published::Already(_) => {}
+                }
+            }
+            done = Some(cp.tree_size);
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(interval_ms.max(10)));
+    }
 }

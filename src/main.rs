@@ -96,12 +96,29 @@ enum Command {
     },
     /// Verify offline a data dir's ledger or an export bundle: hash chain, Merkle roots,
     /// signatures, key history, redactions (bundles: also the signed manifest and digests).
+    ///
+    /// Records after the last signed checkpoint fail verification unless
+    /// --allow-unsigned-tail is given. With --trusted-checkpoint (a checkpoint kept out of
+    /// band, e.g. by `dunes checkpoint publish`) the ledger must extend it: a rollback or a
+    /// re-signed fork fails.
+    ///
+    /// Examples:
+    ///   dunes verify ./dunes-data --trusted-checkpoint /srv/anchors/latest.note
+    ///   dunes verify ./bundle
     Verify {
-        /// Data directory (default ./dunes-data).
+        /// Data directory (default ./dunes-data) or export bundle.
         dir: Option<PathBuf>,
         /// Same as DIR.
         #[arg(long, conflicts_with = "dir")]
         data_dir: Option<PathBuf>,
+        /// Accept records after the last signed checkpoint (a live ledger between two
+        /// checkpoints). They are covered by no signature.
+        #[arg(long)]
+        allow_unsigned_tail: bool,
+        /// A signed checkpoint obtained earlier out of band; the ledger must be a consistent
+        /// extension of it. Repeatable.
+        #[arg(long = "trusted-checkpoint", value_name = "FILE")]
+        trusted_checkpoint: Vec<PathBuf>,
     },
     /// Generate deterministic benign + attack MCP traffic in envelope form.
     Simulate {
@@ -185,12 +202,24 @@ enum Command {
         /// First record index (default 0).
         #[arg(long)]
         from: Option<u64>,
-        /// Last record index, inclusive (default: the last record).
+        /// Last record index, inclusive (default: the last record the latest signed
+        /// checkpoint covers).
         #[arg(long)]
         to: Option<u64>,
         /// Output directory (must not exist or be empty).
         #[arg(long)]
         out: PathBuf,
+        /// Include a consistency proof to this trusted checkpoint (`proofs/anchor.json`), so
+        /// the bundle can be verified against it even when it lies outside the range.
+        #[arg(long = "trusted-checkpoint", value_name = "FILE")]
+        trusted_checkpoint: Option<PathBuf>,
+    },
+    /// Signed checkpoints: publish them out of the writer's reach.
+    Checkpoint {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        cmd: ledger_cmd::CheckpointCmd,
     },
     /// Ledger signing keys: rotate, revoke, list.
     Keys {
@@ -299,6 +328,7 @@ fn printing_only(cmd: &Command) -> bool {
             | Command::Model { .. }
             | Command::Rules { .. }
             | Command::Export { .. }
+            | Command::Checkpoint { .. }
             | Command::Keys { .. }
             | Command::Ledger { .. }
             | Command::Token { .. }
@@ -328,6 +358,7 @@ fn main() -> ExitCode {
         | Command::Rules { .. }
         | Command::Verify { .. }
         | Command::Export { .. }
+        | Command::Checkpoint { .. }
         | Command::Keys { .. }
         | Command::Ledger { .. }
         | Command::Token { .. }
@@ -430,11 +461,16 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             runner::print_summary(&cfg, &out);
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { dir, data_dir } => {
+        Command::Verify {
+            dir,
+            data_dir,
+            allow_unsigned_tail,
+            trusted_checkpoint,
+        } => {
             let dir = dir
                 .or(data_dir)
                 .unwrap_or_else(|| Config::default().data_dir);
-            verify(&dir)
+            ledger_cmd::verify(&dir, allow_unsigned_tail, &trusted_checkpoint)
         }
         Command::Simulate {
             sessions,
@@ -541,7 +577,17 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             from,
             to,
             out,
-        } => ledger_cmd::export(&common.config()?.data_dir, from, to, &out),
+            trusted_checkpoint,
+        } => ledger_cmd::export(
+            &common.config()?.data_dir,
+            from,
+            to,
+            &out,
+            trusted_checkpoint.as_deref(),
+        ),
+        Command::Checkpoint { common, cmd } => {
+            ledger_cmd::checkpoint(&common.config()?.data_dir, cmd)
+        }
         Command::Keys { common, cmd } => {
             let cfg = common.config()?;
             ledger_cmd::keys(&cfg.data_dir, cfg.origin(), cmd)
@@ -593,10 +639,6 @@ pub(crate) fn issue_token(
         (now + chrono::Duration::seconds(ttl_secs)).to_rfc3339()
     );
     Ok(token)
-}
-
-fn verify(dir: &Path) -> anyhow::Result<ExitCode> {
-    ledger_cmd::verify(dir)
 }
 
 fn simulate(

@@ -204,6 +204,8 @@ impl Pipeline {
         lcfg.rotate_every = (cfg.ledger.rotate_every_hours > 0)
             .then(|| Duration::from_secs(cfg.ledger.rotate_every_hours * 3600));
         lcfg.hybrid_ed25519 = cfg.ledger.hybrid_ed25519;
+        lcfg.segment_max_bytes = cfg.ledger.segment_max_bytes;
+        lcfg.publish_dir = cfg.ledger.publish_dir.clone();
         let ledger = Ledger::open(lcfg).context("cannot open the ledger")?;
         let paths = DataPaths::new(data_dir);
         let dead_letter = DeadLetterWriter::open(&paths.dead_letter)
@@ -590,6 +592,56 @@ impl Pipeline {
             action,
             incident: updated,
             responses: responses.len() as u64,
+        }))
+    }
+
+    /// Applies a ledger redaction between batches: the ledger erases the record's payload
+    /// behind a `redaction` record signed by its active key (reason + requesting subject),
+    /// then an `action` record ledgers who asked (refs: the redaction record). `Ok(Err)`
+    /// when the ledger refuses (no such record, a protected kind, already redacted, bad
+    /// reason); `Err` only for ledger I/O failures.
+    pub fn apply_redaction(
+        &mut self,
+        r: &dunes_api::RedactionRequest,
+    ) -> anyhow::Result<Result<dunes_api::RedactionOutcome, String>> {
+        let red = match self.ledger.redact(r.index, &r.reason, &r.actor) {
+            Ok(i) => i,
+            Err(dunes_ledger::LedgerError::InvalidInput(m)) => return Ok(Err(m)),
+            Err(e) => return Err(anyhow::Error::new(e).context("ledger redaction failed")),
+        };
+        let at = Utc::now();
+        let action = serde_json::json!({
+            "type": "ledger_redaction",
+            "action_id": format!("act-{}", uuid::Uuid::now_v7().simple()),
+            "index": r.index,
+            "redaction_index": red,
+            "reason": r.reason,
+            "actor": r.actor,
+            "role": r.role,
+            "jti": r.jti,
+            "at": at.to_rfc3339(),
+        });
+        let idx = self
+            .ledger
+            .append(
+                RecordKind::Action,
+                at.timestamp_micros(),
+                &serde_json::to_vec(&action).context("cannot encode action")?,
+                &[red],
+            )
+            .context("ledger append failed")?;
+        self.ledger.sync().context("ledger sync failed")?;
+        self.ledger
+            .maybe_checkpoint()
+            .context("ledger checkpoint failed")?;
+        tracing::warn!(
+            index = r.index, redaction_record = red, action_record = idx, actor = %r.actor,
+            "ledger record payload redacted on request"
+        );
+        Ok(Ok(dunes_api::RedactionOutcome {
+            index: r.index,
+            redaction_index: red,
+            action_index: idx,
         }))
     }
 

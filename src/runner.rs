@@ -8,7 +8,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dunes_api::{ActionRequest, AppState, AuthState, IngestRequest, ReloadRequest, ServerConfig};
+use dunes_api::{
+    ActionRequest, AppState, AuthState, IngestRequest, RedactionRequest, ReloadRequest,
+    ServerConfig,
+};
 use dunes_detect::{Incident, IncidentFilter, IncidentStore};
 use dunes_ingest::RawRecord;
 use dunes_ingest::kafka::{KafkaBatch, KafkaSink, KafkaSource, KafkaSourceHandle, OutputMessage};
@@ -181,6 +184,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
     // Incident actions (ack, assign, escalate, resolve), ledgered between batches.
     let (action_tx, mut action_rx) = mpsc::channel::<ActionRequest>(16);
     let mut action_open = true;
+    // Ledger redactions (admin), applied between batches.
+    let (redact_tx, mut redact_rx) = mpsc::channel::<RedactionRequest>(4);
+    let mut redact_open = true;
     if opts.keep_running {
         tokio::spawn(watch_rules(
             rules_dir,
@@ -202,6 +208,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
             reload: Some(reload_tx.clone()),
             auth: Arc::new(auth),
             actions: Some(action_tx.clone()),
+            redactions: Some(redact_tx.clone()),
             rules: pipeline.rules_view.clone(),
             hunt: cfg.hunt.clone(),
         };
@@ -328,6 +335,13 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> anyhow::Result<Drive
                     let _ = reply.send(pipeline.apply_action(action)?);
                 }
                 None => action_open = false,
+            },
+            req = redact_rx.recv(), if redact_open => match req {
+                Some(r) => {
+                    let out = pipeline.apply_redaction(&r)?;
+                    let _ = r.reply.send(out);
+                }
+                None => redact_open = false,
             },
             _ = async {
                 match deadline {

@@ -11,7 +11,52 @@ use axum::extract::{Query, State};
 use axum::routing::get;
 use serde::Deserialize;
 
-use crate::{ApiError, AppState};
+use crate::{ApiError, AppState, RedactionRequest};
+
+/// Body of `POST /api/v1/ledger/redact`.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RedactBody {
+    /// Index of the record whose payload is erased.
+    index: u64,
+    /// Why (e.g. the erasure request's reference); 1–1024 bytes, no control characters.
+    reason: String,
+}
+
+/// GDPR erasure of one record's payload (admin only): the ledger appends a `redaction` record
+/// signed by its active key, naming the reason and the token's subject, then an `action`
+/// record of the request; the record's hash, the chain and every signature stay valid.
+#[utoipa::path(post, path = "/api/v1/ledger/redact", tag = "ledger",
+    request_body(content = RedactBody, description = "`{index, reason}`"),
+    responses((status = 200, description = "`{index, redaction_index, action_index}`"), (status = 400), (status = 403)),
+    security(("bearer" = [])))]
+pub(crate) async fn redact(
+    State(st): State<AppState>,
+    axum::Extension(c): axum::Extension<crate::auth::Claims>,
+    body: axum::body::Bytes,
+) -> Result<Json<crate::RedactionOutcome>, ApiError> {
+    let b: RedactBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::BadRequest(format!("body must be {{\"index\", \"reason\"}}: {e}"))
+    })?;
+    let Some(tx) = st.redactions.clone() else {
+        return Err(ApiError::Unavailable);
+    };
+    let (reply, rx) = tokio::sync::oneshot::channel();
+    tx.send(RedactionRequest {
+        index: b.index,
+        reason: b.reason,
+        actor: c.sub,
+        role: c.role.to_string(),
+        jti: c.jti,
+        reply,
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable)?;
+    rx.await
+        .map_err(|_| ApiError::Unavailable)?
+        .map(Json)
+        .map_err(ApiError::BadRequest)
+}
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()

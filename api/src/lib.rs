@@ -179,6 +179,29 @@ pub struct ActionRequest {
     pub reply: oneshot::Sender<Result<ActionOutcome, ActionRefused>>,
 }
 
+/// A GDPR erasure of one ledger record's payload, handed to the pipeline (the ledger's
+/// single writer): a signed `redaction` record naming `reason` and the requesting subject,
+/// then an `action` record saying who asked.
+pub struct RedactionRequest {
+    pub index: u64,
+    pub reason: String,
+    pub actor: String,
+    pub role: String,
+    pub jti: String,
+    pub reply: oneshot::Sender<Result<RedactionOutcome, String>>,
+}
+
+/// What an applied redaction wrote.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RedactionOutcome {
+    /// The record whose payload was erased.
+    pub index: u64,
+    /// The signed `redaction` record.
+    pub redaction_index: u64,
+    /// The `action` record ledgering the request.
+    pub action_index: u64,
+}
+
 /// `[auth]` settings: authentication, rate limits.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -260,6 +283,8 @@ pub struct AppState {
     pub reload: Option<mpsc::Sender<ReloadRequest>>,
     pub auth: Arc<AuthState>,
     pub actions: Option<mpsc::Sender<ActionRequest>>,
+    /// Ledger redactions (admin only).
+    pub redactions: Option<mpsc::Sender<RedactionRequest>>,
     /// The running rules (published by the pipeline at start and on every reload).
     pub rules: Arc<RwLock<Vec<serde_json::Value>>>,
     pub hunt: HuntConfig,
@@ -276,6 +301,7 @@ impl AppState {
             reload: None,
             auth,
             actions: None,
+            redactions: None,
             rules: Arc::default(),
             hunt: HuntConfig::default(),
         }
@@ -325,6 +351,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/rules/reload", post(reload_rules))
         .route("/api/v1/keys", get(keys))
         .route("/api/v1/ledger/checkpoint", get(checkpoint))
+        .route(
+            "/api/v1/ledger/redact",
+            post(ledger_routes::redact).layer(json_limit.clone()),
+        )
         .merge(ledger_routes::routes())
         .route(
             "/v1/ingest",

@@ -29,6 +29,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::ledger_routes::inclusion,
         crate::ledger_routes::consistency,
         crate::ledger_routes::export,
+        crate::ledger_routes::redact,
         crate::ingest,
     ),
     components(schemas(crate::ActionBody, crate::QueryBody)),

@@ -89,9 +89,13 @@ pub(crate) fn add_signature_line(note: &mut String, key_name: &str, key_id: [u8;
     note.push('\n');
 }
 
-/// Check the signature lines of a note against the keys of one epoch (verifier policy): the
-/// ML-DSA-65 signature (context [`crate::SIGNING_CONTEXT`]) is always required; when the epoch has an
-/// Ed25519 key, the Ed25519 signature line is required too. `ctx` selects the ML-DSA context.
+/// Check the signature lines of a note against the keys of one epoch (verifier policy,
+/// `docs/ledger-format.md` §3.4 rule 7):
+/// * the ML-DSA-65 line (key ID of the epoch's key, context `ctx`) is required; when the epoch
+///   has an Ed25519 key, the Ed25519 line is required too;
+/// * **every** line whose key name is `key_name` must carry one of those key IDs, appear once,
+///   and verify — a bad extra line naming the ledger's key is a failure, not noise;
+/// * lines under other key names (e.g. witness cosignatures) are ignored.
 pub(crate) fn verify_signed_text(
     body: &[u8],
     signatures: &[NoteSignature],
@@ -99,42 +103,72 @@ pub(crate) fn verify_signed_text(
     keys: &EpochKeys,
     ctx: &[u8],
 ) -> Result<(), String> {
-    let id = key_id(key_name, &keys.public_key);
-    let sig = signatures
-        .iter()
-        .find(|s| s.key_name == key_name && s.key_id == id)
-        .ok_or_else(|| {
-            format!(
-                "no ML-DSA-65 signature line from key {key_name:?} with key id {}",
-                hex::encode(id)
-            )
-        })?;
+    let ml_id = key_id(key_name, &keys.public_key);
+    let ed_id = keys.ed25519.as_ref().map(|ed| ed25519_key_id(key_name, ed));
     let vk =
         crate::keys::decode_public_key(&keys.public_key).ok_or("public key cannot be decoded")?;
-    if !crate::keys::verify_with_context(&vk, body, ctx, &sig.signature) {
-        return Err(format!(
-            "ML-DSA-65 signature does not verify with key epoch {}",
-            keys.epoch
-        ));
-    }
-    if let Some(ed) = &keys.ed25519 {
-        let id = ed25519_key_id(key_name, ed);
-        let sig = signatures
-            .iter()
-            .find(|s| s.key_name == key_name && s.key_id == id)
-            .ok_or_else(|| {
-                format!(
-                    "key epoch {} is hybrid but there is no Ed25519 signature line (key id {})",
-                    keys.epoch,
-                    hex::encode(id)
-                )
-            })?;
-        if !verify_ed25519(ed, body, &sig.signature) {
+    let (mut ml_seen, mut ed_seen) = (false, false);
+    for (n, sig) in signatures.iter().enumerate() {
+        if sig.key_name != key_name {
+            continue;
+        }
+        let line = n + 1;
+        if sig.key_id == ml_id {
+            if ml_seen {
+                return Err(format!(
+                    "signature line {line} repeats the ML-DSA-65 key id {}",
+                    hex::encode(ml_id)
+                ));
+            }
+            ml_seen = true;
+            if !crate::keys::verify_with_context(&vk, body, ctx, &sig.signature) {
+                return Err(format!(
+                    "ML-DSA-65 signature (line {line}) does not verify with key epoch {}",
+                    keys.epoch
+                ));
+            }
+        } else if let (Some(ed), Some(id)) = (&keys.ed25519, ed_id)
+            && sig.key_id == id
+        {
+            if ed_seen {
+                return Err(format!(
+                    "signature line {line} repeats the Ed25519 key id {}",
+                    hex::encode(sig.key_id)
+                ));
+            }
+            ed_seen = true;
+            if !verify_ed25519(ed, body, &sig.signature) {
+                return Err(format!(
+                    "Ed25519 signature (line {line}) does not verify with key epoch {}",
+                    keys.epoch
+                ));
+            }
+        } else {
             return Err(format!(
-                "Ed25519 signature does not verify with key epoch {}",
-                keys.epoch
+                "signature line {line} names key {key_name:?} with key id {}, which is not a key of epoch {} (key ids {}{})",
+                hex::encode(sig.key_id),
+                keys.epoch,
+                hex::encode(ml_id),
+                ed_id
+                    .map(|i| format!(", {}", hex::encode(i)))
+                    .unwrap_or_default()
             ));
         }
+    }
+    if !ml_seen {
+        return Err(format!(
+            "no ML-DSA-65 signature line from key {key_name:?} with key id {}",
+            hex::encode(ml_id)
+        ));
+    }
+    if let Some(id) = ed_id
+        && !ed_seen
+    {
+        return Err(format!(
+            "key epoch {} is hybrid but there is no Ed25519 signature line (key id {})",
+            keys.epoch,
+            hex::encode(id)
+        ));
     }
     Ok(())
 }

@@ -24,7 +24,9 @@ use crate::merkle::{self, Frontier, Hash};
 use crate::proof::ConsistencyProof;
 use crate::record::{FrameError, FrameReader, RecordKind};
 use crate::segment::{ChainState, KnownKey, list_segments, segment_file_name};
-use crate::verify::{StartState, Verifier, VerifyReport};
+use crate::verify::{
+    StartState, TrustedCheckpoint, TrustedResult, Verifier, VerifyOptions, VerifyReport,
+};
 
 /// Name of the manifest file of a bundle.
 pub const MANIFEST_FILE: &str = "MANIFEST";
@@ -32,6 +34,8 @@ pub const MANIFEST_FILE: &str = "MANIFEST";
 pub const MANIFEST_MAGIC: &str = "dunes-ledger-export-v1";
 const HISTORY_FILE: &str = "history.json";
 const CONSISTENCY_FILE: &str = "proofs/consistency.json";
+const TAIL_FILE: &str = "proofs/tail.json";
+const ANCHOR_FILE: &str = "proofs/anchor.json";
 
 /// One `key` record of the ledger, as listed in `history.json`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -66,6 +70,38 @@ pub struct History {
     pub keys: Vec<HistoryKey>,
     /// Every revocation record of the whole ledger.
     pub revocations: Vec<HistoryRevocation>,
+    /// Every redaction record after the range that refers to a record inside it (so the
+    /// redacted records of the range are authorised by a signed redaction).
+    pub redactions: Vec<HistoryRedaction>,
+}
+
+/// A `redaction` record after the exported range, as listed in `history.json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryRedaction {
+    /// Its index in the log.
+    pub index: u64,
+    /// Its header's `key_epoch`.
+    pub key_epoch: u32,
+    /// Its header's `prev_hash` (lowercase hex).
+    pub prev_hash: String,
+    /// Its header's refs.
+    pub refs: Vec<u64>,
+    /// Its exact payload (a JSON text carrying the signature).
+    pub payload: String,
+}
+
+/// `proofs/tail.json`: the signed checkpoint that covers the end of the range when no
+/// checkpoint has exactly `to + 1` records, and the consistency proof from `to + 1` to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TailProof {
+    /// `to + 1`.
+    pub tree_size: u64,
+    /// The signed checkpoint note (its tree size is greater than `tree_size`).
+    pub checkpoint: String,
+    /// RFC 9162 consistency proof from `tree_size` to the checkpoint's tree size (hex).
+    pub proof: Vec<String>,
 }
 
 /// What [`export`] wrote.
@@ -103,15 +139,28 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-/// Export records `from ..= to` (default: the whole ledger) of the data dir `data_dir` into a
-/// new, self-contained bundle directory `out` (which must not exist or be empty), signed with
-/// the ledger's current key. Read-only on the data dir; safe while a writer appends (records
-/// not yet completely written are not exported).
+/// Export records `from ..= to` (default: every record covered by the latest signed
+/// checkpoint) of the data dir `data_dir` into a new, self-contained bundle directory `out`
+/// (which must not exist or be empty), signed with the ledger's current key. Read-only on the
+/// data dir; safe while a writer appends (records not yet signed are not exported).
 pub fn export(
     data_dir: &Path,
     from: Option<u64>,
     to: Option<u64>,
     out: &Path,
+) -> Result<ExportSummary, LedgerError> {
+    export_with(data_dir, from, to, out, None)
+}
+
+/// [`export`], plus `proofs/anchor.json`: a consistency proof between the trusted checkpoint
+/// `anchor` and the bundle's signed checkpoints, so `dunes verify --trusted-checkpoint` can
+/// prove the bundle extends an anchor outside its range.
+pub fn export_with(
+    data_dir: &Path,
+    from: Option<u64>,
+    to: Option<u64>,
+    out: &Path,
+    anchor: Option<&TrustedCheckpoint>,
 ) -> Result<ExportSummary, LedgerError> {
     let ledger_dir = data_dir.join("ledger");
     let keys_dir = data_dir.join("keys");
@@ -123,26 +172,51 @@ pub fn export(
     }
     let from = from.unwrap_or(0);
 
-    // Pass 1: every complete record: leaves, chain rules, key history, frames of the range.
+    // Signed checkpoints: only signed records are exported.
+    let cp_path = ledger_dir.join(CHECKPOINTS_FILE);
+    let cp_bytes = match fs::read(&cp_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(LedgerError::io(&cp_path, e)),
+    };
+    let mut notes = Vec::new();
+    for (offset, note) in checkpoint::scan_entries(&cp_bytes).entries {
+        let parsed =
+            checkpoint::parse_note(&note).map_err(|r| corrupt(None, &cp_path, Some(offset), r))?;
+        notes.push((note, parsed.checkpoint));
+    }
+    let signed = notes.last().map_or(0, |(_, c)| c.tree_size);
+    if signed == 0 {
+        return Err(LedgerError::InvalidInput(
+            "the ledger has no signed checkpoint yet; nothing can be exported".into(),
+        ));
+    }
+    let to = to.unwrap_or(signed - 1);
+    if from > to || to >= signed {
+        return Err(LedgerError::InvalidInput(format!(
+            "need from <= to < {signed}, the records covered by the latest signed checkpoint (got from {from}, to {to}); newer records are exported once the writer checkpoints them"
+        )));
+    }
+
+    // One pass over every complete record: leaves, chain rules, key history, revocations,
+    // redactions after the range that refer into it, frames of the range.
     let mut chain = ChainState::new();
     let mut leaves: Vec<Hash> = Vec::new();
     let mut frames: Vec<u8> = Vec::new();
     let mut keys_hist = Vec::new();
     let mut revocations = Vec::new();
-    let mut range_end = to;
+    let mut redactions = Vec::new();
     let segments = list_segments(&ledger_dir)?;
     let n_seg = segments.len();
-    'segments: for (si, (_, path)) in segments.into_iter().enumerate() {
+    for (si, (_, path)) in segments.into_iter().enumerate() {
         let bytes = fs::read(&path).at(&path)?;
         let mut r = FrameReader::new(bytes.as_slice(), 0, bytes.len() as u64);
         loop {
             let index = chain.next_index;
-            if range_end.is_some_and(|t| index > t) {
-                break 'segments;
-            }
             match r.next_frame() {
                 Ok(None) => break,
                 Ok(Some(f)) => {
+                    let prev_hash = chain.prev_hash;
                     chain
                         .check(&f)
                         .map_err(|e| corrupt(Some(index), &path, Some(f.offset), e))?;
@@ -160,9 +234,20 @@ pub fn export(
                                 });
                             }
                         }
+                        RecordKind::Redaction
+                            if index > to && f.header.refs().any(|r| r >= from && r <= to) =>
+                        {
+                            redactions.push(HistoryRedaction {
+                                index,
+                                key_epoch: f.header.key_epoch(),
+                                prev_hash: hex::encode(prev_hash),
+                                refs: f.header.refs().collect(),
+                                payload: String::from_utf8_lossy(f.payload).into_owned(),
+                            });
+                        }
                         _ => {}
                     }
-                    if index >= from {
+                    if index >= from && index <= to {
                         let start = f.offset as usize;
                         frames.extend_from_slice(&bytes[start..start + f.len as usize]);
                     }
@@ -182,48 +267,36 @@ pub fn export(
         }
     }
     let len = leaves.len() as u64;
-    if len == 0 {
-        return Err(LedgerError::InvalidInput("the ledger is empty".into()));
+    if signed > len {
+        return Err(corrupt(
+            None,
+            &cp_path,
+            None,
+            format!("the latest checkpoint covers {signed} records, but only {len} are present"),
+        ));
     }
-    let to = range_end.unwrap_or(len - 1);
-    if from > to || to >= len {
-        return Err(LedgerError::InvalidInput(format!(
-            "need from <= to < {len} (got from {from}, to {to})"
-        )));
-    }
-    range_end = Some(to);
-    let _ = range_end;
-    // Key/revocation records after `to` (for the manifest key): continue scanning cheaply.
-    let (later_keys, later_revs) = later_key_records(&ledger_dir, to + 1, &chain)?;
-    keys_hist.extend(later_keys);
-    revocations.extend(later_revs);
 
-    // Checkpoints in range, copied verbatim.
-    let cp_path = ledger_dir.join(CHECKPOINTS_FILE);
-    let cp_bytes = match fs::read(&cp_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(LedgerError::io(&cp_path, e)),
-    };
+    // Checkpoints in range, copied verbatim; the first one past the range closes it.
     let mut cp_out = Vec::new();
     let mut cp_sizes: Vec<(u64, Hash)> = Vec::new();
-    for (offset, note) in checkpoint::scan_entries(&cp_bytes).entries {
-        let parsed =
-            checkpoint::parse_note(&note).map_err(|r| corrupt(None, &cp_path, Some(offset), r))?;
-        let size = parsed.checkpoint.tree_size;
+    let mut closing: Option<(String, u64)> = None;
+    for (note, cp) in &notes {
+        let size = cp.tree_size;
         if size >= from.max(1) && size <= to + 1 {
-            cp_out.extend_from_slice(&checkpoint::frame_entry(&note));
+            cp_out.extend_from_slice(&checkpoint::frame_entry(note));
             if cp_sizes.last().map(|(s, _)| *s) != Some(size) {
-                cp_sizes.push((size, parsed.checkpoint.root));
+                cp_sizes.push((size, cp.root));
             }
+        } else if size > to + 1 && closing.is_none() {
+            closing = Some((note.clone(), size));
         }
     }
+    let bad_sizes = || LedgerError::InvalidInput("bad checkpoint sizes".into());
     let mut proofs = Vec::new();
     for w in cp_sizes.windows(2) {
         let (a, ra) = w[0];
         let (b, rb) = w[1];
-        let p = merkle::consistency_proof(&leaves[..b as usize], a)
-            .ok_or_else(|| LedgerError::InvalidInput("bad checkpoint sizes".into()))?;
+        let p = merkle::consistency_proof(&leaves[..b as usize], a).ok_or_else(bad_sizes)?;
         proofs.push(ConsistencyProof {
             first: a,
             second: b,
@@ -234,6 +307,47 @@ pub fn export(
             second_checkpoint: None,
         });
     }
+    // Tree size of the bundle's last signed checkpoint (the closing one, or to + 1).
+    let mut last_signed = to + 1;
+    let tail = if cp_sizes.last().map(|(s, _)| *s) == Some(to + 1) {
+        None
+    } else {
+        let (note, size) = closing.ok_or_else(|| {
+            LedgerError::InvalidInput(format!("no signed checkpoint covers record {to}"))
+        })?;
+        let p =
+            merkle::consistency_proof(&leaves[..size as usize], to + 1).ok_or_else(bad_sizes)?;
+        last_signed = size;
+        Some(TailProof {
+            tree_size: to + 1,
+            checkpoint: note,
+            proof: p.iter().map(hex::encode).collect(),
+        })
+    };
+    // The anchor proof links the trusted size with the bundle's last signed size.
+    let anchor_proof = match anchor {
+        None => None,
+        Some(t) => {
+            let m = t.checkpoint().tree_size;
+            let n = last_signed;
+            if m > len {
+                return Err(LedgerError::InvalidInput(format!(
+                    "the trusted checkpoint covers {m} records, but the ledger has only {len} (rollback?)"
+                )));
+            }
+            let (a, b) = if m <= n { (m, n) } else { (n, m) };
+            let p = merkle::consistency_proof(&leaves[..b as usize], a).ok_or_else(bad_sizes)?;
+            Some(ConsistencyProof {
+                first: a,
+                second: b,
+                first_root: hex::encode(merkle::root(&leaves[..a as usize])),
+                second_root: hex::encode(merkle::root(&leaves[..b as usize])),
+                proof: p.iter().map(hex::encode).collect(),
+                first_checkpoint: None,
+                second_checkpoint: None,
+            })
+        }
+    };
 
     let mut frontier = Frontier::new();
     for l in &leaves[..from as usize] {
@@ -256,6 +370,7 @@ pub fn export(
         frontier: frontier.nodes().iter().map(hex::encode).collect(),
         keys: keys_hist.clone(),
         revocations,
+        redactions,
     };
 
     // Public keys of every epoch.
@@ -298,6 +413,19 @@ pub fn export(
         CONSISTENCY_FILE.to_string(),
         serde_json::to_vec_pretty(&proofs).map_err(|e| LedgerError::InvalidInput(e.to_string()))?,
     );
+    let enc = |e: serde_json::Error| LedgerError::InvalidInput(e.to_string());
+    if let Some(t) = &tail {
+        files.insert(
+            TAIL_FILE.to_string(),
+            serde_json::to_vec_pretty(t).map_err(enc)?,
+        );
+    }
+    if let Some(a) = &anchor_proof {
+        files.insert(
+            ANCHOR_FILE.to_string(),
+            serde_json::to_vec_pretty(a).map_err(enc)?,
+        );
+    }
     files.insert(
         HISTORY_FILE.to_string(),
         serde_json::to_vec_pretty(&history)
@@ -362,60 +490,22 @@ fn payload_epoch(payload: &str) -> Result<u32, LedgerError> {
         .map_err(|e| LedgerError::Key(format!("key record payload: {e}")))
 }
 
-/// Key and revocation records at index >= `start` (records are not re-validated here beyond
-/// their frame hashes; the bundle verifier checks the rotation signature chain).
-fn later_key_records(
-    ledger_dir: &Path,
-    start: u64,
-    chain: &ChainState,
-) -> Result<(Vec<HistoryKey>, Vec<HistoryRevocation>), LedgerError> {
-    let mut keys_out = Vec::new();
-    let mut revs = Vec::new();
-    let mut c = chain.clone();
-    let segments = list_segments(ledger_dir)?;
-    for (_, path) in segments {
-        let bytes = fs::read(&path).at(&path)?;
-        let mut r = FrameReader::new(bytes.as_slice(), 0, bytes.len() as u64);
-        while let Ok(Some(f)) = r.next_frame() {
-            let index = f.header.index();
-            if index < start || index != c.next_index {
-                continue;
-            }
-            if c.check(&f).is_err() {
-                return Ok((keys_out, revs));
-            }
-            match f.header.kind() {
-                RecordKind::Key => keys_out.push(HistoryKey {
-                    index,
-                    ts_micros: f.header.ts_micros(),
-                    payload: String::from_utf8_lossy(f.payload).into_owned(),
-                }),
-                RecordKind::Revocation => {
-                    if let Some((e, _)) = c.revoked.iter().find(|(_, i)| **i == index) {
-                        revs.push(HistoryRevocation {
-                            index,
-                            revoked_epoch: *e,
-                        });
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok((keys_out, revs))
-}
-
 /// Verify `path`, which may be a data directory (`ledger/` + `keys/`) or an export bundle
 /// (has a `MANIFEST`, `history.json` or `proofs/`; a bundle missing any of them fails).
 /// Offline and read-only.
 pub fn verify_path(path: &Path) -> Result<VerifyReport, LedgerError> {
+    verify_path_with(path, &VerifyOptions::default())
+}
+
+/// [`verify_path`] with options (unsigned tail, trusted checkpoints).
+pub fn verify_path_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
     if path.join(MANIFEST_FILE).exists()
         || path.join(HISTORY_FILE).exists()
         || path.join("proofs").exists()
     {
-        verify_bundle(path)
+        verify_bundle_with(path, opts)
     } else {
-        crate::verify::verify_dir(path)
+        crate::verify::verify_dir_with(path, opts)
     }
 }
 
@@ -526,6 +616,12 @@ fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), LedgerErr
 /// checkpoints, signatures, redactions, revocations), the key history's rotation signatures,
 /// the consistency proofs, and the signed manifest with every file's digest.
 pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, LedgerError> {
+    verify_bundle_with(dir, &VerifyOptions::default())
+}
+
+/// [`verify_bundle`] with trusted checkpoints (`allow_unsigned_tail` has no effect: every
+/// record of a bundle must be covered by a signed checkpoint).
+pub fn verify_bundle_with(dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
     let mut report = VerifyReport::empty("export bundle");
     let manifest_path = dir.join(MANIFEST_FILE);
     let fail = |report: &mut VerifyReport, file: &Path, index: Option<u64>, r: String| {
@@ -698,75 +794,108 @@ pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, LedgerError> {
     // 3. Deep verification of the records, checkpoints and signatures of the range.
 
     // Deep verification of the records.
-    let start = match start_state(&history, &chain_keys) {
+    let mut start = match start_state(&history, &chain_keys) {
         Ok(s) => s,
         Err(r) => {
             fail(&mut report, &hist_path, None, r);
             return Ok(report);
         }
     };
-    let mut v = Verifier::new(dir, "export bundle", Some(start));
+    // Signed redaction records after the range authorise redacted records inside it.
+    match history_redactions(&history, &chain_keys) {
+        Ok(refs) => start.chain.pre_authorise(refs),
+        Err(r) => {
+            fail(&mut report, &hist_path, None, r);
+            return Ok(report);
+        }
+    }
+    let mut v = Verifier::new(dir, "export bundle", Some(start), opts);
     v.run_to_end()?;
     let roots = v.verified_roots.clone();
+    let end_root = v.current_root();
+    let (from, to) = (manifest.from, manifest.to);
+    let in_range = |i: u64| i >= from && i <= to;
+    let bundle_keys: BTreeMap<u32, (u64, EpochKeys)> = v
+        .chain
+        .keys
+        .iter()
+        .filter(|(_, k)| in_range(k.introduced_at))
+        .map(|(e, k)| (*e, (k.introduced_at, k.keys.clone())))
+        .collect();
+    let bundle_revs: BTreeMap<u32, u64> = v
+        .chain
+        .revoked
+        .iter()
+        .filter(|(_, i)| in_range(**i))
+        .map(|(e, i)| (*e, *i))
+        .collect();
+    let unreached = std::mem::take(&mut v.unreached_trusted);
     let manifest_files = report.manifest_files;
     let mut report = v.report;
     report.manifest_files = manifest_files;
     if report.first_failure.is_some() {
         return Ok(report);
     }
-    let expected = manifest.to - manifest.from + 1;
+    let expected = to - from + 1;
     if report.records != expected {
         let got = report.records;
         fail(
             &mut report,
             &dir.join("ledger"),
-            Some(manifest.from + got),
+            Some(from + got),
             format!(
-                "bundle holds {got} records, the manifest range {}..={} needs {expected}",
-                manifest.from, manifest.to
+                "bundle holds {got} records, the manifest range {from}..={to} needs {expected}"
             ),
         );
         return Ok(report);
     }
-    // Key records inside the range must be the ones listed in the history.
-    for (epoch, id) in &report.key_ids {
-        let ok = chain_keys
-            .get(epoch)
-            .is_some_and(|k| hex::encode(keys::key_id(&origin, &k.keys.public_key)) == *id);
-        if !ok {
-            let e = *epoch;
-            fail(
-                &mut report,
-                &hist_path,
-                None,
-                format!(
-                    "key history entry for epoch {e} differs from the key record in the bundle"
-                ),
-            );
-            return Ok(report);
-        }
+    // The key and revocation records inside the range and the history's entries for the
+    // range must be the same, both ways (§6 rule 4).
+    let hist_keys: BTreeMap<u32, (u64, EpochKeys)> = chain_keys
+        .iter()
+        .filter(|(_, k)| in_range(k.introduced_at))
+        .map(|(e, k)| (*e, (k.introduced_at, k.keys.clone())))
+        .collect();
+    if hist_keys != bundle_keys {
+        let epochs = |m: &BTreeMap<u32, (u64, EpochKeys)>| {
+            m.iter()
+                .map(|(e, (i, _))| format!("epoch {e} at record {i}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        fail(
+            &mut report,
+            &hist_path,
+            None,
+            format!(
+                "the key history's entries inside the range ({}) differ from the key records of the bundle ({})",
+                epochs(&hist_keys),
+                epochs(&bundle_keys)
+            ),
+        );
+        return Ok(report);
     }
-    for r in &history.revocations {
-        if r.index >= manifest.from
-            && r.index <= manifest.to
-            && report.revoked.get(&r.revoked_epoch) != Some(&r.index)
-        {
-            fail(
-                &mut report,
-                &hist_path,
-                Some(r.index),
-                "revocation list does not match the revocation records of the bundle".into(),
-            );
-            return Ok(report);
-        }
+    let hist_revs: BTreeMap<u32, u64> = history
+        .revocations
+        .iter()
+        .filter(|r| in_range(r.index))
+        .map(|r| (r.revoked_epoch, r.index))
+        .collect();
+    if hist_revs != bundle_revs || history.revocations.len() != revocation_count(&history) {
+        fail(
+            &mut report,
+            &hist_path,
+            None,
+            format!(
+                "the history's revocations inside the range {hist_revs:?} differ from the revocation records of the bundle {bundle_revs:?} (epoch -> record)"
+            ),
+        );
+        return Ok(report);
     }
 
     // Consistency proofs between consecutive verified checkpoints.
     let cons_path = dir.join(CONSISTENCY_FILE);
-    let proofs: Vec<ConsistencyProof> = match fs::read(&cons_path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-    {
+    let proofs: Vec<ConsistencyProof> = match read_json(&cons_path) {
         Ok(p) => p,
         Err(r) => {
             fail(
@@ -811,7 +940,264 @@ pub fn verify_bundle(dir: &Path) -> Result<VerifyReport, LedgerError> {
         report.consistency_proofs += 1;
     }
 
+    // The end of the range must be covered by a signature: a checkpoint of exactly to + 1
+    // records in the bundle, or the closing checkpoint of proofs/tail.json.
+    let tail_path = dir.join(TAIL_FILE);
+    let covered = sizes.last().map(|(s, _)| *s) == Some(to + 1);
+    if covered {
+        if tail_path.exists() {
+            fail(
+                &mut report,
+                &tail_path,
+                None,
+                format!(
+                    "{TAIL_FILE} is present although a checkpoint of the bundle covers the range"
+                ),
+            );
+            return Ok(report);
+        }
+    } else {
+        match check_tail(&tail_path, &history, &chain_keys, to, &end_root) {
+            Ok((size, root)) => {
+                sizes.push((size, root));
+                report.checkpoints += 1;
+                report.signed_records = size;
+                report.consistency_proofs += 1;
+            }
+            Err(r) => {
+                fail(&mut report, &tail_path, Some(to), r);
+                return Ok(report);
+            }
+        }
+    }
+
+    // Trusted checkpoints outside the range: proofs/anchor.json links them to a signed size.
+    let anchor_path = dir.join(ANCHOR_FILE);
+    for t in unreached {
+        let cp = t.checkpoint();
+        let res = check_anchor(&anchor_path, &t, &sizes, &chain_keys, &history);
+        match res {
+            Ok(()) => report.trusted_checkpoints.push(TrustedResult {
+                source: t.source.clone(),
+                tree_size: cp.tree_size,
+                how: format!("consistency proof in {ANCHOR_FILE}"),
+            }),
+            Err(r) => {
+                fail(
+                    &mut report,
+                    &t.source,
+                    None,
+                    format!("trusted checkpoint (tree size {}): {r}", cp.tree_size),
+                );
+                return Ok(report);
+            }
+        }
+    }
     Ok(report)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    serde_json::from_slice(&bytes).map_err(|e| e.to_string())
+}
+
+/// Revocation entries that name distinct epochs (a repeated epoch makes the list invalid).
+fn revocation_count(history: &History) -> usize {
+    let epochs: std::collections::BTreeSet<u32> = history
+        .revocations
+        .iter()
+        .map(|r| r.revoked_epoch)
+        .collect();
+    epochs.len()
+}
+
+/// The key epoch in force for a checkpoint over `tree_size` records, by the key history,
+/// refusing an epoch revoked by a record `< tree_size`.
+fn history_signer<'a>(
+    keys: &'a BTreeMap<u32, KnownKey>,
+    history: &History,
+    tree_size: u64,
+    epoch: u32,
+) -> Result<&'a KnownKey, String> {
+    let in_force = keys
+        .values()
+        .filter(|k| k.introduced_at < tree_size)
+        .max_by_key(|k| k.keys.epoch)
+        .ok_or_else(|| format!("no key epoch is in force at tree size {tree_size}"))?;
+    if in_force.keys.epoch != epoch {
+        return Err(format!(
+            "signed with key epoch {epoch}, but the key epoch in force at tree size {tree_size} is {}",
+            in_force.keys.epoch
+        ));
+    }
+    if let Some(r) = history
+        .revocations
+        .iter()
+        .find(|r| r.revoked_epoch == epoch && r.index < tree_size)
+    {
+        return Err(format!(
+            "signed with key epoch {epoch}, which was revoked by record {}",
+            r.index
+        ));
+    }
+    Ok(in_force)
+}
+
+/// Verify `proofs/tail.json`; returns the closing checkpoint's (tree size, root).
+fn check_tail(
+    path: &Path,
+    history: &History,
+    keys: &BTreeMap<u32, KnownKey>,
+    to: u64,
+    end_root: &Hash,
+) -> Result<(u64, Hash), String> {
+    if !path.exists() {
+        return Err(format!(
+            "no checkpoint of the bundle covers records up to {to}, and {TAIL_FILE} is missing: the end of the range is not signed"
+        ));
+    }
+    let tail: TailProof = read_json(path)?;
+    if tail.tree_size != to + 1 {
+        return Err(format!(
+            "tree_size {} is not the end of the range ({})",
+            tail.tree_size,
+            to + 1
+        ));
+    }
+    let note = checkpoint::parse_note(&tail.checkpoint).map_err(|r| format!("checkpoint: {r}"))?;
+    let cp = &note.checkpoint;
+    if cp.origin != history.origin {
+        return Err(format!(
+            "checkpoint origin {:?} differs from the ledger's",
+            cp.origin
+        ));
+    }
+    if cp.tree_size <= tail.tree_size {
+        return Err(format!(
+            "closing checkpoint size {} does not extend past the range",
+            cp.tree_size
+        ));
+    }
+    let key = history_signer(keys, history, cp.tree_size, cp.key_epoch)?;
+    checkpoint::verify_note_signatures(&note, &cp.origin, &key.keys)
+        .map_err(|r| format!("closing checkpoint (tree size {}): {r}", cp.tree_size))?;
+    let path_nodes = tail
+        .proof
+        .iter()
+        .map(|h| crate::proof::unhex(h).ok_or_else(|| format!("bad hash {h:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !merkle::verify_consistency(
+        tail.tree_size,
+        cp.tree_size,
+        end_root,
+        &cp.root,
+        &path_nodes,
+    ) {
+        return Err(format!(
+            "the records of the range are not a prefix of the closing checkpoint (consistency proof {} -> {} does not verify)",
+            tail.tree_size, cp.tree_size
+        ));
+    }
+    Ok((cp.tree_size, cp.root))
+}
+
+/// A trusted checkpoint outside the bundle's records: its signature (by the key history) and
+/// the consistency proof in `proofs/anchor.json` to one of the bundle's signed sizes.
+fn check_anchor(
+    path: &Path,
+    t: &TrustedCheckpoint,
+    signed: &[(u64, Hash)],
+    keys: &BTreeMap<u32, KnownKey>,
+    history: &History,
+) -> Result<(), String> {
+    let cp = t.checkpoint();
+    if cp.origin != history.origin {
+        return Err(format!(
+            "origin {:?} differs from the ledger origin {:?}",
+            cp.origin, history.origin
+        ));
+    }
+    let key = history_signer(keys, history, cp.tree_size, cp.key_epoch)?;
+    checkpoint::verify_note_signatures(&t.note, &cp.origin, &key.keys)
+        .map_err(|r| format!("{r} (not signed by this ledger's key)"))?;
+    if !path.exists() {
+        return Err(format!(
+            "it lies outside the bundle's records {}..={} and the bundle has no {ANCHOR_FILE}; export with --trusted-checkpoint to include the consistency proof",
+            history.from, history.to
+        ));
+    }
+    let p: ConsistencyProof = read_json(path).map_err(|r| format!("{ANCHOR_FILE}: {r}"))?;
+    let m = cp.tree_size;
+    let other = if p.first == m { p.second } else { p.first };
+    let Some((_, other_root)) = signed.iter().find(|(s, _)| *s == other) else {
+        return Err(format!(
+            "{ANCHOR_FILE} does not link tree size {m} with a signed checkpoint of the bundle"
+        ));
+    };
+    let (want_first, want_second) = if p.first == m {
+        (cp.root, *other_root)
+    } else {
+        (*other_root, cp.root)
+    };
+    if (p.first != m && p.second != m)
+        || p.first_root != hex::encode(want_first)
+        || p.second_root != hex::encode(want_second)
+    {
+        return Err(format!(
+            "fork: {ANCHOR_FILE} does not connect the trusted root with the bundle's signed root"
+        ));
+    }
+    if !p.verify() {
+        return Err(format!(
+            "fork: the consistency proof {} -> {} does not verify",
+            p.first, p.second
+        ));
+    }
+    Ok(())
+}
+
+/// Verify the history's redaction records (each after the range, signed by the key epoch in
+/// force at its index); returns the records they authorise.
+fn history_redactions(
+    history: &History,
+    keys: &BTreeMap<u32, KnownKey>,
+) -> Result<Vec<u64>, String> {
+    let mut out = Vec::new();
+    for r in &history.redactions {
+        if r.index <= history.to {
+            return Err(format!(
+                "history lists redaction record {} although it is not after the range",
+                r.index
+            ));
+        }
+        if r.refs.is_empty() || r.refs.iter().any(|x| *x >= r.index) {
+            return Err(format!("redaction record {} has invalid refs", r.index));
+        }
+        let key = keys
+            .values()
+            .filter(|k| k.introduced_at < r.index)
+            .max_by_key(|k| k.keys.epoch)
+            .filter(|k| k.keys.epoch == r.key_epoch)
+            .ok_or_else(|| {
+                format!(
+                    "redaction record {}: key epoch {} is not the epoch in force at its index",
+                    r.index, r.key_epoch
+                )
+            })?;
+        let prev = crate::proof::unhex(&r.prev_hash)
+            .ok_or_else(|| format!("redaction record {}: bad prev_hash", r.index))?;
+        crate::segment::check_redaction(
+            r.payload.as_bytes(),
+            &history.origin,
+            r.index,
+            &prev,
+            &r.refs,
+            &key.keys,
+        )
+        .map_err(|e| format!("redaction record {}: {e}", r.index))?;
+        out.extend(r.refs.iter().copied());
+    }
+    Ok(out)
 }
 
 /// Parse the history's key records and check the rotation signature chain.

@@ -29,6 +29,8 @@ pub const ALGORITHM: &str = "ML-DSA-65";
 pub const ROTATION_CONTEXT: &[u8] = b"dunes-ledger-key-rotation-v1";
 /// FIPS 204 context string of export bundle manifest signatures.
 pub const EXPORT_CONTEXT: &[u8] = b"dunes-ledger-export-v1";
+/// FIPS 204 context string of the signature carried by a `redaction` record.
+pub const REDACTION_CONTEXT: &[u8] = b"dunes-ledger-redaction-v1";
 /// Encoded Ed25519 public key / seed length.
 pub const ED25519_KEY_LEN: usize = 32;
 /// Ed25519 signature length.
@@ -64,8 +66,24 @@ pub fn ed25519_key_id(key_name: &str, public_key: &[u8]) -> [u8; 4] {
     [d[0], d[1], d[2], d[3]]
 }
 
-/// Verify an Ed25519 signature (strict RFC 8032 verification).
+/// Is `k` a 32-byte canonical encoding (re-encoding the decoded point gives the same bytes)
+/// of a curve point that is not of small order? (`docs/ledger-format.md` §3.5.)
+pub(crate) fn is_strict_ed25519_public_key(k: &[u8]) -> bool {
+    let Ok(bytes) = <[u8; ED25519_KEY_LEN]>::try_from(k) else {
+        return false;
+    };
+    match ed25519_dalek::VerifyingKey::from_bytes(&bytes) {
+        Ok(vk) => !vk.is_weak() && vk.to_edwards().compress().to_bytes() == bytes,
+        Err(_) => false,
+    }
+}
+
+/// Verify an Ed25519 signature: RFC 8032 with the strict rules of `docs/ledger-format.md`
+/// §3.5 (canonical A and R, neither of small order, S < L, cofactorless equation).
 pub fn verify_ed25519(public_key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    if !is_strict_ed25519_public_key(public_key) {
+        return false;
+    }
     let Ok(pk) = <[u8; ED25519_KEY_LEN]>::try_from(public_key) else {
         return false;
     };
@@ -180,6 +198,14 @@ impl EpochKeys {
     /// Check that `self` was introduced by `prev` (rotation signatures), see
     /// `docs/ledger-format.md` §2.5.
     pub fn check_rotation_from(&self, prev: &EpochKeys, origin: &str) -> Result<(), String> {
+        // Hybrid is sticky: a hybrid epoch's successor must be hybrid too (no downgrade to
+        // ML-DSA-only signatures).
+        if prev.ed25519.is_some() && self.ed25519.is_none() {
+            return Err(format!(
+                "Key record for epoch {} drops the Ed25519 key of hybrid epoch {} (hybrid downgrade)",
+                self.epoch, prev.epoch
+            ));
+        }
         let msg = rotation_message(
             origin,
             self.epoch,
@@ -318,13 +344,11 @@ impl KeyRecordPayload {
         match (&ed25519, &p.ed25519_key_id) {
             (None, None) => {}
             (Some(k), Some(id)) => {
-                if k.len() != ED25519_KEY_LEN
-                    || ed25519_dalek::VerifyingKey::from_bytes(
-                        &<[u8; ED25519_KEY_LEN]>::try_from(k.as_slice()).unwrap_or([0; 32]),
-                    )
-                    .is_err()
-                {
-                    return Err("Key record ed25519_public_key is not a valid Ed25519 key".into());
+                if !is_strict_ed25519_public_key(k) {
+                    return Err(
+                        "Key record ed25519_public_key is not a canonical Ed25519 point of large order"
+                            .into(),
+                    );
                 }
                 if *id != hex::encode(ed25519_key_id(expected_name, k)) {
                     return Err("Key record ed25519_key_id does not match its public key".into());
@@ -501,7 +525,7 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LedgerError> {
 }
 
 /// Write `bytes` atomically to `path` (temp file + fsync + rename + directory fsync).
-fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), LedgerError> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), LedgerError> {
     let dir = path
         .parent()
         .ok_or_else(|| LedgerError::Key(format!("{} has no parent directory", path.display())))?;
@@ -841,7 +865,20 @@ mod tests {
         k1.check_rotation_from(&k0, "dunes/x")
             .expect("rotation verifies");
         assert!(k1.check_rotation_from(&k0, "dunes/y").is_err());
-        let s2 = Signer::from_seed(2, &[6u8; 32]);
+        // Hybrid is sticky: an ML-DSA-only successor of a hybrid epoch is a downgrade.
+        let plain = Signer::from_seed(2, &[7u8; 32]);
+        let pd = KeyRecordPayload::for_signer(&plain, "dunes/x", Some(&s1)).expect("payload");
+        let kd = KeyRecordPayload::parse_and_check(
+            &serde_json::to_vec(&pd).expect("json"),
+            2,
+            "dunes/x",
+        )
+        .expect("ok");
+        let err = kd
+            .check_rotation_from(&k1, "dunes/x")
+            .expect_err("downgrade");
+        assert!(err.contains("hybrid downgrade"), "{err}");
+        let s2 = Signer::from_seed(2, &[6u8; 32]).with_ed25519_seed(&[8u8; 32]);
         let p2 = KeyRecordPayload::for_signer(&s2, "dunes/x", Some(&s1)).expect("payload");
         assert!(p2.prev_ed25519_signature.is_some());
         let k2 = KeyRecordPayload::parse_and_check(

@@ -6,6 +6,9 @@ use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
 use crate::checkpoint::{self, CHECKPOINTS_FILE, Checkpoint, ParsedNote};
 use crate::error::{IoContext, LedgerError, VerifyFailure};
 use crate::keys::{self, KeyRecordPayload, Signer};
@@ -42,21 +45,25 @@ pub struct LedgerConfig {
     /// two signature lines (hybrid classical + post-quantum). Off by default. Turning it on for
     /// an existing ledger rotates to a hybrid epoch on open.
     pub hybrid_ed25519: bool,
+    /// Publish every new signed checkpoint into this directory (`checkpoint-<size>.note`,
+    /// `latest.note`), ideally one the monitor's account cannot rewrite. `None`: off.
+    pub publish_dir: Option<PathBuf>,
 }
 
 impl LedgerConfig {
     /// Defaults: `dir = data_dir/ledger`, `keys_dir = data_dir/keys`, checkpoint every 10 000
-    /// records or 5 s, 256 MiB segments.
+    /// records or 1 s, 256 MiB segments.
     pub fn new(data_dir: &Path, origin: impl Into<String>) -> Self {
         Self {
             dir: data_dir.join("ledger"),
             keys_dir: data_dir.join("keys"),
             origin: origin.into(),
             checkpoint_every_records: 10_000,
-            checkpoint_interval: Duration::from_secs(5),
+            checkpoint_interval: Duration::from_secs(1),
             segment_max_bytes: 256 * 1024 * 1024,
             rotate_every: Some(Duration::from_secs(24 * 3600)),
             hybrid_ed25519: false,
+            publish_dir: None,
         }
     }
 }
@@ -406,6 +413,19 @@ impl Ledger {
             }
         };
 
+        // The writer checkpoints record 0 right after creating it, so records without any
+        // checkpoint mean that `checkpoints.log` was deleted or emptied: signing them now would
+        // bless a history nobody can vouch for.
+        if latest_note.is_none() && len > 1 {
+            return Err(corrupt(
+                None,
+                &cp_path,
+                None,
+                format!(
+                    "the ledger has {len} records but no signed checkpoint ({CHECKPOINTS_FILE} is missing or empty); refusing to sign a history that no checkpoint vouches for (restore {CHECKPOINTS_FILE} from a backup or a published checkpoint)"
+                ),
+            ));
+        }
         let mut frontier = Frontier::new();
         if let Some(note) = &latest_note {
             let cp = &note.checkpoint;
@@ -489,8 +509,10 @@ impl Ledger {
                 .map_err(|e| LedgerError::Key(format!("cannot encode Key record: {e}")))?;
             let epoch = ledger.signer.epoch;
             ledger.append_with_epoch(RecordKind::Key, now_micros(), &json, &[], epoch)?;
-            ledger.sync()?;
             ledger.epochs.insert(epoch);
+            // Sign record 0 at once: a ledger is never without a checkpoint for long, and a
+            // verifier treats unsigned records as a failure.
+            ledger.checkpoint()?;
         } else if ledger.cfg.hybrid_ed25519 && ledger.signer.ed25519_public_key().is_none() {
             tracing::info!(
                 "ledger: hybrid Ed25519 signatures requested; rotating to a hybrid key epoch"
@@ -575,11 +597,12 @@ impl Ledger {
     }
 
     /// Redact (GDPR erasure) the payload of record `index`: append a `redaction` record that
-    /// refers to it (with `reason`), make it durable, then rewrite the record's frame with the
+    /// refers to it (with `reason` and the requesting `subject`, signed by the active key),
+    /// make it durable, then rewrite the record's frame with the
     /// REDACTED flag and no payload bytes. The header (and so every hash, Merkle root and
     /// signature) is unchanged; verifiers report the record as redacted. Returns the index of
     /// the redaction record.
-    pub fn redact(&mut self, index: u64, reason: &str) -> Result<u64, LedgerError> {
+    pub fn redact(&mut self, index: u64, reason: &str, subject: &str) -> Result<u64, LedgerError> {
         if index >= self.len() {
             return Err(LedgerError::InvalidInput(format!(
                 "record {index} does not exist (ledger has {} records)",
@@ -638,11 +661,29 @@ impl Ledger {
                 "record {index} is already redacted"
             )));
         }
+        crate::segment::check_redaction_text(reason, subject).map_err(LedgerError::InvalidInput)?;
+        let red_index = self.len();
+        let msg = crate::segment::redaction_message(
+            &self.cfg.origin,
+            red_index,
+            self.signer.epoch,
+            &self.prev_hash,
+            &[index],
+            reason,
+            subject,
+        );
+        let signature = self
+            .signer
+            .sign_with_context(&msg, keys::REDACTION_CONTEXT)?;
         let payload = serde_json::to_vec(&crate::segment::RedactionPayload {
             reason: reason.to_string(),
+            subject: subject.to_string(),
+            signature: B64.encode(signature),
+            ed25519_signature: self.signer.sign_ed25519(&msg).map(|s| B64.encode(s)),
         })
         .map_err(|e| LedgerError::InvalidInput(e.to_string()))?;
-        let red_index = self.append(RecordKind::Redaction, now_micros(), &payload, &[index])?;
+        let appended = self.append(RecordKind::Redaction, now_micros(), &payload, &[index])?;
+        debug_assert_eq!(appended, red_index);
         self.sync()?;
         // Re-read: the redaction record may have landed in the same (active) segment.
         let bytes = fs::read(seg).at(seg)?;
@@ -898,6 +939,17 @@ impl Ledger {
             key_epoch: epoch,
             note,
         };
+        if let Some(dir) = &self.cfg.publish_dir
+            && let Err(e) = crate::publish::publish_checkpoint(dir, &cp)
+        {
+            // The checkpoint is durable in the ledger; publishing is the out-of-band copy.
+            tracing::error!(
+                dir = %dir.display(),
+                tree_size = cp.tree_size,
+                error = %e,
+                "ledger: cannot publish the signed checkpoint"
+            );
+        }
         self.latest = Some(cp.clone());
         self.last_checkpoint_at = Instant::now();
         Ok(cp)
@@ -954,7 +1006,7 @@ mod tests {
         assert_eq!(c.dir, Path::new("/d/ledger"));
         assert_eq!(c.keys_dir, Path::new("/d/keys"));
         assert_eq!(c.checkpoint_every_records, 10_000);
-        assert_eq!(c.checkpoint_interval, Duration::from_secs(5));
+        assert_eq!(c.checkpoint_interval, Duration::from_secs(1));
         assert_eq!(c.segment_max_bytes, 256 * 1024 * 1024);
     }
 
@@ -978,15 +1030,18 @@ mod tests {
         cfg.checkpoint_interval = Duration::from_secs(3600);
         let mut l = Ledger::open(cfg).expect("open");
         assert_eq!(l.len(), 1);
+        // Record 0 is signed at creation.
+        assert_eq!(l.latest_checkpoint().map(|c| c.tree_size), Some(1));
         assert!(matches!(
             l.append(RecordKind::Event, 1, b"x", &[1]),
             Err(LedgerError::InvalidInput(_))
         ));
         l.append(RecordKind::Event, 1, b"x", &[0]).expect("append");
+        l.append(RecordKind::Event, 1, b"x", &[0]).expect("append");
         assert!(l.maybe_checkpoint().expect("maybe").is_none()); // 2 new records < 3
         l.append(RecordKind::Event, 2, b"y", &[]).expect("append");
         let cp = l.maybe_checkpoint().expect("maybe").expect("checkpoint");
-        assert_eq!(cp.tree_size, 3);
+        assert_eq!(cp.tree_size, 4);
         assert!(l.maybe_checkpoint().expect("maybe").is_none()); // nothing new
         assert_eq!(l.latest_checkpoint(), Some(&cp));
         assert!(l.close().expect("close").is_none());

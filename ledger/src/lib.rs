@@ -26,6 +26,7 @@ mod keys;
 mod ledger;
 pub mod merkle;
 mod proof;
+mod publish;
 mod record;
 mod segment;
 mod verify;
@@ -33,20 +34,24 @@ mod verify;
 pub use checkpoint::{CHECKPOINTS_FILE, Checkpoint, read_latest_checkpoint};
 pub use error::{LedgerError, VerifyFailure};
 pub use export::{
-    ExportSummary, History, HistoryKey, HistoryRevocation, MANIFEST_FILE, export, verify_bundle,
-    verify_path,
+    ExportSummary, History, HistoryKey, HistoryRedaction, HistoryRevocation, MANIFEST_FILE,
+    TailProof, export, export_with, verify_bundle, verify_bundle_with, verify_path,
+    verify_path_with,
 };
 pub use keys::{
     EXPORT_CONTEXT, EpochKeys, KEY_TYPE_IDENTIFIER, KeyRecordPayload, MlDsaPublicKey,
-    PUBLIC_KEY_LEN, ROTATION_CONTEXT, SIGNATURE_LEN, SIGNING_CONTEXT, StandaloneKey,
-    ed25519_key_id, ed25519_public_key_path, ed25519_seed_path, key_id, public_key_path,
-    rotation_message, seed_path, verify_signature, verify_with_context,
+    PUBLIC_KEY_LEN, REDACTION_CONTEXT, ROTATION_CONTEXT, SIGNATURE_LEN, SIGNING_CONTEXT,
+    StandaloneKey, ed25519_key_id, ed25519_public_key_path, ed25519_seed_path, key_id,
+    public_key_path, rotation_message, seed_path, verify_signature, verify_with_context,
 };
 pub use ledger::{Ledger, LedgerConfig};
 pub use proof::{
     ConsistencyProof, InclusionProof, RecordView, consistency_proof, for_each_record,
     inclusion_proof, read_checkpoints, read_leaf_hashes,
 };
+pub use publish::{LATEST_NOTE, Published, publish_checkpoint, published_file_name};
 pub use record::{MAX_PAYLOAD_LEN, MAX_REFS, ParseRecordKindError, RecordKind};
-pub use segment::{RedactionPayload, RevocationPayload, segment_file_name};
-pub use verify::{VerifyReport, verify_dir};
+pub use segment::{RedactionPayload, RevocationPayload, redaction_message, segment_file_name};
+pub use verify::{
+    TrustedCheckpoint, TrustedResult, VerifyOptions, VerifyReport, verify_dir, verify_dir_with,
+};

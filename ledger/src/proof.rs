@@ -30,6 +30,7 @@ pub struct InclusionProof {
 
 /// An RFC 9162 consistency proof (hashes in lowercase hex).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConsistencyProof {
     pub first: u64,
     pub second: u64,
@@ -41,7 +42,11 @@ pub struct ConsistencyProof {
     pub second_checkpoint: Option<Checkpoint>,
 }
 
-fn unhex(s: &str) -> Option<Hash> {
+/// 64 lowercase hex digits -> hash (uppercase is refused: one spelling per value).
+pub(crate) fn unhex(s: &str) -> Option<Hash> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        return None;
+    }
     let mut h = [0u8; 32];
     hex::decode_to_slice(s, &mut h).ok()?;
     Some(h)

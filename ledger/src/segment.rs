@@ -50,12 +50,128 @@ pub struct RevocationPayload {
     pub reason: String,
 }
 
-/// Payload of a `redaction` record (kind 8).
+/// Payload of a `redaction` record (kind 8): who asked, why, and the ledger key's signature
+/// over [`redaction_message`] (`docs/ledger-format.md` §2.7).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactionPayload {
-    /// Free-text reason (e.g. a GDPR erasure request reference). Must not repeat the data.
+    /// Reason (e.g. a GDPR erasure request reference). Must not repeat the data. 1–1024
+    /// bytes, no control characters.
     pub reason: String,
+    /// Who requested the erasure (the API token's subject, or `cli:<user>`). 1–255 bytes, no
+    /// control characters.
+    pub subject: String,
+    /// Standard base64 of the ML-DSA-65 signature by the epoch in force (context
+    /// `dunes-ledger-redaction-v1`) over [`redaction_message`].
+    pub signature: String,
+    /// Standard base64 of the Ed25519 signature over the same message; present iff the epoch
+    /// in force is hybrid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ed25519_signature: Option<String>,
+}
+
+/// Longest redaction reason, in bytes.
+pub const MAX_REDACTION_REASON: usize = 1024;
+/// Longest redaction subject, in bytes.
+pub const MAX_REDACTION_SUBJECT: usize = 255;
+
+/// Check the free-text fields of a redaction (also used by the writer before signing).
+pub(crate) fn check_redaction_text(reason: &str, subject: &str) -> Result<(), String> {
+    for (name, v, max) in [
+        ("reason", reason, MAX_REDACTION_REASON),
+        ("subject", subject, MAX_REDACTION_SUBJECT),
+    ] {
+        if v.is_empty() || v.len() > max {
+            return Err(format!(
+                "redaction {name} must be 1..={max} bytes, got {}",
+                v.len()
+            ));
+        }
+        if v.chars().any(char::is_control) {
+            return Err(format!("redaction {name} contains a control character"));
+        }
+    }
+    Ok(())
+}
+
+/// The message a `redaction` record's signatures cover:
+/// `"dunes-ledger redaction v1\n" ‖ origin ‖ "\n" ‖ decimal(index) ‖ "\n" ‖ decimal(key_epoch)
+/// ‖ "\n" ‖ hex(prev_hash) ‖ "\n" ‖ refs as decimals joined by "," ‖ "\n" ‖ reason ‖ "\n" ‖
+/// subject ‖ "\n"`, where `index`, `key_epoch`, `prev_hash` and `refs` are the redaction
+/// record's own header fields.
+pub fn redaction_message(
+    origin: &str,
+    index: u64,
+    key_epoch: u32,
+    prev_hash: &Hash,
+    refs: &[u64],
+    reason: &str,
+    subject: &str,
+) -> Vec<u8> {
+    let refs: Vec<String> = refs.iter().map(u64::to_string).collect();
+    format!(
+        "dunes-ledger redaction v1\n{origin}\n{index}\n{key_epoch}\n{}\n{}\n{reason}\n{subject}\n",
+        hex::encode(prev_hash),
+        refs.join(",")
+    )
+    .into_bytes()
+}
+
+/// Parse a redaction payload and verify its signature(s) with the keys of the epoch in force.
+pub(crate) fn check_redaction(
+    payload: &[u8],
+    origin: &str,
+    index: u64,
+    prev_hash: &Hash,
+    refs: &[u64],
+    keys: &EpochKeys,
+) -> Result<RedactionPayload, String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD as B64;
+    let p: RedactionPayload = serde_json::from_slice(payload)
+        .map_err(|e| format!("redaction payload is not valid: {e}"))?;
+    check_redaction_text(&p.reason, &p.subject)?;
+    let msg = redaction_message(
+        origin, index, keys.epoch, prev_hash, refs, &p.reason, &p.subject,
+    );
+    let sig = B64
+        .decode(p.signature.as_bytes())
+        .map_err(|_| "redaction signature is not canonical base64".to_string())?;
+    let vk =
+        crate::keys::decode_public_key(&keys.public_key).ok_or("public key cannot be decoded")?;
+    if !crate::keys::verify_with_context(&vk, &msg, crate::keys::REDACTION_CONTEXT, &sig) {
+        return Err(format!(
+            "redaction is not signed by key epoch {} (ML-DSA-65 signature does not verify)",
+            keys.epoch
+        ));
+    }
+    match (&keys.ed25519, &p.ed25519_signature) {
+        (None, None) => {}
+        (None, Some(_)) => {
+            return Err(format!(
+                "redaction carries an Ed25519 signature, but key epoch {} is not hybrid",
+                keys.epoch
+            ));
+        }
+        (Some(_), None) => {
+            return Err(format!(
+                "key epoch {} is hybrid, but the redaction has no Ed25519 signature",
+                keys.epoch
+            ));
+        }
+        (Some(pk), Some(s)) => {
+            let s = B64
+                .decode(s.as_bytes())
+                .map_err(|_| "redaction Ed25519 signature is not canonical base64".to_string())?;
+            if !crate::keys::verify_ed25519(pk, &msg, &s) {
+                return Err(format!(
+                    "redaction Ed25519 signature does not verify with key epoch {}",
+                    keys.epoch
+                ));
+            }
+        }
+    }
+    Ok(p)
 }
 
 /// A key epoch as recorded in the log.
@@ -140,6 +256,12 @@ impl ChainState {
             .collect();
         s.revoked = revoked.into_iter().filter(|(_, i)| *i < start).collect();
         s
+    }
+
+    /// Records whose redaction a verified `redaction` record outside the checked range
+    /// authorises (export bundles: `history.json` `redactions`).
+    pub fn pre_authorise(&mut self, refs: impl IntoIterator<Item = u64>) {
+        self.authorised.extend(refs);
     }
 
     /// Check `f` as the next record and advance. On error the state is unchanged.
@@ -228,14 +350,25 @@ impl ChainState {
                 if self.revoked.contains_key(&p.revoked_epoch) {
                     return Err(format!("key epoch {} revoked twice", p.revoked_epoch));
                 }
+                if p.revoked_epoch == new_epoch {
+                    return Err(format!(
+                        "revocation of key epoch {}, the epoch in force: a key record for epoch {} must precede it (rotate first), or the ledger has no valid signer",
+                        p.revoked_epoch,
+                        u64::from(new_epoch) + 1
+                    ));
+                }
                 revocation = Some(p.revoked_epoch);
             }
             RecordKind::Redaction => {
-                let _: RedactionPayload = serde_json::from_slice(f.payload)
-                    .map_err(|e| format!("redaction payload is not valid: {e}"))?;
                 if h.refs().next().is_none() {
                     return Err("redaction record refers to no record".into());
                 }
+                let keys = self
+                    .keys
+                    .get(&new_epoch)
+                    .ok_or_else(|| format!("no key record introduces key epoch {new_epoch}"))?;
+                let refs: Vec<u64> = h.refs().collect();
+                check_redaction(f.payload, &origin, i, &self.prev_hash, &refs, &keys.keys)?;
                 for r in h.refs() {
                     if r >= self.start
                         && let Some(k) = self

@@ -6,7 +6,7 @@ use std::fs::{self, File};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{self, CHECKPOINTS_FILE, ParsedNote};
+use crate::checkpoint::{self, CHECKPOINTS_FILE, Checkpoint, ParsedNote};
 use crate::error::{IoContext, LedgerError, VerifyFailure};
 use crate::keys;
 use crate::merkle::Frontier;
@@ -48,6 +48,102 @@ pub struct VerifyReport {
     pub consistency_proofs: u64,
     /// Files whose SHA-256 digest matched the signed manifest (bundles).
     pub manifest_files: u64,
+    /// Trusted (out-of-band) checkpoints this ledger was proved to extend.
+    pub trusted_checkpoints: Vec<TrustedResult>,
+    /// Whether records after the last checkpoint were accepted (`--allow-unsigned-tail`).
+    pub unsigned_tail_allowed: bool,
+}
+
+/// A trusted checkpoint that the ledger was proved to extend.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TrustedResult {
+    /// Where the trusted checkpoint came from.
+    pub source: PathBuf,
+    /// Its tree size.
+    pub tree_size: u64,
+    /// How: `"root recomputed"` (the records are present) or `"consistency proof"`.
+    pub how: String,
+}
+
+/// What verification must accept or prove beyond the format's rules.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Accept records after the last signed checkpoint (a live ledger between two
+    /// checkpoints). Off by default: such records are covered by no signature, so anyone who
+    /// can write the files could have written them, and verification fails.
+    pub allow_unsigned_tail: bool,
+    /// Checkpoints obtained earlier out of band (`dunes checkpoint publish`): the ledger must
+    /// be a consistent extension of each (same Merkle root at that size), which catches a
+    /// rollback (fewer records) or a fork (a rewritten, re-signed history).
+    pub trusted: Vec<TrustedCheckpoint>,
+}
+
+/// A signed checkpoint kept out of the writer's reach, used as a trust anchor.
+#[derive(Debug, Clone)]
+pub struct TrustedCheckpoint {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub(crate) note: ParsedNote,
+}
+
+impl TrustedCheckpoint {
+    /// Read a trusted checkpoint: a file holding one signed checkpoint note (as written by
+    /// `dunes checkpoint publish`), or a `checkpoints.log` (its last entry is used).
+    pub fn load(path: &Path) -> Result<TrustedCheckpoint, LedgerError> {
+        let bytes = fs::read(path).at(path)?;
+        let text = if bytes.starts_with(&checkpoint::ENTRY_MAGIC) {
+            let scan = checkpoint::scan_entries(&bytes);
+            match (scan.problem, scan.entries.into_iter().last()) {
+                (None, Some((_, note))) => note,
+                (Some((offset, reason, _)), _) => {
+                    return Err(LedgerError::InvalidInput(format!(
+                        "trusted checkpoint file {} @ byte {offset}: {reason}",
+                        path.display()
+                    )));
+                }
+                (None, None) => {
+                    return Err(LedgerError::InvalidInput(format!(
+                        "trusted checkpoint file {} holds no checkpoint",
+                        path.display()
+                    )));
+                }
+            }
+        } else {
+            String::from_utf8(bytes).map_err(|_| {
+                LedgerError::InvalidInput(format!(
+                    "trusted checkpoint file {} is not UTF-8",
+                    path.display()
+                ))
+            })?
+        };
+        Self::from_note(path, &text)
+    }
+
+    /// Parse a signed checkpoint note (its signature is checked during verification, against
+    /// the ledger's key of the epoch it names).
+    pub fn from_note(source: &Path, note: &str) -> Result<TrustedCheckpoint, LedgerError> {
+        let parsed = checkpoint::parse_note(note).map_err(|r| {
+            LedgerError::InvalidInput(format!(
+                "trusted checkpoint {} is not a valid checkpoint note: {r}",
+                source.display()
+            ))
+        })?;
+        if parsed.checkpoint.tree_size == 0 {
+            return Err(LedgerError::InvalidInput(format!(
+                "trusted checkpoint {} has tree size 0",
+                source.display()
+            )));
+        }
+        Ok(TrustedCheckpoint {
+            source: source.to_path_buf(),
+            note: parsed,
+        })
+    }
+
+    /// The checkpoint (unverified until a verification run checks it).
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.note.checkpoint
+    }
 }
 
 impl VerifyReport {
@@ -69,6 +165,8 @@ impl VerifyReport {
             hybrid_checkpoints: 0,
             consistency_proofs: 0,
             manifest_files: 0,
+            trusted_checkpoints: Vec::new(),
+            unsigned_tail_allowed: false,
         }
     }
 
@@ -168,6 +266,15 @@ impl fmt::Display for VerifyReport {
                 self.manifest_files, self.consistency_proofs
             )?;
         }
+        for t in &self.trusted_checkpoints {
+            writeln!(
+                f,
+                "  trusted:       checkpoint at tree size {} ({}) is a prefix of this ledger ({})",
+                t.tree_size,
+                t.source.display(),
+                t.how
+            )?;
+        }
         writeln!(
             f,
             "  checked:       frame framing and trailers, record hashes, payload hashes (unless redacted), contiguous indexes,\n                 prev_hash chain, origin/key-epoch/refs rules, key rotation signatures, revocations,\n                 redaction authorisations, Key records vs keys/*.pub, checkpoint note syntax,\n                 ML-DSA-65 (+ Ed25519 when hybrid) signatures, Merkle roots, checkpoint monotonicity"
@@ -178,7 +285,7 @@ impl fmt::Display for VerifyReport {
                 if tail > 0 {
                     writeln!(
                         f,
-                        "  unsigned tail: {tail} records after the latest checkpoint (hash-chained but not yet signed)"
+                        "  unsigned tail: {tail} records after the latest checkpoint, ACCEPTED by --allow-unsigned-tail (hash-chained but covered by no signature)"
                     )?;
                 } else {
                     writeln!(f, "  unsigned tail: 0 records")?;
@@ -223,16 +330,24 @@ pub(crate) struct StartState {
 }
 
 pub(crate) struct Verifier {
+    /// Trusted checkpoints not yet reached, by tree size.
+    trusted: VecDeque<TrustedCheckpoint>,
+    /// Trusted checkpoints outside the records checked (before a bundle's start, or beyond
+    /// its end / the ledger's end), for the caller to settle.
+    pub unreached_trusted: Vec<TrustedCheckpoint>,
     ledger_dir: PathBuf,
     keys_dir: PathBuf,
     cp_path: PathBuf,
     pub report: VerifyReport,
-    chain: ChainState,
+    pub(crate) chain: ChainState,
     frontier: Frontier,
     pending: VecDeque<CpItem>,
     prev_cp: Option<(u64, i64)>,
     /// (tree size, root) of every verified checkpoint, in order.
     pub verified_roots: Vec<(u64, [u8; 32])>,
+    /// Fail on records after the last verified checkpoint (data dirs without
+    /// `--allow-unsigned-tail`; bundles settle their tail with `proofs/tail.json`).
+    pub check_tail: bool,
 }
 
 /// Internal control flow: stop at the first failure or on an I/O error.
@@ -247,6 +362,12 @@ impl From<LedgerError> for Stop {
     }
 }
 
+/// Verify a data directory containing `ledger/` and `keys/`, offline and read-only, with the
+/// default (strict) options: records after the last checkpoint fail. See [`verify_dir_with`].
+pub fn verify_dir(data_dir: &Path) -> Result<VerifyReport, LedgerError> {
+    verify_dir_with(data_dir, &VerifyOptions::default())
+}
+
 /// Verify a data directory containing `ledger/` and `keys/`, offline and read-only.
 ///
 /// Only public keys are read. Returns `Err` for I/O problems (e.g. a missing `ledger/`
@@ -254,7 +375,7 @@ impl From<LedgerError> for Stop {
 /// [`VerifyReport::first_failure`]. Run it on a quiescent copy or while no writer is active:
 /// a crash-torn tail that `Ledger::open` would repair is reported as a failure here.
 /// See [`crate::verify_path`] for a path that may also be an export bundle.
-pub fn verify_dir(data_dir: &Path) -> Result<VerifyReport, LedgerError> {
+pub fn verify_dir_with(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
     let ledger_dir = data_dir.join("ledger");
     if !ledger_dir.is_dir() {
         return Err(LedgerError::io(
@@ -262,13 +383,34 @@ pub fn verify_dir(data_dir: &Path) -> Result<VerifyReport, LedgerError> {
             std::io::Error::new(std::io::ErrorKind::NotFound, "ledger directory not found"),
         ));
     }
-    let mut v = Verifier::new(data_dir, "data directory", None);
+    let mut v = Verifier::new(data_dir, "data directory", None, opts);
+    v.check_tail = !opts.allow_unsigned_tail;
     v.run_to_end()?;
+    v.report.unsigned_tail_allowed = opts.allow_unsigned_tail;
+    if v.report.first_failure.is_none()
+        && let Some(t) = v.unreached_trusted.first()
+    {
+        let cp = t.checkpoint();
+        v.report.first_failure = Some(VerifyFailure::new(
+            None,
+            &t.source,
+            None,
+            format!(
+                "rollback: the trusted checkpoint covers {} records, but the ledger has only {}: signed records were removed",
+                cp.tree_size, v.report.records
+            ),
+        ));
+    }
     Ok(v.report)
 }
 
 impl Verifier {
-    pub(crate) fn new(root: &Path, source: &str, start: Option<StartState>) -> Self {
+    pub(crate) fn new(
+        root: &Path,
+        source: &str,
+        start: Option<StartState>,
+        opts: &VerifyOptions,
+    ) -> Self {
         let ledger_dir = root.join("ledger");
         let (chain, frontier) = match start {
             Some(s) => (s.chain, s.frontier),
@@ -279,7 +421,12 @@ impl Verifier {
         if let Some(o) = &chain.origin {
             report.origin = String::from_utf8_lossy(o).into_owned();
         }
+        let mut trusted = opts.trusted.clone();
+        trusted.sort_by_key(|t| t.note.checkpoint.tree_size);
         Verifier {
+            trusted: trusted.into(),
+            unreached_trusted: Vec::new(),
+            check_tail: false,
             keys_dir: root.join("keys"),
             cp_path: ledger_dir.join(CHECKPOINTS_FILE),
             ledger_dir,
@@ -357,6 +504,77 @@ impl Verifier {
                 )),
             });
         }
+        self.unreached_trusted.extend(self.trusted.drain(..));
+        let records = self.chain.next_index;
+        let signed = self.report.signed_records.max(self.chain.start);
+        if self.check_tail && records > signed {
+            let what = if self.report.checkpoints == 0 {
+                format!(
+                    "there is no signed checkpoint at all ({CHECKPOINTS_FILE} is missing or empty)"
+                )
+            } else {
+                format!("the last signed checkpoint covers {signed}")
+            };
+            return Err(Stop::Failed(VerifyFailure::new(
+                Some(signed),
+                &self.ledger_dir,
+                None,
+                format!(
+                    "unsigned records: records {signed}..={} ({} records) are covered by no signature ({what}); anyone who can write the files could have written or rewritten them. A live ledger between two checkpoints may be checked with --allow-unsigned-tail",
+                    records - 1,
+                    records - signed
+                ),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Merkle root over the records checked so far (and the frontier before them).
+    pub(crate) fn current_root(&self) -> [u8; 32] {
+        self.frontier.root()
+    }
+
+    /// A trusted checkpoint at the current record count: signed by this ledger's key of the
+    /// epoch in force, and its root equals the recomputed one.
+    fn check_trusted(&mut self, t: &TrustedCheckpoint) -> Result<(), Stop> {
+        let cp = t.checkpoint();
+        let fail = |r: String| {
+            Stop::Failed(VerifyFailure::new(
+                None,
+                &t.source,
+                None,
+                format!("trusted checkpoint (tree size {}): {r}", cp.tree_size),
+            ))
+        };
+        if cp.origin != self.report.origin {
+            return Err(fail(format!(
+                "origin {:?} differs from the ledger origin {:?}",
+                cp.origin, self.report.origin
+            )));
+        }
+        let key = self
+            .chain
+            .check_checkpoint_epoch(cp.key_epoch)
+            .map_err(|r| {
+                fail(format!(
+                    "{r} (a different key history: forged or replaced keys?)"
+                ))
+            })?;
+        checkpoint::verify_note_signatures(&t.note, &cp.origin, &key.keys).map_err(|r| {
+            fail(format!(
+                "{r} (not signed by this ledger's key: forged or replaced keys?)"
+            ))
+        })?;
+        if self.frontier.root() != cp.root {
+            return Err(fail(
+                "fork: the Merkle root recomputed over the ledger's first records differs from the trusted root: the history was rewritten after this checkpoint was published".into(),
+            ));
+        }
+        self.report.trusted_checkpoints.push(TrustedResult {
+            source: t.source.clone(),
+            tree_size: cp.tree_size,
+            how: "root recomputed from the records".into(),
+        });
         Ok(())
     }
 
@@ -427,6 +645,21 @@ impl Verifier {
                     }
                     self.check_checkpoint(ordinal, offset, &parsed)?
                 }
+            }
+        }
+        while self
+            .trusted
+            .front()
+            .is_some_and(|t| t.note.checkpoint.tree_size <= count)
+        {
+            let Some(t) = self.trusted.pop_front() else {
+                break;
+            };
+            if t.note.checkpoint.tree_size < count {
+                // Before the first record checked (a bundle starting later).
+                self.unreached_trusted.push(t);
+            } else {
+                self.check_trusted(&t)?;
             }
         }
         Ok(())

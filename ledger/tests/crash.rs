@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use dunes_ledger::{Ledger, LedgerConfig, verify_dir};
+use dunes_ledger::{Ledger, LedgerConfig, VerifyOptions, verify_dir, verify_dir_with};
 
 const ORIGIN: &str = "dunes/crash-test";
 
@@ -67,7 +67,18 @@ fn random_sigkill_never_loses_acknowledged_records() {
         assert!(l.len() >= last_len, "trial {trial}: ledger shrank");
         last_len = l.len();
         drop(l); // no checkpoint: leave the unsigned tail as the crash left it
-        let r = verify_dir(d.path()).expect("verify");
+        // A crash leaves records after the last checkpoint: accepted only when asked for.
+        let opts = VerifyOptions {
+            allow_unsigned_tail: true,
+            ..VerifyOptions::default()
+        };
+        let r = verify_dir_with(d.path(), &opts).expect("verify");
+        let strict = verify_dir(d.path()).expect("verify");
+        assert_eq!(
+            strict.first_failure.is_some(),
+            r.unsigned_tail() > 0,
+            "trial {trial}: strict verification must fail exactly when there is an unsigned tail:\n{strict}"
+        );
         assert!(
             r.first_failure.is_none(),
             "trial {trial} (killed after {wait} ms):\n{r}"

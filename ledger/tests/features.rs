@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dunes_ledger::{
-    Ledger, LedgerConfig, LedgerError, RecordKind, SIGNING_CONTEXT, VerifyReport, export, merkle,
-    verify_dir, verify_path,
+    Ledger, LedgerConfig, LedgerError, RecordKind, SIGNING_CONTEXT, VerifyOptions, VerifyReport,
+    export, merkle, verify_dir, verify_dir_with, verify_path,
 };
 use ml_dsa::{ExpandedSigningKey, MlDsa65};
 
@@ -208,7 +208,8 @@ fn hybrid_checkpoints_need_both_signatures() {
     l.close().expect("close");
     let r = verify_dir(d.path()).expect("verify");
     ok(&r);
-    assert_eq!(r.hybrid_checkpoints, 1);
+    // Record 0's checkpoint at creation and this one.
+    assert_eq!(r.hybrid_checkpoints, 2);
     assert_eq!(r.ed25519_key_ids.len(), 1);
 
     // Drop the Ed25519 line of the last checkpoint: rejected (policy: both required).
@@ -238,7 +239,7 @@ fn hybrid_checkpoints_need_both_signatures() {
     out.extend_from_slice(&frame_entry(&format!("{}\n{bad_line}", &note[..cut])));
     fs::write(&path, &out).expect("write");
     let msg = failed(&verify_dir(d.path()).expect("verify"));
-    assert!(msg.contains("Ed25519 signature does not verify"), "{msg}");
+    assert!(msg.contains("Ed25519 signature (line 2) does not verify"), "{msg}");
 }
 
 #[test]
@@ -271,17 +272,19 @@ fn redaction_keeps_the_ledger_verifiable() {
     .expect("append");
     events(&mut l, 3);
     let cp = l.checkpoint().expect("cp");
-    let red = l.redact(1, "GDPR erasure request #42").expect("redact");
+    let red = l
+        .redact(1, "GDPR erasure request #42", "dpo")
+        .expect("redact");
     assert!(matches!(
-        l.redact(1, "again"),
+        l.redact(1, "again", "dpo"),
         Err(LedgerError::InvalidInput(_))
     ));
     assert!(matches!(
-        l.redact(0, "key"),
+        l.redact(0, "key", "dpo"),
         Err(LedgerError::InvalidInput(_))
     ));
     assert!(matches!(
-        l.redact(99, "none"),
+        l.redact(99, "none", "dpo"),
         Err(LedgerError::InvalidInput(_))
     ));
     events(&mut l, 2);
@@ -373,7 +376,7 @@ fn rich_ledger(dir: &Path) {
     l.checkpoint().expect("cp");
     l.append(RecordKind::Incident, 5, b"{\"rule\":\"r1\"}", &[1, 2])
         .expect("inc");
-    l.redact(2, "erasure").expect("redact");
+    l.redact(2, "erasure", "dpo").expect("redact");
     l.checkpoint().expect("cp");
     l.rotate_key().expect("rotate");
     events(&mut l, 3);
@@ -421,11 +424,24 @@ fn detected(dir: &Path) -> bool {
 fn export_whole_and_range_bundles_verify() {
     let d = tempfile::tempdir().expect("tmp");
     rich_ledger(d.path());
-    ok(&verify_dir(d.path()).expect("verify data dir"));
+    // The unsigned tail fails strict verification and is accepted only when asked for.
+    let msg = failed(&verify_dir(d.path()).expect("verify data dir"));
+    assert!(msg.contains("unsigned records: records 11..=12"), "{msg}");
+    let lenient = VerifyOptions {
+        allow_unsigned_tail: true,
+        ..VerifyOptions::default()
+    };
+    let r = verify_dir_with(d.path(), &lenient).expect("verify data dir");
+    ok(&r);
+    assert_eq!(r.unsigned_tail(), 2);
+    assert!(
+        r.to_string().contains("ACCEPTED by --allow-unsigned-tail"),
+        "{r}"
+    );
     let out = tempfile::tempdir().expect("tmp");
     let whole = out.path().join("whole");
     let s = export(d.path(), None, None, &whole).expect("export");
-    assert_eq!(s.from, 0);
+    assert_eq!((s.from, s.to), (0, 10), "the unsigned tail is not exported");
     let r = verify_path(&whole).expect("verify bundle");
     ok(&r);
     assert_eq!(r.source, "export bundle");

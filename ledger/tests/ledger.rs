@@ -7,8 +7,8 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use dunes_ledger::{
-    Checkpoint, Ledger, LedgerConfig, LedgerError, RecordKind, SIGNING_CONTEXT, VerifyReport,
-    merkle, read_latest_checkpoint, verify_dir,
+    Checkpoint, Ledger, LedgerConfig, LedgerError, RecordKind, SIGNING_CONTEXT, VerifyOptions,
+    VerifyReport, merkle, read_latest_checkpoint, verify_dir, verify_dir_with,
 };
 
 const ORIGIN: &str = "dunes/test-host";
@@ -115,11 +115,22 @@ fn append_reopen_continues_chain_and_verifies() {
     l.sync().expect("sync");
     drop(l); // no final checkpoint: 4 unsigned records
 
-    let r = verify_dir(d.path()).expect("verify");
+    // Strict verification refuses records no signature covers; the lenient mode reports them.
+    let strict = failure(d.path());
+    assert_eq!(strict.record_index, Some(21));
+    assert!(
+        strict.reason.contains("unsigned records: records 21..=24"),
+        "{strict}"
+    );
+    let lenient = VerifyOptions {
+        allow_unsigned_tail: true,
+        ..VerifyOptions::default()
+    };
+    let r = verify_dir_with(d.path(), &lenient).expect("verify");
     assert_ok(&r);
     assert_eq!(r.origin, ORIGIN);
     assert_eq!(r.records, 25);
-    assert_eq!(r.checkpoints, 2);
+    assert_eq!(r.checkpoints, 3); // record 0's, and two more
     assert_eq!(r.signed_records, 21);
     assert_eq!(r.unsigned_tail(), 4);
     let want: Vec<(&str, u64)> = vec![
@@ -138,7 +149,10 @@ fn append_reopen_continues_chain_and_verifies() {
         .collect();
     assert_eq!(got, want);
     let text = r.to_string();
-    assert!(text.contains("unsigned tail: 4 records"), "{text}");
+    assert!(
+        text.contains("unsigned tail: 4 records after the latest checkpoint, ACCEPTED"),
+        "{text}"
+    );
     assert!(text.contains("RESULT: OK"), "{text}");
 
     // Reopen after the unclean drop: chain continues from record 24.
@@ -152,7 +166,7 @@ fn append_reopen_continues_chain_and_verifies() {
     assert_eq!(cp.tree_size, 26);
     let r = verify_dir(d.path()).expect("verify");
     assert_ok(&r);
-    assert_eq!((r.records, r.checkpoints, r.unsigned_tail()), (26, 3, 0));
+    assert_eq!((r.records, r.checkpoints, r.unsigned_tail()), (26, 4, 0));
 }
 
 #[test]
