@@ -456,6 +456,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_admin_may_redact_ledger_records() {
+        let post = axum::http::Method::POST;
+        assert_eq!(
+            allowed_roles(&post, "/api/v1/ledger/redact"),
+            &[Role::Admin]
+        );
+        for r in [
+            Role::Viewer,
+            Role::Analyst,
+            Role::Responder,
+            Role::Auditor,
+            Role::Ingest,
+        ] {
+            assert!(
+                !allowed_roles(&post, "/api/v1/ledger/redact").contains(&r),
+                "{r}"
+            );
+        }
+    }
+
+    #[test]
     fn token_round_trip_and_refusals() {
         let tmp = tempfile::tempdir().expect("tmp");
         let key = load_or_generate_key(tmp.path()).expect("key");

@@ -529,6 +529,21 @@ impl Verifier {
         Ok(())
     }
 
+    /// Rules 4–7 of §3.4 for a note over the records checked so far: the ledger's origin,
+    /// the epoch in force and not revoked, and its signature lines. `Ok(hybrid)`.
+    fn check_signed(&self, note: &ParsedNote) -> Result<bool, String> {
+        let cp = &note.checkpoint;
+        if cp.origin != self.report.origin {
+            return Err(format!(
+                "origin {:?} differs from the ledger origin {:?}",
+                cp.origin, self.report.origin
+            ));
+        }
+        let key = self.chain.check_checkpoint_epoch(cp.key_epoch)?;
+        checkpoint::verify_note_signatures(note, &cp.origin, &key.keys)?;
+        Ok(key.keys.ed25519.is_some())
+    }
+
     /// Merkle root over the records checked so far (and the frontier before them).
     pub(crate) fn current_root(&self) -> [u8; 32] {
         self.frontier.root()
@@ -546,21 +561,7 @@ impl Verifier {
                 format!("trusted checkpoint (tree size {}): {r}", cp.tree_size),
             ))
         };
-        if cp.origin != self.report.origin {
-            return Err(fail(format!(
-                "origin {:?} differs from the ledger origin {:?}",
-                cp.origin, self.report.origin
-            )));
-        }
-        let key = self
-            .chain
-            .check_checkpoint_epoch(cp.key_epoch)
-            .map_err(|r| {
-                fail(format!(
-                    "{r} (a different key history: forged or replaced keys?)"
-                ))
-            })?;
-        checkpoint::verify_note_signatures(&t.note, &cp.origin, &key.keys).map_err(|r| {
+        self.check_signed(&t.note).map_err(|r| {
             fail(format!(
                 "{r} (not signed by this ledger's key: forged or replaced keys?)"
             ))
@@ -698,18 +699,7 @@ impl Verifier {
                 self.chain.next_index
             )));
         }
-        if cp.origin != self.report.origin {
-            return Err(fail(format!(
-                "origin {:?} differs from the ledger origin {:?}",
-                cp.origin, self.report.origin
-            )));
-        }
-        let key = self
-            .chain
-            .check_checkpoint_epoch(cp.key_epoch)
-            .map_err(&fail)?;
-        checkpoint::verify_note_signatures(note, &cp.origin, &key.keys).map_err(&fail)?;
-        if key.keys.ed25519.is_some() {
+        if self.check_signed(note).map_err(&fail)? {
             self.report.hybrid_checkpoints += 1;
         }
         if self.frontier.root() != cp.root {

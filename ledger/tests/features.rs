@@ -239,7 +239,10 @@ fn hybrid_checkpoints_need_both_signatures() {
     out.extend_from_slice(&frame_entry(&format!("{}\n{bad_line}", &note[..cut])));
     fs::write(&path, &out).expect("write");
     let msg = failed(&verify_dir(d.path()).expect("verify"));
-    assert!(msg.contains("Ed25519 signature (line 2) does not verify"), "{msg}");
+    assert!(
+        msg.contains("Ed25519 signature (line 2) does not verify"),
+        "{msg}"
+    );
 }
 
 #[test]
