@@ -55,6 +55,9 @@ pub struct AnomalyScore {
     /// The same per window kind (`session`, `principal`): an incident
     /// counts for the session of the request that ended its window.
     pub by_window: BTreeMap<String, WindowScore>,
+    /// Incidents per model that fired (`prior`, `deployment`) and trigger
+    /// (`tail`, `mixture`), e.g. `prior/tail`.
+    pub by_model: BTreeMap<String, usize>,
 }
 
 /// Anomaly incidents of one window kind.
@@ -113,6 +116,19 @@ pub fn score(labels: &BTreeMap<String, String>, incidents: &[Incident]) -> EvalR
     let mut windows: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for inc in incidents.iter().filter(|i| i.rule_id == rule) {
         report.anomaly.incidents += 1;
+        let ev = inc.evidence.first();
+        let field = |k: &str, default: &'static str| {
+            ev.and_then(|e| e.get(k))
+                .and_then(|v| v.as_str())
+                .unwrap_or(default)
+                .to_string()
+        };
+        let key = format!(
+            "{}/{}",
+            field("model", "deployment"),
+            field("trigger", "mixture")
+        );
+        *report.anomaly.by_model.entry(key).or_default() += 1;
         let kind = window_of(inc);
         report
             .anomaly
@@ -343,6 +359,8 @@ fn print_anomaly(a: &AnomalyScore) {
             w.incidents, w.benign_flagged
         );
     }
+    let fired: Vec<String> = a.by_model.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!("  incidents by model/trigger: {}", fired.join(", "));
     println!(
         "  attack sessions flagged by the model and no rule: {}",
         a.only_model

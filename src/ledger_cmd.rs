@@ -251,7 +251,8 @@ pub fn checkpoint(data_dir: &Path, cmd: CheckpointCmd) -> anyhow::Result<ExitCod
         if latest && done.is_none() && cps.len() > 1 {
             cps.drain(..cps.len() - 1);
         }
-        for cp in cps.iter().filter(|c| done.is_none_or(|d| c.tree_size > d)) {
+        let after = done;
+        for cp in cps.iter().filter(|c| after.is_none_or(|d| c.tree_size > d)) {
             if stdout {
                 let line = serde_json::json!({"tree_size": cp.tree_size, "note": cp.note});
                 if writeln!(std::io::stdout().lock(), "{line}").is_err() {

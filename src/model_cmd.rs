@@ -214,13 +214,35 @@ fn print_model(m: &LoadedModel, path: &Path) {
             if c.held_out { "held-out" } else { "in-sample" },
             c.empirical_fpr * 100.0
         );
+        if c.fenced_sessions > 0 {
+            println!(
+                "    calibration left out {} far-out sessions (presumed attacks in the baseline)",
+                c.fenced_sessions
+            );
+        }
         println!(
             "    session max score p50/p90/p99: {:.1} / {:.1} / {:.1}",
             c.session_score_p50, c.session_score_p90, c.session_score_p99
         );
         println!("    feature baseline (raw p50 / p99):");
         for f in part.baseline() {
-            println!("      {:<20} {:>10.2} {:>10.2}", f.name, f.p50, f.p99);
+            match &f.tail {
+                Some(t) => println!(
+                    "      {:<20} {:>10.2} {:>10.2}   tail ref (session maxima p50/p95/p99): {:.2} / {:.2} / {:.2}{}",
+                    f.name,
+                    f.p50,
+                    f.p99,
+                    t.p50,
+                    t.p95,
+                    t.p99,
+                    if t.fenced_sessions > 0 {
+                        format!(", {} far-out sessions left out", t.fenced_sessions)
+                    } else {
+                        String::new()
+                    }
+                ),
+                None => println!("      {:<20} {:>10.2} {:>10.2}", f.name, f.p50, f.p99),
+            }
         }
     }
 }

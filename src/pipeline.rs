@@ -788,7 +788,22 @@ fn open_anomaly(cfg: &Config, ledger: &mut Ledger) -> anyhow::Result<Option<Anom
             "the anomaly model has no principal part (format 1, or trained without principals): only session windows are scored; retrain to score principal windows"
         );
     }
-    let mut monitor = Monitor::new(cfg.anomaly.clone(), model);
+    let prior = if model.is_none() && cfg.anomaly.prior {
+        match dunes_detect::anomaly::prior_model(cfg.anomaly.prior_tail_ratio) {
+            Ok(p) => {
+                append_model(ledger, &p, Path::new("(shipped prior, tail alarms only)"))?;
+                tracing::info!(version = %p.version(), "until then the shipped prior model scores (tail alarms only)");
+                Some(p)
+            }
+            Err(e) => {
+                tracing::warn!("no prior anomaly model: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut monitor = Monitor::new(cfg.anomaly.clone(), model).with_prior(prior);
     let state_path = cfg.data_dir.join("state").join("anomaly-state.json");
     monitor
         .load_state(&state_path)

@@ -212,8 +212,15 @@ fn warmup_model(dir: &Path) -> (String, Vec<String>) {
         &std::fs::read(dir.join("models/anomaly-model.json")).expect("model saved"),
     )
     .expect("model json");
+    // The shipped prior (scoring during the warm-up) is ledgered too; only
+    // the deployment's own models count here.
     let versions = ledger_records(dir, RecordKind::Model)
         .iter()
+        .filter(|r| {
+            !r["file"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("(shipped prior"))
+        })
         .map(|r| r["version"].as_str().expect("version").to_string())
         .collect();
     assert_eq!(
@@ -383,4 +390,116 @@ fn training_from_the_event_history_equals_training_from_the_ndjson() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("no event history"), "{err}");
+}
+
+/// Issue #14: a fresh `dunes run` with no trained model is not blind. The
+/// first ten minutes of traffic that contain a recon burst (cut from a
+/// simulated stream at the recon session's first event) raise a behavioural
+/// incident from the shipped prior, naming it.
+#[test]
+fn a_fresh_monitor_catches_a_recon_burst_in_its_first_ten_minutes() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (events, labels) = simulate(
+        tmp.path(),
+        "mix",
+        &[
+            "--sessions",
+            "120",
+            "--seed",
+            "29",
+            "--attack-ratio",
+            "0.2",
+            "--scenarios",
+            "recon_anomaly",
+        ],
+    );
+    let labels: std::collections::BTreeMap<String, String> =
+        serde_json::from_slice(&std::fs::read(&labels).expect("labels")).expect("labels json");
+    let text = std::fs::read_to_string(&events).expect("events");
+    let rows: Vec<(chrono::DateTime<chrono::Utc>, String, &str)> = text
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("json");
+            let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().expect("ts"))
+                .expect("ts")
+                .with_timezone(&chrono::Utc);
+            (ts, v["session_id"].as_str().unwrap_or("").to_string(), l)
+        })
+        .collect();
+    let start = rows
+        .iter()
+        .find(|(_, s, _)| labels.get(s).is_some_and(|l| l == "recon_anomaly"))
+        .map(|(t, _, _)| *t)
+        .expect("a recon session");
+    let end = start + chrono::Duration::minutes(10);
+    let cut: String = rows
+        .iter()
+        .filter(|(t, _, _)| *t >= start && *t < end)
+        .map(|(_, _, l)| format!("{l}\n"))
+        .collect();
+    let input = tmp.path().join("first-ten-minutes.ndjson");
+    std::fs::write(&input, cut).expect("write");
+    let dir = tmp.path().join("data");
+    let incidents = tmp.path().join("incidents.ndjson");
+    run_ok(
+        dunes()
+            .arg("replay")
+            .arg(&input)
+            .arg("--data-dir")
+            .arg(&dir)
+            .arg("--incidents-out")
+            .arg(&incidents),
+    );
+    assert!(
+        !dir.join("models/anomaly-model.json").exists(),
+        "no deployment model after ten minutes"
+    );
+    let text = std::fs::read_to_string(&incidents).expect("incidents");
+    let anomalies: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json"))
+        .filter(|i| i["rule_id"] == "anomaly.behaviour")
+        .collect();
+    let recon: Vec<&Value> = anomalies
+        .iter()
+        .filter(|i| {
+            i["session_id"]
+                .as_str()
+                .and_then(|s| labels.get(s))
+                .is_some_and(|l| l == "recon_anomaly")
+        })
+        .collect();
+    assert!(
+        !recon.is_empty(),
+        "no behavioural incident on the recon burst: {anomalies:?}"
+    );
+    let inc = recon[0];
+    assert_eq!(inc["evidence"][0]["model"], "prior", "{inc}");
+    assert_eq!(inc["evidence"][0]["trigger"], "tail", "{inc}");
+    assert!(
+        inc["title"]
+            .as_str()
+            .is_some_and(|t| t.contains("prior model")),
+        "{inc}"
+    );
+    // The prior's version is in the ledger before its incidents.
+    let models = ledger_records(&dir, RecordKind::Model);
+    assert!(
+        models.iter().any(|m| m["version"] == inc["rule_sha256"]
+            && m["file"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("(shipped prior"))),
+        "{models:?}"
+    );
+    // And nothing benign is flagged by the prior.
+    let benign = anomalies
+        .iter()
+        .filter(|i| {
+            i["session_id"]
+                .as_str()
+                .and_then(|s| labels.get(s))
+                .is_some_and(|l| l == "benign")
+        })
+        .count();
+    assert_eq!(benign, 0, "{anomalies:?}");
 }

@@ -24,6 +24,10 @@ pub struct Calibration {
     pub fit_sessions: usize,
     #[serde(default)]
     pub fit_fpr: f64,
+    /// Calibration sessions left out as far out (beyond Tukey's outer fence
+    /// of the session scores: presumed attacks in an unlabelled baseline).
+    #[serde(default)]
+    pub fenced_sessions: usize,
     /// Quantiles of the per-session maximum score (p50, p90, p99).
     pub session_score_p50: f64,
     pub session_score_p90: f64,
@@ -66,6 +70,7 @@ impl Calibration {
             held_out,
             fit_sessions: 0,
             fit_fpr: 0.0,
+            fenced_sessions: 0,
             session_score_p50: q(&scores, 0.5),
             session_score_p90: q(&scores, 0.9),
             session_score_p99: q(&scores, 0.99),

@@ -33,8 +33,8 @@ pub use features::{
     name_words,
 };
 pub use model::{
-    AnomalyModel, Baseline, Contribution, LoadedModel, LoadedPart, PartModel, TrainParams,
-    TrainingSet, train,
+    AnomalyModel, Assessment, Baseline, Contribution, LoadedModel, LoadedPart, PartModel, TailRef,
+    TrainParams, TrainingSet, Trigger, train,
 };
 pub use scoring::{AnomalyOutcome, Monitor};
 
@@ -86,6 +86,17 @@ pub struct AnomalyConfig {
     pub egress_tools: Option<Vec<String>>,
     pub listing_tools: Option<Vec<String>>,
     pub egress_words: Option<Vec<String>>,
+    /// Tail alarm ratio of trained models ([`TrainParams::tail_ratio`]).
+    pub tail_ratio: f64,
+    /// Corroboration ratio of mixture alarms
+    /// ([`TrainParams::corroborate_ratio`]).
+    pub corroborate_ratio: f64,
+    /// Score with the shipped prior (tail alarms only) until the
+    /// deployment's own model exists, so the first hour is not blind.
+    pub prior: bool,
+    /// Tail ratio of the prior's alarms (conservative: it was learnt on
+    /// other estates).
+    pub prior_tail_ratio: f64,
 }
 
 impl Default for AnomalyConfig {
@@ -110,8 +121,30 @@ impl Default for AnomalyConfig {
             egress_tools: None,
             listing_tools: None,
             egress_words: None,
+            tail_ratio: p.tail_ratio,
+            corroborate_ratio: p.corroborate_ratio,
+            prior: true,
+            prior_tail_ratio: 4.0,
         }
     }
+}
+
+/// The shipped prior: trained on a broad benign corpus (simulator estates,
+/// see `docs/anomaly.md`), used as a conservative tail-only model until the
+/// deployment's own model is trained.
+pub const PRIOR_MODEL_JSON: &str = include_str!("../../assets/anomaly-prior.json");
+
+/// The shipped prior as a tail-only model at `ratio` (see
+/// [`LoadedModel::into_prior`]).
+pub fn prior_model(ratio: f64) -> Result<LoadedModel, crate::DetectError> {
+    LoadedModel::from_bytes(
+        PRIOR_MODEL_JSON.as_bytes(),
+        "the shipped prior anomaly model",
+    )?
+    .into_prior(ratio)
+    .ok_or_else(|| {
+        crate::DetectError::Model("the shipped prior anomaly model has no tail references".into())
+    })
 }
 
 impl AnomalyConfig {
@@ -139,6 +172,8 @@ impl AnomalyConfig {
             max_fit_windows: self.max_fit_windows,
             target_fpr: self.target_fpr,
             principal_fpr_share: self.principal_fpr_share,
+            tail_ratio: self.tail_ratio,
+            corroborate_ratio: self.corroborate_ratio,
         }
     }
 
@@ -165,6 +200,20 @@ impl AnomalyConfig {
         }
         if !(self.reg_covar.is_finite() && self.reg_covar >= 0.0) {
             return bad(format!("reg_covar = {}: expected ≥ 0", self.reg_covar));
+        }
+        for (key, v) in [
+            ("tail_ratio", self.tail_ratio),
+            ("prior_tail_ratio", self.prior_tail_ratio),
+        ] {
+            if !(v.is_finite() && (v == 0.0 || v >= 1.5)) {
+                return bad(format!("{key} = {v}: expected 0 (off) or at least 1.5"));
+            }
+        }
+        if !(self.corroborate_ratio.is_finite() && self.corroborate_ratio >= 0.0) {
+            return bad(format!(
+                "corroborate_ratio = {}: expected ≥ 0 (0: mixture alarms need no corroboration)",
+                self.corroborate_ratio
+            ));
         }
         Ok(())
     }

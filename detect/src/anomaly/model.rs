@@ -57,6 +57,18 @@ pub struct TrainParams {
     /// gets the rest), so that together they stay within the target.
     #[serde(default)]
     pub principal_fpr_share: f64,
+    /// Tail alarm: a breadth feature ([`TAIL_ALONE`]) at least this many
+    /// times its robust baseline reference flags the window on its own
+    /// (ratio with a pseudo-count, see [`tail_ratio`]). 0: no tail scores
+    /// (models written before them).
+    #[serde(default)]
+    pub tail_ratio: f64,
+    /// A mixture alarm also needs one excess feature at least this many
+    /// times its reference (corroboration: a window that is merely of an
+    /// unfamiliar shape, every feature within the baseline's range, is not
+    /// flagged).
+    #[serde(default)]
+    pub corroborate_ratio: f64,
 }
 
 impl Default for TrainParams {
@@ -67,8 +79,86 @@ impl Default for TrainParams {
             max_fit_windows: 20_000,
             target_fpr: 0.005,
             principal_fpr_share: 0.5,
+            tail_ratio: DEFAULT_TAIL_RATIO,
+            corroborate_ratio: DEFAULT_CORROBORATE_RATIO,
         }
     }
+}
+
+/// Default [`TrainParams::tail_ratio`].
+pub const DEFAULT_TAIL_RATIO: f64 = 3.0;
+/// Default [`TrainParams::corroborate_ratio`].
+pub const DEFAULT_CORROBORATE_RATIO: f64 = 3.0;
+
+/// Features whose excess alone raises a tail alarm: the breadth of access
+/// (distinct tools, distinct resources read, resource listings). Directory
+/// listings are not among them: benign file work lists many directories
+/// (a heavy tail on every estate measured), so they only corroborate.
+pub const TAIL_ALONE: [bool; N_FEATURES] = [
+    false, true, true, true, false, false, false, false, false, false, false, false, false,
+];
+
+/// The least value of a [`TAIL_ALONE`] feature that may raise a tail alarm,
+/// whatever its reference: 16 distinct tools or resources, or 4 resource
+/// listings, in one window. It keeps an estate whose baseline hardly reads
+/// resources (a reference of 0 or 1) from alarming on a dozen reads.
+pub const TAIL_FLOOR: [f64; N_FEATURES] = [
+    f64::INFINITY,
+    16.0,
+    16.0,
+    4.0,
+    f64::INFINITY,
+    f64::INFINITY,
+    f64::INFINITY,
+    f64::INFINITY,
+    f64::INFINITY,
+    f64::INFINITY,
+    f64::INFINITY,
+    f64::INFINITY,
+    f64::INFINITY,
+];
+
+/// Pseudo-count of each one-sided ("more is suspicious") feature in
+/// [`tail_ratio`]; `None` for the two-sided gap features. It keeps tiny
+/// references (a baseline p99 of 0 or 1) from turning a handful of reads
+/// into a large ratio.
+pub const TAIL_PSEUDO: [Option<f64>; N_FEATURES] = [
+    Some(2.0),
+    Some(2.0),
+    Some(2.0),
+    Some(2.0),
+    Some(2.0),
+    Some(0.1),
+    Some(1024.0),
+    Some(4096.0),
+    Some(1.0),
+    Some(0.1),
+    Some(0.1),
+    None,
+    None,
+];
+
+/// `(x + c) / (reference + c)`: how many times its robust baseline
+/// reference a feature value is, with the feature's pseudo-count `c`.
+pub fn tail_ratio(x: f64, reference: f64, pseudo: f64) -> f64 {
+    let x = if x.is_finite() { x.max(0.0) } else { 0.0 };
+    (x + pseudo) / (reference.max(0.0) + pseudo)
+}
+
+/// Robust reference of one feature for tail scores: quantiles of the
+/// per-session maxima after leaving out far-out sessions (Tukey's outer
+/// fence in `ln(1+x)` over the sessions where the feature is non-zero), so
+/// a few percent of attack sessions in an unlabelled baseline do not become
+/// "normal". Tail alarms compare with the 95th percentile, which a
+/// contamination below 5 % of sessions cannot move past the benign values.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TailRef {
+    /// Quantiles of the kept sessions' maxima (raw).
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    /// Sessions beyond the fence (left out).
+    pub fenced_sessions: usize,
 }
 
 /// Per-feature baseline (training windows).
@@ -82,6 +172,9 @@ pub struct FeatureStat {
     /// Median of the raw feature.
     pub p50: f64,
     pub p99: f64,
+    /// Robust reference for tail scores (None: a model from before them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<TailRef>,
 }
 
 /// One mixture component as fitted.
@@ -148,6 +241,12 @@ pub struct LoadedPart {
     /// [`LoadedPart::anomalous_score`].
     order: Vec<usize>,
     calibration: Calibration,
+    /// Tail and corroboration ratios (0: off).
+    tail_ratio: f64,
+    corroborate_ratio: f64,
+    /// Only tail alarms (a conservative prior model: its mixture was learnt
+    /// elsewhere).
+    tail_only: bool,
 }
 
 /// A loaded model with its scorers.
@@ -194,19 +293,73 @@ pub struct Contribution {
     pub value: f64,
     pub baseline_p50: f64,
     pub z: f64,
+    /// Robust per-session p95 and p99 of the baseline, and how many times
+    /// the reference the value is (tail score: against p95 for the breadth
+    /// features of tail alarms, else p99), when the model has tail
+    /// references.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_p95: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_p99: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tail_ratio: Option<f64>,
 }
 
 impl std::fmt::Display for Contribution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} (baseline p50 {}, z={:+.1})",
-            self.feature,
-            fmt_num(self.value),
-            fmt_num(self.baseline_p50),
-            self.z
-        )
+        match (self.baseline_p95, self.baseline_p99, self.tail_ratio) {
+            (Some(p95), Some(p99), Some(r)) => write!(
+                f,
+                "{} {} in the window (baseline sessions p50 {}, p95 {}, p99 {}; {:.1}x)",
+                self.feature,
+                fmt_num(self.value),
+                fmt_num(self.baseline_p50),
+                fmt_num(p95),
+                fmt_num(p99),
+                r
+            ),
+            _ => write!(
+                f,
+                "{} {} (baseline p50 {}, z={:+.1})",
+                self.feature,
+                fmt_num(self.value),
+                fmt_num(self.baseline_p50),
+                self.z
+            ),
+        }
     }
+}
+
+/// Why a window is flagged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A breadth feature far beyond its robust baseline reference.
+    Tail,
+    /// The mixture's score above the threshold, corroborated by an excess
+    /// feature beyond its reference.
+    Mixture,
+}
+
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Trigger::Tail => "tail",
+            Trigger::Mixture => "mixture",
+        })
+    }
+}
+
+/// A flagged window's assessment.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Assessment {
+    pub trigger: Trigger,
+    /// Mixture score (negative log-likelihood; computed in full for a
+    /// flagged window).
+    pub score: f64,
+    /// Largest tail ratio over the excess features, and its feature index.
+    pub tail: f64,
+    pub tail_feature: usize,
 }
 
 fn fmt_num(v: f64) -> String {
@@ -266,6 +419,7 @@ impl LoadedPart {
         features: &[FeatureStat],
         components: &[Component],
         calibration: &Calibration,
+        params: &TrainParams,
     ) -> Result<Self, DetectError> {
         let d = N_FEATURES;
         let names: Vec<&str> = features.iter().map(|f| f.name.as_str()).collect();
@@ -309,12 +463,79 @@ impl LoadedPart {
         }
         let mut order: Vec<usize> = (0..scorers.len()).collect();
         order.sort_by(|&a, &b| scorers[b].log_norm.total_cmp(&scorers[a].log_norm));
+        // Tail scores need a reference for every one-sided feature (models
+        // written before them have none).
+        let tails = features
+            .iter()
+            .zip(TAIL_PSEUDO)
+            .all(|(f, c)| c.is_none() || f.tail.is_some());
         Ok(LoadedPart {
             kind,
             features: features.to_vec(),
             scorers,
             order,
             calibration: calibration.clone(),
+            tail_ratio: if tails { params.tail_ratio } else { 0.0 },
+            corroborate_ratio: if tails { params.corroborate_ratio } else { 0.0 },
+            tail_only: false,
+        })
+    }
+
+    /// The largest tail ratio, with its feature index; (0, 0) without tail
+    /// references. `alone`: the breadth features at or above their floor,
+    /// against their p95 (the tail alarm); else every one-sided feature
+    /// against its p99 (corroboration).
+    pub fn max_tail(&self, x: &FeatureVec, alone: bool) -> (f64, usize) {
+        let mut best = (0.0, 0);
+        for (i, f) in self.features.iter().enumerate() {
+            let (Some(t), Some(c)) = (&f.tail, TAIL_PSEUDO[i]) else {
+                continue;
+            };
+            let r = if alone {
+                if !TAIL_ALONE[i] || x[i] < TAIL_FLOOR[i] {
+                    continue;
+                }
+                tail_ratio(x[i], t.p95, c)
+            } else {
+                tail_ratio(x[i], t.p99, c)
+            };
+            if r > best.0 {
+                best = (r, i);
+            }
+        }
+        best
+    }
+
+    /// Whether (and why) a window is flagged: a tail alarm when a breadth
+    /// feature is at least `tail_ratio` times its robust reference; else a
+    /// mixture alarm when the score is above the threshold and some excess
+    /// feature is at least `corroborate_ratio` times its reference (models
+    /// without tail references: the score alone).
+    pub fn assess(&self, x: &FeatureVec) -> Option<Assessment> {
+        if self.tail_ratio > 0.0 {
+            let (t, i) = self.max_tail(x, true);
+            if t >= self.tail_ratio {
+                return Some(Assessment {
+                    trigger: Trigger::Tail,
+                    score: self.score(x),
+                    tail: t,
+                    tail_feature: i,
+                });
+            }
+        }
+        if self.tail_only {
+            return None;
+        }
+        let (t, i) = self.max_tail(x, false);
+        if self.corroborate_ratio > 0.0 && t < self.corroborate_ratio {
+            return None;
+        }
+        let score = self.anomalous_score(x)?;
+        Some(Assessment {
+            trigger: Trigger::Mixture,
+            score,
+            tail: t,
+            tail_feature: i,
         })
     }
 
@@ -398,14 +619,29 @@ impl LoadedPart {
             .features
             .iter()
             .enumerate()
-            .map(|(i, f)| Contribution {
-                feature: f.name.clone(),
-                value: x[i],
-                baseline_p50: f.p50,
-                z: z[i],
+            .map(|(i, f)| {
+                let tail = f.tail.as_ref().zip(TAIL_PSEUDO[i]);
+                Contribution {
+                    feature: f.name.clone(),
+                    value: x[i],
+                    baseline_p50: tail.map_or(f.p50, |(t, _)| t.p50),
+                    z: z[i],
+                    baseline_p95: tail.map(|(t, _)| t.p95),
+                    baseline_p99: tail.map(|(t, _)| t.p99),
+                    tail_ratio: tail.map(|(t, c)| {
+                        let reference = if TAIL_ALONE[i] { t.p95 } else { t.p99 };
+                        tail_ratio(x[i], reference, c)
+                    }),
+                }
             })
             .collect();
-        out.sort_by(|a, b| b.z.abs().total_cmp(&a.z.abs()));
+        // Tail ratios first (they read as "n times the usual"), then |z|.
+        out.sort_by(|a, b| {
+            b.tail_ratio
+                .unwrap_or(0.0)
+                .total_cmp(&a.tail_ratio.unwrap_or(0.0))
+                .then_with(|| b.z.abs().total_cmp(&a.z.abs()))
+        });
         out.truncate(top);
         out
     }
@@ -431,6 +667,7 @@ impl LoadedModel {
             &model.features,
             &model.components,
             &model.calibration,
+            &model.params,
         )?;
         let principal = model
             .principal
@@ -441,6 +678,7 @@ impl LoadedModel {
                     &p.features,
                     &p.components,
                     &p.calibration,
+                    &model.params,
                 )
             })
             .transpose()?;
@@ -478,6 +716,42 @@ impl LoadedModel {
         &self.model.version
     }
 
+    /// This model as a conservative prior: only tail alarms, at `ratio`
+    /// (at least the model's own tail ratio). A model without tail
+    /// references cannot serve as a prior.
+    pub fn into_prior(mut self, ratio: f64) -> Option<Self> {
+        for part in std::iter::once(&mut self.session).chain(self.principal.as_mut()) {
+            if part.tail_ratio <= 0.0 {
+                return None;
+            }
+            part.tail_ratio = part.tail_ratio.max(ratio);
+            part.tail_only = true;
+        }
+        Some(self)
+    }
+
+    /// Parses a model file's bytes (the version hash must match them).
+    pub fn from_bytes(bytes: &[u8], what: &str) -> Result<Self, DetectError> {
+        let model: AnomalyModel = serde_json::from_slice(bytes)
+            .map_err(|e| DetectError::Model(format!("{what}: {e}")))?;
+        // The hash is over the file's bytes as written (version blanked):
+        // decimal floats need not parse back to the very same bits.
+        let text = String::from_utf8_lossy(bytes);
+        let blanked = text.replacen(
+            &format!("\"version\": \"{}\"", model.version),
+            "\"version\": \"\"",
+            1,
+        );
+        let expect = hex::encode(Sha256::digest(blanked.as_bytes()));
+        if expect != model.version {
+            return Err(DetectError::Model(format!(
+                "{what}: version {} does not match its contents ({expect}); the file was altered",
+                model.version
+            )));
+        }
+        LoadedModel::new(model)
+    }
+
     /// Writes the model atomically (temp file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<(), DetectError> {
         let io = |e: std::io::Error| DetectError::Io {
@@ -505,25 +779,7 @@ impl LoadedModel {
             path: path.display().to_string(),
             source: e,
         })?;
-        let model: AnomalyModel = serde_json::from_slice(&bytes)
-            .map_err(|e| DetectError::Model(format!("{}: {e}", path.display())))?;
-        // The hash is over the file's bytes as written (version blanked):
-        // decimal floats need not parse back to the very same bits.
-        let text = String::from_utf8_lossy(&bytes);
-        let blanked = text.replacen(
-            &format!("\"version\": \"{}\"", model.version),
-            "\"version\": \"\"",
-            1,
-        );
-        let expect = hex::encode(Sha256::digest(blanked.as_bytes()));
-        if expect != model.version {
-            return Err(DetectError::Model(format!(
-                "{}: version {} does not match its contents ({expect}); the file was altered",
-                path.display(),
-                model.version
-            )));
-        }
-        LoadedModel::new(model)
+        Self::from_bytes(&bytes, &path.display().to_string())
     }
 }
 
@@ -639,12 +895,6 @@ impl Baseline {
     }
 }
 
-/// Deterministic split: one group (session, or principal) in three goes to
-/// calibration.
-pub fn is_calibration_session(key: &str) -> bool {
-    blake3::hash(key.as_bytes()).as_bytes()[0].is_multiple_of(3)
-}
-
 fn fit_gmm(
     data: &Array2<f64>,
     k: usize,
@@ -689,45 +939,71 @@ struct PartFit {
     windows: usize,
 }
 
-/// Fits and calibrates the part of one kind of window.
-fn fit_part(
-    kind: WindowKind,
-    set: &TrainingSet,
-    params: &TrainParams,
-    target_fpr: f64,
-) -> Result<PartFit, DetectError> {
-    use std::collections::{BTreeMap, HashSet};
-    let d = N_FEATURES;
-    if set.len() < MIN_WINDOWS {
-        return Err(DetectError::Model(format!(
-            "too little baseline to train the {kind} part on: {} windows (need at least {MIN_WINDOWS})",
-            set.len()
-        )));
+/// Tukey's outer fence of `values` (`Q3 + 3·IQR`, the IQR floored at
+/// `min_iqr`): values above it are far-out.
+fn outer_fence(values: &[f64], min_iqr: f64) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::INFINITY;
     }
-    let calib = |i: usize| is_calibration_session(set.group_of(i));
-    let calib_sessions = (0..set.len())
-        .filter(|&i| calib(i))
-        .map(|i| set.sessions[i].as_str())
-        .collect::<HashSet<_>>()
-        .len();
-    let n_sessions = set.sessions.iter().collect::<HashSet<_>>().len();
-    let n_groups = (0..set.len())
-        .map(|i| set.group_of(i))
-        .collect::<HashSet<_>>()
-        .len();
-    // Calibrate on held-out groups when there are enough sessions on
-    // either side.
-    let held_out = calib_sessions >= 100 && n_sessions.saturating_sub(calib_sessions) >= 100;
-    let fit_idx: Vec<usize> = (0..set.len()).filter(|&i| !held_out || !calib(i)).collect();
-    // Baseline statistics over the fitting windows.
-    let mut features = Vec::with_capacity(d);
+    v.sort_by(f64::total_cmp);
+    let (q1, q3) = (quantile(&v, 0.25), quantile(&v, 0.75));
+    q3 + 3.0 * (q3 - q1).max(min_iqr)
+}
+
+/// Per-session maximum of each feature, in first-seen order of sessions.
+fn session_maxima(set: &TrainingSet) -> Vec<FeatureVec> {
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut out: Vec<FeatureVec> = Vec::new();
+    for (x, s) in set.windows.iter().zip(&set.sessions) {
+        let i = *index.entry(s.as_str()).or_insert_with(|| {
+            out.push([f64::NEG_INFINITY; N_FEATURES]);
+            out.len() - 1
+        });
+        for (m, v) in out[i].iter_mut().zip(x) {
+            if v.is_finite() {
+                *m = m.max(*v);
+            }
+        }
+    }
+    out
+}
+
+/// Robust tail references of every one-sided feature (see [`TailRef`]).
+fn tail_refs(set: &TrainingSet) -> Vec<Option<TailRef>> {
+    let maxima = session_maxima(set);
+    (0..N_FEATURES)
+        .map(|i| {
+            TAIL_PSEUDO[i]?;
+            let raw: Vec<f64> = maxima.iter().map(|m| m[i].max(0.0)).collect();
+            // The fence of the non-zero sessions: most sessions never read a
+            // resource, and a fence over all of them would cut benign tails.
+            let nonzero: Vec<f64> = raw
+                .iter()
+                .filter(|v| **v > 0.0)
+                .map(|v| v.ln_1p())
+                .collect();
+            let fence = outer_fence(&nonzero, std::f64::consts::LN_2);
+            let mut kept: Vec<f64> = raw.iter().copied().filter(|v| v.ln_1p() <= fence).collect();
+            kept.sort_by(f64::total_cmp);
+            Some(TailRef {
+                p50: quantile(&kept, 0.5),
+                p95: quantile(&kept, 0.95),
+                p99: quantile(&kept, 0.99),
+                fenced_sessions: raw.len() - kept.len(),
+            })
+        })
+        .collect()
+}
+
+/// Baseline statistics of the windows `idx` (transformed mean/std, raw
+/// p50/p99) with the tail references.
+fn feature_stats(set: &TrainingSet, idx: &[usize], tails: &[Option<TailRef>]) -> Vec<FeatureStat> {
+    let mut features = Vec::with_capacity(N_FEATURES);
     for (i, name) in FEATURE_NAMES.iter().enumerate() {
-        let mut raw: Vec<f64> = fit_idx.iter().map(|&r| set.windows[r][i]).collect();
+        let mut raw: Vec<f64> = idx.iter().map(|&r| set.windows[r][i]).collect();
         raw.sort_by(f64::total_cmp);
-        let t: Vec<f64> = fit_idx
-            .iter()
-            .map(|&r| transform(&set.windows[r])[i])
-            .collect();
+        let t: Vec<f64> = idx.iter().map(|&r| transform(&set.windows[r])[i]).collect();
         let n = t.len().max(1) as f64;
         let mean = t.iter().sum::<f64>() / n;
         let var = t.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
@@ -738,11 +1014,24 @@ fn fit_part(
             std: var.sqrt().max(MIN_STD),
             p50: quantile(&raw, 0.5),
             p99: quantile(&raw, 0.99),
+            tail: tails[i].clone(),
         });
     }
-    // Fitting sample (stride) in standardised units.
-    let stride = fit_idx.len().div_ceil(params.max_fit_windows.max(100));
-    let sample: Vec<usize> = fit_idx.iter().copied().step_by(stride.max(1)).collect();
+    features
+}
+
+/// Fits the mixture on the windows `idx` (standardised with `features`);
+/// BIC among the candidates when `params.components` is 0.
+fn fit_mixture(
+    kind: WindowKind,
+    set: &TrainingSet,
+    idx: &[usize],
+    features: &[FeatureStat],
+    params: &TrainParams,
+) -> Result<Vec<Component>, DetectError> {
+    let d = N_FEATURES;
+    let stride = idx.len().div_ceil(params.max_fit_windows.max(100));
+    let sample: Vec<usize> = idx.iter().copied().step_by(stride.max(1)).collect();
     let mut data = Array2::<f64>::zeros((sample.len(), d));
     for (r, &i) in sample.iter().enumerate() {
         let t = transform(&set.windows[i]);
@@ -770,7 +1059,8 @@ fn fit_part(
             }
         };
         let comps = components_of(&g);
-        let Ok(probe) = LoadedPart::new(kind, &features, &comps, &Calibration::default()) else {
+        let Ok(probe) = LoadedPart::new(kind, features, &comps, &Calibration::default(), params)
+        else {
             continue;
         };
         let mut nll = 0.0;
@@ -788,28 +1078,116 @@ fn fit_part(
             best = Some((bic, comps));
         }
     }
-    let Some((_, components)) = best else {
-        return Err(last_err.unwrap_or_else(|| {
+    best.map(|(_, c)| c).ok_or_else(|| {
+        last_err.unwrap_or_else(|| {
             DetectError::Model(format!("{kind} part: no mixture could be fitted"))
-        }));
-    };
-    let part = LoadedPart::new(kind, &features, &components, &Calibration::default())?;
-    // Calibration: per-session maximum score on the held-out sessions.
-    let mut per_session: BTreeMap<&str, f64> = BTreeMap::new();
-    let mut fit_max: BTreeMap<&str, f64> = BTreeMap::new();
-    for (i, (x, s)) in set.windows.iter().zip(&set.sessions).enumerate() {
-        let sc = part.score(x);
-        let target = if !held_out || calib(i) {
-            &mut per_session
-        } else {
-            &mut fit_max
-        };
-        let e = target.entry(s.as_str()).or_insert(f64::NEG_INFINITY);
+        })
+    })
+}
+
+/// Per-session maximum score of the windows `idx` under `part`.
+fn session_scores<'a>(
+    set: &'a TrainingSet,
+    idx: &[usize],
+    part: &LoadedPart,
+) -> std::collections::BTreeMap<&'a str, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for &i in idx {
+        let sc = part.score(&set.windows[i]);
+        let e = out
+            .entry(set.sessions[i].as_str())
+            .or_insert(f64::NEG_INFINITY);
         *e = e.max(sc);
     }
-    let scores: Vec<f64> = per_session.values().copied().collect();
+    out
+}
+
+/// Fits and calibrates the part of one kind of window.
+///
+/// * Split by **time**: windows arrive in event-time order; the sessions
+///   that start in the last third of the windows calibrate the threshold,
+///   the earlier ones fit (when both sides have ≥ 100 sessions; else
+///   in-sample), so the threshold is checked on later traffic, as it will
+///   be used.
+/// * **Robust to a contaminated baseline**: tail references come from
+///   fenced per-session maxima; the mixture is fitted once, the sessions
+///   whose maximum score is far out (Tukey's outer fence) are left out, and
+///   it is fitted again; the calibration leaves far-out sessions out too.
+fn fit_part(
+    kind: WindowKind,
+    set: &TrainingSet,
+    params: &TrainParams,
+    target_fpr: f64,
+) -> Result<PartFit, DetectError> {
+    use std::collections::HashSet;
+    if set.len() < MIN_WINDOWS {
+        return Err(DetectError::Model(format!(
+            "too little baseline to train the {kind} part on: {} windows (need at least {MIN_WINDOWS})",
+            set.len()
+        )));
+    }
+    // Time split: a session's side is decided by its first window.
+    let cut = set.len() * 2 / 3;
+    let mut first_seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, s) in set.sessions.iter().enumerate() {
+        first_seen.entry(s.as_str()).or_insert(i);
+    }
+    let late = |i: usize| first_seen[set.sessions[i].as_str()] >= cut;
+    let calib_sessions = first_seen.values().filter(|&&f| f >= cut).count();
+    let n_sessions = first_seen.len();
+    let n_groups = (0..set.len())
+        .map(|i| set.group_of(i))
+        .collect::<HashSet<_>>()
+        .len();
+    let held_out = calib_sessions >= 100 && n_sessions.saturating_sub(calib_sessions) >= 100;
+    let fit_idx: Vec<usize> = (0..set.len()).filter(|&i| !held_out || !late(i)).collect();
+    let cal_idx: Vec<usize> = (0..set.len()).filter(|&i| !held_out || late(i)).collect();
+    let tails = tail_refs(set);
+
+    // Pass 1, then leave out far-out sessions of the fitting side and refit.
+    let mut features = feature_stats(set, &fit_idx, &tails);
+    let mut components = fit_mixture(kind, set, &fit_idx, &features, params)?;
+    let part = LoadedPart::new(
+        kind,
+        &features,
+        &components,
+        &Calibration::default(),
+        params,
+    )?;
+    let fit_scores = session_scores(set, &fit_idx, &part);
+    let fence = outer_fence(&fit_scores.values().copied().collect::<Vec<_>>(), 1.0);
+    let far: HashSet<&str> = fit_scores
+        .iter()
+        .filter(|(_, v)| **v > fence)
+        .map(|(k, _)| *k)
+        .collect();
+    if !far.is_empty() {
+        let kept: Vec<usize> = fit_idx
+            .iter()
+            .copied()
+            .filter(|&i| !far.contains(set.sessions[i].as_str()))
+            .collect();
+        if kept.len() >= MIN_WINDOWS {
+            features = feature_stats(set, &kept, &tails);
+            components = fit_mixture(kind, set, &kept, &features, params)?;
+        }
+    }
+    let part = LoadedPart::new(
+        kind,
+        &features,
+        &components,
+        &Calibration::default(),
+        params,
+    )?;
+    // Calibration: per-session maximum score, far-out sessions left out.
+    let cal = session_scores(set, &cal_idx, &part);
+    let cal_values: Vec<f64> = cal.values().copied().collect();
+    let fence = outer_fence(&cal_values, 1.0);
+    let scores: Vec<f64> = cal_values.into_iter().filter(|v| *v <= fence).collect();
     let mut calibration = Calibration::from_session_scores(scores, target_fpr, held_out);
+    calibration.fenced_sessions = cal.len() - calibration.sessions;
     if held_out {
+        let fit_max = session_scores(set, &fit_idx, &part);
         let above = fit_max
             .values()
             .filter(|&&v| v > calibration.threshold)

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::features::{FEATURE_NAMES, FeatureState, FeatureVec, WindowKind};
-use super::model::{LoadedModel, LoadedPart, train};
+use super::model::{LoadedModel, LoadedPart, Trigger, train};
 use super::warmup::{Warmup, WarmupMeta, log_path};
 use super::{AnomalyConfig, Extractor, RULE_ID};
 use crate::DetectError;
@@ -27,6 +27,10 @@ const EXPLAIN_TOP: usize = 3;
 struct Candidate {
     kind: WindowKind,
     score: f64,
+    trigger: Trigger,
+    /// Largest tail ratio and its feature.
+    tail: f64,
+    tail_feature: usize,
     features: FeatureVec,
     principal: String,
     /// The session: for a principal window, the one with the most requests
@@ -75,6 +79,9 @@ pub struct Monitor {
     cfg: AnomalyConfig,
     extractor: Extractor,
     model: Option<LoadedModel>,
+    /// Conservative prior (tail alarms only) scoring while there is no
+    /// deployment model yet, so the monitor is not blind during the warm-up.
+    prior: Option<LoadedModel>,
     warmup: Option<Warmup>,
 }
 
@@ -91,8 +98,31 @@ impl Monitor {
             cfg,
             extractor: Extractor::new(spec),
             model,
+            prior: None,
             warmup,
         }
+    }
+
+    /// Scores with `prior` (made tail-only, see [`LoadedModel::into_prior`])
+    /// until a deployment model exists. Refused (None kept) when its window
+    /// length differs from this monitor's.
+    pub fn with_prior(mut self, prior: Option<LoadedModel>) -> Self {
+        self.prior = prior.filter(|p| {
+            let same = p.model.feature_spec.window_secs == self.extractor.spec.window_secs;
+            if !same {
+                tracing::warn!(
+                    "the prior anomaly model's window ({} s) differs from [anomaly] window_secs; no prior scoring during the warm-up",
+                    p.model.feature_spec.window_secs
+                );
+            }
+            same
+        });
+        self
+    }
+
+    /// The prior, while it scores (no deployment model yet).
+    pub fn prior(&self) -> Option<&LoadedModel> {
+        self.prior.as_ref().filter(|_| self.model.is_none())
     }
 
     pub fn model(&self) -> Option<&LoadedModel> {
@@ -237,54 +267,64 @@ impl Monitor {
     ) -> Result<AnomalyOutcome, DetectError> {
         let mut out = AnomalyOutcome::default();
         let mut best: [HashMap<String, Candidate>; 2] = [HashMap::new(), HashMap::new()];
-        let model = self.model.as_ref();
+        let model = self.model.as_ref().or(self.prior.as_ref());
+        let warming = self.model.is_none();
         let warmup = &mut self.warmup;
         let cap = self.cfg.warmup_max_windows;
         let mut scored = 0u64;
         self.extractor.feed(events, |obs| {
-            if let Some(m) = model {
-                let Some(part) = m.part(obs.kind) else {
-                    return;
-                };
-                scored += 1;
-                let Some(s) = part.anomalous_score(&obs.features) else {
-                    return;
-                };
-                let best = &mut best[obs.kind as usize];
-                if best.get(obs.key).is_some_and(|c| c.score >= s) {
-                    return;
-                }
-                let w = obs.window;
-                best.insert(
-                    obs.key.to_string(),
-                    Candidate {
-                        kind: obs.kind,
-                        score: s,
-                        features: obs.features,
-                        principal: w.principal.clone(),
-                        session_id: match obs.kind {
-                            WindowKind::Session => w.session_id.clone(),
-                            WindowKind::Principal => Some(
-                                w.main_session(obs.session)
-                                    .unwrap_or(obs.session)
-                                    .to_string(),
-                            ),
-                        },
-                        last_session: obs.session.to_string(),
-                        sessions: w.session_ids(MAX_WINDOW_SESSIONS),
-                        session_count: w.session_count(),
-                        server_id: w.server_id.clone(),
-                        first_ts: w.first_ts(),
-                        last_ts: w.last_ts,
-                        event_ids: w.event_ids(MAX_WINDOW_EVENTS),
-                    },
-                );
-            } else if let Some(wu) = warmup.as_mut() {
+            if warming && let Some(wu) = warmup.as_mut() {
                 wu.observe(&obs, cap);
             }
+            let Some(m) = model else {
+                return;
+            };
+            let Some(part) = m.part(obs.kind) else {
+                return;
+            };
+            scored += 1;
+            let Some(a) = part.assess(&obs.features) else {
+                return;
+            };
+            let best = &mut best[obs.kind as usize];
+            if best
+                .get(obs.key)
+                .is_some_and(|c| (c.tail, c.score) >= (a.tail, a.score))
+            {
+                return;
+            }
+            let w = obs.window;
+            best.insert(
+                obs.key.to_string(),
+                Candidate {
+                    kind: obs.kind,
+                    score: a.score,
+                    trigger: a.trigger,
+                    tail: a.tail,
+                    tail_feature: a.tail_feature,
+                    features: obs.features,
+                    principal: w.principal.clone(),
+                    session_id: match obs.kind {
+                        WindowKind::Session => w.session_id.clone(),
+                        WindowKind::Principal => Some(
+                            w.main_session(obs.session)
+                                .unwrap_or(obs.session)
+                                .to_string(),
+                        ),
+                    },
+                    last_session: obs.session.to_string(),
+                    sessions: w.session_ids(MAX_WINDOW_SESSIONS),
+                    session_count: w.session_count(),
+                    server_id: w.server_id.clone(),
+                    first_ts: w.first_ts(),
+                    last_ts: w.last_ts,
+                    event_ids: w.event_ids(MAX_WINDOW_EVENTS),
+                },
+            );
         })?;
         out.windows_scored = scored;
-        if let Some(m) = &self.model {
+        let prior = self.model.is_none();
+        if let Some(m) = self.model.as_ref().or(self.prior.as_ref()) {
             let [session, principal] = best;
             let mut cands: Vec<Candidate> = session
                 .into_values()
@@ -296,12 +336,20 @@ impl Monitor {
                     .then_with(|| a.event_ids.first().cmp(&b.event_ids.first()))
                     .then_with(|| a.kind.as_str().cmp(b.kind.as_str()))
             });
+            let mut flagged: Vec<String> = Vec::new();
             for c in cands {
                 if let Some(part) = m.part(c.kind) {
-                    out.incidents.push(self.incident(m, part, c, now));
+                    if prior {
+                        flagged.extend(c.sessions.iter().cloned());
+                        flagged.extend(c.session_id.iter().cloned());
+                    }
+                    out.incidents.push(self.incident(m, part, c, now, prior));
                 }
             }
-        } else {
+            // What the prior flags during the warm-up is not learnt as normal.
+            self.exclude_from_warmup(flagged.iter().map(String::as_str));
+        }
+        if prior {
             out.trained = self.maybe_finish_warmup();
         }
         Ok(out)
@@ -357,6 +405,7 @@ impl Monitor {
         part: &LoadedPart,
         c: Candidate,
         now: DateTime<Utc>,
+        prior: bool,
     ) -> Incident {
         let explain = part.explain(&c.features, EXPLAIN_TOP);
         let lines: Vec<String> = explain.iter().map(|x| x.to_string()).collect();
@@ -379,7 +428,14 @@ impl Monitor {
         let cal = part.calibration();
         let mut ev = Map::new();
         ev.insert("window".into(), json!(c.kind));
+        ev.insert(
+            "model".into(),
+            json!(if prior { "prior" } else { "deployment" }),
+        );
         ev.insert("model_version".into(), json!(version));
+        ev.insert("trigger".into(), json!(c.trigger));
+        ev.insert("tail_ratio".into(), json!(c.tail));
+        ev.insert("tail_feature".into(), json!(FEATURE_NAMES[c.tail_feature]));
         ev.insert("score".into(), json!(c.score));
         ev.insert("threshold".into(), json!(cal.threshold));
         ev.insert("target_fpr".into(), json!(cal.target_fpr));
@@ -411,7 +467,9 @@ impl Monitor {
             level: self.cfg.level(),
             severity: self.cfg.severity,
             title: format!(
-                "Behavioural anomaly ({what}, model {short}): {}",
+                "Behavioural anomaly ({what}, {}model {short}, {}): {}",
+                if prior { "prior " } else { "" },
+                c.trigger,
                 lines.first().cloned().unwrap_or_default()
             ),
             tags: vec![
@@ -419,6 +477,8 @@ impl Monitor {
                 "behaviour".into(),
                 "ml".into(),
                 format!("window:{}", c.kind),
+                format!("trigger:{}", c.trigger),
+                format!("model:{}", if prior { "prior" } else { "deployment" }),
             ],
             entity,
             session_id: c.session_id,
