@@ -353,7 +353,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/ledger/checkpoint", get(checkpoint))
         .route(
             "/api/v1/ledger/redact",
-            post(ledger_routes::redact).layer(json_limit.clone()),
+            post(ledger_routes::redact).layer(json_limit),
         )
         .merge(ledger_routes::routes())
         .route(
