@@ -15,12 +15,12 @@ mod common;
 use common::{dunes, run_ok};
 
 fn sample() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/mcp-sample.ndjson")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/corpus/mcp-sample.ndjson")
 }
 
 fn labels() -> BTreeMap<String, String> {
     let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/samples/mcp-sample.labels.json");
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/corpus/mcp-sample.labels.json");
     serde_json::from_slice(&std::fs::read(p).expect("labels")).expect("labels json")
 }
 

@@ -8,8 +8,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
 
 fn records() -> Vec<RawRecord> {
-    let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/samples/mcp-sample.ndjson");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/corpus/mcp-sample.ndjson");
     let text = std::fs::read_to_string(&p).unwrap_or_default();
     text.lines()
         .enumerate()

@@ -1,5 +1,5 @@
 //! Envelope parsing and validation (see the contract
-//! `shared/contract/mcp-log-envelope.md`).
+//! `docs/contract/mcp-log-envelope.md`).
 
 use std::fmt;
 

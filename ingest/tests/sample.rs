@@ -1,4 +1,4 @@
-//! The whole shared sample decodes cleanly, with spot checks of derived columns.
+//! The whole recorded sample decodes cleanly, with spot checks of derived columns.
 
 mod common;
 
@@ -7,7 +7,10 @@ use common::*;
 use dunes_ingest::source::open_file;
 use dunes_ingest::{IngestConfig, Normalizer};
 
-const SAMPLE: &str = "/work/shared/samples/mcp-sample.ndjson";
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../examples/corpus/mcp-sample.ndjson"
+);
 
 fn decode_sample(batch_size: usize) -> (Vec<dunes_ingest::DecodedBatch>, u64) {
     let cfg = IngestConfig::default();

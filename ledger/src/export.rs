@@ -23,7 +23,7 @@ use crate::keys::{self, EXPORT_CONTEXT, EpochKeys, KeyRecordPayload};
 use crate::merkle::{self, Frontier, Hash};
 use crate::proof::ConsistencyProof;
 use crate::record::{FrameError, FrameReader, RecordKind};
-use crate::segment::{ChainState, KnownKey, list_segments, segment_file_name};
+use crate::segment::{ChainState, KnownKey, epoch_in_force, list_segments, segment_file_name};
 use crate::verify::{
     StartState, TrustedCheckpoint, TrustedResult, Verifier, VerifyOptions, VerifyReport,
 };
@@ -292,12 +292,10 @@ pub fn export_with(
         }
     }
     let bad_sizes = || LedgerError::InvalidInput("bad checkpoint sizes".into());
-    let mut proofs = Vec::new();
-    for w in cp_sizes.windows(2) {
-        let (a, ra) = w[0];
-        let (b, rb) = w[1];
+    // RFC 9162 PROOF(a, D[b]) between two tree heads.
+    let consistency = |(a, ra): (u64, Hash), (b, rb): (u64, Hash)| {
         let p = merkle::consistency_proof(&leaves[..b as usize], a).ok_or_else(bad_sizes)?;
-        proofs.push(ConsistencyProof {
+        Ok::<_, LedgerError>(ConsistencyProof {
             first: a,
             second: b,
             first_root: hex::encode(ra),
@@ -305,8 +303,12 @@ pub fn export_with(
             proof: p.iter().map(hex::encode).collect(),
             first_checkpoint: None,
             second_checkpoint: None,
-        });
-    }
+        })
+    };
+    let proofs = cp_sizes
+        .windows(2)
+        .map(|w| consistency(w[0], w[1]))
+        .collect::<Result<Vec<_>, _>>()?;
     // Tree size of the bundle's last signed checkpoint (the closing one, or to + 1).
     let mut last_signed = to + 1;
     let tail = if cp_sizes.last().map(|(s, _)| *s) == Some(to + 1) {
@@ -336,16 +338,8 @@ pub fn export_with(
                 )));
             }
             let (a, b) = if m <= n { (m, n) } else { (n, m) };
-            let p = merkle::consistency_proof(&leaves[..b as usize], a).ok_or_else(bad_sizes)?;
-            Some(ConsistencyProof {
-                first: a,
-                second: b,
-                first_root: hex::encode(merkle::root(&leaves[..a as usize])),
-                second_root: hex::encode(merkle::root(&leaves[..b as usize])),
-                proof: p.iter().map(hex::encode).collect(),
-                first_checkpoint: None,
-                second_checkpoint: None,
-            })
+            let head = |size: u64| (size, merkle::root(&leaves[..size as usize]));
+            Some(consistency(head(a), head(b))?)
         }
     };
 
@@ -1019,10 +1013,7 @@ fn history_signer<'a>(
     tree_size: u64,
     epoch: u32,
 ) -> Result<&'a KnownKey, String> {
-    let in_force = keys
-        .values()
-        .filter(|k| k.introduced_at < tree_size)
-        .max_by_key(|k| k.keys.epoch)
+    let in_force = epoch_in_force(keys, tree_size)
         .ok_or_else(|| format!("no key epoch is in force at tree size {tree_size}"))?;
     if in_force.keys.epoch != epoch {
         return Err(format!(
@@ -1081,11 +1072,8 @@ fn check_tail(
     let key = history_signer(keys, history, cp.tree_size, cp.key_epoch)?;
     checkpoint::verify_note_signatures(&note, &cp.origin, &key.keys)
         .map_err(|r| format!("closing checkpoint (tree size {}): {r}", cp.tree_size))?;
-    let path_nodes = tail
-        .proof
-        .iter()
-        .map(|h| crate::proof::unhex(h).ok_or_else(|| format!("bad hash {h:?}")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let path_nodes = crate::proof::unhex_path(&tail.proof)
+        .ok_or("a proof hash is not 64 lowercase hex digits")?;
     if !merkle::verify_consistency(
         tail.tree_size,
         cp.tree_size,
@@ -1173,10 +1161,7 @@ fn history_redactions(
         if r.refs.is_empty() || r.refs.iter().any(|x| *x >= r.index) {
             return Err(format!("redaction record {} has invalid refs", r.index));
         }
-        let key = keys
-            .values()
-            .filter(|k| k.introduced_at < r.index)
-            .max_by_key(|k| k.keys.epoch)
+        let key = epoch_in_force(keys, r.index)
             .filter(|k| k.keys.epoch == r.key_epoch)
             .ok_or_else(|| {
                 format!(

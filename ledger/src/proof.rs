@@ -53,7 +53,7 @@ pub(crate) fn unhex(s: &str) -> Option<Hash> {
 }
 
 /// Decodes a hex-encoded proof path; `None` if any node is malformed.
-fn unhex_path(path: &[String]) -> Option<Vec<merkle::Hash>> {
+pub(crate) fn unhex_path(path: &[String]) -> Option<Vec<merkle::Hash>> {
     path.iter().map(|p| unhex(p)).collect()
 }
 

@@ -182,6 +182,14 @@ pub(crate) struct KnownKey {
     pub ts_micros: i64,
 }
 
+/// The key epoch in force over the first `size` records: the newest epoch whose key record
+/// has an index below `size`.
+pub(crate) fn epoch_in_force(keys: &BTreeMap<u32, KnownKey>, size: u64) -> Option<&KnownKey> {
+    keys.values()
+        .filter(|k| k.introduced_at < size)
+        .max_by_key(|k| k.keys.epoch)
+}
+
 /// Record-to-record invariants (index, chain, origin, key epochs and rotation signatures,
 /// revocations, redactions, refs) shared by `Ledger::open` and the verifier.
 #[derive(Debug, Clone)]
@@ -245,11 +253,7 @@ impl ChainState {
         s.start = start;
         s.prev_hash = prev_hash;
         s.origin = Some(origin.as_bytes().to_vec());
-        s.key_epoch = keys
-            .values()
-            .filter(|k| k.introduced_at < start)
-            .map(|k| k.keys.epoch)
-            .max();
+        s.key_epoch = epoch_in_force(&keys, start).map(|k| k.keys.epoch);
         s.keys = keys
             .into_iter()
             .filter(|(_, k)| k.introduced_at < start)

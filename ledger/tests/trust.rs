@@ -256,6 +256,80 @@ fn append_frame(dir: &Path, kind: u8, epoch: u32, payload: &[u8], refs: &[u64]) 
     index
 }
 
+/// Roll the ledger in `dir` back to its `keep`-th checkpoint: records after it and later
+/// checkpoints are dropped. Internally consistent; only a trust anchor can tell.
+fn roll_back(dir: &Path, notes: &[String], keep: usize) {
+    let size = tree_size(&notes[keep - 1]);
+    let bytes: Vec<u8> = read_frames(&seg0(dir))[..size as usize]
+        .iter()
+        .flat_map(Frame::encode)
+        .collect();
+    fs::write(seg0(dir), bytes).expect("write segment");
+    let kept: Vec<u8> = notes[..keep].iter().flat_map(|n| frame_entry(n)).collect();
+    fs::write(dir.join("ledger/checkpoints.log"), kept).expect("write checkpoints");
+}
+
+/// What someone holding the key can do after a rollback: write other records and sign them.
+fn fork(dir: &Path, hybrid: bool, n: u64) {
+    let mut l = Ledger::open(cfg(dir, hybrid)).expect("reopen after rollback");
+    for i in 0..n {
+        l.append(
+            RecordKind::Event,
+            9,
+            format!("{{\"other\":{i}}}").as_bytes(),
+            &[],
+        )
+        .expect("append");
+    }
+    l.close().expect("close");
+}
+
+/// Erase record `target`'s payload, re-link the chain and append a redaction record with
+/// `payload` (no key needed); returns the redaction record's index.
+fn erase_with_forged_redaction(dir: &Path, target: usize, payload: &[u8]) -> u64 {
+    let mut frames = read_frames(&seg0(dir));
+    frames[target].flags = 1;
+    let epoch = frames.last().expect("last").epoch();
+    write_rechained(&seg0(dir), &mut frames);
+    append_frame(dir, 8, epoch, payload, &[target as u64])
+}
+
+/// A rotation from hybrid epoch `prev` to an ML-DSA-only epoch `prev + 1`, correctly signed by
+/// both `prev` keys (the attacker holds the active key), then an ML-DSA-only checkpoint.
+/// Returns the forged key record's index.
+fn forge_downgrade(dir: &Path, prev: u32) -> u64 {
+    use ed25519_dalek::Signer as _;
+    let epoch = prev + 1;
+    let new = ExpandedSigningKey::<MlDsa65>::from_seed(&[9u8; 32].into());
+    let pk = new.verifying_key().encode().to_vec();
+    let msg = dunes_ledger::rotation_message(ORIGIN, epoch, &pk, None);
+    let ml = mldsa(dir, prev)
+        .sign_deterministic(&msg, dunes_ledger::ROTATION_CONTEXT)
+        .expect("sign");
+    let ed = ed25519(dir, prev).sign(&msg);
+    let payload = serde_json::json!({
+        "alg": "ML-DSA-65", "epoch": epoch, "key_name": ORIGIN,
+        "key_id": hex::encode(dunes_ledger::key_id(ORIGIN, &pk)),
+        "public_key": B64.encode(&pk), "signing_context": "dunes-ledger-checkpoint-v1",
+        "prev_signature": B64.encode(ml.encode()),
+        "prev_ed25519_signature": B64.encode(ed.to_bytes()),
+    });
+    let at = append_frame(dir, 5, epoch, payload.to_string().as_bytes(), &[]);
+    fs::write(dir.join(format!("keys/ledger-mldsa65-{epoch}.pub")), &pk).expect("pub");
+    append_checkpoint(dir, epoch, &new);
+    at
+}
+
+/// Replace the last checkpoint of `notes` by `last` in `dir`'s `checkpoints.log`.
+fn replace_last_checkpoint(dir: &Path, notes: &[String], last: &str) {
+    let mut entries: Vec<u8> = notes[..notes.len() - 1]
+        .iter()
+        .flat_map(|n| frame_entry(n))
+        .collect();
+    entries.extend_from_slice(&frame_entry(last));
+    fs::write(dir.join("ledger/checkpoints.log"), entries).expect("write");
+}
+
 fn closed_ledger(dir: &Path, hybrid: bool, n: u64) {
     let mut l = Ledger::open(cfg(dir, hybrid)).expect("open");
     events(&mut l, n);
@@ -334,15 +408,7 @@ fn case1_rollback_and_fork_are_caught_against_a_trusted_checkpoint() {
     // consistent, so only the trust anchor can tell.
     let w = tempfile::tempdir().expect("tmp");
     copy_dir(d.path(), w.path());
-    let mid = tree_size(&all[1]);
-    let frames = read_frames(&seg0(w.path()));
-    let bytes: Vec<u8> = frames[..mid as usize]
-        .iter()
-        .flat_map(Frame::encode)
-        .collect();
-    fs::write(seg0(w.path()), bytes).expect("write");
-    let kept: Vec<u8> = all[..2].iter().flat_map(|x| frame_entry(x)).collect();
-    fs::write(w.path().join("ledger/checkpoints.log"), kept).expect("write");
+    roll_back(w.path(), &all, 2);
     ok(&verify_dir(w.path()).expect("verify"));
     let msg = rejected(&verify_dir_with(w.path(), &trusted(&anchor)).expect("verify"));
     assert!(msg.contains("rollback"), "{msg}");
@@ -350,17 +416,7 @@ fn case1_rollback_and_fork_are_caught_against_a_trusted_checkpoint() {
 
     // Fork by someone holding the key: roll back, write other records, re-sign. Internally
     // valid; the published checkpoint's root no longer matches.
-    let mut l = Ledger::open(cfg(w.path(), false)).expect("reopen after rollback");
-    for i in 0..10 {
-        l.append(
-            RecordKind::Event,
-            9,
-            format!("{{\"other\":{i}}}").as_bytes(),
-            &[],
-        )
-        .expect("append");
-    }
-    l.close().expect("close");
+    fork(w.path(), false, 10);
     ok(&verify_dir(w.path()).expect("verify"));
     let msg = rejected(&verify_dir_with(w.path(), &trusted(&anchor)).expect("verify"));
     assert!(msg.contains("fork"), "{msg}");
@@ -435,11 +491,7 @@ fn case2_unsigned_or_replayed_redaction_is_rejected() {
     ] {
         let w = tempfile::tempdir().expect("tmp");
         copy_dir(d.path(), w.path());
-        let mut frames = read_frames(&seg0(w.path()));
-        frames[3].flags = 1;
-        let epoch = frames.last().expect("last").epoch();
-        write_rechained(&seg0(w.path()), &mut frames);
-        append_frame(w.path(), 8, epoch, payload.as_bytes(), &[3]);
+        erase_with_forged_redaction(w.path(), 3, payload.as_bytes());
         let msg = rejected(&verify_dir_with(w.path(), &lenient()).expect("verify"));
         assert!(
             msg.contains("redaction payload is not valid")
@@ -453,12 +505,8 @@ fn case2_unsigned_or_replayed_redaction_is_rejected() {
     // signature binds index, prev hash and refs.
     let w = tempfile::tempdir().expect("tmp");
     copy_dir(d.path(), w.path());
-    let mut frames = read_frames(&seg0(w.path()));
-    let genuine = frames[red as usize].payload.clone();
-    frames[4].flags = 1;
-    let epoch = frames.last().expect("last").epoch();
-    write_rechained(&seg0(w.path()), &mut frames);
-    append_frame(w.path(), 8, epoch, &genuine, &[4]);
+    let genuine = read_frames(&seg0(w.path()))[red as usize].payload.clone();
+    erase_with_forged_redaction(w.path(), 4, &genuine);
     let msg = rejected(&verify_dir_with(w.path(), &lenient()).expect("verify"));
     assert!(msg.contains("not signed by key epoch"), "{msg}");
 }
@@ -471,26 +519,7 @@ fn case3_hybrid_downgrade_is_rejected() {
     let mut l = Ledger::open(cfg(d.path(), true)).expect("open");
     events(&mut l, 3);
     l.close().expect("close");
-    // A rotation to an ML-DSA-only epoch 1, correctly signed by both epoch-0 keys (the
-    // attacker has the active key), then an ML-DSA-only checkpoint.
-    let new = ExpandedSigningKey::<MlDsa65>::from_seed(&[9u8; 32].into());
-    let pk = new.verifying_key().encode().to_vec();
-    let msg = dunes_ledger::rotation_message(ORIGIN, 1, &pk, None);
-    let ml = mldsa(d.path(), 0)
-        .sign_deterministic(&msg, dunes_ledger::ROTATION_CONTEXT)
-        .expect("sign");
-    use ed25519_dalek::Signer as _;
-    let ed = ed25519(d.path(), 0).sign(&msg);
-    let payload = serde_json::json!({
-        "alg": "ML-DSA-65", "epoch": 1, "key_name": ORIGIN,
-        "key_id": hex::encode(dunes_ledger::key_id(ORIGIN, &pk)),
-        "public_key": B64.encode(&pk), "signing_context": "dunes-ledger-checkpoint-v1",
-        "prev_signature": B64.encode(ml.encode()),
-        "prev_ed25519_signature": B64.encode(ed.to_bytes()),
-    });
-    let at = append_frame(d.path(), 5, 1, payload.to_string().as_bytes(), &[]);
-    fs::write(d.path().join("keys/ledger-mldsa65-1.pub"), &pk).expect("pub");
-    append_checkpoint(d.path(), 1, &new);
+    let at = forge_downgrade(d.path(), 0);
     let r = verify_dir(d.path()).expect("verify");
     let msg = rejected(&r);
     assert!(msg.contains("hybrid downgrade"), "{msg}");
@@ -631,12 +660,7 @@ fn case6_bad_extra_signature_line_with_the_ledger_key_id_is_rejected() {
     ] {
         let w = tempfile::tempdir().expect("tmp");
         copy_dir(d.path(), w.path());
-        let mut entries: Vec<u8> = all[..all.len() - 1]
-            .iter()
-            .flat_map(|n| frame_entry(n))
-            .collect();
-        entries.extend_from_slice(&frame_entry(&format!("{last}{extra}")));
-        fs::write(w.path().join("ledger/checkpoints.log"), entries).expect("write");
+        replace_last_checkpoint(w.path(), &all, &format!("{last}{extra}"));
         let r = verify_dir(w.path()).expect("verify");
         if accept {
             ok(&r);
@@ -649,12 +673,7 @@ fn case6_bad_extra_signature_line_with_the_ledger_key_id_is_rejected() {
     let w = tempfile::tempdir().expect("tmp");
     copy_dir(d.path(), w.path());
     let reordered = format!("{}{bad_ml}{}", &last[..body_end], &last[body_end..]);
-    let mut entries: Vec<u8> = all[..all.len() - 1]
-        .iter()
-        .flat_map(|n| frame_entry(n))
-        .collect();
-    entries.extend_from_slice(&frame_entry(&reordered));
-    fs::write(w.path().join("ledger/checkpoints.log"), entries).expect("write");
+    replace_last_checkpoint(w.path(), &all, &reordered);
     let msg = rejected(&verify_dir(w.path()).expect("verify"));
     assert!(msg.contains("does not verify"), "{msg}");
 }
@@ -715,6 +734,21 @@ fn resign_manifest(bundle: &Path, keys_from: &Path, epoch: u32, hybrid: bool) {
     fs::write(bundle.join("MANIFEST"), note).expect("write manifest");
 }
 
+/// Edit a bundle's `history.json` and re-sign its manifest with the ledger's key in
+/// `keys_from` (epoch 1, hybrid): what the party producing the export can do.
+fn edit_history_and_resign(
+    bundle: &Path,
+    keys_from: &Path,
+    edit: impl FnOnce(&mut serde_json::Value),
+) {
+    let hist = bundle.join("history.json");
+    let mut h: serde_json::Value =
+        serde_json::from_slice(&fs::read(&hist).expect("read")).expect("json");
+    edit(&mut h);
+    fs::write(&hist, serde_json::to_vec_pretty(&h).expect("json")).expect("write");
+    resign_manifest(bundle, keys_from, 1, true);
+}
+
 #[test]
 fn case7_history_omitting_an_in_range_revocation_is_rejected() {
     let d = tempfile::tempdir().expect("tmp");
@@ -727,25 +761,17 @@ fn case7_history_omitting_an_in_range_revocation_is_rejected() {
     resign_manifest(&b, d.path(), 1, true);
     ok(&verify_path(&b).expect("verify"));
     // ...and omitting the revocation (record 13) from history.json does not.
-    let hist = b.join("history.json");
-    let mut h: serde_json::Value =
-        serde_json::from_slice(&fs::read(&hist).expect("read")).expect("json");
-    h["revocations"] = serde_json::json!([]);
-    fs::write(&hist, serde_json::to_vec_pretty(&h).expect("json")).expect("write");
-    resign_manifest(&b, d.path(), 1, true);
+    edit_history_and_resign(&b, d.path(), |h| h["revocations"] = serde_json::json!([]));
     let msg = rejected(&verify_path(&b).expect("verify"));
     assert!(msg.contains("revocations inside the range"), "{msg}");
     // Dropping an in-range key record from the history is caught the same way.
     let b2 = out.path().join("b2");
     export(d.path(), Some(8), Some(18), &b2).expect("export");
-    let hist = b2.join("history.json");
-    let mut h: serde_json::Value =
-        serde_json::from_slice(&fs::read(&hist).expect("read")).expect("json");
-    let keys = h["keys"].as_array().expect("keys").clone();
-    assert_eq!(keys.len(), 2);
-    h["keys"] = serde_json::json!([keys[0].clone()]);
-    fs::write(&hist, serde_json::to_vec_pretty(&h).expect("json")).expect("write");
-    resign_manifest(&b2, d.path(), 1, true);
+    edit_history_and_resign(&b2, d.path(), |h| {
+        let keys = h["keys"].as_array().expect("keys").clone();
+        assert_eq!(keys.len(), 2);
+        h["keys"] = serde_json::json!([keys[0].clone()]);
+    });
     let msg = rejected(&verify_path(&b2).expect("verify"));
     assert!(msg.contains("key"), "{msg}");
 }
@@ -963,15 +989,7 @@ fn build_vectors(root: &Path) -> Vec<Verdict> {
     .expect("w");
     let r = root.join("rollback");
     copy_dir(&plain, &r);
-    let mid = tree_size(&pn[1]);
-    let frames = read_frames(&seg0(&r));
-    let bytes: Vec<u8> = frames[..mid as usize]
-        .iter()
-        .flat_map(Frame::encode)
-        .collect();
-    fs::write(seg0(&r), bytes).expect("write");
-    let kept: Vec<u8> = pn[..2].iter().flat_map(|x| frame_entry(x)).collect();
-    fs::write(r.join("ledger/checkpoints.log"), kept).expect("write");
+    roll_back(&r, &pn, 2);
     add(
         "rollback",
         "data-dir",
@@ -995,17 +1013,7 @@ fn build_vectors(root: &Path) -> Vec<Verdict> {
     let k = root.join("fork");
     copy_dir(&r, &k);
     copy_dir(&plain.join("keys"), &k.join("keys"));
-    let mut l = Ledger::open(cfg(&k, true)).expect("open fork");
-    for i in 0..12 {
-        l.append(
-            RecordKind::Event,
-            9,
-            format!("{{\"other\":{i}}}").as_bytes(),
-            &[],
-        )
-        .expect("append");
-    }
-    l.close().expect("close");
+    fork(&k, true, 12);
     add(
         "fork",
         "data-dir",
@@ -1020,11 +1028,7 @@ fn build_vectors(root: &Path) -> Vec<Verdict> {
     // Unsigned redaction appended after erasing a payload.
     let u = root.join("unsigned-redaction");
     copy_dir(&base, &u);
-    let mut frames = read_frames(&seg0(&u));
-    frames[2].flags = 1;
-    let epoch = frames.last().expect("last").epoch();
-    write_rechained(&seg0(&u), &mut frames);
-    append_frame(&u, 8, epoch, br#"{"reason":"cover-up"}"#, &[2]);
+    erase_with_forged_redaction(&u, 2, br#"{"reason":"cover-up"}"#);
     add(
         "unsigned-redaction",
         "data-dir",
@@ -1038,23 +1042,7 @@ fn build_vectors(root: &Path) -> Vec<Verdict> {
     // Hybrid downgrade.
     let h = root.join("hybrid-downgrade");
     copy_dir(&base, &h);
-    let new = ExpandedSigningKey::<MlDsa65>::from_seed(&[9u8; 32].into());
-    let pk = new.verifying_key().encode().to_vec();
-    let msg = dunes_ledger::rotation_message(ORIGIN, 2, &pk, None);
-    let ml = mldsa(&h, 1)
-        .sign_deterministic(&msg, dunes_ledger::ROTATION_CONTEXT)
-        .expect("sign");
-    use ed25519_dalek::Signer as _;
-    let ed = ed25519(&h, 1).sign(&msg);
-    let payload = serde_json::json!({
-        "alg": "ML-DSA-65", "epoch": 2, "key_name": ORIGIN,
-        "key_id": hex::encode(dunes_ledger::key_id(ORIGIN, &pk)),
-        "public_key": B64.encode(&pk), "signing_context": "dunes-ledger-checkpoint-v1",
-        "prev_signature": B64.encode(ml.encode()), "prev_ed25519_signature": B64.encode(ed.to_bytes()),
-    });
-    let i = append_frame(&h, 5, 2, payload.to_string().as_bytes(), &[]);
-    fs::write(h.join("keys/ledger-mldsa65-2.pub"), &pk).expect("pub");
-    append_checkpoint(&h, 2, &new);
+    let i = forge_downgrade(&h, 1);
     add(
         "hybrid-downgrade",
         "data-dir",
@@ -1085,12 +1073,7 @@ fn build_vectors(root: &Path) -> Vec<Verdict> {
     let last = all.last().expect("note").clone();
     let pk1 = fs::read(x.join("keys/ledger-mldsa65-1.pub")).expect("pub");
     let bad = sig_line(dunes_ledger::key_id(ORIGIN, &pk1), &[7u8; 3309]);
-    let mut entries: Vec<u8> = all[..all.len() - 1]
-        .iter()
-        .flat_map(|n| frame_entry(n))
-        .collect();
-    entries.extend_from_slice(&frame_entry(&format!("{last}{bad}")));
-    fs::write(x.join("ledger/checkpoints.log"), entries).expect("write");
+    replace_last_checkpoint(&x, &all, &format!("{last}{bad}"));
     add(
         "bad-extra-signature-line",
         "data-dir",
@@ -1104,12 +1087,7 @@ fn build_vectors(root: &Path) -> Vec<Verdict> {
     // Re-signed bundle whose history omits the in-range revocation (record 13).
     let b = root.join("bundle-history-omits-revocation");
     export(&base, Some(8), Some(18), &b).expect("export");
-    let hist = b.join("history.json");
-    let mut hv: serde_json::Value =
-        serde_json::from_slice(&fs::read(&hist).expect("read")).expect("json");
-    hv["revocations"] = serde_json::json!([]);
-    fs::write(&hist, serde_json::to_vec_pretty(&hv).expect("json")).expect("write");
-    resign_manifest(&b, &base, 1, true);
+    edit_history_and_resign(&b, &base, |h| h["revocations"] = serde_json::json!([]));
     add(
         "bundle-history-omits-revocation",
         "bundle",

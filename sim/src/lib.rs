@@ -1,5 +1,5 @@
 //! dunes-sim: deterministic MCP traffic generator (benign + attack scenarios)
-//! in the log-envelope form of `shared/contract/mcp-log-envelope.md`.
+//! in the log-envelope form of `docs/contract/mcp-log-envelope.md`.
 //!
 //! * [`Simulator`] is an iterator of envelope lines (no trailing newline) in
 //!   global `ts` order. Sessions are planned lazily in *units* (one labelled

@@ -539,6 +539,16 @@ impl LoadedPart {
         })
     }
 
+    /// A part to score with before its threshold is calibrated (training).
+    fn uncalibrated(
+        kind: WindowKind,
+        features: &[FeatureStat],
+        components: &[Component],
+        params: &TrainParams,
+    ) -> Result<Self, DetectError> {
+        Self::new(kind, features, components, &Calibration::default(), params)
+    }
+
     /// Standardised, transformed vector.
     pub fn standardise(&self, x: &FeatureVec) -> FeatureVec {
         let mut z = transform(x);
@@ -1059,8 +1069,7 @@ fn fit_mixture(
             }
         };
         let comps = components_of(&g);
-        let Ok(probe) = LoadedPart::new(kind, features, &comps, &Calibration::default(), params)
-        else {
+        let Ok(probe) = LoadedPart::uncalibrated(kind, features, &comps, params) else {
             continue;
         };
         let mut nll = 0.0;
@@ -1147,13 +1156,7 @@ fn fit_part(
     // Pass 1, then leave out far-out sessions of the fitting side and refit.
     let mut features = feature_stats(set, &fit_idx, &tails);
     let mut components = fit_mixture(kind, set, &fit_idx, &features, params)?;
-    let part = LoadedPart::new(
-        kind,
-        &features,
-        &components,
-        &Calibration::default(),
-        params,
-    )?;
+    let part = LoadedPart::uncalibrated(kind, &features, &components, params)?;
     let fit_scores = session_scores(set, &fit_idx, &part);
     let fence = outer_fence(&fit_scores.values().copied().collect::<Vec<_>>(), 1.0);
     let far: HashSet<&str> = fit_scores
@@ -1172,13 +1175,7 @@ fn fit_part(
             components = fit_mixture(kind, set, &kept, &features, params)?;
         }
     }
-    let part = LoadedPart::new(
-        kind,
-        &features,
-        &components,
-        &Calibration::default(),
-        params,
-    )?;
+    let part = LoadedPart::uncalibrated(kind, &features, &components, params)?;
     // Calibration: per-session maximum score, far-out sessions left out.
     let cal = session_scores(set, &cal_idx, &part);
     let cal_values: Vec<f64> = cal.values().copied().collect();

@@ -120,11 +120,6 @@ impl Monitor {
         self
     }
 
-    /// The prior, while it scores (no deployment model yet).
-    pub fn prior(&self) -> Option<&LoadedModel> {
-        self.prior.as_ref().filter(|_| self.model.is_none())
-    }
-
     pub fn model(&self) -> Option<&LoadedModel> {
         self.model.as_ref()
     }
@@ -385,6 +380,8 @@ impl Monitor {
                 tracing::info!(version = %m.version(), threshold = m.model.calibration.threshold, "{label}: anomaly model trained, scoring starts");
                 self.model = Some(m.clone());
                 self.warmup = None;
+                // The deployment's model takes over; the prior is done.
+                self.prior = None;
                 Some(m)
             }
             Err(e) => {
