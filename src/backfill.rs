@@ -14,8 +14,8 @@ use datafusion::prelude::SessionContext;
 use dunes_detect::IncidentStore;
 use futures::StreamExt as _;
 
-use crate::config::Config;
-use crate::pipeline::{DataPaths, Pipeline, Stats};
+use dunes_pipeline::Config;
+use dunes_pipeline::{DataPaths, Pipeline, Stats};
 
 fn ts_values(batch: &RecordBatch) -> anyhow::Result<TimestampMicrosecondArray> {
     let idx = batch.schema().index_of("ts")?;
@@ -127,5 +127,5 @@ pub async fn run(
         bar.set_message(format!("{raised} incidents"));
     }
     bar.finish_with_message(format!("{raised} incidents"));
-    pipeline.close()
+    Ok(pipeline.close()?)
 }

@@ -14,8 +14,8 @@ use dunes_detect::IncidentStore;
 use dunes_ingest::{RawRecord, SourcePos};
 use hdrhistogram::Histogram;
 
-use crate::config::Config;
-use crate::pipeline::Pipeline;
+use dunes_pipeline::Config;
+use dunes_pipeline::Pipeline;
 
 pub async fn run(
     mut cfg: Config,
@@ -190,12 +190,12 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     let hist = Arc::new(std::sync::Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
     ));
-    let opts = crate::runner::DriveOptions {
+    let opts = dunes_pipeline::DriveOptions {
         stop_after: Some(n),
         kafka_latency: Some(hist.clone()),
-        ..crate::runner::DriveOptions::run()
+        ..dunes_pipeline::DriveOptions::run()
     };
-    let out = crate::runner::drive(&cfg, opts).await?;
+    let out = dunes_pipeline::drive(&cfg, opts).await?;
     let done = Instant::now();
     let (main_started, produced) = producer
         .join()
@@ -238,7 +238,7 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
 }
 
 /// Where the pipeline's time went, as shares of the total.
-fn phase_split(t: &crate::pipeline::PhaseTimes) -> String {
+fn phase_split(t: &dunes_pipeline::PhaseTimes) -> String {
     let total = (t.normalize_us + t.detect_us + t.ledger_us + t.outputs_us).max(1) as f64;
     let pct = |v: u64| 100.0 * v as f64 / total;
     format!(

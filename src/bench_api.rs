@@ -20,8 +20,8 @@ use dunes_ingest::{RawRecord, SourcePos};
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::Config;
-use crate::pipeline::Pipeline;
+use dunes_pipeline::Config;
+use dunes_pipeline::Pipeline;
 
 pub struct ApiBenchOpts {
     pub sessions: u64,

@@ -11,8 +11,8 @@ use anyhow::Context;
 use dunes_detect::{Incident, IncidentStore};
 use serde::Serialize;
 
-use crate::config::Config;
-use crate::pipeline::Pipeline;
+use dunes_pipeline::Config;
+use dunes_pipeline::Pipeline;
 
 /// Per-scenario numbers.
 #[derive(Debug, Default, Serialize)]

@@ -3,12 +3,10 @@
 mod backfill;
 mod bench;
 mod bench_api;
-mod config;
 mod eval;
 mod ledger_cmd;
 mod model_cmd;
-mod pipeline;
-mod runner;
+mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::Config;
+use dunes_pipeline::Config;
 
 #[derive(Parser)]
 #[command(
@@ -406,8 +404,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             if no_http {
                 cfg.http.enabled = false;
             }
-            let out = runner::drive(&cfg, runner::DriveOptions::run()).await?;
-            runner::print_summary(&cfg, &out);
+            let out = dunes_pipeline::drive(&cfg, dunes_pipeline::DriveOptions::run()).await?;
+            report::print_summary(&cfg, &out);
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
@@ -435,12 +433,12 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 incidents_out.as_deref(),
             )
             .await?;
-            let out = runner::DriveOutcome {
+            let out = dunes_pipeline::DriveOutcome {
                 stats,
                 checkpoint,
                 elapsed: started.elapsed(),
             };
-            runner::print_summary(&cfg, &out);
+            report::print_summary(&cfg, &out);
             Ok(ExitCode::SUCCESS)
         }
         Command::Replay {
@@ -453,12 +451,12 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             cfg.ingest.files = files;
             cfg.ingest.stdin = false;
             cfg.http.enabled = false;
-            let opts = runner::DriveOptions {
+            let opts = dunes_pipeline::DriveOptions {
                 incidents_out,
-                ..runner::DriveOptions::replay()
+                ..dunes_pipeline::DriveOptions::replay()
             };
-            let out = runner::drive(&cfg, opts).await?;
-            runner::print_summary(&cfg, &out);
+            let out = dunes_pipeline::drive(&cfg, opts).await?;
+            report::print_summary(&cfg, &out);
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -505,7 +503,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             if let Some(l) = listen {
                 cfg.http.listen = l;
             }
-            runner::demo(cfg, sessions, seed, no_serve).await?;
+            report::demo(cfg, sessions, seed, no_serve).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {

@@ -9,7 +9,7 @@ use clap::Subcommand;
 use dunes_detect::anomaly::{self, Baseline, Extractor, FeatureSpec, LoadedModel, WindowKind};
 use dunes_ingest::{IngestConfig, Normalizer};
 
-use crate::config::Config;
+use dunes_pipeline::Config;
 
 #[derive(Subcommand)]
 pub enum ModelCmd {

@@ -196,11 +196,13 @@ pub fn split_http_body(
         }
     };
     if body[start] == b'[' {
-        let elems: Vec<serde_json::Value> = serde_json::from_slice(body)
+        // Each element keeps the exact bytes it was sent with (what the
+        // ledger hashes is what was received), not a re-serialisation.
+        let elems: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
             .map_err(|e| IngestError::HttpBody(format!("not a JSON array: {e}")))?;
         let mut out = Vec::with_capacity(elems.len());
         for (i, e) in elems.iter().enumerate() {
-            out.push(mk(serde_json::to_vec(e)?, i as u64));
+            out.push(mk(e.get().as_bytes().to_vec(), i as u64));
         }
         return Ok(out);
     }
@@ -279,5 +281,16 @@ mod tests {
         assert_eq!(big[0].oversize, Some(12));
         assert!(split_http_body(b"[1,", "r4", 100).is_err());
         assert!(split_http_body(b"  ", "r5", 100).expect("empty").is_empty());
+    }
+
+    #[test]
+    fn http_array_elements_keep_their_original_bytes() {
+        // Spacing, key order, escapes and number spelling as sent: the
+        // ledger must hash what was received.
+        let body = b"[ {\"b\" : 1.50, \"a\":\"\\u00e9\"} ,\n{ \"z\":[ 1 ,2 ] } ]";
+        let arr = split_http_body(body, "r6", 1000).expect("array");
+        assert_eq!(arr.len(), 2);
+        assert_eq!(arr[0].bytes, b"{\"b\" : 1.50, \"a\":\"\\u00e9\"}");
+        assert_eq!(arr[1].bytes, b"{ \"z\":[ 1 ,2 ] }");
     }
 }

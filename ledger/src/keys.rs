@@ -524,8 +524,10 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LedgerError> {
     Ok(())
 }
 
-/// Write `bytes` atomically to `path` (temp file + fsync + rename + directory fsync).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), LedgerError> {
+/// Writes `bytes` atomically to `path` (temp file + fsync + rename + directory fsync);
+/// `private` creates the file with mode 0600 on Unix. Also used by the pipeline crate
+/// for its state files.
+pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), LedgerError> {
     let dir = path
         .parent()
         .ok_or_else(|| LedgerError::Key(format!("{} has no parent directory", path.display())))?;

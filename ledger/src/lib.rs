@@ -43,6 +43,7 @@ pub use keys::{
     PUBLIC_KEY_LEN, REDACTION_CONTEXT, ROTATION_CONTEXT, SIGNATURE_LEN, SIGNING_CONTEXT,
     StandaloneKey, ed25519_key_id, ed25519_public_key_path, ed25519_seed_path, key_id,
     public_key_path, rotation_message, seed_path, verify_signature, verify_with_context,
+    write_atomic,
 };
 pub use ledger::{Ledger, LedgerConfig};
 pub use proof::{

@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use dunes_detect::ResponseConfig;
 use dunes_ingest::kafka::KafkaConfig;
 use serde::{Deserialize, Serialize};
+
+use crate::error::{Context, PipelineError, Result};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -132,23 +133,25 @@ impl Default for LedgerSection {
 }
 
 impl LedgerSection {
-    fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            (1..=60_000).contains(&self.checkpoint_interval_ms),
-            "ledger.checkpoint_interval_ms must be 1..=60000 (a checkpoint at least every minute; default 1000), got {}",
-            self.checkpoint_interval_ms
-        );
-        anyhow::ensure!(
-            self.segment_max_bytes >= 64 * 1024,
-            "ledger.segment_max_bytes must be at least 65536, got {}",
-            self.segment_max_bytes
-        );
+    fn validate(&self) -> std::result::Result<(), String> {
+        if !(1..=60_000).contains(&self.checkpoint_interval_ms) {
+            return Err(format!(
+                "ledger.checkpoint_interval_ms must be 1..=60000 (a checkpoint at least every minute; default 1000), got {}",
+                self.checkpoint_interval_ms
+            ));
+        }
+        if self.segment_max_bytes < 64 * 1024 {
+            return Err(format!(
+                "ledger.segment_max_bytes must be at least 65536, got {}",
+                self.segment_max_bytes
+            ));
+        }
         Ok(())
     }
 }
 
 impl Config {
-    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+    pub fn load(path: Option<&Path>) -> Result<Config> {
         let Some(path) = path else {
             return Ok(Config::default());
         };
@@ -156,12 +159,9 @@ impl Config {
             .with_context(|| format!("cannot read config {}", path.display()))?;
         let cfg: Config =
             toml::from_str(&text).with_context(|| format!("invalid config {}", path.display()))?;
-        cfg.anomaly
-            .validate()
-            .with_context(|| format!("invalid config {}", path.display()))?;
-        cfg.ledger
-            .validate()
-            .with_context(|| format!("invalid config {}", path.display()))?;
+        let invalid = |m: String| PipelineError::Config(format!("{}: {m}", path.display()));
+        cfg.anomaly.validate().map_err(|e| invalid(e.to_string()))?;
+        cfg.ledger.validate().map_err(invalid)?;
         Ok(cfg)
     }
 
@@ -173,7 +173,7 @@ impl Config {
         if local.is_dir() {
             return local;
         }
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/rules"))
+        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../rules"))
     }
 
     pub fn origin(&self) -> String {
@@ -231,7 +231,7 @@ mod tests {
             ("[anomaly]\nwindow_secs = 0\n", "window_secs"),
         ] {
             std::fs::write(&p, text).expect("write");
-            let err = format!("{:#}", Config::load(Some(&p)).unwrap_err());
+            let err = Config::load(Some(&p)).unwrap_err().to_string();
             assert!(err.contains(key), "{text}: {err}");
         }
         std::fs::write(&p, "[anomaly]\nlevel = 2\nresponse = \"block_principal\"\n").expect("w");

@@ -1,15 +1,13 @@
-//! The one engine code path shared by `run`, `replay`, `demo` and `bench`:
-//! raw records → validation/normalisation → rules → incidents/responses →
-//! ledger (durable) → outputs and the queryable incident store.
+//! The stage every batch goes through, shared by `run`, `replay`, `demo`,
+//! `bench` and backfill: raw records → validation/normalisation → rules and
+//! anomaly model → incidents/responses → ledger (durable) → history → outputs
+//! and the queryable incident store.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::Context;
 use chrono::Utc;
 use dunes_api::{ActionOutcome, ActionRefused, ReloadAck};
 use dunes_detect::{
@@ -21,26 +19,9 @@ use dunes_ledger::{Ledger, LedgerConfig, RecordKind};
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::error::{Context, PipelineError, Result};
+use crate::sinks::files::{DataPaths, NdjsonWriter, save_json};
 
-/// Files the pipeline writes in the data dir.
-pub struct DataPaths {
-    pub dead_letter: PathBuf,
-    pub incidents: PathBuf,
-    pub responses: PathBuf,
-    /// Analyst actions on incidents (also ledgered as `action` records).
-    pub actions: PathBuf,
-}
-
-impl DataPaths {
-    pub fn new(data_dir: &Path) -> Self {
-        DataPaths {
-            dead_letter: data_dir.join("dead-letter.ndjson"),
-            incidents: data_dir.join("incidents.ndjson"),
-            responses: data_dir.join("responses.ndjson"),
-            actions: data_dir.join("actions.ndjson"),
-        }
-    }
-}
 
 /// Running totals.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -131,7 +112,7 @@ struct AnomalyPart {
 
 impl AnomalyPart {
     /// Saves the monitor's windows (and warm-up) state.
-    fn save(&mut self) -> anyhow::Result<()> {
+    fn save(&mut self) -> Result<()> {
         self.monitor.save_state(&self.state_path).with_context(|| {
             format!(
                 "cannot save the anomaly state {}",
@@ -143,39 +124,6 @@ impl AnomalyPart {
     }
 }
 
-/// Appends JSON lines to a file.
-struct NdjsonWriter {
-    path: PathBuf,
-    out: BufWriter<File>,
-}
-
-impl NdjsonWriter {
-    fn open(path: &Path) -> anyhow::Result<Self> {
-        let f = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(NdjsonWriter {
-            path: path.to_path_buf(),
-            out: BufWriter::new(f),
-        })
-    }
-
-    fn write<T: Serialize>(&mut self, v: &T) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut self.out, v)
-            .with_context(|| format!("cannot write {}", self.path.display()))?;
-        self.out
-            .write_all(b"\n")
-            .with_context(|| format!("cannot write {}", self.path.display()))
-    }
-
-    fn flush(&mut self) -> anyhow::Result<()> {
-        self.out
-            .flush()
-            .with_context(|| format!("cannot write {}", self.path.display()))
-    }
-}
 
 impl Pipeline {
     /// Opens the data dir (creating it), the ledger (generating keys on
@@ -184,7 +132,7 @@ impl Pipeline {
         cfg: &Config,
         store: Arc<IncidentStore>,
         extra_incidents_out: Option<&Path>,
-    ) -> anyhow::Result<Pipeline> {
+    ) -> Result<Pipeline> {
         let data_dir = &cfg.data_dir;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -268,7 +216,7 @@ impl Pipeline {
     /// engine is swapped; stateful rules with unchanged id and SHA-256 keep
     /// their state. `Err` only for ledger/state I/O failures (fatal, as in
     /// `process`).
-    pub async fn reload_rules(&mut self) -> anyhow::Result<Result<ReloadAck, String>> {
+    pub async fn reload_rules(&mut self) -> Result<Result<ReloadAck, String>> {
         let (engine, kept) = match dunes_detect::reload(&self.engine, &self.rules_dir).await {
             Ok(v) => v,
             Err(e) => {
@@ -303,7 +251,7 @@ impl Pipeline {
     /// accepted envelope, incident and response of the batch is in the
     /// ledger and fsynced, and every rejected record is in the dead-letter
     /// file.
-    pub async fn process(&mut self, records: Vec<RawRecord>) -> anyhow::Result<BatchOutcome> {
+    pub async fn process(&mut self, records: Vec<RawRecord>) -> Result<BatchOutcome> {
         if records.is_empty() {
             return Ok(BatchOutcome::default());
         }
@@ -351,6 +299,9 @@ impl Pipeline {
         if let (Some(model), Some(a)) = (&anomaly_out.trained, &self.anomaly) {
             // A model learnt at the end of the warm-up: saved and ledgered
             // before the first incident that names it.
+            model
+                .save(&a.model_path)
+                .with_context(|| format!("cannot save anomaly model {}", a.model_path.display()))?;
             append_model(&mut self.ledger, model, &a.model_path)?;
         }
         let mut incidents = Vec::with_capacity(detection.incidents.len());
@@ -417,7 +368,6 @@ impl Pipeline {
         }
         metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
         metrics::counter!("dunes_rejected_total").increment(decoded.rejected.len() as u64);
-        metrics::counter!("dunes_incidents_total").increment(incidents.len() as u64);
         if let Some(a) = &mut self.anomaly
             && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
         {
@@ -515,7 +465,7 @@ impl Pipeline {
     pub fn apply_action(
         &mut self,
         mut action: IncidentAction,
-    ) -> anyhow::Result<Result<ActionOutcome, ActionRefused>> {
+    ) -> Result<Result<ActionOutcome, ActionRefused>> {
         let Some(inc) = self.store.get(&action.incident_id) else {
             return Ok(Err(ActionRefused::NotFound));
         };
@@ -603,11 +553,16 @@ impl Pipeline {
     pub fn apply_redaction(
         &mut self,
         r: &dunes_api::RedactionRequest,
-    ) -> anyhow::Result<Result<dunes_api::RedactionOutcome, String>> {
+    ) -> Result<Result<dunes_api::RedactionOutcome, String>> {
         let red = match self.ledger.redact(r.index, &r.reason, &r.actor) {
             Ok(i) => i,
             Err(dunes_ledger::LedgerError::InvalidInput(m)) => return Ok(Err(m)),
-            Err(e) => return Err(anyhow::Error::new(e).context("ledger redaction failed")),
+            Err(e) => {
+                return Err(PipelineError::Ledger {
+                    what: "ledger redaction failed".into(),
+                    source: e,
+                });
+            }
         };
         let at = Utc::now();
         let action = serde_json::json!({
@@ -647,7 +602,7 @@ impl Pipeline {
 
     /// Backfill: replaces the engine by a freshly planned one with empty state, so history
     /// is evaluated as a new live run would, without touching the live detection state.
-    pub async fn fresh_engine_for_backfill(&mut self) -> anyhow::Result<()> {
+    pub async fn fresh_engine_for_backfill(&mut self) -> Result<()> {
         let rules = dunes_detect::load_dir(&self.rules_dir)
             .with_context(|| format!("cannot load rules from {}", self.rules_dir.display()))?;
         self.engine = Engine::new(rules).await.context("cannot plan rules")?;
@@ -663,7 +618,7 @@ impl Pipeline {
         &mut self,
         events: &arrow::array::RecordBatch,
         tool_defs: &arrow::array::RecordBatch,
-    ) -> anyhow::Result<u64> {
+    ) -> Result<u64> {
         let now = Utc::now();
         let detection =
             dunes_detect::detect(&self.engine, events, tool_defs, now, &self.response_cfg)
@@ -707,7 +662,7 @@ impl Pipeline {
     }
 
     /// Writes a final signed checkpoint and syncs everything.
-    pub fn close(self) -> anyhow::Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
+    pub fn close(self) -> Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
         if let Some(mut a) = self.anomaly {
             a.save()?;
         }
@@ -718,7 +673,7 @@ impl Pipeline {
 
 /// The de-duplication window, refilled from the last `window` ledger
 /// records (events only; redacted payloads are skipped).
-fn rebuild_dedup(data_dir: &Path, ledger_len: u64, window: usize) -> anyhow::Result<Dedup> {
+fn rebuild_dedup(data_dir: &Path, ledger_len: u64, window: usize) -> Result<Dedup> {
     let mut dedup = Dedup::new(window);
     if window == 0 || ledger_len == 0 {
         return Ok(dedup);
@@ -759,7 +714,7 @@ const ANOMALY_STATE_EVERY_SECS: u64 = 30;
 
 /// Loads the anomaly model (ledgering its version record) and the monitor
 /// state; without a model the monitor warms up.
-fn open_anomaly(cfg: &Config, ledger: &mut Ledger) -> anyhow::Result<Option<AnomalyPart>> {
+fn open_anomaly(cfg: &Config, ledger: &mut Ledger) -> Result<Option<AnomalyPart>> {
     use dunes_detect::anomaly::{LoadedModel, Monitor};
     if !cfg.anomaly.enabled {
         return Ok(None);
@@ -816,17 +771,13 @@ fn open_anomaly(cfg: &Config, ledger: &mut Ledger) -> anyhow::Result<Option<Anom
     }))
 }
 
-/// Saves a model trained in the pipeline and ledgers its `Model` record.
+/// Ledgers a model's `Model` record; `path` is where it is stored (or, for
+/// the shipped prior, a label: the prior is never written to disk).
 fn append_model(
     ledger: &mut Ledger,
     model: &dunes_detect::anomaly::LoadedModel,
     path: &Path,
-) -> anyhow::Result<()> {
-    if !path.exists() {
-        model
-            .save(path)
-            .with_context(|| format!("cannot save anomaly model {}", path.display()))?;
-    }
+) -> Result<()> {
     let record = dunes_detect::anomaly::model_record(&model.model, path);
     ledger
         .append(
@@ -849,7 +800,7 @@ fn rule_set_version_hash(engine: &Engine) -> String {
 
 /// Ledgers (and syncs) the `RuleSet` record of `engine`; returns its
 /// version hash.
-fn append_rule_set(ledger: &mut Ledger, engine: &Engine) -> anyhow::Result<String> {
+fn append_rule_set(ledger: &mut Ledger, engine: &Engine) -> Result<String> {
     let rule_set = dunes_detect::rule_set_version(engine.rules());
     ledger
         .append(
@@ -863,7 +814,7 @@ fn append_rule_set(ledger: &mut Ledger, engine: &Engine) -> anyhow::Result<Strin
     Ok(rule_set["version"].as_str().unwrap_or_default().to_string())
 }
 
-fn load_state(path: &Path) -> anyhow::Result<Option<dunes_detect::EngineState>> {
+fn load_state(path: &Path) -> Result<Option<dunes_detect::EngineState>> {
     match std::fs::read(path) {
         Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
             format!("detection state {} is corrupt", path.display())
@@ -874,22 +825,7 @@ fn load_state(path: &Path) -> anyhow::Result<Option<dunes_detect::EngineState>> 
 }
 
 /// Writes the detection state atomically (temp file, fsync, rename).
-fn save_state(path: &Path, state: &dunes_detect::EngineState) -> anyhow::Result<()> {
-    save_json(path, state)
+fn save_state(path: &Path, state: &dunes_detect::EngineState) -> Result<()> {
+    save_json(path, state, "detection state")
 }
 
-/// Writes JSON atomically (temp file, fsync, rename).
-fn save_json<T: Serialize>(path: &Path, state: &T) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let tmp = path.with_extension("json.tmp");
-    {
-        let f = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-        let mut w = BufWriter::new(f);
-        serde_json::to_writer(&mut w, state).context("cannot encode detection state")?;
-        let f = w.into_inner().context("cannot write detection state")?;
-        f.sync_all().context("cannot sync detection state")?;
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
-}

@@ -1,0 +1,372 @@
+//! The driver: takes records from every source (files, stdin, HTTP, Kafka),
+//! forms micro-batches (size or timeout), runs each through the stage, hands
+//! the results to the sinks, and serves the API's between-batch requests
+//! (rule reloads, incident actions, redactions) until the sources end or a
+//! signal asks it to drain. `run`, `replay`, `demo` and `bench` all go
+//! through [`drive`].
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dunes_api::{
+    ActionRequest, AppState, AuthState, IngestRequest, RedactionRequest, ReloadRequest,
+    ServerConfig,
+};
+use dunes_detect::IncidentStore;
+use dunes_ingest::RawRecord;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::Config;
+use crate::error::{Context, PipelineError, Result};
+use crate::rules_watch::{rules_fingerprint, watch_rules};
+use crate::sinks::files::DataPaths;
+use crate::sinks::kafka::publish;
+use crate::sources::Work;
+use crate::sources::file::source_thread;
+use crate::sources::kafka::{KafkaIo, next_kafka};
+use crate::stage::{BatchOutcome, Pipeline, Stats};
+
+/// Called once every file/stdin source is exhausted and processed.
+pub type AfterSources = Box<dyn FnOnce(&Stats, &IncidentStore, Option<SocketAddr>) + Send>;
+
+pub struct DriveOptions {
+    pub incidents_out: Option<PathBuf>,
+    /// Stop (as on SIGTERM) once this many envelopes were processed
+    /// (accepted + rejected + duplicates); `dunes bench kafka`.
+    pub stop_after: Option<u64>,
+    /// Produce-to-ledger latency of Kafka records, in microseconds.
+    pub kafka_latency: Option<Arc<std::sync::Mutex<hdrhistogram::Histogram<u64>>>>,
+    /// Keep serving (HTTP ingest and API) after the sources are exhausted,
+    /// until SIGINT/SIGTERM.
+    pub keep_running: bool,
+    pub after_sources: Option<AfterSources>,
+}
+
+impl DriveOptions {
+    pub fn run() -> Self {
+        DriveOptions {
+            incidents_out: None,
+            stop_after: None,
+            kafka_latency: None,
+            keep_running: true,
+            after_sources: None,
+        }
+    }
+    pub fn replay() -> Self {
+        DriveOptions {
+            incidents_out: None,
+            stop_after: None,
+            kafka_latency: None,
+            keep_running: false,
+            after_sources: None,
+        }
+    }
+}
+
+pub struct DriveOutcome {
+    pub stats: Stats,
+    pub checkpoint: Option<dunes_ledger::Checkpoint>,
+    pub elapsed: Duration,
+}
+
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome> {
+    let started = Instant::now();
+    // The metrics recorder, before the first counter is touched.
+    let _ = dunes_api::prometheus();
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
+    let paths = DataPaths::new(&cfg.data_dir);
+    let store = Arc::new(
+        IncidentStore::load_ndjson(&paths.incidents).context("cannot load earlier incidents")?,
+    );
+    store
+        .load_actions_ndjson(&paths.actions)
+        .context("cannot load earlier incident actions")?;
+    let rules_dir = cfg.rules_dir();
+    let rules_fingerprint = rules_fingerprint(&rules_dir);
+    let mut pipeline = Pipeline::open(cfg, store.clone(), opts.incidents_out.as_deref()).await?;
+    let mut kafka = match cfg.kafka.enabled {
+        true => Some(KafkaIo::start(cfg).await?),
+        false => None,
+    };
+
+    // Sources.
+    let batch_size = cfg.ingest.batch_size.max(1);
+    let (work_tx, mut work_rx) = mpsc::channel::<Work>(4);
+    let mut sources = cfg.ingest.files.clone();
+    if cfg.ingest.stdin && !sources.iter().any(|p| p == Path::new("-")) {
+        sources.push(PathBuf::from("-"));
+    }
+    let mut open_sources = sources.len();
+    for path in sources {
+        let tx = work_tx.clone();
+        let max_line = cfg.ingest.max_line_bytes;
+        // stdin trickles: hand over every line at once; files go in chunks.
+        let chunk = if path == Path::new("-") {
+            1
+        } else {
+            batch_size
+        };
+        tokio::task::spawn_blocking(move || source_thread(path, max_line, chunk, tx));
+    }
+    drop(work_tx);
+
+    // HTTP API and ingest endpoint.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (http_tx, mut http_rx) = mpsc::channel::<IngestRequest>(16);
+    // Rule reloads (HTTP and the directory watcher), answered between batches.
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let mut reload_open = true;
+    // Incident actions (ack, assign, escalate, resolve), ledgered between batches.
+    let (action_tx, mut action_rx) = mpsc::channel::<ActionRequest>(16);
+    let mut action_open = true;
+    // Ledger redactions (admin), applied between batches.
+    let (redact_tx, mut redact_rx) = mpsc::channel::<RedactionRequest>(4);
+    let mut redact_open = true;
+    if opts.keep_running {
+        tokio::spawn(watch_rules(
+            rules_dir,
+            rules_fingerprint,
+            reload_tx.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    let mut bound_addr = None;
+    let mut server = None;
+    if cfg.http.enabled {
+        let auth = AuthState::open(&cfg.data_dir, cfg.auth.clone())
+            .context("cannot open the API token key")?;
+        let state = AppState {
+            incidents: store.clone(),
+            data_dir: cfg.data_dir.clone(),
+            ingest: Some(http_tx.clone()),
+            max_line_bytes: cfg.ingest.max_line_bytes,
+            reload: Some(reload_tx.clone()),
+            auth: Arc::new(auth),
+            actions: Some(action_tx.clone()),
+            redactions: Some(redact_tx.clone()),
+            rules: pipeline.rules_view.clone(),
+            hunt: cfg.hunt.clone(),
+        };
+        let scfg = ServerConfig {
+            listen: cfg.http.listen,
+            max_body_bytes: cfg.http.max_body_bytes,
+        };
+        let (btx, brx) = oneshot::channel();
+        let mut stop = stop_rx.clone();
+        let handle = tokio::spawn(dunes_api::serve(scfg, state, Some(btx), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        match brx.await {
+            Ok(addr) => bound_addr = Some(addr),
+            Err(_) => {
+                // The server failed before binding: surface its error.
+                return match handle.await {
+                    Ok(Err(e)) => Err(e).context("the HTTP server failed to start"),
+                    Ok(Ok(())) => Err(PipelineError::Stopped(
+                        "HTTP server stopped unexpectedly".into(),
+                    )),
+                    Err(e) => Err(PipelineError::Stopped(format!(
+                        "HTTP server task failed: {e}"
+                    ))),
+                };
+            }
+        }
+        server = Some(handle);
+    }
+    drop(http_tx);
+    drop(reload_tx);
+    drop(action_tx);
+
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let timeout = Duration::from_millis(cfg.ingest.batch_timeout_ms.max(1));
+    let mut pending: Vec<RawRecord> = Vec::new();
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut first_error: Option<PipelineError> = None;
+    let mut sources_done_fired = false;
+    let mut http_open = cfg.http.enabled;
+
+    loop {
+        if open_sources == 0 && !sources_done_fired {
+            sources_done_fired = true;
+            step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+            deadline = None;
+            if let Some(cb) = opts.after_sources.take() {
+                cb(&pipeline.stats, &store, bound_addr);
+            }
+            if first_error.is_some() || !opts.keep_running || (!cfg.http.enabled && kafka.is_none())
+            {
+                break;
+            }
+        }
+        tokio::select! {
+            w = work_rx.recv(), if open_sources > 0 => match w {
+                Some(Work::Chunk(mut recs)) => {
+                    if pending.is_empty() && recs.len() >= batch_size {
+                        step(&mut pipeline, kafka.as_ref(), recs).await?;
+                    } else {
+                        pending.append(&mut recs);
+                        if pending.len() >= batch_size {
+                            step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                            deadline = None;
+                        } else if deadline.is_none() {
+                            deadline = Some(tokio::time::Instant::now() + timeout);
+                        }
+                    }
+                }
+                Some(Work::Done { source, error }) => {
+                    open_sources -= 1;
+                    match error {
+                        Some(e) => {
+                            tracing::error!(%source, "source failed: {e}");
+                            first_error.get_or_insert(PipelineError::Source { name: source, message: e });
+                        }
+                        None => tracing::info!(%source, "source finished"),
+                    }
+                }
+                None => open_sources = 0,
+            },
+            b = next_kafka(kafka.as_mut()) => match b {
+                Some(batch) => {
+                    if !pending.is_empty() {
+                        step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                        deadline = None;
+                    }
+                    if let Some(k) = kafka.as_ref() {
+                        k.process(&mut pipeline, batch, opts.kafka_latency.as_deref()).await?;
+                    }
+                    if opts.stop_after.is_some_and(|n| processed(&pipeline.stats) >= n) {
+                        tracing::info!("processed the requested number of envelopes: stopping");
+                        break;
+                    }
+                }
+                None => {
+                    // The poll thread stopped on its own: only after a fatal
+                    // error on the commit side.
+                    first_error.get_or_insert(PipelineError::Stopped("the Kafka consumer stopped".into()));
+                    break;
+                }
+            },
+            req = http_rx.recv(), if http_open => match req {
+                Some(IngestRequest { records, reply }) => {
+                    if !pending.is_empty() {
+                        step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                        deadline = None;
+                    }
+                    let out = step(&mut pipeline, kafka.as_ref(), records).await?;
+                    let _ = reply.send(out.ack());
+                }
+                None => http_open = false,
+            },
+            req = reload_rx.recv(), if reload_open => match req {
+                Some(ReloadRequest { reply }) => {
+                    // Buffered records arrived under the old rules.
+                    if !pending.is_empty() {
+                        step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                        deadline = None;
+                    }
+                    let _ = reply.send(pipeline.reload_rules().await?);
+                }
+                None => reload_open = false,
+            },
+            req = action_rx.recv(), if action_open => match req {
+                Some(ActionRequest { action, reply }) => {
+                    let _ = reply.send(pipeline.apply_action(action)?);
+                }
+                None => action_open = false,
+            },
+            req = redact_rx.recv(), if redact_open => match req {
+                Some(r) => {
+                    let out = pipeline.apply_redaction(&r)?;
+                    let _ = r.reply.send(out);
+                }
+                None => redact_open = false,
+            },
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending::<()>().await,
+                }
+            } => {
+                step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                deadline = None;
+            }
+            _ = &mut signal => {
+                tracing::info!("shutdown requested: draining");
+                break;
+            }
+        }
+    }
+    // Drain what is already buffered, then stop the server and close.
+    step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+    let _ = stop_tx.send(true);
+    if let Some(h) = server {
+        match h.await {
+            Ok(Err(e)) => tracing::error!("HTTP server error: {e}"),
+            Err(e) => tracing::error!("HTTP server task failed: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }
+    while let Ok(IngestRequest { records, reply }) = http_rx.try_recv() {
+        let out = step(&mut pipeline, kafka.as_ref(), records).await?;
+        let _ = reply.send(out.ack());
+    }
+    if let Some(k) = kafka.take() {
+        k.shutdown(&mut pipeline, opts.kafka_latency.as_deref())
+            .await?;
+    }
+    let (stats, checkpoint) = pipeline.close()?;
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(DriveOutcome {
+        stats,
+        checkpoint,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Envelopes taken off the sources so far.
+fn processed(s: &Stats) -> u64 {
+    s.envelopes + s.rejected + s.duplicates
+}
+
+/// Processes a batch from a file, stdin or HTTP and publishes its outputs.
+async fn step(
+    pipeline: &mut Pipeline,
+    kafka: Option<&KafkaIo>,
+    records: Vec<RawRecord>,
+) -> Result<BatchOutcome> {
+    let out = pipeline.process(records).await?;
+    if let Some(k) = kafka {
+        publish(&k.sink, &out).await?;
+    }
+    Ok(out)
+}
+

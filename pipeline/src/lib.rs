@@ -1,0 +1,26 @@
+//! The Dunes data flow as a library:
+//!
+//! ```text
+//! sources/                 stage.rs (per batch)                          sinks/
+//! file, stdin ─┐
+//! HTTP body ───┼─► driver ─► normalise ─► rules + anomaly ─► ledger ─► history ─► files, Kafka
+//! Kafka ───────┘   (batch)   (ingest)     (detect)           (fsync)   (Parquet)   (+ offsets commit)
+//! ```
+//!
+//! [`drive`] runs the loop for `run`, `replay`, `demo` and `bench`;
+//! [`Pipeline`] is the stage one batch goes through (also used alone by
+//! backfill, evaluation and the benches). The binary keeps only the CLI.
+
+mod config;
+mod drive;
+mod error;
+mod rules_watch;
+mod sinks;
+mod sources;
+mod stage;
+
+pub use config::{Config, HttpConfig, IngestSection, LedgerSection};
+pub use drive::{AfterSources, DriveOptions, DriveOutcome, drive};
+pub use error::PipelineError;
+pub use sinks::files::DataPaths;
+pub use stage::{BatchOutcome, PhaseTimes, Pipeline, Stats};

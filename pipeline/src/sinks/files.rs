@@ -1,0 +1,72 @@
+//! NDJSON outputs in the data dir and atomically replaced JSON state files.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::error::{Context, Result};
+
+/// Files the pipeline writes in the data dir.
+pub struct DataPaths {
+    pub dead_letter: PathBuf,
+    pub incidents: PathBuf,
+    pub responses: PathBuf,
+    /// Analyst actions on incidents (also ledgered as `action` records).
+    pub actions: PathBuf,
+}
+
+impl DataPaths {
+    pub fn new(data_dir: &Path) -> Self {
+        DataPaths {
+            dead_letter: data_dir.join("dead-letter.ndjson"),
+            incidents: data_dir.join("incidents.ndjson"),
+            responses: data_dir.join("responses.ndjson"),
+            actions: data_dir.join("actions.ndjson"),
+        }
+    }
+}
+
+/// Appends JSON lines to a file.
+pub(crate) struct NdjsonWriter {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+impl NdjsonWriter {
+    pub(crate) fn open(path: &Path) -> Result<Self> {
+        let f = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        Ok(NdjsonWriter {
+            path: path.to_path_buf(),
+            out: BufWriter::new(f),
+        })
+    }
+
+    pub(crate) fn write<T: Serialize>(&mut self, v: &T) -> Result<()> {
+        serde_json::to_writer(&mut self.out, v)
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.out
+            .write_all(b"\n")
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        self.out
+            .flush()
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+/// Writes JSON atomically (temp file, fsync, rename, directory fsync).
+pub(crate) fn save_json<T: Serialize>(path: &Path, value: &T, what: &str) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let bytes = serde_json::to_vec(value).with_context(|| format!("cannot encode the {what}"))?;
+    dunes_ledger::write_atomic(path, &bytes, false)
+        .with_context(|| format!("cannot save the {what} to {}", path.display()))
+}

@@ -1,0 +1,62 @@
+//! Kafka outputs: dead letters, incidents and responses to their topics.
+
+use std::time::Duration;
+
+use dunes_ingest::kafka::{KafkaSink, OutputMessage};
+
+use crate::error::{Context, Result};
+use crate::stage::BatchOutcome;
+
+/// Sends a batch's dead letters, incidents and responses to their Kafka
+/// topics (when Kafka is on) and waits for every delivery. A failed delivery
+/// (broker unreachable past `delivery_timeout_ms`) is retried with backoff
+/// until it succeeds: the batch's offsets stay uncommitted meanwhile and the
+/// consumer stalls (backpressure), so nothing is lost during an outage; a
+/// retry may deliver some messages twice.
+pub(crate) async fn publish(sink: &KafkaSink, out: &BatchOutcome) -> Result<()> {
+    let to_msgs = |items: Vec<(String, serde_json::Result<Vec<u8>>)>| {
+        items
+            .into_iter()
+            .map(|(key, payload)| {
+                Ok(OutputMessage {
+                    key,
+                    payload: payload?,
+                })
+            })
+            .collect::<serde_json::Result<Vec<_>>>()
+    };
+    let incidents = to_msgs(
+        out.incidents
+            .iter()
+            .map(|i| (i.incident_id.clone(), serde_json::to_vec(i)))
+            .collect(),
+    )
+    .context("cannot encode an incident")?;
+    let responses = to_msgs(
+        out.responses
+            .iter()
+            .map(|r| (r.response_id.clone(), serde_json::to_vec(r)))
+            .collect(),
+    )
+    .context("cannot encode a response")?;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        let (a, b, c) = tokio::join!(
+            sink.send_dead_letters(&out.dead_letters),
+            sink.send_incidents(&incidents),
+            sink.send_responses(&responses),
+        );
+        match a.and(b).and(c) {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                metrics::counter!("dunes_kafka_delivery_retries_total").increment(1);
+                tracing::error!(
+                    "kafka output delivery failed, retrying in {:?} (offsets stay uncommitted): {e}",
+                    backoff
+                );
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(15));
+            }
+        }
+    }
+}
