@@ -94,7 +94,7 @@ pub async fn run(
         hist.max() as f64 / 1000.0,
         hist.len()
     );
-    println!("  time: {}", phase_split(&stats.time));
+    println!("  time per stage:{}", phase_split(&stats.time, stats.envelopes));
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -229,7 +229,7 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
         n.saturating_sub(1) as f64 / steady.as_secs_f64().max(1e-9)
     );
     println!("  produce->ledger latency (ms): p50 {p50:.1}  p99 {p99:.1}  max {max:.1}");
-    println!("  pipeline time: {}", phase_split(&s.time));
+    println!("  pipeline time per stage:{}", phase_split(&s.time, s.envelopes));
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -237,17 +237,30 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Where the pipeline's time went, as shares of the total.
-fn phase_split(t: &dunes_pipeline::PhaseTimes) -> String {
-    let total = (t.normalize_us + t.detect_us + t.ledger_us + t.outputs_us).max(1) as f64;
-    let pct = |v: u64| 100.0 * v as f64 / total;
-    format!(
-        "normalise {:.0}%  detect {:.0}%  ledger+fsync {:.0}%  outputs {:.0}%",
-        pct(t.normalize_us),
-        pct(t.detect_us),
-        pct(t.ledger_us),
-        pct(t.outputs_us)
-    )
+/// Where the pipeline's time went: per stage its share of the total, its
+/// seconds and the events/s it alone would sustain (events / its time).
+fn phase_split(t: &dunes_pipeline::PhaseTimes, events: u64) -> String {
+    let stages = [
+        ("normalise", t.normalize_us),
+        ("detect", t.detect_us),
+        ("ledger+fsync", t.ledger_us),
+        ("state", t.state_us),
+        ("history", t.history_us),
+        ("outputs", t.outputs_us),
+    ];
+    let total = stages.iter().map(|s| s.1).sum::<u64>().max(1) as f64;
+    stages
+        .iter()
+        .map(|(name, us)| {
+            let eps = events as f64 / (*us).max(1) as f64 * 1e6;
+            format!(
+                "\n    {name:<13} {:>5.1}%  {:>8.2}s  {:>12.0} events/s",
+                100.0 * *us as f64 / total,
+                *us as f64 / 1e6,
+                eps
+            )
+        })
+        .collect()
 }
 
 /// Produces `lines` (rate-limited when `rate > 0`) and waits for delivery.

@@ -22,11 +22,11 @@ use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
 use crate::rules_watch::{rules_fingerprint, watch_rules};
 use crate::sinks::files::DataPaths;
-use crate::sinks::kafka::publish;
 use crate::sources::Work;
 use crate::sources::file::source_thread;
 use crate::sources::kafka::{KafkaIo, next_kafka};
-use crate::stage::{BatchOutcome, Pipeline, Stats};
+use crate::flow::{Ack, Stages};
+use crate::stage::{Pipeline, Stats};
 
 /// Called once every file/stdin source is exhausted and processed.
 pub type AfterSources = Box<dyn FnOnce(&Stats, &IncidentStore, Option<SocketAddr>) + Send>;
@@ -109,10 +109,13 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         .context("cannot load earlier incident actions")?;
     let rules_dir = cfg.rules_dir();
     let rules_fingerprint = rules_fingerprint(&rules_dir);
-    let mut pipeline = Pipeline::open(cfg, store.clone(), opts.incidents_out.as_deref()).await?;
-    let mut kafka = match cfg.kafka.enabled {
-        true => Some(KafkaIo::start(cfg).await?),
-        false => None,
+    let pipeline = Pipeline::open(cfg, store.clone(), opts.incidents_out.as_deref()).await?;
+    let (kafka, mut kafka_rx) = match cfg.kafka.enabled {
+        true => {
+            let (k, rx) = KafkaIo::start(cfg).await?;
+            (Some(k), Some(rx))
+        }
+        false => (None, None),
     };
 
     // Sources.
@@ -211,29 +214,49 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     let mut first_error: Option<PipelineError> = None;
     let mut sources_done_fired = false;
     let mut http_open = cfg.http.enabled;
+    let mut stages = Stages::start(pipeline, kafka, opts.kafka_latency.clone())?;
+    let stop_after = opts.stop_after;
+    let stop_after_reached =
+        |s: &Stages| stop_after.is_some_and(|n| processed(&s.pipeline.stats) >= n);
 
     loop {
         if open_sources == 0 && !sources_done_fired {
             sources_done_fired = true;
-            step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+            stages.submit(std::mem::take(&mut pending), Ack::File).await?;
+            stages.drain().await?;
             deadline = None;
             if let Some(cb) = opts.after_sources.take() {
-                cb(&pipeline.stats, &store, bound_addr);
+                cb(&stages.pipeline.stats, &store, bound_addr);
             }
-            if first_error.is_some() || !opts.keep_running || (!cfg.http.enabled && kafka.is_none())
+            if first_error.is_some()
+                || !opts.keep_running
+                || (!cfg.http.enabled && kafka_rx.is_none())
             {
                 break;
             }
         }
         tokio::select! {
+            d = stages.decoded.recv(), if stages.in_flight > 0 => match d {
+                Some(d) => {
+                    stages.complete(d).await?;
+                    if stop_after_reached(&stages) {
+                        tracing::info!("processed the requested number of envelopes: stopping");
+                        break;
+                    }
+                }
+                None => {
+                    first_error.get_or_insert(PipelineError::Stopped("the decode thread stopped".into()));
+                    break;
+                }
+            },
             w = work_rx.recv(), if open_sources > 0 => match w {
                 Some(Work::Chunk(mut recs)) => {
                     if pending.is_empty() && recs.len() >= batch_size {
-                        step(&mut pipeline, kafka.as_ref(), recs).await?;
+                        stages.submit(recs, Ack::File).await?;
                     } else {
                         pending.append(&mut recs);
                         if pending.len() >= batch_size {
-                            step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                            stages.submit(std::mem::take(&mut pending), Ack::File).await?;
                             deadline = None;
                         } else if deadline.is_none() {
                             deadline = Some(tokio::time::Instant::now() + timeout);
@@ -252,19 +275,14 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                 }
                 None => open_sources = 0,
             },
-            b = next_kafka(kafka.as_mut()) => match b {
-                Some(batch) => {
+            b = next_kafka(kafka_rx.as_mut()) => match b {
+                Some(mut batch) => {
                     if !pending.is_empty() {
-                        step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                        stages.submit(std::mem::take(&mut pending), Ack::File).await?;
                         deadline = None;
                     }
-                    if let Some(k) = kafka.as_ref() {
-                        k.process(&mut pipeline, batch, opts.kafka_latency.as_deref()).await?;
-                    }
-                    if opts.stop_after.is_some_and(|n| processed(&pipeline.stats) >= n) {
-                        tracing::info!("processed the requested number of envelopes: stopping");
-                        break;
-                    }
+                    let records = std::mem::take(&mut batch.records);
+                    stages.submit(records, Ack::Kafka(batch)).await?;
                 }
                 None => {
                     // The poll thread stopped on its own: only after a fatal
@@ -276,34 +294,34 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             req = http_rx.recv(), if http_open => match req {
                 Some(IngestRequest { records, reply }) => {
                     if !pending.is_empty() {
-                        step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                        stages.submit(std::mem::take(&mut pending), Ack::File).await?;
                         deadline = None;
                     }
-                    let out = step(&mut pipeline, kafka.as_ref(), records).await?;
-                    let _ = reply.send(out.ack());
+                    stages.submit(records, Ack::Http(reply)).await?;
                 }
                 None => http_open = false,
             },
             req = reload_rx.recv(), if reload_open => match req {
                 Some(ReloadRequest { reply }) => {
-                    // Buffered records arrived under the old rules.
+                    // Buffered and in-flight records arrived under the old rules.
                     if !pending.is_empty() {
-                        step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                        stages.submit(std::mem::take(&mut pending), Ack::File).await?;
                         deadline = None;
                     }
-                    let _ = reply.send(pipeline.reload_rules().await?);
+                    stages.drain().await?;
+                    let _ = reply.send(stages.pipeline.reload_rules().await?);
                 }
                 None => reload_open = false,
             },
             req = action_rx.recv(), if action_open => match req {
                 Some(ActionRequest { action, reply }) => {
-                    let _ = reply.send(pipeline.apply_action(action)?);
+                    let _ = reply.send(stages.pipeline.apply_action(action)?);
                 }
                 None => action_open = false,
             },
             req = redact_rx.recv(), if redact_open => match req {
                 Some(r) => {
-                    let out = pipeline.apply_redaction(&r)?;
+                    let out = stages.pipeline.apply_redaction(&r)?;
                     let _ = r.reply.send(out);
                 }
                 None => redact_open = false,
@@ -314,7 +332,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                     None => std::future::pending::<()>().await,
                 }
             } => {
-                step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+                stages.submit(std::mem::take(&mut pending), Ack::File).await?;
                 deadline = None;
             }
             _ = &mut signal => {
@@ -324,7 +342,8 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         }
     }
     // Drain what is already buffered, then stop the server and close.
-    step(&mut pipeline, kafka.as_ref(), std::mem::take(&mut pending)).await?;
+    stages.submit(std::mem::take(&mut pending), Ack::File).await?;
+    stages.drain().await?;
     let _ = stop_tx.send(true);
     if let Some(h) = server {
         match h.await {
@@ -334,12 +353,29 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         }
     }
     while let Ok(IngestRequest { records, reply }) = http_rx.try_recv() {
-        let out = step(&mut pipeline, kafka.as_ref(), records).await?;
-        let _ = reply.send(out.ack());
+        stages.submit(records, Ack::Http(reply)).await?;
     }
-    if let Some(k) = kafka.take() {
-        k.shutdown(&mut pipeline, opts.kafka_latency.as_deref())
-            .await?;
+    // Kafka: stop polling, process and commit what was handed over.
+    if let (Some(k), Some(rx)) = (stages.kafka.as_ref(), kafka_rx.as_mut()) {
+        k.request_stop();
+        loop {
+            match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
+                Ok(Some(mut batch)) => {
+                    let records = std::mem::take(&mut batch.records);
+                    stages.submit(records, Ack::Kafka(batch)).await?;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    if stages.kafka.as_ref().is_none_or(KafkaIo::finished) && rx.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let (pipeline, kafka) = stages.stop().await?;
+    if let Some(k) = kafka {
+        k.join();
     }
     let (stats, checkpoint) = pipeline.close()?;
     if let Some(e) = first_error {
@@ -356,17 +392,3 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
 fn processed(s: &Stats) -> u64 {
     s.envelopes + s.rejected + s.duplicates
 }
-
-/// Processes a batch from a file, stdin or HTTP and publishes its outputs.
-async fn step(
-    pipeline: &mut Pipeline,
-    kafka: Option<&KafkaIo>,
-    records: Vec<RawRecord>,
-) -> Result<BatchOutcome> {
-    let out = pipeline.process(records).await?;
-    if let Some(k) = kafka {
-        publish(&k.sink, &out).await?;
-    }
-    Ok(out)
-}
-

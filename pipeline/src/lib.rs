@@ -14,6 +14,7 @@
 mod config;
 mod drive;
 mod error;
+mod flow;
 mod rules_watch;
 mod sinks;
 mod sources;
@@ -23,4 +24,4 @@ pub use config::{Config, HttpConfig, IngestSection, LedgerSection};
 pub use drive::{AfterSources, DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
 pub use sinks::files::DataPaths;
-pub use stage::{BatchOutcome, PhaseTimes, Pipeline, Stats};
+pub use stage::{BatchOutcome, Decoded, Decoder, PhaseTimes, Pipeline, Stats};

@@ -14,7 +14,9 @@ use dunes_detect::{
     ActionKind, Engine, HistoryWriter, Incident, IncidentAction, IncidentStore, Level,
     ResponseConfig, ResponseRecord,
 };
-use dunes_ingest::{DeadLetterWriter, Dedup, IngestConfig, Normalizer, RawRecord, Rejected};
+use dunes_ingest::{
+    DeadLetterWriter, DecodedBatch, Dedup, IngestConfig, Normalizer, RawRecord, Rejected,
+};
 use dunes_ledger::{Ledger, LedgerConfig, RecordKind};
 use serde::Serialize;
 
@@ -42,9 +44,17 @@ pub struct Stats {
 /// Where a batch's time goes.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct PhaseTimes {
+    /// Decoding (contract, normalisation, de-duplication) and dead letters.
     pub normalize_us: u64,
+    /// Rules and the anomaly monitor.
     pub detect_us: u64,
+    /// Ledger appends and the fsync.
     pub ledger_us: u64,
+    /// Detection state (and anomaly state) saved.
+    pub state_us: u64,
+    /// Parquet history.
+    pub history_us: u64,
+    /// NDJSON outputs, incident store, checkpoints.
     pub outputs_us: u64,
 }
 
@@ -54,7 +64,11 @@ pub struct BatchOutcome {
     pub accepted: u64,
     pub rejected: u64,
     pub incidents: Vec<Incident>,
+    /// `incidents[i]` as ledgered (its JSON, encoded once).
+    pub incident_json: Vec<Vec<u8>>,
     pub responses: Vec<ResponseRecord>,
+    /// `responses[i]` as ledgered.
+    pub response_json: Vec<Vec<u8>>,
     /// The rejected records (already in the dead-letter file), for the
     /// Kafka dead-letter topic.
     pub dead_letters: Vec<Rejected>,
@@ -72,11 +86,45 @@ impl BatchOutcome {
     }
 }
 
-pub struct Pipeline {
+/// The first half of the stage: contract check, normalisation to Arrow and
+/// de-duplication. The driver moves it to a thread of its own
+/// ([`Pipeline::take_decoder`]) so batch N+1 decodes while batch N is in
+/// detection and the ledger; batches keep their order.
+pub struct Decoder {
     normalizer: Normalizer,
     /// Ids of recently ledgered events (rebuilt from the ledger's tail on
     /// open), so a redelivered event is never ledgered twice.
     dedup: Dedup,
+}
+
+/// A batch after the [`Decoder`], ready for [`Pipeline::finish`].
+pub struct Decoded {
+    batch: DecodedBatch,
+    /// When decoding started (the batch latency is measured from it).
+    started: std::time::Instant,
+    decode_us: u64,
+}
+
+impl Decoder {
+    /// Decodes one batch; only an internal error (not bad input, which is
+    /// rejected record by record) fails.
+    pub fn decode(&mut self, records: Vec<RawRecord>) -> Result<Decoded> {
+        let started = std::time::Instant::now();
+        let batch = self
+            .normalizer
+            .decode_batch_dedup(records, &mut self.dedup)
+            .context("normalisation failed")?;
+        Ok(Decoded {
+            batch,
+            started,
+            decode_us: started.elapsed().as_micros() as u64,
+        })
+    }
+}
+
+pub struct Pipeline {
+    /// `None` once the driver moved it to its own thread.
+    decoder: Option<Decoder>,
     engine: Engine,
     /// Where the rules were loaded from (hot reload reads it again).
     rules_dir: PathBuf,
@@ -179,8 +227,10 @@ impl Pipeline {
             history,
             actions_out: NdjsonWriter::open(&paths.actions)?,
             rules_view,
-            normalizer: Normalizer::new(ingest_cfg),
-            dedup,
+            decoder: Some(Decoder {
+                normalizer: Normalizer::new(ingest_cfg),
+                dedup,
+            }),
             engine,
             rules_dir,
             rule_set_version,
@@ -255,11 +305,34 @@ impl Pipeline {
         if records.is_empty() {
             return Ok(BatchOutcome::default());
         }
-        let t0 = std::time::Instant::now();
         let decoded = self
-            .normalizer
-            .decode_batch_dedup(records, &mut self.dedup)
-            .context("normalisation failed")?;
+            .decoder
+            .as_mut()
+            .ok_or_else(|| {
+                PipelineError::Stopped("the decoder runs on the driver's decode thread".into())
+            })?
+            .decode(records)?;
+        self.finish(decoded).await
+    }
+
+    /// Moves the decoder out, for a thread of its own; [`Pipeline::process`]
+    /// refuses batches afterwards (use [`Pipeline::finish`]).
+    pub fn take_decoder(&mut self) -> Option<Decoder> {
+        self.decoder.take()
+    }
+
+    /// The second half of the stage: detection, ledger (fsync), history,
+    /// outputs. Batches must arrive in the order they were decoded.
+    pub async fn finish(&mut self, decoded: Decoded) -> Result<BatchOutcome> {
+        let Decoded {
+            batch: decoded,
+            started: t0,
+            decode_us,
+        } = decoded;
+        if decoded.accepted.is_empty() && decoded.rejected.is_empty() && decoded.duplicates.is_empty()
+        {
+            return Ok(BatchOutcome::default());
+        }
         if !decoded.duplicates.is_empty() {
             tracing::info!(
                 duplicates = decoded.duplicates.len(),
@@ -267,6 +340,7 @@ impl Pipeline {
                 "skipped envelopes already in the ledger (same event_id and bytes)"
             );
         }
+        let dl0 = std::time::Instant::now();
         for r in &decoded.rejected {
             self.dead_letter
                 .write(r)
@@ -313,6 +387,9 @@ impl Pipeline {
                 .collect()
         };
         let mut incident_index: HashMap<String, u64> = HashMap::new();
+        // Each incident and response is encoded once: the same bytes go to
+        // the ledger, the NDJSON outputs and the Kafka topics.
+        let mut incident_json = Vec::with_capacity(detection.incidents.len());
         for inc in detection.incidents {
             if self.store.contains(&inc.incident_id) {
                 // The same rule, entity and first event were already
@@ -327,6 +404,7 @@ impl Pipeline {
                 .context("ledger append failed")?;
             incident_index.insert(inc.incident_id.clone(), idx);
             incidents.push(inc);
+            incident_json.push(payload);
         }
         // Suppressed matches: the earlier incident, with its running count,
         // is ledgered again (same incident_id; the newest record wins).
@@ -342,9 +420,10 @@ impl Pipeline {
             self.ledger
                 .append(RecordKind::Incident, now_us, &payload, &refs)
                 .context("ledger append failed")?;
-            updates.push(inc);
+            updates.push((inc, payload));
         }
         let mut responses = Vec::with_capacity(detection.responses.len());
+        let mut response_json = Vec::with_capacity(detection.responses.len());
         for resp in detection.responses {
             let Some(&inc_idx) = incident_index.get(&resp.incident_id) else {
                 continue;
@@ -354,38 +433,42 @@ impl Pipeline {
                 .append(RecordKind::Response, now_us, &payload, &[inc_idx])
                 .context("ledger append failed")?;
             responses.push(resp);
+            response_json.push(payload);
         }
         self.ledger.sync().context("ledger sync failed")?;
         self.dead_letter
             .flush_sync()
             .context("cannot sync the dead-letter file")?;
+        let t_synced = std::time::Instant::now();
         save_state(&self.state_path, &self.engine.snapshot())?;
+        if let Some(a) = &mut self.anomaly
+            && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
+        {
+            a.save()?;
+        }
+        let t_state = std::time::Instant::now();
         if let Some(h) = &mut self.history {
             h.write("events", &decoded.events)
                 .context("cannot write the event history")?;
             h.write("tool_defs", &decoded.tool_defs)
                 .context("cannot write the event history")?;
         }
+        let t_history = std::time::Instant::now();
         metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
         metrics::counter!("dunes_rejected_total").increment(decoded.rejected.len() as u64);
-        if let Some(a) = &mut self.anomaly
-            && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
-        {
-            a.save()?;
-        }
-        for inc in updates {
-            self.incidents_out.write(&inc)?;
+        for (inc, json) in updates {
+            self.incidents_out.write_line(&json)?;
             if let Some(extra) = &mut self.extra_incidents_out {
-                extra.write(&inc)?;
+                extra.write_line(&json)?;
             }
             self.store.insert(inc);
         }
         let t3 = std::time::Instant::now();
 
-        for inc in &incidents {
-            self.incidents_out.write(inc)?;
+        for (inc, json) in incidents.iter().zip(&incident_json) {
+            self.incidents_out.write_line(json)?;
             if let Some(extra) = &mut self.extra_incidents_out {
-                extra.write(inc)?;
+                extra.write_line(json)?;
             }
             self.stats.incidents += 1;
             self.stats.incidents_by_level[(inc.level.as_u8() - 1) as usize] += 1;
@@ -411,8 +494,8 @@ impl Pipeline {
             }
             self.store.insert(inc.clone());
         }
-        for r in &responses {
-            self.responses_out.write(r)?;
+        for (r, json) in responses.iter().zip(&response_json) {
+            self.responses_out.write_line(json)?;
             tracing::warn!(
                 target: "dunes::response",
                 response = %r.response_id, action = %r.action, target = ?r.target,
@@ -431,9 +514,14 @@ impl Pipeline {
 
         let t4 = std::time::Instant::now();
         let us = |a: std::time::Instant, b: std::time::Instant| (b - a).as_micros() as u64;
-        self.stats.time.normalize_us += us(t0, t1);
+        // Decoding may have overlapped the previous batch: its own time, plus
+        // the dead-letter writes.
+        self.stats.time.normalize_us += decode_us + us(dl0, t1);
         self.stats.time.detect_us += us(t1, t2);
-        self.stats.time.ledger_us += us(t2, t3);
+        self.stats.time.ledger_us += us(t2, t_synced);
+        self.stats.time.state_us += us(t_synced, t_state);
+        self.stats.time.history_us += us(t_state, t_history);
+        self.stats.time.outputs_us += us(t_history, t3);
         self.stats.time.outputs_us += us(t3, t4);
         let accepted = decoded.accepted.len() as u64;
         let rejected = decoded.rejected.len() as u64;
@@ -452,7 +540,9 @@ impl Pipeline {
             accepted,
             rejected,
             incidents,
+            incident_json,
             responses,
+            response_json,
             dead_letters: decoded.rejected,
         })
     }

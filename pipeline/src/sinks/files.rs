@@ -55,6 +55,14 @@ impl NdjsonWriter {
             .with_context(|| format!("cannot write {}", self.path.display()))
     }
 
+    /// Appends one line that is already JSON.
+    pub(crate) fn write_line(&mut self, json: &[u8]) -> Result<()> {
+        self.out
+            .write_all(json)
+            .and_then(|()| self.out.write_all(b"\n"))
+            .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
     pub(crate) fn flush(&mut self) -> Result<()> {
         self.out
             .flush()

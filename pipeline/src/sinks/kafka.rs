@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use dunes_ingest::kafka::{KafkaSink, OutputMessage};
 
-use crate::error::{Context, Result};
+use crate::error::Result;
 use crate::stage::BatchOutcome;
 
 /// Sends a batch's dead letters, incidents and responses to their Kafka
@@ -14,31 +14,25 @@ use crate::stage::BatchOutcome;
 /// consumer stalls (backpressure), so nothing is lost during an outage; a
 /// retry may deliver some messages twice.
 pub(crate) async fn publish(sink: &KafkaSink, out: &BatchOutcome) -> Result<()> {
-    let to_msgs = |items: Vec<(String, serde_json::Result<Vec<u8>>)>| {
-        items
-            .into_iter()
-            .map(|(key, payload)| {
-                Ok(OutputMessage {
-                    key,
-                    payload: payload?,
-                })
-            })
-            .collect::<serde_json::Result<Vec<_>>>()
-    };
-    let incidents = to_msgs(
-        out.incidents
-            .iter()
-            .map(|i| (i.incident_id.clone(), serde_json::to_vec(i)))
-            .collect(),
-    )
-    .context("cannot encode an incident")?;
-    let responses = to_msgs(
-        out.responses
-            .iter()
-            .map(|r| (r.response_id.clone(), serde_json::to_vec(r)))
-            .collect(),
-    )
-    .context("cannot encode a response")?;
+    // The bytes the ledger holds, not a second encoding.
+    let incidents: Vec<OutputMessage> = out
+        .incidents
+        .iter()
+        .zip(&out.incident_json)
+        .map(|(i, json)| OutputMessage {
+            key: i.incident_id.clone(),
+            payload: json.clone(),
+        })
+        .collect();
+    let responses: Vec<OutputMessage> = out
+        .responses
+        .iter()
+        .zip(&out.response_json)
+        .map(|(r, json)| OutputMessage {
+            key: r.response_id.clone(),
+            payload: json.clone(),
+        })
+        .collect();
     let mut backoff = Duration::from_millis(500);
     loop {
         let (a, b, c) = tokio::join!(

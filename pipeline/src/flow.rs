@@ -1,0 +1,171 @@
+//! Overlapped stages: a decode thread (contract check, normalisation,
+//! de-duplication) works on batch N+1 while the driver task runs detection,
+//! the ledger and the sinks on batch N. Batches keep their order; at most
+//! [`IN_FLIGHT`] are between the two (bounded channels, no unbounded queue),
+//! and each carries what to do once it is durable ([`Ack`]).
+
+use std::sync::Mutex;
+
+use dunes_ingest::RawRecord;
+use dunes_ingest::kafka::KafkaBatch;
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::error::{PipelineError, Result};
+use crate::sinks::kafka::publish;
+use crate::sources::kafka::KafkaIo;
+use crate::stage::{BatchOutcome, Decoded, Decoder, Pipeline};
+
+/// Batches submitted and not yet durable: one decoding, one waiting for
+/// (or in) detection.
+const IN_FLIGHT: usize = 2;
+
+/// What completes a batch once it is durable.
+pub(crate) enum Ack {
+    /// A file or stdin chunk: nothing to answer.
+    File,
+    /// An HTTP ingest request, answered with its counts.
+    Http(oneshot::Sender<dunes_api::IngestAck>),
+    /// A Kafka batch (its records taken out): outputs delivered, then its
+    /// offsets committed.
+    Kafka(KafkaBatch),
+}
+
+type DecodeResult = (Result<Decoded>, Ack);
+
+pub(crate) struct Stages {
+    pub(crate) pipeline: Pipeline,
+    pub(crate) kafka: Option<KafkaIo>,
+    to_decoder: Option<mpsc::Sender<(Vec<RawRecord>, Ack)>>,
+    /// Decoded batches, in submission order.
+    pub(crate) decoded: mpsc::Receiver<DecodeResult>,
+    pub(crate) in_flight: usize,
+    decoder_thread: Option<std::thread::JoinHandle<()>>,
+    latency: Option<std::sync::Arc<Mutex<Histogram<u64>>>>,
+}
+
+impl Stages {
+    /// Moves the pipeline's decoder to a thread of its own.
+    pub(crate) fn start(
+        mut pipeline: Pipeline,
+        kafka: Option<KafkaIo>,
+        latency: Option<std::sync::Arc<Mutex<Histogram<u64>>>>,
+    ) -> Result<Stages> {
+        let mut decoder: Decoder = pipeline
+            .take_decoder()
+            .ok_or_else(|| PipelineError::Stopped("the decoder was already taken".into()))?;
+        let (to_decoder, mut inbox) = mpsc::channel::<(Vec<RawRecord>, Ack)>(IN_FLIGHT);
+        let (outbox, decoded) = mpsc::channel::<DecodeResult>(IN_FLIGHT);
+        let decoder_thread = std::thread::Builder::new()
+            .name("dunes-decode".into())
+            .spawn(move || {
+                while let Some((records, ack)) = inbox.blocking_recv() {
+                    let out = decoder.decode(records);
+                    if outbox.blocking_send((out, ack)).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| PipelineError::Io {
+                what: "cannot start the decode thread".into(),
+                source: e,
+            })?;
+        Ok(Stages {
+            pipeline,
+            kafka,
+            to_decoder: Some(to_decoder),
+            decoded,
+            in_flight: 0,
+            decoder_thread: Some(decoder_thread),
+            latency,
+        })
+    }
+
+    /// Hands a batch to the decode thread; first completes the oldest batch
+    /// when [`IN_FLIGHT`] are already under way (backpressure).
+    pub(crate) async fn submit(&mut self, records: Vec<RawRecord>, ack: Ack) -> Result<()> {
+        if records.is_empty() {
+            if let Ack::Http(reply) = ack {
+                let _ = reply.send(BatchOutcome::default().ack());
+            }
+            return Ok(());
+        }
+        while self.in_flight >= IN_FLIGHT {
+            self.complete_next().await?;
+        }
+        let tx = self
+            .to_decoder
+            .as_ref()
+            .ok_or_else(|| PipelineError::Stopped("the decode thread was stopped".into()))?;
+        tx.send((records, ack))
+            .await
+            .map_err(|_| PipelineError::Stopped("the decode thread stopped".into()))?;
+        self.in_flight += 1;
+        Ok(())
+    }
+
+    /// Waits for the oldest batch in flight and completes it.
+    pub(crate) async fn complete_next(&mut self) -> Result<()> {
+        match self.decoded.recv().await {
+            Some(d) => self.complete(d).await,
+            None => Err(PipelineError::Stopped("the decode thread stopped".into())),
+        }
+    }
+
+    /// Completes every batch in flight (before a reload, at the end of the
+    /// sources, on shutdown).
+    pub(crate) async fn drain(&mut self) -> Result<()> {
+        while self.in_flight > 0 {
+            self.complete_next().await?;
+        }
+        Ok(())
+    }
+
+    /// Detection, ledger, sinks for one decoded batch, then its [`Ack`].
+    pub(crate) async fn complete(&mut self, (decoded, ack): DecodeResult) -> Result<()> {
+        self.in_flight -= 1;
+        let out = match decoded {
+            Ok(d) => self.pipeline.finish(d).await,
+            Err(e) => Err(e),
+        };
+        let out = match out {
+            Ok(o) => o,
+            Err(e) => {
+                if let (Ack::Kafka(_), Some(k)) = (&ack, &self.kafka) {
+                    k.abandon();
+                }
+                return Err(e);
+            }
+        };
+        match ack {
+            Ack::File => {
+                if let Some(k) = &self.kafka {
+                    publish(&k.sink, &out).await?;
+                }
+            }
+            Ack::Http(reply) => {
+                if let Some(k) = &self.kafka {
+                    publish(&k.sink, &out).await?;
+                }
+                let _ = reply.send(out.ack());
+            }
+            Ack::Kafka(batch) => {
+                let Some(k) = &self.kafka else {
+                    return Err(PipelineError::Stopped("a Kafka batch without Kafka".into()));
+                };
+                k.complete(&out, &batch, self.latency.as_deref()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains, stops the decode thread and hands the pipeline back.
+    pub(crate) async fn stop(mut self) -> Result<(Pipeline, Option<KafkaIo>)> {
+        self.drain().await?;
+        self.to_decoder = None;
+        if let Some(t) = self.decoder_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+        Ok((self.pipeline, self.kafka))
+    }
+}
