@@ -94,7 +94,10 @@ pub async fn run(
         hist.max() as f64 / 1000.0,
         hist.len()
     );
-    println!("  time per stage:{}", phase_split(&stats.time, stats.envelopes));
+    println!(
+        "  time per stage:{}",
+        phase_split(&stats.time, stats.envelopes)
+    );
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -229,7 +232,10 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
         n.saturating_sub(1) as f64 / steady.as_secs_f64().max(1e-9)
     );
     println!("  produce->ledger latency (ms): p50 {p50:.1}  p99 {p99:.1}  max {max:.1}");
-    println!("  pipeline time per stage:{}", phase_split(&s.time, s.envelopes));
+    println!(
+        "  pipeline time per stage:{}",
+        phase_split(&s.time, s.envelopes)
+    );
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }

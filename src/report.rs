@@ -184,4 +184,3 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
     print_summary(&cfg, &out);
     Ok(())
 }
-

@@ -164,6 +164,8 @@ impl Engine {
             .with_target_partitions(1)
             .with_information_schema(false);
         let ctx = SessionContext::new_with_config(config);
+        // Patterns compiled once per engine, not once per batch.
+        ctx.register_udf(crate::regex_udf::RegexpLike::udf());
         let events: Slot = Arc::default();
         let tool_defs: Slot = Arc::default();
         register(

@@ -20,12 +20,12 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
+use crate::flow::{Ack, Stages};
 use crate::rules_watch::{rules_fingerprint, watch_rules};
 use crate::sinks::files::DataPaths;
 use crate::sources::Work;
 use crate::sources::file::source_thread;
 use crate::sources::kafka::{KafkaIo, next_kafka};
-use crate::flow::{Ack, Stages};
 use crate::stage::{Pipeline, Stats};
 
 /// Called once every file/stdin source is exhausted and processed.
@@ -70,7 +70,6 @@ pub struct DriveOutcome {
     pub checkpoint: Option<dunes_ledger::Checkpoint>,
     pub elapsed: Duration,
 }
-
 
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -222,7 +221,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     loop {
         if open_sources == 0 && !sources_done_fired {
             sources_done_fired = true;
-            stages.submit(std::mem::take(&mut pending), Ack::File).await?;
+            stages
+                .submit(std::mem::take(&mut pending), Ack::File)
+                .await?;
             stages.drain().await?;
             deadline = None;
             if let Some(cb) = opts.after_sources.take() {
@@ -342,7 +343,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         }
     }
     // Drain what is already buffered, then stop the server and close.
-    stages.submit(std::mem::take(&mut pending), Ack::File).await?;
+    stages
+        .submit(std::mem::take(&mut pending), Ack::File)
+        .await?;
     stages.drain().await?;
     let _ = stop_tx.send(true);
     if let Some(h) = server {

@@ -24,7 +24,6 @@ use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
 use crate::sinks::files::{DataPaths, NdjsonWriter, save_json};
 
-
 /// Running totals.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Stats {
@@ -171,7 +170,6 @@ impl AnomalyPart {
         Ok(())
     }
 }
-
 
 impl Pipeline {
     /// Opens the data dir (creating it), the ledger (generating keys on
@@ -329,7 +327,9 @@ impl Pipeline {
             started: t0,
             decode_us,
         } = decoded;
-        if decoded.accepted.is_empty() && decoded.rejected.is_empty() && decoded.duplicates.is_empty()
+        if decoded.accepted.is_empty()
+            && decoded.rejected.is_empty()
+            && decoded.duplicates.is_empty()
         {
             return Ok(BatchOutcome::default());
         }
@@ -918,4 +918,3 @@ fn load_state(path: &Path) -> Result<Option<dunes_detect::EngineState>> {
 fn save_state(path: &Path, state: &dunes_detect::EngineState) -> Result<()> {
     save_json(path, state, "detection state")
 }
-

@@ -66,7 +66,11 @@ async fn a_batch_is_ledgered_and_each_incident_counted_once() {
                 .to_string()
         })
         .collect();
-    let reported: Vec<String> = out.incidents.iter().map(|i| i.incident_id.clone()).collect();
+    let reported: Vec<String> = out
+        .incidents
+        .iter()
+        .map(|i| i.incident_id.clone())
+        .collect();
     assert_eq!(written, reported);
     let mut ledgered = Vec::new();
     dunes_ledger::for_each_record(&cfg.data_dir, 0, |r| {

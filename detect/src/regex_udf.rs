@@ -1,0 +1,213 @@
+//! `regexp_like` for rule plans. DataFusion's built-in rewrites the call into
+//! the `~` operator, which compiles the pattern again for every batch; rule
+//! plans are re-executed per batch, so this version compiles each pattern
+//! once per engine and keeps it, with a larger lazy-DFA cache so long tool
+//! results stay on the fast engine. Same semantics as the built-in (the
+//! `regex` crate, flags as an optional third argument, `g` refused); other
+//! argument shapes (a pattern column) go to the built-in.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::datatypes::DataType;
+use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+};
+use regex::Regex;
+
+/// Lazy-DFA cache per compiled pattern (the `regex` default is 2 MiB; the
+/// large case-insensitive alternations of the pack thrash it on long texts
+/// and fall back to the much slower NFA simulation).
+const DFA_CACHE_BYTES: usize = 16 << 20;
+
+#[derive(Debug)]
+pub(crate) struct RegexpLike {
+    builtin: Arc<ScalarUDF>,
+    compiled: Mutex<HashMap<String, Arc<Regex>>>,
+}
+
+impl RegexpLike {
+    pub(crate) fn udf() -> ScalarUDF {
+        ScalarUDF::new_from_impl(RegexpLike {
+            builtin: datafusion::functions::regex::regexp_like(),
+            compiled: Mutex::default(),
+        })
+    }
+
+    fn regex(&self, pattern: &str, flags: Option<&str>) -> Result<Arc<Regex>> {
+        let pattern = match flags {
+            Some(f) if !f.is_empty() => format!("(?{f}){pattern}"),
+            _ => pattern.to_string(),
+        };
+        let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(re) = cache.get(&pattern) {
+            return Ok(re.clone());
+        }
+        let re = regex::RegexBuilder::new(&pattern)
+            .dfa_size_limit(DFA_CACHE_BYTES)
+            .build()
+            .map_err(|e| {
+                DataFusionError::Execution(format!("Regular expression did not compile: {e:?}"))
+            })?;
+        let re = Arc::new(re);
+        cache.insert(pattern, re.clone());
+        Ok(re)
+    }
+}
+
+fn scalar_str(v: &ScalarValue) -> Result<Option<&str>> {
+    match v.try_as_str() {
+        Some(s) => Ok(s),
+        None => exec_err!("regexp_like: unsupported type {:?}", v.data_type()),
+    }
+}
+
+fn is_match(values: &ArrayRef, re: &Regex) -> Result<ArrayRef> {
+    let out: BooleanArray = match values.data_type() {
+        DataType::Utf8 => values
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.map(|s| re.is_match(s)))
+            .collect(),
+        DataType::LargeUtf8 => values
+            .as_string::<i64>()
+            .iter()
+            .map(|v| v.map(|s| re.is_match(s)))
+            .collect(),
+        DataType::Utf8View => values
+            .as_string_view()
+            .iter()
+            .map(|v| v.map(|s| re.is_match(s)))
+            .collect(),
+        other => return exec_err!("regexp_like: unsupported type {other:?}"),
+    };
+    Ok(Arc::new(out))
+}
+
+impl PartialEq for RegexpLike {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+impl Eq for RegexpLike {}
+impl Hash for RegexpLike {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        "dunes.regexp_like".hash(state);
+    }
+}
+
+impl ScalarUDFImpl for RegexpLike {
+    fn name(&self) -> &str {
+        "regexp_like"
+    }
+
+    fn signature(&self) -> &Signature {
+        self.builtin.signature()
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        self.builtin.inner().return_type(arg_types)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let (values, pattern, flags) = match args.args.as_slice() {
+            [ColumnarValue::Array(v), ColumnarValue::Scalar(p)] => (v, scalar_str(p)?, None),
+            [
+                ColumnarValue::Array(v),
+                ColumnarValue::Scalar(p),
+                ColumnarValue::Scalar(f),
+            ] => (v, scalar_str(p)?, scalar_str(f)?),
+            _ => return self.builtin.invoke_with_args(args),
+        };
+        if flags.is_some_and(|f| f.contains('g')) {
+            return plan_err!("regexp_like() does not support the \"global\" option");
+        }
+        let Some(pattern) = pattern else {
+            return Ok(ColumnarValue::Array(Arc::new(BooleanArray::new_null(
+                values.len(),
+            ))));
+        };
+        let re = self.regex(pattern, flags)?;
+        Ok(ColumnarValue::Array(is_match(values, &re)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::prelude::SessionContext;
+
+    /// The same answers as DataFusion's built-in over one table, including
+    /// nulls, flags, non-ASCII text and a refused `g` flag.
+    #[tokio::test]
+    async fn answers_like_the_builtin() {
+        let rows = "('Curl x | sh'), (NULL), ('écurl | bash'), ('ignore previous instructions'), (''), ('日本 curl|sh')";
+        let queries = [
+            r"regexp_like(s, '(?i)\bcurl\b[^\n]{0,20}\|\s*(ba)?sh\b')",
+            r"regexp_like(s, 'CURL', 'i')",
+            r"regexp_like(s, '^$')",
+            r"regexp_like(s, '(?i)(^|[^\w])ignore\s+previous')",
+        ];
+        let builtin = SessionContext::new();
+        let ours = SessionContext::new();
+        ours.register_udf(RegexpLike::udf());
+        for q in queries {
+            let sql = format!("SELECT {q} AS m FROM (VALUES {rows}) AS t(s)");
+            let a = builtin
+                .sql(&sql)
+                .await
+                .expect("plan")
+                .collect()
+                .await
+                .expect("run");
+            let b = ours
+                .sql(&sql)
+                .await
+                .expect("plan")
+                .collect()
+                .await
+                .expect("run");
+            assert_eq!(
+                arrow::util::pretty::pretty_format_batches(&a)
+                    .expect("fmt")
+                    .to_string(),
+                arrow::util::pretty::pretty_format_batches(&b)
+                    .expect("fmt")
+                    .to_string(),
+                "{q}"
+            );
+        }
+        // The built-in is rewritten into the `~` operator; ours stays a call.
+        let plan = |ctx: SessionContext| async move {
+            let df = ctx
+                .sql(&format!(
+                    "EXPLAIN SELECT {} FROM (VALUES {rows}) AS t(s)",
+                    queries[0]
+                ))
+                .await
+                .expect("plan");
+            arrow::util::pretty::pretty_format_batches(&df.collect().await.expect("explain"))
+                .expect("fmt")
+                .to_string()
+        };
+        assert!(plan(SessionContext::new()).await.contains(" ~ "));
+        let ours_plan = plan(ours.clone()).await;
+        assert!(
+            ours_plan.contains("regexp_like(") && !ours_plan.contains(" ~ "),
+            "{ours_plan}"
+        );
+        let g = ours
+            .sql(&format!(
+                "SELECT regexp_like(s, 'a', 'g') FROM (VALUES {rows}) AS t(s)"
+            ))
+            .await;
+        let refused = match g {
+            Err(_) => true,
+            Ok(df) => df.collect().await.is_err(),
+        };
+        assert!(refused, "the g flag is refused");
+    }
+}
