@@ -154,31 +154,21 @@ mod tests {
         let builtin = SessionContext::new();
         let ours = SessionContext::new();
         ours.register_udf(RegexpLike::udf());
+        async fn table(ctx: &SessionContext, sql: &str) -> String {
+            let batches = ctx
+                .sql(sql)
+                .await
+                .expect("plan")
+                .collect()
+                .await
+                .expect("run");
+            arrow::util::pretty::pretty_format_batches(&batches)
+                .expect("fmt")
+                .to_string()
+        }
         for q in queries {
             let sql = format!("SELECT {q} AS m FROM (VALUES {rows}) AS t(s)");
-            let a = builtin
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
-            let b = ours
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
-            assert_eq!(
-                arrow::util::pretty::pretty_format_batches(&a)
-                    .expect("fmt")
-                    .to_string(),
-                arrow::util::pretty::pretty_format_batches(&b)
-                    .expect("fmt")
-                    .to_string(),
-                "{q}"
-            );
+            assert_eq!(table(&builtin, &sql).await, table(&ours, &sql).await, "{q}");
         }
         // The built-in is rewritten into the `~` operator; ours stays a call.
         let plan = |ctx: SessionContext| async move {

@@ -565,39 +565,37 @@ impl Pipeline {
         };
         let now = Utc::now();
         let now_us = now.timestamp_micros();
-        let idx = self
-            .ledger
-            .append(
-                RecordKind::Action,
-                now_us,
-                &serde_json::to_vec(&action).context("cannot encode action")?,
-                &[],
-            )
-            .context("ledger append failed")?;
+        let idx = append_json(
+            &mut self.ledger,
+            RecordKind::Action,
+            now_us,
+            &action,
+            &[],
+            "action",
+        )?;
         action.ledger_index = Some(idx);
         let mut responses = Vec::new();
         if action.action == ActionKind::Escalate {
-            let inc_idx = self
-                .ledger
-                .append(
-                    RecordKind::Incident,
-                    now_us,
-                    &serde_json::to_vec(&updated).context("cannot encode incident")?,
-                    &[idx],
-                )
-                .context("ledger append failed")?;
+            let inc_idx = append_json(
+                &mut self.ledger,
+                RecordKind::Incident,
+                now_us,
+                &updated,
+                &[idx],
+                "incident",
+            )?;
             // The Level 3 response; its regulatory clock starts at the escalation.
             let mut at_escalation = updated.clone();
             at_escalation.detected_at = now;
             for r in dunes_detect::response::respond(&at_escalation, None, &self.response_cfg) {
-                self.ledger
-                    .append(
-                        RecordKind::Response,
-                        now_us,
-                        &serde_json::to_vec(&r).context("cannot encode response")?,
-                        &[inc_idx],
-                    )
-                    .context("ledger append failed")?;
+                append_json(
+                    &mut self.ledger,
+                    RecordKind::Response,
+                    now_us,
+                    &r,
+                    &[inc_idx],
+                    "response",
+                )?;
                 responses.push(r);
             }
         }
@@ -666,15 +664,14 @@ impl Pipeline {
             "jti": r.jti,
             "at": at.to_rfc3339(),
         });
-        let idx = self
-            .ledger
-            .append(
-                RecordKind::Action,
-                at.timestamp_micros(),
-                &serde_json::to_vec(&action).context("cannot encode action")?,
-                &[red],
-            )
-            .context("ledger append failed")?;
+        let idx = append_json(
+            &mut self.ledger,
+            RecordKind::Action,
+            at.timestamp_micros(),
+            &action,
+            &[red],
+            "action",
+        )?;
         self.ledger.sync().context("ledger sync failed")?;
         self.ledger
             .maybe_checkpoint()
@@ -869,16 +866,40 @@ fn append_model(
     path: &Path,
 ) -> Result<()> {
     let record = dunes_detect::anomaly::model_record(&model.model, path);
+    append_synced(ledger, RecordKind::Model, &record, "the model record")
+}
+
+/// Encodes `value` once and appends it; returns its ledger index.
+fn append_json<T: Serialize>(
+    ledger: &mut Ledger,
+    kind: RecordKind,
+    ts_us: i64,
+    value: &T,
+    refs: &[u64],
+    what: &str,
+) -> Result<u64> {
+    let payload = serde_json::to_vec(value).with_context(|| format!("cannot encode {what}"))?;
     ledger
-        .append(
-            RecordKind::Model,
-            Utc::now().timestamp_micros(),
-            &serde_json::to_vec(&record).context("cannot encode the model record")?,
-            &[],
-        )
-        .context("ledger append failed")?;
-    ledger.sync().context("ledger sync failed")?;
-    Ok(())
+        .append(kind, ts_us, &payload, refs)
+        .context("ledger append failed")
+}
+
+/// Appends one JSON record now and syncs the ledger.
+fn append_synced(
+    ledger: &mut Ledger,
+    kind: RecordKind,
+    value: &serde_json::Value,
+    what: &str,
+) -> Result<()> {
+    append_json(
+        ledger,
+        kind,
+        Utc::now().timestamp_micros(),
+        value,
+        &[],
+        what,
+    )?;
+    ledger.sync().context("ledger sync failed")
 }
 
 fn rule_set_version_hash(engine: &Engine) -> String {
@@ -892,15 +913,7 @@ fn rule_set_version_hash(engine: &Engine) -> String {
 /// version hash.
 fn append_rule_set(ledger: &mut Ledger, engine: &Engine) -> Result<String> {
     let rule_set = dunes_detect::rule_set_version(engine.rules());
-    ledger
-        .append(
-            RecordKind::RuleSet,
-            Utc::now().timestamp_micros(),
-            &serde_json::to_vec(&rule_set).context("cannot encode the rule set")?,
-            &[],
-        )
-        .context("ledger append failed")?;
-    ledger.sync().context("ledger sync failed")?;
+    append_synced(ledger, RecordKind::RuleSet, &rule_set, "the rule set")?;
     Ok(rule_set["version"].as_str().unwrap_or_default().to_string())
 }
 

@@ -15,24 +15,23 @@ use crate::stage::BatchOutcome;
 /// retry may deliver some messages twice.
 pub(crate) async fn publish(sink: &KafkaSink, out: &BatchOutcome) -> Result<()> {
     // The bytes the ledger holds, not a second encoding.
-    let incidents: Vec<OutputMessage> = out
-        .incidents
-        .iter()
-        .zip(&out.incident_json)
-        .map(|(i, json)| OutputMessage {
-            key: i.incident_id.clone(),
-            payload: json.clone(),
-        })
-        .collect();
-    let responses: Vec<OutputMessage> = out
-        .responses
-        .iter()
-        .zip(&out.response_json)
-        .map(|(r, json)| OutputMessage {
-            key: r.response_id.clone(),
-            payload: json.clone(),
-        })
-        .collect();
+    let messages = |keys: Vec<&String>, json: &[Vec<u8>]| -> Vec<OutputMessage> {
+        keys.into_iter()
+            .zip(json)
+            .map(|(key, payload)| OutputMessage {
+                key: key.clone(),
+                payload: payload.clone(),
+            })
+            .collect()
+    };
+    let incidents = messages(
+        out.incidents.iter().map(|i| &i.incident_id).collect(),
+        &out.incident_json,
+    );
+    let responses = messages(
+        out.responses.iter().map(|r| &r.response_id).collect(),
+        &out.response_json,
+    );
     let mut backoff = Duration::from_millis(500);
     loop {
         let (a, b, c) = tokio::join!(
