@@ -259,6 +259,31 @@ impl Engine {
         out
     }
 
+    /// The state as the JSON of [`EngineState`], encoded straight from the
+    /// live maps (no copy of them first): what the pipeline saves after
+    /// every batch.
+    pub fn snapshot_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        #[derive(serde::Serialize)]
+        struct View<'a> {
+            rules: BTreeMap<&'a str, (String, &'a RuleState)>,
+            noise: &'a crate::noise::NoiseState,
+        }
+        let states = lock(&self.states);
+        let noise = lock(&self.noise);
+        let mut rules = BTreeMap::new();
+        for r in &self.rules {
+            if r.state.is_some()
+                && let Some(st) = states.get(r.id())
+            {
+                rules.insert(r.id(), (r.rule.state_key(), st));
+            }
+        }
+        serde_json::to_vec(&View {
+            rules,
+            noise: &noise,
+        })
+    }
+
     /// Restores persisted state. State of a rule whose kind, parameters,
     /// query or entity changed (another state key) is discarded; returns
     /// the ids of the rules restored.

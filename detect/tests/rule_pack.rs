@@ -46,3 +46,55 @@ async fn shipped_rules_pass_their_inline_tests() {
         failures.join("\n")
     );
 }
+
+mod common;
+
+/// The state the pipeline saves after every batch (`snapshot_json`, encoded
+/// from the live maps) is the JSON of the copied `EngineState`, and restores
+/// into an engine that saves the same state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saved_state_is_the_engine_state_json_and_restores() {
+    let sample = std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/corpus/mcp-sample.ndjson"),
+    )
+    .expect("shipped sample");
+    let lines: Vec<String> = sample.lines().map(str::to_owned).collect();
+    let engine = Engine::new(load_dir(&pack_dir()).expect("pack"))
+        .await
+        .expect("plans");
+    for chunk in lines.chunks(500) {
+        let b = common::batch(chunk);
+        dunes_detect::detect(
+            &engine,
+            &b.events,
+            &b.tool_defs,
+            chrono::Utc::now(),
+            &dunes_detect::ResponseConfig::default(),
+        )
+        .await
+        .expect("detects");
+    }
+    let copied = engine.snapshot();
+    assert!(
+        copied.rules.len() >= 5,
+        "stateful rules hold state: {:?}",
+        copied.rules.keys()
+    );
+    let saved = engine.snapshot_json().expect("encodes");
+    // As JSON values: maps compare whatever their key order.
+    let value = |b: &[u8]| serde_json::from_slice::<serde_json::Value>(b).expect("json");
+    assert_eq!(
+        value(&saved),
+        serde_json::to_value(&copied).expect("encodes")
+    );
+
+    let fresh = Engine::new(load_dir(&pack_dir()).expect("pack"))
+        .await
+        .expect("plans");
+    let restored = fresh.restore(serde_json::from_slice(&saved).expect("decodes"));
+    assert_eq!(restored.len(), copied.rules.len());
+    assert_eq!(
+        value(&fresh.snapshot_json().expect("encodes")),
+        value(&saved)
+    );
+}

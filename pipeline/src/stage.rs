@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
-use crate::sinks::files::{DataPaths, NdjsonWriter, save_json};
+use crate::sinks::files::{DataPaths, NdjsonWriter, write_file_atomic};
 
 /// Running totals.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -280,7 +280,7 @@ impl Pipeline {
         self.engine = engine;
         self.rule_set_version = version.clone();
         publish_rules(&self.rules_view, &self.engine);
-        save_state(&self.state_path, &self.engine.snapshot())?;
+        save_state(&self.state_path, &self.engine)?;
         tracing::info!(
             rules = self.engine.rules().len(),
             %version, changed, kept_state = kept.len(),
@@ -440,7 +440,7 @@ impl Pipeline {
             .flush_sync()
             .context("cannot sync the dead-letter file")?;
         let t_synced = std::time::Instant::now();
-        save_state(&self.state_path, &self.engine.snapshot())?;
+        save_state(&self.state_path, &self.engine)?;
         if let Some(a) = &mut self.anomaly
             && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
         {
@@ -928,6 +928,9 @@ fn load_state(path: &Path) -> Result<Option<dunes_detect::EngineState>> {
 }
 
 /// Writes the detection state atomically (temp file, fsync, rename).
-fn save_state(path: &Path, state: &dunes_detect::EngineState) -> Result<()> {
-    save_json(path, state, "detection state")
+fn save_state(path: &Path, engine: &Engine) -> Result<()> {
+    let json = engine
+        .snapshot_json()
+        .context("cannot encode the detection state")?;
+    write_file_atomic(path, &json, "detection state")
 }

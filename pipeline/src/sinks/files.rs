@@ -70,11 +70,11 @@ impl NdjsonWriter {
     }
 }
 
-/// Writes JSON atomically (temp file, fsync, rename, directory fsync).
-pub(crate) fn save_json<T: Serialize>(path: &Path, value: &T, what: &str) -> Result<()> {
+/// Replaces `path` atomically (temp file, fsync, rename, directory fsync),
+/// creating its directory first.
+pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let bytes = serde_json::to_vec(value).with_context(|| format!("cannot encode the {what}"))?;
-    dunes_ledger::write_atomic(path, &bytes, false)
+    dunes_ledger::write_atomic(path, bytes, false)
         .with_context(|| format!("cannot save the {what} to {}", path.display()))
 }
