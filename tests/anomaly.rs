@@ -460,15 +460,19 @@ fn a_fresh_monitor_catches_a_recon_burst_in_its_first_ten_minutes() {
         .map(|l| serde_json::from_str::<Value>(l).expect("json"))
         .filter(|i| i["rule_id"] == "anomaly.behaviour")
         .collect();
-    let recon: Vec<&Value> = anomalies
-        .iter()
-        .filter(|i| {
-            i["session_id"]
-                .as_str()
-                .and_then(|s| labels.get(s))
-                .is_some_and(|l| l == "recon_anomaly")
-        })
-        .collect();
+    // The incidents on sessions of one label.
+    let labelled = |label: &str| -> Vec<&Value> {
+        anomalies
+            .iter()
+            .filter(|i| {
+                i["session_id"]
+                    .as_str()
+                    .and_then(|s| labels.get(s))
+                    .is_some_and(|l| l == label)
+            })
+            .collect()
+    };
+    let recon = labelled("recon_anomaly");
     assert!(
         !recon.is_empty(),
         "no behavioural incident on the recon burst: {anomalies:?}"
@@ -492,14 +496,6 @@ fn a_fresh_monitor_catches_a_recon_burst_in_its_first_ten_minutes() {
         "{models:?}"
     );
     // And nothing benign is flagged by the prior.
-    let benign = anomalies
-        .iter()
-        .filter(|i| {
-            i["session_id"]
-                .as_str()
-                .and_then(|s| labels.get(s))
-                .is_some_and(|l| l == "benign")
-        })
-        .count();
+    let benign = labelled("benign").len();
     assert_eq!(benign, 0, "{anomalies:?}");
 }

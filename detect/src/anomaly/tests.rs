@@ -290,6 +290,22 @@ fn spread(r: &mut Rng, start: i64, sub: &str, n: u64) -> Vec<String> {
     lines_of(out)
 }
 
+/// A tail alarm of the deployment model: the title names the breadth
+/// feature against the baseline sessions' p50, the evidence the trigger,
+/// the model and its version.
+fn assert_tail_incident(inc: &Incident, version: &str) {
+    assert!(inc.title.contains("tail"), "{}", inc.title);
+    assert!(
+        inc.title.contains("distinct_resources") && inc.title.contains("baseline sessions p50"),
+        "{}",
+        inc.title
+    );
+    let ev = &inc.evidence[0];
+    assert_eq!(ev["trigger"], json!("tail"));
+    assert_eq!(ev["model"], json!("deployment"));
+    assert_eq!(ev["model_version"], json!(version));
+}
+
 fn feature(n: &str) -> usize {
     FEATURE_NAMES.iter().position(|x| *x == n).expect("feature")
 }
@@ -566,16 +582,8 @@ fn principal_window_catches_an_enumeration_spread_over_sessions() {
             .starts_with("spread-")
     );
     assert!(inc.title.contains("principal window over"), "{}", inc.title);
-    assert!(inc.title.contains("tail"), "{}", inc.title);
-    assert!(
-        inc.title.contains("distinct_resources") && inc.title.contains("baseline sessions p50"),
-        "{}",
-        inc.title
-    );
-    assert_eq!(inc.evidence[0]["trigger"], json!("tail"));
-    assert_eq!(inc.evidence[0]["model"], json!("deployment"));
+    assert_tail_incident(inc, &version);
     let ev = &inc.evidence[0];
-    assert_eq!(ev["model_version"], json!(version));
     assert!(ev["session_count"].as_u64().unwrap() > 3, "{ev:?}");
     let top: Vec<&str> = ev["contributions"]
         .as_array()
@@ -674,16 +682,7 @@ fn monitor_warms_up_then_raises_incidents() {
     assert_eq!(inc.session_id.as_deref(), Some("recon-1"));
     assert_eq!(inc.level, Level::Automated);
     assert!(inc.title.contains("session window"), "{}", inc.title);
-    assert!(inc.title.contains("tail"), "{}", inc.title);
-    assert!(
-        inc.title.contains("distinct_resources") && inc.title.contains("baseline sessions p50"),
-        "{}",
-        inc.title
-    );
-    assert_eq!(inc.evidence[0]["trigger"], json!("tail"));
-    assert_eq!(inc.evidence[0]["model"], json!("deployment"));
-    let ev = &inc.evidence[0];
-    assert_eq!(ev["model_version"], json!(version));
+    assert_tail_incident(inc, &version);
     assert!(!inc.event_ids.is_empty());
     // The recon principal's window (one session) is flagged as well, as
     // another incident of the same model.
