@@ -140,9 +140,45 @@ impl RuleMatches<'_> {
 /// and the state.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct EngineState {
+    /// The ledger length this state reflects (set by the pipeline; `None` in
+    /// files written before positions were recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
     pub rules: BTreeMap<String, (String, RuleState)>,
     #[serde(default)]
     pub noise: crate::noise::NoiseState,
+}
+
+/// The changes of an [`Engine`]'s state over one or more batches, as
+/// journaled by the pipeline: per stateful rule that changed, its state key
+/// and [`crate::state::RuleDelta`], and the noise control's delta.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct EngineDelta {
+    pub position: u64,
+    #[serde(default)]
+    pub rules: BTreeMap<String, (String, crate::state::RuleDelta)>,
+    #[serde(default)]
+    pub noise: crate::noise::NoiseDelta,
+}
+
+impl EngineState {
+    /// Applies a journaled delta (restore). A rule whose state key in the
+    /// delta differs from the one here starts from empty state under the
+    /// new key (its rule changed between the two).
+    pub fn apply(&mut self, delta: EngineDelta) {
+        self.position = Some(delta.position);
+        for (id, (key, d)) in delta.rules {
+            let slot = self
+                .rules
+                .entry(id)
+                .or_insert_with(|| (key.clone(), RuleState::default()));
+            if slot.0 != key {
+                *slot = (key, RuleState::default());
+            }
+            slot.1.apply(d);
+        }
+        self.noise.apply_delta(delta.noise);
+    }
 }
 
 /// The set of planned rules and the tables they read.
@@ -154,6 +190,7 @@ pub struct Engine {
     states: Mutex<HashMap<String, RuleState>>,
     late: Mutex<LateCounts>,
     noise: Mutex<crate::noise::NoiseState>,
+    prefilter: Arc<crate::prefilter::Prefilter>,
 }
 
 impl Engine {
@@ -165,7 +202,8 @@ impl Engine {
             .with_information_schema(false);
         let ctx = SessionContext::new_with_config(config);
         // Patterns compiled once per engine, not once per batch.
-        ctx.register_udf(crate::regex_udf::RegexpLike::udf());
+        let prefilter = Arc::new(crate::prefilter::Prefilter::new());
+        ctx.register_udf(crate::regex_udf::RegexpLike::udf_with(prefilter.clone()));
         let events: Slot = Arc::default();
         let tool_defs: Slot = Arc::default();
         register(
@@ -192,7 +230,20 @@ impl Engine {
             states: Mutex::default(),
             late: Mutex::default(),
             noise: Mutex::default(),
+            prefilter,
         })
+    }
+
+    /// Turns the literal prefilter of `regexp_like` on (the default) or off
+    /// (see `prefilter.rs`); results are the same either way.
+    pub fn set_regex_prefilter(&self, on: bool) {
+        self.prefilter.set_enabled(on);
+    }
+
+    /// Rows of `regexp_like` calls the prefilter answered without the regex
+    /// (no literal of the pattern in the text), and rows the regex ran on.
+    pub fn regex_prefilter_rows(&self) -> (u64, u64) {
+        self.prefilter.rows()
     }
 
     pub fn rules(&self) -> &[PlannedRule] {
@@ -262,14 +313,22 @@ impl Engine {
     /// The state as the JSON of [`EngineState`], encoded straight from the
     /// live maps (no copy of them first): what the pipeline saves after
     /// every batch.
-    pub fn snapshot_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+    /// The changes since the previous delta or snapshot are reset.
+    pub fn snapshot_json(&self, position: Option<u64>) -> Result<Vec<u8>, serde_json::Error> {
         #[derive(serde::Serialize)]
         struct View<'a> {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            position: Option<u64>,
             rules: BTreeMap<&'a str, (String, &'a RuleState)>,
             noise: &'a crate::noise::NoiseState,
         }
-        let states = lock(&self.states);
-        let noise = lock(&self.noise);
+        let mut states = lock(&self.states);
+        let mut noise = lock(&self.noise);
+        // Everything is in the snapshot: nothing is pending for a delta.
+        for st in states.values_mut() {
+            st.delta();
+        }
+        noise.delta();
         let mut rules = BTreeMap::new();
         for r in &self.rules {
             if r.state.is_some()
@@ -279,8 +338,42 @@ impl Engine {
             }
         }
         serde_json::to_vec(&View {
+            position,
             rules,
             noise: &noise,
+        })
+    }
+
+    /// The JSON of an [`EngineDelta`]: what changed since the previous
+    /// delta or snapshot, encoded from the live maps, at ledger `position`.
+    /// Unchanged rules are left out.
+    pub fn delta_json(&self, position: u64) -> Result<Vec<u8>, serde_json::Error> {
+        #[derive(serde::Serialize)]
+        struct View<'a> {
+            position: u64,
+            rules: BTreeMap<&'a str, (String, crate::state::RuleDeltaRef<'a>)>,
+            noise: crate::noise::NoiseDeltaRef<'a>,
+        }
+        let mut states = lock(&self.states);
+        let mut noise = lock(&self.noise);
+        let keys: HashMap<&str, String> = self
+            .rules
+            .iter()
+            .filter(|r| r.state.is_some())
+            .map(|r| (r.id(), r.rule.state_key()))
+            .collect();
+        let mut rules = BTreeMap::new();
+        for (id, st) in states.iter_mut() {
+            if let Some((rid, key)) = keys.get_key_value(id.as_str()) {
+                if st.is_dirty() {
+                    rules.insert(*rid, (key.clone(), st.delta()));
+                }
+            }
+        }
+        serde_json::to_vec(&View {
+            position,
+            rules,
+            noise: noise.delta(),
         })
     }
 
@@ -348,6 +441,7 @@ impl Engine {
         tool_defs: &RecordBatch,
     ) -> Result<Vec<RuleMatches<'_>>, DetectError> {
         self.load(events, tool_defs);
+        self.prefilter.new_batch();
         let executed = self.execute_all().await;
         let mut out = Vec::new();
         let mut result = Ok(());
@@ -446,6 +540,7 @@ impl Engine {
             .get(rule_index)
             .ok_or_else(|| DetectError::InvalidValue(format!("no rule #{rule_index}")))?;
         self.load(events, tool_defs);
+        self.prefilter.new_batch();
         let res = self.execute(rule).await;
         self.load_empty();
         res

@@ -87,6 +87,18 @@ impl HistoryWriter {
     /// Persists one micro-batch of `table` (`events` or `tool_defs`), split by event day.
     /// Files appear atomically (written as `.tmp`, then renamed).
     pub fn write(&mut self, table: &str, batch: &RecordBatch) -> Result<(), DetectError> {
+        self.write_keyed(table, batch, None)
+    }
+
+    /// [`HistoryWriter::write`], naming the files after `key` (the batch's
+    /// first ledger index) when given: writing the same batch again (it is
+    /// re-detected after a crash) replaces its files instead of adding rows.
+    pub fn write_keyed(
+        &mut self,
+        table: &str,
+        batch: &RecordBatch,
+        key: Option<u64>,
+    ) -> Result<(), DetectError> {
         if !self.cfg.enabled || batch.num_rows() == 0 {
             return Ok(());
         }
@@ -96,7 +108,10 @@ impl HistoryWriter {
         for (day, part) in split_by_day(batch)? {
             let dir = self.dir.join(table).join(format!("date={day}"));
             std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            let name = format!("part-{:016x}-{seq:06}.parquet", now.timestamp_micros());
+            let name = match key {
+                Some(k) => format!("part-ledger-{k:020}.parquet"),
+                None => format!("part-{:016x}-{seq:06}.parquet", now.timestamp_micros()),
+            };
             let tmp = dir.join(format!("{name}.tmp"));
             let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
             let props = WriterProperties::builder()

@@ -8,6 +8,7 @@ pub mod incident;
 pub mod lifecycle;
 pub mod lint;
 pub mod noise;
+mod prefilter;
 mod regex_udf;
 pub mod response;
 pub mod rule;

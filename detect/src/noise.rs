@@ -32,7 +32,48 @@ pub struct NoiseState {
     pub max_ts: i64,
     pub suppressed: u64,
     pub duplicates: u64,
+    /// Open keys changed or removed since the last [`NoiseState::delta`].
+    #[serde(skip)]
+    dirty_open: HashSet<String>,
+    /// Fingerprints pushed / dropped from the front since the last delta.
+    #[serde(skip)]
+    fp_pushed: usize,
+    #[serde(skip)]
+    fp_dropped: usize,
 }
+
+/// What changed in a [`NoiseState`] since the previous delta (see
+/// [`crate::state::RuleDelta`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(bound(deserialize = "O: Deserialize<'de>, F: Deserialize<'de>"))]
+pub struct NoiseDelta<O = OpenIncident, F = String> {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub open: std::collections::BTreeMap<String, Option<O>>,
+    /// Fingerprints dropped from the front, then these appended.
+    #[serde(default)]
+    pub fp_dropped: usize,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fp_pushed: Vec<F>,
+    pub max_ts: i64,
+    pub suppressed: u64,
+    pub duplicates: u64,
+}
+
+impl<O, F> Default for NoiseDelta<O, F> {
+    fn default() -> Self {
+        NoiseDelta {
+            open: Default::default(),
+            fp_dropped: 0,
+            fp_pushed: Vec::new(),
+            max_ts: 0,
+            suppressed: 0,
+            duplicates: 0,
+        }
+    }
+}
+
+/// A [`NoiseDelta`] borrowing the live values.
+pub type NoiseDeltaRef<'a> = NoiseDelta<&'a OpenIncident, &'a str>;
 
 /// What noise control let through.
 #[derive(Debug, Default)]
@@ -55,15 +96,65 @@ fn fingerprint(inc: &Incident) -> String {
 }
 
 impl NoiseState {
+    /// The changes since the previous call (which they reset).
+    pub fn delta(&mut self) -> NoiseDeltaRef<'_> {
+        let dirty = std::mem::take(&mut self.dirty_open);
+        let pushed = std::mem::take(&mut self.fp_pushed).min(self.fingerprints.len());
+        let skip = self.fingerprints.len() - pushed;
+        NoiseDelta {
+            open: dirty
+                .into_iter()
+                .map(|k| {
+                    let v = self.open.get(&k);
+                    (k, v)
+                })
+                .collect(),
+            fp_dropped: std::mem::take(&mut self.fp_dropped),
+            fp_pushed: self
+                .fingerprints
+                .iter()
+                .skip(skip)
+                .map(String::as_str)
+                .collect(),
+            max_ts: self.max_ts,
+            suppressed: self.suppressed,
+            duplicates: self.duplicates,
+        }
+    }
+
+    /// Applies a delta read back.
+    pub fn apply_delta(&mut self, delta: NoiseDelta) {
+        for (k, v) in delta.open {
+            match v {
+                Some(v) => {
+                    self.open.insert(k, v);
+                }
+                None => {
+                    self.open.remove(&k);
+                }
+            }
+        }
+        for _ in 0..delta.fp_dropped {
+            self.fingerprints.pop_front();
+        }
+        self.fingerprints.extend(delta.fp_pushed);
+        self.fp_set.clear();
+        self.max_ts = delta.max_ts;
+        self.suppressed = delta.suppressed;
+        self.duplicates = delta.duplicates;
+    }
+
     fn remember(&mut self, fp: String) {
         if self.fp_set.len() != self.fingerprints.len() {
             self.fp_set = self.fingerprints.iter().cloned().collect();
         }
         if self.fp_set.insert(fp.clone()) {
             self.fingerprints.push_back(fp);
+            self.fp_pushed += 1;
             while self.fingerprints.len() > MAX_FINGERPRINTS {
                 if let Some(old) = self.fingerprints.pop_front() {
                     self.fp_set.remove(&old);
+                    self.fp_dropped += 1;
                 }
             }
         }
@@ -103,6 +194,7 @@ impl NoiseState {
                 serde_json::to_string(&inc.entity).unwrap_or_default()
             );
             let first = inc.first_ts.timestamp_micros();
+            self.dirty_open.insert(key.clone());
             match self.open.get_mut(&key) {
                 Some(open)
                     if first < open.until
@@ -154,7 +246,14 @@ impl NoiseState {
         }
         // Closed windows (with an hour of slack for late matches) go.
         let horizon = self.max_ts - 3_600_000_000;
-        self.open.retain(|_, o| o.until >= horizon);
+        let dirty = &mut self.dirty_open;
+        self.open.retain(|k, o| {
+            let keep = o.until >= horizon;
+            if !keep {
+                dirty.insert(k.clone());
+            }
+            keep
+        });
         out
     }
 }
@@ -216,5 +315,37 @@ mod tests {
         let mut n = back;
         assert!(n.apply(vec![inc("a", "s", 0, "e1")], off).new.is_empty());
         assert_eq!(n.duplicates, 1);
+    }
+
+    /// Deltas applied in order to a copy keep it equal to the live state:
+    /// opened, extended and closed suppression windows, fingerprints.
+    #[test]
+    fn deltas_replayed_in_order_rebuild_the_noise_state() {
+        let mut live = NoiseState::default();
+        let mut copy = NoiseState::default();
+        let w = |_: &str| 600_000_000;
+        for b in 0..30i64 {
+            let incs = (0..3)
+                .map(|j| {
+                    let t = b * 400 + j;
+                    inc(
+                        &format!("i{b}-{j}"),
+                        &format!("s{b}-{}", j % 2),
+                        t,
+                        &format!("e{b}-{j}"),
+                    )
+                })
+                .collect();
+            live.apply(incs, w);
+            let json = serde_json::to_string(&live.delta()).unwrap();
+            copy.apply_delta(serde_json::from_str(&json).unwrap());
+            assert_eq!(
+                serde_json::to_value(&copy).unwrap(),
+                serde_json::to_value(&live).unwrap(),
+                "after batch {b}"
+            );
+        }
+        assert!(live.open.len() < 30 * 2, "windows closed on the way");
+        assert!(live.suppressed > 0);
     }
 }

@@ -18,32 +18,44 @@ use datafusion::logical_expr::{
 };
 use regex::Regex;
 
+use crate::prefilter::{Prefilter, RowHits};
+
 /// Lazy-DFA cache per compiled pattern (the `regex` default is 2 MiB; the
 /// large case-insensitive alternations of the pack thrash it on long texts
 /// and fall back to the much slower NFA simulation).
 const DFA_CACHE_BYTES: usize = 16 << 20;
 
-#[derive(Debug)]
 pub(crate) struct RegexpLike {
     builtin: Arc<ScalarUDF>,
     compiled: Mutex<HashMap<String, Arc<Regex>>>,
+    prefilter: Arc<Prefilter>,
+}
+
+impl std::fmt::Debug for RegexpLike {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RegexpLike")
+    }
 }
 
 impl RegexpLike {
+    #[cfg(test)]
     pub(crate) fn udf() -> ScalarUDF {
+        Self::udf_with(Arc::new(Prefilter::new()))
+    }
+
+    /// The UDF, sharing `prefilter` (the engine clears its column cache per
+    /// batch and can turn it off).
+    pub(crate) fn udf_with(prefilter: Arc<Prefilter>) -> ScalarUDF {
         ScalarUDF::new_from_impl(RegexpLike {
             builtin: datafusion::functions::regex::regexp_like(),
             compiled: Mutex::default(),
+            prefilter,
         })
     }
 
-    fn regex(&self, pattern: &str, flags: Option<&str>) -> Result<Arc<Regex>> {
-        let pattern = match flags {
-            Some(f) if !f.is_empty() => format!("(?{f}){pattern}"),
-            _ => pattern.to_string(),
-        };
+    fn regex(&self, pattern: &str) -> Result<Arc<Regex>> {
         let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(re) = cache.get(&pattern) {
+        if let Some(re) = cache.get(pattern) {
             return Ok(re.clone());
         }
         let re = regex::RegexBuilder::new(&pattern)
@@ -53,7 +65,7 @@ impl RegexpLike {
                 DataFusionError::Execution(format!("Regular expression did not compile: {e:?}"))
             })?;
         let re = Arc::new(re);
-        cache.insert(pattern, re.clone());
+        cache.insert(pattern.to_string(), re.clone());
         Ok(re)
     }
 }
@@ -65,25 +77,49 @@ fn scalar_str(v: &ScalarValue) -> Result<Option<&str>> {
     }
 }
 
-fn is_match(values: &ArrayRef, re: &Regex) -> Result<ArrayRef> {
+/// `re.is_match` per row; with `hits`, only on the rows the prefilter lets
+/// through (the others cannot match).
+fn is_match(
+    values: &ArrayRef,
+    re: &Regex,
+    hits: Option<(&RowHits, usize)>,
+    prefilter: &Prefilter,
+) -> Result<ArrayRef> {
+    let (skipped, ran) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
+    let test = |i: usize, s: &str| match hits {
+        Some((h, slot)) => {
+            if h.may_match(i, slot) {
+                ran.set(ran.get() + 1);
+                re.is_match(s)
+            } else {
+                skipped.set(skipped.get() + 1);
+                false
+            }
+        }
+        None => re.is_match(s),
+    };
     let out: BooleanArray = match values.data_type() {
         DataType::Utf8 => values
             .as_string::<i32>()
             .iter()
-            .map(|v| v.map(|s| re.is_match(s)))
+            .enumerate()
+            .map(|(i, v)| v.map(|s| test(i, s)))
             .collect(),
         DataType::LargeUtf8 => values
             .as_string::<i64>()
             .iter()
-            .map(|v| v.map(|s| re.is_match(s)))
+            .enumerate()
+            .map(|(i, v)| v.map(|s| test(i, s)))
             .collect(),
         DataType::Utf8View => values
             .as_string_view()
             .iter()
-            .map(|v| v.map(|s| re.is_match(s)))
+            .enumerate()
+            .map(|(i, v)| v.map(|s| test(i, s)))
             .collect(),
         other => return exec_err!("regexp_like: unsupported type {other:?}"),
     };
+    prefilter.count(skipped.get(), ran.get());
     Ok(Arc::new(out))
 }
 
@@ -130,8 +166,23 @@ impl ScalarUDFImpl for RegexpLike {
                 values.len(),
             ))));
         };
-        let re = self.regex(pattern, flags)?;
-        Ok(ColumnarValue::Array(is_match(values, &re)?))
+        let pattern = match flags {
+            Some(f) if !f.is_empty() => format!("(?{f}){pattern}"),
+            _ => pattern.to_string(),
+        };
+        let re = self.regex(&pattern)?;
+        let slot = self.prefilter.slot(&pattern);
+        let hits = slot.and_then(|_| self.prefilter.hits(values));
+        let hits = match (&hits, slot) {
+            (Some(h), Some(slot)) => Some((h.as_ref(), slot)),
+            _ => None,
+        };
+        Ok(ColumnarValue::Array(is_match(
+            values,
+            &re,
+            hits,
+            &self.prefilter,
+        )?))
     }
 }
 

@@ -124,6 +124,62 @@ pub struct RuleState {
     pub windows: HashMap<String, VecDeque<WinEvent>>,
     pub sequences: HashMap<String, SeqEntity>,
     pub baselines: HashMap<String, BaselineEntry>,
+    /// Keys changed (or removed) since the last [`RuleState::delta`].
+    #[serde(skip)]
+    dirty: Dirty,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Dirty {
+    /// Rows were processed (counters and `max_ts` may have moved).
+    touched: bool,
+    windows: HashSet<String>,
+    sequences: HashSet<String>,
+    baselines: HashSet<String>,
+}
+
+/// What changed in a [`RuleState`] since the previous delta: the counters,
+/// and per changed key its new value (`None`: the key was removed). Applying
+/// the deltas in order to the state they started from gives the live state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RuleDelta<W = VecDeque<WinEvent>, S = SeqEntity, B = BaselineEntry> {
+    pub max_ts: Option<i64>,
+    pub late: u64,
+    pub too_late: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub windows: BTreeMap<String, Option<W>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sequences: BTreeMap<String, Option<S>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub baselines: BTreeMap<String, Option<B>>,
+}
+
+/// A [`RuleDelta`] borrowing the live values (encoded without copying them).
+pub type RuleDeltaRef<'a> = RuleDelta<&'a VecDeque<WinEvent>, &'a SeqEntity, &'a BaselineEntry>;
+
+fn changed<'a, V>(
+    keys: HashSet<String>,
+    map: &'a HashMap<String, V>,
+) -> BTreeMap<String, Option<&'a V>> {
+    keys.into_iter()
+        .map(|k| {
+            let v = map.get(&k);
+            (k, v)
+        })
+        .collect()
+}
+
+fn apply_changes<V>(map: &mut HashMap<String, V>, changes: BTreeMap<String, Option<V>>) {
+    for (k, v) in changes {
+        match v {
+            Some(v) => {
+                map.insert(k, v);
+            }
+            None => {
+                map.remove(&k);
+            }
+        }
+    }
 }
 
 fn sep_join<'a>(it: impl IntoIterator<Item = &'a str>) -> String {
@@ -131,6 +187,38 @@ fn sep_join<'a>(it: impl IntoIterator<Item = &'a str>) -> String {
 }
 
 impl RuleState {
+    /// True when something changed since the last [`RuleState::delta`].
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.touched
+            || !(self.dirty.windows.is_empty()
+                && self.dirty.sequences.is_empty()
+                && self.dirty.baselines.is_empty())
+    }
+
+    /// The changes since the previous call (which they reset), borrowing
+    /// the live values.
+    pub fn delta(&mut self) -> RuleDeltaRef<'_> {
+        let dirty = std::mem::take(&mut self.dirty);
+        RuleDelta {
+            max_ts: self.max_ts,
+            late: self.late,
+            too_late: self.too_late,
+            windows: changed(dirty.windows, &self.windows),
+            sequences: changed(dirty.sequences, &self.sequences),
+            baselines: changed(dirty.baselines, &self.baselines),
+        }
+    }
+
+    /// Applies a delta read back (restore: snapshot, then the journal).
+    pub fn apply(&mut self, delta: RuleDelta) {
+        self.max_ts = delta.max_ts;
+        self.late = delta.late;
+        self.too_late = delta.too_late;
+        apply_changes(&mut self.windows, delta.windows);
+        apply_changes(&mut self.sequences, delta.sequences);
+        apply_changes(&mut self.baselines, delta.baselines);
+    }
+
     pub fn watermark(&self, spec: &StateSpec) -> Option<i64> {
         self.max_ts.map(|m| m - spec.lateness)
     }
@@ -153,6 +241,7 @@ impl RuleState {
         rows.sort_by_key(|r| r.ts);
         let mut fires = Vec::new();
         let (mut late, mut too_late) = (0u64, 0u64);
+        self.dirty.touched |= !rows.is_empty();
         let horizon = self.horizon(spec);
         // Lateness is judged against the state as it was before this batch
         // (a batch is one unit of arrival).
@@ -191,16 +280,29 @@ impl RuleState {
         match spec.kind {
             RuleKind::Threshold => {
                 let keep_from = wm.saturating_sub(spec.size);
-                self.windows.retain(|_, q| {
-                    while q.front().is_some_and(|e| e.ts < keep_from) {
-                        q.pop_front();
+                let dirty = &mut self.dirty.windows;
+                self.windows.retain(|k, q| {
+                    if q.front().is_some_and(|e| e.ts < keep_from) {
+                        dirty.insert(k.clone());
+                        while q.front().is_some_and(|e| e.ts < keep_from) {
+                            q.pop_front();
+                        }
                     }
                     !q.is_empty()
                 });
             }
             RuleKind::Sequence => {
                 let keep_from = wm.saturating_sub(spec.within);
-                self.sequences.retain(|_, s| {
+                let dirty = &mut self.dirty.sequences;
+                self.sequences.retain(|k, s| {
+                    let expired = s
+                        .steps
+                        .iter()
+                        .any(|step| step.iter().any(|e| e.ts < keep_from));
+                    if !expired {
+                        return true;
+                    }
+                    dirty.insert(k.clone());
                     for step in &mut s.steps {
                         step.retain(|e| e.ts >= keep_from);
                     }
@@ -225,6 +327,7 @@ impl RuleState {
                     let drop = self.baselines.len() - MAX_BASELINE_KEYS;
                     for (_, k) in seen.into_iter().take(drop) {
                         self.baselines.remove(&k);
+                        self.dirty.baselines.insert(k);
                     }
                 }
             }
@@ -238,6 +341,7 @@ impl RuleState {
 
     fn threshold(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
         self.bump(row.ts);
+        self.dirty.windows.insert(row.key.clone());
         let q = self.windows.entry(row.key.clone()).or_default();
         let ev = WinEvent {
             ts: row.ts,
@@ -307,6 +411,7 @@ impl RuleState {
             return Vec::new();
         };
         let n = spec.steps.len();
+        self.dirty.sequences.insert(row.key.clone());
         let ent = self.sequences.entry(row.key.clone()).or_default();
         if ent.steps.len() != n {
             ent.steps.resize_with(n, Vec::new);
@@ -389,6 +494,7 @@ impl RuleState {
         if !row.may_learn && !self.baselines.contains_key(&row.key) {
             return Vec::new();
         }
+        self.dirty.baselines.insert(row.key.clone());
         let entry = self
             .baselines
             .entry(row.key.clone())
@@ -726,5 +832,50 @@ mod tests {
         let mut back: RuleState =
             serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
         assert_eq!(back.process(&s, vec![row(2, "3", "k")]).0.len(), 1);
+    }
+
+    /// Deltas taken after every batch, applied in order to a copy, keep the
+    /// copy equal to the live state through inserts, late rows, evictions
+    /// and removed keys, for every kind.
+    #[test]
+    fn deltas_replayed_in_order_rebuild_the_state() {
+        for kind in [RuleKind::Threshold, RuleKind::Sequence, RuleKind::Baseline] {
+            let s = spec(kind);
+            let mut live = RuleState::default();
+            let mut copy = RuleState::default();
+            let mut removed = 0;
+            for b in 0..40i64 {
+                let rows: Vec<StateRow> = (0..5i64)
+                    .map(|j| {
+                        // Keys come and go; every fourth batch a late row.
+                        let ts = if j == 0 && b % 4 == 3 {
+                            b * 30 - 100
+                        } else {
+                            b * 30 + j
+                        };
+                        let mut r =
+                            row(ts, &format!("e{b}-{j}"), &format!("k{}", (b / 3 + j) % 11));
+                        r.step = Some((j % 2) as usize);
+                        r.values = vec![Some(format!("v{}", (b * j) % 5))];
+                        r
+                    })
+                    .collect();
+                let before = live.windows.len() + live.sequences.len() + live.baselines.len();
+                live.process(&s, rows);
+                let after = live.windows.len() + live.sequences.len() + live.baselines.len();
+                removed += before.saturating_sub(after);
+                let json = serde_json::to_string(&live.delta()).unwrap();
+                copy.apply(serde_json::from_str(&json).unwrap());
+                assert!(!live.is_dirty());
+                assert_eq!(
+                    serde_json::to_value(&copy).unwrap(),
+                    serde_json::to_value(&live).unwrap(),
+                    "{kind:?} after batch {b}"
+                );
+            }
+            if kind != RuleKind::Baseline {
+                assert!(removed > 0, "{kind:?}: keys expired on the way");
+            }
+        }
     }
 }

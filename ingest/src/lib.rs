@@ -86,6 +86,11 @@ pub enum SourcePos {
         /// Offset.
         offset: i64,
     },
+    /// A record read back from the ledger (re-detected after a restart).
+    Ledger {
+        /// Ledger index.
+        index: u64,
+    },
 }
 
 impl fmt::Display for SourcePos {
@@ -99,6 +104,7 @@ impl fmt::Display for SourcePos {
                 partition,
                 offset,
             } => write!(f, "kafka:{topic}/{partition}/{offset}"),
+            SourcePos::Ledger { index } => write!(f, "ledger:{index}"),
         }
     }
 }

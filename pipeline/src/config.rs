@@ -30,6 +30,24 @@ pub struct Config {
     pub history: dunes_detect::HistoryConfig,
     /// Behavioural anomaly detection (`[anomaly]`).
     pub anomaly: dunes_detect::anomaly::AnomalyConfig,
+    /// Detection state persistence (`[state]`).
+    pub state: StateSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSection {
+    /// The detection state journal's active segment is closed and folded
+    /// into the snapshot (in the background) once it holds this many bytes.
+    pub journal_compact_bytes: u64,
+}
+
+impl Default for StateSection {
+    fn default() -> Self {
+        StateSection {
+            journal_compact_bytes: crate::sinks::state::DEFAULT_COMPACT_BYTES,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -91,6 +109,7 @@ impl Default for Config {
             hunt: dunes_api::HuntConfig::default(),
             history: dunes_detect::HistoryConfig::default(),
             anomaly: Default::default(),
+            state: StateSection::default(),
         }
     }
 }

@@ -22,7 +22,8 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
-use crate::sinks::files::{DataPaths, NdjsonWriter, write_file_atomic};
+use crate::sinks::files::{DataPaths, NdjsonWriter};
+use crate::sinks::state::StateStore;
 
 /// Running totals.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -102,6 +103,17 @@ pub struct Decoded {
     /// When decoding started (the batch latency is measured from it).
     started: std::time::Instant,
     decode_us: u64,
+    /// Set when the events are read back from the ledger (see
+    /// [`Pipeline::catch_up`]): they are not ledgered again.
+    replay: Option<Replay>,
+}
+
+/// Events re-detected from the ledger after a restart.
+struct Replay {
+    /// Ledger index of each event.
+    event_index: HashMap<String, u64>,
+    /// Incidents already ledgered after the first replayed event.
+    ledgered_incidents: std::collections::HashSet<String>,
 }
 
 impl Decoder {
@@ -117,6 +129,7 @@ impl Decoder {
             batch,
             started,
             decode_us: started.elapsed().as_micros() as u64,
+            replay: None,
         })
     }
 }
@@ -129,9 +142,10 @@ pub struct Pipeline {
     rules_dir: PathBuf,
     /// Version hash of the running rule set (see `rule_set_version`).
     rule_set_version: String,
-    /// `<data_dir>/state/detect-state.json`: windows, sequences, baselines,
-    /// suppression, written atomically after each batch's ledger sync.
-    state_path: PathBuf,
+    /// Windows, sequences, baselines and suppression: a snapshot plus a
+    /// journal of per-batch deltas appended after each batch's ledger sync
+    /// (`sinks/state.rs`).
+    state: StateStore,
     ledger: Ledger,
     dead_letter: DeadLetterWriter,
     incidents_out: NdjsonWriter,
@@ -155,6 +169,8 @@ struct AnomalyPart {
     model_path: PathBuf,
     state_path: PathBuf,
     last_save: std::time::Instant,
+    /// No state file was found at start: the monitor has seen nothing.
+    fresh: bool,
 }
 
 impl AnomalyPart {
@@ -187,10 +203,19 @@ impl Pipeline {
             .with_context(|| format!("cannot load rules from {}", rules_dir.display()))?;
         let engine = Engine::new(rules).await.context("cannot plan rules")?;
         tracing::info!(rules = engine.rules().len(), dir = %rules_dir.display(), "rules planned");
-        let state_path = data_dir.join("state").join("detect-state.json");
-        if let Some(saved) = load_state(&state_path)? {
-            let restored = engine.restore(saved);
-            tracing::info!(rules = restored.len(), "detection state restored");
+        let (state, restored) =
+            StateStore::open(&data_dir.join("state"), cfg.state.journal_compact_bytes)?;
+        // The ledger length the restored state reflects: `None` with no
+        // state at all (first start: everything ledgered is re-detected),
+        // the ledger's length for a state saved before positions existed.
+        let state_position = restored.state.as_ref().map(|s| s.position);
+        if let Some(saved) = restored.state {
+            let rules = engine.restore(saved);
+            tracing::info!(
+                rules = rules.len(),
+                journal_deltas = restored.deltas,
+                "detection state restored"
+            );
         }
         let mut lcfg = LedgerConfig::new(data_dir, cfg.origin());
         lcfg.checkpoint_every_records = cfg.ledger.checkpoint_every_records;
@@ -209,7 +234,8 @@ impl Pipeline {
             ..IngestConfig::default()
         };
         let mut ledger = ledger;
-        let dedup = rebuild_dedup(data_dir, ledger.len(), cfg.ingest.dedup_window)?;
+        let ledger_len = ledger.len();
+        let (dedup, tail) = rebuild_dedup(data_dir, ledger_len, cfg.ingest.dedup_window)?;
         let rule_set_version = append_rule_set(&mut ledger, &engine)?;
         let history = if cfg.history.enabled {
             Some(
@@ -221,18 +247,18 @@ impl Pipeline {
         };
         let rules_view = Arc::new(RwLock::new(rules_view(&engine)));
         let anomaly = open_anomaly(cfg, &mut ledger)?;
-        Ok(Pipeline {
+        let mut pipeline = Pipeline {
             history,
             actions_out: NdjsonWriter::open(&paths.actions)?,
             rules_view,
             decoder: Some(Decoder {
-                normalizer: Normalizer::new(ingest_cfg),
+                normalizer: Normalizer::new(ingest_cfg.clone()),
                 dedup,
             }),
             engine,
             rules_dir,
             rule_set_version,
-            state_path,
+            state,
             ledger,
             dead_letter,
             incidents_out: NdjsonWriter::open(&paths.incidents)?,
@@ -242,7 +268,26 @@ impl Pipeline {
             response_cfg: cfg.response.clone(),
             anomaly,
             stats: Stats::default(),
-        })
+        };
+        let rules_at = match state_position {
+            None => 0,
+            Some(p) => p.unwrap_or(ledger_len).min(ledger_len),
+        };
+        pipeline
+            .catch_up(
+                data_dir,
+                CatchUp {
+                    rules_at,
+                    ledger_len,
+                    tail,
+                    ttl_us: ingest_cfg.pending_request_ttl_ms.saturating_mul(1000),
+                    max_pending: ingest_cfg.pending_requests_max,
+                    batch: cfg.ingest.batch_size.max(1),
+                },
+            )
+            .await?;
+        pipeline.stats = Stats::default();
+        Ok(pipeline)
     }
 
     pub fn rule_count(&self) -> usize {
@@ -280,7 +325,11 @@ impl Pipeline {
         self.engine = engine;
         self.rule_set_version = version.clone();
         publish_rules(&self.rules_view, &self.engine);
-        save_state(&self.state_path, &self.engine)?;
+        let snapshot = self
+            .engine
+            .snapshot_json(Some(self.ledger.len()))
+            .context("cannot encode the detection state")?;
+        self.state.replace(&snapshot)?;
         tracing::info!(
             rules = self.engine.rules().len(),
             %version, changed, kept_state = kept.len(),
@@ -326,6 +375,7 @@ impl Pipeline {
             batch: decoded,
             started: t0,
             decode_us,
+            replay,
         } = decoded;
         if decoded.accepted.is_empty()
             && decoded.rejected.is_empty()
@@ -363,12 +413,23 @@ impl Pipeline {
         // Ledger first: nothing is reported that is not ledgered.
         let mut event_index: HashMap<&str, u64> = HashMap::with_capacity(decoded.accepted.len());
         for a in &decoded.accepted {
-            let idx = self
-                .ledger
-                .append(RecordKind::Event, a.ts_micros, &a.raw, &[])
-                .context("ledger append failed")?;
+            let idx = match &replay {
+                Some(r) => match r.event_index.get(&a.event_id) {
+                    Some(&idx) => idx,
+                    None => continue,
+                },
+                None => self
+                    .ledger
+                    .append(RecordKind::Event, a.ts_micros, &a.raw, &[])
+                    .context("ledger append failed")?,
+            };
             event_index.insert(a.event_id.as_str(), idx);
         }
+        let ledgered = |id: &str| {
+            replay
+                .as_ref()
+                .is_some_and(|r| r.ledgered_incidents.contains(id))
+        };
         let now_us = now.timestamp_micros();
         if let (Some(model), Some(a)) = (&anomaly_out.trained, &self.anomaly) {
             // A model learnt at the end of the warm-up: saved and ledgered
@@ -398,11 +459,13 @@ impl Pipeline {
             }
             let refs = refs_of(&inc);
             let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
-            let idx = self
-                .ledger
-                .append(RecordKind::Incident, now_us, &payload, &refs)
-                .context("ledger append failed")?;
-            incident_index.insert(inc.incident_id.clone(), idx);
+            if !ledgered(&inc.incident_id) {
+                let idx = self
+                    .ledger
+                    .append(RecordKind::Incident, now_us, &payload, &refs)
+                    .context("ledger append failed")?;
+                incident_index.insert(inc.incident_id.clone(), idx);
+            }
             incidents.push(inc);
             incident_json.push(payload);
         }
@@ -417,9 +480,11 @@ impl Pipeline {
             }
             let refs = refs_of(&inc);
             let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
-            self.ledger
-                .append(RecordKind::Incident, now_us, &payload, &refs)
-                .context("ledger append failed")?;
+            if !ledgered(&inc.incident_id) {
+                self.ledger
+                    .append(RecordKind::Incident, now_us, &payload, &refs)
+                    .context("ledger append failed")?;
+            }
             updates.push((inc, payload));
         }
         let mut responses = Vec::with_capacity(detection.responses.len());
@@ -439,18 +504,15 @@ impl Pipeline {
         self.dead_letter
             .flush_sync()
             .context("cannot sync the dead-letter file")?;
+        crash_point("after-ledger-sync");
         let t_synced = std::time::Instant::now();
-        save_state(&self.state_path, &self.engine)?;
-        if let Some(a) = &mut self.anomaly
-            && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
-        {
-            a.save()?;
-        }
-        let t_state = std::time::Instant::now();
         if let Some(h) = &mut self.history {
-            h.write("events", &decoded.events)
+            // Files named after the batch's first ledger index: a batch
+            // re-detected after a crash replaces its own files.
+            let key = event_index.values().min().copied();
+            h.write_keyed("events", &decoded.events, key)
                 .context("cannot write the event history")?;
-            h.write("tool_defs", &decoded.tool_defs)
+            h.write_keyed("tool_defs", &decoded.tool_defs, key)
                 .context("cannot write the event history")?;
         }
         let t_history = std::time::Instant::now();
@@ -463,7 +525,6 @@ impl Pipeline {
             }
             self.store.insert(inc);
         }
-        let t3 = std::time::Instant::now();
 
         for (inc, json) in incidents.iter().zip(&incident_json) {
             self.incidents_out.write_line(json)?;
@@ -508,6 +569,26 @@ impl Pipeline {
             extra.flush()?;
         }
         self.stats.responses += responses.len() as u64;
+        // The state journal last: a crash before it re-detects this batch
+        // from the ledger at the next start (see `catch_up`), after which
+        // history, outputs and state are as if it had not happened.
+        let t_out = std::time::Instant::now();
+        let position = self.ledger.len();
+        if !decoded.accepted.is_empty() {
+            let delta = self
+                .engine
+                .delta_json(position)
+                .context("cannot encode the detection state")?;
+            self.state.append(&delta)?;
+        }
+        crash_point("after-state");
+        if let Some(a) = &mut self.anomaly
+            && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
+        {
+            a.monitor.set_position(position);
+            a.save()?;
+        }
+        let t_state = std::time::Instant::now();
         self.ledger
             .maybe_checkpoint()
             .context("ledger checkpoint failed")?;
@@ -519,10 +600,9 @@ impl Pipeline {
         self.stats.time.normalize_us += decode_us + us(dl0, t1);
         self.stats.time.detect_us += us(t1, t2);
         self.stats.time.ledger_us += us(t2, t_synced);
-        self.stats.time.state_us += us(t_synced, t_state);
-        self.stats.time.history_us += us(t_state, t_history);
-        self.stats.time.outputs_us += us(t_history, t3);
-        self.stats.time.outputs_us += us(t3, t4);
+        self.stats.time.history_us += us(t_synced, t_history);
+        self.stats.time.outputs_us += us(t_history, t_out) + us(t_state, t4);
+        self.stats.time.state_us += us(t_out, t_state);
         let accepted = decoded.accepted.len() as u64;
         let rejected = decoded.rejected.len() as u64;
         let duplicates = decoded.duplicates.len() as u64;
@@ -749,8 +829,10 @@ impl Pipeline {
     }
 
     /// Writes a final signed checkpoint and syncs everything.
-    pub fn close(self) -> Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
+    pub fn close(mut self) -> Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
+        self.state.close()?;
         if let Some(mut a) = self.anomaly {
+            a.monitor.set_position(self.ledger.len());
             a.save()?;
         }
         let cp = self.ledger.close().context("cannot close the ledger")?;
@@ -759,19 +841,31 @@ impl Pipeline {
 }
 
 /// The de-duplication window, refilled from the last `window` ledger
-/// records (events only; redacted payloads are skipped).
-fn rebuild_dedup(data_dir: &Path, ledger_len: u64, window: usize) -> Result<Dedup> {
+/// records (events only; redacted payloads are skipped); also returns the
+/// (index, timestamp) of those events, for [`Pipeline::catch_up`].
+fn rebuild_dedup(
+    data_dir: &Path,
+    ledger_len: u64,
+    window: usize,
+) -> Result<(Dedup, Vec<(u64, i64)>)> {
     let mut dedup = Dedup::new(window);
-    if window == 0 || ledger_len == 0 {
-        return Ok(dedup);
+    let mut tail = Vec::new();
+    if ledger_len == 0 {
+        return Ok((dedup, tail));
     }
-    let from = ledger_len.saturating_sub(window as u64);
+    // At least the last 200k records are read for the catch-up, even with
+    // de-duplication off.
+    let from = ledger_len.saturating_sub(window.max(200_000) as u64);
+    let dedup_from = ledger_len.saturating_sub(window as u64);
     dunes_ledger::for_each_record(data_dir, from, |r| {
-        if r.kind == RecordKind::Event
-            && !r.redacted
-            && let Some(id) = dunes_ingest::event_id_of(r.payload)
-        {
-            dedup.observe(&id, r.payload);
+        if r.kind == RecordKind::Event && !r.redacted {
+            tail.push((r.index, r.ts_micros));
+            if window > 0
+                && r.index >= dedup_from
+                && let Some(id) = dunes_ingest::event_id_of(r.payload)
+            {
+                dedup.observe(&id, r.payload);
+            }
         }
     })
     .context("cannot read the ledger to rebuild the de-duplication window")?;
@@ -780,7 +874,267 @@ fn rebuild_dedup(data_dir: &Path, ledger_len: u64, window: usize) -> Result<Dedu
         from,
         "de-duplication window rebuilt from the ledger"
     );
-    Ok(dedup)
+    Ok((dedup, tail))
+}
+
+/// Most events [`Pipeline::catch_up`] re-detects (and, separately, warms
+/// the pending requests with).
+const REDETECT_MAX: usize = 100_000;
+
+/// What [`Pipeline::catch_up`] needs to know.
+struct CatchUp {
+    /// The ledger length the restored detection state reflects.
+    rules_at: u64,
+    /// The ledger's length when opened (records after it are this run's).
+    ledger_len: u64,
+    /// (index, ts) of the events at the end of the ledger.
+    tail: Vec<(u64, i64)>,
+    /// Pending-request lifetime and capacity of the normaliser.
+    ttl_us: i64,
+    max_pending: usize,
+    /// Events per re-detected batch.
+    batch: usize,
+}
+
+impl Pipeline {
+    fn normalizer(&mut self) -> Result<&mut Normalizer> {
+        self.decoder
+            .as_mut()
+            .map(|d| &mut d.normalizer)
+            .ok_or_else(|| {
+                PipelineError::Stopped("the decoder runs on the driver's decode thread".into())
+            })
+    }
+
+    /// Brings the decoder and the state up to the ledger after a start:
+    /// 1. the normaliser's pending requests (a result takes its tool name
+    ///    and method from its request) are rebuilt by normalising the
+    ///    ledgered events of the last `ttl` before the state's position;
+    /// 2. events ledgered after the anomaly state's position but before the
+    ///    detection state's feed the anomaly monitor only;
+    /// 3. events ledgered after the detection state's position (a crash
+    ///    between the ledger fsync and the state journal, or no state at
+    ///    all) are re-detected: incidents already in the ledger are not
+    ///    ledgered again (but reach the outputs if they had not), incidents
+    ///    of a batch cut short by the crash are ledgered now.
+    async fn catch_up(&mut self, data_dir: &Path, mut c: CatchUp) -> Result<()> {
+        // Bounded work at start: at most the last REDETECT_MAX events are
+        // re-detected (a crash leaves one batch; more only when the state
+        // was removed).
+        let unseen: Vec<u64> = c
+            .tail
+            .iter()
+            .map(|(i, _)| *i)
+            .filter(|i| *i >= c.rules_at)
+            .collect();
+        if unseen.len() > REDETECT_MAX {
+            let from = unseen[unseen.len() - REDETECT_MAX];
+            tracing::warn!(
+                state_at = c.rules_at,
+                from,
+                "the detection state is far behind the ledger: only the last {REDETECT_MAX} ledgered events are re-detected"
+            );
+            c.rules_at = from;
+        }
+        // A monitor without a state file has seen nothing (of the ledger's
+        // tail: older events are not fed); one saved before positions
+        // existed is taken as level with the detection state.
+        let tail_start = c.tail.first().map_or(c.ledger_len, |(i, _)| *i);
+        let anomaly_at = self
+            .anomaly
+            .as_ref()
+            .map_or(c.rules_at, |a| match a.monitor.position() {
+                Some(p) => p.max(tail_start),
+                None if a.fresh => tail_start,
+                None => c.rules_at,
+            })
+            .min(c.ledger_len);
+        let behind = c.rules_at.min(anomaly_at);
+        // Warm-up of pending requests: the events within `ttl` of the
+        // newest one before `behind`, at most `max_pending` of them.
+        let before: Vec<&(u64, i64)> = c.tail.iter().filter(|(i, _)| *i < behind).collect();
+        let newest = before.iter().map(|(_, ts)| *ts).max();
+        let warm_from = match newest {
+            Some(newest) => {
+                let recent: Vec<u64> = before
+                    .iter()
+                    .filter(|(_, ts)| *ts >= newest.saturating_sub(c.ttl_us))
+                    .map(|(i, _)| *i)
+                    .collect();
+                let skip = recent.len().saturating_sub(c.max_pending.min(REDETECT_MAX));
+                recent.get(skip).copied().unwrap_or(behind)
+            }
+            None => behind,
+        };
+        if warm_from >= c.ledger_len {
+            return Ok(());
+        }
+        // Phases 1 and 2 run while the ledger is read (in chunks); the
+        // events to re-detect are kept for phase 3.
+        let mut redo: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut ledgered_incidents = std::collections::HashSet::new();
+        let mut chunk: Vec<RawRecord> = Vec::with_capacity(c.batch);
+        let mut chunk_feeds_anomaly = false;
+        let (mut warmed, mut anomaly_only) = (0usize, 0usize);
+        let mut failed: Option<PipelineError> = None;
+        let anomaly = &mut self.anomaly;
+        let ledger = &mut self.ledger;
+        let Some(decoder) = self.decoder.as_mut() else {
+            return Err(PipelineError::Stopped(
+                "the decoder runs on the driver's decode thread".into(),
+            ));
+        };
+        let mut flush = |chunk: &mut Vec<RawRecord>, feeds_anomaly: bool| -> Result<()> {
+            if chunk.is_empty() {
+                return Ok(());
+            }
+            let batch = decoder
+                .normalizer
+                .decode_batch(std::mem::take(chunk))
+                .context("normalisation failed")?;
+            if feeds_anomaly && let Some(a) = anomaly.as_mut() {
+                let out = a
+                    .monitor
+                    .process(&batch.events, Utc::now())
+                    .context("anomaly catch-up failed")?;
+                // The warm-up ended in the part re-read: the model is saved
+                // and ledgered as in `finish`.
+                if let Some(model) = &out.trained {
+                    model.save(&a.model_path).with_context(|| {
+                        format!("cannot save anomaly model {}", a.model_path.display())
+                    })?;
+                    append_model(ledger, model, &a.model_path)?;
+                }
+            }
+            Ok(())
+        };
+        dunes_ledger::for_each_record(data_dir, warm_from, |r| {
+            if r.index >= c.ledger_len || r.redacted || failed.is_some() {
+                return;
+            }
+            match r.kind {
+                RecordKind::Event if r.index >= c.rules_at => {
+                    redo.push((r.index, r.payload.to_vec()));
+                }
+                RecordKind::Event => {
+                    let feeds = r.index >= anomaly_at;
+                    if feeds != chunk_feeds_anomaly || chunk.len() >= c.batch {
+                        if let Err(e) = flush(&mut chunk, chunk_feeds_anomaly) {
+                            failed = Some(e);
+                        }
+                        chunk_feeds_anomaly = feeds;
+                    }
+                    if feeds {
+                        anomaly_only += 1;
+                    } else {
+                        warmed += 1;
+                    }
+                    chunk.push(RawRecord {
+                        bytes: r.payload.to_vec(),
+                        source: dunes_ingest::SourcePos::Ledger { index: r.index },
+                        oversize: None,
+                    });
+                }
+                RecordKind::Incident if r.index >= c.rules_at => {
+                    #[derive(serde::Deserialize)]
+                    struct Id {
+                        incident_id: String,
+                    }
+                    if let Ok(id) = serde_json::from_slice::<Id>(r.payload) {
+                        ledgered_incidents.insert(id.incident_id);
+                    }
+                }
+                _ => {}
+            }
+        })
+        .context("cannot read the ledger to catch up")?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        flush(&mut chunk, chunk_feeds_anomaly)?;
+        let records = |part: &[(u64, Vec<u8>)]| -> Vec<RawRecord> {
+            part.iter()
+                .map(|(index, raw)| RawRecord {
+                    bytes: raw.clone(),
+                    source: dunes_ingest::SourcePos::Ledger { index: *index },
+                    oversize: None,
+                })
+                .collect()
+        };
+        // Events the anomaly monitor already saw (its state is newer than the
+        // detection state's) are re-detected without it.
+        let (no_anomaly, full) = redo.split_at(redo.partition_point(|(i, _)| *i < anomaly_at));
+        for (without_anomaly, events) in [(true, no_anomaly), (false, full)] {
+            for part in events.chunks(c.batch) {
+                let t = std::time::Instant::now();
+                let batch = self
+                    .normalizer()?
+                    .decode_batch(records(part))
+                    .context("normalisation failed")?;
+                let event_index = batch
+                    .accepted
+                    .iter()
+                    .filter_map(|a| match a.source {
+                        dunes_ingest::SourcePos::Ledger { index } => {
+                            Some((a.event_id.clone(), index))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let decoded = Decoded {
+                    batch,
+                    started: t,
+                    decode_us: t.elapsed().as_micros() as u64,
+                    replay: Some(Replay {
+                        event_index,
+                        ledgered_incidents: ledgered_incidents.clone(),
+                    }),
+                };
+                let anomaly = if without_anomaly {
+                    self.anomaly.take()
+                } else {
+                    None
+                };
+                let done = self.finish(decoded).await;
+                if anomaly.is_some() {
+                    self.anomaly = anomaly;
+                }
+                done?;
+            }
+        }
+        let redetected = redo.len();
+        tracing::info!(
+            warmed,
+            anomaly_only,
+            redetected,
+            from = c.rules_at,
+            to = c.ledger_len,
+            "caught up with the ledger"
+        );
+        Ok(())
+    }
+}
+
+/// Test hook: `DUNES_CRASH_AT=<point>:<n>` aborts the process (as a
+/// `kill -9` would) the `n`th time it passes `point` (`after-ledger-sync`,
+/// `after-state`), to test recovery between the ledger and the state.
+fn crash_point(point: &str) {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    static PASSED: AtomicU64 = AtomicU64::new(0);
+    let at = AT.get_or_init(|| {
+        let v = std::env::var("DUNES_CRASH_AT").ok()?;
+        let (p, n) = v.rsplit_once(':')?;
+        Some((p.to_string(), n.parse().ok()?))
+    });
+    if let Some((p, n)) = at
+        && p == point
+        && PASSED.fetch_add(1, Ordering::SeqCst) + 1 == *n
+    {
+        eprintln!("DUNES_CRASH_AT: aborting at {point} #{n}");
+        std::process::abort();
+    }
 }
 
 fn rules_view(engine: &Engine) -> Vec<serde_json::Value> {
@@ -847,6 +1201,7 @@ fn open_anomaly(cfg: &Config, ledger: &mut Ledger) -> Result<Option<AnomalyPart>
     };
     let mut monitor = Monitor::new(cfg.anomaly.clone(), model).with_prior(prior);
     let state_path = cfg.data_dir.join("state").join("anomaly-state.json");
+    let fresh = !state_path.exists();
     monitor
         .load_state(&state_path)
         .with_context(|| format!("cannot restore the anomaly state {}", state_path.display()))?;
@@ -855,6 +1210,7 @@ fn open_anomaly(cfg: &Config, ledger: &mut Ledger) -> Result<Option<AnomalyPart>
         model_path,
         state_path,
         last_save: std::time::Instant::now(),
+        fresh,
     }))
 }
 
@@ -915,22 +1271,4 @@ fn append_rule_set(ledger: &mut Ledger, engine: &Engine) -> Result<String> {
     let rule_set = dunes_detect::rule_set_version(engine.rules());
     append_synced(ledger, RecordKind::RuleSet, &rule_set, "the rule set")?;
     Ok(rule_set["version"].as_str().unwrap_or_default().to_string())
-}
-
-fn load_state(path: &Path) -> Result<Option<dunes_detect::EngineState>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!("detection state {} is corrupt", path.display())
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-}
-
-/// Writes the detection state atomically (temp file, fsync, rename).
-fn save_state(path: &Path, engine: &Engine) -> Result<()> {
-    let json = engine
-        .snapshot_json()
-        .context("cannot encode the detection state")?;
-    write_file_atomic(path, &json, "detection state")
 }

@@ -65,6 +65,8 @@ struct SavedState {
     features: FeatureState,
     #[serde(default)]
     warmup: Option<WarmupMeta>,
+    #[serde(default)]
+    position: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -73,6 +75,8 @@ struct SavedStateRef<'a> {
     features: &'a FeatureState,
     #[serde(skip_serializing_if = "Option::is_none")]
     warmup: Option<WarmupMeta>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    position: Option<u64>,
 }
 
 pub struct Monitor {
@@ -83,9 +87,22 @@ pub struct Monitor {
     /// deployment model yet, so the monitor is not blind during the warm-up.
     prior: Option<LoadedModel>,
     warmup: Option<Warmup>,
+    /// Where in its input the state is (the pipeline's ledger length); saved
+    /// and restored with the state, not interpreted here.
+    position: Option<u64>,
 }
 
 impl Monitor {
+    /// See [`Monitor::set_position`].
+    pub fn position(&self) -> Option<u64> {
+        self.position
+    }
+
+    /// Records where in its input the state is, saved with it.
+    pub fn set_position(&mut self, position: u64) {
+        self.position = Some(position);
+    }
+
     /// With a model: scores from the first batch (using the model's own
     /// feature settings). Without: warms up first.
     pub fn new(cfg: AnomalyConfig, model: Option<LoadedModel>) -> Self {
@@ -100,6 +117,7 @@ impl Monitor {
             model,
             prior: None,
             warmup,
+            position: None,
         }
     }
 
@@ -196,6 +214,7 @@ impl Monitor {
             &SavedStateRef {
                 features: &self.extractor.state,
                 warmup,
+                position: self.position,
             },
         )?;
         if done {
@@ -232,6 +251,7 @@ impl Monitor {
         let saved: SavedState = serde_json::from_slice(&bytes)
             .map_err(|e| DetectError::Model(format!("state {} is corrupt: {e}", path.display())))?;
         self.extractor.state = saved.features;
+        self.position = saved.position;
         let (Some(meta), Some(_)) = (saved.warmup, &self.warmup) else {
             return Ok(());
         };

@@ -1,0 +1,250 @@
+//! A literal prefilter shared by every `regexp_like` of the rule plans.
+//!
+//! For each pattern, the literals one of which every match must start with
+//! (or end with) are extracted with `regex-syntax` (patterns where that set
+//! is infinite or holds a literal shorter than [`MIN_LITERAL`] bytes get no
+//! prefilter). All literals of all patterns go into one Aho-Corasick
+//! automaton (ASCII case-insensitive, so `(?i)` patterns need one literal per
+//! word, not per case variant). A text column is scanned once per batch:
+//! per row, the set of patterns one of whose literals occurs. A pattern's
+//! regex then runs only on the rows in its set; the other rows cannot match
+//! it. Identical results with the prefilter on and off are tested over the
+//! corpora (`detect/tests/prefilter.rs`).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
+use arrow::array::{Array, ArrayRef, AsArray};
+use arrow::datatypes::DataType;
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+
+/// Shorter literals are too common to be worth a scan.
+pub const MIN_LITERAL: usize = 3;
+/// Scanned columns kept (they are the batch's own arrays; cleared per batch).
+const CACHE_ARRAYS: usize = 16;
+
+/// The literals of `pattern` (lower-cased ASCII) one of which every match
+/// contains, or `None` when there is no such useful set.
+pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(pattern)
+        .ok()?;
+    [ExtractKind::Prefix, ExtractKind::Suffix]
+        .into_iter()
+        .find_map(|kind| {
+            let seq = Extractor::new().kind(kind).extract(&hir);
+            let lits = seq.literals()?;
+            if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < MIN_LITERAL) {
+                return None;
+            }
+            let mut out: Vec<Vec<u8>> = lits
+                .iter()
+                .map(|l| l.as_bytes().to_ascii_lowercase())
+                .collect();
+            out.sort();
+            out.dedup();
+            Some(out)
+        })
+}
+
+/// Which patterns may match each row of one scanned column.
+pub(crate) struct RowHits {
+    words: usize,
+    bits: Vec<u64>,
+}
+
+impl RowHits {
+    pub(crate) fn may_match(&self, row: usize, pattern: usize) -> bool {
+        self.bits
+            .get(row * self.words + pattern / 64)
+            .is_some_and(|w| w & (1 << (pattern % 64)) != 0)
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// Pattern text → its prefilter slot (`None`: no usable literals).
+    slots: HashMap<String, Option<usize>>,
+    /// Per literal, the slots it stands for.
+    owners: Vec<Vec<usize>>,
+    literals: Vec<Vec<u8>>,
+    slot_count: usize,
+    automaton: Option<Arc<AhoCorasick>>,
+    /// Columns scanned in this batch (the array is kept, so its address is
+    /// not reused while it is here).
+    cache: VecDeque<(ArrayRef, Arc<RowHits>)>,
+}
+
+pub(crate) struct Prefilter {
+    enabled: AtomicBool,
+    inner: Mutex<Inner>,
+    /// Rows whose regex was skipped / run on the prefilter's word.
+    skipped: AtomicU64,
+    ran: AtomicU64,
+}
+
+impl Prefilter {
+    pub(crate) fn new() -> Self {
+        Prefilter {
+            enabled: AtomicBool::new(true),
+            inner: Mutex::default(),
+            skipped: AtomicU64::new(0),
+            ran: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn count(&self, skipped: u64, ran: u64) {
+        if skipped + ran > 0 {
+            self.skipped.fetch_add(skipped, Ordering::Relaxed);
+            self.ran.fetch_add(ran, Ordering::Relaxed);
+        }
+    }
+
+    /// (rows skipped, rows run) since the engine started.
+    pub(crate) fn rows(&self) -> (u64, u64) {
+        (
+            self.skipped.load(Ordering::Relaxed),
+            self.ran.load(Ordering::Relaxed),
+        )
+    }
+
+    pub(crate) fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the scanned columns (a new batch).
+    pub(crate) fn new_batch(&self) {
+        self.lock().cache.clear();
+    }
+
+    /// The slot of `pattern` (registering it on first sight), or `None` when
+    /// it has no prefilter or the prefilter is off.
+    pub(crate) fn slot(&self, pattern: &str) -> Option<usize> {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut inner = self.lock();
+        if let Some(s) = inner.slots.get(pattern) {
+            return *s;
+        }
+        let slot = required_literals(pattern).and_then(|lits| {
+            let slot = inner.slot_count;
+            let mut all = inner.literals.clone();
+            let mut owners = inner.owners.clone();
+            for l in lits {
+                match all.iter().position(|x| *x == l) {
+                    Some(i) => owners[i].push(slot),
+                    None => {
+                        all.push(l);
+                        owners.push(vec![slot]);
+                    }
+                }
+            }
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .build(&all)
+                .ok()?;
+            inner.literals = all;
+            inner.owners = owners;
+            inner.automaton = Some(Arc::new(ac));
+            inner.slot_count += 1;
+            // Scans made without this pattern do not know it.
+            inner.cache.clear();
+            Some(slot)
+        });
+        inner.slots.insert(pattern.to_string(), slot);
+        slot
+    }
+
+    /// Scans `values` once for every registered literal (or returns the scan
+    /// of this same array made earlier in the batch).
+    pub(crate) fn hits(&self, values: &ArrayRef) -> Option<Arc<RowHits>> {
+        let (ac, owners, slots) = {
+            let inner = self.lock();
+            if let Some((_, h)) = inner.cache.iter().find(|(a, _)| Arc::ptr_eq(a, values)) {
+                return Some(h.clone());
+            }
+            (
+                inner.automaton.clone()?,
+                inner.owners.clone(),
+                inner.slot_count,
+            )
+        };
+        let words = slots.div_ceil(64);
+        let n = values.len();
+        let mut bits = vec![0u64; n * words];
+        let mut scan = |row: usize, text: &str| {
+            let row_bits = &mut bits[row * words..(row + 1) * words];
+            for m in ac.find_overlapping_iter(text) {
+                for &slot in &owners[m.pattern().as_usize()] {
+                    row_bits[slot / 64] |= 1 << (slot % 64);
+                }
+            }
+        };
+        match values.data_type() {
+            DataType::Utf8 => {
+                for (i, v) in values.as_string::<i32>().iter().enumerate() {
+                    if let Some(s) = v {
+                        scan(i, s);
+                    }
+                }
+            }
+            DataType::LargeUtf8 => {
+                for (i, v) in values.as_string::<i64>().iter().enumerate() {
+                    if let Some(s) = v {
+                        scan(i, s);
+                    }
+                }
+            }
+            DataType::Utf8View => {
+                for (i, v) in values.as_string_view().iter().enumerate() {
+                    if let Some(s) = v {
+                        scan(i, s);
+                    }
+                }
+            }
+            _ => return None,
+        }
+        let hits = Arc::new(RowHits { words, bits });
+        let mut inner = self.lock();
+        // Not kept when a pattern was registered meanwhile (it lacks it).
+        if inner.slot_count == slots {
+            if inner.cache.len() >= CACHE_ARRAYS {
+                inner.cache.pop_front();
+            }
+            inner.cache.push_back((values.clone(), hits.clone()));
+        }
+        Some(hits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_a_necessary_condition_or_none() {
+        assert_eq!(
+            required_literals(r"(?i)(?-u:\b)curl(?-u:\b)[^\n]{0,20}\|"),
+            Some(vec![b"curl".to_vec()])
+        );
+        let l = required_literals(r"(?i)(ignore|disregard)\s+previous").expect("literals");
+        assert!(l.iter().all(|x| x.len() >= MIN_LITERAL), "{l:?}");
+        // An unbounded class first and last: nothing usable.
+        assert_eq!(required_literals(r"[a-z]+\d+[a-z]+"), None);
+        // A too short literal disables the prefilter for the pattern.
+        assert_eq!(required_literals(r"(ab|abcdef)x*"), None);
+        // Suffixes are used when prefixes are not finite.
+        assert_eq!(
+            required_literals(r"\w+\.onion"),
+            Some(vec![b".onion".to_vec()])
+        );
+    }
+}
