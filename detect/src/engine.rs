@@ -240,10 +240,9 @@ impl Engine {
         self.prefilter.set_enabled(on);
     }
 
-    /// Rows of `regexp_like` calls the prefilter answered without the regex
-    /// (no literal of the pattern in the text), and rows the regex ran on.
-    pub fn regex_prefilter_rows(&self) -> (u64, u64) {
-        self.prefilter.rows()
+    /// What the `regexp_like` prefilter did so far.
+    pub fn regex_prefilter_stats(&self) -> crate::PrefilterStats {
+        self.prefilter.stats()
     }
 
     pub fn rules(&self) -> &[PlannedRule] {
@@ -399,7 +398,8 @@ impl Engine {
     /// Hot reload: takes over the state of `old` for every stateful rule
     /// whose id and file SHA-256 are unchanged (its state key then is too);
     /// state of changed or removed rules is dropped, as are their open
-    /// suppression windows. De-dup fingerprints and late counts carry over.
+    /// suppression windows. De-dup fingerprints, late counts and the regex
+    /// prefilter setting carry over.
     /// Returns the ids of the rules whose state was kept.
     pub fn carry_state_from(&self, old: &Engine) -> Vec<String> {
         let unchanged: HashSet<&str> = self
@@ -430,6 +430,7 @@ impl Engine {
             .retain(|_, o| unchanged.contains(o.incident.rule_id.as_str()));
         *lock(&self.noise) = noise;
         *lock(&self.late) = lock(&old.late).clone();
+        self.prefilter.set_enabled(old.prefilter.enabled());
         kept
     }
 

@@ -21,6 +21,7 @@ use chrono::{DateTime, Utc};
 
 pub use engine::{Engine, EngineState, Fire, LateCounts, PlannedRule, RuleMatches};
 pub use history::{HistoryConfig, HistoryWriter};
+pub use prefilter::PrefilterStats;
 pub use incident::{Incident, IncidentStatus};
 pub use lifecycle::{ActionKind, Disposition, IncidentAction, TransitionError, transition};
 pub use response::{ResponseConfig, ResponseRecord};

@@ -84,6 +84,22 @@ pub(crate) struct Prefilter {
     /// Rows whose regex was skipped / run on the prefilter's word.
     skipped: AtomicU64,
     ran: AtomicU64,
+    /// Column scans made / answered from this batch's earlier scan.
+    scans: AtomicU64,
+    reused: AtomicU64,
+}
+
+/// What the prefilter did since the engine started.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PrefilterStats {
+    /// Rows of `regexp_like` answered `false` without running the regex.
+    pub rows_skipped: u64,
+    /// Rows the regex ran on (one of its literals was present).
+    pub rows_run: u64,
+    /// Text columns scanned by the automaton.
+    pub scans: u64,
+    /// Calls answered from a scan of the same column earlier in the batch.
+    pub scans_reused: u64,
 }
 
 impl Prefilter {
@@ -93,6 +109,8 @@ impl Prefilter {
             inner: Mutex::default(),
             skipped: AtomicU64::new(0),
             ran: AtomicU64::new(0),
+            scans: AtomicU64::new(0),
+            reused: AtomicU64::new(0),
         }
     }
 
@@ -103,16 +121,21 @@ impl Prefilter {
         }
     }
 
-    /// (rows skipped, rows run) since the engine started.
-    pub(crate) fn rows(&self) -> (u64, u64) {
-        (
-            self.skipped.load(Ordering::Relaxed),
-            self.ran.load(Ordering::Relaxed),
-        )
+    pub(crate) fn stats(&self) -> PrefilterStats {
+        PrefilterStats {
+            rows_skipped: self.skipped.load(Ordering::Relaxed),
+            rows_run: self.ran.load(Ordering::Relaxed),
+            scans: self.scans.load(Ordering::Relaxed),
+            scans_reused: self.reused.load(Ordering::Relaxed),
+        }
     }
 
     pub(crate) fn set_enabled(&self, on: bool) {
         self.enabled.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -149,6 +172,7 @@ impl Prefilter {
             }
             let ac = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
+                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
                 .build(&all)
                 .ok()?;
             inner.literals = all;
@@ -169,6 +193,7 @@ impl Prefilter {
         let (ac, owners, slots) = {
             let inner = self.lock();
             if let Some((_, h)) = inner.cache.iter().find(|(a, _)| Arc::ptr_eq(a, values)) {
+                self.reused.fetch_add(1, Ordering::Relaxed);
                 return Some(h.clone());
             }
             (
@@ -178,6 +203,7 @@ impl Prefilter {
             )
         };
         let words = slots.div_ceil(64);
+        self.scans.fetch_add(1, Ordering::Relaxed);
         let n = values.len();
         let mut bits = vec![0u64; n * words];
         let mut scan = |row: usize, text: &str| {

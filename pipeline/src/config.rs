@@ -32,6 +32,24 @@ pub struct Config {
     pub anomaly: dunes_detect::anomaly::AnomalyConfig,
     /// Detection state persistence (`[state]`).
     pub state: StateSection,
+    /// Rule engine settings (`[detect]`).
+    pub detect: DetectSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectSection {
+    /// Literal prefilter for `regexp_like` (same results; off only to
+    /// measure it).
+    pub regex_prefilter: bool,
+}
+
+impl Default for DetectSection {
+    fn default() -> Self {
+        DetectSection {
+            regex_prefilter: true,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,6 +128,7 @@ impl Default for Config {
             history: dunes_detect::HistoryConfig::default(),
             anomaly: Default::default(),
             state: StateSection::default(),
+            detect: DetectSection::default(),
         }
     }
 }

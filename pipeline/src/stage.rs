@@ -202,6 +202,7 @@ impl Pipeline {
         let rules = dunes_detect::load_dir(&rules_dir)
             .with_context(|| format!("cannot load rules from {}", rules_dir.display()))?;
         let engine = Engine::new(rules).await.context("cannot plan rules")?;
+        engine.set_regex_prefilter(cfg.detect.regex_prefilter);
         tracing::info!(rules = engine.rules().len(), dir = %rules_dir.display(), "rules planned");
         let (state, restored) =
             StateStore::open(&data_dir.join("state"), cfg.state.journal_compact_bytes)?;
