@@ -363,10 +363,10 @@ impl Engine {
             .collect();
         let mut rules = BTreeMap::new();
         for (id, st) in states.iter_mut() {
-            if let Some((rid, key)) = keys.get_key_value(id.as_str()) {
-                if st.is_dirty() {
-                    rules.insert(*rid, (key.clone(), st.delta()));
-                }
+            if let Some((rid, key)) = keys.get_key_value(id.as_str())
+                && st.is_dirty()
+            {
+                rules.insert(*rid, (key.clone(), st.delta()));
             }
         }
         serde_json::to_vec(&View {

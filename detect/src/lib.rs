@@ -21,9 +21,9 @@ use chrono::{DateTime, Utc};
 
 pub use engine::{Engine, EngineState, Fire, LateCounts, PlannedRule, RuleMatches};
 pub use history::{HistoryConfig, HistoryWriter};
-pub use prefilter::PrefilterStats;
 pub use incident::{Incident, IncidentStatus};
 pub use lifecycle::{ActionKind, Disposition, IncidentAction, TransitionError, transition};
+pub use prefilter::PrefilterStats;
 pub use response::{ResponseConfig, ResponseRecord};
 pub use rule::{Level, LoadedRule, ResponseAction, RuleConfig, Severity, load_dir};
 pub use store::{IncidentFilter, IncidentStore};

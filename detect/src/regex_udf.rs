@@ -58,7 +58,7 @@ impl RegexpLike {
         if let Some(re) = cache.get(pattern) {
             return Ok(re.clone());
         }
-        let re = regex::RegexBuilder::new(&pattern)
+        let re = regex::RegexBuilder::new(pattern)
             .dfa_size_limit(DFA_CACHE_BYTES)
             .build()
             .map_err(|e| {

@@ -157,10 +157,7 @@ pub struct RuleDelta<W = VecDeque<WinEvent>, S = SeqEntity, B = BaselineEntry> {
 /// A [`RuleDelta`] borrowing the live values (encoded without copying them).
 pub type RuleDeltaRef<'a> = RuleDelta<&'a VecDeque<WinEvent>, &'a SeqEntity, &'a BaselineEntry>;
 
-fn changed<'a, V>(
-    keys: HashSet<String>,
-    map: &'a HashMap<String, V>,
-) -> BTreeMap<String, Option<&'a V>> {
+fn changed<V>(keys: HashSet<String>, map: &HashMap<String, V>) -> BTreeMap<String, Option<&V>> {
     keys.into_iter()
         .map(|k| {
             let v = map.get(&k);

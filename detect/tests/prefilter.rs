@@ -7,8 +7,10 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use dunes_detect::{Engine, ResponseConfig, load_dir};
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+use dunes_ingest::{IngestConfig, Normalizer};
 use serde_json::Value;
+
+mod common;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -54,19 +56,7 @@ async fn incidents(engine: &Engine, lines: &[String]) -> Vec<Value> {
     let mut norm = Normalizer::new(IngestConfig::default());
     let mut out = Vec::new();
     for chunk in lines.chunks(2048) {
-        let records = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, l)| RawRecord {
-                bytes: l.as_bytes().to_vec(),
-                source: SourcePos::File {
-                    path: "t".into(),
-                    line: i as u64 + 1,
-                },
-                oversize: None,
-            })
-            .collect();
-        let b = norm.decode_batch(records).expect("decodes");
+        let b = norm.decode_batch(common::records(chunk)).expect("decodes");
         let det = dunes_detect::detect(
             engine,
             &b.events,

@@ -49,19 +49,30 @@ async fn shipped_rules_pass_their_inline_tests() {
 
 mod common;
 
+/// The shipped real-SDK sample, one envelope per line.
+fn sample_lines() -> Vec<String> {
+    std::fs::read_to_string(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/corpus/mcp-sample.ndjson"),
+    )
+    .expect("shipped sample")
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+async fn pack_engine() -> Engine {
+    Engine::new(load_dir(&pack_dir()).expect("pack"))
+        .await
+        .expect("plans")
+}
+
 /// The state the pipeline saves after every batch (`snapshot_json`, encoded
 /// from the live maps) is the JSON of the copied `EngineState`, and restores
 /// into an engine that saves the same state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_saved_state_is_the_engine_state_json_and_restores() {
-    let sample = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/corpus/mcp-sample.ndjson"),
-    )
-    .expect("shipped sample");
-    let lines: Vec<String> = sample.lines().map(str::to_owned).collect();
-    let engine = Engine::new(load_dir(&pack_dir()).expect("pack"))
-        .await
-        .expect("plans");
+    let lines = sample_lines();
+    let engine = pack_engine().await;
     for chunk in lines.chunks(500) {
         let b = common::batch(chunk);
         dunes_detect::detect(
@@ -88,9 +99,7 @@ async fn the_saved_state_is_the_engine_state_json_and_restores() {
         serde_json::to_value(&copied).expect("encodes")
     );
 
-    let fresh = Engine::new(load_dir(&pack_dir()).expect("pack"))
-        .await
-        .expect("plans");
+    let fresh = pack_engine().await;
     let restored = fresh.restore(serde_json::from_slice(&saved).expect("decodes"));
     assert_eq!(restored.len(), copied.rules.len());
     assert_eq!(
@@ -105,14 +114,8 @@ async fn the_saved_state_is_the_engine_state_json_and_restores() {
 /// baselines, counters, open suppression windows and fingerprints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_plus_the_journaled_deltas_is_the_live_state() {
-    let sample = std::fs::read_to_string(
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/corpus/mcp-sample.ndjson"),
-    )
-    .expect("shipped sample");
-    let lines: Vec<String> = sample.lines().map(str::to_owned).collect();
-    let engine = Engine::new(load_dir(&pack_dir()).expect("pack"))
-        .await
-        .expect("plans");
+    let lines = sample_lines();
+    let engine = pack_engine().await;
     let detect = |chunk: &[String]| {
         let b = common::batch(chunk);
         let engine = &engine;

@@ -1,10 +1,12 @@
-//! Helpers shared by the detect integration tests.
+//! Helpers shared by the detect integration tests (each test file uses
+//! some of them).
+#![allow(dead_code)]
 
 use dunes_ingest::{DecodedBatch, IngestConfig, Normalizer, RawRecord, SourcePos};
 
-/// Normalises envelope lines (one batch, fresh normaliser).
-pub fn batch<S: AsRef<str>>(lines: &[S]) -> DecodedBatch {
-    let records = lines
+/// Envelope lines as raw records (positions `t:1…`).
+pub fn records<S: AsRef<str>>(lines: &[S]) -> Vec<RawRecord> {
+    lines
         .iter()
         .enumerate()
         .map(|(i, l)| RawRecord {
@@ -15,8 +17,12 @@ pub fn batch<S: AsRef<str>>(lines: &[S]) -> DecodedBatch {
             },
             oversize: None,
         })
-        .collect();
+        .collect()
+}
+
+/// Normalises envelope lines (one batch, fresh normaliser).
+pub fn batch<S: AsRef<str>>(lines: &[S]) -> DecodedBatch {
     Normalizer::new(IngestConfig::default())
-        .decode_batch(records)
+        .decode_batch(records(lines))
         .expect("decodes")
 }
