@@ -102,13 +102,7 @@ impl NoiseState {
         let pushed = std::mem::take(&mut self.fp_pushed).min(self.fingerprints.len());
         let skip = self.fingerprints.len() - pushed;
         NoiseDelta {
-            open: dirty
-                .into_iter()
-                .map(|k| {
-                    let v = self.open.get(&k);
-                    (k, v)
-                })
-                .collect(),
+            open: crate::state::changed(dirty, &self.open),
             fp_dropped: std::mem::take(&mut self.fp_dropped),
             fp_pushed: self
                 .fingerprints
@@ -124,16 +118,7 @@ impl NoiseState {
 
     /// Applies a delta read back.
     pub fn apply_delta(&mut self, delta: NoiseDelta) {
-        for (k, v) in delta.open {
-            match v {
-                Some(v) => {
-                    self.open.insert(k, v);
-                }
-                None => {
-                    self.open.remove(&k);
-                }
-            }
-        }
+        crate::state::apply_changes(&mut self.open, delta.open);
         for _ in 0..delta.fp_dropped {
             self.fingerprints.pop_front();
         }

@@ -157,7 +157,11 @@ pub struct RuleDelta<W = VecDeque<WinEvent>, S = SeqEntity, B = BaselineEntry> {
 /// A [`RuleDelta`] borrowing the live values (encoded without copying them).
 pub type RuleDeltaRef<'a> = RuleDelta<&'a VecDeque<WinEvent>, &'a SeqEntity, &'a BaselineEntry>;
 
-fn changed<V>(keys: HashSet<String>, map: &HashMap<String, V>) -> BTreeMap<String, Option<&V>> {
+/// The current value of each changed key (`None`: removed).
+pub(crate) fn changed<V>(
+    keys: HashSet<String>,
+    map: &HashMap<String, V>,
+) -> BTreeMap<String, Option<&V>> {
     keys.into_iter()
         .map(|k| {
             let v = map.get(&k);
@@ -166,7 +170,8 @@ fn changed<V>(keys: HashSet<String>, map: &HashMap<String, V>) -> BTreeMap<Strin
         .collect()
 }
 
-fn apply_changes<V>(map: &mut HashMap<String, V>, changes: BTreeMap<String, Option<V>>) {
+/// Applies what [`changed`] recorded to a copy of the map.
+pub(crate) fn apply_changes<V>(map: &mut HashMap<String, V>, changes: BTreeMap<String, Option<V>>) {
     for (k, v) in changes {
         match v {
             Some(v) => {

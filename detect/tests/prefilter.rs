@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::PathBuf;
 
-use dunes_detect::{Engine, ResponseConfig, load_dir};
+use dunes_detect::{Engine, load_dir};
 use dunes_ingest::{IngestConfig, Normalizer};
 use serde_json::Value;
 
@@ -57,15 +57,7 @@ async fn incidents(engine: &Engine, lines: &[String]) -> Vec<Value> {
     let mut out = Vec::new();
     for chunk in lines.chunks(2048) {
         let b = norm.decode_batch(common::records(chunk)).expect("decodes");
-        let det = dunes_detect::detect(
-            engine,
-            &b.events,
-            &b.tool_defs,
-            chrono::Utc::now(),
-            &ResponseConfig::default(),
-        )
-        .await
-        .expect("detects");
+        let det = common::detect_batch(engine, &b).await;
         for inc in det.incidents.iter().chain(&det.updates) {
             let mut v = serde_json::to_value(inc).expect("json");
             if let Some(m) = v.as_object_mut() {

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use dunes_detect::{Engine, ResponseConfig, detect, load_dir, reload};
+use dunes_detect::{Engine, load_dir, reload};
 mod common;
 
 use common::batch;
@@ -44,16 +44,7 @@ fn call(id: &str, sec: u32, session: &str, tool: &str) -> String {
 
 /// (rule id, session) of every new incident of one batch.
 async fn run(engine: &Engine, lines: &[String]) -> Vec<(String, String)> {
-    let b = batch(lines);
-    let d = detect(
-        engine,
-        &b.events,
-        &b.tool_defs,
-        chrono::Utc::now(),
-        &ResponseConfig::default(),
-    )
-    .await
-    .expect("detects");
+    let d = common::detect_batch(engine, &batch(lines)).await;
     let mut v: Vec<(String, String)> = d
         .incidents
         .iter()

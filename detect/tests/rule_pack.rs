@@ -74,16 +74,7 @@ async fn the_saved_state_is_the_engine_state_json_and_restores() {
     let lines = sample_lines();
     let engine = pack_engine().await;
     for chunk in lines.chunks(500) {
-        let b = common::batch(chunk);
-        dunes_detect::detect(
-            &engine,
-            &b.events,
-            &b.tool_defs,
-            chrono::Utc::now(),
-            &dunes_detect::ResponseConfig::default(),
-        )
-        .await
-        .expect("detects");
+        common::detect_batch(&engine, &common::batch(chunk)).await;
     }
     let copied = engine.snapshot();
     assert!(
@@ -119,19 +110,7 @@ async fn a_snapshot_plus_the_journaled_deltas_is_the_live_state() {
     let detect = |chunk: &[String]| {
         let b = common::batch(chunk);
         let engine = &engine;
-        async move {
-            dunes_detect::detect(
-                engine,
-                &b.events,
-                &b.tool_defs,
-                chrono::Utc::now(),
-                &dunes_detect::ResponseConfig::default(),
-            )
-            .await
-            .expect("detects")
-            .incidents
-            .len()
-        }
+        async move { common::detect_batch(engine, &b).await.incidents.len() }
     };
     let (head, tail) = lines.split_at(lines.len() / 3);
     for chunk in head.chunks(97) {

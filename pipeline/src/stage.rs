@@ -113,7 +113,7 @@ struct Replay {
     /// Ledger index of each event.
     event_index: HashMap<String, u64>,
     /// Incidents already ledgered after the first replayed event.
-    ledgered_incidents: std::collections::HashSet<String>,
+    ledgered_incidents: Arc<std::collections::HashSet<String>>,
 }
 
 impl Decoder {
@@ -174,6 +174,18 @@ struct AnomalyPart {
 }
 
 impl AnomalyPart {
+    /// Saves a model trained at the end of the warm-up and ledgers it.
+    fn keep_trained(
+        &self,
+        ledger: &mut Ledger,
+        model: &dunes_detect::anomaly::LoadedModel,
+    ) -> Result<()> {
+        model
+            .save(&self.model_path)
+            .with_context(|| format!("cannot save anomaly model {}", self.model_path.display()))?;
+        append_model(ledger, model, &self.model_path)
+    }
+
     /// Saves the monitor's windows (and warm-up) state.
     fn save(&mut self) -> Result<()> {
         self.monitor.save_state(&self.state_path).with_context(|| {
@@ -356,9 +368,7 @@ impl Pipeline {
         let decoded = self
             .decoder
             .as_mut()
-            .ok_or_else(|| {
-                PipelineError::Stopped("the decoder runs on the driver's decode thread".into())
-            })?
+            .ok_or_else(decoder_gone)?
             .decode(records)?;
         self.finish(decoded).await
     }
@@ -435,10 +445,7 @@ impl Pipeline {
         if let (Some(model), Some(a)) = (&anomaly_out.trained, &self.anomaly) {
             // A model learnt at the end of the warm-up: saved and ledgered
             // before the first incident that names it.
-            model
-                .save(&a.model_path)
-                .with_context(|| format!("cannot save anomaly model {}", a.model_path.display()))?;
-            append_model(&mut self.ledger, model, &a.model_path)?;
+            a.keep_trained(&mut self.ledger, model)?;
         }
         let mut incidents = Vec::with_capacity(detection.incidents.len());
         // Ledger indexes of the events an incident cites (this batch's).
@@ -898,15 +905,6 @@ struct CatchUp {
 }
 
 impl Pipeline {
-    fn normalizer(&mut self) -> Result<&mut Normalizer> {
-        self.decoder
-            .as_mut()
-            .map(|d| &mut d.normalizer)
-            .ok_or_else(|| {
-                PipelineError::Stopped("the decoder runs on the driver's decode thread".into())
-            })
-    }
-
     /// Brings the decoder and the state up to the ledger after a start:
     /// 1. the normaliser's pending requests (a result takes its tool name
     ///    and method from its request) are rebuilt by normalising the
@@ -972,7 +970,7 @@ impl Pipeline {
         }
         // Phases 1 and 2 run while the ledger is read (in chunks); the
         // events to re-detect are kept for phase 3.
-        let mut redo: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut redo: Vec<RawRecord> = Vec::new();
         let mut ledgered_incidents = std::collections::HashSet::new();
         let mut chunk: Vec<RawRecord> = Vec::with_capacity(c.batch);
         let mut chunk_feeds_anomaly = false;
@@ -980,11 +978,7 @@ impl Pipeline {
         let mut failed: Option<PipelineError> = None;
         let anomaly = &mut self.anomaly;
         let ledger = &mut self.ledger;
-        let Some(decoder) = self.decoder.as_mut() else {
-            return Err(PipelineError::Stopped(
-                "the decoder runs on the driver's decode thread".into(),
-            ));
-        };
+        let decoder = self.decoder.as_mut().ok_or_else(decoder_gone)?;
         let mut flush = |chunk: &mut Vec<RawRecord>, feeds_anomaly: bool| -> Result<()> {
             if chunk.is_empty() {
                 return Ok(());
@@ -1001,10 +995,7 @@ impl Pipeline {
                 // The warm-up ended in the part re-read: the model is saved
                 // and ledgered as in `finish`.
                 if let Some(model) = &out.trained {
-                    model.save(&a.model_path).with_context(|| {
-                        format!("cannot save anomaly model {}", a.model_path.display())
-                    })?;
-                    append_model(ledger, model, &a.model_path)?;
+                    a.keep_trained(ledger, model)?;
                 }
             }
             Ok(())
@@ -1015,7 +1006,7 @@ impl Pipeline {
             }
             match r.kind {
                 RecordKind::Event if r.index >= c.rules_at => {
-                    redo.push((r.index, r.payload.to_vec()));
+                    redo.push(ledger_record(r.index, r.payload));
                 }
                 RecordKind::Event => {
                     let feeds = r.index >= anomaly_at;
@@ -1030,11 +1021,7 @@ impl Pipeline {
                     } else {
                         warmed += 1;
                     }
-                    chunk.push(RawRecord {
-                        bytes: r.payload.to_vec(),
-                        source: dunes_ingest::SourcePos::Ledger { index: r.index },
-                        oversize: None,
-                    });
+                    chunk.push(ledger_record(r.index, r.payload));
                 }
                 RecordKind::Incident if r.index >= c.rules_at => {
                     #[derive(serde::Deserialize)]
@@ -1053,34 +1040,27 @@ impl Pipeline {
             return Err(e);
         }
         flush(&mut chunk, chunk_feeds_anomaly)?;
-        let records = |part: &[(u64, Vec<u8>)]| -> Vec<RawRecord> {
-            part.iter()
-                .map(|(index, raw)| RawRecord {
-                    bytes: raw.clone(),
-                    source: dunes_ingest::SourcePos::Ledger { index: *index },
-                    oversize: None,
-                })
-                .collect()
-        };
+        let redetected = redo.len();
+        let ledgered_incidents = Arc::new(ledgered_incidents);
         // Events the anomaly monitor already saw (its state is newer than the
         // detection state's) are re-detected without it.
-        let (no_anomaly, full) = redo.split_at(redo.partition_point(|(i, _)| *i < anomaly_at));
-        for (without_anomaly, events) in [(true, no_anomaly), (false, full)] {
-            for part in events.chunks(c.batch) {
+        let full =
+            redo.split_off(redo.partition_point(|r| ledger_index_of(&r.source) < Some(anomaly_at)));
+        for (without_anomaly, mut events) in [(true, redo), (false, full)] {
+            while !events.is_empty() {
+                let part: Vec<RawRecord> = events.drain(..c.batch.min(events.len())).collect();
                 let t = std::time::Instant::now();
                 let batch = self
-                    .normalizer()?
-                    .decode_batch(records(part))
+                    .decoder
+                    .as_mut()
+                    .ok_or_else(decoder_gone)?
+                    .normalizer
+                    .decode_batch(part)
                     .context("normalisation failed")?;
                 let event_index = batch
                     .accepted
                     .iter()
-                    .filter_map(|a| match a.source {
-                        dunes_ingest::SourcePos::Ledger { index } => {
-                            Some((a.event_id.clone(), index))
-                        }
-                        _ => None,
-                    })
+                    .filter_map(|a| Some((a.event_id.clone(), ledger_index_of(&a.source)?)))
                     .collect();
                 let decoded = Decoded {
                     batch,
@@ -1103,7 +1083,6 @@ impl Pipeline {
                 done?;
             }
         }
-        let redetected = redo.len();
         tracing::info!(
             warmed,
             anomaly_only,
@@ -1113,6 +1092,28 @@ impl Pipeline {
             "caught up with the ledger"
         );
         Ok(())
+    }
+}
+
+/// The error of a stage whose decoder was moved to the decode thread.
+fn decoder_gone() -> PipelineError {
+    PipelineError::Stopped("the decoder runs on the driver's decode thread".into())
+}
+
+/// A ledgered event read back as an input record.
+fn ledger_record(index: u64, payload: &[u8]) -> RawRecord {
+    RawRecord {
+        bytes: payload.to_vec(),
+        source: dunes_ingest::SourcePos::Ledger { index },
+        oversize: None,
+    }
+}
+
+/// The ledger index of a record read back by [`ledger_record`].
+fn ledger_index_of(source: &dunes_ingest::SourcePos) -> Option<u64> {
+    match source {
+        dunes_ingest::SourcePos::Ledger { index } => Some(*index),
+        _ => None,
     }
 }
 

@@ -26,3 +26,20 @@ pub fn batch<S: AsRef<str>>(lines: &[S]) -> DecodedBatch {
         .decode_batch(records(lines))
         .expect("decodes")
 }
+
+/// The shipped pack's detection of one decoded batch (default responses,
+/// detected now).
+pub async fn detect_batch(
+    engine: &dunes_detect::Engine,
+    b: &DecodedBatch,
+) -> dunes_detect::Detection {
+    dunes_detect::detect(
+        engine,
+        &b.events,
+        &b.tool_defs,
+        chrono::Utc::now(),
+        &dunes_detect::ResponseConfig::default(),
+    )
+    .await
+    .expect("detects")
+}
