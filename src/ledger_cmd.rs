@@ -60,13 +60,23 @@ pub enum CheckpointCmd {
     /// Examples:
     ///   dunes checkpoint publish --to-dir /srv/anchors --follow
     ///   dunes checkpoint publish --stdout --latest
+    ///   dunes checkpoint publish --to-kafka dunes.checkpoints --brokers kafka-1:9092 --follow
     Publish {
         /// Write `checkpoint-<tree size>.note` and `latest.note` into this directory.
-        #[arg(long, required_unless_present = "stdout")]
+        #[arg(long, required_unless_present_any = ["stdout", "to_kafka"])]
         to_dir: Option<PathBuf>,
         /// Print each checkpoint as one JSON line `{"tree_size":…,"note":"…"}`.
         #[arg(long, conflicts_with = "to_dir")]
         stdout: bool,
+        /// Produce each checkpoint to this Kafka topic (created with one partition if
+        /// missing): key = tree size in decimal, value = the signed note, byte for byte the
+        /// content of a `checkpoint-<tree size>.note` file. Resumes after the topic's newest
+        /// checkpoint and refuses to publish a ledger whose checkpoints.log disagrees with it.
+        #[arg(long, value_name = "TOPIC", conflicts_with_all = ["to_dir", "stdout"])]
+        to_kafka: Option<String>,
+        /// Kafka bootstrap servers for --to-kafka (default: `[kafka] brokers` of the config).
+        #[arg(long, requires = "to_kafka")]
+        brokers: Option<String>,
         /// Only the newest checkpoint (default: every checkpoint not yet published).
         #[arg(long)]
         latest: bool,
@@ -234,41 +244,132 @@ pub fn ledger(data_dir: &Path, origin: String, cmd: LedgerCmd) -> anyhow::Result
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where `dunes checkpoint publish` writes.
+enum Target {
+    Dir(PathBuf),
+    Stdout,
+    Kafka {
+        sink: Box<dunes_ingest::kafka::KafkaSink>,
+        topic: String,
+    },
+}
+
+impl Target {
+    /// Publish one checkpoint; `false` when stdout was closed (stop quietly).
+    async fn publish(&self, cp: &dunes_ledger::Checkpoint) -> anyhow::Result<bool> {
+        match self {
+            Target::Stdout => {
+                let line = serde_json::json!({"tree_size": cp.tree_size, "note": cp.note});
+                return Ok(writeln!(std::io::stdout().lock(), "{line}").is_ok());
+            }
+            Target::Dir(dir) => {
+                if let Published::New(p) = dunes_ledger::publish_checkpoint(dir, cp)? {
+                    eprintln!("published {}", p.display());
+                }
+            }
+            Target::Kafka { sink, topic } => {
+                sink.send_raw(topic, &cp.tree_size.to_string(), cp.note.as_bytes())
+                    .await
+                    .with_context(|| {
+                        format!("cannot publish checkpoint {} to {topic}", cp.tree_size)
+                    })?;
+                eprintln!("published checkpoint {} to {topic}", cp.tree_size);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Tree size of the newest checkpoint already published there, checked against the
+    /// ledger's own checkpoints: a topic holding a checkpoint the ledger does not have (a
+    /// different note for that size, or a size the ledger never signed) means the ledger was
+    /// rolled back or forked, and nothing is published.
+    fn resume_after(&self, cps: &[dunes_ledger::Checkpoint]) -> anyhow::Result<Option<u64>> {
+        let Target::Kafka { sink, topic } = self else {
+            return Ok(None);
+        };
+        let Some(last) = tokio::task::block_in_place(|| sink.last_message(topic))? else {
+            return Ok(None);
+        };
+        let note = String::from_utf8(last.payload).ok().and_then(|n| {
+            dunes_ledger::TrustedCheckpoint::from_note(Path::new(topic), &n)
+                .ok()
+                .map(|t| (n, t))
+        });
+        let Some((note, trusted)) = note else {
+            anyhow::bail!(
+                "the newest message of {topic} (key {:?}) is not a signed checkpoint note",
+                last.key
+            );
+        };
+        let size = trusted.checkpoint().tree_size;
+        match cps.iter().find(|c| c.tree_size == size) {
+            Some(c) if c.note == note => Ok(Some(size)),
+            Some(_) => anyhow::bail!(
+                "{topic} already holds a different signed checkpoint for tree size {size}: the ledger's history forked (or was rolled back and rewritten); not publishing"
+            ),
+            None => anyhow::bail!(
+                "{topic} holds a checkpoint for tree size {size} that this ledger's checkpoints.log does not have (newest here: {}): rolled back or not the same ledger; not publishing",
+                cps.last()
+                    .map_or("none".to_string(), |c| c.tree_size.to_string())
+            ),
+        }
+    }
+}
+
 /// `dunes checkpoint publish`.
-pub fn checkpoint(data_dir: &Path, cmd: CheckpointCmd) -> anyhow::Result<ExitCode> {
+pub async fn checkpoint(
+    cfg: &dunes_pipeline::Config,
+    cmd: CheckpointCmd,
+) -> anyhow::Result<ExitCode> {
     let CheckpointCmd::Publish {
         to_dir,
         stdout,
+        to_kafka,
+        brokers,
         latest,
         follow,
         interval_ms,
     } = cmd;
+    let data_dir = &cfg.data_dir;
+    let target = match (to_dir, stdout, to_kafka) {
+        (Some(dir), ..) => Target::Dir(dir),
+        (None, true, _) => Target::Stdout,
+        (None, false, Some(topic)) => {
+            let mut kcfg = cfg.kafka.clone();
+            if let Some(b) = brokers {
+                kcfg.brokers = b;
+            }
+            let sink = Box::new(dunes_ingest::kafka::KafkaSink::new(
+                &kcfg,
+                "dunes-checkpoint-publish",
+            )?);
+            // One partition: the topic is the checkpoints in order.
+            sink.create_topics(std::slice::from_ref(&topic), 1).await?;
+            Target::Kafka { sink, topic }
+        }
+        (None, false, None) => anyhow::bail!("give --to-dir, --stdout or --to-kafka"),
+    };
+    let read = || {
+        dunes_ledger::read_checkpoints(data_dir)
+            .with_context(|| format!("cannot read the checkpoints of {}", data_dir.display()))
+    };
     // Tree size of the newest checkpoint handled so far (published or already there).
-    let mut done: Option<u64> = None;
+    let mut done: Option<u64> = target.resume_after(&read()?)?;
     loop {
-        let mut cps = dunes_ledger::read_checkpoints(data_dir)
-            .with_context(|| format!("cannot read the checkpoints of {}", data_dir.display()))?;
+        let mut cps = read()?;
         if latest && done.is_none() && cps.len() > 1 {
             cps.drain(..cps.len() - 1);
         }
         let after = done;
         for cp in cps.iter().filter(|c| after.is_none_or(|d| c.tree_size > d)) {
-            if stdout {
-                let line = serde_json::json!({"tree_size": cp.tree_size, "note": cp.note});
-                if writeln!(std::io::stdout().lock(), "{line}").is_err() {
-                    return Ok(ExitCode::SUCCESS);
-                }
-            } else if let Some(dir) = &to_dir {
-                match dunes_ledger::publish_checkpoint(dir, cp)? {
-                    Published::New(p) => eprintln!("published {}", p.display()),
-                    Published::Already(_) => {}
-                }
+            if !target.publish(cp).await? {
+                return Ok(ExitCode::SUCCESS);
             }
             done = Some(cp.tree_size);
         }
         if !follow {
             return Ok(ExitCode::SUCCESS);
         }
-        std::thread::sleep(Duration::from_millis(interval_ms.max(10)));
+        tokio::time::sleep(Duration::from_millis(interval_ms.max(10))).await;
     }
 }

@@ -583,9 +583,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             &out,
             trusted_checkpoint.as_deref(),
         ),
-        Command::Checkpoint { common, cmd } => {
-            ledger_cmd::checkpoint(&common.config()?.data_dir, cmd)
-        }
+        Command::Checkpoint { common, cmd } => ledger_cmd::checkpoint(&common.config()?, cmd).await,
         Command::Keys { common, cmd } => {
             let cfg = common.config()?;
             ledger_cmd::keys(&cfg.data_dir, cfg.origin(), cmd)

@@ -660,3 +660,145 @@ fn two_instances_in_one_group_split_partitions_and_ledger_each_event_once() {
     let origins: BTreeMap<&str, usize> = [("a", ids_a.len()), ("b", ids_b.len())].into();
     eprintln!("events per instance: {origins:?}");
 }
+
+/// Runs `dunes ARGS…` and returns its output (no configuration from the environment).
+fn dunes(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_dunes"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env_remove("DUNES_CONFIG")
+        .env_remove("DUNES_DATA_DIR")
+        .output()
+        .expect("run dunes")
+}
+
+fn dunes_ok(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = dunes(args);
+    assert!(
+        out.status.success(),
+        "dunes {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// (key, value) of every message of a topic, in order (one partition).
+fn topic_notes(brokers: &str, topic: &str, want: usize) -> Vec<(String, String)> {
+    read_topic(brokers, topic, want)
+        .iter()
+        .map(|m| {
+            (
+                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+/// `dunes checkpoint publish --to-kafka`: each signed checkpoint lands on the topic once, in
+/// order (a second run resumes after the newest one there), a message's value is the note a
+/// `--trusted-checkpoint` file holds, and a ledger that disagrees with the topic (another
+/// history under the same origin) is refused and fails verification against that anchor.
+#[test]
+fn checkpoints_published_to_kafka_resume_anchor_verify_and_refuse_a_fork() {
+    use std::ffi::OsStr;
+    let b = brokers();
+    let topic = unique("dunes-checkpoints");
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/corpus/mcp-sample.ndjson");
+    let replay = |data: &Path, file: &Path| {
+        dunes_ok(&[
+            OsStr::new("replay"),
+            file.as_os_str(),
+            OsStr::new("--data-dir"),
+            data.as_os_str(),
+        ]);
+    };
+    let publish = |data: &Path| {
+        dunes(&[
+            OsStr::new("checkpoint"),
+            OsStr::new("publish"),
+            OsStr::new("--data-dir"),
+            data.as_os_str(),
+            OsStr::new("--to-kafka"),
+            OsStr::new(&topic),
+            OsStr::new("--brokers"),
+            OsStr::new(b),
+        ])
+    };
+    let expected = |data: &Path| -> Vec<(String, String)> {
+        dunes_ledger::read_checkpoints(data)
+            .expect("checkpoints")
+            .into_iter()
+            .map(|c| (c.tree_size.to_string(), c.note))
+            .collect()
+    };
+
+    replay(&data, &sample);
+    let out = publish(&data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first = expected(&data);
+    assert!(first.len() >= 2, "a replay signs at least two checkpoints");
+    assert_eq!(topic_notes(b, &topic, first.len()), first);
+
+    // More records, more checkpoints: a second run publishes only the new ones.
+    let more = tmp.path().join("more.ndjson");
+    dunes_ok(&[
+        OsStr::new("simulate"),
+        OsStr::new("--sessions"),
+        OsStr::new("30"),
+        OsStr::new("--seed"),
+        OsStr::new("5"),
+        OsStr::new("--out"),
+        more.as_os_str(),
+    ]);
+    replay(&data, &more);
+    let out = publish(&data);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let second = expected(&data);
+    assert!(second.len() > first.len());
+    assert_eq!(topic_notes(b, &topic, second.len()), second);
+
+    // The newest message, saved as a file, anchors `dunes verify`.
+    let anchor = tmp.path().join("anchor.note");
+    std::fs::write(&anchor, &second.last().expect("a checkpoint").1).expect("write anchor");
+    let verify_with_anchor = |data: &Path| {
+        dunes(&[
+            OsStr::new("verify"),
+            data.as_os_str(),
+            OsStr::new("--trusted-checkpoint"),
+            anchor.as_os_str(),
+        ])
+    };
+    let ok = verify_with_anchor(&data);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+
+    // Another history (new keys, same origin): publishing it to the topic is refused and
+    // the topic is unchanged; verifying it against the published anchor fails.
+    let forged = tmp.path().join("forged");
+    replay(&forged, &more);
+    replay(&forged, &sample);
+    let out = publish(&forged);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a different history was published: {err}"
+    );
+    assert!(err.contains("not publishing"), "{err}");
+    assert_eq!(topic_notes(b, &topic, second.len()), second);
+    assert!(!verify_with_anchor(&forged).status.success());
+}

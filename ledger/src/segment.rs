@@ -326,11 +326,13 @@ impl ChainState {
         if f.redacted && is_protected(kind) {
             return Err(format!("a {kind} record must not be redacted"));
         }
-        let origin = String::from_utf8_lossy(h.origin()).into_owned();
+        // Only key and redaction records need the origin as text (no allocation per record).
+        let origin = || String::from_utf8_lossy(h.origin()).into_owned();
         let mut new_key = None;
         let mut revocation = None;
         match kind {
             RecordKind::Key => {
+                let origin = origin();
                 let k = KeyRecordPayload::parse_and_check(f.payload, epoch, &origin)?;
                 match self.key_epoch.and_then(|e| self.keys.get(&e)) {
                     Some(prev) => k.check_rotation_from(&prev.keys, &origin)?,
@@ -372,7 +374,7 @@ impl ChainState {
                     .get(&new_epoch)
                     .ok_or_else(|| format!("no key record introduces key epoch {new_epoch}"))?;
                 let refs: Vec<u64> = h.refs().collect();
-                check_redaction(f.payload, &origin, i, &self.prev_hash, &refs, &keys.keys)?;
+                check_redaction(f.payload, &origin(), i, &self.prev_hash, &refs, &keys.keys)?;
                 for r in h.refs() {
                     if r >= self.start
                         && let Some(k) = self

@@ -348,6 +348,9 @@ pub(crate) struct Verifier {
     /// Fail on records after the last verified checkpoint (data dirs without
     /// `--allow-unsigned-tail`; bundles settle their tail with `proofs/tail.json`).
     pub check_tail: bool,
+    /// Records per kind code, folded into `report.records_by_kind` at the end (no map
+    /// update per record).
+    kind_counts: [u64; 256],
 }
 
 /// Internal control flow: stop at the first failure or on an I/O error.
@@ -427,6 +430,7 @@ impl Verifier {
             trusted: trusted.into(),
             unreached_trusted: Vec::new(),
             check_tail: false,
+            kind_counts: [0; 256],
             keys_dir: root.join("keys"),
             cp_path: ledger_dir.join(CHECKPOINTS_FILE),
             ledger_dir,
@@ -442,6 +446,16 @@ impl Verifier {
     /// Run; integrity failures go to `report.first_failure`, I/O errors are returned.
     pub(crate) fn run_to_end(&mut self) -> Result<(), LedgerError> {
         let res = self.run();
+        for (code, n) in self.kind_counts.iter().enumerate() {
+            if let (Some(kind), true) = (RecordKind::from_u8(code as u8), *n > 0) {
+                *self
+                    .report
+                    .records_by_kind
+                    .entry(kind.to_string())
+                    .or_insert(0) += n;
+            }
+        }
+        self.kind_counts = [0; 256];
         self.report.redacted = self.chain.redacted.clone();
         self.report.revoked = self.chain.revoked.clone();
         match res {
@@ -832,11 +846,7 @@ impl Verifier {
             }
             self.frontier.push(frame.record_hash);
             self.report.records += 1;
-            *self
-                .report
-                .records_by_kind
-                .entry(kind.to_string())
-                .or_insert(0) += 1;
+            self.kind_counts[usize::from(kind.as_u8())] += 1;
             self.check_due_checkpoints()?;
         }
         Ok(())

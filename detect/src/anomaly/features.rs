@@ -27,6 +27,7 @@ use arrow::array::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::reference::{Profiles, peer_group};
 use crate::DetectError;
 
 /// Number of features.
@@ -302,7 +303,14 @@ pub struct Window {
     pub session_id: Option<String>,
     /// Server of the latest request.
     pub server_id: String,
+    /// Client application (`client_name`) of the session, once seen.
+    #[serde(default)]
+    pub client: Option<String>,
     pub last_ts: i64,
+    /// Per-feature maximum over the vectors the window produced (session
+    /// windows: the session's peak, recorded in its profiles when it ends).
+    #[serde(default)]
+    peak: FeatureVec,
     reqs: VecDeque<Req>,
     resps: VecDeque<Resp>,
     tools: HashMap<String, u32>,
@@ -365,6 +373,11 @@ impl Window {
             last_ts: ts,
             ..Window::default()
         }
+    }
+
+    /// The window's peer group: its client application on its server.
+    pub fn peer_group(&self) -> String {
+        peer_group(self.client.as_deref(), &self.server_id)
     }
 
     /// First request time still in the window.
@@ -586,6 +599,8 @@ pub struct FeatureState {
     pub max_ts: i64,
     /// Event time of the last sweep of idle windows.
     pub last_sweep: i64,
+    /// Session peaks per principal and per peer group (explanations).
+    pub profiles: Profiles,
 }
 
 impl FeatureState {
@@ -598,7 +613,14 @@ impl FeatureState {
         }
         self.last_sweep = self.max_ts;
         let horizon = self.max_ts - 2 * window_us;
-        self.sessions.retain(|_, w| w.last_ts >= horizon);
+        let profiles = &mut self.profiles;
+        self.sessions.retain(|_, w| {
+            let keep = w.last_ts >= horizon;
+            if !keep {
+                profiles.record(&w.principal, &w.peer_group(), &w.peak);
+            }
+            keep
+        });
         self.principals.retain(|_, w| w.last_ts >= horizon);
     }
 }
@@ -615,6 +637,8 @@ struct Cols<'a> {
     direction: &'a StringArray,
     session_id: &'a StringArray,
     principal: &'a StringArray,
+    /// `client_name` (absent in hand-built batches).
+    client_name: Option<&'a StringArray>,
     msg_kind: &'a StringArray,
     method: &'a StringArray,
     tool_name: &'a StringArray,
@@ -642,6 +666,9 @@ impl<'a> Cols<'a> {
             direction: col(b, "direction")?,
             session_id: col(b, "session_id")?,
             principal: col(b, "principal")?,
+            client_name: b
+                .column_by_name("client_name")
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>()),
             msg_kind: col(b, "msg_kind")?,
             method: col(b, "method")?,
             tool_name: col(b, "tool_name")?,
@@ -822,12 +849,21 @@ impl Extractor {
             let Some(w) = sessions.get_mut(key) else {
                 continue;
             };
+            if w.client.is_none()
+                && let Some(client) = c.client_name.and_then(|a| opt(a, i))
+            {
+                w.client = Some(client.to_string());
+            }
             w.add_request(ts, window_us, &r, None);
+            let features = w.features();
+            for (p, x) in w.peak.iter_mut().zip(features) {
+                *p = p.max(x);
+            }
             emit(Observation {
                 kind: WindowKind::Session,
                 key,
                 session: key,
-                features: w.features(),
+                features,
                 window: w,
             });
             let (Some(s), Some(p)) = (session, row_principal) else {
@@ -839,6 +875,11 @@ impl Extractor {
             let Some(pw) = principals.get_mut(p) else {
                 continue;
             };
+            if pw.client.is_none()
+                && let Some(client) = c.client_name.and_then(|a| opt(a, i))
+            {
+                pw.client = Some(client.to_string());
+            }
             pw.add_request(ts, window_us, &r, Some(s));
             emit(Observation {
                 kind: WindowKind::Principal,

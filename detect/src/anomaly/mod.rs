@@ -12,6 +12,8 @@
 //!   model, or learns a baseline during a warm-up first, and raises normal
 //!   [`crate::Incident`]s (rule id [`RULE_ID`]) that go through the same
 //!   levels, suppression and ledger as rule incidents.
+//! * [`reference`]: per-principal and per-peer-group profiles of session
+//!   peaks, quoted in explanations.
 //! * [`warmup`]: the warm-up baseline and its append-only log, so a restart
 //!   continues the warm-up.
 //!
@@ -20,6 +22,7 @@
 pub mod calibration;
 pub mod features;
 pub mod model;
+pub mod reference;
 pub mod scoring;
 pub mod warmup;
 

@@ -26,6 +26,7 @@ use super::calibration::Calibration;
 use super::features::{
     FEATURE_NAMES, FeatureSpec, FeatureVec, LOG_FEATURES, N_FEATURES, Observation, WindowKind,
 };
+use super::reference::Reference;
 use crate::DetectError;
 
 /// Format version of the model files this build writes: 2 adds the
@@ -303,10 +304,57 @@ pub struct Contribution {
     pub baseline_p99: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tail_ratio: Option<f64>,
+    /// The same feature over the principal's own earlier sessions (set by
+    /// the monitor from its [`super::reference::Profiles`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub principal_ref: Option<Reference>,
+    /// The same feature over the sessions of its peer group (same client
+    /// application on the same server).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer_ref: Option<Reference>,
 }
 
 impl std::fmt::Display for Contribution {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.fmt_baseline(f)?;
+        if let Some(r) = &self.principal_ref {
+            write!(
+                f,
+                "; this principal's {} {} over {} session{}",
+                r.quantile,
+                fmt_num(r.value),
+                r.sessions,
+                if r.sessions == 1 { "" } else { "s" }
+            )?;
+        }
+        if let Some(r) = &self.peer_ref {
+            write!(
+                f,
+                "; peers' ({}) {} {} over {} session{}",
+                r.group,
+                r.quantile,
+                fmt_num(r.value),
+                r.sessions,
+                if r.sessions == 1 { "" } else { "s" }
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Contribution {
+    /// The line without the principal and peer references (titles).
+    pub fn summary(&self) -> String {
+        struct Baseline<'a>(&'a Contribution);
+        impl std::fmt::Display for Baseline<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt_baseline(f)
+            }
+        }
+        Baseline(self).to_string()
+    }
+
+    fn fmt_baseline(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match (self.baseline_p95, self.baseline_p99, self.tail_ratio) {
             (Some(p95), Some(p99), Some(r)) => write!(
                 f,
@@ -642,6 +690,8 @@ impl LoadedPart {
                         let reference = if TAIL_ALONE[i] { t.p95 } else { t.p99 };
                         tail_ratio(x[i], reference, c)
                     }),
+                    principal_ref: None,
+                    peer_ref: None,
                 }
             })
             .collect();

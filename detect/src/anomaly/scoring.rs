@@ -42,6 +42,8 @@ struct Candidate {
     sessions: Vec<String>,
     session_count: usize,
     server_id: String,
+    /// Peer group (client application on server).
+    peer: String,
     first_ts: i64,
     last_ts: i64,
     event_ids: Vec<String>,
@@ -331,6 +333,7 @@ impl Monitor {
                     sessions: w.session_ids(MAX_WINDOW_SESSIONS),
                     session_count: w.session_count(),
                     server_id: w.server_id.clone(),
+                    peer: w.peer_group(),
                     first_ts: w.first_ts(),
                     last_ts: w.last_ts,
                     event_ids: w.event_ids(MAX_WINDOW_EVENTS),
@@ -424,7 +427,13 @@ impl Monitor {
         now: DateTime<Utc>,
         prior: bool,
     ) -> Incident {
-        let explain = part.explain(&c.features, EXPLAIN_TOP);
+        let mut explain = part.explain(&c.features, EXPLAIN_TOP);
+        let profiles = &self.extractor.state.profiles;
+        for x in &mut explain {
+            if let Some(f) = FEATURE_NAMES.iter().position(|n| *n == x.feature) {
+                (x.principal_ref, x.peer_ref) = profiles.references(&c.principal, &c.peer, f);
+            }
+        }
         let lines: Vec<String> = explain.iter().map(|x| x.to_string()).collect();
         let mut entity = BTreeMap::new();
         entity.insert("principal".to_string(), json!(c.principal));
@@ -464,6 +473,7 @@ impl Monitor {
             json!(m.model.feature_spec.window_secs),
         );
         ev.insert("server_id".into(), json!(c.server_id));
+        ev.insert("peer_group".into(), json!(c.peer));
         if c.kind == WindowKind::Principal {
             ev.insert("sessions".into(), json!(c.sessions));
             ev.insert("session_count".into(), json!(c.session_count));
@@ -487,7 +497,7 @@ impl Monitor {
                 "Behavioural anomaly ({what}, {}model {short}, {}): {}",
                 if prior { "prior " } else { "" },
                 c.trigger,
-                lines.first().cloned().unwrap_or_default()
+                explain.first().map(|x| x.summary()).unwrap_or_default()
             ),
             tags: vec![
                 "anomaly".into(),

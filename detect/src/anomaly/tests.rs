@@ -8,6 +8,7 @@ use chrono::{SecondsFormat, TimeZone, Utc};
 use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
 use serde_json::json;
 
+use std::collections::HashSet;
 use std::io::Write;
 
 use super::*;
@@ -45,6 +46,7 @@ fn env(
     let line = json!({
         "ts": t, "event_id": id, "server_id": "docs@prod-1", "direction": dir,
         "session_id": session, "auth": {"sub": sub},
+        "client": {"name": "handbook-cli", "version": "1.0"},
         "message": msg,
     });
     (ts, line.to_string())
@@ -649,7 +651,8 @@ fn monitor_warms_up_then_raises_incidents() {
     assert!(mon.is_warming_up());
     let now = Utc::now();
     let mut trained = None;
-    for b in batches(&traffic(400, 240, 3), 400) {
+    let calm = traffic(400, 240, 3);
+    for b in batches(&calm, 400) {
         let out = mon.process(&b, now).expect("processes");
         assert!(out.incidents.is_empty() || trained.is_some());
         if let Some(m) = out.trained {
@@ -684,6 +687,46 @@ fn monitor_warms_up_then_raises_incidents() {
     assert!(inc.title.contains("session window"), "{}", inc.title);
     assert_tail_incident(inc, &version);
     assert!(!inc.event_ids.is_empty());
+    // The explanation quotes the principal's own sessions and its peers'
+    // (same client on the same server), computed here from the traffic:
+    // distinct documents read per calm session (each fits in one window).
+    let mut read: std::collections::BTreeMap<String, (String, HashSet<String>)> =
+        Default::default();
+    for l in &calm {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let e = read
+            .entry(v["session_id"].as_str().unwrap().to_string())
+            .or_insert_with(|| {
+                (
+                    v["auth"]["sub"].as_str().unwrap().to_string(),
+                    HashSet::new(),
+                )
+            });
+        if v["message"]["method"] == "resources/read" {
+            e.1.insert(v["message"]["params"]["uri"].as_str().unwrap().to_string());
+        }
+    }
+    let own: Vec<usize> = read
+        .values()
+        .filter(|(sub, _)| sub == "user3@example.com")
+        .map(|(_, u)| u.len())
+        .collect();
+    let mut all: Vec<usize> = read.values().map(|(_, u)| u.len()).collect();
+    all.sort_unstable();
+    assert_eq!(all.len(), 400);
+    let p99 = all[all.len() * 99 / 100 - 1];
+    let why = inc.evidence[0]["explanation"][0].as_str().unwrap();
+    let refs = format!(
+        "; this principal's max {} over {} sessions; peers' (handbook-cli on docs@prod-1) p99 {p99} over 400 sessions",
+        own.iter().max().unwrap(),
+        own.len()
+    );
+    assert!(why.ends_with(&refs), "{why}\nwanted the suffix {refs}");
+    assert!(!inc.title.contains("this principal"), "{}", inc.title);
+    assert_eq!(
+        inc.evidence[0]["contributions"][0]["peer_ref"]["sessions"],
+        json!(400)
+    );
     // The recon principal's window (one session) is flagged as well, as
     // another incident of the same model.
     assert!(

@@ -41,44 +41,98 @@ impl KafkaSink {
     /// Creates the output topics that do not exist yet (when
     /// `create_output_topics` is set).
     pub async fn ensure_output_topics(&self) -> Result<(), IngestError> {
-        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-        use rdkafka::client::DefaultClientContext;
-        use rdkafka::types::RDKafkaErrorCode;
-
         let topics = self.cfg.output_topics();
         if !self.cfg.create_output_topics || topics.is_empty() {
             return Ok(());
         }
+        self.create_topics(&topics, self.cfg.output_partitions.max(1))
+            .await
+    }
+
+    /// Creates `topics` with `partitions` partitions each, unless they exist.
+    pub async fn create_topics(
+        &self,
+        topics: &[String],
+        partitions: i32,
+    ) -> Result<(), IngestError> {
+        use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+        use rdkafka::client::DefaultClientContext;
+        use rdkafka::types::RDKafkaErrorCode;
+
         let admin: AdminClient<DefaultClientContext> = rdkafka::ClientConfig::new()
             .set("bootstrap.servers", &self.cfg.brokers)
             .create()
             .map_err(|e| IngestError::Kafka(format!("cannot create the admin client: {e}")))?;
         let new: Vec<NewTopic<'_>> = topics
             .iter()
-            .map(|t| {
-                NewTopic::new(
-                    t,
-                    self.cfg.output_partitions.max(1),
-                    TopicReplication::Fixed(1),
-                )
-            })
+            .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
             .collect();
         let opts = AdminOptions::new().operation_timeout(Some(self.timeout()));
-        let results = admin.create_topics(&new, &opts).await.map_err(|e| {
-            IngestError::Kafka(format!("cannot create output topics {topics:?}: {e}"))
-        })?;
+        let results = admin
+            .create_topics(&new, &opts)
+            .await
+            .map_err(|e| IngestError::Kafka(format!("cannot create topics {topics:?}: {e}")))?;
         for r in results {
             match r {
-                Ok(t) => tracing::info!(topic = %t, "kafka: created output topic"),
+                Ok(t) => tracing::info!(topic = %t, "kafka: created topic"),
                 Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((t, e)) => {
-                    return Err(IngestError::Kafka(format!(
-                        "cannot create output topic {t}: {e}"
-                    )));
+                    return Err(IngestError::Kafka(format!("cannot create topic {t}: {e}")));
                 }
             }
         }
         Ok(())
+    }
+
+    /// The newest message of partition 0 of `topic` (key and payload), or `None` when the
+    /// partition is empty. Blocking; used to resume publishing where it stopped.
+    pub fn last_message(&self, topic: &str) -> Result<Option<OutputMessage>, IngestError> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::{Message, Offset, TopicPartitionList};
+
+        let kafka = |what: &str, e: rdkafka::error::KafkaError| {
+            IngestError::Kafka(format!("{what} of {topic}: {e}"))
+        };
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.cfg.brokers)
+            .set("group.id", "dunes-last-message")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .map_err(|e| kafka("cannot create a consumer", e))?;
+        let (low, high) = consumer
+            .fetch_watermarks(topic, 0, self.timeout())
+            .map_err(|e| kafka("cannot read the offsets", e))?;
+        if high <= low {
+            return Ok(None);
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, Offset::Offset(high - 1))
+            .map_err(|e| kafka("cannot seek", e))?;
+        consumer
+            .assign(&tpl)
+            .map_err(|e| kafka("cannot assign partition 0", e))?;
+        let deadline = std::time::Instant::now() + self.timeout();
+        while std::time::Instant::now() < deadline {
+            match consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    return Ok(Some(OutputMessage {
+                        key: m
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned())
+                            .unwrap_or_default(),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                    }));
+                }
+                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) | None => {}
+                Some(Err(e)) => return Err(kafka("cannot read the last message", e)),
+            }
+        }
+        Err(IngestError::Kafka(format!(
+            "no message read at offset {} of {topic} within {:?}",
+            high - 1,
+            self.timeout()
+        )))
     }
 
     fn timeout(&self) -> Duration {
@@ -169,7 +223,7 @@ impl KafkaSink {
             .map_err(|(e, _)| IngestError::Kafka(format!("delivery to {topic} failed: {e}")))
     }
 
-    /// Produces raw payloads to `topic` (benchmarks and tests).
+    /// Produces one message to `topic` and waits for its delivery.
     pub async fn send_raw(
         &self,
         topic: &str,
