@@ -261,6 +261,10 @@ enum BenchWhat {
         rate: u64,
         #[arg(long, default_value_t = 4096)]
         batch_size: usize,
+        /// Produce every envelope before the pipeline starts, then measure consuming a
+        /// backlog (the producer's speed is out of the figure; start-up and group join are in).
+        #[arg(long, conflicts_with = "rate")]
+        preproduced: bool,
     },
     /// Incident reads on the HTTP API (with auth) while HTTP ingest runs: req/s and
     /// latency percentiles.
@@ -523,6 +527,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                     partitions,
                     rate,
                     batch_size,
+                    preproduced,
                 }) => {
                     let b = bench::KafkaBench {
                         brokers,
@@ -531,6 +536,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                         partitions,
                         rate,
                         batch_size,
+                        preproduced,
                     };
                     bench::run_kafka(cfg, b).await?
                 }
