@@ -201,9 +201,9 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     } else {
         None
     };
-    let producer = std::thread::spawn(move || match preproduced {
-        Some(took) => Ok((Instant::now(), took)),
-        None => produce(&brokers, &ptopic, &pgroup, partitions, lines, rate),
+    // Without --preproduced, the producer runs beside the pipeline.
+    let producer = preproduced.is_none().then(|| {
+        std::thread::spawn(move || produce(&brokers, &ptopic, &pgroup, partitions, lines, rate))
     });
 
     let hist = Arc::new(std::sync::Mutex::new(
@@ -216,9 +216,12 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     };
     let out = dunes_pipeline::drive(&cfg, opts).await?;
     let done = Instant::now();
-    let (main_started, produced) = producer
-        .join()
-        .map_err(|_| anyhow::anyhow!("producer thread panicked"))??;
+    let (main_started, produced) = match (producer, preproduced) {
+        (Some(p), _) => p
+            .join()
+            .map_err(|_| anyhow::anyhow!("producer thread panicked"))??,
+        (None, took) => (done, took.unwrap_or_default()),
+    };
     let steady = done.saturating_duration_since(main_started);
     let s = &out.stats;
     let (p50, p99, max) = {

@@ -13,6 +13,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{dunes, run_ok};
 use dunes_ingest::kafka::committed_offsets;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
@@ -661,28 +664,6 @@ fn two_instances_in_one_group_split_partitions_and_ledger_each_event_once() {
     eprintln!("events per instance: {origins:?}");
 }
 
-/// Runs `dunes ARGS…` and returns its output (no configuration from the environment).
-fn dunes(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_dunes"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .env_remove("DUNES_CONFIG")
-        .env_remove("DUNES_DATA_DIR")
-        .output()
-        .expect("run dunes")
-}
-
-fn dunes_ok(args: &[&std::ffi::OsStr]) -> std::process::Output {
-    let out = dunes(args);
-    assert!(
-        out.status.success(),
-        "dunes {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
 /// (key, value) of every message of a topic, in order (one partition).
 fn topic_notes(brokers: &str, topic: &str, want: usize) -> Vec<(String, String)> {
     read_topic(brokers, topic, want)
@@ -702,31 +683,21 @@ fn topic_notes(brokers: &str, topic: &str, want: usize) -> Vec<(String, String)>
 /// history under the same origin) is refused and fails verification against that anchor.
 #[test]
 fn checkpoints_published_to_kafka_resume_anchor_verify_and_refuse_a_fork() {
-    use std::ffi::OsStr;
     let b = brokers();
     let topic = unique("dunes-checkpoints");
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/corpus/mcp-sample.ndjson");
     let replay = |data: &Path, file: &Path| {
-        dunes_ok(&[
-            OsStr::new("replay"),
-            file.as_os_str(),
-            OsStr::new("--data-dir"),
-            data.as_os_str(),
-        ]);
+        run_ok(dunes().arg("replay").arg(file).arg("--data-dir").arg(data));
     };
     let publish = |data: &Path| {
-        dunes(&[
-            OsStr::new("checkpoint"),
-            OsStr::new("publish"),
-            OsStr::new("--data-dir"),
-            data.as_os_str(),
-            OsStr::new("--to-kafka"),
-            OsStr::new(&topic),
-            OsStr::new("--brokers"),
-            OsStr::new(b),
-        ])
+        dunes()
+            .args(["checkpoint", "publish", "--data-dir"])
+            .arg(data)
+            .args(["--to-kafka", &topic, "--brokers", b])
+            .output()
+            .expect("run dunes checkpoint publish")
     };
     let expected = |data: &Path| -> Vec<(String, String)> {
         dunes_ledger::read_checkpoints(data)
@@ -749,15 +720,11 @@ fn checkpoints_published_to_kafka_resume_anchor_verify_and_refuse_a_fork() {
 
     // More records, more checkpoints: a second run publishes only the new ones.
     let more = tmp.path().join("more.ndjson");
-    dunes_ok(&[
-        OsStr::new("simulate"),
-        OsStr::new("--sessions"),
-        OsStr::new("30"),
-        OsStr::new("--seed"),
-        OsStr::new("5"),
-        OsStr::new("--out"),
-        more.as_os_str(),
-    ]);
+    run_ok(
+        dunes()
+            .args(["simulate", "--sessions", "30", "--seed", "5", "--out"])
+            .arg(&more),
+    );
     replay(&data, &more);
     let out = publish(&data);
     assert!(
@@ -773,12 +740,13 @@ fn checkpoints_published_to_kafka_resume_anchor_verify_and_refuse_a_fork() {
     let anchor = tmp.path().join("anchor.note");
     std::fs::write(&anchor, &second.last().expect("a checkpoint").1).expect("write anchor");
     let verify_with_anchor = |data: &Path| {
-        dunes(&[
-            OsStr::new("verify"),
-            data.as_os_str(),
-            OsStr::new("--trusted-checkpoint"),
-            anchor.as_os_str(),
-        ])
+        dunes()
+            .arg("verify")
+            .arg(data)
+            .arg("--trusted-checkpoint")
+            .arg(&anchor)
+            .output()
+            .expect("run dunes verify")
     };
     let ok = verify_with_anchor(&data);
     assert!(
