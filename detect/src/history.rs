@@ -15,13 +15,52 @@ use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::datasource::MemTable;
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
+use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 
 use crate::DetectError;
 
 /// The tables kept in the history store.
 pub const HISTORY_TABLES: [&str; 2] = ["events", "tool_defs"];
+
+/// Free-text and digest columns: nearly every value is distinct, so a
+/// dictionary only costs (every value is interned, then the writer falls
+/// back to plain encoding), and min/max statistics cost a string comparison
+/// per value while pruning nothing a hunt asks for (a random id or a text
+/// spans the whole range in every file). Measured in `docs/benchmarks.md`.
+const FREE_TEXT_COLUMNS: [&str; 16] = [
+    "event_id",
+    "user_agent",
+    "extra",
+    "args_sha256",
+    "args_preview",
+    "args_text",
+    "args_decoded",
+    "error_message",
+    "result_preview",
+    "result_text",
+    "def_sha256",
+    "desc_sha256",
+    "schema_sha256",
+    "desc_preview",
+    "description",
+    "input_schema",
+];
+
+/// Parquet settings of history files: ZSTD; no dictionary and no statistics
+/// for [`FREE_TEXT_COLUMNS`].
+fn writer_properties() -> WriterProperties {
+    let mut b =
+        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+    for c in FREE_TEXT_COLUMNS {
+        let path = ColumnPath::from(c);
+        b = b
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    b.build()
+}
 
 /// `[history]` settings.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -64,6 +103,7 @@ pub struct HistoryWriter {
     cfg: HistoryConfig,
     seq: AtomicU64,
     last_retention_day: Option<NaiveDate>,
+    props: WriterProperties,
 }
 
 impl HistoryWriter {
@@ -75,6 +115,7 @@ impl HistoryWriter {
             cfg,
             seq: AtomicU64::new(0),
             last_retention_day: None,
+            props: writer_properties(),
         };
         w.apply_retention(Utc::now())?;
         Ok(w)
@@ -114,10 +155,8 @@ impl HistoryWriter {
             };
             let tmp = dir.join(format!("{name}.tmp"));
             let f = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
-            let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                .build();
-            let mut w = ArrowWriter::try_new(f, part.schema(), Some(props)).map_err(pq_err)?;
+            let mut w =
+                ArrowWriter::try_new(f, part.schema(), Some(self.props.clone())).map_err(pq_err)?;
             w.write(&part).map_err(pq_err)?;
             w.close().map_err(pq_err)?;
             let path = dir.join(name);

@@ -1,220 +1,84 @@
 //! Envelope parsing and validation (see the contract
 //! `docs/contract/mcp-log-envelope.md`).
 
-use std::fmt;
+use std::borrow::Cow;
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use serde_json::{Map, Value};
+use crate::json::{self, Json, take};
 
-/// A validated envelope.
+type Members<'a> = Vec<(Cow<'a, str>, Json<'a>)>;
+
+/// A validated envelope; strings borrow from the input line where they can.
 #[derive(Debug, Default)]
-pub(crate) struct Envelope {
+pub(crate) struct Envelope<'a> {
     pub ts_micros: i64,
-    pub event_id: Option<String>,
-    pub server_id: String,
+    pub event_id: Option<Cow<'a, str>>,
+    pub server_id: Cow<'a, str>,
     pub direction: &'static str,
     pub transport: Option<&'static str>,
-    pub session_id: Option<String>,
-    pub gateway_id: Option<String>,
-    pub server_name: Option<String>,
-    pub server_version: Option<String>,
-    pub client_name: Option<String>,
-    pub client_version: Option<String>,
-    pub http: Option<Http>,
-    pub auth: Option<Auth>,
-    pub labels: Option<Vec<(String, String)>>,
-    /// Unknown top-level fields, in input order.
-    pub extra: Vec<(String, Value)>,
-    pub message: Value,
+    pub session_id: Option<Cow<'a, str>>,
+    pub gateway_id: Option<Cow<'a, str>>,
+    pub server_name: Option<Cow<'a, str>>,
+    pub server_version: Option<Cow<'a, str>>,
+    pub client_name: Option<Cow<'a, str>>,
+    pub client_version: Option<Cow<'a, str>>,
+    pub http: Option<Http<'a>>,
+    pub auth: Option<Auth<'a>>,
+    pub labels: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+    /// Unknown top-level members, sorted by key.
+    pub extra: Members<'a>,
+    pub message: Json<'a>,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Http {
-    pub method: Option<String>,
+pub(crate) struct Http<'a> {
+    pub method: Option<Cow<'a, str>>,
     pub status: Option<i32>,
-    pub src_ip: Option<String>,
-    pub user_agent: Option<String>,
-    pub origin: Option<String>,
-    pub host: Option<String>,
-    pub hdr_protocol_version: Option<String>,
-    pub hdr_mcp_method: Option<String>,
-    pub hdr_mcp_name: Option<String>,
+    pub src_ip: Option<Cow<'a, str>>,
+    pub user_agent: Option<Cow<'a, str>>,
+    pub origin: Option<Cow<'a, str>>,
+    pub host: Option<Cow<'a, str>>,
+    pub hdr_protocol_version: Option<Cow<'a, str>>,
+    pub hdr_mcp_method: Option<Cow<'a, str>>,
+    pub hdr_mcp_name: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default)]
-pub(crate) struct Auth {
-    pub sub: Option<String>,
-    pub iss: Option<String>,
-    pub aud: Option<String>,
-    pub client_id: Option<String>,
-    pub scopes: Option<String>,
+pub(crate) struct Auth<'a> {
+    pub sub: Option<Cow<'a, str>>,
+    pub iss: Option<Cow<'a, str>>,
+    pub aud: Option<Cow<'a, str>>,
+    pub client_id: Option<Cow<'a, str>>,
+    pub scopes: Option<Cow<'a, str>>,
     pub exp: Option<i64>,
-    pub token_fp: Option<String>,
+    pub token_fp: Option<Cow<'a, str>>,
     pub aud_ok: Option<bool>,
 }
 
-/// Top-level keys, recognised without allocating.
-enum Key {
-    Ts,
-    EventId,
-    ServerId,
-    Direction,
-    Transport,
-    SessionId,
-    GatewayId,
-    Server,
-    Client,
-    Http,
-    Auth,
-    Labels,
-    Message,
-    Other(String),
+fn expected(field: &str, what: &str, got: &Json) -> String {
+    format!(
+        "field \"{field}\": expected {what}, got {}",
+        got.type_name()
+    )
 }
 
-impl<'de> de::Deserialize<'de> for Key {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KV;
-        impl Visitor<'_> for KV {
-            type Value = Key;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a field name")
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-                Ok(match v {
-                    "ts" => Key::Ts,
-                    "event_id" => Key::EventId,
-                    "server_id" => Key::ServerId,
-                    "direction" => Key::Direction,
-                    "transport" => Key::Transport,
-                    "session_id" => Key::SessionId,
-                    "gateway_id" => Key::GatewayId,
-                    "server" => Key::Server,
-                    "client" => Key::Client,
-                    "http" => Key::Http,
-                    "auth" => Key::Auth,
-                    "labels" => Key::Labels,
-                    "message" => Key::Message,
-                    other => Key::Other(other.to_owned()),
-                })
-            }
-        }
-        d.deserialize_str(KV)
-    }
+/// A string as JSON text, for quoting input in reasons.
+fn quoted(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
 }
 
-/// The envelope as parsed, before validation: each known field as a JSON value.
-#[derive(Default)]
-struct RawEnvelope {
-    ts: Option<Value>,
-    event_id: Option<Value>,
-    server_id: Option<Value>,
-    direction: Option<Value>,
-    transport: Option<Value>,
-    session_id: Option<Value>,
-    gateway_id: Option<Value>,
-    server: Option<Value>,
-    client: Option<Value>,
-    http: Option<Value>,
-    auth: Option<Value>,
-    labels: Option<Value>,
-    message: Option<Value>,
-    extra: Vec<(String, Value)>,
-}
-
-/// Either an object (parsed as a raw envelope) or the JSON type found instead.
-enum Top {
-    Object(Box<RawEnvelope>),
-    NotObject(&'static str),
-}
-
-impl<'de> de::Deserialize<'de> for Top {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct TV;
-        impl<'de> Visitor<'de> for TV {
-            type Value = Top;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_bool<E>(self, _: bool) -> Result<Top, E> {
-                Ok(Top::NotObject("boolean"))
-            }
-            fn visit_i64<E>(self, _: i64) -> Result<Top, E> {
-                Ok(Top::NotObject("number"))
-            }
-            fn visit_u64<E>(self, _: u64) -> Result<Top, E> {
-                Ok(Top::NotObject("number"))
-            }
-            fn visit_f64<E>(self, _: f64) -> Result<Top, E> {
-                Ok(Top::NotObject("number"))
-            }
-            fn visit_str<E>(self, _: &str) -> Result<Top, E> {
-                Ok(Top::NotObject("string"))
-            }
-            fn visit_unit<E>(self) -> Result<Top, E> {
-                Ok(Top::NotObject("null"))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Top, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Top::NotObject("array"))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
-                let mut r = RawEnvelope::default();
-                while let Some(k) = map.next_key::<Key>()? {
-                    let slot = match k {
-                        Key::Ts => &mut r.ts,
-                        Key::EventId => &mut r.event_id,
-                        Key::ServerId => &mut r.server_id,
-                        Key::Direction => &mut r.direction,
-                        Key::Transport => &mut r.transport,
-                        Key::SessionId => &mut r.session_id,
-                        Key::GatewayId => &mut r.gateway_id,
-                        Key::Server => &mut r.server,
-                        Key::Client => &mut r.client,
-                        Key::Http => &mut r.http,
-                        Key::Auth => &mut r.auth,
-                        Key::Labels => &mut r.labels,
-                        Key::Message => &mut r.message,
-                        Key::Other(name) => {
-                            let v = map.next_value::<Value>()?;
-                            // a repeated unknown key: last one wins, as for known keys
-                            r.extra.retain(|(n, _)| *n != name);
-                            r.extra.push((name, v));
-                            continue;
-                        }
-                    };
-                    *slot = Some(map.next_value::<Value>()?);
-                }
-                Ok(Top::Object(Box::new(r)))
-            }
-        }
-        d.deserialize_any(TV)
-    }
-}
-
-fn type_name(v: &Value) -> &'static str {
+fn string_field<'a>(field: &str, v: Json<'a>) -> Result<Cow<'a, str>, String> {
     match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(n) if n.is_i64() || n.is_u64() => "integer",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn expected(field: &str, what: &str, got: &Value) -> String {
-    format!("field \"{field}\": expected {what}, got {}", type_name(got))
-}
-
-fn string_field(field: &str, v: Value) -> Result<String, String> {
-    match v {
-        Value::String(s) => Ok(s),
+        Json::Str(s) => Ok(s),
         other => Err(expected(field, "string", &other)),
     }
 }
 
-fn bounded_string(field: &str, v: Value, min: usize, max: usize) -> Result<String, String> {
+fn bounded_string<'a>(
+    field: &str,
+    v: Json<'a>,
+    min: usize,
+    max: usize,
+) -> Result<Cow<'a, str>, String> {
     let s = string_field(field, v)?;
     // lengths are in chars (JSON Schema counts code points); bytes >= chars,
     // so a short byte length needs no counting
@@ -240,48 +104,53 @@ fn bounded_string(field: &str, v: Value, min: usize, max: usize) -> Result<Strin
 
 fn enum_field(
     field: &str,
-    v: Value,
+    v: Json,
     allowed: &[&'static str],
     listing: &str,
 ) -> Result<&'static str, String> {
     let s = match v {
-        Value::String(s) => s,
+        Json::Str(s) => s,
         other => return Err(expected(field, listing, &other)),
     };
-    allowed.iter().find(|a| **a == s).copied().ok_or_else(|| {
-        format!(
-            "field \"{field}\": expected {listing}, got {}",
-            Value::String(s)
-        )
-    })
+    allowed
+        .iter()
+        .find(|a| **a == s)
+        .copied()
+        .ok_or_else(|| format!("field \"{field}\": expected {listing}, got {}", quoted(&s)))
 }
 
-fn object_field(field: &str, v: Value) -> Result<Map<String, Value>, String> {
+fn object_field<'a>(field: &str, v: Json<'a>) -> Result<Members<'a>, String> {
     match v {
-        Value::Object(m) => Ok(m),
+        Json::Object(m) => Ok(m),
         other => Err(expected(field, "object", &other)),
     }
 }
 
-fn opt_str(m: &mut Map<String, Value>, parent: &str, key: &str) -> Result<Option<String>, String> {
-    match m.remove(key) {
+fn opt_str<'a>(
+    m: &mut Members<'a>,
+    parent: &str,
+    key: &str,
+) -> Result<Option<Cow<'a, str>>, String> {
+    match take(m, key) {
         None => Ok(None),
         Some(v) => string_field(&format!("{parent}.{key}"), v).map(Some),
     }
 }
 
-fn opt_int(m: &mut Map<String, Value>, parent: &str, key: &str) -> Result<Option<i64>, String> {
-    match m.remove(key) {
+fn opt_int(m: &mut Members, parent: &str, key: &str) -> Result<Option<i64>, String> {
+    match take(m, key) {
         None => Ok(None),
-        Some(Value::Number(n)) if n.is_i64() => Ok(n.as_i64()),
-        Some(Value::Number(n)) if n.is_u64() => Err(format!(
+        Some(Json::Number(n)) if n.is_i64() => Ok(n.as_i64()),
+        Some(Json::Number(n)) if n.is_u64() => Err(format!(
             "field \"{parent}.{key}\": integer {n} out of range"
         )),
         Some(other) => Err(expected(&format!("{parent}.{key}"), "integer", &other)),
     }
 }
 
-fn implementation(field: &str, v: Value) -> Result<(Option<String>, Option<String>), String> {
+type NameVersion<'a> = (Option<Cow<'a, str>>, Option<Cow<'a, str>>);
+
+fn implementation<'a>(field: &str, v: Json<'a>) -> Result<NameVersion<'a>, String> {
     let mut m = object_field(field, v)?;
     Ok((
         opt_str(&mut m, field, "name")?,
@@ -289,12 +158,12 @@ fn implementation(field: &str, v: Value) -> Result<(Option<String>, Option<Strin
     ))
 }
 
-fn string_map(field: &str, v: Value) -> Result<Vec<(String, String)>, String> {
+fn string_map<'a>(field: &str, v: Json<'a>) -> Result<Vec<(Cow<'a, str>, Cow<'a, str>)>, String> {
     let m = object_field(field, v)?;
     let mut out = Vec::with_capacity(m.len());
     for (k, v) in m {
         match v {
-            Value::String(s) => out.push((k, s)),
+            Json::Str(s) => out.push((k, s)),
             other => {
                 return Err(expected(&format!("{field}.{k}"), "string", &other));
             }
@@ -303,7 +172,7 @@ fn string_map(field: &str, v: Value) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
-fn http(v: Value) -> Result<Http, String> {
+fn http(v: Json) -> Result<Http, String> {
     let mut m = object_field("http", v)?;
     let status = match opt_int(&mut m, "http", "status")? {
         None => None,
@@ -321,7 +190,7 @@ fn http(v: Value) -> Result<Http, String> {
         host: opt_str(&mut m, "http", "host")?,
         ..Http::default()
     };
-    if let Some(hv) = m.remove("headers") {
+    if let Some(hv) = take(&mut m, "headers") {
         for (k, v) in string_map("http.headers", hv)? {
             // header names are case-insensitive; the contract asks for lower case
             let slot = if k.eq_ignore_ascii_case("mcp-protocol-version") {
@@ -339,11 +208,11 @@ fn http(v: Value) -> Result<Http, String> {
     Ok(h)
 }
 
-fn auth(v: Value) -> Result<Auth, String> {
+fn auth(v: Json) -> Result<Auth, String> {
     let mut m = object_field("auth", v)?;
-    let aud_ok = match m.remove("aud_ok") {
+    let aud_ok = match take(&mut m, "aud_ok") {
         None => None,
-        Some(Value::Bool(b)) => Some(b),
+        Some(Json::Bool(b)) => Some(b),
         Some(other) => return Err(expected("auth.aud_ok", "boolean", &other)),
     };
     Ok(Auth {
@@ -357,6 +226,23 @@ fn auth(v: Value) -> Result<Auth, String> {
         aud_ok,
     })
 }
+
+/// The envelope's own members, in the order `parse` destructures them.
+const TOP_FIELDS: [&str; 13] = [
+    "ts",
+    "event_id",
+    "server_id",
+    "direction",
+    "transport",
+    "session_id",
+    "gateway_id",
+    "server",
+    "client",
+    "http",
+    "auth",
+    "labels",
+    "message",
+];
 
 fn missing(f: &str) -> String {
     format!("missing required field \"{f}\"")
@@ -376,47 +262,74 @@ pub(crate) fn parse_ts(s: &str) -> Option<i64> {
 }
 
 /// Parses and validates one envelope. `Err` is the human-readable rejection reason.
-pub(crate) fn parse(text: &str) -> Result<Envelope, String> {
-    let top: Top = serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let r = match top {
-        Top::Object(r) => *r,
-        Top::NotObject(t) => return Err(format!("envelope must be a JSON object, got {t}")),
+pub(crate) fn parse(text: &str) -> Result<Envelope<'_>, String> {
+    let top = json::parse(text).map_err(|e| format!("invalid JSON: {e}"))?;
+    let m = match top {
+        Json::Object(m) => m,
+        Json::Number(_) => return Err("envelope must be a JSON object, got number".into()),
+        other => {
+            return Err(format!(
+                "envelope must be a JSON object, got {}",
+                other.type_name()
+            ));
+        }
     };
-    let ts_s = string_field("ts", r.ts.ok_or_else(|| missing("ts"))?)?;
+    // one pass over the (sorted, unique) members: known ones to their slot,
+    // the rest stay as extra, still sorted
+    let mut f: [Option<Json>; 13] = Default::default();
+    let mut extra = Vec::new();
+    for (k, v) in m {
+        match TOP_FIELDS.iter().position(|n| *n == k) {
+            Some(i) => f[i] = Some(v),
+            None => extra.push((k, v)),
+        }
+    }
+    let [
+        ts,
+        event_id,
+        server_id,
+        direction,
+        transport,
+        session_id,
+        gateway_id,
+        server,
+        client,
+        http_v,
+        auth_v,
+        labels,
+        message,
+    ] = f;
+    let ts_s = string_field("ts", ts.ok_or_else(|| missing("ts"))?)?;
     let server_id = bounded_string(
         "server_id",
-        r.server_id.ok_or_else(|| missing("server_id"))?,
+        server_id.ok_or_else(|| missing("server_id"))?,
         1,
         256,
     )?;
     let direction = enum_field(
         "direction",
-        r.direction.ok_or_else(|| missing("direction"))?,
+        direction.ok_or_else(|| missing("direction"))?,
         &["c2s", "s2c"],
         "\"c2s\" or \"s2c\"",
     )?;
-    let message = r.message.ok_or_else(|| missing("message"))?;
-    if !matches!(message, Value::Object(_) | Value::Array(_)) {
+    let message = message.ok_or_else(|| missing("message"))?;
+    if !matches!(message, Json::Object(_) | Json::Array(_)) {
         return Err(expected("message", "object or array", &message));
     }
-    let ts_micros = parse_ts(&ts_s).ok_or_else(|| {
-        format!(
-            "field \"ts\": not RFC 3339 with offset: {}",
-            Value::String(ts_s.clone())
-        )
-    })?;
+    let ts_micros = parse_ts(&ts_s)
+        .ok_or_else(|| format!("field \"ts\": not RFC 3339 with offset: {}", quoted(&ts_s)))?;
     let mut env = Envelope {
         ts_micros,
         server_id,
         direction,
         message,
-        extra: r.extra,
+        extra,
         ..Envelope::default()
     };
-    if let Some(v) = r.event_id {
+    if let Some(v) = event_id {
         env.event_id = Some(bounded_string("event_id", v, 1, 128)?);
     }
-    if let Some(v) = r.transport {
+    if let Some(v) = transport {
         env.transport = Some(enum_field(
             "transport",
             v,
@@ -424,25 +337,25 @@ pub(crate) fn parse(text: &str) -> Result<Envelope, String> {
             "\"stdio\", \"streamable_http\" or \"sse\"",
         )?);
     }
-    if let Some(v) = r.session_id {
+    if let Some(v) = session_id {
         env.session_id = Some(bounded_string("session_id", v, 0, 256)?);
     }
-    if let Some(v) = r.gateway_id {
+    if let Some(v) = gateway_id {
         env.gateway_id = Some(bounded_string("gateway_id", v, 0, 256)?);
     }
-    if let Some(v) = r.server {
+    if let Some(v) = server {
         (env.server_name, env.server_version) = implementation("server", v)?;
     }
-    if let Some(v) = r.client {
+    if let Some(v) = client {
         (env.client_name, env.client_version) = implementation("client", v)?;
     }
-    if let Some(v) = r.http {
+    if let Some(v) = http_v {
         env.http = Some(http(v)?);
     }
-    if let Some(v) = r.auth {
+    if let Some(v) = auth_v {
         env.auth = Some(auth(v)?);
     }
-    if let Some(v) = r.labels {
+    if let Some(v) = labels {
         env.labels = Some(string_map("labels", v)?);
     }
     Ok(env)
@@ -463,6 +376,7 @@ mod tests {
     }
 
     fn with(field: &str, json: &str) -> String {
+        use serde_json::{Map, Value};
         let mut v: Map<String, Value> = serde_json::from_str(OK).unwrap_or_default();
         v.insert(
             field.into(),

@@ -20,6 +20,7 @@ mod deadletter;
 mod dedup;
 mod envelope;
 mod error;
+mod json;
 pub mod kafka;
 mod normalize;
 pub mod schema;

@@ -9,15 +9,15 @@ use arrow::array::{
     StringBuilder, TimestampMicrosecondBuilder,
 };
 use arrow::record_batch::RecordBatch;
-use serde_json::{Map, Value};
 
 use crate::dedup::{Dedup, Seen};
 use crate::envelope::{self, Envelope};
+use crate::json::{self, Json, canonical_string, write_canonical, write_members};
 use crate::schema::{events_schema, tool_defs_schema};
 use crate::secrets::{redact, redact_quiet};
 use crate::text::{
-    PREVIEW_CHARS, TEXT_CAP_BYTES, canonical_string, decode_for_rules, is_invisible, sha256_hex,
-    shannon_entropy, truncate_bytes, truncate_chars, visible_preview, write_canonical,
+    PREVIEW_CHARS, TEXT_CAP_BYTES, decode_for_rules, is_invisible, sha256_hex, shannon_entropy,
+    truncate_bytes, truncate_chars, visible_preview,
 };
 use crate::urls;
 use crate::{
@@ -153,14 +153,14 @@ struct ResultInfo {
     content_types: Vec<String>,
 }
 
-fn s_get<'a>(v: &'a Value, k: &str) -> Option<&'a str> {
-    v.get(k).and_then(Value::as_str)
+fn s_get<'a>(v: &'a Json, k: &str) -> Option<&'a str> {
+    v.get(k).and_then(Json::as_str)
 }
 
-fn id_text(v: &Value) -> Option<String> {
+fn id_text(v: &Json) -> Option<String> {
     match v.get("id")? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
+        Json::Str(s) => Some(s.to_string()),
+        Json::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
@@ -180,18 +180,18 @@ fn sensitive_key(k: &str) -> Option<&'static str> {
 const REDACTED_PASSWORD: &str = "[REDACTED:generic_password]";
 const REDACTED_AWS_SECRET: &str = "[REDACTED:aws_secret_key]";
 
-/// Collects string leaves (depth-first, object keys in input order). Values of
+/// Collects string leaves (depth-first, object keys in byte order). Values of
 /// sensitive keys are replaced by their redaction marker and the kind recorded.
-fn leaves<'a>(v: &'a Value, out: &mut Vec<&'a str>, kinds: &mut Vec<&'static str>, depth: u32) {
+fn leaves<'a>(v: &'a Json, out: &mut Vec<&'a str>, kinds: &mut Vec<&'static str>, depth: u32) {
     if depth > 128 {
         return;
     }
     match v {
-        Value::String(s) => out.push(s),
-        Value::Array(a) => a.iter().for_each(|x| leaves(x, out, kinds, depth + 1)),
-        Value::Object(m) => {
+        Json::Str(s) => out.push(s),
+        Json::Array(a) => a.iter().for_each(|x| leaves(x, out, kinds, depth + 1)),
+        Json::Object(m) => {
             for (k, x) in m {
-                if let Value::String(s) = x
+                if let Json::Str(s) = x
                     && s.chars().count() >= 4
                     && let Some(kind) = sensitive_key(k)
                 {
@@ -322,7 +322,7 @@ impl Normalizer {
                 }),
                 Ok(mut env) => {
                     let event_id = match env.event_id.take() {
-                        Some(id) => id,
+                        Some(id) => id.into_owned(),
                         None => derive_event_id(text),
                     };
                     if let Some(d) = dedup.as_deref_mut() {
@@ -377,11 +377,12 @@ impl Normalizer {
         let extra = if env.extra.is_empty() {
             None
         } else {
-            let m: Map<String, Value> = env.extra.iter().cloned().collect();
-            Some(canonical_string(&Value::Object(m)))
+            let mut buf = Vec::with_capacity(64);
+            write_members(&env.extra, &mut buf);
+            Some(json::into_string(buf))
         };
-        let elems: &[Value] = match &env.message {
-            Value::Array(a) => a,
+        let elems: &[Json] = match &env.message {
+            Json::Array(a) => a,
             other => std::slice::from_ref(other),
         };
         if elems.is_empty() {
@@ -399,7 +400,7 @@ impl Normalizer {
                 && let Some(tools) = m
                     .get("result")
                     .and_then(|r| r.get("tools"))
-                    .and_then(Value::as_array)
+                    .and_then(Json::as_array)
             {
                 for t in tools {
                     td.append(env, event_id, principal, t, &mut self.scratch);
@@ -423,27 +424,27 @@ impl Normalizer {
         k
     }
 
-    fn message_row(&mut self, env: &Envelope, m: &Value) -> Row {
+    fn message_row(&mut self, env: &Envelope, m: &Json) -> Row {
         let mut row = Row {
             msg_kind: "invalid",
             ..Row::default()
         };
-        let Value::Object(obj) = m else {
+        if !matches!(m, Json::Object(_)) {
             return row;
-        };
+        }
         row.jsonrpc_id = id_text(m);
-        let body_method = obj.get("method").and_then(Value::as_str);
-        let has_id = obj.get("id").is_some_and(|v| !v.is_null());
-        let params = obj.get("params");
-        let result = obj.get("result");
+        let body_method = m.get("method").and_then(Json::as_str);
+        let has_id = m.get("id").is_some_and(|v| !v.is_null());
+        let params = m.get("params");
+        let result = m.get("result");
         if let Some(method) = body_method {
-            row.msg_kind = if obj.contains_key("id") {
+            row.msg_kind = if m.get("id").is_some() {
                 "request"
             } else {
                 "notification"
             };
             row.method = Some(method.to_owned());
-            let p = params.unwrap_or(&Value::Null);
+            let p = params.unwrap_or(&Json::Null);
             let pname = s_get(p, "name");
             match method {
                 "tools/call" => row.tool_name = pname.map(str::to_owned),
@@ -476,7 +477,7 @@ impl Normalizer {
                     },
                 );
             }
-        } else if result.is_some() || obj.contains_key("error") {
+        } else if result.is_some() || m.get("error").is_some() {
             row.msg_kind = if result.is_some() { "result" } else { "error" };
             if has_id && let Some(id) = &row.jsonrpc_id {
                 let req_dir = if env.direction == "s2c" { "c2s" } else { "s2c" };
@@ -489,8 +490,8 @@ impl Normalizer {
                     row.prompt_name = req.prompt_name;
                 }
             }
-            if let Some(err) = obj.get("error") {
-                row.error_code = err.get("code").and_then(Value::as_i64);
+            if let Some(err) = m.get("error") {
+                row.error_code = err.get("code").and_then(Json::as_i64);
                 row.error_message = s_get(err, "message").map(|s| redact_quiet(s).into_owned());
             }
             if let Some(r) = result {
@@ -498,11 +499,11 @@ impl Normalizer {
                     .or_else(|| r.get("_meta").and_then(|x| s_get(x, "protocolVersion")))
                     .map(str::to_owned);
                 row.is_error = match r.get("isError") {
-                    Some(Value::Bool(b)) => Some(*b),
+                    Some(Json::Bool(b)) => Some(*b),
                     _ if row.method.as_deref() == Some("tools/call") => Some(false),
                     _ => None,
                 };
-                if let Some(tools) = r.get("tools").and_then(Value::as_array)
+                if let Some(tools) = r.get("tools").and_then(Json::as_array)
                     && (row.method.is_none() || row.method.as_deref() == Some("tools/list"))
                 {
                     row.tools_listed = Some(i32::try_from(tools.len()).unwrap_or(i32::MAX));
@@ -514,13 +515,13 @@ impl Normalizer {
             row.protocol_version = env
                 .http
                 .as_ref()
-                .and_then(|h| h.hdr_protocol_version.clone());
+                .and_then(|h| h.hdr_protocol_version.as_deref().map(str::to_owned));
         }
         if env.direction == "c2s"
             && let Some(h) = &env.http
             && (h.hdr_mcp_method.is_some() || h.hdr_mcp_name.is_some())
         {
-            let p = params.unwrap_or(&Value::Null);
+            let p = params.unwrap_or(&Json::Null);
             let method_bad = h
                 .hdr_mcp_method
                 .as_deref()
@@ -534,7 +535,7 @@ impl Normalizer {
         row
     }
 
-    fn args(&mut self, a: &Value, params: &Value, named: bool) -> Args {
+    fn args(&mut self, a: &Json, params: &Json, named: bool) -> Args {
         self.scratch.clear();
         write_canonical(a, &mut self.scratch);
         let canon = String::from_utf8_lossy(&self.scratch);
@@ -545,11 +546,10 @@ impl Normalizer {
             let red = redact(&canon, &mut kinds);
             truncate_chars(&red, PREVIEW_CHARS).to_owned()
         };
-        let keys = a.as_object().map(|m| {
-            let mut k: Vec<String> = m.keys().cloned().collect();
-            k.sort_unstable();
-            k
-        });
+        // members are sorted by key bytes already
+        let keys = a
+            .as_object()
+            .map(|m| m.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>());
         let mut parts: Vec<&str> = Vec::new();
         if named {
             // tools/call / prompts/get: the name param precedes the arguments
@@ -610,7 +610,7 @@ impl Normalizer {
         }
     }
 
-    fn result_info(&mut self, r: &Value) -> ResultInfo {
+    fn result_info(&mut self, r: &Json) -> ResultInfo {
         self.scratch.clear();
         write_canonical(r, &mut self.scratch);
         let canon = String::from_utf8_lossy(&self.scratch);
@@ -618,11 +618,11 @@ impl Normalizer {
         let preview = truncate_chars(&redact(&canon, &mut kinds), PREVIEW_CHARS).to_owned();
         let mut parts: Vec<&str> = Vec::new();
         for key in ["content", "contents"] {
-            if let Some(items) = r.get(key).and_then(Value::as_array) {
+            if let Some(items) = r.get(key).and_then(Json::as_array) {
                 parts.extend(items.iter().filter_map(|c| s_get(c, "text")));
             }
         }
-        if let Some(msgs) = r.get("messages").and_then(Value::as_array) {
+        if let Some(msgs) = r.get("messages").and_then(Json::as_array) {
             parts.extend(
                 msgs.iter()
                     .filter_map(|m| m.get("content").and_then(|c| s_get(c, "text"))),
@@ -635,7 +635,7 @@ impl Normalizer {
         let text = cap(&redact(&joined, &mut kinds));
         let mut content_types: Vec<String> = r
             .get("content")
-            .and_then(Value::as_array)
+            .and_then(Json::as_array)
             .map(|items| {
                 items
                     .iter()
@@ -663,12 +663,12 @@ impl Normalizer {
 pub fn event_id_of(raw: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct IdOnly {
-        event_id: Option<Value>,
+        event_id: Option<serde_json::Value>,
     }
     let text = std::str::from_utf8(raw).ok()?;
     match serde_json::from_str::<IdOnly>(text) {
         Ok(IdOnly {
-            event_id: Some(Value::String(id)),
+            event_id: Some(serde_json::Value::String(id)),
         }) => Some(id),
         _ => Some(derive_event_id(text)),
     }
@@ -676,7 +676,7 @@ pub fn event_id_of(raw: &[u8]) -> Option<String> {
 
 /// `d-` + the first 32 hex chars of BLAKE3 of the canonical envelope.
 fn derive_event_id(text: &str) -> String {
-    let canon = match serde_json::from_str::<Value>(text) {
+    let canon = match json::parse(text) {
         Ok(v) => canonical_string(&v),
         Err(_) => text.to_owned(),
     };
@@ -1067,15 +1067,15 @@ impl Default for ToolDefsBuilder {
     }
 }
 
-fn schema_descriptions<'a>(v: &'a Value, out: &mut Vec<&'a str>, depth: u32) {
+fn schema_descriptions<'a>(v: &'a Json, out: &mut Vec<&'a str>, depth: u32) {
     if depth > 64 {
         return;
     }
     match v {
-        Value::Object(m) => {
+        Json::Object(m) => {
             for (k, x) in m {
                 if k == "description"
-                    && let Value::String(s) = x
+                    && let Json::Str(s) = x
                 {
                     out.push(s);
                 } else {
@@ -1083,7 +1083,7 @@ fn schema_descriptions<'a>(v: &'a Value, out: &mut Vec<&'a str>, depth: u32) {
                 }
             }
         }
-        Value::Array(a) => a
+        Json::Array(a) => a
             .iter()
             .for_each(|x| schema_descriptions(x, out, depth + 1)),
         _ => {}
@@ -1096,7 +1096,7 @@ impl ToolDefsBuilder {
         env: &Envelope,
         event_id: &str,
         principal: Option<&str>,
-        tool: &Value,
+        tool: &Json,
         scratch: &mut Vec<u8>,
     ) {
         let Some(name) = s_get(tool, "name") else {
@@ -1108,7 +1108,7 @@ impl ToolDefsBuilder {
         let def_sha = sha256_hex(scratch);
         let schema = tool.get("inputSchema");
         scratch.clear();
-        write_canonical(schema.unwrap_or(&Value::Null), scratch);
+        write_canonical(schema.unwrap_or(&Json::Null), scratch);
         let schema_sha = sha256_hex(scratch);
         let input_schema = schema.map(|_| String::from_utf8_lossy(scratch).into_owned());
         let mut all = vec![desc];

@@ -1,88 +1,12 @@
-//! Text helpers: canonical JSON, hashing, entropy, decoding, truncation.
+//! Text helpers: hashing, entropy, decoding, truncation (canonical JSON is
+//! in `json`).
 
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Cap for `args_text` / `result_text` (64 KiB).
 pub const TEXT_CAP_BYTES: usize = 64 * 1024;
 /// Cap for previews, in chars.
 pub const PREVIEW_CHARS: usize = 256;
-
-/// Writes `v` as canonical JSON: object keys sorted (by UTF-8 bytes), no
-/// whitespace, serde_json's number and string formatting.
-pub fn write_canonical(v: &Value, out: &mut Vec<u8>) {
-    match v {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(true) => out.extend_from_slice(b"true"),
-        Value::Bool(false) => out.extend_from_slice(b"false"),
-        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
-        Value::String(s) => write_json_str(s, out),
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(x, out);
-            }
-            out.push(b']');
-        }
-        Value::Object(m) => {
-            let mut keys: Vec<(&String, &Value)> = m.iter().collect();
-            keys.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push(b'{');
-            for (i, (k, x)) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_json_str(k, out);
-                out.push(b':');
-                write_canonical(x, out);
-            }
-            out.push(b'}');
-        }
-    }
-}
-
-/// Canonical JSON as a `String`.
-pub fn canonical_string(v: &Value) -> String {
-    let mut buf = Vec::with_capacity(128);
-    write_canonical(v, &mut buf);
-    // write_canonical only emits valid UTF-8 (it copies `&str`s and ASCII).
-    String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
-}
-
-fn write_json_str(s: &str, out: &mut Vec<u8>) {
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: Option<&[u8]> = match b {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0x08 => Some(b"\\b"),
-            0x0c => Some(b"\\f"),
-            0..=0x1f => None,
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        match esc {
-            Some(e) => out.extend_from_slice(e),
-            None => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                out.extend_from_slice(b"\\u00");
-                out.push(HEX[(b >> 4) as usize]);
-                out.push(HEX[(b & 0xf) as usize]);
-            }
-        }
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
 
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
@@ -260,19 +184,6 @@ pub fn visible_preview(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn canonical_sorts_keys_and_escapes() {
-        let v = json!({"b": [1, 2.5, "x\"y\n\u{1}"], "a": {"d": null, "c": true}});
-        assert_eq!(
-            canonical_string(&v),
-            r#"{"a":{"c":true,"d":null},"b":[1,2.5,"x\"y\n\u0001"]}"#
-        );
-        // round-trips through serde_json
-        let back: Value = serde_json::from_str(&canonical_string(&v)).expect("valid json");
-        assert_eq!(back, v);
-    }
 
     #[test]
     fn entropy_values() {

@@ -23,6 +23,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
 use crate::sinks::files::{DataPaths, NdjsonWriter};
+use crate::sinks::persist::{BatchWrite, Persister};
 use crate::sinks::state::StateStore;
 
 /// Running totals.
@@ -142,10 +143,11 @@ pub struct Pipeline {
     rules_dir: PathBuf,
     /// Version hash of the running rule set (see `rule_set_version`).
     rule_set_version: String,
-    /// Windows, sequences, baselines and suppression: a snapshot plus a
-    /// journal of per-batch deltas appended after each batch's ledger sync
-    /// (`sinks/state.rs`).
-    state: StateStore,
+    /// The Parquet history and the detection state (windows, sequences,
+    /// baselines, suppression: a snapshot plus a journal of per-batch
+    /// deltas, `sinks/state.rs`), written after each batch's ledger sync on
+    /// their own thread (`sinks/persist.rs`).
+    persist: Persister,
     ledger: Ledger,
     dead_letter: DeadLetterWriter,
     incidents_out: NdjsonWriter,
@@ -156,8 +158,6 @@ pub struct Pipeline {
     /// Behavioural anomaly monitor (None when `[anomaly] enabled = false`).
     anomaly: Option<AnomalyPart>,
     pub stats: Stats,
-    /// Parquet event history (None when `[history] enabled = false`).
-    history: Option<HistoryWriter>,
     actions_out: NdjsonWriter,
     /// The running rules as served by `GET /api/v1/rules` (updated on reload).
     pub rules_view: Arc<RwLock<Vec<serde_json::Value>>>,
@@ -260,8 +260,8 @@ impl Pipeline {
         };
         let rules_view = Arc::new(RwLock::new(rules_view(&engine)));
         let anomaly = open_anomaly(cfg, &mut ledger)?;
+        let persist = Persister::start(history, state)?;
         let mut pipeline = Pipeline {
-            history,
             actions_out: NdjsonWriter::open(&paths.actions)?,
             rules_view,
             decoder: Some(Decoder {
@@ -271,7 +271,7 @@ impl Pipeline {
             engine,
             rules_dir,
             rule_set_version,
-            state,
+            persist,
             ledger,
             dead_letter,
             incidents_out: NdjsonWriter::open(&paths.incidents)?,
@@ -300,6 +300,7 @@ impl Pipeline {
             )
             .await?;
         pipeline.stats = Stats::default();
+        pipeline.persist.take_times();
         Ok(pipeline)
     }
 
@@ -342,7 +343,7 @@ impl Pipeline {
             .engine
             .snapshot_json(Some(self.ledger.len()))
             .context("cannot encode the detection state")?;
-        self.state.replace(&snapshot)?;
+        self.persist.replace(snapshot).await?;
         tracing::info!(
             rules = self.engine.rules().len(),
             %version, changed, kept_state = kept.len(),
@@ -514,15 +515,30 @@ impl Pipeline {
             .context("cannot sync the dead-letter file")?;
         crash_point("after-ledger-sync");
         let t_synced = std::time::Instant::now();
-        if let Some(h) = &mut self.history {
-            // Files named after the batch's first ledger index: a batch
-            // re-detected after a crash replaces its own files.
-            let key = event_index.values().min().copied();
-            h.write_keyed("events", &decoded.events, key)
-                .context("cannot write the event history")?;
-            h.write_keyed("tool_defs", &decoded.tool_defs, key)
-                .context("cannot write the event history")?;
-        }
+        // History, then the state journal, on the persist thread while the
+        // next batch is detected. The state delta is taken now, before the
+        // next batch changes the state.
+        let position = self.ledger.len();
+        let delta = if decoded.accepted.is_empty() {
+            None
+        } else {
+            Some(
+                self.engine
+                    .delta_json(position)
+                    .context("cannot encode the detection state")?,
+            )
+        };
+        let t_delta = std::time::Instant::now();
+        self.persist
+            .write(BatchWrite {
+                events: decoded.events.clone(),
+                tool_defs: decoded.tool_defs.clone(),
+                // Files named after the batch's first ledger index: a batch
+                // re-detected after a crash replaces its own files.
+                key: event_index.values().min().copied(),
+                delta,
+            })
+            .await?;
         let t_history = std::time::Instant::now();
         metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
         metrics::counter!("dunes_rejected_total").increment(decoded.rejected.len() as u64);
@@ -577,19 +593,11 @@ impl Pipeline {
             extra.flush()?;
         }
         self.stats.responses += responses.len() as u64;
-        // The state journal last: a crash before it re-detects this batch
-        // from the ledger at the next start (see `catch_up`), after which
-        // history, outputs and state are as if it had not happened.
+        // A crash before the persist thread made this batch's state entry
+        // durable re-detects the batch from the ledger at the next start
+        // (see `catch_up`), after which history, outputs and state are as if
+        // it had not happened.
         let t_out = std::time::Instant::now();
-        let position = self.ledger.len();
-        if !decoded.accepted.is_empty() {
-            let delta = self
-                .engine
-                .delta_json(position)
-                .context("cannot encode the detection state")?;
-            self.state.append(&delta)?;
-        }
-        crash_point("after-state");
         if let Some(a) = &mut self.anomaly
             && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
         {
@@ -608,9 +616,12 @@ impl Pipeline {
         self.stats.time.normalize_us += decode_us + us(dl0, t1);
         self.stats.time.detect_us += us(t1, t2);
         self.stats.time.ledger_us += us(t2, t_synced);
-        self.stats.time.history_us += us(t_synced, t_history);
+        // history and state journal: the persist thread's own time (it
+        // overlaps the next batch); waiting for its queue is not counted
+        let (history_us, state_us) = self.persist.take_times();
+        self.stats.time.history_us += history_us;
         self.stats.time.outputs_us += us(t_history, t_out) + us(t_state, t4);
-        self.stats.time.state_us += us(t_out, t_state);
+        self.stats.time.state_us += us(t_synced, t_delta) + us(t_out, t_state) + state_us;
         let accepted = decoded.accepted.len() as u64;
         let rejected = decoded.rejected.len() as u64;
         let duplicates = decoded.duplicates.len() as u64;
@@ -838,7 +849,10 @@ impl Pipeline {
 
     /// Writes a final signed checkpoint and syncs everything.
     pub fn close(mut self) -> Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
-        self.state.close()?;
+        self.persist.close()?;
+        let (history_us, state_us) = self.persist.take_times();
+        self.stats.time.history_us += history_us;
+        self.stats.time.state_us += state_us;
         if let Some(mut a) = self.anomaly {
             a.monitor.set_position(self.ledger.len());
             a.save()?;
@@ -918,7 +932,8 @@ impl Pipeline {
     ///    of a batch cut short by the crash are ledgered now.
     async fn catch_up(&mut self, data_dir: &Path, mut c: CatchUp) -> Result<()> {
         // Bounded work at start: at most the last REDETECT_MAX events are
-        // re-detected (a crash leaves one batch; more only when the state
+        // re-detected (a crash leaves at most three batches: one being persisted,
+        // one queued, one ledgered by the driver; more only when the state
         // was removed).
         let unseen: Vec<u64> = c
             .tail
@@ -1120,7 +1135,7 @@ fn ledger_index_of(source: &dunes_ingest::SourcePos) -> Option<u64> {
 /// Test hook: `DUNES_CRASH_AT=<point>:<n>` aborts the process (as a
 /// `kill -9` would) the `n`th time it passes `point` (`after-ledger-sync`,
 /// `after-state`), to test recovery between the ledger and the state.
-fn crash_point(point: &str) {
+pub(crate) fn crash_point(point: &str) {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static AT: OnceLock<Option<(String, u64)>> = OnceLock::new();

@@ -1,0 +1,441 @@
+//! A borrowed JSON tree for the decode path.
+//!
+//! `serde_json` does the parsing; this module only chooses what the parsed
+//! values are stored in. `serde_json::Value` allocates every string and
+//! builds a `BTreeMap` per object, which made it the largest single cost of
+//! the pipeline. Here strings borrow from the input line (unless they hold
+//! escapes) and objects are vectors of members.
+//!
+//! Objects keep `serde_json::Map`'s semantics, which the normalised columns
+//! depend on: members sorted by the bytes of their key, and a repeated key
+//! keeps its last value. (`serde_json_borrow` was measured as fast, but it
+//! keeps every copy of a repeated key, looks up the first one, and its
+//! objects cannot be rebuilt with owned (escaped) keys.)
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
+
+/// One JSON value; strings borrow from the parsed text when they can.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) enum Json<'a> {
+    #[default]
+    Null,
+    Bool(bool),
+    Number(Number),
+    Str(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    /// Members sorted by key bytes, keys unique.
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
+}
+
+/// Parses one JSON text (same grammar, limits and error messages as
+/// `serde_json::from_str::<serde_json::Value>`).
+pub(crate) fn parse(text: &str) -> Result<Json<'_>, serde_json::Error> {
+    serde_json::from_str(text)
+}
+
+impl<'a> Json<'a> {
+    /// The member `key` of an object; `None` for a missing key or a non-object.
+    pub(crate) fn get(&self, key: &str) -> Option<&Json<'a>> {
+        match self {
+            Json::Object(m) => m
+                .binary_search_by(|(k, _)| k.as_bytes().cmp(key.as_bytes()))
+                .ok()
+                .map(|i| &m[i].1),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> Option<&str> {
+        match self {
+            Json::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_array(&self) -> Option<&[Json<'a>]> {
+        match self {
+            Json::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_object(&self) -> Option<&[(Cow<'a, str>, Json<'a>)]> {
+        match self {
+            Json::Object(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn as_i64(&self) -> Option<i64> {
+        match self {
+            Json::Number(n) => n.as_i64(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn is_null(&self) -> bool {
+        matches!(self, Json::Null)
+    }
+
+    /// The JSON type as named in rejection reasons ("integer" for numbers
+    /// without a fraction or exponent that fit 64 bits).
+    pub(crate) fn type_name(&self) -> &'static str {
+        match self {
+            Json::Null => "null",
+            Json::Bool(_) => "boolean",
+            Json::Number(n) if n.is_i64() || n.is_u64() => "integer",
+            Json::Number(_) => "number",
+            Json::Str(_) => "string",
+            Json::Array(_) => "array",
+            Json::Object(_) => "object",
+        }
+    }
+}
+
+/// Removes and returns member `key` of a sorted member list.
+pub(crate) fn take<'a>(m: &mut Vec<(Cow<'a, str>, Json<'a>)>, key: &str) -> Option<Json<'a>> {
+    m.binary_search_by(|(k, _)| k.as_bytes().cmp(key.as_bytes()))
+        .ok()
+        .map(|i| m.remove(i).1)
+}
+
+/// Canonical JSON: keys sorted by bytes, no whitespace, minimal string
+/// escapes, numbers as `serde_json` prints them.
+pub(crate) fn write_canonical(v: &Json<'_>, out: &mut Vec<u8>) {
+    match v {
+        Json::Null => out.extend_from_slice(b"null"),
+        Json::Bool(true) => out.extend_from_slice(b"true"),
+        Json::Bool(false) => out.extend_from_slice(b"false"),
+        Json::Number(n) => write_number(n, out),
+        Json::Str(s) => write_json_str(s, out),
+        Json::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(b']');
+        }
+        Json::Object(m) => write_members(m, out),
+    }
+}
+
+/// Canonical JSON of an object given by its sorted, unique members.
+pub(crate) fn write_members(m: &[(Cow<'_, str>, Json<'_>)], out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (k, x)) in m.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_json_str(k, out);
+        out.push(b':');
+        write_canonical(x, out);
+    }
+    out.push(b'}');
+}
+
+/// Canonical JSON as a `String`.
+pub(crate) fn canonical_string(v: &Json<'_>) -> String {
+    let mut buf = Vec::with_capacity(128);
+    write_canonical(v, &mut buf);
+    into_string(buf)
+}
+
+/// The canonical writers only emit valid UTF-8 (they copy `&str`s and ASCII).
+pub(crate) fn into_string(buf: Vec<u8>) -> String {
+    String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+fn write_number(n: &Number, out: &mut Vec<u8>) {
+    use std::io::Write;
+    // writing to a Vec cannot fail
+    let _ = write!(out, "{n}");
+}
+
+fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: Option<&[u8]> = match b {
+            b'"' => Some(b"\\\""),
+            b'\\' => Some(b"\\\\"),
+            b'\n' => Some(b"\\n"),
+            b'\r' => Some(b"\\r"),
+            b'\t' => Some(b"\\t"),
+            0x08 => Some(b"\\b"),
+            0x0c => Some(b"\\f"),
+            0..=0x1f => None,
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        match esc {
+            Some(e) => out.extend_from_slice(e),
+            None => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(b"\\u00");
+                out.push(HEX[(b >> 4) as usize]);
+                out.push(HEX[(b & 0xf) as usize]);
+            }
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+// ------------------------------------------------------------ deserialising
+
+struct StrVisitor;
+
+impl<'de> Visitor<'de> for StrVisitor {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v))
+    }
+}
+
+/// An object key, borrowed when it has no escapes.
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de> de::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_str(StrVisitor).map(Key)
+    }
+}
+
+impl<'de> de::Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json<'de>, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json<'de>, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json<'de>, E> {
+        // serde_json never yields NaN or infinities; map them to null as
+        // serde_json::Value does.
+        Ok(Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json<'de>, E> {
+        Ok(Json::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_none<E>(self) -> Result<Json<'de>, E> {
+        Ok(Json::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(4096));
+        while let Some(v) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(Json::Array(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut m: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
+        while let Some(Key(k)) = map.next_key()? {
+            let v = map.next_value()?;
+            m.push((k, v));
+        }
+        // stable: equal keys stay in input order, so the last is the last seen
+        if !m.is_sorted_by(|a, b| a.0.as_bytes() < b.0.as_bytes()) {
+            m.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            // keep the last value of a repeated key (serde_json::Map does)
+            m.dedup_by(|later, kept| {
+                if later.0 == kept.0 {
+                    std::mem::swap(&mut later.1, &mut kept.1);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        Ok(Json::Object(m))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn canon(text: &str) -> String {
+        canonical_string(&parse(text).expect("valid json"))
+    }
+
+    /// What the decoder did before this type existed: serde_json::Value
+    /// (a BTreeMap per object) printed with sorted keys.
+    fn reference(text: &str) -> String {
+        fn walk(v: &serde_json::Value, out: &mut String) {
+            match v {
+                serde_json::Value::Array(a) => {
+                    out.push('[');
+                    for (i, x) in a.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        walk(x, out);
+                    }
+                    out.push(']');
+                }
+                serde_json::Value::Object(m) => {
+                    out.push('{');
+                    for (i, (k, x)) in m.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                        out.push(':');
+                        walk(x, out);
+                    }
+                    out.push('}');
+                }
+                other => out.push_str(&other.to_string()),
+            }
+        }
+        let v: serde_json::Value = serde_json::from_str(text).expect("valid json");
+        let mut s = String::new();
+        walk(&v, &mut s);
+        s
+    }
+
+    #[test]
+    fn objects_sorted_and_last_repeated_key_wins() {
+        let t = r#"{"b":[1,2.5,"x\"y\n\u0001",-0,1e5,18446744073709551615,-9223372036854775808],"a":{"d":null,"c":true},"b":0,"\u0061":"esc"}"#;
+        assert_eq!(canon(t), r#"{"a":"esc","b":0}"#);
+        let t = r#"{"z":[1,2.5,"x\"y\n\u0001",-0,1e5,18446744073709551615,-9223372036854775808,0.1,1.5e300]}"#;
+        assert_eq!(canon(t), reference(t));
+        assert_eq!(
+            canon(r#"{"k":1,"k":2,"j":{"x":[],"x":{}},"k":3}"#),
+            r#"{"j":{"x":{}},"k":3}"#
+        );
+    }
+
+    #[test]
+    fn strings_borrow_unless_escaped() {
+        let v = parse(r#"{"plain":"abc","esc\u0041":"a\nb"}"#).expect("valid");
+        let Json::Object(m) = &v else {
+            panic!("object expected")
+        };
+        assert!(matches!(&m[0].0, Cow::Owned(k) if k == "escA"));
+        assert!(matches!(&m[0].1, Json::Str(Cow::Owned(_))));
+        assert!(matches!(&m[1].0, Cow::Borrowed("plain")));
+        assert!(matches!(&m[1].1, Json::Str(Cow::Borrowed("abc"))));
+        assert_eq!(v.get("plain").and_then(Json::as_str), Some("abc"));
+        assert_eq!(v.get("missing"), None);
+    }
+
+    #[test]
+    fn same_errors_as_serde_json_value() {
+        for bad in ["{", "[1,]", r#"{"a":1e400}"#, "nul", &"[".repeat(200)] {
+            let ours = parse(bad).err().map(|e| e.to_string());
+            let theirs = serde_json::from_str::<serde_json::Value>(bad)
+                .err()
+                .map(|e| e.to_string());
+            assert!(ours.is_some(), "{bad}");
+            assert_eq!(ours, theirs, "{bad}");
+        }
+    }
+
+    fn arb_json() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            (-1e300f64..1e300).prop_map(serde_json::Value::from),
+            "[a-c\"\\\\\n\u{1}é😀]{0,6}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(4, 40, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(serde_json::Value::Array),
+                prop::collection::vec(("[a-d\"é]{0,3}", inner), 0..5).prop_map(|kv| {
+                    // printed by hand below so that keys may repeat
+                    serde_json::Value::Array(
+                        kv.into_iter()
+                            .map(|(k, v)| serde_json::json!({"__k": k, "__v": v}))
+                            .collect(),
+                    )
+                }),
+            ]
+        })
+    }
+
+    /// Prints `v`, turning the `__k`/`__v` arrays into objects whose keys may
+    /// repeat (serde_json::Value cannot hold those).
+    fn print(v: &serde_json::Value, out: &mut String) {
+        match v {
+            serde_json::Value::Array(a)
+                if !a.is_empty() && a.iter().all(|x| x.get("__k").is_some()) =>
+            {
+                out.push('{');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&x["__k"].to_string());
+                    out.push(':');
+                    print(&x["__v"], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    print(x, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn canonical_form_matches_serde_json_value(v in arb_json()) {
+            let mut text = String::new();
+            print(&v, &mut text);
+            prop_assert_eq!(canon(&text), reference(&text));
+        }
+    }
+}
