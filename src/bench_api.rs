@@ -99,6 +99,7 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
     let scfg = ServerConfig {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         max_body_bytes: cfg.http.max_body_bytes,
+        metrics_listen: None,
     };
     let server = tokio::spawn(dunes_api::serve(scfg, state, Some(btx), async move {
         let _ = stop_rx.await;

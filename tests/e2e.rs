@@ -599,6 +599,7 @@ fn post_reload(base: &str, dir: &Path) -> (u16, Value) {
     let mut resp = agent()
         .post(&format!("{base}/api/v1/rules/reload"))
         .header("authorization", bearer(dir, "admin"))
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
         .send_empty()
         .expect("reload request");
     let status = resp.status().as_u16();
@@ -1033,11 +1034,13 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// POST with a fresh token of `role`; returns the status and the JSON body.
+/// POST with a fresh token of `role` and a fresh `Idempotency-Key`; returns
+/// the status and the JSON body.
 fn post_as(base: &str, dir: &Path, role: &str, path: &str, body: &Value) -> (u16, Value) {
     let mut resp = agent()
         .post(&format!("{base}{path}"))
         .header("authorization", bearer(dir, role))
+        .header("idempotency-key", uuid::Uuid::new_v4().to_string())
         .send_json(body)
         .expect("request");
     let status = resp.status().as_u16();
@@ -1155,14 +1158,31 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
     assert_eq!(r["incident"]["status"], "acknowledged");
     assert!(r["action"]["ledger_index"].as_u64().is_some(), "{r}");
     assert_eq!(post_as(&base, &dir, "analyst", &path("ack"), &empty).0, 409);
-    let (s, r) = post_as(
-        &base,
-        &dir,
-        "analyst",
-        &path("assign"),
-        &serde_json::json!({"assignee": "bob"}),
+    // One token for many actions, each with its own Idempotency-Key; the same
+    // key again answers what the first request did, with no second effect
+    // (the history below has one assign).
+    let t = bearer(&dir, "analyst");
+    let assign = |key: &str, assignee: &str| {
+        let mut resp = agent()
+            .post(&format!("{base}{}", path("assign")))
+            .header("authorization", &t)
+            .header("idempotency-key", key)
+            .send_json(serde_json::json!({ "assignee": assignee }))
+            .expect("request");
+        let replayed = resp.headers().get("idempotent-replayed").is_some();
+        let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+        (resp.status().as_u16(), replayed, body)
+    };
+    let (s, replayed, first) = assign("assign-1", "bob");
+    assert_eq!((s, replayed), (200, false), "{first}");
+    let (s, replayed, again) = assign("assign-1", "bob");
+    assert_eq!((s, replayed), (200, true), "{again}");
+    assert_eq!(
+        again, first,
+        "the replay answers what the first request did"
     );
-    assert_eq!(s, 200, "{r}");
+    let (s, _, r) = assign("assign-1", "eve");
+    assert_eq!(s, 422, "a key reused for another request: {r}");
     assert_eq!(
         post_as(&base, &dir, "analyst", &path("escalate"), &empty).0,
         403
@@ -1194,19 +1214,20 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
     );
     assert_eq!(s, 200, "{r}");
     assert_eq!(r["incident"]["status"], "resolved");
-    // A replayed token is refused.
-    let t = bearer(&dir, "analyst");
-    let replay = |t: &str| {
-        agent()
-            .post(&format!("{base}{}", path("assign")))
-            .header("authorization", t)
-            .send_json(serde_json::json!({"assignee": "eve"}))
-            .expect("request")
-            .status()
-            .as_u16()
-    };
-    assert_eq!(replay(&t), 409, "resolved incidents take no more actions");
-    assert_eq!(replay(&t), 401, "replayed token accepted");
+    // The same token, a new key: the action runs (and is refused: resolved
+    // incidents take no more actions); without a key it does not run at all.
+    assert_eq!(assign("assign-2", "eve").0, 409);
+    let status = agent()
+        .post(&format!("{base}{}", path("assign")))
+        .header("authorization", &t)
+        .send_json(serde_json::json!({"assignee": "eve"}))
+        .expect("request")
+        .status()
+        .as_u16();
+    assert_eq!(
+        status, 400,
+        "a state-changing request without an Idempotency-Key"
+    );
 
     let (s, one) = get_as(&base, &viewer, &format!("/api/v1/incidents/{id}"));
     assert_eq!(s, 200);

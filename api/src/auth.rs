@@ -4,14 +4,12 @@
 //! compact serialisation) and signed with ML-DSA-65 (FIPS 204, pure, empty context string) as
 //! in the IETF JOSE ML-DSA draft: the header's `alg` is `"ML-DSA-65"`. The signing key is a
 //! dedicated ML-DSA-65 key in `<data_dir>/auth/` (seed file mode 0600), separate from the
-//! ledger's checkpoint keys. Every route except `/healthz` needs `Authorization: Bearer`;
-//! a mutating request (any method but GET/HEAD) consumes the token's `jti` (replay
-//! protection).
+//! ledger's checkpoint keys. Every route except `/healthz` needs `Authorization: Bearer`.
+//! A token is reusable until it expires; state-changing requests are protected against
+//! replay by their `Idempotency-Key` (see [`crate::idempotency`]).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
@@ -126,6 +124,19 @@ pub fn allowed_roles(method: &axum::http::Method, route: &str) -> &'static [Role
     }
 }
 
+/// Requests with an effect (incident actions, ledger redaction, rule reload)
+/// need an `Idempotency-Key` ([`crate::idempotency`]). Ingest (de-duplicated
+/// by event id), hunting and rule validation change nothing twice and do not.
+pub fn state_changing(method: &axum::http::Method, route: &str) -> bool {
+    use axum::http::Method;
+    let read = *method == Method::GET || *method == Method::HEAD;
+    !read
+        && !matches!(
+            route,
+            "/v1/ingest" | "/api/v1/query" | "/api/v1/rules/validate"
+        )
+}
+
 /// JOSE header of a Dunes token.
 #[derive(Debug, Serialize, Deserialize)]
 struct Header {
@@ -228,58 +239,12 @@ fn b64_json<T: Serialize>(v: &T) -> Result<String, ApiError> {
     Ok(B64URL.encode(json))
 }
 
-/// File in [`token_key_dir`] listing the consumed `jti`s (`<exp> <jti>` per line).
-pub const USED_JTI_FILE: &str = "used-jti.log";
-
-/// Verifies tokens and remembers the `jti`s consumed by mutating requests.
-///
-/// With a journal ([`TokenVerifier::with_journal`]) every consumed `jti` is appended to
-/// [`USED_JTI_FILE`] before the request proceeds, so a token replayed after a restart of
-/// the monitor is still refused. Entries are written to the OS (no fsync per request: a
-/// process crash loses nothing, an OS crash may lose the last moments); expired entries are
-/// dropped when the journal is compacted.
+/// Verifies tokens (stateless: a token is valid for any number of requests
+/// until it expires).
 pub struct TokenVerifier {
     vk: MlDsaPublicKey,
     kid: String,
     max_ttl_secs: i64,
-    used: Mutex<Used>,
-}
-
-/// Consumed `jti`s and their journal.
-#[derive(Default)]
-struct Used {
-    /// jti → exp of tokens already used for a mutating request.
-    map: HashMap<String, i64>,
-    /// Prune expired entries once the map reaches this size.
-    prune_at: usize,
-    journal: Option<(PathBuf, std::fs::File)>,
-}
-
-const PRUNE_MIN: usize = 4096;
-
-impl Used {
-    fn prune(&mut self, now: i64) -> Result<(), ApiError> {
-        let t = now - LEEWAY_SECS;
-        self.map.retain(|_, exp| *exp >= t);
-        self.prune_at = (self.map.len() * 2).max(PRUNE_MIN);
-        if let Some((path, _)) = &self.journal {
-            let path = path.clone();
-            let tmp = path.with_extension("log.tmp");
-            let mut text = String::new();
-            for (jti, exp) in &self.map {
-                text.push_str(&format!("{exp} {jti}\n"));
-            }
-            std::fs::write(&tmp, text)
-                .and_then(|()| std::fs::rename(&tmp, &path))
-                .map_err(|e| ApiError::Internal(format!("compact {}: {e}", path.display())))?;
-            let f = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&path)
-                .map_err(|e| ApiError::Internal(format!("open {}: {e}", path.display())))?;
-            self.journal = Some((path, f));
-        }
-        Ok(())
-    }
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -296,76 +261,6 @@ impl TokenVerifier {
             vk: key.verifying_key(),
             kid: key_id(key.public_key()),
             max_ttl_secs: max_ttl_secs.max(1),
-            used: Mutex::new(Used {
-                prune_at: PRUNE_MIN,
-                ..Used::default()
-            }),
-        }
-    }
-
-    /// Like [`TokenVerifier::new`], remembering consumed `jti`s in `dir/`[`USED_JTI_FILE`]
-    /// across restarts (loaded here, expired ones dropped). A line that cannot be read is an
-    /// error: the journal is never silently ignored.
-    pub fn with_journal(
-        key: &StandaloneKey,
-        max_ttl_secs: i64,
-        dir: &Path,
-        now: DateTime<Utc>,
-    ) -> Result<Self, ApiError> {
-        let v = TokenVerifier::new(key, max_ttl_secs);
-        let path = dir.join(USED_JTI_FILE);
-        let mut map = HashMap::new();
-        match std::fs::read_to_string(&path) {
-            Ok(text) => {
-                for (n, line) in text.lines().enumerate() {
-                    if line.is_empty() {
-                        continue;
-                    }
-                    let parsed = line
-                        .split_once(' ')
-                        .and_then(|(e, j)| Some((e.parse::<i64>().ok()?, j)))
-                        .filter(|(_, j)| !j.is_empty());
-                    match parsed {
-                        Some((exp, jti)) => {
-                            map.insert(jti.to_string(), exp);
-                        }
-                        // A torn last line (crash mid-append) is ignored; anything else is not.
-                        None if n + 1 == text.lines().count() && !text.ends_with('\n') => {}
-                        None => {
-                            return Err(ApiError::Internal(format!(
-                                "{}:{}: not `<exp> <jti>`",
-                                path.display(),
-                                n + 1
-                            )));
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(ApiError::Internal(format!("read {}: {e}", path.display())));
-            }
-        }
-        std::fs::create_dir_all(dir)
-            .map_err(|e| ApiError::Internal(format!("create {}: {e}", dir.display())))?;
-        {
-            let mut used = v.lock_used();
-            used.map = map;
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(|e| ApiError::Internal(format!("open {}: {e}", path.display())))?;
-            used.journal = Some((path, f));
-            used.prune(now.timestamp())?;
-        }
-        Ok(v)
-    }
-
-    fn lock_used(&self) -> std::sync::MutexGuard<'_, Used> {
-        match self.used.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
         }
     }
 
@@ -430,25 +325,6 @@ impl TokenVerifier {
         }
         Ok(claims)
     }
-
-    /// Consumes the token's `jti` for a mutating request: `Ok(true)` the first time only.
-    /// Fails (and the request must be refused) when the journal cannot be written.
-    pub fn consume_jti(&self, claims: &Claims, now: DateTime<Utc>) -> Result<bool, ApiError> {
-        let mut used = self.lock_used();
-        if used.map.len() >= used.prune_at {
-            used.prune(now.timestamp())?;
-        }
-        if used.map.contains_key(&claims.jti) {
-            return Ok(false);
-        }
-        if let Some((path, f)) = &mut used.journal {
-            use std::io::Write as _;
-            f.write_all(format!("{} {}\n", claims.exp, claims.jti).as_bytes())
-                .map_err(|e| ApiError::Internal(format!("append {}: {e}", path.display())))?;
-        }
-        used.map.insert(claims.jti.clone(), claims.exp);
-        Ok(true)
-    }
 }
 
 #[cfg(test)]
@@ -485,8 +361,8 @@ mod tests {
         let t = issue(&key, "dunes/test", "alice", Role::Analyst, now, 600).expect("issue");
         let c = v.verify(&t, now).expect("valid");
         assert_eq!((c.sub.as_str(), c.role), ("alice", Role::Analyst));
-        assert!(v.consume_jti(&c, now).expect("journal"));
-        assert!(!v.consume_jti(&c, now).expect("journal"));
+        // reusable until it expires
+        assert_eq!(v.verify(&t, now + chrono::Duration::seconds(590)), Ok(c));
         assert_eq!(
             v.verify(&t, now + chrono::Duration::seconds(700)),
             Err(TokenError::Expired)
@@ -507,49 +383,5 @@ mod tests {
         );
         assert_eq!(v.verify("a.b", now), Err(TokenError::Malformed));
         assert_eq!(v.verify("", now), Err(TokenError::Malformed));
-    }
-
-    #[test]
-    fn consumed_jtis_survive_a_restart_and_expired_ones_are_compacted_away() {
-        let tmp = tempfile::tempdir().expect("tmp");
-        let key = load_or_generate_key(tmp.path()).expect("key");
-        let dir = token_key_dir(tmp.path());
-        let now = Utc::now();
-        let t1 = issue(&key, "dunes/test", "alice", Role::Analyst, now, 600).expect("issue");
-        let t2 = issue(&key, "dunes/test", "bob", Role::Analyst, now, 60).expect("issue");
-        {
-            let v = TokenVerifier::with_journal(&key, DEFAULT_MAX_TTL_SECS, &dir, now)
-                .expect("verifier");
-            for t in [&t1, &t2] {
-                let c = v.verify(t, now).expect("valid");
-                assert!(v.consume_jti(&c, now).expect("journal"));
-            }
-        }
-        // A restart: both are still refused.
-        let v =
-            TokenVerifier::with_journal(&key, DEFAULT_MAX_TTL_SECS, &dir, now).expect("verifier");
-        for t in [&t1, &t2] {
-            let c = v.verify(t, now).expect("valid");
-            assert!(!v.consume_jti(&c, now).expect("journal"));
-        }
-        // Five minutes on, t2 has expired: a restart drops it from the journal.
-        let later = now + chrono::Duration::seconds(300);
-        drop(v);
-        let v =
-            TokenVerifier::with_journal(&key, DEFAULT_MAX_TTL_SECS, &dir, later).expect("verifier");
-        let journal = std::fs::read_to_string(dir.join(USED_JTI_FILE)).expect("journal");
-        assert_eq!(journal.lines().count(), 1, "{journal}");
-        let c1 = v.verify(&t1, later).expect("valid");
-        assert!(journal.contains(&c1.jti));
-        assert!(!v.consume_jti(&c1, later).expect("journal"));
-        // A torn last line is tolerated; a corrupt line elsewhere is an error.
-        drop(v);
-        std::fs::write(dir.join(USED_JTI_FILE), format!("{journal}12")).expect("write");
-        assert!(TokenVerifier::with_journal(&key, DEFAULT_MAX_TTL_SECS, &dir, later).is_ok());
-        std::fs::write(dir.join(USED_JTI_FILE), format!("garbage\n{journal}")).expect("write");
-        let Err(err) = TokenVerifier::with_journal(&key, DEFAULT_MAX_TTL_SECS, &dir, later) else {
-            panic!("a corrupt journal was accepted");
-        };
-        assert!(format!("{err:?}").contains(":1:"), "{err:?}");
     }
 }

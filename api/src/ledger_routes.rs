@@ -27,6 +27,7 @@ pub(crate) struct RedactBody {
 /// signed by its active key, naming the reason and the token's subject, then an `action`
 /// record of the request; the record's hash, the chain and every signature stay valid.
 #[utoipa::path(post, path = "/api/v1/ledger/redact", tag = "ledger",
+    params(("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")),
     request_body(content = RedactBody, description = "`{index, reason}`"),
     responses((status = 200, description = "`{index, redaction_index, action_index}`"), (status = 400), (status = 403)),
     security(("bearer" = [])))]

@@ -1,7 +1,8 @@
 //! `dunes-api`: the axum HTTP server for SOC analysts and log producers.
 //!
 //! Every route except `GET /healthz` requires `Authorization: Bearer <token>` (ML-DSA-65
-//! signed, see [`auth`]); the role × route matrix is [`auth::allowed_roles`]. Routes:
+//! signed, see [`auth`]); the role × route matrix is [`auth::allowed_roles`]; state-changing
+//! routes also need an `Idempotency-Key` ([`idempotency`]). Routes:
 //! - `GET  /healthz`
 //! - `GET  /api/v1/incidents?level=&status=&since=&limit=`, `GET /api/v1/incidents/{id}`
 //! - `POST /api/v1/incidents/{id}/ack | assign | escalate | resolve`
@@ -14,6 +15,7 @@
 
 pub mod auth;
 pub mod hunt;
+pub mod idempotency;
 mod ledger_routes;
 mod openapi;
 
@@ -58,6 +60,8 @@ pub enum ApiError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("request body larger than {0} bytes")]
+    TooLarge(usize),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("ingest is not enabled on this instance")]
@@ -87,6 +91,7 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IngestDisabled => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -238,6 +243,8 @@ impl Default for AuthConfig {
 pub struct AuthState {
     pub cfg: AuthConfig,
     pub verifier: TokenVerifier,
+    /// Responses of state-changing requests by (token, `Idempotency-Key`).
+    pub idempotency: idempotency::IdempotencyStore,
     pub token_public_key: Vec<u8>,
     per_token: DefaultKeyedRateLimiter<String>,
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
@@ -255,11 +262,10 @@ impl AuthState {
         }
         let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(AuthState {
-            verifier: TokenVerifier::with_journal(
-                &key,
-                cfg.max_token_ttl_secs,
+            verifier: TokenVerifier::new(&key, cfg.max_token_ttl_secs),
+            idempotency: idempotency::IdempotencyStore::open(
                 &auth::token_key_dir(data_dir),
-                chrono::Utc::now(),
+                chrono::Utc::now().timestamp(),
             )?,
             token_public_key: key.public_key().to_vec(),
             per_token: RateLimiter::keyed(
@@ -313,6 +319,10 @@ impl AppState {
 pub struct ServerConfig {
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// A second listener serving only `GET /metrics`, without authentication,
+    /// for a stock Prometheus scraper (keep it on loopback or a private
+    /// network); `None`: metrics only on the API, with an auditor token.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -385,17 +395,43 @@ pub async fn serve(
             source,
         })?;
     let addr = listener.local_addr().map_err(ApiError::Serve)?;
+    let metrics = match cfg.metrics_listen {
+        None => None,
+        Some(m) => {
+            let l = tokio::net::TcpListener::bind(m)
+                .await
+                .map_err(|source| ApiError::Bind { addr: m, source })?;
+            let at = l.local_addr().map_err(ApiError::Serve)?;
+            tracing::info!(addr = %at, "Prometheus metrics listening (GET /metrics, no authentication)");
+            Some(l)
+        }
+    };
     tracing::info!(%addr, "HTTP API listening");
     if let Some(tx) = bound {
         let _ = tx.send(addr);
     }
-    axum::serve(
+    let api = axum::serve(
         listener,
         router(state, cfg.max_body_bytes).into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown)
-    .await
-    .map_err(ApiError::Serve)
+    .with_graceful_shutdown(shutdown);
+    let Some(metrics) = metrics else {
+        return api.await.map_err(ApiError::Serve);
+    };
+    let scrape = axum::serve(metrics, metrics_router());
+    // the metrics listener closes with the API
+    tokio::select! {
+        r = api => r.map_err(ApiError::Serve),
+        r = scrape => r.map_err(ApiError::Serve),
+    }
+}
+
+/// The unauthenticated scrape endpoint of [`ServerConfig::metrics_listen`].
+pub fn metrics_router() -> Router {
+    let _ = prometheus();
+    Router::new()
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
 }
 
 /// Error responses produced outside our handlers (extractor rejections, 405, 413) are
@@ -441,8 +477,8 @@ fn retry_after(nu: &governor::NotUntil<governor::clock::QuantaInstant>) -> ApiEr
     }
 }
 
-/// Authentication, rate limiting, authorisation and replay protection of every route but
-/// `/healthz`, in that order; also the request metrics.
+/// Authentication, rate limiting, authorisation and (state-changing routes) replay
+/// protection of every route but `/healthz`, in that order; also the request metrics.
 async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = req
@@ -452,6 +488,10 @@ async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let resp = match authorize(&st, &mut req, &route, &method) {
+        Ok(()) if auth::state_changing(&method, &route) => match idempotent(&st, req, next).await {
+            Ok(r) => r,
+            Err(e) => e.into_response(),
+        },
         Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     };
@@ -518,15 +558,85 @@ fn authorize(
         tracing::info!(%ip, %route, sub = %claims.sub, role = %claims.role, "request refused: 403");
         return Err(ApiError::Forbidden);
     }
-    let mutating = !(*method == Method::GET || *method == Method::HEAD);
-    if mutating && !a.cfg.disabled && !a.verifier.consume_jti(&claims, now)? {
-        tracing::warn!(%ip, %route, sub = %claims.sub, jti = %claims.jti, "replayed token refused");
-        metrics::counter!("dunes_auth_failures_total", "reason" => "token already used")
-            .increment(1);
-        return Err(ApiError::Unauthorized);
-    }
     req.extensions_mut().insert(claims);
     Ok(())
+}
+
+/// Runs a state-changing request at most once per (token, `Idempotency-Key`);
+/// see [`idempotency`].
+async fn idempotent(st: &AppState, req: Request, next: Next) -> Result<Response, ApiError> {
+    use idempotency::{Begin, Stored};
+    let claims = req
+        .extensions()
+        .get::<Claims>()
+        .cloned()
+        .ok_or_else(|| ApiError::Internal("no claims on an authorised request".into()))?;
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| v.to_str().unwrap_or("").to_string())
+        .ok_or_else(|| {
+            ApiError::BadRequest(
+                "state-changing requests need an Idempotency-Key header (a new one per action, e.g. a UUID)".into(),
+            )
+        })?;
+    if !idempotency::valid_key(&key) {
+        return Err(ApiError::BadRequest(format!(
+            "Idempotency-Key must be 1-{} visible ASCII characters without spaces",
+            idempotency::MAX_KEY_LEN
+        )));
+    }
+    let limit = st.auth.cfg.max_json_body_bytes;
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::TooLarge(limit))?;
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let fp = idempotency::fingerprint(parts.method.as_str(), target, &bytes);
+    let store = &st.auth.idempotency;
+    match store.begin(&claims.jti, claims.exp, &key, &fp, Utc::now().timestamp())? {
+        Begin::Proceed => {}
+        Begin::Replay(s) => {
+            let status = StatusCode::from_u16(s.status).unwrap_or(StatusCode::OK);
+            let mut resp = (status, s.body).into_response();
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            return Ok(resp);
+        }
+        Begin::InFlight => {
+            return Err(ApiError::Conflict(
+                "a request with this Idempotency-Key is still running".into(),
+            ));
+        }
+        Begin::Unknown => {
+            return Err(ApiError::Conflict(
+                "the request first sent with this Idempotency-Key was cut off by a restart; check its effect (incident history, ledger) and send it with a new key".into(),
+            ));
+        }
+        Begin::Mismatch => {
+            return Err(ApiError::Unprocessable(
+                "this Idempotency-Key was already used for a different request".into(),
+            ));
+        }
+    }
+    let resp = next.run(Request::from_parts(parts, bytes.into())).await;
+    let (rparts, rbody) = resp.into_parts();
+    let rbytes = axum::body::to_bytes(rbody, usize::MAX)
+        .await
+        .map_err(|e| ApiError::Internal(format!("cannot read a response body: {e}")))?;
+    store.complete(
+        &claims.jti,
+        &key,
+        Stored {
+            status: rparts.status.as_u16(),
+            body: rbytes.to_vec(),
+        },
+    )?;
+    Ok(Response::from_parts(rparts, rbytes.into()))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations",
@@ -713,7 +823,7 @@ async fn act(
 }
 
 #[utoipa::path(post, path = "/api/v1/incidents/{id}/ack", tag = "incidents",
-    params(("id" = String, Path)), request_body(content = ActionBody, description = "optional `note`"),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")), request_body(content = ActionBody, description = "optional `note`"),
     responses((status = 200, description = "`{action, responses, incident}`; the action is in the ledger"), (status = 404), (status = 409)),
     security(("bearer" = [])))]
 async fn ack(
@@ -726,7 +836,7 @@ async fn ack(
 }
 
 #[utoipa::path(post, path = "/api/v1/incidents/{id}/assign", tag = "incidents",
-    params(("id" = String, Path)), request_body(content = ActionBody, description = "`assignee` required"),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")), request_body(content = ActionBody, description = "`assignee` required"),
     responses((status = 200), (status = 400), (status = 404), (status = 409)),
     security(("bearer" = [])))]
 async fn assign(
@@ -739,7 +849,7 @@ async fn assign(
 }
 
 #[utoipa::path(post, path = "/api/v1/incidents/{id}/escalate", tag = "incidents",
-    params(("id" = String, Path)), request_body(content = ActionBody, description = "optional `note`"),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")), request_body(content = ActionBody, description = "optional `note`"),
     responses((status = 200, description = "Level 2 → Level 3; the Level 3 response (isolate_server + notification) is issued"), (status = 404), (status = 409)),
     security(("bearer" = [])))]
 async fn escalate(
@@ -752,7 +862,7 @@ async fn escalate(
 }
 
 #[utoipa::path(post, path = "/api/v1/incidents/{id}/resolve", tag = "incidents",
-    params(("id" = String, Path)), request_body(content = ActionBody, description = "`disposition` required, optional `note`"),
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")), request_body(content = ActionBody, description = "`disposition` required, optional `note`"),
     responses((status = 200), (status = 400), (status = 404), (status = 409)),
     security(("bearer" = [])))]
 async fn resolve(
@@ -998,6 +1108,7 @@ async fn ingest(
 }
 
 #[utoipa::path(post, path = "/api/v1/rules/reload", tag = "rules",
+    params(("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")),
     responses((status = 200, description = "`{version, rules, changed, kept_state}`"), (status = 422, description = "a rule is refused; the running rules stay")),
     security(("bearer" = [])))]
 async fn reload_rules(State(st): State<AppState>) -> Result<Json<ReloadAck>, ApiError> {

@@ -145,9 +145,32 @@ async fn call(
     body: &str,
     token: Option<&str>,
 ) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
+    call_with(
+        app,
+        method,
+        uri,
+        body,
+        token,
+        Some(&uuid::Uuid::new_v4().to_string()),
+    )
+    .await
+}
+
+/// [`call`] with a chosen `Idempotency-Key` (or none).
+async fn call_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: &str,
+    token: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> (StatusCode, axum::http::HeaderMap, serde_json::Value) {
     let mut b = Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         b = b.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(k) = idempotency_key {
+        b = b.header("idempotency-key", k);
     }
     let resp = app
         .clone()
@@ -171,7 +194,6 @@ async fn every_role_gets_exactly_its_routes() {
     for role in Role::ALL {
         let want = expected(role);
         for (name, method, uri, body) in ROUTES {
-            // A fresh token per request: mutating requests consume their jti.
             let t = token(&f.key, role);
             let (s, _, json) = call(&f.app, method, uri, body, Some(&t)).await;
             if want.contains(name) {
@@ -314,19 +336,86 @@ async fn bad_tokens_are_refused() {
         .expect("req");
     let resp = f.app.clone().oneshot(req).await.expect("resp");
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
 
-    // Replay: a mutating request's jti is accepted once; reads may reuse a token.
+#[tokio::test]
+async fn tokens_are_reusable_and_state_changes_are_replay_protected_by_idempotency_keys() {
+    let f = fixture(AuthConfig::default());
+    // One analyst token runs many hunting queries (no key needed: read-only).
     let t = token(&f.key, Role::Analyst);
     let body = r#"{"sql":"SELECT 1 AS one"}"#;
-    let (s, _, json) = call(&f.app, "POST", "/api/v1/query", body, Some(&t)).await;
-    assert_eq!(s, StatusCode::OK, "{json}");
-    assert_eq!(json["rows"][0]["one"], 1);
-    let (s, _, _) = call(&f.app, "POST", "/api/v1/query", body, Some(&t)).await;
-    assert_eq!(s, StatusCode::UNAUTHORIZED, "replayed token accepted");
-    for _ in 0..3 {
+    for _ in 0..5 {
+        let (s, _, json) = call_with(&f.app, "POST", "/api/v1/query", body, Some(&t), None).await;
+        assert_eq!(s, StatusCode::OK, "{json}");
+        assert_eq!(json["rows"][0]["one"], 1);
         let (s, _, _) = call(&f.app, "GET", "/api/v1/incidents", "", Some(&t)).await;
         assert_eq!(s, StatusCode::OK);
     }
+    // One ingest token posts many batches (this router has no pipeline: 501
+    // each time, past authentication).
+    let i = token(&f.key, Role::Ingest);
+    for _ in 0..5 {
+        let (s, _, json) = call_with(&f.app, "POST", "/v1/ingest", "{}", Some(&i), None).await;
+        assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{json}");
+    }
+    // State-changing: refused without a key, or with a malformed one.
+    let ack = "/api/v1/incidents/inc-none/ack";
+    let (s, _, json) = call_with(&f.app, "POST", ack, "", Some(&t), None).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{json}");
+    assert!(
+        json["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Idempotency-Key")),
+        "{json}"
+    );
+    let (s, _, _) = call_with(&f.app, "POST", ack, "", Some(&t), Some("has space")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    // The first request with a key runs; the same key replays its answer.
+    let (s1, h1, j1) = call_with(&f.app, "POST", ack, "", Some(&t), Some("k-1")).await;
+    assert!(h1.get("idempotent-replayed").is_none());
+    let (s2, h2, j2) = call_with(&f.app, "POST", ack, "", Some(&t), Some("k-1")).await;
+    assert_eq!(
+        (s2, &j2),
+        (s1, &j1),
+        "the replay answers what the first request did"
+    );
+    assert_eq!(
+        h2.get("idempotent-replayed").map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    // The same key for a different request: 422; another token's "k-1" is its own.
+    let other = "/api/v1/incidents/inc-other/ack";
+    let (s, _, _) = call_with(&f.app, "POST", other, "", Some(&t), Some("k-1")).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let t2 = token(&f.key, Role::Analyst);
+    let (s, h, _) = call_with(&f.app, "POST", other, "", Some(&t2), Some("k-1")).await;
+    assert!(s != StatusCode::UNPROCESSABLE_ENTITY && h.get("idempotent-replayed").is_none());
+    // The OpenAPI document names the header on exactly the state-changing routes.
+    let (_, _, doc) = call(&f.app, "GET", "/openapi.json", "", Some(&t)).await;
+    let mut with_key: Vec<String> = Vec::new();
+    for (path, ops) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in ops.as_object().expect("operations") {
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            if params
+                .iter()
+                .any(|p| p["name"] == "Idempotency-Key" && p["in"] == "header")
+            {
+                with_key.push(format!("{method} {path}"));
+            }
+        }
+    }
+    with_key.sort();
+    assert_eq!(
+        with_key,
+        [
+            "post /api/v1/incidents/{id}/ack",
+            "post /api/v1/incidents/{id}/assign",
+            "post /api/v1/incidents/{id}/escalate",
+            "post /api/v1/incidents/{id}/resolve",
+            "post /api/v1/ledger/redact",
+            "post /api/v1/rules/reload",
+        ]
+    );
 }
 
 #[tokio::test]
@@ -425,4 +514,62 @@ async fn hunting_refuses_writes_and_file_access_over_http() {
         .expect("b");
     let text = String::from_utf8(bytes.to_vec()).expect("utf8");
     assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+/// `GET path` over a real socket (HTTP/1.1, connection closed); the raw answer.
+async fn raw_get(addr: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+#[tokio::test]
+async fn the_metrics_listener_serves_prometheus_without_a_token() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let auth = AuthState::open(tmp.path(), AuthConfig::default()).expect("auth");
+    let state = AppState::new(
+        Arc::new(IncidentStore::new()),
+        tmp.path().to_path_buf(),
+        Arc::new(auth),
+    );
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("probe");
+    let metrics_addr = free.local_addr().expect("addr");
+    drop(free);
+    let cfg = dunes_api::ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        max_body_bytes: 1 << 20,
+        metrics_listen: Some(metrics_addr),
+    };
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(dunes_api::serve(cfg, state, Some(bound_tx), async move {
+        let _ = stop_rx.await;
+    }));
+    let api_addr = bound_rx.await.expect("bound");
+    let _ = dunes_api::prometheus();
+    metrics::counter!("dunes_test_scrapes_total").increment(1);
+    let scrape = raw_get(metrics_addr, "/metrics").await;
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    assert!(scrape.contains("dunes_test_scrapes_total 1"), "{scrape}");
+    // only /metrics there; the API itself still wants a token for it
+    assert!(
+        raw_get(metrics_addr, "/api/v1/incidents")
+            .await
+            .starts_with("HTTP/1.1 404")
+    );
+    assert!(
+        raw_get(api_addr, "/metrics")
+            .await
+            .starts_with("HTTP/1.1 401")
+    );
+    let _ = stop_tx.send(());
+    server.await.expect("join").expect("served");
+    assert!(
+        tokio::net::TcpStream::connect(metrics_addr).await.is_err(),
+        "the metrics listener closes with the API"
+    );
 }

@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use crate::json::{self, Json, take};
 
 type Members<'a> = Vec<(Cow<'a, str>, Json<'a>)>;
+type StringPairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 /// A validated envelope; strings borrow from the input line where they can.
 #[derive(Debug, Default)]
@@ -23,7 +24,7 @@ pub(crate) struct Envelope<'a> {
     pub client_version: Option<Cow<'a, str>>,
     pub http: Option<Http<'a>>,
     pub auth: Option<Auth<'a>>,
-    pub labels: Option<Vec<(Cow<'a, str>, Cow<'a, str>)>>,
+    pub labels: Option<StringPairs<'a>>,
     /// Unknown top-level members, sorted by key.
     pub extra: Members<'a>,
     pub message: Json<'a>,
@@ -158,7 +159,7 @@ fn implementation<'a>(field: &str, v: Json<'a>) -> Result<NameVersion<'a>, Strin
     ))
 }
 
-fn string_map<'a>(field: &str, v: Json<'a>) -> Result<Vec<(Cow<'a, str>, Cow<'a, str>)>, String> {
+fn string_map<'a>(field: &str, v: Json<'a>) -> Result<StringPairs<'a>, String> {
     let m = object_field(field, v)?;
     let mut out = Vec::with_capacity(m.len());
     for (k, v) in m {

@@ -74,6 +74,9 @@ pub struct HttpConfig {
     pub enabled: bool,
     pub listen: SocketAddr,
     pub max_body_bytes: usize,
+    /// Optional second listener: `GET /metrics` without authentication, for
+    /// Prometheus (e.g. "127.0.0.1:9464"; keep it on loopback).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -139,6 +142,7 @@ impl Default for HttpConfig {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 16 * 1024 * 1024,
+            metrics_listen: None,
         }
     }
 }

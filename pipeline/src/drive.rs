@@ -178,6 +178,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         let scfg = ServerConfig {
             listen: cfg.http.listen,
             max_body_bytes: cfg.http.max_body_bytes,
+            metrics_listen: cfg.http.metrics_listen,
         };
         let (btx, brx) = oneshot::channel();
         let mut stop = stop_rx.clone();

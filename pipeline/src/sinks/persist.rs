@@ -249,7 +249,8 @@ mod tests {
             retention_days: 0,
         };
         let history = HistoryWriter::open(dir, cfg).expect("history");
-        let (state, _) = StateStore::open(&dir.join("state"), DEFAULT_COMPACT_BYTES).expect("state");
+        let (state, _) =
+            StateStore::open(&dir.join("state"), DEFAULT_COMPACT_BYTES).expect("state");
         Persister::start(Some(history), state).expect("start")
     }
 
