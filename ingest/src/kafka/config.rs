@@ -126,6 +126,17 @@ impl KafkaConfig {
         t
     }
 
+    /// The consumer's `session.timeout.ms` (10 s unless `[kafka.consumer]`
+    /// overrides it): how long the broker waits before evicting a silent member.
+    pub fn session_timeout(&self) -> std::time::Duration {
+        let ms = self
+            .consumer
+            .get("session.timeout.ms")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(10_000);
+        std::time::Duration::from_millis(ms)
+    }
+
     /// Consumer settings: manual commits, tuned fetching, then the user's
     /// overrides.
     ///

@@ -1,6 +1,9 @@
 //! The Kafka source: consumer batches carry their offsets, committed only
 //! after the batch is in the ledger (fsynced) and its outputs are delivered.
 
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
 use dunes_ingest::kafka::{KafkaBatch, KafkaSink, KafkaSource, KafkaSourceHandle};
 use tokio::sync::mpsc;
 
@@ -14,6 +17,38 @@ use crate::stage::BatchOutcome;
 pub(crate) struct KafkaIo {
     handle: KafkaSourceHandle,
     pub(crate) sink: KafkaSink,
+    /// [`MEMBER_MARKER`], removed when the consumer has left its group.
+    marker: PathBuf,
+}
+
+/// In the data dir while its consumer is a member of the group; a crash
+/// leaves it behind.
+pub const MEMBER_MARKER: &str = "kafka-member.running";
+
+/// With dynamic membership, a consumer that joins while the member a crash
+/// left behind is still in the group can end up with only part of the
+/// partitions for good (tansu 0.6 keeps the dead member's share; measured:
+/// half of a 3-partition stream never consumed). When the previous run of
+/// this data dir did not leave the group cleanly, wait until the broker has
+/// evicted that member (its session timeout, plus margin) before joining.
+async fn wait_out_a_dead_member(cfg: &Config) -> Result<PathBuf> {
+    let marker = cfg.data_dir.join(MEMBER_MARKER);
+    if !cfg.kafka.static_membership && marker.exists() {
+        let wait = cfg.kafka.session_timeout() + Duration::from_secs(2);
+        tracing::warn!(
+            wait_s = wait.as_secs_f64(),
+            marker = %marker.display(),
+            "kafka: the previous run of this data dir did not leave its consumer group cleanly (crash or kill -9); waiting for the broker to evict that member before joining, so no partition stays assigned to it (static_membership = true avoids the wait)"
+        );
+        tokio::time::sleep(wait).await;
+    }
+    write_marker(&marker)?;
+    Ok(marker)
+}
+
+fn write_marker(path: &Path) -> Result<()> {
+    std::fs::write(path, format!("pid {}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 impl KafkaIo {
@@ -28,9 +63,17 @@ impl KafkaIo {
         sink.ensure_output_topics()
             .await
             .context("cannot create the Kafka output topics")?;
+        let marker = wait_out_a_dead_member(cfg).await?;
         let (handle, rx) = KafkaSource::start(&cfg.kafka, &client_id)
             .context("cannot start the Kafka consumer")?;
-        Ok((KafkaIo { handle, sink }, rx))
+        Ok((
+            KafkaIo {
+                handle,
+                sink,
+                marker,
+            },
+            rx,
+        ))
     }
 
     /// A batch is durable in the ledger: its outputs are delivered, then its
@@ -82,9 +125,12 @@ impl KafkaIo {
 
     /// Waits for the consumer thread (final commit, group left).
     pub(crate) fn join(self) {
-        let KafkaIo { handle, .. } = self;
+        let KafkaIo { handle, marker, .. } = self;
         tokio::task::block_in_place(|| handle.join());
-        tracing::info!("kafka: consumer stopped, offsets committed");
+        if let Err(e) = std::fs::remove_file(&marker) {
+            tracing::warn!(error = %e, path = %marker.display(), "kafka: cannot remove the member marker (the next start will wait for a session timeout)");
+        }
+        tracing::info!("kafka: consumer stopped, offsets committed, group left");
     }
 }
 
