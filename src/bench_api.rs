@@ -100,6 +100,7 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         max_body_bytes: cfg.http.max_body_bytes,
         metrics_listen: None,
+        header_read_timeout: std::time::Duration::from_millis(cfg.http.header_read_timeout_ms),
     };
     let server = tokio::spawn(dunes_api::serve(scfg, state, Some(btx), async move {
         let _ = stop_rx.await;

@@ -62,6 +62,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the request body did not arrive within {0} ms")]
+    BodyTimeout(u64),
+    #[error("Content-Encoding {0:?} is not accepted: send the body uncompressed")]
+    UnsupportedEncoding(String),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("ingest is not enabled on this instance")]
@@ -92,6 +96,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IngestDisabled => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -223,6 +229,9 @@ pub struct AuthConfig {
     pub per_ip_burst: u32,
     /// Body limit of the JSON routes (actions, query, validate), in bytes.
     pub max_json_body_bytes: usize,
+    /// A request body must arrive completely within this many milliseconds
+    /// (slow-loris bodies get 408).
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for AuthConfig {
@@ -235,6 +244,7 @@ impl Default for AuthConfig {
             per_ip_rps: 1000,
             per_ip_burst: 2000,
             max_json_body_bytes: 256 * 1024,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -323,6 +333,9 @@ pub struct ServerConfig {
     /// for a stock Prometheus scraper (keep it on loopback or a private
     /// network); `None`: metrics only on the API, with an auditor token.
     pub metrics_listen: Option<SocketAddr>,
+    /// A connection must send its request line and headers within this time
+    /// (slow-loris clients are disconnected).
+    pub header_read_timeout: std::time::Duration,
 }
 
 /// The process-wide Prometheus recorder (installed on first use).
@@ -372,7 +385,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi::openapi_json))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), guard))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (state.clone(), max_body_bytes),
+            guard,
+        ))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
@@ -410,20 +426,79 @@ pub async fn serve(
     if let Some(tx) = bound {
         let _ = tx.send(addr);
     }
-    let api = axum::serve(
+    let api = serve_http1(
         listener,
-        router(state, cfg.max_body_bytes).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown);
+        router(state, cfg.max_body_bytes),
+        cfg.header_read_timeout,
+        shutdown,
+    );
     let Some(metrics) = metrics else {
         return api.await.map_err(ApiError::Serve);
     };
-    let scrape = axum::serve(metrics, metrics_router());
+    let scrape = serve_http1(
+        metrics,
+        metrics_router(),
+        cfg.header_read_timeout,
+        std::future::pending::<()>(),
+    );
     // the metrics listener closes with the API
     tokio::select! {
         r = api => r.map_err(ApiError::Serve),
         r = scrape => r.map_err(ApiError::Serve),
     }
+}
+
+/// HTTP/1.1 on `listener` until `shutdown` resolves, then waits for the open
+/// connections to finish their requests. Like `axum::serve`, plus a header
+/// read timeout (axum's own server sets no timer, so a client that never
+/// finishes its headers held its connection forever). Each request carries
+/// the peer address as `ConnectInfo<SocketAddr>`.
+async fn serve_http1(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_read_timeout: std::time::Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    use hyper::body::Incoming;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt as _;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // e.g. out of file descriptors: back off, keep serving
+                    tracing::warn!(error = %e, "HTTP accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let svc = app
+            .clone()
+            .map_request(move |mut req: axum::http::Request<Incoming>| {
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req.map(axum::body::Body::new)
+            });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "HTTP connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// The unauthenticated scrape endpoint of [`ServerConfig::metrics_listen`].
@@ -479,7 +554,11 @@ fn retry_after(nu: &governor::NotUntil<governor::clock::QuantaInstant>) -> ApiEr
 
 /// Authentication, rate limiting, authorisation and (state-changing routes) replay
 /// protection of every route but `/healthz`, in that order; also the request metrics.
-async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn guard(
+    State((st, max_body_bytes)): State<(AppState, usize)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let route = req
         .extensions()
@@ -487,12 +566,22 @@ async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> Resp
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
+    let limit = if route == "/v1/ingest" {
+        max_body_bytes
+    } else {
+        st.auth.cfg.max_json_body_bytes
+    };
     let resp = match authorize(&st, &mut req, &route, &method) {
-        Ok(()) if auth::state_changing(&method, &route) => match idempotent(&st, req, next).await {
-            Ok(r) => r,
+        Ok(()) => match read_body(req, limit, st.auth.cfg.body_read_timeout_ms).await {
+            Ok(req) if auth::state_changing(&method, &route) => {
+                match idempotent(&st, req, next).await {
+                    Ok(r) => r,
+                    Err(e) => e.into_response(),
+                }
+            }
+            Ok(req) => next.run(req).await,
             Err(e) => e.into_response(),
         },
-        Ok(()) => next.run(req).await,
         Err(e) => e.into_response(),
     };
     let labels = [
@@ -560,6 +649,48 @@ fn authorize(
     }
     req.extensions_mut().insert(claims);
     Ok(())
+}
+
+/// Reads the whole body of an authorised request before its handler runs:
+/// compressed bodies are refused (nothing is ever inflated, so no
+/// decompression bomb), a body over `limit` gets 413 and one that does not
+/// arrive within `timeout_ms` (a slow-loris client) gets 408.
+async fn read_body(req: Request, limit: usize, timeout_ms: u64) -> Result<Request, ApiError> {
+    if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("?").trim();
+        if !enc.eq_ignore_ascii_case("identity") {
+            return Err(ApiError::UnsupportedEncoding(
+                enc.chars().take(64).collect(),
+            ));
+        }
+    }
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::TooLarge(limit));
+    }
+    let (parts, body) = req.into_parts();
+    let wait = std::time::Duration::from_millis(timeout_ms);
+    match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(ApiError::BodyTimeout(timeout_ms)),
+        Ok(Err(e)) => {
+            let inner = e.into_inner();
+            if inner
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                Err(ApiError::TooLarge(limit))
+            } else {
+                Err(ApiError::BadRequest(format!(
+                    "cannot read the request body: {inner}"
+                )))
+            }
+        }
+        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, bytes.into())),
+    }
 }
 
 /// Runs a state-changing request at most once per (token, `Idempotency-Key`);

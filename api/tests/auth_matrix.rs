@@ -471,7 +471,7 @@ async fn rate_limits_and_body_limits() {
     let big = format!(r#"{{"sql":"SELECT '{}'"}}"#, "x".repeat(4096));
     let (s, _, json) = call(&f.app, "POST", "/api/v1/query", &big, Some(&t2)).await;
     assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{json}");
-    assert_eq!(json["error"], "payload too large");
+    assert_eq!(json["error"], "request body larger than 1024 bytes");
 }
 
 #[tokio::test]
@@ -543,6 +543,7 @@ async fn the_metrics_listener_serves_prometheus_without_a_token() {
         listen: "127.0.0.1:0".parse().expect("addr"),
         max_body_bytes: 1 << 20,
         metrics_listen: Some(metrics_addr),
+        header_read_timeout: std::time::Duration::from_secs(10),
     };
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -572,4 +573,119 @@ async fn the_metrics_listener_serves_prometheus_without_a_token() {
         tokio::net::TcpStream::connect(metrics_addr).await.is_err(),
         "the metrics listener closes with the API"
     );
+}
+
+/// Serves a fresh fixture on a loopback port with the given timeouts.
+async fn served(
+    header_read_timeout: std::time::Duration,
+    body_read_timeout_ms: u64,
+) -> (
+    std::net::SocketAddr,
+    dunes_ledger::StandaloneKey,
+    tokio::sync::oneshot::Sender<()>,
+    tempfile::TempDir,
+) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let cfg = AuthConfig {
+        body_read_timeout_ms,
+        ..AuthConfig::default()
+    };
+    let auth = AuthState::open(tmp.path(), cfg).expect("auth");
+    let key = auth::load_or_generate_key(tmp.path()).expect("key");
+    let state = AppState::new(
+        Arc::new(IncidentStore::new()),
+        tmp.path().to_path_buf(),
+        Arc::new(auth),
+    );
+    let scfg = dunes_api::ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        max_body_bytes: 1 << 20,
+        metrics_listen: None,
+        header_read_timeout,
+    };
+    let (bound_tx, bound_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(dunes_api::serve(scfg, state, Some(bound_tx), async move {
+        let _ = stop_rx.await;
+    }));
+    (bound_rx.await.expect("bound"), key, stop_tx, tmp)
+}
+
+/// Sends `head` (and nothing more), then reads what the server answers
+/// within `within`: `None` if the connection is still open and silent.
+async fn send_and_wait(
+    addr: std::net::SocketAddr,
+    head: &str,
+    within: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("write");
+    let mut out = Vec::new();
+    match tokio::time::timeout(within, s.read_to_end(&mut out)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&out).into_owned()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test]
+async fn slow_loris_headers_and_bodies_are_cut_off() {
+    let ms = std::time::Duration::from_millis;
+    let (addr, key, stop, _tmp) = served(ms(300), 300).await;
+    // Headers never finished: the connection is closed after the header timeout.
+    let t = std::time::Instant::now();
+    let answer = send_and_wait(addr, "GET /healthz HTTP/1.1\r\nhost: x\r\n", ms(5000)).await;
+    assert!(answer.is_some(), "a slow-loris connection stayed open");
+    assert!(t.elapsed() < ms(3000), "closed after {:?}", t.elapsed());
+    // A whole request on another connection is served.
+    let ok = raw_get(addr, "/healthz").await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    // A body announced but trickled: 408 after the body timeout.
+    let t = token(&key, Role::Analyst);
+    let head = format!(
+        "POST /api/v1/query HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"sql\":"
+    );
+    let answer = send_and_wait(addr, &head, ms(5000))
+        .await
+        .expect("answered, not left hanging");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within 300 ms"), "{answer}");
+    let _ = stop.send(());
+}
+
+#[tokio::test]
+async fn compressed_and_oversized_bodies_are_refused_before_reading() {
+    let f = fixture(AuthConfig::default());
+    let t = token(&f.key, Role::Ingest);
+    // a gzip bomb is never inflated: any Content-Encoding but identity is refused
+    let bomb = Request::post("/v1/ingest")
+        .header("authorization", format!("Bearer {t}"))
+        .header("content-encoding", "gzip")
+        .body(Body::from(vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0]))
+        .expect("req");
+    let resp = f.app.clone().oneshot(bomb).await.expect("resp");
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+        .await
+        .expect("body");
+    assert!(String::from_utf8_lossy(&body).contains("send the body uncompressed"));
+    // a declared length over the JSON limit: 413 without reading the body
+    let a = token(&f.key, Role::Analyst);
+    let big = Request::post("/api/v1/query")
+        .header("authorization", format!("Bearer {a}"))
+        .header("content-length", (10u64 << 20).to_string())
+        .body(Body::empty())
+        .expect("req");
+    let resp = f.app.clone().oneshot(big).await.expect("resp");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // a body over the limit without a declared length: 413 as well
+    let chunks = futures::stream::iter(
+        (0..400).map(|_| Ok::<_, std::io::Error>(axum::body::Bytes::from(vec![b' '; 1024]))),
+    );
+    let big = Request::post("/api/v1/query")
+        .header("authorization", format!("Bearer {a}"))
+        .body(Body::from_stream(chunks))
+        .expect("req");
+    let resp = f.app.clone().oneshot(big).await.expect("resp");
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }

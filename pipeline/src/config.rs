@@ -77,6 +77,9 @@ pub struct HttpConfig {
     /// Optional second listener: `GET /metrics` without authentication, for
     /// Prometheus (e.g. "127.0.0.1:9464"; keep it on loopback).
     pub metrics_listen: Option<SocketAddr>,
+    /// A connection that has not sent its request headers within this many
+    /// milliseconds is closed (slow-loris clients).
+    pub header_read_timeout_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -143,6 +146,7 @@ impl Default for HttpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             max_body_bytes: 16 * 1024 * 1024,
             metrics_listen: None,
+            header_read_timeout_ms: 10_000,
         }
     }
 }

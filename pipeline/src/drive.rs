@@ -179,6 +179,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             listen: cfg.http.listen,
             max_body_bytes: cfg.http.max_body_bytes,
             metrics_listen: cfg.http.metrics_listen,
+            header_read_timeout: std::time::Duration::from_millis(cfg.http.header_read_timeout_ms),
         };
         let (btx, brx) = oneshot::channel();
         let mut stop = stop_rx.clone();
