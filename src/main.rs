@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use dunes_pipeline::Config;
 
@@ -240,6 +240,24 @@ enum Command {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Print a shell completion script.
+    ///
+    /// Examples:
+    ///   dunes completions bash > /etc/bash_completion.d/dunes
+    ///   dunes completions zsh > "${fpath[1]}/_dunes"
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (roff): dunes.1 and one per subcommand (dunes-run.1, …).
+    ///
+    /// Example:
+    ///   dunes man --out-dir /usr/local/share/man/man1 && man dunes-verify
+    Man {
+        /// Directory for the pages (created if missing).
+        #[arg(long, default_value = "man")]
+        out_dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -308,6 +326,35 @@ enum RulesCmd {
     List { dir: Option<PathBuf> },
 }
 
+/// Writes `dunes.1` and one page per subcommand (`dunes-run.1`,
+/// `dunes-ledger-prove.1`, …) into `dir`; returns the files written.
+fn write_man_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    fn walk(
+        cmd: clap::Command,
+        page: &str,
+        dir: &Path,
+        out: &mut Vec<PathBuf>,
+    ) -> anyhow::Result<()> {
+        let path = dir.join(format!("{page}.1"));
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd.clone().name(page.to_string()))
+            .render(&mut buf)
+            .context("cannot render a man page")?;
+        std::fs::write(&path, buf).with_context(|| format!("cannot write {}", path.display()))?;
+        out.push(path);
+        for sub in cmd.get_subcommands().filter(|s| s.get_name() != "help") {
+            walk(sub.clone(), &format!("{page}-{}", sub.get_name()), dir, out)?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut out = Vec::new();
+    walk(cmd, "dunes", dir, &mut out)?;
+    Ok(out)
+}
+
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
@@ -334,6 +381,8 @@ fn printing_only(cmd: &Command) -> bool {
             | Command::Keys { .. }
             | Command::Ledger { .. }
             | Command::Token { .. }
+            | Command::Completions { .. }
+            | Command::Man { .. }
     )
 }
 
@@ -364,6 +413,8 @@ fn main() -> ExitCode {
         | Command::Keys { .. }
         | Command::Ledger { .. }
         | Command::Token { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. }
         | Command::Eval { .. } => quiet,
         Command::Simulate { .. } | Command::Model { .. } => "warn",
         Command::Replay { .. } | Command::Demo { .. } => {
@@ -392,6 +443,15 @@ fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "dunes", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { out_dir } => {
+            let pages = write_man_pages(&out_dir)?;
+            println!("{} man pages in {}", pages.len(), out_dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             common,
             files,

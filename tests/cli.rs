@@ -1,0 +1,57 @@
+//! Shell completions and man pages generated from the CLI definition.
+
+mod common;
+
+use common::{dunes, run_ok};
+
+#[test]
+fn completions_cover_every_subcommand() {
+    let out = run_ok(dunes().args(["completions", "bash"]));
+    let bash = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        bash.contains("complete -F _dunes"),
+        "not a bash completion script"
+    );
+    for sub in [
+        "run",
+        "replay",
+        "verify",
+        "checkpoint",
+        "token",
+        "completions",
+        "man",
+    ] {
+        assert!(bash.contains(sub), "bash completion lacks {sub}");
+    }
+    assert!(bash.contains("--trusted-checkpoint"));
+    let out = run_ok(dunes().args(["completions", "zsh"]));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("#compdef dunes"));
+    let err = dunes().args(["completions", "tcsh"]).output().expect("run");
+    assert!(!err.status.success(), "an unknown shell is refused");
+}
+
+#[test]
+fn man_pages_for_the_command_and_each_subcommand() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("man1");
+    run_ok(dunes().arg("man").arg("--out-dir").arg(&dir));
+    let page = |name: &str| {
+        std::fs::read_to_string(dir.join(format!("{name}.1")))
+            .unwrap_or_else(|e| panic!("{name}.1: {e}"))
+    };
+    assert!(page("dunes").starts_with(".ie \\n(.g .ds Aq \\(aq"));
+    assert!(page("dunes").contains(".TH dunes 1"));
+    let verify = page("dunes-verify");
+    assert!(verify.contains(".TH dunes-verify 1"), "{verify}");
+    assert!(verify.contains("trusted\\-checkpoint"), "{verify}");
+    assert!(page("dunes-checkpoint-publish").contains("to\\-kafka"));
+    assert!(page("dunes-token-issue").contains("role"));
+    // one page per subcommand, nested ones included, no page for `help`
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(!names.iter().any(|n| n.contains("help")), "{names:?}");
+    assert!(names.len() >= 25, "{names:?}");
+}
