@@ -3,6 +3,7 @@
 mod backfill;
 mod bench;
 mod bench_api;
+mod doctor;
 mod eval;
 mod ledger_cmd;
 mod model_cmd;
@@ -240,6 +241,17 @@ enum Command {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Check a deployment: config, data dir, key permissions, ledger and clock,
+    /// disk space, rules, HTTP listeners, Kafka brokers and topics.
+    ///
+    /// Prints one line per check (ok, warn, FAIL); exits non-zero on any FAIL.
+    ///
+    /// Example:
+    ///   dunes doctor --config /etc/dunes/dunes.toml
+    Doctor {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Print a shell completion script.
     ///
     /// Examples:
@@ -383,6 +395,7 @@ fn printing_only(cmd: &Command) -> bool {
             | Command::Token { .. }
             | Command::Completions { .. }
             | Command::Man { .. }
+            | Command::Doctor { .. }
     )
 }
 
@@ -415,6 +428,7 @@ fn main() -> ExitCode {
         | Command::Token { .. }
         | Command::Completions { .. }
         | Command::Man { .. }
+        | Command::Doctor { .. }
         | Command::Eval { .. } => quiet,
         Command::Simulate { .. } | Command::Model { .. } => "warn",
         Command::Replay { .. } | Command::Demo { .. } => {
@@ -443,6 +457,15 @@ fn main() -> ExitCode {
 
 async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
+        Command::Doctor { common } => {
+            let cfg = common.config()?;
+            let worst = doctor::run(&cfg, common.config.as_deref()).await;
+            Ok(if worst == doctor::Verdict::Fail {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "dunes", &mut std::io::stdout());
             Ok(ExitCode::SUCCESS)

@@ -55,3 +55,91 @@ fn man_pages_for_the_command_and_each_subcommand() {
     assert!(!names.iter().any(|n| n.contains("help")), "{names:?}");
     assert!(names.len() >= 25, "{names:?}");
 }
+
+#[test]
+fn doctor_passes_on_a_fresh_deployment_and_names_what_is_wrong() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let sample = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/corpus/mcp-sample.ndjson"
+    );
+    run_ok(
+        dunes()
+            .arg("replay")
+            .arg("--data-dir")
+            .arg(&data)
+            .arg(sample),
+    );
+    let cfg = tmp.path().join("dunes.toml");
+    std::fs::write(&cfg, "[http]\nlisten = \"127.0.0.1:0\"\n").expect("config");
+    let doctor = || {
+        dunes()
+            .arg("doctor")
+            .arg("--config")
+            .arg(&cfg)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("doctor")
+    };
+    let out = doctor();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    for check in [
+        "data dir",
+        "private keys",
+        "ledger",
+        "clock",
+        "disk",
+        "rules",
+        "http",
+        "kafka",
+    ] {
+        assert!(
+            text.lines().any(|l| l.contains(check)),
+            "no {check} line:\n{text}"
+        );
+    }
+    assert!(!text.contains("FAIL"), "{text}");
+    assert!(
+        text.contains("31 rules planned") || text.contains("rules planned"),
+        "{text}"
+    );
+
+    // A private key readable by others is a failure naming the file.
+    let seed = data.join("keys/ledger-mldsa65-0.seed");
+    std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = doctor();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("FAIL")
+            && l.contains("ledger-mldsa65-0.seed")
+            && l.contains("644")),
+        "{text}"
+    );
+    std::fs::set_permissions(&seed, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+
+    // An unreachable broker fails within the probe's timeout.
+    std::fs::write(
+        &cfg,
+        "[http]\nenabled = false\n\n[kafka]\nenabled = true\nbrokers = \"127.0.0.1:1\"\ntopics = [\"mcp\"]\n",
+    )
+    .expect("config");
+    let t = std::time::Instant::now();
+    let out = doctor();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("FAIL") && l.contains("kafka")),
+        "{text}"
+    );
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "{:?}",
+        t.elapsed()
+    );
+}

@@ -189,3 +189,44 @@ impl KafkaConfig {
         c
     }
 }
+
+/// What [`probe`] found: the brokers and, per configured input topic, its
+/// partition count (`None`: the broker does not know it).
+#[derive(Debug)]
+pub struct Probe {
+    pub brokers: Vec<String>,
+    pub topics: Vec<(String, Option<usize>)>,
+}
+
+/// Asks the cluster for its metadata within `timeout` (a reachability check
+/// for `dunes doctor`).
+pub fn probe(cfg: &KafkaConfig, timeout: std::time::Duration) -> Result<Probe, crate::IngestError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &cfg.brokers)
+        .set("group.id", "dunes-doctor")
+        .set("socket.connection.setup.timeout.ms", "3000")
+        .create()
+        .map_err(|e| crate::IngestError::Kafka(format!("cannot create a client: {e}")))?;
+    let md = consumer
+        .fetch_metadata(None, timeout)
+        .map_err(|e| crate::IngestError::Kafka(format!("no metadata from {}: {e}", cfg.brokers)))?;
+    let brokers = md
+        .brokers()
+        .iter()
+        .map(|b| format!("{}:{} (id {})", b.host(), b.port(), b.id()))
+        .collect();
+    let topics = cfg
+        .topics
+        .iter()
+        .map(|t| {
+            let n = md
+                .topics()
+                .iter()
+                .find(|m| m.name() == t && m.error().is_none())
+                .map(|m| m.partitions().len());
+            (t.clone(), n)
+        })
+        .collect();
+    Ok(Probe { brokers, topics })
+}

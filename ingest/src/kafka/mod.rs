@@ -19,6 +19,6 @@ mod producer;
 #[cfg(test)]
 mod tests;
 
-pub use config::KafkaConfig;
+pub use config::{KafkaConfig, Probe, probe};
 pub use consumer::{KafkaBatch, KafkaSource, KafkaSourceHandle, committed_offsets};
 pub use producer::{KafkaSink, OutputMessage};
