@@ -1286,6 +1286,52 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
     assert!(doc["paths"]["/api/v1/query"].is_object());
 
     stop_and_verify(&mut child, &dir);
+    // Access audit: every authenticated request is an `access` record; the
+    // hunting queries carry their SQL, refusals are there too.
+    let mut access: Vec<Value> = Vec::new();
+    dunes_ledger::for_each_record(&dir, 0, |r| {
+        if r.kind == dunes_ledger::RecordKind::Access {
+            access.push(serde_json::from_slice(r.payload).expect("access payload"));
+        }
+    })
+    .expect("ledger reads");
+    let hunted: Vec<&str> = access
+        .iter()
+        .filter(|a| a["route"] == "/api/v1/query" && a["status"] == 200)
+        .map(|a| a["sql"].as_str().expect("sql"))
+        .collect();
+    assert!(hunted.contains(&sql), "{hunted:?}");
+    assert!(access.iter().any(|a| a["route"] == "/api/v1/query"
+        && a["status"] == 400
+        && a["sql"] == "DELETE FROM events"));
+    assert!(
+        access
+            .iter()
+            .any(|a| a["route"] == "/api/v1/query" && a["role"] == "viewer" && a["status"] == 403),
+        "a refused request is audited"
+    );
+    let reads = access
+        .iter()
+        .filter(|a| a["route"] == "/api/v1/incidents/{id}" && a["method"] == "GET")
+        .count();
+    assert!(reads >= 1, "incident reads are audited");
+    for a in &access {
+        assert_eq!(a["type"], "api_access");
+        assert_eq!(a["sub"], "e2e", "{a}");
+        assert_eq!(a["params_blake3"].as_str().map(str::len), Some(64), "{a}");
+        assert!(
+            a["route"] != "/v1/ingest",
+            "ingest is not access-audited: {a}"
+        );
+    }
+    let replayed = access
+        .iter()
+        .filter(|a| a["idempotency_key"] == "assign-1")
+        .count();
+    assert_eq!(
+        replayed, 3,
+        "the assign, its replay and the 422 are each audited"
+    );
     // Every action is in the ledger's outputs; the escalation issued the Level 3 response.
     assert_eq!(read_ndjson(&dir.join("actions.ndjson")).len(), 4);
     assert!(

@@ -190,6 +190,36 @@ pub struct ActionRequest {
     pub reply: oneshot::Sender<Result<ActionOutcome, ActionRefused>>,
 }
 
+/// One authenticated API request, ledgered by the pipeline as an `access`
+/// record (kind 10): who read or changed what, and what they got back.
+#[derive(Clone, Debug, Serialize)]
+pub struct AccessRecord {
+    /// Always `"api_access"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// When the answer was sent (RFC 3339, UTC).
+    pub at: String,
+    pub sub: String,
+    pub role: Role,
+    pub jti: String,
+    pub ip: String,
+    pub method: String,
+    /// The route template (`/api/v1/incidents/{id}`).
+    pub route: String,
+    /// The request path as sent.
+    pub path: String,
+    /// BLAKE3 (hex) of the query string, a 0x00 byte and the body.
+    pub params_blake3: String,
+    /// The hunting query's SQL text (`POST /api/v1/query`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sql: Option<String>,
+    pub status: u16,
+    /// Response body size, when known before it is sent.
+    pub result_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
 /// A GDPR erasure of one ledger record's payload, handed to the pipeline (the ledger's
 /// single writer): a signed `redaction` record naming `reason` and the requesting subject,
 /// then an `action` record saying who asked.
@@ -301,6 +331,9 @@ pub struct AppState {
     pub actions: Option<mpsc::Sender<ActionRequest>>,
     /// Ledger redactions (admin only).
     pub redactions: Option<mpsc::Sender<RedactionRequest>>,
+    /// Access audit: every authenticated request but ingest, ledgered as an
+    /// `access` record (None: not recorded, e.g. no pipeline attached).
+    pub access: Option<mpsc::Sender<AccessRecord>>,
     /// The running rules (published by the pipeline at start and on every reload).
     pub rules: Arc<RwLock<Vec<serde_json::Value>>>,
     pub hunt: HuntConfig,
@@ -318,6 +351,7 @@ impl AppState {
             auth,
             actions: None,
             redactions: None,
+            access: None,
             rules: Arc::default(),
             hunt: HuntConfig::default(),
         }
@@ -571,19 +605,72 @@ async fn guard(
     } else {
         st.auth.cfg.max_json_body_bytes
     };
-    let resp = match authorize(&st, &mut req, &route, &method) {
+    let authz = authorize(&st, &mut req, &route, &method);
+    // set once the token is valid, even when the role check then refused it
+    let claims = req.extensions().get::<Claims>().cloned();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let ip = client_ip(&req);
+    let idempotency_key = req
+        .headers()
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|k| k.chars().take(idempotency::MAX_KEY_LEN).collect::<String>());
+    let mut body = axum::body::Bytes::new();
+    let resp = match authz {
         Ok(()) => match read_body(req, limit, st.auth.cfg.body_read_timeout_ms).await {
-            Ok(req) if auth::state_changing(&method, &route) => {
-                match idempotent(&st, req, next).await {
-                    Ok(r) => r,
-                    Err(e) => e.into_response(),
+            Ok((req, bytes)) => {
+                body = bytes;
+                if auth::state_changing(&method, &route) {
+                    match idempotent(&st, req, next).await {
+                        Ok(r) => r,
+                        Err(e) => e.into_response(),
+                    }
+                } else {
+                    next.run(req).await
                 }
             }
-            Ok(req) => next.run(req).await,
             Err(e) => e.into_response(),
         },
         Err(e) => e.into_response(),
     };
+    let status = resp.status();
+    // Access audit: authenticated requests (refused ones included) but
+    // ingest (its events are ledgered themselves) and rate-limit refusals
+    // (a flood must not become ledger records).
+    if let (Some(c), Some(tx)) = (claims, &st.access)
+        && route != "/v1/ingest"
+        && status != StatusCode::TOO_MANY_REQUESTS
+    {
+        let mut h = blake3::Hasher::new();
+        h.update(query.as_bytes());
+        h.update(&[0]);
+        h.update(&body);
+        let sql = (route == "/api/v1/query")
+            .then(|| serde_json::from_slice::<serde_json::Value>(&body).ok())
+            .flatten()
+            .and_then(|v| v.get("sql").and_then(|s| s.as_str()).map(str::to_owned));
+        let rec = AccessRecord {
+            kind: "api_access",
+            at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            sub: c.sub,
+            role: c.role,
+            jti: c.jti,
+            ip: ip.to_string(),
+            method: method.to_string(),
+            route: route.clone(),
+            path,
+            params_blake3: h.finalize().to_hex().to_string(),
+            sql,
+            status: status.as_u16(),
+            result_bytes: axum::body::HttpBody::size_hint(resp.body()).exact(),
+            idempotency_key,
+        };
+        // waits when the pipeline is behind: an access is never dropped
+        if tx.send(rec).await.is_err() {
+            tracing::error!(%route, "access audit: the pipeline is gone, the access is not ledgered");
+        }
+    }
     let labels = [
         ("method", method.to_string()),
         ("route", route),
@@ -640,6 +727,8 @@ fn authorize(
             }
         }
     };
+    // known from here on, also when the checks below refuse the request
+    req.extensions_mut().insert(claims.clone());
     a.per_token
         .check_key(&claims.jti)
         .map_err(|nu| retry_after(&nu))?;
@@ -647,15 +736,19 @@ fn authorize(
         tracing::info!(%ip, %route, sub = %claims.sub, role = %claims.role, "request refused: 403");
         return Err(ApiError::Forbidden);
     }
-    req.extensions_mut().insert(claims);
     Ok(())
 }
 
 /// Reads the whole body of an authorised request before its handler runs:
 /// compressed bodies are refused (nothing is ever inflated, so no
-/// decompression bomb), a body over `limit` gets 413 and one that does not
+/// decompression bomb), a body over `limit` gets 413 once `limit` bytes are
+/// read (memory stays bounded), and one that does not
 /// arrive within `timeout_ms` (a slow-loris client) gets 408.
-async fn read_body(req: Request, limit: usize, timeout_ms: u64) -> Result<Request, ApiError> {
+async fn read_body(
+    req: Request,
+    limit: usize,
+    timeout_ms: u64,
+) -> Result<(Request, axum::body::Bytes), ApiError> {
     if let Some(enc) = req.headers().get(header::CONTENT_ENCODING) {
         let enc = enc.to_str().unwrap_or("?").trim();
         if !enc.eq_ignore_ascii_case("identity") {
@@ -664,14 +757,8 @@ async fn read_body(req: Request, limit: usize, timeout_ms: u64) -> Result<Reques
             ));
         }
     }
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(ApiError::TooLarge(limit));
-    }
+    // No early refusal on Content-Length: a client still writing its body
+    // would get a broken pipe instead of the 413; reading stops at the limit.
     let (parts, body) = req.into_parts();
     let wait = std::time::Duration::from_millis(timeout_ms);
     match tokio::time::timeout(wait, axum::body::to_bytes(body, limit)).await {
@@ -689,7 +776,7 @@ async fn read_body(req: Request, limit: usize, timeout_ms: u64) -> Result<Reques
                 )))
             }
         }
-        Ok(Ok(bytes)) => Ok(Request::from_parts(parts, bytes.into())),
+        Ok(Ok(bytes)) => Ok((Request::from_parts(parts, bytes.clone().into()), bytes)),
     }
 }
 

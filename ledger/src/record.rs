@@ -24,11 +24,13 @@ pub enum RecordKind {
     Redaction = 8,
     /// Emergency revocation of a key epoch.
     Revocation = 9,
+    /// An authenticated API request (who read or changed what).
+    Access = 10,
 }
 
 impl RecordKind {
     /// All kinds, in on-disk code order.
-    pub const ALL: [RecordKind; 9] = [
+    pub const ALL: [RecordKind; 10] = [
         RecordKind::Event,
         RecordKind::Incident,
         RecordKind::Response,
@@ -38,6 +40,7 @@ impl RecordKind {
         RecordKind::Model,
         RecordKind::Redaction,
         RecordKind::Revocation,
+        RecordKind::Access,
     ];
 
     /// On-disk code.
@@ -62,6 +65,7 @@ impl RecordKind {
             RecordKind::Model => "model",
             RecordKind::Redaction => "redaction",
             RecordKind::Revocation => "revocation",
+            RecordKind::Access => "access",
         }
     }
 }
@@ -422,7 +426,8 @@ mod tests {
             assert_eq!(k.to_string(), k.to_string().to_lowercase());
         }
         assert_eq!(RecordKind::from_u8(0), None);
-        assert_eq!(RecordKind::from_u8(10), None);
+        assert_eq!(RecordKind::from_u8(10), Some(RecordKind::Access));
+        assert_eq!(RecordKind::from_u8(11), None);
         assert_eq!("RuleSet".parse::<RecordKind>(), Ok(RecordKind::RuleSet));
         assert!("nope".parse::<RecordKind>().is_err());
         assert_eq!(RecordKind::Key as u8, 5);

@@ -198,7 +198,7 @@ pub(crate) struct ChainState {
     pub prev_hash: Hash,
     pub origin: Option<Vec<u8>>,
     pub key_epoch: Option<u32>,
-    pub counts: [u64; 10],
+    pub counts: [u64; RecordKind::ALL.len() + 1],
     /// Index of the first record checked (0, or the start of an export range).
     pub start: u64,
     /// Kind code of every checked record (index - start).
@@ -229,7 +229,7 @@ impl ChainState {
             prev_hash: [0u8; 32],
             origin: None,
             key_epoch: None,
-            counts: [0; 10],
+            counts: [0; RecordKind::ALL.len() + 1],
             start: 0,
             kinds: Vec::new(),
             keys: BTreeMap::new(),

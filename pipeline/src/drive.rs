@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dunes_api::{
-    ActionRequest, AppState, AuthState, IngestRequest, RedactionRequest, ReloadRequest,
-    ServerConfig,
+    AccessRecord, ActionRequest, AppState, AuthState, IngestRequest, RedactionRequest,
+    ReloadRequest, ServerConfig,
 };
 use dunes_detect::IncidentStore;
 use dunes_ingest::RawRecord;
@@ -150,6 +150,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     // Ledger redactions (admin), applied between batches.
     let (redact_tx, mut redact_rx) = mpsc::channel::<RedactionRequest>(4);
     let mut redact_open = true;
+    // Access audit of the API, ledgered in batches between pipeline batches.
+    let (access_tx, mut access_rx) = mpsc::channel::<AccessRecord>(ACCESS_QUEUE);
+    let mut access_open = true;
     if opts.keep_running {
         tokio::spawn(watch_rules(
             rules_dir,
@@ -172,6 +175,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             auth: Arc::new(auth),
             actions: Some(action_tx.clone()),
             redactions: Some(redact_tx.clone()),
+            access: Some(access_tx.clone()),
             rules: pipeline.rules_view.clone(),
             hunt: cfg.hunt.clone(),
         };
@@ -322,6 +326,18 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                 }
                 None => action_open = false,
             },
+            rec = access_rx.recv(), if access_open => match rec {
+                Some(first) => {
+                    let mut recs = vec![first];
+                    while recs.len() < ACCESS_QUEUE
+                        && let Ok(r) = access_rx.try_recv()
+                    {
+                        recs.push(r);
+                    }
+                    stages.pipeline.append_access(&recs)?;
+                }
+                None => access_open = false,
+            },
             req = redact_rx.recv(), if redact_open => match req {
                 Some(r) => {
                     let out = stages.pipeline.apply_redaction(&r)?;
@@ -360,6 +376,15 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     while let Ok(IngestRequest { records, reply }) = http_rx.try_recv() {
         stages.submit(records, Ack::Http(reply)).await?;
     }
+    // the server has stopped: the last accesses it recorded
+    drop(access_tx);
+    let mut recs = Vec::new();
+    while let Ok(r) = access_rx.try_recv() {
+        recs.push(r);
+    }
+    if !recs.is_empty() {
+        stages.pipeline.append_access(&recs)?;
+    }
     // Kafka: stop polling, process and commit what was handed over.
     if let (Some(k), Some(rx)) = (stages.kafka.as_ref(), kafka_rx.as_mut()) {
         k.request_stop();
@@ -392,6 +417,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         elapsed: started.elapsed(),
     })
 }
+
+/// Access records taken per ledger sync (and the queue's bound).
+const ACCESS_QUEUE: usize = 1024;
 
 /// Envelopes taken off the sources so far.
 fn processed(s: &Stats) -> u64 {

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use chrono::Utc;
-use dunes_api::{ActionOutcome, ActionRefused, ReloadAck};
+use dunes_api::{AccessRecord, ActionOutcome, ActionRefused, ReloadAck};
 use dunes_detect::{
     ActionKind, Engine, HistoryWriter, Incident, IncidentAction, IncidentStore, Level,
     ResponseConfig, ResponseRecord,
@@ -845,6 +845,21 @@ impl Pipeline {
             .maybe_checkpoint()
             .context("ledger checkpoint failed")?;
         Ok(raised)
+    }
+
+    /// Ledgers API accesses as `access` records (kind 10, no refs) with one
+    /// fsync for all of them; called between batches.
+    pub fn append_access(&mut self, recs: &[AccessRecord]) -> Result<()> {
+        let now_us = Utc::now().timestamp_micros();
+        for r in recs {
+            let payload = serde_json::to_vec(r).context("cannot encode an access record")?;
+            self.ledger
+                .append(RecordKind::Access, now_us, &payload, &[])
+                .context("ledger append failed")?;
+        }
+        self.ledger.sync().context("ledger sync failed")?;
+        metrics::counter!("dunes_access_records_total").increment(recs.len() as u64);
+        Ok(())
     }
 
     /// Writes a final signed checkpoint and syncs everything.
