@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use dunes_api::{AppState, AuthState, IngestRequest, ServerConfig};
+use dunes_api::{AccessRecord, AppState, AuthState, IngestRequest, ServerConfig};
 use dunes_detect::{IncidentFilter, IncidentStore};
 use dunes_ingest::{RawRecord, SourcePos};
 use hdrhistogram::Histogram;
@@ -29,6 +29,8 @@ pub struct ApiBenchOpts {
     pub seconds: u64,
     pub clients: usize,
     pub ingest_batch: usize,
+    /// Ledger every API access, as `dunes run` does.
+    pub access_audit: bool,
 }
 
 pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
@@ -80,10 +82,34 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
 
     // Pipeline task: owns the pipeline, answers HTTP ingest.
     let (ingest_tx, mut ingest_rx) = mpsc::channel::<IngestRequest>(16);
+    let (access_tx, mut access_rx) = mpsc::channel::<AccessRecord>(1024);
+    let audited = Arc::new(AtomicU64::new(0));
+    let audited_in_task = audited.clone();
     let pipe = tokio::spawn(async move {
-        while let Some(IngestRequest { records, reply }) = ingest_rx.recv().await {
-            let out = pipeline.process(records).await?;
-            let _ = reply.send(out.ack());
+        loop {
+            tokio::select! {
+                req = ingest_rx.recv() => match req {
+                    Some(IngestRequest { records, reply }) => {
+                        let out = pipeline.process(records).await?;
+                        let _ = reply.send(out.ack());
+                    }
+                    None => break,
+                },
+                Some(first) = access_rx.recv() => {
+                    // grouped as in `dunes run`: one fsync per group
+                    let mut recs = vec![first];
+                    while recs.len() < 1024 && let Ok(r) = access_rx.try_recv() {
+                        recs.push(r);
+                    }
+                    pipeline.append_access(&recs)?;
+                    audited_in_task.fetch_add(recs.len() as u64, Ordering::Relaxed);
+                }
+            }
+        }
+        let rest: Vec<AccessRecord> = std::iter::from_fn(|| access_rx.try_recv().ok()).collect();
+        if !rest.is_empty() {
+            pipeline.append_access(&rest)?;
+            audited_in_task.fetch_add(rest.len() as u64, Ordering::Relaxed);
         }
         pipeline.close().map(|_| ())
     });
@@ -93,6 +119,9 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
     );
     let mut state = AppState::new(store.clone(), cfg.data_dir.clone(), auth);
     state.ingest = Some(ingest_tx);
+    if o.access_audit {
+        state.access = Some(access_tx);
+    }
     state.max_line_bytes = cfg.ingest.max_line_bytes;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let (btx, brx) = oneshot::channel();
@@ -230,6 +259,17 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
         ingested.load(Ordering::Relaxed),
         o.ingest_batch,
         (ingested.load(Ordering::Relaxed) * o.ingest_batch as u64) as f64 / elapsed
+    );
+    println!(
+        "access audit: {}",
+        if o.access_audit {
+            format!(
+                "{} access records ledgered",
+                audited.load(Ordering::Relaxed)
+            )
+        } else {
+            "off (--no-access-audit)".into()
+        }
     );
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);

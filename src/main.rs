@@ -308,6 +308,9 @@ enum BenchWhat {
         /// Envelopes per concurrent POST /v1/ingest.
         #[arg(long, default_value_t = 200)]
         ingest_batch: usize,
+        /// Do not ledger the API accesses (to measure what the access audit costs).
+        #[arg(long)]
+        no_access_audit: bool,
     },
 }
 
@@ -627,6 +630,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                     seconds,
                     clients,
                     ingest_batch,
+                    no_access_audit,
                 }) => {
                     let opts = bench_api::ApiBenchOpts {
                         sessions,
@@ -634,6 +638,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                         seconds,
                         clients,
                         ingest_batch,
+                        access_audit: !no_access_audit,
                     };
                     bench_api::run(cfg, opts).await?
                 }
