@@ -56,11 +56,9 @@ pub enum CheckpointCmd {
     /// Copy signed checkpoints out of the writer's reach, as trust anchors for
     /// `dunes verify --trusted-checkpoint`. Reads `checkpoints.log` read-only, so it can run
     /// under another account next to `dunes run`.
-    ///
-    /// Examples:
-    ///   dunes checkpoint publish --to-dir /srv/anchors --follow
-    ///   dunes checkpoint publish --stdout --latest
-    ///   dunes checkpoint publish --to-kafka dunes.checkpoints --brokers kafka-1:9092 --follow
+    #[command(
+        after_help = "Examples:\n  dunes checkpoint publish --to-dir /srv/anchors --follow\n  dunes checkpoint publish --stdout --latest\n  dunes checkpoint publish --to-kafka dunes.checkpoints --brokers kafka-1:9092 --follow"
+    )]
     Publish {
         /// Write `checkpoint-<tree size>.note` and `latest.note` into this directory.
         #[arg(long, required_unless_present_any = ["stdout", "to_kafka"])]

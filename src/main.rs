@@ -58,6 +58,11 @@ impl Common {
 #[derive(Subcommand)]
 enum Command {
     /// Run the monitor: ingest files/stdin/HTTP, detect, ledger, serve the API.
+    #[command(
+        after_help = "Examples:\n  dunes run --data-dir /var/lib/dunes logs/*.ndjson            # files, then keep serving HTTP ingest and the API
+  gateway | dunes run --stdin --no-http                             # envelopes on stdin
+  dunes run --config /etc/dunes/dunes.toml                          # [kafka] enabled: consume topics"
+    )]
     Run {
         #[command(flatten)]
         common: Common,
@@ -74,6 +79,11 @@ enum Command {
         no_http: bool,
     },
     /// Run the same pipeline over files to completion and print a summary.
+    #[command(
+        after_help = "Examples:\n  dunes replay examples/corpus/mcp-sample.ndjson --data-dir ./dunes-data
+  dunes replay day1.ndjson day2.ndjson --incidents-out found.ndjson
+  dunes replay --from-store --since 2026-11-20T00:00:00Z           # backfill: current rules over the history"
+    )]
     Replay {
         #[command(flatten)]
         common: Common,
@@ -100,10 +110,9 @@ enum Command {
     /// --allow-unsigned-tail is given. With --trusted-checkpoint (a checkpoint kept out of
     /// band, e.g. by `dunes checkpoint publish`) the ledger must extend it: a rollback or a
     /// re-signed fork fails.
-    ///
-    /// Examples:
-    ///   dunes verify ./dunes-data --trusted-checkpoint /srv/anchors/latest.note
-    ///   dunes verify ./bundle
+    #[command(
+        after_help = "Examples:\n  dunes verify ./dunes-data --trusted-checkpoint /srv/anchors/latest.note\n  dunes verify ./bundle"
+    )]
     Verify {
         /// Data directory (default ./dunes-data) or export bundle.
         dir: Option<PathBuf>,
@@ -120,6 +129,10 @@ enum Command {
         trusted_checkpoint: Vec<PathBuf>,
     },
     /// Generate deterministic benign + attack MCP traffic in envelope form.
+    #[command(
+        after_help = "Examples:\n  dunes simulate --sessions 1000 --seed 3 --out traffic.ndjson --labels labels.json
+  dunes simulate --sessions 50 | dunes run --stdin --no-http"
+    )]
     Simulate {
         #[arg(long, default_value_t = 100)]
         sessions: u64,
@@ -140,6 +153,10 @@ enum Command {
     },
     /// Simulate traffic, run it through the pipeline, print incidents and
     /// keep the API up.
+    #[command(
+        after_help = "Examples:\n  dunes demo                                   # simulate, detect, print incidents, serve the API
+  dunes demo --sessions 500 --seed 9 --no-serve"
+    )]
     Demo {
         #[command(flatten)]
         common: Common,
@@ -154,6 +171,11 @@ enum Command {
         no_serve: bool,
     },
     /// Measure pipeline throughput and latency over simulated traffic.
+    #[command(
+        after_help = "Examples:\n  dunes bench --sessions 6000                  # per-stage time and events/s, batch latency
+  dunes bench kafka --brokers 127.0.0.1:19092 --preproduced
+  dunes bench api --seconds 10 --clients 8"
+    )]
     Bench {
         #[command(flatten)]
         common: Common,
@@ -168,6 +190,10 @@ enum Command {
     },
     /// Replay labelled traffic through the pipeline and score detection
     /// per scenario (recall, false-positive sessions, rules fired).
+    #[command(
+        after_help = "Examples:\n  dunes eval --events traffic.ndjson --labels labels.json --data-dir /tmp/eval
+  dunes eval --events traffic.ndjson --labels labels.json --json > score.json"
+    )]
     Eval {
         #[command(flatten)]
         common: Common,
@@ -182,6 +208,11 @@ enum Command {
         json: bool,
     },
     /// Behavioural anomaly model: train on baseline traffic, show.
+    #[command(
+        after_help = "Examples:\n  dunes model train --from baseline.ndjson --labels labels.json
+  dunes model train --from ./dunes-data                # the data dir's event history
+  dunes model show"
+    )]
     Model {
         #[command(flatten)]
         common: Common,
@@ -189,12 +220,22 @@ enum Command {
         cmd: model_cmd::ModelCmd,
     },
     /// Rule pack tooling.
+    #[command(
+        after_help = "Examples:\n  dunes rules test                 # every rule's inline tests
+  dunes rules lint rules/          # all problems, non-zero exit on any
+  dunes rules list"
+    )]
     Rules {
         #[command(subcommand)]
         cmd: RulesCmd,
     },
     /// Export ledger records (default: all) as a self-contained, signed bundle for offline
     /// verification (`dunes verify DIR`).
+    #[command(
+        after_help = "Examples:\n  dunes export --out bundle                      # everything the latest checkpoint covers
+  dunes export --from 1000 --to 1999 --out bundle --trusted-checkpoint anchors/latest.note
+  dunes verify bundle"
+    )]
     Export {
         #[command(flatten)]
         common: Common,
@@ -214,6 +255,10 @@ enum Command {
         trusted_checkpoint: Option<PathBuf>,
     },
     /// Signed checkpoints: publish them out of the writer's reach.
+    #[command(
+        after_help = "Examples:\n  dunes checkpoint publish --to-dir /srv/anchors --follow
+  dunes checkpoint publish --to-kafka dunes.checkpoints"
+    )]
     Checkpoint {
         #[command(flatten)]
         common: Common,
@@ -221,6 +266,9 @@ enum Command {
         cmd: ledger_cmd::CheckpointCmd,
     },
     /// Ledger signing keys: rotate, revoke, list.
+    #[command(after_help = "Examples:\n  dunes keys list
+  dunes keys rotate
+  dunes keys revoke --epoch 0 --reason \"seed file copied off the host\"   # stop dunes run first")]
     Keys {
         #[command(flatten)]
         common: Common,
@@ -228,6 +276,9 @@ enum Command {
         cmd: ledger_cmd::KeysCmd,
     },
     /// Ledger maintenance: Merkle proofs, redaction.
+    #[command(after_help = "Examples:\n  dunes ledger proof inclusion --index 42
+  dunes ledger proof consistency --first 1000
+  dunes ledger redact --index 42 --reason \"GDPR erasure request 2026-117\"")]
     Ledger {
         #[command(flatten)]
         common: Common,
@@ -235,6 +286,10 @@ enum Command {
         cmd: ledger_cmd::LedgerCmd,
     },
     /// API bearer tokens (JWT-shaped, signed with the data dir's ML-DSA-65 token key).
+    #[command(
+        after_help = "Examples:\n  dunes token issue --sub alice --role analyst --ttl 10m
+  TOKEN=$(dunes token issue --sub gw-1 --role ingest --ttl 15m | tail -1)"
+    )]
     Token {
         #[command(flatten)]
         common: Common,
@@ -245,26 +300,25 @@ enum Command {
     /// disk space, rules, HTTP listeners, Kafka brokers and topics.
     ///
     /// Prints one line per check (ok, warn, FAIL); exits non-zero on any FAIL.
-    ///
-    /// Example:
-    ///   dunes doctor --config /etc/dunes/dunes.toml
+    #[command(
+        after_help = "Examples:\n  dunes doctor --config /etc/dunes/dunes.toml\n  dunes doctor --data-dir /var/lib/dunes"
+    )]
     Doctor {
         #[command(flatten)]
         common: Common,
     },
     /// Print a shell completion script.
-    ///
-    /// Examples:
-    ///   dunes completions bash > /etc/bash_completion.d/dunes
-    ///   dunes completions zsh > "${fpath[1]}/_dunes"
+    #[command(
+        after_help = "Examples:\n  dunes completions bash > /etc/bash_completion.d/dunes\n  dunes completions zsh > \"${fpath[1]}/_dunes\""
+    )]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
     /// Write the man pages (roff): dunes.1 and one per subcommand (dunes-run.1, …).
-    ///
-    /// Example:
-    ///   dunes man --out-dir /usr/local/share/man/man1 && man dunes-verify
+    #[command(
+        after_help = "Examples:\n  dunes man --out-dir /usr/local/share/man/man1 && man dunes-verify"
+    )]
     Man {
         /// Directory for the pages (created if missing).
         #[arg(long, default_value = "man")]
@@ -818,6 +872,94 @@ async fn rules_cmd(cmd: RulesCmd) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `dunes …` line under "Examples:" in any help text, as argv
+    /// (comments and pipes cut off; lines with command substitution skipped).
+    fn examples(cmd: &clap::Command, out: &mut Vec<(String, Vec<String>)>) {
+        let texts = [cmd.get_after_help(), cmd.get_long_about(), cmd.get_about()];
+        for t in texts.into_iter().flatten() {
+            let text = t.to_string();
+            let Some(rest) = text
+                .split("Examples:")
+                .nth(1)
+                .or_else(|| text.split("Example:").nth(1))
+            else {
+                continue;
+            };
+            for line in rest.lines().map(str::trim) {
+                let line = line.split(" #").next().unwrap_or("").trim();
+                let Some(seg) = line
+                    .split('|')
+                    .map(str::trim)
+                    .find(|s| s.starts_with("dunes "))
+                else {
+                    continue;
+                };
+                let seg = seg
+                    .split("&&")
+                    .next()
+                    .unwrap_or("")
+                    .split('>')
+                    .next()
+                    .unwrap_or("")
+                    .trim();
+                if line.contains("$(") || seg.is_empty() {
+                    continue;
+                }
+                // words, with "double quoted" ones kept whole
+                let mut argv = Vec::new();
+                let mut word = String::new();
+                let mut quoted = false;
+                for c in seg.chars() {
+                    match c {
+                        '"' => quoted = !quoted,
+                        c if c.is_whitespace() && !quoted => {
+                            if !word.is_empty() {
+                                argv.push(std::mem::take(&mut word));
+                            }
+                        }
+                        c => word.push(c),
+                    }
+                }
+                if !word.is_empty() {
+                    argv.push(word);
+                }
+                out.push((cmd.get_name().to_string(), argv));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            examples(sub, out);
+        }
+    }
+
+    #[test]
+    fn every_help_example_parses() {
+        let mut found = Vec::new();
+        examples(&Cli::command(), &mut found);
+        assert!(found.len() >= 30, "{}", found.len());
+        for (from, argv) in &found {
+            if let Err(e) = Cli::try_parse_from(argv) {
+                panic!("example in `{from}` help does not parse: {argv:?}\n{e}");
+            }
+        }
+        // every top-level command but `help` shows at least one example
+        let with: std::collections::BTreeSet<&str> = found
+            .iter()
+            .filter_map(|(_, a)| a.get(1).map(String::as_str))
+            .collect();
+        for sub in Cli::command().get_subcommands() {
+            assert!(
+                with.contains(sub.get_name()),
+                "`dunes {}` has no example in its help",
+                sub.get_name()
+            );
         }
     }
 }
