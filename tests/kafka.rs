@@ -486,6 +486,40 @@ fn hundred_thousand_envelopes_exactly_once_and_rejects_in_the_dlq() {
     assert_eq!(dead.lines().count(), bad);
 }
 
+/// Starts `dunes run`, waits until it commits something new, waits
+/// `delay`, kills it with SIGKILL; returns the committed total after the kill.
+fn kill_after_next_commit(b: &str, group: &str, topic: &str, cfg: &Path, delay: Duration) -> i64 {
+    let mut child = start(cfg, "run");
+    let before = committed_total(b, group, topic, 3).max(0);
+    let t = Instant::now();
+    while committed_total(b, group, topic, 3) <= before && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(delay);
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    committed_total(b, group, topic, 3)
+}
+
+/// A last run consumes the rest of the topic and stops; the ledger then
+/// holds each good event exactly once and verifies.
+fn finish_exactly_once(
+    b: &str,
+    group: &str,
+    topic: &str,
+    total: i64,
+    cfg: &Path,
+    good: &HashSet<String>,
+    timeout: Duration,
+) {
+    let mut child = start(cfg, "run");
+    wait_committed(b, group, topic, 3, total, timeout, &mut [&mut child]);
+    stop(child);
+    let data = cfg.with_file_name("data");
+    assert_exactly_once(&ledger_ids(&data), good);
+    verify(&data);
+}
+
 #[test]
 fn sigkill_five_times_while_consuming_loses_and_duplicates_nothing() {
     let b = brokers();
@@ -505,41 +539,25 @@ fn sigkill_five_times_while_consuming_loses_and_duplicates_nothing() {
     let mut kills = 0;
     let mut progress = Vec::new();
     while kills < 5 {
-        let mut child = start(&cfg, "run");
-        // Wait until this run commits something new, then kill it at a
-        // random point shortly after.
-        let before = committed_total(b, &group, &topic, 3).max(0);
-        let t = Instant::now();
-        while committed_total(b, &group, &topic, 3) <= before
-            && t.elapsed() < Duration::from_secs(120)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        std::thread::sleep(Duration::from_millis(rng.random_range(0..400)));
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
+        // kill at a random point shortly after a commit
+        let delay = Duration::from_millis(rng.random_range(0..400));
+        let now = kill_after_next_commit(b, &group, &topic, &cfg, delay);
         kills += 1;
-        let now = committed_total(b, &group, &topic, 3);
         progress.push(now);
         assert!(
             now < total,
             "consumption finished before kill {kills}: make the input larger"
         );
     }
-    let mut child = start(&cfg, "run");
-    wait_committed(
+    finish_exactly_once(
         b,
         &group,
         &topic,
-        3,
         total,
+        &cfg,
+        &good,
         Duration::from_secs(600),
-        &mut [&mut child],
     );
-    stop(child);
-    let data = dir.path().join("data");
-    assert_exactly_once(&ledger_ids(&data), &good);
-    verify(&data);
     eprintln!("committed offsets at each kill: {progress:?} of {total}");
 }
 
@@ -560,18 +578,9 @@ fn sigkill_and_immediate_restart_with_dynamic_membership_loses_nothing() {
     let cfg = config(dir.path(), b, &topic, &group, "dunes/dyn", 500, false);
     let total = msgs.len() as i64;
     for kill in 1..=2 {
-        let mut child = start(&cfg, "run");
-        let before = committed_total(b, &group, &topic, 3).max(0);
-        let t = Instant::now();
-        while committed_total(b, &group, &topic, 3) <= before
-            && t.elapsed() < Duration::from_secs(120)
-        {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        child.kill().expect("SIGKILL");
-        let _ = child.wait();
+        let now = kill_after_next_commit(b, &group, &topic, &cfg, Duration::ZERO);
         assert!(
-            committed_total(b, &group, &topic, 3) < total,
+            now < total,
             "consumption finished before kill {kill}: make the input larger"
         );
         assert!(
@@ -579,17 +588,15 @@ fn sigkill_and_immediate_restart_with_dynamic_membership_loses_nothing() {
             "a killed run leaves its member marker"
         );
     }
-    let mut child = start(&cfg, "run");
-    wait_committed(
+    finish_exactly_once(
         b,
         &group,
         &topic,
-        3,
         total,
+        &cfg,
+        &good,
         Duration::from_secs(300),
-        &mut [&mut child],
     );
-    stop(child);
     assert!(
         !dir.path().join("data/kafka-member.running").exists(),
         "a clean stop removes the marker"
@@ -599,9 +606,6 @@ fn sigkill_and_immediate_restart_with_dynamic_membership_loses_nothing() {
         log.contains("did not leave its consumer group cleanly"),
         "the wait after a crash is logged"
     );
-    let data = dir.path().join("data");
-    assert_exactly_once(&ledger_ids(&data), &good);
-    verify(&data);
 }
 
 #[test]

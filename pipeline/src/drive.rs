@@ -366,11 +366,34 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         .await?;
     stages.drain().await?;
     let _ = stop_tx.send(true);
-    if let Some(h) = server {
-        match h.await {
-            Ok(Err(e)) => tracing::error!("HTTP server error: {e}"),
-            Err(e) => tracing::error!("HTTP server task failed: {e}"),
-            Ok(Ok(())) => {}
+    if let Some(mut h) = server {
+        // The server waits for its open requests before it returns; an
+        // ingest request waits for its batch and every request for its
+        // access record to be taken: keep serving both meanwhile.
+        loop {
+            tokio::select! {
+                r = &mut h => {
+                    match r {
+                        Ok(Err(e)) => tracing::error!("HTTP server error: {e}"),
+                        Err(e) => tracing::error!("HTTP server task failed: {e}"),
+                        Ok(Ok(())) => {}
+                    }
+                    break;
+                }
+                Some(IngestRequest { records, reply }) = http_rx.recv() => {
+                    stages.submit(records, Ack::Http(reply)).await?;
+                    stages.drain().await?;
+                }
+                Some(first) = access_rx.recv() => {
+                    let mut recs = vec![first];
+                    while recs.len() < ACCESS_QUEUE
+                        && let Ok(r) = access_rx.try_recv()
+                    {
+                        recs.push(r);
+                    }
+                    stages.pipeline.append_access(&recs)?;
+                }
+            }
         }
     }
     while let Ok(IngestRequest { records, reply }) = http_rx.try_recv() {
