@@ -486,6 +486,62 @@ fn hundred_thousand_envelopes_exactly_once_and_rejects_in_the_dlq() {
     assert_eq!(dead.lines().count(), bad);
 }
 
+/// A message over `[ingest] max_line_bytes` is dead-lettered with its size;
+/// the messages around it are ledgered and the offsets committed past it.
+#[test]
+fn an_oversized_message_is_dead_lettered_with_its_size() {
+    let b = brokers();
+    let (topic, group) = topic_with_dlq(b, "mcp-big", "gbig", 1);
+    let (mut msgs, good, _) = traffic(31, 600, 0);
+    let big = {
+        let mut m =
+            br#"{"ts":"2026-11-20T08:00:00Z","server_id":"s","direction":"c2s","message":{"x":""#
+                .to_vec();
+        m.resize(m.len() + 200_000, b'a');
+        m.extend_from_slice(b"\"}}");
+        m
+    };
+    let big_len = big.len();
+    msgs.insert(300, big);
+    produce(b, &topic, &msgs);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), b, &topic, &group, "dunes/big", 500, false);
+    let mut text = std::fs::read_to_string(&cfg).expect("config");
+    text.push_str("\n[ingest]\nmax_line_bytes = 65536\n");
+    std::fs::write(&cfg, text).expect("config");
+    let mut child = start(&cfg, "run");
+    wait_committed(
+        b,
+        &group,
+        &topic,
+        1,
+        msgs.len() as i64,
+        Duration::from_secs(300),
+        &mut [&mut child],
+    );
+    stop(child);
+    let data = dir.path().join("data");
+    assert_exactly_once(&ledger_ids(&data), &good);
+    verify(&data);
+    let dlq = read_topic(b, &format!("{topic}.dlq"), 1);
+    assert_eq!(dlq.len(), 1, "one dead letter");
+    let reason = dlq[0]
+        .headers()
+        .and_then(|h| {
+            h.iter()
+                .find(|x| x.key == "dunes-reason")
+                .and_then(|x| x.value)
+        })
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .expect("dunes-reason");
+    assert_eq!(reason, format!("line is {big_len} bytes, limit 65536"));
+    assert_eq!(
+        dlq[0].payload().map(<[u8]>::len),
+        Some(big_len),
+        "the DLQ keeps the whole original message"
+    );
+}
+
 /// Starts `dunes run`, waits until it commits something new, waits
 /// `delay`, kills it with SIGKILL; returns the committed total after the kill.
 fn kill_after_next_commit(b: &str, group: &str, topic: &str, cfg: &Path, delay: Duration) -> i64 {
