@@ -82,7 +82,7 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
 
     // Pipeline task: owns the pipeline, answers HTTP ingest.
     let (ingest_tx, mut ingest_rx) = mpsc::channel::<IngestRequest>(16);
-    let (access_tx, mut access_rx) = mpsc::channel::<AccessRecord>(1024);
+    let (access_tx, mut access_rx) = mpsc::channel::<AccessRecord>(dunes_pipeline::ACCESS_QUEUE);
     let audited = Arc::new(AtomicU64::new(0));
     let audited_in_task = audited.clone();
     let pipe = tokio::spawn(async move {
@@ -97,19 +97,14 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
                 },
                 Some(first) = access_rx.recv() => {
                     // grouped as in `dunes run`: one fsync per group
-                    let mut recs = vec![first];
-                    while recs.len() < 1024 && let Ok(r) = access_rx.try_recv() {
-                        recs.push(r);
-                    }
-                    pipeline.append_access(&recs)?;
-                    audited_in_task.fetch_add(recs.len() as u64, Ordering::Relaxed);
+                    let n = pipeline.append_access(first, &mut access_rx)?;
+                    audited_in_task.fetch_add(n as u64, Ordering::Relaxed);
                 }
             }
         }
-        let rest: Vec<AccessRecord> = std::iter::from_fn(|| access_rx.try_recv().ok()).collect();
-        if !rest.is_empty() {
-            pipeline.append_access(&rest)?;
-            audited_in_task.fetch_add(rest.len() as u64, Ordering::Relaxed);
+        while let Ok(first) = access_rx.try_recv() {
+            let n = pipeline.append_access(first, &mut access_rx)?;
+            audited_in_task.fetch_add(n as u64, Ordering::Relaxed);
         }
         pipeline.close().map(|_| ())
     });

@@ -321,6 +321,12 @@ fn stdin_source_is_processed_to_eof() {
 
 /// SIGTERM, wait (at most 30 s) for a clean exit, then verify the ledger.
 fn stop_and_verify(child: &mut std::process::Child, dir: &Path) {
+    sigterm_and_wait(child);
+    run_ok(dunes().arg("verify").arg(dir));
+}
+
+/// SIGTERM, then `dunes` must exit successfully within 30 s.
+fn sigterm_and_wait(child: &mut std::process::Child) {
     let st = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -333,9 +339,8 @@ fn stop_and_verify(child: &mut std::process::Child, dir: &Path) {
             break;
         }
         assert!(Instant::now() < deadline, "dunes did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     }
-    run_ok(dunes().arg("verify").arg(dir));
 }
 
 /// Starts `dunes run` with `extra` args on a free loopback port and waits
@@ -1623,20 +1628,7 @@ fn sigterm_under_load_answers_every_request_and_stops() {
             reads
         });
         std::thread::sleep(Duration::from_millis(1500));
-        let st = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                assert!(status.success(), "dunes exited with {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "dunes did not stop under load");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        sigterm_and_wait(&mut child);
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         (
             poster.join().expect("poster"),

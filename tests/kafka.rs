@@ -445,20 +445,18 @@ fn hundred_thousand_envelopes_exactly_once_and_rejects_in_the_dlq() {
     produce(b, &topic, &msgs);
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = config(dir.path(), b, &topic, &group, "dunes/k100", 4096, false);
-    let mut child = start(&cfg, "run");
-    wait_committed(
+    let total = msgs.len() as i64;
+    finish_exactly_once(
         b,
         &group,
         &topic,
         3,
-        msgs.len() as i64,
+        total,
+        &cfg,
+        &good,
         Duration::from_secs(600),
-        &mut [&mut child],
     );
-    stop(child);
     let data = dir.path().join("data");
-    assert_exactly_once(&ledger_ids(&data), &good);
-    verify(&data);
     // Every bad record is in the DLQ, once, with its reason and origin.
     let dlq = read_topic(b, &format!("{topic}.dlq"), bad);
     assert_eq!(
@@ -509,20 +507,17 @@ fn an_oversized_message_is_dead_lettered_with_its_size() {
     let mut text = std::fs::read_to_string(&cfg).expect("config");
     text.push_str("\n[ingest]\nmax_line_bytes = 65536\n");
     std::fs::write(&cfg, text).expect("config");
-    let mut child = start(&cfg, "run");
-    wait_committed(
+    let total = msgs.len() as i64;
+    finish_exactly_once(
         b,
         &group,
         &topic,
         1,
-        msgs.len() as i64,
+        total,
+        &cfg,
+        &good,
         Duration::from_secs(300),
-        &mut [&mut child],
     );
-    stop(child);
-    let data = dir.path().join("data");
-    assert_exactly_once(&ledger_ids(&data), &good);
-    verify(&data);
     let dlq = read_topic(b, &format!("{topic}.dlq"), 1);
     assert_eq!(dlq.len(), 1, "one dead letter");
     let reason = dlq[0]
@@ -559,17 +554,27 @@ fn kill_after_next_commit(b: &str, group: &str, topic: &str, cfg: &Path, delay: 
 
 /// A last run consumes the rest of the topic and stops; the ledger then
 /// holds each good event exactly once and verifies.
+#[allow(clippy::too_many_arguments)]
 fn finish_exactly_once(
     b: &str,
     group: &str,
     topic: &str,
+    partitions: i32,
     total: i64,
     cfg: &Path,
     good: &HashSet<String>,
     timeout: Duration,
 ) {
     let mut child = start(cfg, "run");
-    wait_committed(b, group, topic, 3, total, timeout, &mut [&mut child]);
+    wait_committed(
+        b,
+        group,
+        topic,
+        partitions,
+        total,
+        timeout,
+        &mut [&mut child],
+    );
     stop(child);
     let data = cfg.with_file_name("data");
     assert_exactly_once(&ledger_ids(&data), good);
@@ -609,6 +614,7 @@ fn sigkill_five_times_while_consuming_loses_and_duplicates_nothing() {
         b,
         &group,
         &topic,
+        3,
         total,
         &cfg,
         &good,
@@ -648,6 +654,7 @@ fn sigkill_and_immediate_restart_with_dynamic_membership_loses_nothing() {
         b,
         &group,
         &topic,
+        3,
         total,
         &cfg,
         &good,

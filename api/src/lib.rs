@@ -622,7 +622,7 @@ async fn guard(
             Ok((req, bytes)) => {
                 body = bytes;
                 if auth::state_changing(&method, &route) {
-                    match idempotent(&st, req, next).await {
+                    match idempotent(&st, req, &body, next).await {
                         Ok(r) => r,
                         Err(e) => e.into_response(),
                     }
@@ -782,7 +782,13 @@ async fn read_body(
 
 /// Runs a state-changing request at most once per (token, `Idempotency-Key`);
 /// see [`idempotency`].
-async fn idempotent(st: &AppState, req: Request, next: Next) -> Result<Response, ApiError> {
+/// `body` is the request's body, already read by [`read_body`].
+async fn idempotent(
+    st: &AppState,
+    req: Request,
+    body: &[u8],
+    next: Next,
+) -> Result<Response, ApiError> {
     use idempotency::{Begin, Stored};
     let claims = req
         .extensions()
@@ -804,13 +810,8 @@ async fn idempotent(st: &AppState, req: Request, next: Next) -> Result<Response,
             idempotency::MAX_KEY_LEN
         )));
     }
-    let limit = st.auth.cfg.max_json_body_bytes;
-    let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| ApiError::TooLarge(limit))?;
-    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let fp = idempotency::fingerprint(parts.method.as_str(), target, &bytes);
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let fp = idempotency::fingerprint(req.method().as_str(), target, body);
     let store = &st.auth.idempotency;
     match store.begin(&claims.jti, claims.exp, &key, &fp, Utc::now().timestamp())? {
         Begin::Proceed => {}
@@ -841,7 +842,7 @@ async fn idempotent(st: &AppState, req: Request, next: Next) -> Result<Response,
             ));
         }
     }
-    let resp = next.run(Request::from_parts(parts, bytes.into())).await;
+    let resp = next.run(req).await;
     let (rparts, rbody) = resp.into_parts();
     let rbytes = axum::body::to_bytes(rbody, usize::MAX)
         .await

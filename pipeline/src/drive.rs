@@ -26,7 +26,7 @@ use crate::sinks::files::DataPaths;
 use crate::sources::Work;
 use crate::sources::file::source_thread;
 use crate::sources::kafka::{KafkaIo, next_kafka};
-use crate::stage::{Pipeline, Stats};
+use crate::stage::{ACCESS_QUEUE, Pipeline, Stats};
 
 /// Called once every file/stdin source is exhausted and processed.
 pub type AfterSources = Box<dyn FnOnce(&Stats, &IncidentStore, Option<SocketAddr>) + Send>;
@@ -328,13 +328,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             },
             rec = access_rx.recv(), if access_open => match rec {
                 Some(first) => {
-                    let mut recs = vec![first];
-                    while recs.len() < ACCESS_QUEUE
-                        && let Ok(r) = access_rx.try_recv()
-                    {
-                        recs.push(r);
-                    }
-                    stages.pipeline.append_access(&recs)?;
+                    stages.pipeline.append_access(first, &mut access_rx)?;
                 }
                 None => access_open = false,
             },
@@ -385,13 +379,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                     stages.drain().await?;
                 }
                 Some(first) = access_rx.recv() => {
-                    let mut recs = vec![first];
-                    while recs.len() < ACCESS_QUEUE
-                        && let Ok(r) = access_rx.try_recv()
-                    {
-                        recs.push(r);
-                    }
-                    stages.pipeline.append_access(&recs)?;
+                    stages.pipeline.append_access(first, &mut access_rx)?;
                 }
             }
         }
@@ -401,12 +389,8 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     }
     // the server has stopped: the last accesses it recorded
     drop(access_tx);
-    let mut recs = Vec::new();
-    while let Ok(r) = access_rx.try_recv() {
-        recs.push(r);
-    }
-    if !recs.is_empty() {
-        stages.pipeline.append_access(&recs)?;
+    while let Ok(first) = access_rx.try_recv() {
+        stages.pipeline.append_access(first, &mut access_rx)?;
     }
     // Kafka: stop polling, process and commit what was handed over.
     if let (Some(k), Some(rx)) = (stages.kafka.as_ref(), kafka_rx.as_mut()) {
@@ -440,9 +424,6 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         elapsed: started.elapsed(),
     })
 }
-
-/// Access records taken per ledger sync (and the queue's bound).
-const ACCESS_QUEUE: usize = 1024;
 
 /// Envelopes taken off the sources so far.
 fn processed(s: &Stats) -> u64 {

@@ -24,4 +24,4 @@ pub use config::{Config, HttpConfig, IngestSection, LedgerSection};
 pub use drive::{AfterSources, DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
 pub use sinks::files::DataPaths;
-pub use stage::{BatchOutcome, Decoded, Decoder, PhaseTimes, Pipeline, Stats};
+pub use stage::{ACCESS_QUEUE, BatchOutcome, Decoded, Decoder, PhaseTimes, Pipeline, Stats};

@@ -847,19 +847,31 @@ impl Pipeline {
         Ok(raised)
     }
 
-    /// Ledgers API accesses as `access` records (kind 10, no refs) with one
-    /// fsync for all of them; called between batches.
-    pub fn append_access(&mut self, recs: &[AccessRecord]) -> Result<()> {
+    /// Ledgers `first` and the API accesses already waiting in `queue` (at
+    /// most [`ACCESS_QUEUE`] in all) as `access` records (kind 10, no refs)
+    /// with one fsync for the group; called between batches. Returns how
+    /// many were ledgered.
+    pub fn append_access(
+        &mut self,
+        first: AccessRecord,
+        queue: &mut tokio::sync::mpsc::Receiver<AccessRecord>,
+    ) -> Result<usize> {
         let now_us = Utc::now().timestamp_micros();
-        for r in recs {
-            let payload = serde_json::to_vec(r).context("cannot encode an access record")?;
+        let mut next = Some(first);
+        let mut n = 0;
+        while let Some(r) = next.take() {
+            let payload = serde_json::to_vec(&r).context("cannot encode an access record")?;
             self.ledger
                 .append(RecordKind::Access, now_us, &payload, &[])
                 .context("ledger append failed")?;
+            n += 1;
+            if n < ACCESS_QUEUE {
+                next = queue.try_recv().ok();
+            }
         }
         self.ledger.sync().context("ledger sync failed")?;
-        metrics::counter!("dunes_access_records_total").increment(recs.len() as u64);
-        Ok(())
+        metrics::counter!("dunes_access_records_total").increment(n as u64);
+        Ok(n)
     }
 
     /// Writes a final signed checkpoint and syncs everything.
@@ -913,6 +925,10 @@ fn rebuild_dedup(
     );
     Ok((dedup, tail))
 }
+
+/// Bound of the API's access-record queue, and the most records one
+/// [`Pipeline::append_access`] ledgers under one fsync.
+pub const ACCESS_QUEUE: usize = 1024;
 
 /// Most events [`Pipeline::catch_up`] re-detects (and, separately, warms
 /// the pending requests with).

@@ -129,15 +129,10 @@ impl Persister {
 
     /// The thread's error (it stopped on it), after joining it.
     fn stopped(&mut self) -> PipelineError {
-        self.tx = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match self.close() {
+            Err(e) => e,
+            Ok(()) => PipelineError::Stopped("the persist thread stopped".into()),
         }
-        self.failed
-            .lock()
-            .ok()
-            .and_then(|mut s| s.take())
-            .unwrap_or_else(|| PipelineError::Stopped("the persist thread stopped".into()))
     }
 
     /// Writes everything queued, stops the thread and reports its error.
