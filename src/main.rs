@@ -223,7 +223,9 @@ enum Command {
     #[command(
         after_help = "Examples:\n  dunes rules test                 # every rule's inline tests
   dunes rules lint rules/          # all problems, non-zero exit on any
-  dunes rules list"
+  dunes rules list
+  dunes rules test sigma/          # the shipped Sigma twins, loaded directly
+  dunes rules import-sigma sigma/ --out /tmp/imported"
     )]
     Rules {
         #[command(subcommand)]
@@ -391,8 +393,19 @@ enum RulesCmd {
     /// Check every rule file and report all problems (metadata, unique ids, tags,
     /// positive and negative tests, SQL planned against the schema); non-zero exit on any.
     Lint { dir: Option<PathBuf> },
-    /// List the rules.
+    /// List the rules (id, level, severity, source format native/sigma, title, tags).
     List { dir: Option<PathBuf> },
+    /// Convert Sigma rules (`logsource: product: mcp`; files or directories of
+    /// *.yml / *.yaml) to native rule files in OUT, one line per Sigma rule:
+    /// imported, correlation input, or refused with the construct and reason.
+    /// Non-zero exit when any rule is refused.
+    ImportSigma {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Directory for the native rule files (`<id>.yaml`).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 /// Writes `dunes.1` and one page per subcommand (`dunes-run.1`,
@@ -863,15 +876,31 @@ async fn rules_cmd(cmd: RulesCmd) -> anyhow::Result<ExitCode> {
             for r in dunes_detect::load_dir(&dir)? {
                 let c = &r.config;
                 println!(
-                    "{:<40} L{} {:<8} {}  [{}]",
+                    "{:<40} L{} {:<8} {:<6} {}  [{}]",
                     c.id,
                     c.level.as_u8(),
                     c.severity.to_string(),
+                    r.source_format(),
                     c.title,
                     c.tags.join(", ")
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        RulesCmd::ImportSigma { paths, out } => {
+            let report = dunes_detect::sigma::import(&paths, &out).await?;
+            for line in &report.lines {
+                println!("{line}");
+            }
+            println!(
+                "{} imported, {} correlation inputs, {} refused",
+                report.imported, report.inputs, report.refused
+            );
+            Ok(if report.refused == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
     }
 }

@@ -692,6 +692,94 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
     stop_and_verify(&mut child, &dir);
 }
 
+/// `dunes run --rules` on the shipped Sigma pack alone: the rules load from
+/// the .yml files directly, an attack session raises the Sigma rule's
+/// incident, the API shows the rules' source format, and `rules/validate`
+/// converts a Sigma body or refuses it with the construct and the reason.
+#[test]
+fn run_loads_sigma_rules_directly_and_the_api_shows_their_source() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("data");
+    let rules = tmp.path().join("sigma");
+    copy_dir(
+        &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sigma"),
+        &rules,
+    );
+    let (mut child, base) = start_run(&dir, &[OsStr::new("--rules"), rules.as_os_str()]);
+    let labels = labels();
+    let text = std::fs::read_to_string(sample()).expect("sample");
+    let session = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["session_id"].as_str().map(str::to_string))
+        .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
+        .expect("a secrets session");
+    let body: String = text
+        .lines()
+        .filter(|l| l.contains(&session))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut resp = ureq::post(&format!("{base}/v1/ingest"))
+        .header("authorization", bearer(&dir, "ingest"))
+        .send(body.as_bytes())
+        .expect("ingest");
+    let ack: Value = resp.body_mut().read_json().expect("ack");
+    assert!(ack["incidents"].as_u64().expect("incidents") > 0, "{ack}");
+    let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
+        .header("authorization", bearer(&dir, "viewer"))
+        .call()
+        .expect("list");
+    let list: Value = resp.body_mut().read_json().expect("json");
+    assert!(
+        list["incidents"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|i| i["rule_id"] == "mcp-secret-in-tool-args"
+                && i["session_id"] == session.as_str()),
+        "{list}"
+    );
+    let mut resp = ureq::get(&format!("{base}/api/v1/rules/mcp-call-flood-rate"))
+        .header("authorization", bearer(&dir, "auditor"))
+        .call()
+        .expect("rule");
+    let rule: Value = resp.body_mut().read_json().expect("json");
+    assert_eq!(rule["source_format"], "sigma", "{rule}");
+    assert_eq!(rule["kind"], "threshold", "{rule}");
+    assert_eq!(rule["sigma"]["kind"], "event_count", "{rule}");
+    assert_eq!(rule["sigma"]["twin"], "call-flood-rate", "{rule}");
+
+    let validate = |body: &str| {
+        let mut resp = agent()
+            .post(&format!("{base}/api/v1/rules/validate"))
+            .header("authorization", bearer(&dir, "admin"))
+            .send(body.as_bytes())
+            .expect("validate");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_json::<Value>().expect("json"))
+    };
+    let sigma = std::fs::read_to_string(rules.join("exfiltration/credential-read-then-egress.yml"))
+        .expect("rule");
+    let (status, v) = validate(&sigma);
+    assert_eq!(status, 200, "{v}");
+    let converted = v["rules"].as_array().expect("rules");
+    assert_eq!(
+        converted.len(),
+        1,
+        "the step rules are correlation inputs only: {v}"
+    );
+    assert_eq!(converted[0]["kind"], "sequence", "{v}");
+    assert_eq!(converted[0]["source_format"], "sigma", "{v}");
+    let (status, v) = validate(&sigma.replace("product: mcp", "product: windows"));
+    assert_eq!(status, 422, "{v}");
+    let err = v["error"].as_str().expect("error");
+    assert!(
+        err.contains("logsource product \"windows\": Dunes maps `product: mcp` only"),
+        "{err}"
+    );
+    stop_and_verify(&mut child, &dir);
+}
+
 #[test]
 fn rules_lint_exits_non_zero_naming_file_and_line() {
     let tmp = tempfile::tempdir().expect("tmp");

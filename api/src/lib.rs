@@ -1181,7 +1181,7 @@ async fn query(
 }
 
 #[utoipa::path(get, path = "/api/v1/rules", tag = "rules",
-    responses((status = 200, description = "`{count, rules}`: id, title, level, severity, kind, tags, file, sha256")),
+    responses((status = 200, description = "`{count, rules}`: id, title, level, severity, kind, tags, file, sha256, source_format (native | sigma), sigma (the Sigma metadata kept)")),
     security(("bearer" = [])))]
 async fn list_rules(State(st): State<AppState>) -> Json<serde_json::Value> {
     let rules = match st.rules.read() {
@@ -1210,17 +1210,35 @@ async fn get_rule(
 }
 
 #[utoipa::path(post, path = "/api/v1/rules/validate", tag = "rules",
-    request_body(content = String, content_type = "application/yaml", description = "one rule file (YAML)"),
+    request_body(content = String, content_type = "application/yaml", description = "one rule file (YAML): native, or a Sigma file (all its documents; `rules` lists each converted rule)"),
     responses((status = 200, description = "`{valid: true, id, ...}`: parsed, validated and planned; nothing is installed"),
               (status = 422, description = "`{error: \"<line>: <reason>\"}`")),
     security(("bearer" = [])))]
 async fn validate_rule(body: axum::body::Bytes) -> Result<Json<serde_json::Value>, ApiError> {
     let path = std::path::Path::new("submitted-rule.yaml");
-    let rule = dunes_detect::LoadedRule::from_bytes(path, &body)
-        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+    let unprocessable = |e: dunes_detect::DetectError| ApiError::Unprocessable(e.to_string());
+    if dunes_detect::sigma::is_sigma(&body) {
+        // A Sigma file: every document converted and planned, or the first refusal.
+        let mut rules = Vec::new();
+        for o in dunes_detect::sigma::convert(&[(path.to_path_buf(), body.to_vec())]) {
+            if let Some(rule) = o.result.map_err(unprocessable)? {
+                rules.push(rule);
+            }
+        }
+        let engine = dunes_detect::Engine::new(rules)
+            .await
+            .map_err(unprocessable)?;
+        let rules: Vec<serde_json::Value> = engine.rules().iter().map(rule_summary).collect();
+        return Ok(Json(serde_json::json!({
+            "valid": true,
+            "rule": rules.first().cloned().unwrap_or_default(),
+            "rules": rules,
+        })));
+    }
+    let rule = dunes_detect::LoadedRule::from_bytes(path, &body).map_err(unprocessable)?;
     let engine = dunes_detect::Engine::new(vec![rule])
         .await
-        .map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        .map_err(unprocessable)?;
     let r = engine.rules().first().map(rule_summary).unwrap_or_default();
     Ok(Json(serde_json::json!({ "valid": true, "rule": r })))
 }
@@ -1240,6 +1258,8 @@ pub fn rule_summary(r: &dunes_detect::PlannedRule) -> serde_json::Value {
         "query": c.query,
         "file": r.rule.path.display().to_string(),
         "sha256": r.rule.sha256,
+        "source_format": r.rule.source_format(),
+        "sigma": c.sigma,
     })
 }
 

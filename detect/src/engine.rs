@@ -204,6 +204,7 @@ impl Engine {
         // Patterns compiled once per engine, not once per batch.
         let prefilter = Arc::new(crate::prefilter::Prefilter::new());
         ctx.register_udf(crate::regex_udf::RegexpLike::udf_with(prefilter.clone()));
+        ctx.register_udf(crate::cidr_udf::CidrMatch::udf());
         let events: Slot = Arc::default();
         let tool_defs: Slot = Arc::default();
         register(

@@ -2,6 +2,7 @@
 //! re-executed per micro-batch, incidents, and Level 1–3 responses.
 
 pub mod anomaly;
+mod cidr_udf;
 pub mod engine;
 pub mod history;
 pub mod incident;
@@ -12,6 +13,7 @@ mod prefilter;
 mod regex_udf;
 pub mod response;
 pub mod rule;
+pub mod sigma;
 pub mod state;
 pub mod store;
 pub mod testing;
@@ -44,6 +46,13 @@ pub enum DetectError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{file}: Sigma rule {rule:?}: {construct}: {reason}")]
+    Sigma {
+        file: String,
+        rule: String,
+        construct: String,
+        reason: String,
     },
     #[error("{0}")]
     InvalidValue(String),

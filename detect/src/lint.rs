@@ -10,6 +10,9 @@
 //! positive (`expect` > 0) and one negative (`expect: 0`) inline test; the
 //! stateful parameters and allowlists are valid; the SQL plans against the
 //! `events` / `tool_defs` schema and outputs the columns the rule needs.
+//! Sigma files are converted (docs/sigma.md); a refusal is a problem, and
+//! the converted rules get the same checks except the file-name and
+//! OWASP/ATLAS tag rules.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -67,6 +70,7 @@ pub async fn lint_dir(dir: &Path) -> Result<LintReport, DetectError> {
     }
     // id → first file that declared it.
     let mut ids: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut sigma = Vec::new();
     for file in files {
         let bytes = match std::fs::read(&file) {
             Ok(b) => b,
@@ -77,6 +81,10 @@ pub async fn lint_dir(dir: &Path) -> Result<LintReport, DetectError> {
                 continue;
             }
         };
+        if crate::sigma::is_sigma(&bytes) {
+            sigma.push((file, bytes));
+            continue;
+        }
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let line_of = |key: &str| text.lines().position(|l| l.starts_with(key)).map(|i| i + 1);
         let config: RuleConfig = match serde_norway::from_str(&text) {
@@ -89,7 +97,7 @@ pub async fn lint_dir(dir: &Path) -> Result<LintReport, DetectError> {
             }
         };
         let before = report.issues.len();
-        check_metadata(&file, &config, &line_of, &mut report.issues);
+        check_metadata(&file, &config, &line_of, false, &mut report.issues);
         match ids.get(&config.id) {
             Some(prev) => report.issues.push(issue(
                 &file,
@@ -120,6 +128,39 @@ pub async fn lint_dir(dir: &Path) -> Result<LintReport, DetectError> {
             report.issues.push(from_error(&file, e));
         }
     }
+    // Sigma files: converted together (the loader's refusals are problems),
+    // then the same metadata, test and planning checks on each result.
+    for outcome in crate::sigma::convert(&sigma) {
+        let rule = match outcome.result {
+            Ok(Some(rule)) => rule,
+            Ok(None) => continue,
+            Err(e) => {
+                report.issues.push(from_error(&outcome.file, e));
+                continue;
+            }
+        };
+        let file = outcome.file;
+        let before = report.issues.len();
+        check_metadata(&file, &rule.config, &|_| None, true, &mut report.issues);
+        if let Some(prev) = ids.get(&rule.config.id) {
+            report.issues.push(issue(
+                &file,
+                None,
+                format!(
+                    "duplicate rule id {:?} (also in {})",
+                    rule.config.id,
+                    prev.display()
+                ),
+            ));
+        } else {
+            ids.insert(rule.config.id.clone(), file.clone());
+        }
+        if report.issues.len() == before
+            && let Err(e) = Engine::new(vec![rule]).await
+        {
+            report.issues.push(from_error(&file, e));
+        }
+    }
     Ok(report)
 }
 
@@ -142,6 +183,7 @@ fn check_metadata(
     file: &Path,
     c: &RuleConfig,
     line_of: &dyn Fn(&str) -> Option<usize>,
+    sigma: bool,
     out: &mut Vec<LintIssue>,
 ) {
     let mut push = |key: &str, msg: String| out.push(issue(file, line_of(key), msg));
@@ -157,7 +199,7 @@ fn check_metadata(
         );
     }
     let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("");
-    if stem != c.id {
+    if stem != c.id && !sigma {
         push(
             "id:",
             format!("id {:?} does not match the file name {stem:?}", c.id),
@@ -175,7 +217,8 @@ fn check_metadata(
         } else if t.starts_with("atlas:") {
             is_atlas_tag(t)
         } else {
-            false
+            // A Sigma rule keeps its own tags (attack.t1059, …).
+            sigma
         };
         if !known {
             push(
@@ -184,13 +227,13 @@ fn check_metadata(
             );
         }
     }
-    if !c.tags.iter().any(|t| is_owasp_mcp_tag(t)) {
+    if !sigma && !c.tags.iter().any(|t| is_owasp_mcp_tag(t)) {
         push(
             "tags:",
             "no OWASP MCP Top 10 tag (owasp-mcp:MCP01..MCP10)".into(),
         );
     }
-    if !c.tags.iter().any(|t| is_atlas_tag(t)) {
+    if !sigma && !c.tags.iter().any(|t| is_atlas_tag(t)) {
         push(
             "tags:",
             "no MITRE ATLAS technique tag (atlas:AML.T####[.###])".into(),

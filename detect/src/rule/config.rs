@@ -182,6 +182,36 @@ pub struct RuleConfig {
     pub exceptions: Vec<ExceptionSpec>,
     #[serde(default)]
     pub tests: Vec<RuleTest>,
+    /// Set when the rule came from a Sigma rule (loaded directly or written
+    /// by `dunes rules import-sigma`): what Sigma said about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<SigmaOrigin>,
+}
+
+/// The Sigma metadata a converted rule keeps (docs/sigma.md).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigmaOrigin {
+    /// Sigma `id` (usually a UUID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub title: String,
+    /// Sigma `level` (informational | low | medium | high | critical).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub falsepositives: Vec<String>,
+    /// `rule` or the correlation type (`event_count`, `temporal_ordered`, …).
+    pub kind: String,
+    /// The native rule this one mirrors (shipped twins only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub twin: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -317,6 +347,8 @@ pub struct LoadedRule {
     pub query_line: usize,
     /// Allowlists loaded from `exceptions` (column, values, file sha256).
     pub exceptions: Vec<LoadedException>,
+    /// Converted on load from a Sigma `.yml` (its id need not be the file name).
+    pub from_sigma_file: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -354,11 +386,41 @@ impl LoadedRule {
             sha256,
             query_line,
             exceptions: Vec::new(),
+            from_sigma_file: false,
         };
         rule.validate_metadata()?;
         rule.validate_state(&line_of)?;
         rule.load_exceptions(line_of("exceptions:"))?;
         Ok(rule)
+    }
+
+    /// A rule converted from a Sigma file (`path`, whose bytes hash to
+    /// `sha256`), validated like a native one.
+    pub(crate) fn from_sigma(
+        path: &Path,
+        config: RuleConfig,
+        sha256: String,
+    ) -> Result<Self, DetectError> {
+        let rule = LoadedRule {
+            config,
+            path: path.to_path_buf(),
+            sha256,
+            query_line: 1,
+            exceptions: Vec::new(),
+            from_sigma_file: true,
+        };
+        rule.validate_metadata()?;
+        rule.validate_state(&|_| None)?;
+        Ok(rule)
+    }
+
+    /// `sigma` when the rule came from a Sigma rule, else `native`.
+    pub fn source_format(&self) -> &'static str {
+        if self.config.sigma.is_some() {
+            "sigma"
+        } else {
+            "native"
+        }
     }
 
     pub fn load(path: &Path) -> Result<Self, DetectError> {
@@ -533,6 +595,7 @@ impl LoadedRule {
         }
         if let Some(stem) = self.path.file_stem().and_then(|s| s.to_str())
             && stem != c.id
+            && !self.from_sigma_file
         {
             return Err(self.error(
                 None,
@@ -542,13 +605,15 @@ impl LoadedRule {
         if c.title.trim().is_empty() || c.description.trim().is_empty() {
             return Err(self.error(None, "title and description must not be empty"));
         }
-        if !c.tags.iter().any(|t| is_owasp_mcp_tag(t)) {
+        // A Sigma rule keeps its own tags (ATT&CK, …) and may come without tests.
+        let sigma = c.sigma.is_some();
+        if !sigma && !c.tags.iter().any(|t| is_owasp_mcp_tag(t)) {
             return Err(self.error(
                 None,
                 "tags need an OWASP MCP Top 10 tag like owasp-mcp:MCP05",
             ));
         }
-        if !c.tags.iter().any(|t| is_atlas_tag(t)) {
+        if !sigma && !c.tags.iter().any(|t| is_atlas_tag(t)) {
             return Err(self.error(None, "tags need a MITRE ATLAS tag like atlas:AML.T0051"));
         }
         for t in &c.tags {
@@ -562,7 +627,7 @@ impl LoadedRule {
         if c.entity.is_empty() {
             return Err(self.error(None, "entity must name at least one output column"));
         }
-        if c.tests.is_empty() {
+        if c.tests.is_empty() && !sigma {
             return Err(self.error(None, "a rule needs at least one inline test"));
         }
         if c.response == Some(ResponseAction::IsolateServer) && c.level != Level::Emergency {
@@ -600,8 +665,27 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedRule>, DetectError> {
     collect_rule_files(dir, &mut files)?;
     files.sort();
     let mut rules: Vec<LoadedRule> = Vec::with_capacity(files.len());
+    let mut sigma_files = Vec::new();
+    let mut loaded = Vec::with_capacity(files.len());
     for f in files {
-        let rule = LoadedRule::load(&f)?;
+        let bytes = std::fs::read(&f).map_err(|e| DetectError::Io {
+            path: f.display().to_string(),
+            source: e,
+        })?;
+        if crate::sigma::is_sigma(&bytes) {
+            sigma_files.push((f, bytes));
+        } else {
+            loaded.push(LoadedRule::from_bytes(&f, &bytes)?);
+        }
+    }
+    // Sigma files are converted together: correlations may name rules of
+    // other files. Any refusal refuses the set (nothing dropped silently).
+    for outcome in crate::sigma::convert(&sigma_files) {
+        if let Some(rule) = outcome.result? {
+            loaded.push(rule);
+        }
+    }
+    for rule in loaded {
         if let Some(prev) = rules.iter().find(|r| r.config.id == rule.config.id) {
             return Err(rule.error(
                 None,

@@ -4,7 +4,7 @@ mod config;
 
 pub use config::{
     Aggregate, BaselineSpec, BaselineWhen, ExceptionSpec, Level, LoadedException, LoadedRule,
-    ResponseAction, RuleConfig, RuleKind, RuleTest, SequenceSpec, Severity, ThresholdSpec,
-    WindowSpec, WindowType, load_dir, parse_duration_us,
+    ResponseAction, RuleConfig, RuleKind, RuleTest, SequenceSpec, Severity, SigmaOrigin,
+    ThresholdSpec, WindowSpec, WindowType, load_dir, parse_duration_us,
 };
 pub(crate) use config::{collect_rule_files, is_atlas_tag, is_owasp_mcp_tag};

@@ -1,0 +1,278 @@
+//! The shipped Sigma pack (`sigma/`): it loads through rsigma-parser, its
+//! inline tests pass, and every rule gives the same incidents as its native
+//! twin in `rules/` on two simulator corpora and the public real-SDK corpus
+//! (a golden comparison of entity, event ids and time span per incident).
+//! Also: importing a directory of SigmaHQ-style rules reports each rule.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::PathBuf;
+
+use dunes_detect::{Engine, LoadedRule, ResponseConfig, load_dir, testing::run_inline_tests};
+use dunes_ingest::{IngestConfig, Normalizer};
+
+mod common;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn sigma_pack() -> Vec<LoadedRule> {
+    load_dir(&root().join("sigma")).expect("the Sigma pack loads")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_sigma_rules_load_and_pass_their_inline_tests() {
+    let rules = sigma_pack();
+    assert!(rules.len() >= 15, "only {} Sigma rules", rules.len());
+    for r in &rules {
+        let s = r.config.sigma.as_ref().expect("sigma origin kept");
+        assert_eq!(r.source_format(), "sigma");
+        assert!(
+            s.id.is_some() && s.twin.is_some(),
+            "{}: id and twin",
+            r.config.id
+        );
+        let t = &r.config.tests;
+        assert!(
+            t.iter().any(|t| t.expect > 0),
+            "{}: no positive test",
+            r.config.id
+        );
+        assert!(
+            t.iter().any(|t| t.expect == 0),
+            "{}: no negative test",
+            r.config.id
+        );
+    }
+    let kinds: BTreeSet<&str> = rules
+        .iter()
+        .filter_map(|r| r.config.sigma.as_ref().map(|s| s.kind.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeSet::from(["event_count", "rule", "temporal_ordered"]),
+        "detection rules and both correlation kinds are shipped"
+    );
+    let engine = Engine::new(rules).await.expect("the Sigma pack plans");
+    let failures: Vec<String> = run_inline_tests(&engine)
+        .await
+        .iter()
+        .filter(|o| !o.passed())
+        .map(|o| o.to_string())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// What an incident is, for the golden comparison: entity, all its event
+/// ids and its time span (incident ids and rule hashes differ by design).
+type Key = (String, Vec<String>, String, String);
+
+/// Runs `rules` over `lines` in 4096-envelope batches; final incidents of
+/// each rule id (suppressed matches folded in through `updates`).
+async fn incidents(rules: Vec<LoadedRule>, lines: &[String]) -> BTreeMap<String, BTreeSet<Key>> {
+    let engine = Engine::new(rules).await.expect("plans");
+    let mut norm = Normalizer::new(IngestConfig::default());
+    let mut by_id: BTreeMap<String, dunes_detect::Incident> = BTreeMap::new();
+    for chunk in lines.chunks(4096) {
+        let b = norm.decode_batch(common::records(chunk)).expect("decodes");
+        let d = dunes_detect::detect(
+            &engine,
+            &b.events,
+            &b.tool_defs,
+            chrono::Utc::now(),
+            &ResponseConfig::default(),
+        )
+        .await
+        .expect("detects");
+        for i in d.incidents.into_iter().chain(d.updates) {
+            by_id.insert(i.incident_id.clone(), i);
+        }
+    }
+    let mut out: BTreeMap<String, BTreeSet<Key>> = BTreeMap::new();
+    for i in by_id.into_values() {
+        let mut ids = i.event_ids.clone();
+        ids.sort();
+        out.entry(i.rule_id.clone()).or_default().insert((
+            serde_json::to_string(&i.entity).expect("entity"),
+            ids,
+            i.first_ts.to_rfc3339(),
+            i.last_ts.to_rfc3339(),
+        ));
+    }
+    out
+}
+
+fn simulated(seed: u64, sessions: u64) -> Vec<String> {
+    dunes_sim::Simulator::new(dunes_sim::SimConfig {
+        sessions,
+        seed,
+        ..dunes_sim::SimConfig::default()
+    })
+    .collect()
+}
+
+fn public_corpus() -> Vec<String> {
+    let f = std::fs::File::open(root().join("examples/corpus/mcp-public.ndjson.gz"))
+        .expect("shipped public corpus");
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(f)
+        .read_to_string(&mut text)
+        .expect("gunzip");
+    text.lines().map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigma_twins_give_the_same_incidents_as_their_native_rules() {
+    let sigma = sigma_pack();
+    let twin_of: BTreeMap<String, String> = sigma
+        .iter()
+        .map(|r| {
+            let twin = r.config.sigma.as_ref().and_then(|s| s.twin.clone());
+            (
+                r.config.id.clone(),
+                twin.expect("every shipped Sigma rule names its twin"),
+            )
+        })
+        .collect();
+    let wanted: BTreeSet<&String> = twin_of.values().collect();
+    let native: Vec<LoadedRule> = load_dir(&root().join("rules"))
+        .expect("native pack")
+        .into_iter()
+        .filter(|r| wanted.contains(&r.config.id))
+        .collect();
+    assert_eq!(native.len(), twin_of.len(), "every twin exists in rules/");
+    let corpora = [
+        ("simulator seed 7", simulated(7, 600)),
+        ("simulator seed 8", simulated(8, 600)),
+        ("public real-SDK corpus", public_corpus()),
+    ];
+    let mut fired = BTreeSet::new();
+    for (name, lines) in &corpora {
+        let got_sigma = incidents(sigma.clone(), lines).await;
+        let got_native = incidents(native.clone(), lines).await;
+        for (sigma_id, twin) in &twin_of {
+            let s = got_sigma.get(sigma_id).cloned().unwrap_or_default();
+            let n = got_native.get(twin).cloned().unwrap_or_default();
+            assert_eq!(
+                s,
+                n,
+                "{name}: Sigma rule {sigma_id} and native {twin} differ \
+                 (only Sigma: {:?}; only native: {:?})",
+                s.difference(&n).take(3).collect::<Vec<_>>(),
+                n.difference(&s).take(3).collect::<Vec<_>>()
+            );
+            if !s.is_empty() {
+                fired.insert(sigma_id.clone());
+            }
+        }
+    }
+    // The comparison is not vacuous: most twins fire on these corpora.
+    assert!(
+        fired.len() >= 12,
+        "only {} of {} twins fired: {fired:?}",
+        fired.len(),
+        twin_of.len()
+    );
+}
+
+/// SigmaHQ-style rules of other products, unsupported modifiers and broken
+/// files are each reported (never a panic); the convertible ones import and
+/// the imported files load back as native rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_reports_every_rule_imported_or_refused_with_a_reason() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let src = dir.path().join("in");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    let files = [
+        (
+            "windows.yml",
+            "title: Whoami\nlogsource: {product: windows, category: process_creation}\n\
+             detection: {selection: {CommandLine|contains: whoami}, condition: selection}\nlevel: low\n",
+        ),
+        (
+            "wide.yml",
+            "title: Wide\nlogsource: {product: mcp}\n\
+             detection: {selection: {args_text|wide|base64offset|contains: ping}, condition: selection}\n",
+        ),
+        (
+            "unknown-field.yml",
+            "title: Unknown field\nlogsource: {product: mcp, category: tool_call}\n\
+             detection: {selection: {CommandLine: x}, condition: selection}\n",
+        ),
+        (
+            "sum.yml",
+            "title: Base\nname: base_rule\nlogsource: {product: mcp}\n\
+             detection: {selection: {direction: c2s}, condition: selection}\n---\n\
+             title: Sum\ncorrelation: {type: value_sum, rules: [base_rule], group-by: [session_id], \
+             timespan: 1m, condition: {gte: 10, field: args_bytes}}\n",
+        ),
+        ("broken.yml", "title: [unclosed\ndetection:\n"),
+        (
+            "ok.yml",
+            "title: Reads a private key file\nid: 6c1f1d1e-0000-4000-8000-000000000001\n\
+             tags: [attack.t1552.004]\nlogsource: {product: mcp, category: tool_call}\n\
+             detection:\n  sel: {gen_ai.tool.call.arguments|contains|all: ['.ssh/', 'id_']}\n\
+             \x20 internal: {args_url_hosts|cidr: ['10.0.0.0/8', '169.254.0.0/16']}\n\
+             \x20 condition: sel or internal\nfalsepositives: [key rotation jobs]\nlevel: high\n",
+        ),
+    ];
+    for (name, text) in files {
+        std::fs::write(src.join(name), text).expect("write");
+    }
+    let out = dir.path().join("out");
+    let report = dunes_detect::sigma::import(std::slice::from_ref(&src), &out)
+        .await
+        .expect("import runs");
+    let text = report.lines.join("\n");
+    assert_eq!(
+        (report.imported, report.inputs, report.refused),
+        (1, 1, 5),
+        "{text}"
+    );
+    for needle in [
+        "windows.yml: Sigma rule \"Whoami\": logsource product \"windows\": Dunes maps `product: mcp` only",
+        "wide.yml: Sigma rule \"Wide\": detection \"selection\": args_text|wide|base64offset|contains: UTF-16 encodings cannot match",
+        "unknown-field.yml: Sigma rule \"Unknown field\": detection \"selection\": CommandLine: field \"CommandLine\" is not a column of events",
+        "sum.yml: Sigma rule \"Sum\": correlation type value_sum: value_sum / value_avg / value_percentile / value_median are not supported",
+        "broken.yml",
+        "input    ",
+        "imported ",
+    ] {
+        assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+    }
+    // The imported rule is a native file that keeps the Sigma metadata and
+    // matches what the Sigma rule says.
+    let rules = load_dir(&out).expect("imported files load as native rules");
+    assert_eq!(rules.len(), 1);
+    let r = &rules[0];
+    assert_eq!(r.config.id, "ok");
+    let s = r.config.sigma.as_ref().expect("sigma block");
+    assert_eq!(
+        s.id.as_deref(),
+        Some("6c1f1d1e-0000-4000-8000-000000000001")
+    );
+    assert_eq!(s.falsepositives, ["key rotation jobs"]);
+    assert_eq!(r.config.tags, ["attack.t1552.004"]);
+    let engine = Engine::new(rules).await.expect("plans");
+    let call = |id: u32, args: &str| {
+        format!(
+            r#"{{"ts":"2026-09-01T10:00:0{id}Z","server_id":"s","direction":"c2s","session_id":"x{id}","message":{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"read","arguments":{args}}}}}}}"#
+        )
+    };
+    let lines = [
+        call(1, r#"{"path":"/home/a/.SSH/ID_rsa"}"#),
+        call(2, r#"{"path":"/home/a/.ssh/known_hosts"}"#),
+        call(3, r#"{"url":"http://169.254.169.254/latest"}"#),
+        call(4, r#"{"url":"http://[::ffff:10.1.2.3]/"}"#),
+        call(5, r#"{"url":"http://example.org/"}"#),
+    ];
+    let d = common::detect_batch(&engine, &common::batch(&lines)).await;
+    let mut sessions: Vec<String> = d
+        .incidents
+        .iter()
+        .filter_map(|i| i.session_id.clone())
+        .collect();
+    sessions.sort();
+    assert_eq!(sessions, ["x1", "x3", "x4"]);
+}
