@@ -276,3 +276,105 @@ async fn import_reports_every_rule_imported_or_refused_with_a_reason() {
     sessions.sort();
     assert_eq!(sessions, ["x1", "x3", "x4"]);
 }
+
+/// `value_count` and `temporal` (unordered) correlations convert to
+/// distinct-count thresholds and fire where Sigma says they should; their
+/// inline tests carry positive and negative cases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn value_count_and_temporal_correlations_fire_as_sigma_defines() {
+    let call = |sess: &str, sec: u32, id: u32, method: &str, tool: &str| {
+        format!(
+            r#"{{"ts":"2026-09-01T10:00:{sec:02}Z","server_id":"s","direction":"c2s","session_id":"{sess}","message":{{"jsonrpc":"2.0","id":{id},"method":"{method}","params":{{"name":"{tool}","arguments":{{}}}}}}}}"#
+        )
+    };
+    let tests = |pos: &[String], neg: &[String]| {
+        format!(
+            "    tests:\n      - name: fires\n        expect: 1\n        input: [{}]\n      - name: quiet\n        expect: 0\n        input: [{}]\n",
+            pos.join(", "),
+            neg.join(", ")
+        )
+    };
+    let value_count = format!(
+        "title: Tool call\nname: any_tool_call\nlogsource: {{product: mcp, category: tool_call}}\n\
+         detection: {{selection: {{msg_kind: request}}, condition: selection}}\n---\n\
+         title: Three different tools in a minute\nname: tool_spray\n\
+         correlation:\n  type: value_count\n  rules: [any_tool_call]\n  group-by: [mcp.session.id]\n  timespan: 1m\n  condition: {{gte: 3, field: gen_ai.tool.name}}\n\
+         level: low\ndunes:\n{}",
+        tests(
+            &[
+                call("a", 0, 1, "tools/call", "t1"),
+                call("a", 10, 2, "tools/call", "t2"),
+                call("a", 20, 3, "tools/call", "t3")
+            ],
+            &[
+                call("b", 0, 1, "tools/call", "t1"),
+                call("b", 10, 2, "tools/call", "t1"),
+                call("b", 59, 3, "tools/call", "t2")
+            ],
+        )
+    );
+    let temporal = format!(
+        "title: Listed tools\nname: listed\nlogsource: {{product: mcp}}\n\
+         detection: {{selection: {{mcp.method.name: tools/list, direction: c2s}}, condition: selection}}\n---\n\
+         title: Deleted a repo\nname: deleted\nlogsource: {{product: mcp, category: tool_call}}\n\
+         detection: {{selection: {{gen_ai.tool.name|endswith: _repo, tool_name|startswith: delete}}, condition: selection}}\n---\n\
+         title: Listing and deleting in one session\nname: list_and_delete\n\
+         correlation:\n  type: temporal\n  rules: [listed, deleted]\n  group-by: [session_id]\n  timespan: 5m\n\
+         level: high\ndunes:\n{}",
+        tests(
+            &[
+                call("c", 0, 1, "tools/call", "DELETE_repo"),
+                call("c", 30, 2, "tools/list", "")
+            ],
+            &[
+                call("d", 0, 1, "tools/list", ""),
+                call("d", 30, 2, "tools/call", "delete_branch")
+            ],
+        )
+    );
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("spray.yml"), value_count).expect("write");
+    std::fs::write(dir.path().join("listdel.yml"), temporal).expect("write");
+    let rules = load_dir(dir.path()).expect("loads");
+    let kinds: BTreeMap<String, (String, String)> = rules
+        .iter()
+        .map(|r| {
+            let t = r.config.threshold.as_ref().expect("threshold");
+            (
+                r.config.id.clone(),
+                (
+                    r.config.sigma.as_ref().expect("sigma").kind.clone(),
+                    format!("{:?} {:?} {}", t.aggregate, t.column, t.min),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeMap::from([
+            (
+                "list-and-delete".to_string(),
+                (
+                    "temporal".to_string(),
+                    "Distinct Some(\"step\") 2".to_string()
+                )
+            ),
+            (
+                "tool-spray".to_string(),
+                (
+                    "value_count".to_string(),
+                    "Distinct Some(\"tool_name\") 3".to_string()
+                )
+            ),
+        ])
+    );
+    let engine = Engine::new(rules).await.expect("plans");
+    let outcomes = run_inline_tests(&engine).await;
+    assert_eq!(outcomes.len(), 4);
+    let failures: Vec<String> = outcomes
+        .iter()
+        .filter(|o| !o.passed())
+        .map(|o| o.to_string())
+        .collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
