@@ -600,6 +600,43 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// Ingests one `secrets_in_args` session of the shipped sample over HTTP and
+/// checks that `rule_id` raised an incident for it.
+fn ingest_a_secrets_session_and_expect(base: &str, dir: &Path, rule_id: &str) {
+    let labels = labels();
+    let text = std::fs::read_to_string(sample()).expect("sample");
+    let session = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["session_id"].as_str().map(str::to_string))
+        .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
+        .expect("a secrets session");
+    let body: String = text
+        .lines()
+        .filter(|l| l.contains(&session))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut resp = ureq::post(&format!("{base}/v1/ingest"))
+        .header("authorization", bearer(dir, "ingest"))
+        .send(body.as_bytes())
+        .expect("ingest");
+    let ack: Value = resp.body_mut().read_json().expect("ack");
+    assert!(ack["incidents"].as_u64().expect("incidents") > 0, "{ack}");
+    let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
+        .header("authorization", bearer(dir, "viewer"))
+        .call()
+        .expect("list");
+    let list: Value = resp.body_mut().read_json().expect("json");
+    assert!(
+        list["incidents"]
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|i| i["rule_id"] == rule_id && i["session_id"] == session.as_str()),
+        "{list}"
+    );
+}
+
 fn post_reload(base: &str, dir: &Path) -> (u16, Value) {
     let mut resp = agent()
         .post(&format!("{base}/api/v1/rules/reload"))
@@ -649,38 +686,7 @@ fn rules_hot_reload_over_http_refuses_a_broken_rule_and_keeps_detecting() {
     );
 
     // The previous rules keep running.
-    let labels = labels();
-    let text = std::fs::read_to_string(sample()).expect("sample");
-    let session = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["session_id"].as_str().map(str::to_string))
-        .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
-        .expect("a secrets session");
-    let body: String = text
-        .lines()
-        .filter(|l| l.contains(&session))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let mut resp = ureq::post(&format!("{base}/v1/ingest"))
-        .header("authorization", bearer(&dir, "ingest"))
-        .send(body.as_bytes())
-        .expect("ingest");
-    let ack: Value = resp.body_mut().read_json().expect("ack");
-    assert!(ack["incidents"].as_u64().expect("incidents") > 0, "{ack}");
-    let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
-        .header("authorization", bearer(&dir, "viewer"))
-        .call()
-        .expect("list");
-    let list: Value = resp.body_mut().read_json().expect("json");
-    assert!(
-        list["incidents"]
-            .as_array()
-            .expect("array")
-            .iter()
-            .any(|i| i["rule_id"] == "secret-in-tool-args" && i["session_id"] == session.as_str()),
-        "{list}"
-    );
+    ingest_a_secrets_session_and_expect(&base, &dir, "secret-in-tool-args");
 
     // Fixed (and reworded): reload succeeds with a new version.
     std::fs::write(&file, good.replacen("title: ", "title: (v2) ", 1)).expect("fix");
@@ -706,39 +712,7 @@ fn run_loads_sigma_rules_directly_and_the_api_shows_their_source() {
         &rules,
     );
     let (mut child, base) = start_run(&dir, &[OsStr::new("--rules"), rules.as_os_str()]);
-    let labels = labels();
-    let text = std::fs::read_to_string(sample()).expect("sample");
-    let session = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["session_id"].as_str().map(str::to_string))
-        .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
-        .expect("a secrets session");
-    let body: String = text
-        .lines()
-        .filter(|l| l.contains(&session))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let mut resp = ureq::post(&format!("{base}/v1/ingest"))
-        .header("authorization", bearer(&dir, "ingest"))
-        .send(body.as_bytes())
-        .expect("ingest");
-    let ack: Value = resp.body_mut().read_json().expect("ack");
-    assert!(ack["incidents"].as_u64().expect("incidents") > 0, "{ack}");
-    let mut resp = ureq::get(&format!("{base}/api/v1/incidents"))
-        .header("authorization", bearer(&dir, "viewer"))
-        .call()
-        .expect("list");
-    let list: Value = resp.body_mut().read_json().expect("json");
-    assert!(
-        list["incidents"]
-            .as_array()
-            .expect("array")
-            .iter()
-            .any(|i| i["rule_id"] == "mcp-secret-in-tool-args"
-                && i["session_id"] == session.as_str()),
-        "{list}"
-    );
+    ingest_a_secrets_session_and_expect(&base, &dir, "mcp-secret-in-tool-args");
     let mut resp = ureq::get(&format!("{base}/api/v1/rules/mcp-call-flood-rate"))
         .header("authorization", bearer(&dir, "auditor"))
         .call()
