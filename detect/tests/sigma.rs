@@ -378,3 +378,151 @@ async fn value_count_and_temporal_correlations_fire_as_sigma_defines() {
         .collect();
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+const FIELDS: &[&str] = &[
+    "direction",
+    "mcp.method.name",
+    "tool_name",
+    "args_text",
+    "args_decoded",
+    "result_text",
+    "args_host_classes",
+    "args_url_hosts",
+    "args_keys",
+    "args_max_len",
+    "args_max_entropy",
+    "aud_ok",
+    "http_status",
+    "src_ip",
+    "labels.env",
+    "ts",
+    "origin",
+    "CommandLine",
+    "session_id",
+];
+const MODIFIERS: &[&str] = &[
+    "contains",
+    "startswith",
+    "endswith",
+    "all",
+    "re",
+    "i",
+    "m",
+    "s",
+    "cased",
+    "base64",
+    "base64offset",
+    "windash",
+    "cidr",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "neq",
+    "exists",
+    "fieldref",
+    "hour",
+    "year",
+    "wide",
+    "expand",
+];
+const VALUES: &[&str] = &[
+    "c2s",
+    "'*'",
+    "'tools/call'",
+    "'a*b?c'",
+    "5",
+    "2.5",
+    "true",
+    "null",
+    "'10.0.0.0/8'",
+    "'(?i)x+'",
+    "'(unclosed'",
+    "'-enc'",
+    "'tool_name'",
+    "'[a'",
+    "''",
+    "'ÄÖ\\u200b'",
+];
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+    /// Random combinations of fields, modifiers, values and conditions: the
+    /// converter never panics, and whatever it converts plans against the
+    /// schema (a refusal is fine; SQL that does not plan is a converter bug).
+    #[test]
+    fn any_sigma_detection_is_converted_to_sql_that_plans_or_refused(
+        items in proptest::collection::vec(
+            (0..FIELDS.len(), proptest::collection::vec(0..MODIFIERS.len(), 0..2),
+             proptest::collection::vec(0..VALUES.len(), 1..3), 0..2usize),
+            1..4),
+        cond in 0..4usize,
+        category in 0..7usize,
+    ) {
+        let mut det = String::new();
+        for (n, (f, mods, vals, sel)) in items.iter().enumerate() {
+            let key: String = std::iter::once(FIELDS[*f].to_string())
+                .chain(mods.iter().map(|m| MODIFIERS[*m].to_string()))
+                .collect::<Vec<_>>()
+                .join("|");
+            let vals: Vec<&str> = vals.iter().map(|v| VALUES[*v]).collect();
+            det.push_str(&format!("  {}_{n}:\n    '{key}': [{}]\n",
+                if *sel == 0 { "selection" } else { "filter" }, vals.join(", ")));
+        }
+        let condition = ["1 of selection_*", "all of them", "1 of selection_* and not 1 of filter_*", "2 of them"][cond];
+        let category = ["", "tool_call", "tool_result", "tool_definition", "transport", "auth", "nope"][category];
+        let yaml = format!(
+            "title: Random\nlogsource:\n  product: mcp\n{}detection:\n{det}  condition: {condition}\n",
+            if category.is_empty() { String::new() } else { format!("  category: {category}\n") }
+        );
+        let outcomes = dunes_detect::sigma::convert(&[(PathBuf::from("r.yml"), yaml.clone().into_bytes())]);
+        proptest::prop_assert_eq!(outcomes.len(), 1, "{}", yaml);
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("rt");
+        for o in outcomes {
+            match o.result {
+                Ok(Some(rule)) => {
+                    let query = rule.config.query.clone();
+                    let planned = rt.block_on(Engine::new(vec![rule]));
+                    proptest::prop_assert!(planned.is_ok(), "{yaml}\n{query}\n{:?}", planned.err());
+                }
+                Ok(None) => proptest::prop_assert!(false, "not a correlation input"),
+                Err(e) => {
+                    let msg = e.to_string();
+                    proptest::prop_assert!(msg.contains("r.yml: Sigma rule"), "{msg}");
+                }
+            }
+        }
+    }
+}
+
+/// A correlation naming a rule that two files define is refused, not bound
+/// to whichever file came first.
+#[test]
+fn an_ambiguous_correlation_reference_is_refused() {
+    let base = "title: Base\nname: dup\nlogsource: {product: mcp}\n\
+                detection: {selection: {direction: c2s}, condition: selection}\n";
+    let corr = "title: Many\ncorrelation: {type: event_count, rules: [dup], group-by: [session_id], \
+                timespan: 1m, condition: {gte: 5}}\n";
+    let files = [
+        (PathBuf::from("a.yml"), base.as_bytes().to_vec()),
+        (
+            PathBuf::from("b.yml"),
+            format!("{base}---\n{corr}").into_bytes(),
+        ),
+    ];
+    let outcomes = dunes_detect::sigma::convert(&files);
+    let refused: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().err().map(|e| e.to_string()))
+        .collect();
+    assert_eq!(
+        refused,
+        [
+            "b.yml: Sigma rule \"Many\": rules: dup: no Sigma rule, or more than one, has that id or name among the loaded files"
+        ]
+    );
+    // Without the second definition the same correlation converts.
+    let outcomes = dunes_detect::sigma::convert(&files[1..]);
+    assert!(outcomes.iter().all(|o| o.result.is_ok()));
+}

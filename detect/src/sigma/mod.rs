@@ -151,10 +151,16 @@ pub fn convert(files: &[(PathBuf, Vec<u8>)]) -> Vec<Outcome> {
     }
     // Rules named by a correlation that does not generate them.
     let mut silent: Vec<bool> = vec![false; rules.len()];
+    // A reference must name exactly one rule (by id or name).
     let lookup = |name: &str| {
-        rules
+        let mut hits = rules
             .iter()
-            .position(|(_, r)| r.id.as_deref() == Some(name) || r.name.as_deref() == Some(name))
+            .enumerate()
+            .filter(|(_, (_, r))| r.id.as_deref() == Some(name) || r.name.as_deref() == Some(name));
+        match (hits.next(), hits.next()) {
+            (Some((i, _)), None) => Some(i),
+            _ => None,
+        }
     };
     for (_, c) in &correlations {
         if !c.generate {
@@ -487,7 +493,8 @@ fn correlation_config(
         let i = lookup(name).ok_or_else(|| {
             (
                 format!("rules: {name}"),
-                "no Sigma rule with that id or name among the loaded files".to_string(),
+                "no Sigma rule, or more than one, has that id or name among the loaded files"
+                    .to_string(),
             )
         })?;
         let comp = compiled[i].as_ref().map_err(|(construct, reason)| {
