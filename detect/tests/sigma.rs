@@ -525,4 +525,8 @@ fn an_ambiguous_correlation_reference_is_refused() {
     // Without the second definition the same correlation converts.
     let outcomes = dunes_detect::sigma::convert(&files[1..]);
     assert!(outcomes.iter().all(|o| o.result.is_ok()));
+    // A correlation over no rules is refused (by the parser or by Dunes), not a panic.
+    let empty = corr.replace("rules: [dup]", "rules: []");
+    let outcomes = dunes_detect::sigma::convert(&[(PathBuf::from("c.yml"), empty.into_bytes())]);
+    assert!(!outcomes.is_empty() && outcomes.iter().all(|o| o.result.is_err()));
 }

@@ -201,6 +201,19 @@ fn item(table: Table, it: &DetectionItem) -> Result<String, Refuse> {
                 return refuse(construct(), "|fieldref takes field names");
             };
             let other = fields::resolve(table, &s.original).map_err(|e| (construct(), e))?;
+            let comparable = |k: &Kind| !matches!(k, Kind::List);
+            let numeric = |k: &Kind| matches!(k, Kind::Int | Kind::Float);
+            if !(comparable(&r.kind) && comparable(&other.kind))
+                || (r.kind != other.kind && !(numeric(&r.kind) && numeric(&other.kind)))
+            {
+                return refuse(
+                    construct(),
+                    format!(
+                        "|fieldref compares two scalar columns of one type; {} and {} differ",
+                        r.column, other.column
+                    ),
+                );
+            }
             parts.push(format!("({} = {})", r.expr, other.expr));
         }
         combine(parts, has(Modifier::All))
@@ -448,6 +461,12 @@ fn text_match(
                 }
             }
             variants = out;
+        }
+        if variants.is_empty() {
+            return refuse(
+                construct,
+                "the value encodes to nothing that can be matched",
+            );
         }
         per_value.push(variants);
     }

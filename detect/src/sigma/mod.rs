@@ -505,7 +505,12 @@ fn correlation_config(
         })?;
         inputs.push((i, comp));
     }
-    let table = inputs[0].1.table;
+    let Some(table) = inputs.first().map(|(_, c)| c.table) else {
+        return Err((
+            "rules".into(),
+            "a correlation needs at least one rule".into(),
+        ));
+    };
     if inputs.iter().any(|(_, c)| c.table != table) || table != Table::Events {
         return Err((
             "rules".into(),
