@@ -600,9 +600,8 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-/// Ingests one `secrets_in_args` session of the shipped sample over HTTP and
-/// checks that `rule_id` raised an incident for it.
-fn ingest_a_secrets_session_and_expect(base: &str, dir: &Path, rule_id: &str) {
+/// One `secrets_in_args` session of the shipped sample: its id and its lines.
+fn secrets_session() -> (String, Vec<String>) {
     let labels = labels();
     let text = std::fs::read_to_string(sample()).expect("sample");
     let session = text
@@ -611,11 +610,19 @@ fn ingest_a_secrets_session_and_expect(base: &str, dir: &Path, rule_id: &str) {
         .filter_map(|v| v["session_id"].as_str().map(str::to_string))
         .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
         .expect("a secrets session");
-    let body: String = text
+    let lines = text
         .lines()
         .filter(|l| l.contains(&session))
-        .map(|l| format!("{l}\n"))
+        .map(str::to_string)
         .collect();
+    (session, lines)
+}
+
+/// Ingests one `secrets_in_args` session of the shipped sample over HTTP and
+/// checks that `rule_id` raised an incident for it.
+fn ingest_a_secrets_session_and_expect(base: &str, dir: &Path, rule_id: &str) {
+    let (session, lines) = secrets_session();
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
     let mut resp = ureq::post(&format!("{base}/v1/ingest"))
         .header("authorization", bearer(dir, "ingest"))
         .send(body.as_bytes())
@@ -833,15 +840,7 @@ fn rules_watcher_alone_picks_up_an_edited_rule_file() {
 
     // A secrets-in-args session, re-labelled per attempt so every attempt
     // is new traffic (fresh session and event ids).
-    let labels = labels();
-    let text = std::fs::read_to_string(sample()).expect("sample");
-    let session = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["session_id"].as_str().map(str::to_string))
-        .find(|s| labels.get(s).map(String::as_str) == Some("secrets_in_args"))
-        .expect("a secrets session");
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains(&session)).collect();
+    let (_, lines) = secrets_session();
     let viewer = bearer(&dir, "viewer");
     let send = |attempt: usize| -> String {
         let sid = format!("watch-{attempt}");
