@@ -116,6 +116,7 @@ pub fn allowed_roles(method: &axum::http::Method, route: &str) -> &'static [Role
         (false, "/api/v1/rules/validate" | "/api/v1/rules/reload") => access::ADMIN,
         (false, "/api/v1/ledger/redact") => access::ADMIN,
         (true, "/api/v1/keys") => access::AUDIT,
+        (true, "/api/v1/outputs" | "/api/v1/outputs/webhooks/{name}/dead-letters") => access::AUDIT,
         (true, r) if r.starts_with("/api/v1/ledger/") => access::AUDIT,
         (true, "/metrics") => access::AUDIT,
         (true, "/openapi.json") => access::ANY,

@@ -337,6 +337,35 @@ pub struct AppState {
     /// The running rules (published by the pipeline at start and on every reload).
     pub rules: Arc<RwLock<Vec<serde_json::Value>>>,
     pub hunt: HuntConfig,
+    /// Webhook delivery state (None: no webhook configured).
+    pub outputs: Option<Arc<dyn OutputsView>>,
+}
+
+/// Delivery state of one webhook destination (`GET /api/v1/outputs`).
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct WebhookStatus {
+    pub name: String,
+    /// `scheme://host[:port]` (the path may hold a secret and is not shown).
+    pub endpoint: String,
+    pub format: String,
+    /// Queued, not yet delivered (persisted across restarts).
+    pub pending: u64,
+    /// Delivered since start.
+    pub delivered: u64,
+    /// Failed attempts since start (each is retried with backoff).
+    pub failed_attempts: u64,
+    /// Deliveries given up on, in all (their bodies are in the dead letters).
+    pub dead_lettered: u64,
+    pub last_error: Option<String>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_delivered_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// What the pipeline's outputs tell the API.
+pub trait OutputsView: Send + Sync {
+    fn webhooks(&self) -> Vec<WebhookStatus>;
+    /// The newest `limit` dead letters of destination `name` (None: no such destination).
+    fn dead_letters(&self, name: &str, limit: usize) -> Option<Vec<serde_json::Value>>;
 }
 
 impl AppState {
@@ -354,6 +383,7 @@ impl AppState {
             access: None,
             rules: Arc::default(),
             hunt: HuntConfig::default(),
+            outputs: None,
         }
     }
 }
@@ -407,6 +437,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/api/v1/rules/reload", post(reload_rules))
         .route("/api/v1/keys", get(keys))
+        .route("/api/v1/outputs", get(outputs_status))
+        .route(
+            "/api/v1/outputs/webhooks/{name}/dead-letters",
+            get(webhook_dead_letters),
+        )
         .route("/api/v1/ledger/checkpoint", get(checkpoint))
         .route(
             "/api/v1/ledger/redact",
@@ -1178,6 +1213,44 @@ async fn query(
         "elapsed_ms": res.elapsed.as_millis() as u64,
     }))
     .into_response())
+}
+
+#[utoipa::path(get, path = "/api/v1/outputs", tag = "outputs",
+    responses((status = 200, description = "`{webhooks: [WebhookStatus]}`: per destination, queued, delivered, failed attempts, dead-lettered, last error", body = Vec<WebhookStatus>)),
+    security(("bearer" = [])))]
+async fn outputs_status(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let webhooks = st
+        .outputs
+        .as_ref()
+        .map(|o| o.webhooks())
+        .unwrap_or_default();
+    Json(serde_json::json!({ "webhooks": webhooks }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+struct DeadLetterParams {
+    /// Most dead letters returned, newest first (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/api/v1/outputs/webhooks/{name}/dead-letters", tag = "outputs",
+    params(("name" = String, Path), DeadLetterParams),
+    responses((status = 200, description = "`{name, dead_letters}`: id, event, incident_id, attempts, reason, body, queued/dead times"), (status = 404)),
+    security(("bearer" = [])))]
+async fn webhook_dead_letters(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    Query(p): Query<DeadLetterParams>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = p.limit.unwrap_or(100).min(1000);
+    let list = st
+        .outputs
+        .as_ref()
+        .and_then(|o| o.dead_letters(&name, limit))
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(
+        serde_json::json!({ "name": name, "dead_letters": list }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/rules", tag = "rules",

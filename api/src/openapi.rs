@@ -24,6 +24,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::validate_rule,
         crate::reload_rules,
         crate::keys,
+        crate::outputs_status,
+        crate::webhook_dead_letters,
         crate::metrics_text,
         crate::checkpoint,
         crate::ledger_routes::inclusion,
@@ -32,7 +34,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::ledger_routes::redact,
         crate::ingest,
     ),
-    components(schemas(crate::ActionBody, crate::QueryBody)),
+    components(schemas(crate::ActionBody, crate::QueryBody, crate::WebhookStatus)),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -34,6 +34,30 @@ pub struct Config {
     pub state: StateSection,
     /// Rule engine settings (`[detect]`).
     pub detect: DetectSection,
+    /// OCSF findings and webhooks (`[outputs]`, `[[outputs.webhooks]]`).
+    pub outputs: OutputsSection,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputsSection {
+    /// Every incident change as an OCSF Detection Finding in
+    /// `<data_dir>/findings.ocsf.ndjson`.
+    pub ocsf_file: bool,
+    /// At shutdown, wait this long for webhook queues to empty (what is
+    /// left is sent after the next start).
+    pub drain_on_stop_ms: u64,
+    pub webhooks: Vec<crate::sinks::webhook::WebhookConfig>,
+}
+
+impl Default for OutputsSection {
+    fn default() -> Self {
+        OutputsSection {
+            ocsf_file: true,
+            drain_on_stop_ms: 5_000,
+            webhooks: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -135,6 +159,7 @@ impl Default for Config {
             anomaly: Default::default(),
             state: StateSection::default(),
             detect: DetectSection::default(),
+            outputs: OutputsSection::default(),
         }
     }
 }
@@ -208,6 +233,9 @@ impl Config {
         let invalid = |m: String| PipelineError::Config(format!("{}: {m}", path.display()));
         cfg.anomaly.validate().map_err(|e| invalid(e.to_string()))?;
         cfg.ledger.validate().map_err(invalid)?;
+        for w in &cfg.outputs.webhooks {
+            w.validate().map_err(invalid)?;
+        }
         Ok(cfg)
     }
 

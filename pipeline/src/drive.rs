@@ -178,6 +178,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             access: Some(access_tx.clone()),
             rules: pipeline.rules_view.clone(),
             hunt: cfg.hunt.clone(),
+            outputs: pipeline.outputs_view(),
         };
         let scfg = ServerConfig {
             listen: cfg.http.listen,

@@ -3,8 +3,10 @@
 //! ```text
 //! sources/                 stage.rs (per batch)                          sinks/
 //! file, stdin ─┐
-//! HTTP body ───┼─► driver ─► normalise ─► rules + anomaly ─► ledger ─► history ─► files, Kafka
-//! Kafka ───────┘   (batch)   (ingest)     (detect)           (fsync)   (Parquet)   (+ offsets commit)
+//! HTTP body ───┼─► driver ─► normalise ─► rules + anomaly ─► ledger ─► outboxes ─► history ─► files, Kafka
+//! Kafka ───────┘   (batch)   (ingest)     (detect)           (fsync)   (fsync)      (Parquet)   (+ offsets commit)
+//!                                                                        │
+//!                                                   webhook workers ◄────┘  (retry, dead-letter)
 //! ```
 //!
 //! [`drive`] runs the loop for `run`, `replay`, `demo` and `bench`;
@@ -20,8 +22,11 @@ mod sinks;
 mod sources;
 mod stage;
 
-pub use config::{Config, HttpConfig, IngestSection, LedgerSection};
+pub use config::{Config, HttpConfig, IngestSection, LedgerSection, OutputsSection};
 pub use drive::{AfterSources, DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
 pub use sinks::files::DataPaths;
+pub use sinks::lifecycle::ChangeKind;
+pub use sinks::ocsf::OCSF_VERSION;
+pub use sinks::webhook::{WebhookConfig, WebhookFormat};
 pub use stage::{ACCESS_QUEUE, BatchOutcome, Decoded, Decoder, PhaseTimes, Pipeline, Stats};

@@ -23,6 +23,8 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
 use crate::sinks::files::{DataPaths, NdjsonWriter};
+use crate::sinks::lifecycle::Change;
+use crate::sinks::outputs::Outputs;
 use crate::sinks::persist::{BatchWrite, Persister};
 use crate::sinks::state::StateStore;
 
@@ -73,6 +75,10 @@ pub struct BatchOutcome {
     /// The rejected records (already in the dead-letter file), for the
     /// Kafka dead-letter topic.
     pub dead_letters: Vec<Rejected>,
+    /// OCSF findings of this batch's incident changes (and of analyst
+    /// actions since the previous batch), keyed by incident id, for
+    /// `kafka.ocsf_topic` (empty when it is off).
+    pub findings_json: Vec<(String, Vec<u8>)>,
 }
 
 impl BatchOutcome {
@@ -159,6 +165,10 @@ pub struct Pipeline {
     anomaly: Option<AnomalyPart>,
     pub stats: Stats,
     actions_out: NdjsonWriter,
+    /// OCSF findings and webhooks.
+    outputs: Outputs,
+    /// Findings of analyst actions, published with the next batch.
+    action_findings: Vec<(String, Vec<u8>)>,
     /// The running rules as served by `GET /api/v1/rules` (updated on reload).
     pub rules_view: Arc<RwLock<Vec<serde_json::Value>>>,
 }
@@ -261,8 +271,15 @@ impl Pipeline {
         let rules_view = Arc::new(RwLock::new(rules_view(&engine)));
         let anomaly = open_anomaly(cfg, &mut ledger)?;
         let persist = Persister::start(history, state)?;
+        let outputs = Outputs::open(
+            &cfg.outputs,
+            data_dir,
+            cfg.kafka.enabled && !cfg.kafka.ocsf_topic.is_empty(),
+        )?;
         let mut pipeline = Pipeline {
             actions_out: NdjsonWriter::open(&paths.actions)?,
+            outputs,
+            action_findings: Vec::new(),
             rules_view,
             decoder: Some(Decoder {
                 normalizer: Normalizer::new(ingest_cfg.clone()),
@@ -302,6 +319,11 @@ impl Pipeline {
         pipeline.stats = Stats::default();
         pipeline.persist.take_times();
         Ok(pipeline)
+    }
+
+    /// Webhook delivery state for the API (`None` without webhooks).
+    pub fn outputs_view(&self) -> Option<Arc<dyn dunes_api::OutputsView>> {
+        self.outputs.view()
     }
 
     pub fn rule_count(&self) -> usize {
@@ -514,6 +536,21 @@ impl Pipeline {
             .flush_sync()
             .context("cannot sync the dead-letter file")?;
         crash_point("after-ledger-sync");
+        // Webhook queues take the changes before this batch's detection
+        // state becomes durable (below): a crash in between re-detects the
+        // batch and the outboxes ignore what they already hold.
+        let mut findings_json = std::mem::take(&mut self.action_findings);
+        {
+            let mut changes = Vec::with_capacity(incidents.len() + updates.len());
+            for (inc, json) in incidents.iter().zip(&incident_json) {
+                changes.push(Change::created(inc, json));
+            }
+            for (inc, json) in &updates {
+                changes.push(Change::updated(inc, json, now));
+            }
+            findings_json.extend(self.outputs.emit(&changes)?);
+        }
+        crash_point("after-outputs-queued");
         let t_synced = std::time::Instant::now();
         // History, then the state journal, on the persist thread while the
         // next batch is detected. The state delta is taken now, before the
@@ -643,6 +680,7 @@ impl Pipeline {
             responses,
             response_json,
             dead_letters: decoded.rejected,
+            findings_json,
         })
     }
 
@@ -699,9 +737,13 @@ impl Pipeline {
             }
         }
         self.ledger.sync().context("ledger sync failed")?;
+        let updated_json = serde_json::to_vec(&updated).context("cannot encode incident")?;
+        let change = Change::action(&updated, &updated_json, &action);
+        let findings = self.outputs.emit(std::slice::from_ref(&change))?;
+        self.action_findings.extend(findings);
         self.actions_out.write(&action)?;
         self.actions_out.flush()?;
-        self.incidents_out.write(&updated)?;
+        self.incidents_out.write_line(&updated_json)?;
         self.incidents_out.flush()?;
         for r in &responses {
             self.responses_out.write(r)?;
@@ -885,6 +927,8 @@ impl Pipeline {
             a.save()?;
         }
         let cp = self.ledger.close().context("cannot close the ledger")?;
+        // Queued webhook deliveries get a bounded time to go out.
+        self.outputs.drain();
         Ok((self.stats, cp))
     }
 }

@@ -43,6 +43,9 @@ pub struct KafkaConfig {
     pub responses_topic: String,
     /// Incidents; empty disables.
     pub incidents_topic: String,
+    /// Incident changes as OCSF Detection Findings (class 2004); empty
+    /// (the default) disables.
+    pub ocsf_topic: String,
     /// Where a group without committed offsets starts: `earliest` or `latest`.
     pub auto_offset_reset: String,
     /// Extra librdkafka consumer settings (override the tuned defaults).
@@ -74,6 +77,7 @@ impl Default for KafkaConfig {
             dlq_topic: "{topic}.dlq".into(),
             responses_topic: "dunes.responses".into(),
             incidents_topic: "dunes.incidents".into(),
+            ocsf_topic: String::new(),
             auto_offset_reset: "earliest".into(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
@@ -116,7 +120,11 @@ impl KafkaConfig {
     /// Every output topic this configuration produces to.
     pub fn output_topics(&self) -> Vec<String> {
         let mut t: Vec<String> = self.topics.iter().filter_map(|t| self.dlq_for(t)).collect();
-        for o in [&self.incidents_topic, &self.responses_topic] {
+        for o in [
+            &self.incidents_topic,
+            &self.responses_topic,
+            &self.ocsf_topic,
+        ] {
             if !o.is_empty() {
                 t.push(o.clone());
             }

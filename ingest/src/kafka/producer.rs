@@ -189,6 +189,11 @@ impl KafkaSink {
         self.send_all(&self.cfg.incidents_topic, msgs).await
     }
 
+    /// Sends OCSF findings to the OCSF topic (if enabled).
+    pub async fn send_findings(&self, msgs: &[OutputMessage]) -> Result<usize, IngestError> {
+        self.send_all(&self.cfg.ocsf_topic, msgs).await
+    }
+
     /// Sends responses to the responses topic (if enabled).
     pub async fn send_responses(&self, msgs: &[OutputMessage]) -> Result<usize, IngestError> {
         self.send_all(&self.cfg.responses_topic, msgs).await

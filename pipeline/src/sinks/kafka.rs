@@ -1,4 +1,5 @@
-//! Kafka outputs: dead letters, incidents and responses to their topics.
+//! Kafka outputs: dead letters, incidents, responses and OCSF findings to
+//! their topics.
 
 use std::time::Duration;
 
@@ -32,14 +33,23 @@ pub(crate) async fn publish(sink: &KafkaSink, out: &BatchOutcome) -> Result<()> 
         out.responses.iter().map(|r| &r.response_id).collect(),
         &out.response_json,
     );
+    let findings: Vec<OutputMessage> = out
+        .findings_json
+        .iter()
+        .map(|(key, payload)| OutputMessage {
+            key: key.clone(),
+            payload: payload.clone(),
+        })
+        .collect();
     let mut backoff = Duration::from_millis(500);
     loop {
-        let (a, b, c) = tokio::join!(
+        let (a, b, c, d) = tokio::join!(
             sink.send_dead_letters(&out.dead_letters),
             sink.send_incidents(&incidents),
             sink.send_responses(&responses),
+            sink.send_findings(&findings),
         );
-        match a.and(b).and(c) {
+        match a.and(b).and(c).and(d) {
             Ok(_) => return Ok(()),
             Err(e) => {
                 metrics::counter!("dunes_kafka_delivery_retries_total").increment(1);

@@ -6,5 +6,9 @@
 
 pub(crate) mod files;
 pub(crate) mod kafka;
+pub(crate) mod lifecycle;
+pub(crate) mod ocsf;
+pub(crate) mod outputs;
 pub(crate) mod persist;
 pub(crate) mod state;
+pub(crate) mod webhook;
