@@ -6,31 +6,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{dunes, run_ok};
-
-fn sample() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/corpus/mcp-sample.ndjson")
-}
-
-fn labels() -> BTreeMap<String, String> {
-    let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/corpus/mcp-sample.labels.json");
-    serde_json::from_slice(&std::fs::read(p).expect("labels")).expect("labels json")
-}
-
-fn read_ndjson(p: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(p).unwrap_or_default();
-    text.lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| serde_json::from_str(l).expect("ndjson line"))
-        .collect()
-}
+use common::{
+    bearer, dunes, free_port, labels, read_ndjson, run_ok, sample, sigterm_and_wait, wait_healthy,
+};
 
 fn replay_sample(dir: &Path) -> Output {
     run_ok(
@@ -325,24 +309,6 @@ fn stop_and_verify(child: &mut std::process::Child, dir: &Path) {
     run_ok(dunes().arg("verify").arg(dir));
 }
 
-/// SIGTERM, then `dunes` must exit successfully within 30 s.
-fn sigterm_and_wait(child: &mut std::process::Child) {
-    let st = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(st.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            assert!(status.success(), "dunes exited with {status}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "dunes did not stop on SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Starts `dunes run` with `extra` args on a free loopback port and waits
 /// until it is healthy; returns the child and the base URL.
 fn start_run(dir: &Path, extra: &[&OsStr]) -> (std::process::Child, String) {
@@ -361,48 +327,6 @@ fn start_run(dir: &Path, extra: &[&OsStr]) -> (std::process::Child, String) {
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base);
     (child, base)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-fn wait_healthy(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if ureq::get(&format!("{base}/healthz")).call().is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("dunes did not become healthy at {base}");
-}
-
-/// Issues an API token with `dunes token issue` (the token is stdout's last line).
-fn token(dir: &Path, role: &str) -> String {
-    let out = run_ok(
-        dunes()
-            .args([
-                "token", "issue", "--sub", "e2e", "--role", role, "--ttl", "5m",
-            ])
-            .arg("--data-dir")
-            .arg(dir),
-    );
-    String::from_utf8(out.stdout)
-        .expect("utf8")
-        .lines()
-        .last()
-        .expect("a token line")
-        .trim()
-        .to_string()
-}
-
-fn bearer(dir: &Path, role: &str) -> String {
-    format!("Bearer {}", token(dir, role))
 }
 
 #[test]

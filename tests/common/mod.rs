@@ -1,6 +1,13 @@
-//! Helpers shared by the end-to-end tests of the `dunes` binary.
+//! Helpers shared by the end-to-end tests of the `dunes` binary (each test
+//! binary uses some of them).
+#![allow(dead_code)]
 
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 /// `dunes` with a quiet log and no configuration leaking in from the
 /// environment.
@@ -23,4 +30,82 @@ pub fn run_ok(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+pub fn sample() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/corpus/mcp-sample.ndjson")
+}
+
+pub fn labels() -> BTreeMap<String, String> {
+    let p =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/corpus/mcp-sample.labels.json");
+    serde_json::from_slice(&std::fs::read(p).expect("labels")).expect("labels json")
+}
+
+pub fn read_ndjson(p: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(p).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("ndjson line"))
+        .collect()
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn wait_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if ureq::get(&format!("{base}/healthz")).call().is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("dunes did not become healthy at {base}");
+}
+
+/// Issues an API token with `dunes token issue` (the token is stdout's last line).
+pub fn token(dir: &Path, role: &str) -> String {
+    let out = run_ok(
+        dunes()
+            .args([
+                "token", "issue", "--sub", "e2e", "--role", role, "--ttl", "5m",
+            ])
+            .arg("--data-dir")
+            .arg(dir),
+    );
+    String::from_utf8(out.stdout)
+        .expect("utf8")
+        .lines()
+        .last()
+        .expect("a token line")
+        .trim()
+        .to_string()
+}
+
+pub fn bearer(dir: &Path, role: &str) -> String {
+    format!("Bearer {}", token(dir, role))
+}
+
+/// SIGTERM, then `dunes` must exit successfully within 30 s.
+pub fn sigterm_and_wait(child: &mut std::process::Child) {
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "dunes exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "dunes did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
