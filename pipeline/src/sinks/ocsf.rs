@@ -317,7 +317,8 @@ pub(crate) fn finding(c: &Change<'_>) -> Value {
             correlation_uid: &inc.incident_id,
             version: OCSF_VERSION,
             log_name: "incidents",
-            logged_time: chrono::Utc::now().timestamp_millis(),
+            // Logged when it changed: findings are written as changes happen.
+            logged_time: ms(c.at),
             product: Product {
                 name: "Dunes",
                 vendor_name: "Dunes",

@@ -166,3 +166,82 @@ impl WebhookConfig {
         format!("{scheme}://{host}")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_by_change_level_severity_rule_and_tag() {
+        let toml = r#"
+name = "oncall"
+url = "https://events.example.com/v2/enqueue?token=secret"
+min_level = 2
+min_severity = "high"
+rules = ["a", "b"]
+tags = ["atlas:AML.T0049"]
+events = ["created", "resolved"]
+"#;
+        let cfg: WebhookConfig = toml::from_str(toml).expect("config");
+        cfg.validate().expect("valid");
+        assert_eq!(cfg.endpoint(), "https://events.example.com");
+        let inc: Incident = serde_json::from_value(serde_json::json!({
+            "incident_id": "inc-1", "rule_id": "a", "rule_sha256": "00", "level": 2,
+            "severity": "high", "title": "t", "tags": ["x", "atlas:AML.T0049"], "entity": {},
+            "session_id": null, "server_id": null, "first_ts": "2026-12-03T00:00:00Z",
+            "last_ts": "2026-12-03T00:00:00Z", "event_ids": [], "match_count": 1,
+            "evidence": [], "status": "open", "detected_at": "2026-12-03T00:00:00Z"
+        }))
+        .expect("incident");
+        assert!(cfg.routes(ChangeKind::Created, &inc));
+        assert!(cfg.routes(ChangeKind::Resolved, &inc));
+        assert!(
+            !cfg.routes(ChangeKind::Acknowledged, &inc),
+            "change not listed"
+        );
+        let mut other = inc.clone();
+        other.level = dunes_detect::Level::Automated;
+        assert!(!cfg.routes(ChangeKind::Created, &other), "level below");
+        let mut other = inc.clone();
+        other.severity = Severity::Medium;
+        assert!(!cfg.routes(ChangeKind::Created, &other), "severity below");
+        let mut other = inc.clone();
+        other.rule_id = "c".into();
+        assert!(!cfg.routes(ChangeKind::Created, &other), "rule not listed");
+        let mut other = inc.clone();
+        other.tags = vec!["x".into()];
+        assert!(!cfg.routes(ChangeKind::Created, &other), "no listed tag");
+        // Empty lists and defaults route everything.
+        let all: WebhookConfig =
+            toml::from_str("name = \"all\"\nurl = \"http://h/\"").expect("cfg");
+        assert!(all.routes(ChangeKind::Updated, &other));
+    }
+
+    #[test]
+    fn invalid_destinations_are_refused_naming_the_key() {
+        for (toml, key) in [
+            ("name = \"Bad Name\"\nurl = \"http://h/\"", "name"),
+            ("name = \"a\"\nurl = \"ftp://h/\"", "url"),
+            (
+                "name = \"a\"\nurl = \"http://h/\"\nformat = \"template\"",
+                "template",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://h/\"\nformat = \"pagerduty\"",
+                "routing_key_env",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://h/\"\nmin_level = 4",
+                "min_level",
+            ),
+            (
+                "name = \"a\"\nurl = \"http://h/\"\nbackoff_max_ms = 10",
+                "backoff_max_ms",
+            ),
+        ] {
+            let cfg: WebhookConfig = toml::from_str(toml).expect("parses");
+            let err = cfg.validate().expect_err(toml);
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+}

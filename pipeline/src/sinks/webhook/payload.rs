@@ -89,25 +89,34 @@ fn headline(c: &Change<'_>) -> String {
     )
 }
 
+/// Slack mrkdwn control characters: text from traffic (server ids, tags)
+/// must not become links or mentions.
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 fn slack(c: &Change<'_>) -> Value {
     let inc = c.incident;
     let mut fields = vec![
-        json!({"type": "mrkdwn", "text": format!("*Rule*\n`{}`", inc.rule_id)}),
-        json!({"type": "mrkdwn", "text": format!("*Incident*\n`{}`", inc.incident_id)}),
-        json!({"type": "mrkdwn", "text": format!("*Server*\n{}", inc.server_id.as_deref().unwrap_or("-"))}),
+        json!({"type": "mrkdwn", "text": format!("*Rule*\n`{}`", esc(&inc.rule_id))}),
+        json!({"type": "mrkdwn", "text": format!("*Incident*\n`{}`", esc(&inc.incident_id))}),
+        json!({"type": "mrkdwn", "text": format!("*Server*\n{}", esc(inc.server_id.as_deref().unwrap_or("-")))}),
         json!({"type": "mrkdwn", "text": format!("*Matches*\n{}", inc.match_count)}),
     ];
     if let Some(a) = c.action {
-        fields.push(json!({"type": "mrkdwn", "text": format!("*By*\n{}", a.actor)}));
+        fields.push(json!({"type": "mrkdwn", "text": format!("*By*\n{}", esc(&a.actor))}));
     }
+    let headline = esc(&headline(c));
     json!({
-        "text": headline(c),
+        "text": headline,
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{}*", headline(c))}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": format!("*{headline}*")}},
             {"type": "section", "fields": fields},
             {"type": "context", "elements": [
-                {"type": "mrkdwn", "text": format!("{} · first seen {} · tags {}",
-                    c.kind.event_type(), inc.first_ts.to_rfc3339(), inc.tags.join(", "))}
+                {"type": "mrkdwn", "text": esc(&format!("{} · first seen {} · tags {}",
+                    c.kind.event_type(), inc.first_ts.to_rfc3339(), inc.tags.join(", ")))}
             ]}
         ]
     })
@@ -170,4 +179,134 @@ fn custom_details(inc: &Incident, c: &Change<'_>) -> Value {
         "tags": inc.tags,
         "actor": c.action.map(|a| &a.actor),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use chrono::{TimeZone, Utc};
+    use dunes_detect::{ActionKind, Disposition, IncidentAction, Level};
+
+    use super::*;
+    use crate::sinks::ocsf;
+
+    fn incident() -> Incident {
+        let t = |s: i64| {
+            Utc.timestamp_opt(1_764_700_000 + s, 0)
+                .single()
+                .expect("time")
+        };
+        let mut row = serde_json::Map::new();
+        row.insert("event_id".into(), json!("ev-2"));
+        row.insert("principal".into(), json!("user:mallory"));
+        row.insert("src_ip".into(), json!("203.0.113.9"));
+        row.insert("tool_name".into(), json!("fetch_url"));
+        row.insert("user_agent".into(), json!("curl/8.5 <script>"));
+        row.insert(
+            "args_urls".into(),
+            json!(["http://169.254.169.254/latest/meta-data/"]),
+        );
+        row.insert("args_url_hosts".into(), json!(["169.254.169.254"]));
+        Incident {
+            incident_id: "inc-0123456789abcdef01234567".into(),
+            rule_id: "ssrf-internal-or-dangerous-url".into(),
+            rule_sha256: "9f".repeat(32),
+            level: Level::Analyst,
+            severity: Severity::High,
+            title: "SSRF: tool call targets an internal or metadata address".into(),
+            tags: vec![
+                "owasp-mcp:MCP05".into(),
+                "atlas:AML.T0049".into(),
+                "atlas:AML.T0051.001".into(),
+            ],
+            entity: BTreeMap::from([
+                ("principal".to_string(), json!("user:mallory")),
+                ("server_id".to_string(), json!("srv-fetch")),
+            ]),
+            session_id: Some("sess-42".into()),
+            server_id: Some("srv-fetch <!here>".into()),
+            first_ts: t(0),
+            last_ts: t(7),
+            event_ids: vec!["ev-1".into(), "ev-2".into()],
+            match_count: 2,
+            evidence: vec![row],
+            status: IncidentStatus::Open,
+            detected_at: t(9),
+            backfill: false,
+        }
+    }
+
+    fn resolve(inc: &Incident) -> IncidentAction {
+        IncidentAction {
+            record_type: "incident_action".into(),
+            action_id: "act-0001".into(),
+            incident_id: inc.incident_id.clone(),
+            action: ActionKind::Resolve,
+            actor: "alice@soc".into(),
+            role: "analyst".into(),
+            jti: "jti-1".into(),
+            at: inc.detected_at + chrono::Duration::minutes(30),
+            assignee: None,
+            disposition: Some(Disposition::TruePositive),
+            note: Some("metadata endpoint blocked".into()),
+            ledger_index: Some(77),
+        }
+    }
+
+    fn body(format: WebhookFormat, c: &Change<'_>, template: Option<&str>) -> String {
+        let finding = ocsf::finding(c);
+        let mut env = minijinja::Environment::new();
+        let t = template.map(|t| {
+            env.add_template("t", t).expect("template");
+            env.get_template("t").expect("template")
+        });
+        let text = render(
+            format,
+            &Render {
+                change: c,
+                ocsf: &finding,
+            },
+            Some("R0UTINGKEY"),
+            t.as_ref(),
+        )
+        .expect("render");
+        match serde_json::from_str::<Value>(&text) {
+            Ok(v) => serde_json::to_string_pretty(&v).expect("pretty"),
+            Err(_) => text,
+        }
+    }
+
+    /// Golden bodies of every preset for a new incident and its resolution.
+    #[test]
+    fn preset_bodies_match_their_golden_files() {
+        let inc = incident();
+        let json = serde_json::to_vec(&inc).expect("encode");
+        let created = Change::created(&inc, &json);
+        let mut resolved_inc = inc.clone();
+        resolved_inc.status = IncidentStatus::Resolved;
+        let resolved_json = serde_json::to_vec(&resolved_inc).expect("encode");
+        let action = resolve(&inc);
+        let resolved = Change::action(&resolved_inc, &resolved_json, &action);
+        for (name, c) in [("created", &created), ("resolved", &resolved)] {
+            for (fmt, f) in [
+                ("generic", WebhookFormat::Generic),
+                ("slack", WebhookFormat::Slack),
+                ("pagerduty", WebhookFormat::Pagerduty),
+                ("ocsf", WebhookFormat::Ocsf),
+            ] {
+                insta::assert_snapshot!(format!("{fmt}_{name}"), body(f, c, None));
+            }
+        }
+        insta::assert_snapshot!(
+            "template_created",
+            body(
+                WebhookFormat::Template,
+                &created,
+                Some(
+                    r#"{"summary": {{ incident.title | tojson }}, "ref": {{ id | tojson }}, "level": {{ incident.level }}, "activity": {{ ocsf.activity_id }}}"#
+                ),
+            )
+        );
+    }
 }
