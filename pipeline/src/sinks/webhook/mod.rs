@@ -18,6 +18,8 @@ pub(crate) mod config;
 mod outbox;
 mod payload;
 mod sign;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

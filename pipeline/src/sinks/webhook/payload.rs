@@ -183,59 +183,11 @@ fn custom_details(inc: &Incident, c: &Change<'_>) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
+    use dunes_detect::{ActionKind, Disposition, IncidentAction};
 
-    use chrono::{TimeZone, Utc};
-    use dunes_detect::{ActionKind, Disposition, IncidentAction, Level};
-
+    use super::super::tests::incident;
     use super::*;
     use crate::sinks::ocsf;
-
-    fn incident() -> Incident {
-        let t = |s: i64| {
-            Utc.timestamp_opt(1_764_700_000 + s, 0)
-                .single()
-                .expect("time")
-        };
-        let mut row = serde_json::Map::new();
-        row.insert("event_id".into(), json!("ev-2"));
-        row.insert("principal".into(), json!("user:mallory"));
-        row.insert("src_ip".into(), json!("203.0.113.9"));
-        row.insert("tool_name".into(), json!("fetch_url"));
-        row.insert("user_agent".into(), json!("curl/8.5 <script>"));
-        row.insert(
-            "args_urls".into(),
-            json!(["http://169.254.169.254/latest/meta-data/"]),
-        );
-        row.insert("args_url_hosts".into(), json!(["169.254.169.254"]));
-        Incident {
-            incident_id: "inc-0123456789abcdef01234567".into(),
-            rule_id: "ssrf-internal-or-dangerous-url".into(),
-            rule_sha256: "9f".repeat(32),
-            level: Level::Analyst,
-            severity: Severity::High,
-            title: "SSRF: tool call targets an internal or metadata address".into(),
-            tags: vec![
-                "owasp-mcp:MCP05".into(),
-                "atlas:AML.T0049".into(),
-                "atlas:AML.T0051.001".into(),
-            ],
-            entity: BTreeMap::from([
-                ("principal".to_string(), json!("user:mallory")),
-                ("server_id".to_string(), json!("srv-fetch")),
-            ]),
-            session_id: Some("sess-42".into()),
-            server_id: Some("srv-fetch <!here>".into()),
-            first_ts: t(0),
-            last_ts: t(7),
-            event_ids: vec!["ev-1".into(), "ev-2".into()],
-            match_count: 2,
-            evidence: vec![row],
-            status: IncidentStatus::Open,
-            detected_at: t(9),
-            backfill: false,
-        }
-    }
 
     fn resolve(inc: &Incident) -> IncidentAction {
         IncidentAction {
