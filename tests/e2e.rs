@@ -1191,6 +1191,72 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
         post_as(&base, &dir, "responder", &path("escalate"), &empty).0,
         409
     );
+    // Level 3: the NIS2 and GDPR notification clocks run (the default
+    // regimes); a stage is submitted over the API, once.
+    let (s, one) = get_as(&base, &viewer, &format!("/api/v1/incidents/{id}"));
+    assert_eq!(s, 200);
+    let clocks = |v: &Value| -> Vec<(String, String, String)> {
+        v.as_array()
+            .expect("clocks")
+            .iter()
+            .map(|c| {
+                (
+                    c["regime"].as_str().expect("regime").to_string(),
+                    c["stage"].as_str().expect("stage").to_string(),
+                    c["state"].as_str().expect("state").to_string(),
+                )
+            })
+            .collect()
+    };
+    let running = |r: &str, s: &str, st: &str| (r.to_string(), s.to_string(), st.to_string());
+    assert_eq!(
+        clocks(&one["notification"]),
+        vec![
+            running("nis2", "early-warning", "running"),
+            running("nis2", "incident-notification", "running"),
+            running("nis2", "final-report", "waiting"),
+            running("gdpr", "authority-notification", "running"),
+        ]
+    );
+    let notify = |body: Value| post_as(&base, &dir, "analyst", &path("notify"), &body);
+    assert_eq!(
+        notify(serde_json::json!({"regime": "nis2", "stage": "nope"})).0,
+        400
+    );
+    let (s, r) = notify(
+        serde_json::json!({"regime": "nis2", "stage": "early-warning", "note": "to the CSIRT"}),
+    );
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(
+        r["incident"]["notification"][0]["state"], "submitted_on_time",
+        "{r}"
+    );
+    assert_eq!(
+        notify(serde_json::json!({"regime": "nis2", "stage": "early-warning"})).0,
+        409,
+        "submitted once"
+    );
+    let (s, list) = get_as(&base, &viewer, "/api/v1/notifications");
+    assert_eq!(s, 200);
+    let mine = Value::Array(
+        list["clocks"]
+            .as_array()
+            .expect("clocks")
+            .iter()
+            .filter(|c| c["incident_id"] == id.as_str())
+            .cloned()
+            .collect(),
+    );
+    assert_eq!(
+        clocks(&mine),
+        vec![
+            running("nis2", "incident-notification", "running"),
+            running("gdpr", "authority-notification", "running"),
+            running("nis2", "final-report", "waiting"),
+            running("nis2", "early-warning", "submitted_on_time"),
+        ],
+        "open stages first, by deadline"
+    );
     assert_eq!(
         post_as(&base, &dir, "analyst", &path("resolve"), &empty).0,
         400
@@ -1236,6 +1302,7 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
         ("ack", "analyst"),
         ("assign", "analyst"),
         ("escalate", "responder"),
+        ("notify", "analyst"),
         ("resolve", "analyst"),
     ];
     assert_eq!(
@@ -1323,7 +1390,7 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
         "the assign, its replay and the 422 are each audited"
     );
     // Every action is in the ledger's outputs; the escalation issued the Level 3 response.
-    assert_eq!(read_ndjson(&dir.join("actions.ndjson")).len(), 4);
+    assert_eq!(read_ndjson(&dir.join("actions.ndjson")).len(), 5);
     assert!(
         read_ndjson(&dir.join("responses.ndjson"))
             .iter()
@@ -1339,7 +1406,11 @@ fn soc_hunting_over_history_and_incident_lifecycle_in_the_ledger() {
         &format!("/api/v1/incidents/{id}"),
     );
     assert_eq!(one["status"], "resolved");
-    assert_eq!(one["history"].as_array().map(Vec::len), Some(4));
+    assert_eq!(one["history"].as_array().map(Vec::len), Some(5));
+    assert_eq!(
+        one["notification"][0]["state"], "submitted_on_time",
+        "the submission is rebuilt from the ledgered actions"
+    );
     stop_and_verify(&mut child, &dir);
 }
 

@@ -283,6 +283,7 @@ group_id = "{group}"
 batch_size = {batch}
 batch_timeout_ms = 50
 static_membership = {static_membership}
+ocsf_topic = "{topic}.ocsf"
 "#,
             data = dir.join("data").display()
         ),
@@ -482,6 +483,31 @@ fn hundred_thousand_envelopes_exactly_once_and_rejects_in_the_dlq() {
     // The dead-letter file has them too.
     let dead = std::fs::read_to_string(data.join("dead-letter.ndjson")).expect("dead letters");
     assert_eq!(dead.lines().count(), bad);
+    // The OCSF topic holds exactly the findings of findings.ocsf.ndjson,
+    // each keyed by its incident id.
+    let file = std::fs::read_to_string(data.join("findings.ocsf.ndjson")).expect("findings");
+    let mut want: Vec<(String, String)> = file
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("finding");
+            assert_eq!(v["class_uid"], 2004);
+            let uid = v["finding_info"]["uid"].as_str().expect("uid").to_string();
+            (uid, l.to_string())
+        })
+        .collect();
+    assert!(!want.is_empty(), "the traffic raises incidents");
+    let mut got: Vec<(String, String)> = read_topic(b, &format!("{topic}.ocsf"), want.len())
+        .iter()
+        .map(|m| {
+            (
+                String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned(),
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+            )
+        })
+        .collect();
+    want.sort();
+    got.sort();
+    assert_eq!(got, want);
 }
 
 /// A message over `[ingest] max_line_bytes` is dead-lettered with its size;

@@ -106,10 +106,13 @@ pub fn allowed_roles(method: &axum::http::Method, route: &str) -> &'static [Role
     use axum::http::Method;
     let get = *method == Method::GET || *method == Method::HEAD;
     match (get, route) {
-        (true, "/api/v1/incidents" | "/api/v1/incidents/{id}") => access::READ,
+        (true, "/api/v1/incidents" | "/api/v1/incidents/{id}" | "/api/v1/notifications") => {
+            access::READ
+        }
         (false, "/api/v1/incidents/{id}/ack")
         | (false, "/api/v1/incidents/{id}/assign")
         | (false, "/api/v1/incidents/{id}/resolve")
+        | (false, "/api/v1/incidents/{id}/notify")
         | (false, "/api/v1/query") => access::ANALYST,
         (false, "/api/v1/incidents/{id}/escalate") => access::RESPONDER,
         (true, "/api/v1/rules" | "/api/v1/rules/{id}") => access::AUDIT,

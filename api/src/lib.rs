@@ -339,6 +339,8 @@ pub struct AppState {
     pub hunt: HuntConfig,
     /// Webhook delivery state (None: no webhook configured).
     pub outputs: Option<Arc<dyn OutputsView>>,
+    /// Regulatory notification regimes (clocks of Level 3 incidents).
+    pub notification: Arc<dunes_detect::notification::NotificationClocks>,
 }
 
 /// Delivery state of one webhook destination (`GET /api/v1/outputs`).
@@ -384,6 +386,7 @@ impl AppState {
             rules: Arc::default(),
             hunt: HuntConfig::default(),
             outputs: None,
+            notification: Arc::default(),
         }
     }
 }
@@ -428,6 +431,11 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/v1/incidents/{id}/resolve",
             post(resolve).layer(json_limit),
         )
+        .route(
+            "/api/v1/incidents/{id}/notify",
+            post(notify).layer(json_limit),
+        )
+        .route("/api/v1/notifications", get(list_notifications))
         .route("/api/v1/query", post(query).layer(json_limit))
         .route("/api/v1/rules", get(list_rules))
         .route("/api/v1/rules/{id}", get(get_rule))
@@ -956,8 +964,9 @@ async fn list_incidents(
     ))
 }
 
-/// An incident with its lifecycle: assignee, disposition and the ledgered actions.
-fn incident_view(inc: &Incident, history: &[IncidentAction]) -> serde_json::Value {
+/// An incident with its lifecycle: assignee, disposition, the ledgered
+/// actions and (Level 3) its regulatory notification clocks.
+fn incident_view(st: &AppState, inc: &Incident, history: &[IncidentAction]) -> serde_json::Value {
     let mut v = serde_json::to_value(inc).unwrap_or_default();
     let assignee = history.iter().rev().find_map(|a| a.assignee.clone());
     let resolution = history
@@ -971,6 +980,10 @@ fn incident_view(inc: &Incident, history: &[IncidentAction]) -> serde_json::Valu
             serde_json::json!(resolution.and_then(|a| a.disposition)),
         );
         o.insert("history".into(), serde_json::json!(history));
+        o.insert(
+            "notification".into(),
+            serde_json::json!(st.notification.of(inc, history, Utc::now())),
+        );
     }
     v
 }
@@ -984,7 +997,7 @@ async fn get_incident(
     Path(id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let inc = st.incidents.get(&id).ok_or(ApiError::NotFound)?;
-    Ok(Json(incident_view(&inc, &st.incidents.history(&id))))
+    Ok(Json(incident_view(&st, &inc, &st.incidents.history(&id))))
 }
 
 /// Body of the incident actions (every field optional except where noted).
@@ -997,6 +1010,10 @@ pub struct ActionBody {
     #[schema(value_type = Option<String>)]
     pub disposition: Option<Disposition>,
     pub note: Option<String>,
+    /// `notify`: the regime (e.g. `nis2`; required).
+    pub regime: Option<String>,
+    /// `notify`: the stage submitted (e.g. `early-warning`; required).
+    pub stage: Option<String>,
 }
 
 const MAX_NOTE_CHARS: usize = 4096;
@@ -1012,7 +1029,9 @@ async fn act(
         ActionBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|_| {
-            ApiError::BadRequest("body must be a JSON object: assignee, disposition, note".into())
+            ApiError::BadRequest(
+                "body must be a JSON object: assignee, disposition, note, regime, stage".into(),
+            )
         })?
     };
     if b.note
@@ -1029,6 +1048,18 @@ async fn act(
         return Err(ApiError::BadRequest(
             "resolve needs a disposition: true_positive, false_positive or benign".into(),
         ));
+    }
+    if kind == ActionKind::Notify {
+        let (Some(r), Some(s)) = (b.regime.as_deref(), b.stage.as_deref()) else {
+            return Err(ApiError::BadRequest(
+                "notify needs a regime and a stage".into(),
+            ));
+        };
+        if !st.notification.knows(r, s) {
+            return Err(ApiError::BadRequest(format!(
+                "{r}/{s} is not a configured notification stage"
+            )));
+        }
     }
     if !st.incidents.contains(&id) {
         return Err(ApiError::NotFound);
@@ -1056,6 +1087,8 @@ async fn act(
             None
         },
         note: b.note,
+        regime: (kind == ActionKind::Notify).then_some(b.regime).flatten(),
+        stage: (kind == ActionKind::Notify).then_some(b.stage).flatten(),
         ledger_index: None,
     };
     let (reply, rx) = oneshot::channel();
@@ -1068,7 +1101,7 @@ async fn act(
             Ok(Json(serde_json::json!({
                 "action": out.action,
                 "responses": out.responses,
-                "incident": incident_view(&out.incident, &history),
+                "incident": incident_view(&st, &out.incident, &history),
             })))
         }
         Err(ActionRefused::NotFound) => Err(ApiError::NotFound),
@@ -1113,6 +1146,49 @@ async fn escalate(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     act(st, c, id, ActionKind::Escalate, body).await
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/notify", tag = "incidents",
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")), request_body(content = ActionBody, description = "`regime` and `stage` required (a configured stage), optional `note`"),
+    responses((status = 200, description = "the submission is ledgered; the incident's `notification` clocks show the stage submitted (on time or late)"), (status = 400), (status = 404), (status = 409, description = "not a Level 3 incident")),
+    security(("bearer" = [])))]
+async fn notify(
+    State(st): State<AppState>,
+    Extension(c): Extension<Claims>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(st, c, id, ActionKind::Notify, body).await
+}
+
+#[utoipa::path(get, path = "/api/v1/notifications", tag = "incidents",
+    responses((status = 200, description = "`{count, clocks}`: every stage clock of every Level 3 incident (incident_id, title, regime, stage, deadline, state, submitted_at), open stages first by deadline")),
+    security(("bearer" = [])))]
+async fn list_notifications(State(st): State<AppState>) -> Json<serde_json::Value> {
+    let now = Utc::now();
+    let filter = IncidentFilter {
+        level: Some(dunes_detect::Level::Emergency),
+        status: None,
+        since: None,
+        limit: None,
+    };
+    let mut rows = Vec::new();
+    for inc in st.incidents.list(&filter) {
+        let history = st.incidents.history(&inc.incident_id);
+        for c in st.notification.of(&inc, &history, now) {
+            let done = c.submitted_at.is_some();
+            let mut v = serde_json::to_value(&c).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("incident_id".into(), serde_json::json!(inc.incident_id));
+                o.insert("title".into(), serde_json::json!(inc.title));
+            }
+            rows.push((done, c.deadline, v));
+        }
+    }
+    // Open stages first, soonest deadline first; waiting stages (no deadline yet) last.
+    rows.sort_by_key(|(done, d, _)| (*done, d.is_none(), *d));
+    let clocks: Vec<serde_json::Value> = rows.into_iter().map(|(_, _, v)| v).collect();
+    Json(serde_json::json!({ "count": clocks.len(), "clocks": clocks }))
 }
 
 #[utoipa::path(post, path = "/api/v1/incidents/{id}/resolve", tag = "incidents",

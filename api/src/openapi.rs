@@ -18,6 +18,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::assign,
         crate::escalate,
         crate::resolve,
+        crate::notify,
+        crate::list_notifications,
         crate::query,
         crate::list_rules,
         crate::get_rule,

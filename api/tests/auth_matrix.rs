@@ -411,6 +411,7 @@ async fn tokens_are_reusable_and_state_changes_are_replay_protected_by_idempoten
             "post /api/v1/incidents/{id}/ack",
             "post /api/v1/incidents/{id}/assign",
             "post /api/v1/incidents/{id}/escalate",
+            "post /api/v1/incidents/{id}/notify",
             "post /api/v1/incidents/{id}/resolve",
             "post /api/v1/ledger/redact",
             "post /api/v1/rules/reload",

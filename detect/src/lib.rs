@@ -9,6 +9,7 @@ pub mod incident;
 pub mod lifecycle;
 pub mod lint;
 pub mod noise;
+pub mod notification;
 mod prefilter;
 mod regex_udf;
 pub mod response;

@@ -15,6 +15,8 @@ pub enum ActionKind {
     Assign,
     Escalate,
     Resolve,
+    /// A regulatory notification stage submitted (`regime`, `stage`).
+    Notify,
 }
 
 impl std::fmt::Display for ActionKind {
@@ -24,6 +26,7 @@ impl std::fmt::Display for ActionKind {
             ActionKind::Assign => "assign",
             ActionKind::Escalate => "escalate",
             ActionKind::Resolve => "resolve",
+            ActionKind::Notify => "notify",
         })
     }
 }
@@ -59,6 +62,12 @@ pub struct IncidentAction {
     pub disposition: Option<Disposition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// `notify`: the regime (e.g. `nis2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regime: Option<String>,
+    /// `notify`: the stage submitted (e.g. `early-warning`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
     /// Ledger index of the action record (set once ledgered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_index: Option<u64>,
@@ -79,6 +88,22 @@ pub enum TransitionError {
 
 /// The incident after `action`, or why the action is refused.
 pub fn transition(inc: &Incident, action: &IncidentAction) -> Result<Incident, TransitionError> {
+    if action.action == ActionKind::Notify {
+        // Reports go on after resolution (a final report usually does).
+        if inc.level != Level::Emergency {
+            return Err(TransitionError::Invalid(
+                "notification clocks run for Level 3 incidents only",
+            ));
+        }
+        if action.regime.as_deref().is_none_or(str::is_empty)
+            || action.stage.as_deref().is_none_or(str::is_empty)
+        {
+            return Err(TransitionError::Invalid(
+                "notify needs a regime and a stage",
+            ));
+        }
+        return Ok(inc.clone());
+    }
     if inc.status == IncidentStatus::Resolved {
         return Err(TransitionError::Resolved);
     }
@@ -109,6 +134,7 @@ pub fn transition(inc: &Incident, action: &IncidentAction) -> Result<Incident, T
             }
             out.status = IncidentStatus::Resolved;
         }
+        ActionKind::Notify => {}
     }
     Ok(out)
 }

@@ -36,6 +36,8 @@ pub struct Config {
     pub detect: DetectSection,
     /// OCSF findings and webhooks (`[outputs]`, `[[outputs.webhooks]]`).
     pub outputs: OutputsSection,
+    /// Regulatory notification clocks of Level 3 incidents (`[notification]`).
+    pub notification: dunes_detect::notification::NotificationConfig,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -160,6 +162,7 @@ impl Default for Config {
             state: StateSection::default(),
             detect: DetectSection::default(),
             outputs: OutputsSection::default(),
+            notification: Default::default(),
         }
     }
 }
@@ -236,6 +239,7 @@ impl Config {
         for w in &cfg.outputs.webhooks {
             w.validate().map_err(invalid)?;
         }
+        dunes_detect::notification::NotificationClocks::new(&cfg.notification).map_err(invalid)?;
         Ok(cfg)
     }
 

@@ -179,6 +179,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             rules: pipeline.rules_view.clone(),
             hunt: cfg.hunt.clone(),
             outputs: pipeline.outputs_view(),
+            notification: pipeline.notification_clocks(),
         };
         let scfg = ServerConfig {
             listen: cfg.http.listen,
@@ -224,6 +225,11 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     let stop_after = opts.stop_after;
     let stop_after_reached =
         |s: &Stages| stop_after.is_some_and(|n| processed(&s.pipeline.stats) >= n);
+    // Regulatory notification clocks are checked while the monitor runs.
+    let mut clock_tick = tokio::time::interval(std::time::Duration::from_secs(
+        cfg.notification.check_interval_secs.max(1),
+    ));
+    clock_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         if open_sources == 0 && !sources_done_fired {
@@ -320,6 +326,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                     let _ = reply.send(stages.pipeline.reload_rules().await?);
                 }
                 None => reload_open = false,
+            },
+            _ = clock_tick.tick(), if opts.keep_running => {
+                stages.pipeline.check_notification_clocks(chrono::Utc::now())?;
             },
             req = action_rx.recv(), if action_open => match req {
                 Some(ActionRequest { action, reply }) => {

@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use dunes_api::{AccessRecord, ActionOutcome, ActionRefused, ReloadAck};
+use dunes_detect::notification::{NotificationClocks, StageState};
 use dunes_detect::{
     ActionKind, Engine, HistoryWriter, Incident, IncidentAction, IncidentStore, Level,
-    ResponseConfig, ResponseRecord,
+    ResponseConfig, ResponseRecord, Severity,
 };
 use dunes_ingest::{
     DeadLetterWriter, DecodedBatch, Dedup, IngestConfig, Normalizer, RawRecord, Rejected,
@@ -169,6 +170,8 @@ pub struct Pipeline {
     outputs: Outputs,
     /// Findings of analyst actions, published with the next batch.
     action_findings: Vec<(String, Vec<u8>)>,
+    /// Regulatory notification regimes (clocks of Level 3 incidents).
+    notification: Arc<NotificationClocks>,
     /// The running rules as served by `GET /api/v1/rules` (updated on reload).
     pub rules_view: Arc<RwLock<Vec<serde_json::Value>>>,
 }
@@ -276,10 +279,13 @@ impl Pipeline {
             data_dir,
             cfg.kafka.enabled && !cfg.kafka.ocsf_topic.is_empty(),
         )?;
+        let notification =
+            Arc::new(NotificationClocks::new(&cfg.notification).map_err(PipelineError::Config)?);
         let mut pipeline = Pipeline {
             actions_out: NdjsonWriter::open(&paths.actions)?,
             outputs,
             action_findings: Vec::new(),
+            notification,
             rules_view,
             decoder: Some(Decoder {
                 normalizer: Normalizer::new(ingest_cfg.clone()),
@@ -324,6 +330,116 @@ impl Pipeline {
     /// Webhook delivery state for the API (`None` without webhooks).
     pub fn outputs_view(&self) -> Option<Arc<dyn dunes_api::OutputsView>> {
         self.outputs.view()
+    }
+
+    /// The notification regimes, for the API.
+    pub fn notification_clocks(&self) -> Arc<NotificationClocks> {
+        self.notification.clone()
+    }
+
+    /// Raises an incident for every notification stage of a Level 3
+    /// incident that is overdue or due within `warn_before_hours` at `now`
+    /// and not submitted: rule `notification.overdue` (Level 2, critical) or
+    /// `notification.due_soon` (Level 2, high), one per stage and state
+    /// (its id is derived from both, so a restart does not raise it again).
+    /// Ledgered and sent to the outputs like any incident. Returns the
+    /// incidents raised.
+    pub fn check_notification_clocks(&mut self, now: DateTime<Utc>) -> Result<Vec<Incident>> {
+        let filter = dunes_detect::IncidentFilter {
+            level: Some(Level::Emergency),
+            status: None,
+            since: None,
+            limit: None,
+        };
+        let mut raised = Vec::new();
+        for inc in self.store.list(&filter) {
+            let history = self.store.history(&inc.incident_id);
+            for c in self.notification.of(&inc, &history, now) {
+                let (rule, severity, what) = match c.state {
+                    StageState::Overdue => ("notification.overdue", Severity::Critical, "overdue"),
+                    StageState::DueSoon => ("notification.due_soon", Severity::High, "due soon"),
+                    _ => continue,
+                };
+                let key = format!("{rule}\n{}\n{}\n{}", inc.incident_id, c.regime, c.stage);
+                let id = format!("inc-{}", &blake3::hash(key.as_bytes()).to_hex()[..24]);
+                if self.store.contains(&id) {
+                    continue;
+                }
+                let deadline = c.deadline.map(|d| d.to_rfc3339()).unwrap_or_default();
+                let mut entity = std::collections::BTreeMap::new();
+                entity.insert(
+                    "incident_id".to_string(),
+                    serde_json::json!(inc.incident_id),
+                );
+                entity.insert("regime".to_string(), serde_json::json!(c.regime));
+                entity.insert("stage".to_string(), serde_json::json!(c.stage));
+                let mut clock = serde_json::Map::new();
+                if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&c) {
+                    clock = m;
+                }
+                raised.push(Incident {
+                    incident_id: id,
+                    rule_id: rule.to_string(),
+                    rule_sha256: String::new(),
+                    level: Level::Analyst,
+                    severity,
+                    title: format!(
+                        "{} {} {what} for {} (deadline {deadline})",
+                        c.regime_name, c.name, inc.incident_id
+                    ),
+                    tags: vec![
+                        "compliance:notification".into(),
+                        format!("regime:{}", c.regime),
+                    ],
+                    entity,
+                    session_id: inc.session_id.clone(),
+                    server_id: inc.server_id.clone(),
+                    first_ts: now,
+                    last_ts: now,
+                    event_ids: Vec::new(),
+                    match_count: 1,
+                    evidence: vec![clock],
+                    status: dunes_detect::IncidentStatus::Open,
+                    detected_at: now,
+                    backfill: false,
+                });
+            }
+        }
+        if raised.is_empty() {
+            return Ok(raised);
+        }
+        let now_us = now.timestamp_micros();
+        let mut json = Vec::with_capacity(raised.len());
+        for inc in &raised {
+            let payload = serde_json::to_vec(inc).context("cannot encode incident")?;
+            self.ledger
+                .append(RecordKind::Incident, now_us, &payload, &[])
+                .context("ledger append failed")?;
+            json.push(payload);
+        }
+        self.ledger.sync().context("ledger sync failed")?;
+        let changes: Vec<Change<'_>> = raised
+            .iter()
+            .zip(&json)
+            .map(|(inc, j)| Change::created(inc, j))
+            .collect();
+        let findings = self.outputs.emit(&changes)?;
+        self.action_findings.extend(findings);
+        for (inc, j) in raised.iter().zip(&json) {
+            self.incidents_out.write_line(j)?;
+            tracing::error!(
+                target: "dunes::compliance",
+                incident = %inc.incident_id, rule = %inc.rule_id,
+                "{}", inc.title
+            );
+            self.store.insert(inc.clone());
+        }
+        self.incidents_out.flush()?;
+        metrics::counter!("dunes_incidents_total").increment(raised.len() as u64);
+        self.ledger
+            .maybe_checkpoint()
+            .context("ledger checkpoint failed")?;
+        Ok(raised)
     }
 
     pub fn rule_count(&self) -> usize {
@@ -696,6 +812,27 @@ impl Pipeline {
         let Some(inc) = self.store.get(&action.incident_id) else {
             return Ok(Err(ActionRefused::NotFound));
         };
+        if action.action == ActionKind::Notify {
+            let (regime, stage) = (
+                action.regime.as_deref().unwrap_or_default(),
+                action.stage.as_deref().unwrap_or_default(),
+            );
+            if !self.notification.knows(regime, stage) {
+                return Ok(Err(ActionRefused::Conflict(format!(
+                    "{regime}/{stage} is not a configured notification stage"
+                ))));
+            }
+            let done = self.store.history(&action.incident_id).iter().any(|a| {
+                a.action == ActionKind::Notify
+                    && a.regime.as_deref() == Some(regime)
+                    && a.stage.as_deref() == Some(stage)
+            });
+            if done {
+                return Ok(Err(ActionRefused::Conflict(format!(
+                    "{regime}/{stage} was already submitted"
+                ))));
+            }
+        }
         let updated = match dunes_detect::transition(&inc, &action) {
             Ok(u) => u,
             Err(e) => return Ok(Err(ActionRefused::Conflict(e.to_string()))),

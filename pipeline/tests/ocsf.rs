@@ -63,6 +63,8 @@ fn action(incident_id: &str, kind: ActionKind) -> IncidentAction {
         assignee: None,
         disposition: (kind == ActionKind::Resolve).then_some(Disposition::TruePositive),
         note: Some("checked".into()),
+        regime: None,
+        stage: None,
         ledger_index: None,
     }
 }

@@ -21,6 +21,8 @@ pub enum ChangeKind {
     /// Raised to Level 3 by an analyst.
     Escalated,
     Resolved,
+    /// A regulatory notification stage was submitted.
+    NotificationSubmitted,
 }
 
 impl ChangeKind {
@@ -33,6 +35,7 @@ impl ChangeKind {
             ChangeKind::Assigned => "incident.assigned",
             ChangeKind::Escalated => "incident.escalated",
             ChangeKind::Resolved => "incident.resolved",
+            ChangeKind::NotificationSubmitted => "incident.notification_submitted",
         }
     }
 
@@ -42,6 +45,7 @@ impl ChangeKind {
             ActionKind::Assign => ChangeKind::Assigned,
             ActionKind::Escalate => ChangeKind::Escalated,
             ActionKind::Resolve => ChangeKind::Resolved,
+            ActionKind::Notify => ChangeKind::NotificationSubmitted,
         }
     }
 }

@@ -114,7 +114,8 @@ fn activity(kind: ChangeKind) -> (u8, &'static str) {
         ChangeKind::Updated
         | ChangeKind::Acknowledged
         | ChangeKind::Assigned
-        | ChangeKind::Escalated => (2, "Update"),
+        | ChangeKind::Escalated
+        | ChangeKind::NotificationSubmitted => (2, "Update"),
     }
 }
 
@@ -249,13 +250,15 @@ pub(crate) fn finding(c: &Change<'_>) -> Value {
         dunes.insert("backfill".into(), json!(true));
     }
     if let Some(a) = c.action {
-        dunes.insert(
-            "action".into(),
-            json!({
-                "action_id": a.action_id, "action": a.action, "actor": a.actor, "role": a.role,
-                "assignee": a.assignee, "disposition": a.disposition, "note": a.note,
-            }),
-        );
+        let mut action = json!({
+            "action_id": a.action_id, "action": a.action, "actor": a.actor, "role": a.role,
+            "assignee": a.assignee, "disposition": a.disposition, "note": a.note,
+            "regime": a.regime, "stage": a.stage,
+        });
+        if let Some(m) = action.as_object_mut() {
+            m.retain(|_, v| !v.is_null());
+        }
+        dunes.insert("action".into(), action);
     }
     let f = Finding {
         activity_id,
@@ -363,5 +366,46 @@ mod tests {
                 {"tactic": {"uid": "AML.TA0002"}},
             ])
         );
+    }
+
+    /// Every change of an anomaly-model incident (no rule file, no tags) is a
+    /// valid finding too, typed as a learning analytic.
+    #[test]
+    fn anomaly_incident_changes_validate_against_the_schema() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/ocsf/detection_finding.schema.json"
+        ))
+        .expect("schema");
+        let schema: Value = serde_json::from_str(&text).expect("schema JSON");
+        let mut inc = crate::sinks::webhook::tests::incident();
+        inc.rule_id = dunes_detect::anomaly::RULE_ID.to_string();
+        inc.tags.clear();
+        inc.entity.clear();
+        inc.evidence.clear();
+        let json = serde_json::to_vec(&inc).expect("encode");
+        let now = inc.detected_at;
+        let findings: Vec<Value> = [
+            Change::created(&inc, &json),
+            Change::updated(&inc, &json, now),
+        ]
+        .iter()
+        .map(finding)
+        .collect();
+        // Deep schema: validate on a thread with room for the recursion.
+        std::thread::Builder::new()
+            .stack_size(32 << 20)
+            .spawn(move || {
+                let v = jsonschema::validator_for(&schema).expect("validator");
+                for f in &findings {
+                    let errors: Vec<String> = v.iter_errors(f).map(|e| e.to_string()).collect();
+                    assert!(errors.is_empty(), "{errors:?}\n{f:#}");
+                    assert_eq!(f["finding_info"]["analytic"]["type_id"], 4);
+                    assert!(f["finding_info"].get("attacks").is_none());
+                }
+            })
+            .expect("spawn")
+            .join()
+            .expect("valid findings");
     }
 }

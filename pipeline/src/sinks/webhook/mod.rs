@@ -19,7 +19,7 @@ mod outbox;
 mod payload;
 mod sign;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -80,6 +80,7 @@ fn headline(c: &Change<'_>) -> String {
         ChangeKind::Assigned => "assigned",
         ChangeKind::Escalated => "ESCALATED to Level 3",
         ChangeKind::Resolved => "resolved",
+        ChangeKind::NotificationSubmitted => "regulatory notification submitted",
     };
     format!(
         "[Dunes L{} {}] {what}: {}",
@@ -202,6 +203,8 @@ mod tests {
             assignee: None,
             disposition: Some(Disposition::TruePositive),
             note: Some("metadata endpoint blocked".into()),
+            regime: None,
+            stage: None,
             ledger_index: Some(77),
         }
     }

@@ -15,7 +15,7 @@ use super::{WebhookConfig, Webhooks};
 use crate::sinks::lifecycle::Change;
 use crate::sinks::ocsf;
 
-pub(super) fn incident() -> Incident {
+pub(crate) fn incident() -> Incident {
     let t = |s: i64| {
         Utc.timestamp_opt(1_764_700_000 + s, 0)
             .single()
