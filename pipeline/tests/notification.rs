@@ -14,6 +14,8 @@ use dunes_ingest::{RawRecord, SourcePos};
 use dunes_pipeline::{Config, Pipeline};
 use serde_json::Value;
 
+mod common;
+
 fn session(label: &str) -> Vec<RawRecord> {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/corpus");
     let labels: std::collections::BTreeMap<String, String> = serde_json::from_slice(
@@ -69,14 +71,7 @@ fn notify(incident_id: &str, regime: &str, stage: &str) -> IncidentAction {
 
 #[test]
 fn a_level_3_incident_runs_nis2_and_gdpr_clocks_and_overdue_stages_raise_alerts() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(32 << 20)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async { tokio::spawn(scenario()).await })
-        .expect("scenario");
+    common::run_with_room(scenario());
 }
 
 async fn scenario() {

@@ -12,6 +12,8 @@ use dunes_ingest::{RawRecord, SourcePos};
 use dunes_pipeline::{Config, Pipeline};
 use serde_json::Value;
 
+mod common;
+
 fn repo(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(p)
 }
@@ -157,19 +159,10 @@ fn check(pack: &str, findings: &[Value], expected: &BTreeSet<String>) {
 
 #[test]
 fn every_shipped_rule_incident_is_a_valid_ocsf_detection_finding() {
-    // Planning every rule (and the schema's validator) recurses deeper than
-    // a test thread's 2 MiB in a debug build: run on threads with room.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_stack_size(32 << 20)
-        .enable_all()
-        .build()
-        .expect("runtime");
     for pack in ["rules", "sigma"] {
-        let (findings, expected) = rt
-            .block_on(async { tokio::spawn(findings(pack)).await })
-            .expect("pipeline task");
+        let (findings, expected) = common::run_with_room(findings(pack));
         assert!(expected.len() >= 15, "{pack}: {expected:?}");
+        // The schema's validator recurses deeply too.
         std::thread::Builder::new()
             .stack_size(32 << 20)
             .spawn(move || check(pack, &findings, &expected))
