@@ -458,13 +458,14 @@ impl Webhooks {
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         for d in &dests {
+            let name = d.cfg.name.clone();
             let (d, stop) = (d.clone(), stop.clone());
             let t = std::thread::Builder::new()
-                .name(format!("webhook-{}", d.cfg.name))
+                .name(format!("webhook-{name}"))
                 .spawn(move || d.run(&stop))
                 .context("cannot start a webhook worker")?;
             threads.push(t);
-            tracing::info!(destination = %c_name(&dests, threads.len()), "webhook destination started");
+            tracing::info!(destination = %name, "webhook destination started");
         }
         Ok(Some(Webhooks {
             dests,
@@ -497,13 +498,6 @@ impl Webhooks {
     pub(crate) fn view(&self) -> Arc<dyn dunes_api::OutputsView> {
         Arc::new(View(self.dests.clone()))
     }
-}
-
-fn c_name(dests: &[Arc<Destination>], i: usize) -> String {
-    dests
-        .get(i - 1)
-        .map(|d| d.cfg.name.clone())
-        .unwrap_or_default()
 }
 
 impl Drop for Webhooks {
