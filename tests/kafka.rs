@@ -9,13 +9,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{dunes, run_ok};
+use common::{Running, dunes, run_ok};
 use dunes_ingest::kafka::committed_offsets;
 use rand::{Rng, SeedableRng};
 use rdkafka::ClientConfig;
@@ -290,31 +290,6 @@ ocsf_topic = "{topic}.ocsf"
     )
     .expect("write config");
     p
-}
-
-/// A `dunes run` child that is killed if the test panics before `stop`.
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 fn start(cfg: &Path, tag: &str) -> Running {

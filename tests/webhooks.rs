@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +21,9 @@ use hyper::{Request, Response};
 use serde_json::Value;
 
 mod common;
-use common::{bearer, dunes, free_port, labels, read_ndjson, run_ok, sample, wait_healthy};
+use common::{
+    Running, bearer, dunes, free_port, labels, read_ndjson, run_ok, sample, wait_healthy,
+};
 
 const SECRET: &str = "whsec-e2e-0123456789abcdef";
 
@@ -192,7 +194,7 @@ events = ["created"]
     p
 }
 
-fn start(cfg: &Path, dir: &Path, crash_at: Option<&str>) -> (Child, String) {
+fn start(cfg: &Path, dir: &Path, crash_at: Option<&str>) -> (Running, String) {
     let port = free_port();
     let mut cmd = dunes();
     cmd.arg("run")
@@ -211,7 +213,7 @@ fn start(cfg: &Path, dir: &Path, crash_at: Option<&str>) -> (Child, String) {
     let child = cmd.spawn().expect("spawn dunes run");
     let base = format!("http://127.0.0.1:{port}");
     wait_healthy(&base);
-    (child, base)
+    (Running(child), base)
 }
 
 /// The lines of the first session of the shipped sample labelled `label`.
