@@ -1165,25 +1165,15 @@ async fn notify(
     responses((status = 200, description = "`{count, clocks}`: every stage clock of every Level 3 incident (incident_id, title, regime, stage, deadline, state, submitted_at), open stages first by deadline")),
     security(("bearer" = [])))]
 async fn list_notifications(State(st): State<AppState>) -> Json<serde_json::Value> {
-    let now = Utc::now();
-    let filter = IncidentFilter {
-        level: Some(dunes_detect::Level::Emergency),
-        status: None,
-        since: None,
-        limit: None,
-    };
     let mut rows = Vec::new();
-    for inc in st.incidents.list(&filter) {
-        let history = st.incidents.history(&inc.incident_id);
-        for c in st.notification.of(&inc, &history, now) {
-            let done = c.submitted_at.is_some();
-            let mut v = serde_json::to_value(&c).unwrap_or_default();
-            if let Some(o) = v.as_object_mut() {
-                o.insert("incident_id".into(), serde_json::json!(inc.incident_id));
-                o.insert("title".into(), serde_json::json!(inc.title));
-            }
-            rows.push((done, c.deadline, v));
+    for (inc, c) in st.notification.all(&st.incidents, Utc::now()) {
+        let done = c.submitted_at.is_some();
+        let mut v = serde_json::to_value(&c).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("incident_id".into(), serde_json::json!(inc.incident_id));
+            o.insert("title".into(), serde_json::json!(inc.title));
         }
+        rows.push((done, c.deadline, v));
     }
     // Open stages first, soonest deadline first; waiting stages (no deadline yet) last.
     rows.sort_by_key(|(done, d, _)| (*done, d.is_none(), *d));

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::incident::Incident;
 use crate::lifecycle::{ActionKind, IncidentAction};
 use crate::rule::Level;
+use crate::store::{IncidentFilter, IncidentStore};
 
 /// What a deadline term counts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -351,6 +352,23 @@ impl NotificationClocks {
         now: DateTime<Utc>,
     ) -> Vec<StageClock> {
         clocks(inc, history, &self.regimes, self.warn_before_hours, now)
+    }
+
+    /// Every stage clock of every Level 3 incident in `store` at `now`, with
+    /// its incident (what the API lists and the pipeline's alerts check).
+    pub fn all(&self, store: &IncidentStore, now: DateTime<Utc>) -> Vec<(Incident, StageClock)> {
+        let filter = IncidentFilter {
+            level: Some(Level::Emergency),
+            ..IncidentFilter::default()
+        };
+        let mut out = Vec::new();
+        for inc in store.list(&filter) {
+            let history = store.history(&inc.incident_id);
+            for c in self.of(&inc, &history, now) {
+                out.push((inc.clone(), c));
+            }
+        }
+        out
     }
 
     /// Whether `regime`/`stage` is a configured stage.

@@ -345,65 +345,56 @@ impl Pipeline {
     /// Ledgered and sent to the outputs like any incident. Returns the
     /// incidents raised.
     pub fn check_notification_clocks(&mut self, now: DateTime<Utc>) -> Result<Vec<Incident>> {
-        let filter = dunes_detect::IncidentFilter {
-            level: Some(Level::Emergency),
-            status: None,
-            since: None,
-            limit: None,
-        };
         let mut raised = Vec::new();
-        for inc in self.store.list(&filter) {
-            let history = self.store.history(&inc.incident_id);
-            for c in self.notification.of(&inc, &history, now) {
-                let (rule, severity, what) = match c.state {
-                    StageState::Overdue => ("notification.overdue", Severity::Critical, "overdue"),
-                    StageState::DueSoon => ("notification.due_soon", Severity::High, "due soon"),
-                    _ => continue,
-                };
-                let key = format!("{rule}\n{}\n{}\n{}", inc.incident_id, c.regime, c.stage);
-                let id = format!("inc-{}", &blake3::hash(key.as_bytes()).to_hex()[..24]);
-                if self.store.contains(&id) {
-                    continue;
-                }
-                let deadline = c.deadline.map(|d| d.to_rfc3339()).unwrap_or_default();
-                let mut entity = std::collections::BTreeMap::new();
-                entity.insert(
-                    "incident_id".to_string(),
-                    serde_json::json!(inc.incident_id),
-                );
-                entity.insert("regime".to_string(), serde_json::json!(c.regime));
-                entity.insert("stage".to_string(), serde_json::json!(c.stage));
-                let mut clock = serde_json::Map::new();
-                if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&c) {
-                    clock = m;
-                }
-                raised.push(Incident {
-                    incident_id: id,
-                    rule_id: rule.to_string(),
-                    rule_sha256: String::new(),
-                    level: Level::Analyst,
-                    severity,
-                    title: format!(
-                        "{} {} {what} for {} (deadline {deadline})",
-                        c.regime_name, c.name, inc.incident_id
-                    ),
-                    tags: vec![
-                        "compliance:notification".into(),
-                        format!("regime:{}", c.regime),
-                    ],
-                    entity,
-                    session_id: inc.session_id.clone(),
-                    server_id: inc.server_id.clone(),
-                    first_ts: now,
-                    last_ts: now,
-                    event_ids: Vec::new(),
-                    match_count: 1,
-                    evidence: vec![clock],
-                    status: dunes_detect::IncidentStatus::Open,
-                    detected_at: now,
-                    backfill: false,
-                });
+        for (inc, c) in self.notification.all(&self.store, now) {
+            let (rule, severity, what) = match c.state {
+                StageState::Overdue => ("notification.overdue", Severity::Critical, "overdue"),
+                StageState::DueSoon => ("notification.due_soon", Severity::High, "due soon"),
+                _ => continue,
+            };
+            let key = format!("{rule}\n{}\n{}\n{}", inc.incident_id, c.regime, c.stage);
+            let id = format!("inc-{}", &blake3::hash(key.as_bytes()).to_hex()[..24]);
+            if self.store.contains(&id) {
+                continue;
             }
+            let deadline = c.deadline.map(|d| d.to_rfc3339()).unwrap_or_default();
+            let mut entity = std::collections::BTreeMap::new();
+            entity.insert(
+                "incident_id".to_string(),
+                serde_json::json!(inc.incident_id),
+            );
+            entity.insert("regime".to_string(), serde_json::json!(c.regime));
+            entity.insert("stage".to_string(), serde_json::json!(c.stage));
+            let mut clock = serde_json::Map::new();
+            if let Ok(serde_json::Value::Object(m)) = serde_json::to_value(&c) {
+                clock = m;
+            }
+            raised.push(Incident {
+                incident_id: id,
+                rule_id: rule.to_string(),
+                rule_sha256: String::new(),
+                level: Level::Analyst,
+                severity,
+                title: format!(
+                    "{} {} {what} for {} (deadline {deadline})",
+                    c.regime_name, c.name, inc.incident_id
+                ),
+                tags: vec![
+                    "compliance:notification".into(),
+                    format!("regime:{}", c.regime),
+                ],
+                entity,
+                session_id: inc.session_id.clone(),
+                server_id: inc.server_id.clone(),
+                first_ts: now,
+                last_ts: now,
+                event_ids: Vec::new(),
+                match_count: 1,
+                evidence: vec![clock],
+                status: dunes_detect::IncidentStatus::Open,
+                detected_at: now,
+                backfill: false,
+            });
         }
         if raised.is_empty() {
             return Ok(raised);
