@@ -134,7 +134,9 @@ fn opt_str<'a>(
 ) -> Result<Option<Cow<'a, str>>, String> {
     match take(m, key) {
         None => Ok(None),
-        Some(v) => string_field(&format!("{parent}.{key}"), v).map(Some),
+        Some(Json::Str(s)) => Ok(Some(s)),
+        // the field's name is only spelt out for the rejection reason
+        Some(other) => Err(expected(&format!("{parent}.{key}"), "string", &other)),
     }
 }
 
@@ -264,27 +266,19 @@ pub(crate) fn parse_ts(s: &str) -> Option<i64> {
 
 /// Parses and validates one envelope. `Err` is the human-readable rejection reason.
 pub(crate) fn parse(text: &str) -> Result<Envelope<'_>, String> {
-    let top = json::parse(text).map_err(|e| format!("invalid JSON: {e}"))?;
-    let m = match top {
-        Json::Object(m) => m,
-        Json::Number(_) => return Err("envelope must be a JSON object, got number".into()),
-        other => {
-            return Err(format!(
-                "envelope must be a JSON object, got {}",
-                other.type_name()
-            ));
-        }
-    };
-    // one pass over the (sorted, unique) members: known ones to their slot,
-    // the rest stay as extra, still sorted
-    let mut f: [Option<Json>; 13] = Default::default();
-    let mut extra = Vec::new();
-    for (k, v) in m {
-        match TOP_FIELDS.iter().position(|n| *n == k) {
-            Some(i) => f[i] = Some(v),
-            None => extra.push((k, v)),
-        }
-    }
+    let (f, extra) =
+        match json::parse_top(text, &TOP_FIELDS).map_err(|e| format!("invalid JSON: {e}"))? {
+            json::Top::Object { slots, extra } => (slots, extra),
+            json::Top::Other(Json::Number(_)) => {
+                return Err("envelope must be a JSON object, got number".into());
+            }
+            json::Top::Other(other) => {
+                return Err(format!(
+                    "envelope must be a JSON object, got {}",
+                    other.type_name()
+                ));
+            }
+        };
     let [
         ts,
         event_id,

@@ -37,6 +37,30 @@ pub(crate) fn parse(text: &str) -> Result<Json<'_>, serde_json::Error> {
     serde_json::from_str(text)
 }
 
+/// A top-level JSON text parsed for a known set of member names: the
+/// members named in `fields` go to their slot (a repeated name keeps its
+/// last value, as in [`Json::Object`]), the others stay as sorted unique
+/// members. Same grammar, limits and error messages as [`parse`]; saves
+/// sorting the members of the largest object of a line.
+pub(crate) enum Top<'a, const N: usize> {
+    Object {
+        slots: [Option<Json<'a>>; N],
+        extra: Vec<(Cow<'a, str>, Json<'a>)>,
+    },
+    /// Not an object.
+    Other(Json<'a>),
+}
+
+pub(crate) fn parse_top<'a, const N: usize>(
+    text: &'a str,
+    fields: &'static [&'static str; N],
+) -> Result<Top<'a, N>, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(text);
+    let top = de.deserialize_any(TopVisitor { fields })?;
+    de.end()?;
+    Ok(top)
+}
+
 impl<'a> Json<'a> {
     /// The member `key` of an object; `None` for a missing key or a non-object.
     pub(crate) fn get(&self, key: &str) -> Option<&Json<'a>> {
@@ -269,25 +293,85 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Json::Array(out))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
-        let mut m: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
+        // most MCP objects have a few members: start with room for 8
+        let mut m: Vec<(Cow<'de, str>, Json<'de>)> = Vec::with_capacity(8);
         while let Some(Key(k)) = map.next_key()? {
             let v = map.next_value()?;
             m.push((k, v));
         }
-        // stable: equal keys stay in input order, so the last is the last seen
-        if !m.is_sorted_by(|a, b| a.0.as_bytes() < b.0.as_bytes()) {
-            m.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            // keep the last value of a repeated key (serde_json::Map does)
-            m.dedup_by(|later, kept| {
-                if later.0 == kept.0 {
-                    std::mem::swap(&mut later.1, &mut kept.1);
-                    true
-                } else {
-                    false
-                }
-            });
-        }
+        sort_members(&mut m);
         Ok(Json::Object(m))
+    }
+}
+
+/// Sorts members by key bytes; a repeated key keeps its last value
+/// (serde_json::Map's semantics).
+fn sort_members(m: &mut Vec<(Cow<'_, str>, Json<'_>)>) {
+    // stable: equal keys stay in input order, so the last is the last seen
+    if !m.is_sorted_by(|a, b| a.0.as_bytes() < b.0.as_bytes()) {
+        m.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        m.dedup_by(|later, kept| {
+            if later.0 == kept.0 {
+                std::mem::swap(&mut later.1, &mut kept.1);
+                true
+            } else {
+                false
+            }
+        });
+    }
+}
+
+struct TopVisitor<const N: usize> {
+    fields: &'static [&'static str; N],
+}
+
+impl<'de, const N: usize> Visitor<'de> for TopVisitor<N> {
+    type Value = Top<'de, N>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+        JsonVisitor.visit_bool(v).map(Top::Other)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        JsonVisitor.visit_i64(v).map(Top::Other)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        JsonVisitor.visit_u64(v).map(Top::Other)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        JsonVisitor.visit_f64(v).map(Top::Other)
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        JsonVisitor.visit_borrowed_str(v).map(Top::Other)
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        JsonVisitor.visit_str(v).map(Top::Other)
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        JsonVisitor.visit_string(v).map(Top::Other)
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        JsonVisitor.visit_unit().map(Top::Other)
+    }
+    fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+        JsonVisitor.visit_none().map(Top::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        JsonVisitor.visit_seq(seq).map(Top::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut slots: [Option<Json<'de>>; N] = std::array::from_fn(|_| None);
+        let mut extra = Vec::new();
+        while let Some(Key(k)) = map.next_key()? {
+            let v: Json<'de> = map.next_value()?;
+            match self.fields.iter().position(|n| *n == k) {
+                Some(i) => slots[i] = Some(v),
+                None => extra.push((k, v)),
+            }
+        }
+        sort_members(&mut extra);
+        Ok(Top::Object { slots, extra })
     }
 }
 
@@ -371,6 +455,8 @@ mod tests {
                 .map(|e| e.to_string());
             assert!(ours.is_some(), "{bad}");
             assert_eq!(ours, theirs, "{bad}");
+            let top = parse_top(bad, &["a"]).err().map(|e| e.to_string());
+            assert_eq!(top, theirs, "{bad}");
         }
     }
 
@@ -436,6 +522,31 @@ mod tests {
             let mut text = String::new();
             print(&v, &mut text);
             prop_assert_eq!(canon(&text), reference(&text));
+        }
+
+        /// `parse_top` gives what `parse` gives, split into the named
+        /// members and the rest (same values, same repeated-key rule).
+        #[test]
+        fn parse_top_splits_what_parse_gives(v in arb_json(), wrap in any::<bool>()) {
+            static FIELDS: [&str; 3] = ["a", "b", "c"];
+            let mut text = String::new();
+            print(&v, &mut text);
+            if wrap {
+                // an object with repeated named members around the value
+                text = format!(r#"{{"b":1,"a":{text},"zz":[],"b":{text}}}"#);
+            }
+            let whole = parse(&text).expect("valid");
+            match (parse_top(&text, &FIELDS).expect("valid"), whole) {
+                (Top::Object { slots, extra }, Json::Object(m)) => {
+                    for (slot, name) in slots.iter().zip(FIELDS) {
+                        prop_assert_eq!(slot.as_ref(), m.iter().find(|(k, _)| k == name).map(|(_, v)| v));
+                    }
+                    let rest: Vec<_> = m.into_iter().filter(|(k, _)| !FIELDS.contains(&k.as_ref())).collect();
+                    prop_assert_eq!(extra, rest);
+                }
+                (Top::Other(a), b) => prop_assert_eq!(a, b),
+                (Top::Object { .. }, b) => prop_assert!(false, "object vs {:?}", b),
+            }
         }
     }
 }
