@@ -127,7 +127,7 @@ fn corrupt(
     LedgerError::corrupt(VerifyFailure::new(index, file, offset, r))
 }
 
-fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
+pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).at(p)?;
     }
@@ -135,7 +135,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
     fs::File::open(path).and_then(|f| f.sync_all()).at(path)
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -200,72 +200,44 @@ pub fn export_with(
 
     // One pass over every complete record: leaves, chain rules, key history, revocations,
     // redactions after the range that refer into it, frames of the range.
-    let mut chain = ChainState::new();
     let mut leaves: Vec<Hash> = Vec::new();
     let mut frames: Vec<u8> = Vec::new();
     let mut keys_hist = Vec::new();
     let mut revocations = Vec::new();
     let mut redactions = Vec::new();
-    let segments = list_segments(&ledger_dir)?;
-    let n_seg = segments.len();
-    for (si, (_, path)) in segments.into_iter().enumerate() {
-        let bytes = fs::read(&path).at(&path)?;
-        let mut r = FrameReader::new(bytes.as_slice(), 0, bytes.len() as u64);
-        loop {
-            let index = chain.next_index;
-            match r.next_frame() {
-                Ok(None) => break,
-                Ok(Some(f)) => {
-                    let prev_hash = chain.prev_hash;
-                    chain
-                        .check(&f)
-                        .map_err(|e| corrupt(Some(index), &path, Some(f.offset), e))?;
-                    match f.header.kind() {
-                        RecordKind::Key => keys_hist.push(HistoryKey {
-                            index,
-                            ts_micros: f.header.ts_micros(),
-                            payload: String::from_utf8_lossy(f.payload).into_owned(),
-                        }),
-                        RecordKind::Revocation => {
-                            if let Some((e, _)) = chain.revoked.iter().find(|(_, i)| **i == index) {
-                                revocations.push(HistoryRevocation {
-                                    index,
-                                    revoked_epoch: *e,
-                                });
-                            }
-                        }
-                        RecordKind::Redaction
-                            if index > to && f.header.refs().any(|r| r >= from && r <= to) =>
-                        {
-                            redactions.push(HistoryRedaction {
-                                index,
-                                key_epoch: f.header.key_epoch(),
-                                prev_hash: hex::encode(prev_hash),
-                                refs: f.header.refs().collect(),
-                                payload: String::from_utf8_lossy(f.payload).into_owned(),
-                            });
-                        }
-                        _ => {}
-                    }
-                    if index >= from && index <= to {
-                        let start = f.offset as usize;
-                        frames.extend_from_slice(&bytes[start..start + f.len as usize]);
-                    }
-                    leaves.push(f.record_hash);
-                }
-                Err(FrameError::Io(e)) => return Err(LedgerError::io(&path, e)),
-                Err(
-                    FrameError::Truncated { offset, reason }
-                    | FrameError::Invalid { offset, reason },
-                ) => {
-                    if si + 1 == n_seg {
-                        break;
-                    }
-                    return Err(corrupt(Some(index), &path, Some(offset), reason));
+    let chain = walk_checked(&ledger_dir, |chain, index, prev_hash, f, raw| {
+        match f.header.kind() {
+            RecordKind::Key => keys_hist.push(HistoryKey {
+                index,
+                ts_micros: f.header.ts_micros(),
+                payload: String::from_utf8_lossy(f.payload).into_owned(),
+            }),
+            RecordKind::Revocation => {
+                if let Some((e, _)) = chain.revoked.iter().find(|(_, i)| **i == index) {
+                    revocations.push(HistoryRevocation {
+                        index,
+                        revoked_epoch: *e,
+                    });
                 }
             }
+            RecordKind::Redaction
+                if index > to && f.header.refs().any(|r| r >= from && r <= to) =>
+            {
+                redactions.push(HistoryRedaction {
+                    index,
+                    key_epoch: f.header.key_epoch(),
+                    prev_hash: hex::encode(prev_hash),
+                    refs: f.header.refs().collect(),
+                    payload: String::from_utf8_lossy(f.payload).into_owned(),
+                });
+            }
+            _ => {}
         }
-    }
+        if index >= from && index <= to {
+            frames.extend_from_slice(raw);
+        }
+        leaves.push(f.record_hash);
+    })?;
     let len = leaves.len() as u64;
     if signed > len {
         return Err(corrupt(
@@ -426,35 +398,11 @@ pub fn export_with(
             .map_err(|e| LedgerError::InvalidInput(e.to_string()))?,
     );
 
-    let mut body = format!(
+    let head = format!(
         "{MANIFEST_MAGIC}\norigin {origin}\nrange {from} {to}\nkey-epoch {epoch}\ncreated {}\n",
         chrono::Utc::now().timestamp_micros()
     );
-    for (name, bytes) in &files {
-        body.push_str(&format!(
-            "file {} {} {name}\n",
-            sha256_hex(bytes),
-            bytes.len()
-        ));
-    }
-    let sig = signer.sign_with_context(body.as_bytes(), EXPORT_CONTEXT)?;
-    let mut manifest = checkpoint::assemble_note(
-        &body,
-        &origin,
-        keys::key_id(&origin, &signer.public_key),
-        &sig,
-    );
-    if let (Some(pk), Some(ed)) = (
-        signer.ed25519_public_key(),
-        signer.sign_ed25519(body.as_bytes()),
-    ) {
-        checkpoint::add_signature_line(
-            &mut manifest,
-            &origin,
-            keys::ed25519_key_id(&origin, &pk),
-            &ed,
-        );
-    }
+    let manifest = sign_manifest(&head, &files, &origin, &signer, EXPORT_CONTEXT)?;
 
     fs::create_dir_all(out).at(out)?;
     for (name, bytes) in &files {
@@ -472,6 +420,54 @@ pub fn export_with(
         files: files.len() as u64 + 1,
         manifest_key_epoch: epoch,
     })
+}
+
+/// Reads every complete record of `ledger_dir` in log order, checking the chain rules of
+/// §2.4 (a damaged frame at the end of the last segment ends the walk: a writer may be
+/// appending), and calls `visit(chain, index, prev_hash, frame, frame_bytes)` after each
+/// record passed them. Returns the chain state after the last record.
+pub(crate) fn walk_checked(
+    ledger_dir: &Path,
+    mut visit: impl FnMut(&ChainState, u64, &Hash, &crate::record::Frame<'_>, &[u8]),
+) -> Result<ChainState, LedgerError> {
+    let mut chain = ChainState::new();
+    let segments = list_segments(ledger_dir)?;
+    let n_seg = segments.len();
+    for (si, (_, path)) in segments.into_iter().enumerate() {
+        let bytes = fs::read(&path).at(&path)?;
+        let mut r = FrameReader::new(bytes.as_slice(), 0, bytes.len() as u64);
+        loop {
+            let index = chain.next_index;
+            match r.next_frame() {
+                Ok(None) => break,
+                Ok(Some(f)) => {
+                    let prev_hash = chain.prev_hash;
+                    chain
+                        .check(&f)
+                        .map_err(|e| corrupt(Some(index), &path, Some(f.offset), e))?;
+                    let start = f.offset as usize;
+                    visit(
+                        &chain,
+                        index,
+                        &prev_hash,
+                        &f,
+                        &bytes[start..start + f.len as usize],
+                    );
+                }
+                Err(FrameError::Io(e)) => return Err(LedgerError::io(&path, e)),
+                Err(
+                    FrameError::Truncated { offset, reason }
+                    | FrameError::Invalid { offset, reason },
+                ) => {
+                    if si + 1 == n_seg {
+                        break;
+                    }
+                    return Err(corrupt(Some(index), &path, Some(offset), reason));
+                }
+            }
+        }
+    }
+    Ok(chain)
 }
 
 fn payload_epoch(payload: &str) -> Result<u32, LedgerError> {
@@ -493,7 +489,9 @@ pub fn verify_path(path: &Path) -> Result<VerifyReport, LedgerError> {
 
 /// [`verify_path`] with options (unsigned tail, trusted checkpoints).
 pub fn verify_path_with(path: &Path, opts: &VerifyOptions) -> Result<VerifyReport, LedgerError> {
-    if path.join(MANIFEST_FILE).exists()
+    if crate::evidence::is_evidence_bundle(path) {
+        crate::evidence::verify_evidence(path, opts)
+    } else if path.join(MANIFEST_FILE).exists()
         || path.join(HISTORY_FILE).exists()
         || path.join("proofs").exists()
     {
@@ -514,6 +512,47 @@ struct Manifest {
 }
 
 fn parse_manifest(text: &str) -> Result<Manifest, String> {
+    let m = parse_signed_manifest(text, MANIFEST_MAGIC, "range")?;
+    let (a, b) = m.scope.split_once(' ').ok_or("bad range line")?;
+    Ok(Manifest {
+        from: manifest_number(a)?,
+        to: manifest_number(b)?,
+        body: m.body,
+        origin: m.origin,
+        key_epoch: m.key_epoch,
+        files: m.files,
+        signatures: m.signatures,
+    })
+}
+
+/// A signed manifest (`MANIFEST` of a range export or of an evidence bundle): `magic`, then
+/// `origin`, the `scope` line (range or tree size), `key-epoch`, `created`, `file` lines,
+/// a blank line and signature lines.
+pub(crate) struct SignedManifest {
+    pub body: String,
+    pub origin: String,
+    /// The rest of the scope line, after its name and a space.
+    pub scope: String,
+    pub key_epoch: u32,
+    pub files: BTreeMap<String, (String, u64)>,
+    pub signatures: Vec<NoteSignature>,
+}
+
+pub(crate) fn manifest_number(s: &str) -> Result<u64, String> {
+    if s.len() > 1 && s.starts_with('0') {
+        return Err(format!("non-canonical number {s:?}"));
+    }
+    if !s.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!("bad number {s:?}"));
+    }
+    s.parse::<u64>().map_err(|_| format!("bad number {s:?}"))
+}
+
+pub(crate) fn parse_signed_manifest(
+    text: &str,
+    magic: &str,
+    scope_name: &str,
+) -> Result<SignedManifest, String> {
     if text.chars().any(|c| c.is_control() && c != '\n') {
         return Err("manifest contains control characters".into());
     }
@@ -523,8 +562,8 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
     let body = &text[..split + 1];
     let signatures = checkpoint::parse_signature_lines(&text[split + 2..])?;
     let mut lines = body[..body.len() - 1].split('\n');
-    if lines.next() != Some(MANIFEST_MAGIC) {
-        return Err(format!("first line is not {MANIFEST_MAGIC:?}"));
+    if lines.next() != Some(magic) {
+        return Err(format!("first line is not {magic:?}"));
     }
     let field = |l: Option<&str>, name: &str| -> Result<String, String> {
         l.and_then(|l| l.strip_prefix(name))
@@ -532,18 +571,10 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
             .map(str::to_string)
             .ok_or_else(|| format!("missing or malformed {name:?} line"))
     };
-    let num = |s: &str| -> Result<u64, String> {
-        if s.len() > 1 && s.starts_with('0') {
-            return Err(format!("non-canonical number {s:?}"));
-        }
-        s.parse::<u64>().map_err(|_| format!("bad number {s:?}"))
-    };
     let origin = field(lines.next(), "origin")?;
-    let range = field(lines.next(), "range")?;
-    let (a, b) = range.split_once(' ').ok_or("bad range line")?;
-    let (from, to) = (num(a)?, num(b)?);
-    let key_epoch =
-        u32::try_from(num(&field(lines.next(), "key-epoch")?)?).map_err(|_| "bad key-epoch")?;
+    let scope = field(lines.next(), scope_name)?;
+    let key_epoch = u32::try_from(manifest_number(&field(lines.next(), "key-epoch")?)?)
+        .map_err(|_| "bad key-epoch")?;
     let _created = field(lines.next(), "created")?;
     let mut files = BTreeMap::new();
     for l in lines {
@@ -570,21 +601,105 @@ fn parse_manifest(text: &str) -> Result<Manifest, String> {
             return Err(format!("unsafe path in {l:?}"));
         }
         if files
-            .insert(name.to_string(), (digest.to_string(), num(size)?))
+            .insert(
+                name.to_string(),
+                (digest.to_string(), manifest_number(size)?),
+            )
             .is_some()
         {
             return Err(format!("file {name} listed twice"));
         }
     }
-    Ok(Manifest {
+    Ok(SignedManifest {
         body: body.to_string(),
         origin,
-        from,
-        to,
+        scope,
         key_epoch,
         files,
         signatures,
     })
+}
+
+/// Step 1 of bundle verification: every file of `dir` but `MANIFEST` is listed, and every
+/// listed file has the listed size and SHA-256. Returns the number of files checked, or the
+/// failing file and why.
+pub(crate) fn check_manifest_files(
+    dir: &Path,
+    files: &BTreeMap<String, (String, u64)>,
+) -> Result<Result<u64, (PathBuf, String)>, LedgerError> {
+    let mut present = Vec::new();
+    walk(dir, "", &mut present)?;
+    present.retain(|p| p != MANIFEST_FILE);
+    present.sort();
+    for p in &present {
+        if !files.contains_key(p) {
+            return Ok(Err((
+                dir.join(p),
+                "file is not listed in the signed manifest".into(),
+            )));
+        }
+    }
+    let mut n = 0;
+    for (name, (digest, size)) in files {
+        let path = dir.join(name);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                return Ok(Err((
+                    path,
+                    format!("listed in the manifest but unreadable: {e}"),
+                )));
+            }
+        };
+        if bytes.len() as u64 != *size || sha256_hex(&bytes) != *digest {
+            return Ok(Err((
+                path,
+                format!(
+                    "SHA-256 digest / size ({} bytes) does not match the signed manifest",
+                    bytes.len()
+                ),
+            )));
+        }
+        n += 1;
+    }
+    Ok(Ok(n))
+}
+
+/// The body of a manifest over `files`, and the note signed with `signer` under `ctx`.
+pub(crate) fn sign_manifest(
+    head: &str,
+    files: &BTreeMap<String, Vec<u8>>,
+    origin: &str,
+    signer: &keys::Signer,
+    ctx: &[u8],
+) -> Result<String, LedgerError> {
+    let mut body = head.to_string();
+    for (name, bytes) in files {
+        body.push_str(&format!(
+            "file {} {} {name}\n",
+            sha256_hex(bytes),
+            bytes.len()
+        ));
+    }
+    let sig = signer.sign_with_context(body.as_bytes(), ctx)?;
+    let mut manifest = checkpoint::assemble_note(
+        &body,
+        origin,
+        keys::key_id(origin, &signer.public_key),
+        &sig,
+    );
+    if let (Some(pk), Some(ed)) = (
+        signer.ed25519_public_key(),
+        signer.sign_ed25519(body.as_bytes()),
+    ) {
+        checkpoint::add_signature_line(
+            &mut manifest,
+            origin,
+            keys::ed25519_key_id(origin, &pk),
+            &ed,
+        );
+    }
+    Ok(manifest)
 }
 
 fn walk(dir: &Path, prefix: &str, out: &mut Vec<String>) -> Result<(), LedgerError> {
@@ -648,48 +763,12 @@ pub fn verify_bundle_with(dir: &Path, opts: &VerifyOptions) -> Result<VerifyRepo
 
     // 1. Every file is listed in the manifest with the right size and SHA-256 (cheap, and
     //    catches any modification of a file after export).
-    let mut present = Vec::new();
-    walk(dir, "", &mut present)?;
-    present.retain(|p| p != MANIFEST_FILE);
-    present.sort();
-    for p in &present {
-        if !manifest.files.contains_key(p) {
-            fail(
-                &mut report,
-                &dir.join(p),
-                None,
-                "file is not listed in the signed manifest".into(),
-            );
+    match check_manifest_files(dir, &manifest.files)? {
+        Ok(n) => report.manifest_files = n,
+        Err((path, r)) => {
+            fail(&mut report, &path, None, r);
             return Ok(report);
         }
-    }
-    for (name, (digest, size)) in &manifest.files {
-        let path = dir.join(name);
-        let bytes = match fs::read(&path) {
-            Ok(b) => b,
-            Err(e) => {
-                fail(
-                    &mut report,
-                    &path,
-                    None,
-                    format!("listed in the manifest but unreadable: {e}"),
-                );
-                return Ok(report);
-            }
-        };
-        if bytes.len() as u64 != *size || sha256_hex(&bytes) != *digest {
-            fail(
-                &mut report,
-                &path,
-                None,
-                format!(
-                    "SHA-256 digest / size ({} bytes) does not match the signed manifest",
-                    bytes.len()
-                ),
-            );
-            return Ok(report);
-        }
-        report.manifest_files += 1;
     }
 
     // history.json -> key chain.

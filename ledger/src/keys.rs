@@ -29,6 +29,8 @@ pub const ALGORITHM: &str = "ML-DSA-65";
 pub const ROTATION_CONTEXT: &[u8] = b"dunes-ledger-key-rotation-v1";
 /// FIPS 204 context string of export bundle manifest signatures.
 pub const EXPORT_CONTEXT: &[u8] = b"dunes-ledger-export-v1";
+/// FIPS 204 context string of evidence bundle manifest signatures.
+pub const EVIDENCE_CONTEXT: &[u8] = b"dunes-ledger-evidence-v1";
 /// FIPS 204 context string of the signature carried by a `redaction` record.
 pub const REDACTION_CONTEXT: &[u8] = b"dunes-ledger-redaction-v1";
 /// Encoded Ed25519 public key / seed length.

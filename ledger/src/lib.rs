@@ -21,6 +21,7 @@
 
 mod checkpoint;
 mod error;
+mod evidence;
 mod export;
 mod keys;
 mod ledger;
@@ -33,16 +34,19 @@ mod verify;
 
 pub use checkpoint::{CHECKPOINTS_FILE, Checkpoint, read_latest_checkpoint};
 pub use error::{LedgerError, VerifyFailure};
+pub use evidence::{
+    EVIDENCE_MAGIC, EvidenceSummary, InclusionEntry, export_evidence, verify_evidence,
+};
 pub use export::{
     ExportSummary, History, HistoryKey, HistoryRedaction, HistoryRevocation, MANIFEST_FILE,
     TailProof, export, export_with, verify_bundle, verify_bundle_with, verify_path,
     verify_path_with,
 };
 pub use keys::{
-    EXPORT_CONTEXT, EpochKeys, KEY_TYPE_IDENTIFIER, KeyRecordPayload, MlDsaPublicKey,
-    PUBLIC_KEY_LEN, REDACTION_CONTEXT, ROTATION_CONTEXT, SIGNATURE_LEN, SIGNING_CONTEXT,
-    StandaloneKey, ed25519_key_id, ed25519_public_key_path, ed25519_seed_path, key_id,
-    public_key_path, rotation_message, seed_path, verify_signature, verify_with_context,
+    EVIDENCE_CONTEXT, EXPORT_CONTEXT, EpochKeys, KEY_TYPE_IDENTIFIER, KeyRecordPayload,
+    MlDsaPublicKey, PUBLIC_KEY_LEN, REDACTION_CONTEXT, ROTATION_CONTEXT, SIGNATURE_LEN,
+    SIGNING_CONTEXT, StandaloneKey, ed25519_key_id, ed25519_public_key_path, ed25519_seed_path,
+    key_id, public_key_path, rotation_message, seed_path, verify_signature, verify_with_context,
     write_atomic,
 };
 pub use ledger::{Ledger, LedgerConfig};

@@ -52,6 +52,8 @@ pub struct VerifyReport {
     pub trusted_checkpoints: Vec<TrustedResult>,
     /// Whether records after the last checkpoint were accepted (`--allow-unsigned-tail`).
     pub unsigned_tail_allowed: bool,
+    /// Evidence bundles: the indexes of the records proved by inclusion proofs.
+    pub proved_indexes: Vec<u64>,
 }
 
 /// A trusted checkpoint that the ledger was proved to extend.
@@ -167,6 +169,7 @@ impl VerifyReport {
             manifest_files: 0,
             trusted_checkpoints: Vec::new(),
             unsigned_tail_allowed: false,
+            proved_indexes: Vec::new(),
         }
     }
 
@@ -211,7 +214,23 @@ impl fmt::Display for VerifyReport {
             write!(f, " ({})", kinds.join(", "))?;
         }
         writeln!(f)?;
-        writeln!(f, "  segments:      {}", self.segments)?;
+        let evidence = self.source == "evidence bundle";
+        if evidence {
+            let list: Vec<String> = self
+                .proved_indexes
+                .iter()
+                .take(40)
+                .map(|i| i.to_string())
+                .collect();
+            let more = if self.proved_indexes.len() > 40 {
+                ", ..."
+            } else {
+                ""
+            };
+            writeln!(f, "  indexes:       {}{more}", list.join(", "))?;
+        } else {
+            writeln!(f, "  segments:      {}", self.segments)?;
+        }
         writeln!(
             f,
             "  checkpoints:   {} verified (latest covers {} records)",
@@ -275,10 +294,22 @@ impl fmt::Display for VerifyReport {
                 t.how
             )?;
         }
-        writeln!(
-            f,
-            "  checked:       frame framing and trailers, record hashes, payload hashes (unless redacted), contiguous indexes,\n                 prev_hash chain, origin/key-epoch/refs rules, key rotation signatures, revocations,\n                 redaction authorisations, Key records vs keys/*.pub, checkpoint note syntax,\n                 ML-DSA-65 (+ Ed25519 when hybrid) signatures, Merkle roots, checkpoint monotonicity"
-        )?;
+        if evidence {
+            writeln!(
+                f,
+                "  evidence:      signed manifest verified, {} file digests matched; every record proved a leaf of the signed tree of size {} (RFC 9162 inclusion proofs)",
+                self.manifest_files, self.signed_records
+            )?;
+            writeln!(
+                f,
+                "  checked:       frame framing and trailers, record hashes, payload hashes (unless redacted), origin/key-epoch/refs rules,\n                 key rotation signatures from record 0, revocations, redaction authorisations, checkpoint note syntax,\n                 ML-DSA-65 (+ Ed25519 when hybrid) signatures of the checkpoint and the manifest, inclusion proofs\n  not proved:    records outside the bundle (no hash chain between the chosen records; compare the checkpoint with a published one)"
+            )?;
+        } else {
+            writeln!(
+                f,
+                "  checked:       frame framing and trailers, record hashes, payload hashes (unless redacted), contiguous indexes,\n                 prev_hash chain, origin/key-epoch/refs rules, key rotation signatures, revocations,\n                 redaction authorisations, Key records vs keys/*.pub, checkpoint note syntax,\n                 ML-DSA-65 (+ Ed25519 when hybrid) signatures, Merkle roots, checkpoint monotonicity"
+            )?;
+        }
         match &self.first_failure {
             None => {
                 let tail = self.unsigned_tail();
