@@ -12,8 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use dunes_ledger::{
     EXPORT_CONTEXT, Ledger, LedgerConfig, RecordKind, SIGNING_CONTEXT, TrustedCheckpoint,
-    VerifyOptions, VerifyReport, export, export_with, merkle, verify_dir, verify_dir_with,
-    verify_path, verify_path_with,
+    VerifyOptions, VerifyReport, export, export_evidence, export_with, merkle, verify_dir,
+    verify_dir_with, verify_path, verify_path_with,
 };
 use ml_dsa::{ExpandedSigningKey, MlDsa65};
 
@@ -938,6 +938,76 @@ fn build_vectors(root: &Path) -> Vec<Verdict> {
         None,
     );
 
+    // Evidence bundles (§6.1): two redacted records (their redactions come along), two
+    // events; proved against the last checkpoint, which is the published anchor.
+    let chosen: std::collections::BTreeSet<u64> = [5, 12, 16, 21].into();
+    let ev = root.join("valid-evidence");
+    export_evidence(&base, &chosen, &ev).expect("evidence");
+    add(
+        "valid-evidence",
+        "evidence",
+        false,
+        Some("anchors/latest.note"),
+        true,
+        "chosen records with inclusion proofs, key records, the revocation, the redactions of the chosen records",
+        None,
+    );
+    fs::write(root.join("anchors/first.note"), &all[0]).expect("w");
+    add(
+        "valid-evidence",
+        "evidence",
+        false,
+        Some("anchors/first.note"),
+        false,
+        "a trusted checkpoint of another tree size cannot be linked to an evidence bundle",
+        None,
+    );
+    let foreign_dir = root.join("work-foreign");
+    eventful_ledger(&foreign_dir); // same shape and origin, its own keys
+    export_evidence(&foreign_dir, &chosen, &root.join("evidence-foreign-key")).expect("evidence");
+    let _ = fs::remove_dir_all(&foreign_dir);
+    add(
+        "evidence-foreign-key",
+        "evidence",
+        false,
+        Some("anchors/latest.note"),
+        false,
+        "a consistent bundle from another ledger (another key): the trusted checkpoint does not verify with its key",
+        None,
+    );
+    let t = root.join("evidence-edited-record");
+    copy_dir(&ev, &t);
+    let mut rec = fs::read(t.join("records.dlr")).expect("read");
+    let last = rec.len() - 40; // inside the last frame's payload
+    rec[last] ^= 0x20;
+    fs::write(t.join("records.dlr"), &rec).expect("w");
+    let manifest = fs::read_to_string(t.join("MANIFEST")).expect("manifest");
+    let fixed: String = manifest
+        .lines()
+        .map(|l| {
+            if l.ends_with(" records.dlr") {
+                use sha2::Digest as _;
+                format!(
+                    "file {} {} records.dlr\n",
+                    hex::encode(sha2::Sha256::digest(&rec)),
+                    rec.len()
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(t.join("MANIFEST"), fixed).expect("w");
+    add(
+        "evidence-edited-record",
+        "evidence",
+        false,
+        None,
+        false,
+        "a payload byte edited and the manifest digest line updated: the payload hash and the manifest signature fail",
+        None,
+    );
+
     // Unsigned tail: records appended after the last checkpoint.
     let t = root.join("unsigned-tail");
     copy_dir(&base, &t);
@@ -1119,6 +1189,12 @@ fn check_vectors(root: &Path, verdicts: &[Verdict]) {
         assert_eq!(
             r.source == "export bundle",
             v.kind == "bundle",
+            "{}",
+            v.name
+        );
+        assert_eq!(
+            r.source == "evidence bundle",
+            v.kind == "evidence",
             "{}",
             v.name
         );
