@@ -8,6 +8,7 @@ mod eval;
 mod ledger_cmd;
 mod model_cmd;
 mod report;
+mod report_cmd;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -102,6 +103,11 @@ enum Command {
         /// With --from-store: events before this time (RFC 3339).
         #[arg(long, requires = "from_store")]
         until: Option<String>,
+    },
+    /// Reports for regulators: notification documents with evidence bundles.
+    Report {
+        #[command(subcommand)]
+        what: ReportCmd,
     },
     /// Verify offline a data dir's ledger or an export bundle: hash chain, Merkle roots,
     /// signatures, key history, redactions (bundles: also the signed manifest and digests).
@@ -329,6 +335,67 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum ReportCmd {
+    /// Submit one notification stage of a Level 3 incident: writes the stage's document
+    /// (notification.json, whose BLAKE3 goes into the ledgered `notify` action, and
+    /// notification.html) and an evidence bundle of the incident's ledger records
+    /// (evidence/, checked with `dunes verify`). Through a running monitor with --api,
+    /// otherwise directly on the data dir.
+    #[command(
+        after_help = "Examples:\n  dunes report notify inc-0123 --regime nis2 --stage early-warning --out nis2-early\n  DUNES_TOKEN=$(dunes token issue --sub dpo --role responder --ttl 10m | tail -n1) dunes report notify inc-0123 --regime gdpr --stage authority-notification --api http://127.0.0.1:8080"
+    )]
+    Notify {
+        #[command(flatten)]
+        common: Common,
+        /// Incident id (`inc-…`).
+        incident: String,
+        /// Regime id (nis2, dora, gdpr, ai-act, … as configured in `[notification]`).
+        #[arg(long)]
+        regime: String,
+        /// Stage id (e.g. early-warning).
+        #[arg(long)]
+        stage: String,
+        /// Output directory (default: notification-<incident>-<regime>-<stage>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Base URL of the running monitor's API; the submission goes through it.
+        #[arg(long)]
+        api: Option<String>,
+        /// API token for --api (role analyst or above).
+        #[arg(long, env = "DUNES_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// Actor recorded when submitting without --api (default: cli:$USER).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Compliance report over a period: the DUNES checklist items a monitor can evidence,
+    /// each with a live check (ledger verification, rule set, anomaly model, access
+    /// records, incident handling, notification deadlines), the items it cannot evidence
+    /// and why, and the period's figures. Writes compliance.json (its BLAKE3 is ledgered
+    /// when no monitor holds the ledger), compliance.html and compliance.pdf (headless
+    /// Chromium).
+    #[command(
+        after_help = "Examples:\n  dunes report compliance --out q4-report\n  dunes report compliance --from 2026-10-01T00:00:00Z --to 2027-01-01T00:00:00Z --out q4-report --no-pdf"
+    )]
+    Compliance {
+        #[command(flatten)]
+        common: Common,
+        /// Start of the period (RFC 3339; default: 30 days ago).
+        #[arg(long)]
+        from: Option<String>,
+        /// End of the period, exclusive (RFC 3339; default: now).
+        #[arg(long)]
+        to: Option<String>,
+        /// Output directory (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip the PDF (no Chromium needed).
+        #[arg(long)]
+        no_pdf: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum BenchWhat {
     /// End to end through a real Kafka broker: produce simulated envelopes to
     /// a new topic, consume, ledger, commit; events/s and produce-to-ledger
@@ -499,6 +566,7 @@ fn main() -> ExitCode {
         | Command::Completions { .. }
         | Command::Man { .. }
         | Command::Doctor { .. }
+        | Command::Report { .. }
         | Command::Eval { .. } => quiet,
         Command::Simulate { .. } | Command::Model { .. } => "warn",
         Command::Replay { .. } | Command::Demo { .. } => {
@@ -614,6 +682,57 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             };
             let out = dunes_pipeline::drive(&cfg, opts).await?;
             report::print_summary(&cfg, &out);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            what:
+                ReportCmd::Notify {
+                    common,
+                    incident,
+                    regime,
+                    stage,
+                    out,
+                    api,
+                    token,
+                    actor,
+                },
+        } => {
+            let cfg = common.config()?;
+            report_cmd::run(
+                &cfg,
+                report_cmd::NotifyArgs {
+                    incident,
+                    regime,
+                    stage,
+                    out,
+                    api,
+                    token,
+                    actor,
+                },
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report {
+            what:
+                ReportCmd::Compliance {
+                    common,
+                    from,
+                    to,
+                    out,
+                    no_pdf,
+                },
+        } => {
+            let cfg = common.config()?;
+            let time = |s: Option<String>, what: &str| {
+                s.map(|s| {
+                    chrono::DateTime::parse_from_rfc3339(&s)
+                        .map(|t| t.with_timezone(&chrono::Utc))
+                        .with_context(|| format!("--{what} must be RFC 3339, got {s:?}"))
+                })
+                .transpose()
+            };
+            report_cmd::compliance(&cfg, time(from, "from")?, time(to, "to")?, &out, !no_pdf)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {

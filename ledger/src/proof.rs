@@ -107,6 +107,8 @@ pub struct RecordView<'a> {
     pub redacted: bool,
     /// The record (leaf) hash.
     pub record_hash: Hash,
+    /// Indexes of earlier records this record refers to (header `refs`).
+    pub refs: Vec<u64>,
 }
 
 /// Calls `visit` for every complete record of `<data_dir>/ledger` with index `>= from`, in
@@ -153,6 +155,7 @@ pub fn for_each_record(
                             payload: f.payload,
                             redacted: f.redacted,
                             record_hash: f.record_hash,
+                            refs: f.header.refs().collect(),
                         });
                     }
                     next += 1;

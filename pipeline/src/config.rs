@@ -225,6 +225,20 @@ impl LedgerSection {
 }
 
 impl Config {
+    /// The ledger writer's configuration (`[ledger]` and the origin).
+    pub fn ledger_config(&self) -> dunes_ledger::LedgerConfig {
+        let l = &self.ledger;
+        let mut c = dunes_ledger::LedgerConfig::new(&self.data_dir, self.origin());
+        c.checkpoint_every_records = l.checkpoint_every_records;
+        c.checkpoint_interval = std::time::Duration::from_millis(l.checkpoint_interval_ms);
+        c.rotate_every = (l.rotate_every_hours > 0)
+            .then(|| std::time::Duration::from_secs(l.rotate_every_hours * 3600));
+        c.hybrid_ed25519 = l.hybrid_ed25519;
+        c.segment_max_bytes = l.segment_max_bytes;
+        c.publish_dir = l.publish_dir.clone();
+        c
+    }
+
     pub fn load(path: Option<&Path>) -> Result<Config> {
         let Some(path) = path else {
             return Ok(Config::default());

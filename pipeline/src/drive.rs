@@ -230,6 +230,11 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         cfg.notification.check_interval_secs.max(1),
     ));
     clock_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Records ledgered between batches (analyst actions, accesses) get signed while idle.
+    let mut sign_tick = tokio::time::interval(std::time::Duration::from_millis(
+        cfg.ledger.checkpoint_interval_ms.max(1),
+    ));
+    sign_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         if open_sources == 0 && !sources_done_fired {
@@ -329,6 +334,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             },
             _ = clock_tick.tick(), if opts.keep_running => {
                 stages.pipeline.check_notification_clocks(chrono::Utc::now())?;
+            },
+            _ = sign_tick.tick(), if opts.keep_running => {
+                stages.pipeline.sign_pending()?;
             },
             req = action_rx.recv(), if action_open => match req {
                 Some(ActionRequest { action, reply }) => {

@@ -54,6 +54,9 @@ pub enum PipelineError {
     /// A file or stdin source failed; the others were drained first.
     #[error("source {name} failed: {message}")]
     Source { name: String, message: String },
+    /// A request the data refuses (unknown incident, a stage that does not apply, …).
+    #[error("{0}")]
+    Refused(String),
     /// A task the pipeline depends on (HTTP server, Kafka consumer) stopped.
     #[error("{0}")]
     Stopped(String),

@@ -17,6 +17,7 @@ mod config;
 mod drive;
 mod error;
 mod flow;
+pub mod report;
 mod rules_watch;
 mod sinks;
 mod sources;

@@ -18,7 +18,7 @@ use dunes_detect::{
 use dunes_ingest::{
     DeadLetterWriter, DecodedBatch, Dedup, IngestConfig, Normalizer, RawRecord, Rejected,
 };
-use dunes_ledger::{Ledger, LedgerConfig, RecordKind};
+use dunes_ledger::{Ledger, RecordKind};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -243,15 +243,7 @@ impl Pipeline {
                 "detection state restored"
             );
         }
-        let mut lcfg = LedgerConfig::new(data_dir, cfg.origin());
-        lcfg.checkpoint_every_records = cfg.ledger.checkpoint_every_records;
-        lcfg.checkpoint_interval = Duration::from_millis(cfg.ledger.checkpoint_interval_ms);
-        lcfg.rotate_every = (cfg.ledger.rotate_every_hours > 0)
-            .then(|| Duration::from_secs(cfg.ledger.rotate_every_hours * 3600));
-        lcfg.hybrid_ed25519 = cfg.ledger.hybrid_ed25519;
-        lcfg.segment_max_bytes = cfg.ledger.segment_max_bytes;
-        lcfg.publish_dir = cfg.ledger.publish_dir.clone();
-        let ledger = Ledger::open(lcfg).context("cannot open the ledger")?;
+        let ledger = Ledger::open(cfg.ledger_config()).context("cannot open the ledger")?;
         let paths = DataPaths::new(data_dir);
         let dead_letter = DeadLetterWriter::open(&paths.dead_letter)
             .with_context(|| format!("cannot open {}", paths.dead_letter.display()))?;
@@ -431,6 +423,16 @@ impl Pipeline {
             .maybe_checkpoint()
             .context("ledger checkpoint failed")?;
         Ok(raised)
+    }
+
+    /// Signs the ledger's unsigned records if the checkpoint interval has passed (the
+    /// driver calls this on a timer, so an idle monitor signs an analyst's action within
+    /// about one interval too, not only at the next batch).
+    pub fn sign_pending(&mut self) -> Result<()> {
+        self.ledger
+            .maybe_checkpoint()
+            .context("ledger checkpoint failed")?;
+        Ok(())
     }
 
     pub fn rule_count(&self) -> usize {

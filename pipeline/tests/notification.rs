@@ -11,6 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use dunes_detect::notification::{NotificationClocks, StageState};
 use dunes_detect::{ActionKind, IncidentAction, IncidentStore, Level};
 use dunes_ingest::{RawRecord, SourcePos};
+use dunes_pipeline::report::compliance::ItemStatus;
+use dunes_pipeline::report::{self, DocumentInput, notify::Coverage};
 use dunes_pipeline::{Config, Pipeline};
 use serde_json::Value;
 
@@ -148,10 +150,80 @@ async fn scenario() {
         ]
     );
 
-    // The early warning goes in on time; twice, or an unknown stage, is refused.
-    p.apply_action(notify(&l2, "nis2", "early-warning"))
+    // The early warning's document: facts from the store and the ledger, the rest marked.
+    let data = dir.path().join("data");
+    let (records, responses) = report::incident_records(&data, &l2).expect("records");
+    assert_eq!(
+        records.incidents.len(),
+        2,
+        "raised at level 2, then escalated"
+    );
+    assert!(!records.events.is_empty());
+    assert_eq!(records.actions.len(), 1, "the escalation");
+    assert_eq!(records.responses.len(), responses.len());
+    assert!(!responses.is_empty(), "the level 3 response");
+    let history = store.history(&l2);
+    let doc = report::notification_document(
+        &clocks,
+        DocumentInput {
+            incident: &store.get(&l2).expect("stored"),
+            history: &history,
+            responses: &responses,
+            records: records.clone(),
+            origin: "o".into(),
+            regime: "nis2",
+            stage: "early-warning",
+            now: h(2),
+        },
+    )
+    .expect("document");
+    assert!(doc.on_time);
+    assert_eq!(doc.deadline, Some(h(24)));
+    assert_eq!(doc.incident.level, 3);
+    assert_eq!(doc.timeline.classified_major_at, Some(escalated_at));
+    let req: Vec<(String, Coverage, String)> = doc
+        .requirements
+        .iter()
+        .map(|r| (r.requirement.clone(), r.coverage, r.answer.clone()))
+        .collect();
+    assert_eq!(
+        req,
+        vec![
+            (
+                "suspected unlawful or malicious cause".into(),
+                Coverage::Partial,
+                "incident (rule, title, tags), timeline, indicators; the organisation confirms the cause".into()
+            ),
+            (
+                "possible cross-border impact".into(),
+                Coverage::ToComplete,
+                "to_complete.cross_border_impact".into()
+            ),
+        ]
+    );
+    let fields: Vec<&str> = doc.to_complete.iter().map(|t| t.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["impact_assessment", "cross_border_impact", "contact_point"]
+    );
+    assert!(doc.to_complete.iter().all(|t| t.value.is_none()));
+    assert_eq!(doc.containment.len(), responses.len());
+    assert_eq!(doc.analyst_actions.len(), 1);
+    let doc_json = serde_json::to_vec_pretty(&doc).expect("json");
+    let back: report::NotificationDocument = serde_json::from_slice(&doc_json).expect("parse");
+    assert_eq!(back, doc);
+
+    // The early warning goes in on time, bound to the document; twice, or an unknown
+    // stage, is refused.
+    let mut submit = notify(&l2, "nis2", "early-warning");
+    submit.note = Some(report::submission_note(&doc_json));
+    let notify_index = p
+        .apply_action(submit)
         .expect("io")
-        .expect("submitted");
+        .expect("submitted")
+        .action
+        .ledger_index
+        .expect("ledgered");
     assert!(
         p.apply_action(notify(&l2, "nis2", "early-warning"))
             .expect("io")
@@ -206,10 +278,26 @@ async fn scenario() {
     if let Some(o) = other {
         assert!(alerts.iter().all(|a| a.entity["incident_id"] != o.as_str()));
     }
+    // The document for a stage already submitted is refused.
+    assert!(
+        report::notification_document(
+            &clocks,
+            DocumentInput {
+                incident: &store.get(&l2).expect("stored"),
+                history: &store.history(&l2),
+                responses: &responses,
+                records: records.clone(),
+                origin: "o".into(),
+                regime: "nis2",
+                stage: "early-warning",
+                now: h(3),
+            },
+        )
+        .is_err()
+    );
     p.close().expect("close");
 
     // Everything is in the ledger, which verifies.
-    let data = dir.path().join("data");
     let mut notified = Vec::new();
     let mut alerted = 0;
     dunes_ledger::for_each_record(&data, 0, |r| {
@@ -227,5 +315,81 @@ async fn scenario() {
     .expect("read the ledger");
     assert_eq!(notified, vec![r#""nis2"/"early-warning""#]);
     assert_eq!(alerted, 4);
-    dunes_ledger::verify_dir(&data).expect("the ledger verifies");
+    let r = dunes_ledger::verify_dir(&data).expect("verify");
+    assert!(r.is_ok(), "{r}");
+
+    // The evidence bundle: the incident's records and the submission, verified offline;
+    // the submission's note is the document's digest.
+    let mut wanted = records.all();
+    wanted.insert(notify_index);
+    let bundle = dir.path().join("evidence");
+    let ev = dunes_ledger::export_evidence(&data, &wanted, &bundle).expect("evidence");
+    assert!(wanted.iter().all(|i| ev.records.contains(i)));
+    let r = dunes_ledger::verify_path(&bundle).expect("verify");
+    assert!(r.is_ok(), "{r}");
+    assert_eq!(r.source, "evidence bundle");
+    assert_eq!(r.proved_indexes, ev.records);
+    let mut note = None;
+    dunes_ledger::for_each_record(&data, notify_index, |r| {
+        if r.index == notify_index {
+            let v: Value = serde_json::from_slice(r.payload).expect("action");
+            note = v["note"].as_str().map(str::to_string);
+        }
+    })
+    .expect("read");
+    assert_eq!(note, Some(report::submission_note(&doc_json)));
+
+    // The compliance report over the scenario, as it stands 80 h after the escalation:
+    // one deadline met (the early warning), two missed (NIS2 incident notification and
+    // GDPR, both overdue), so that item fails; nothing is ticked without evidence.
+    let r = report::compliance::compliance_report(
+        &cfg,
+        &store,
+        escalated_at - Duration::days(400),
+        h(100),
+        h(80),
+    )
+    .expect("report");
+    let statuses: Vec<(String, ItemStatus)> =
+        r.items.iter().map(|i| (i.id.clone(), i.status)).collect();
+    use ItemStatus::*;
+    assert_eq!(
+        statuses,
+        [
+            ("post-quantum-signatures", Evidenced),
+            ("audit-logging", Evidenced),
+            ("access-audit", NotEvidenced),
+            ("threat-detection", Evidenced),
+            ("anomaly-analysis", NotEvidenced),
+            ("rate-limiting", Evidenced),
+            ("incident-response", Evidenced),
+            ("regulatory-notification", Failed),
+            ("key-management", Evidenced),
+            ("maml-verification", NotEvidenced),
+            ("session-management", NotEvidenced),
+            ("replay-protection", NotEvidenced),
+            ("performance-thresholds", NotEvidenced),
+        ]
+        .map(|(i, s)| (i.to_string(), s))
+    );
+    assert!(
+        r.items
+            .iter()
+            .all(|i| i.status == Evidenced || i.reason.is_some()),
+        "every item not evidenced says why"
+    );
+    let d = &r.period.deadlines;
+    assert_eq!((d.met, d.missed, d.open), (1, 2, 0));
+    assert_eq!(r.period.handling.acknowledged, 0);
+    assert_eq!(
+        r.period.incidents_by_level.get("level_3"),
+        Some(&1),
+        "the escalated one"
+    );
+    assert_eq!(
+        r.period.incidents_by_rule.get("notification.overdue"),
+        Some(&2)
+    );
+    let html = report::compliance::render_html(&r, "00", None).expect("html");
+    assert!(html.contains("<svg") && html.contains("2 notification deadline(s) missed"));
 }

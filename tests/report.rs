@@ -1,0 +1,245 @@
+//! `dunes report notify` end to end: a Level 3 incident of the demo gets its NIS2 early
+//! warning submitted with no monitor running, then its GDPR notification through the
+//! running monitor's API; each submission writes the document, its page and an evidence
+//! bundle that `dunes verify` accepts, and the ledger binds the document's digest.
+
+mod common;
+
+use common::{Running, dunes, free_port, read_ndjson, run_ok, sigterm_and_wait, token};
+use serde_json::Value;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The `note` of every `notify` action in the data dir's ledger, via `dunes verify`'s
+/// neighbour: the actions file the pipeline writes next to the ledger.
+fn notify_notes(dir: &std::path::Path) -> Vec<(String, String)> {
+    read_ndjson(&dir.join("actions.ndjson"))
+        .into_iter()
+        .filter(|a| a["action"] == "notify")
+        .map(|a| {
+            (
+                format!(
+                    "{}/{}",
+                    a["regime"].as_str().unwrap_or(""),
+                    a["stage"].as_str().unwrap_or("")
+                ),
+                a["note"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+fn check_package(out: &std::path::Path, incident: &str) -> Value {
+    let json = std::fs::read(out.join("notification.json")).expect("notification.json");
+    let doc: Value = serde_json::from_slice(&json).expect("JSON");
+    assert_eq!(doc["type"], "dunes_regulatory_notification");
+    assert_eq!(doc["incident"]["incident_id"], incident);
+    assert_eq!(doc["incident"]["level"], 3);
+    let html = std::fs::read_to_string(out.join("notification.html")).expect("html");
+    assert!(html.contains(incident));
+    assert!(html.contains("TO BE COMPLETED BY THE REPORTING ENTITY"));
+    assert!(html.contains(&blake3::hash(&json).to_hex().to_string()));
+    let v = run_ok(dunes().arg("verify").arg(out.join("evidence")));
+    let text = stdout(&v);
+    assert!(
+        text.contains("(evidence bundle)") && text.contains("RESULT: OK"),
+        "{text}"
+    );
+    doc
+}
+
+#[test]
+fn notify_without_and_through_a_running_monitor() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let root = tmp.path().join("data");
+    run_ok(
+        dunes()
+            .args(["demo", "--no-serve"])
+            .arg("--data-dir")
+            .arg(&root),
+    );
+    let dir = root.join("demo");
+    let l3 = read_ndjson(&dir.join("incidents.ndjson"))
+        .into_iter()
+        .find(|i| i["level"] == 3)
+        .and_then(|i| i["incident_id"].as_str().map(str::to_string))
+        .expect("the demo raises a level 3 incident");
+
+    // No monitor: the CLI ledgers the submission itself.
+    let first = tmp.path().join("nis2");
+    let o = run_ok(
+        dunes()
+            .args([
+                "report",
+                "notify",
+                &l3,
+                "--regime",
+                "nis2",
+                "--stage",
+                "early-warning",
+            ])
+            .arg("--out")
+            .arg(&first)
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    assert!(stdout(&o).contains("submitted on time"), "{}", stdout(&o));
+    let doc = check_package(&first, &l3);
+    assert_eq!(doc["on_time"], true);
+    let json = std::fs::read(first.join("notification.json")).expect("read");
+    assert_eq!(
+        notify_notes(&dir),
+        vec![(
+            "nis2/early-warning".to_string(),
+            format!("document blake3 {}", blake3::hash(&json).to_hex())
+        )]
+    );
+    // Twice is refused, and nothing is written.
+    let again = dunes()
+        .args([
+            "report",
+            "notify",
+            &l3,
+            "--regime",
+            "nis2",
+            "--stage",
+            "early-warning",
+        ])
+        .arg("--out")
+        .arg(tmp.path().join("again"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .expect("spawn");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already submitted"));
+    assert!(!tmp.path().join("again").exists());
+
+    // A monitor runs on the data dir: direct submission is refused with the way out;
+    // through its API it works.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut mon = Running(
+        dunes()
+            .arg("run")
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn run"),
+    );
+    common::wait_healthy(&base);
+    let locked = dunes()
+        .args([
+            "report",
+            "notify",
+            &l3,
+            "--regime",
+            "gdpr",
+            "--stage",
+            "authority-notification",
+        ])
+        .arg("--out")
+        .arg(tmp.path().join("locked"))
+        .arg("--data-dir")
+        .arg(&dir)
+        .output()
+        .expect("spawn");
+    assert!(!locked.status.success());
+    assert!(String::from_utf8_lossy(&locked.stderr).contains("--api"));
+    let second = tmp.path().join("gdpr");
+    let t = token(&dir, "analyst");
+    run_ok(
+        dunes()
+            .args([
+                "report",
+                "notify",
+                &l3,
+                "--regime",
+                "gdpr",
+                "--stage",
+                "authority-notification",
+            ])
+            .args(["--api", &base, "--token", &t])
+            .arg("--out")
+            .arg(&second)
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    let doc = check_package(&second, &l3);
+    // The earlier submission is among the analyst actions of the second document.
+    let steps: Vec<String> = doc["analyst_actions"]
+        .as_array()
+        .expect("actions")
+        .iter()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["action"].as_str().unwrap_or(""),
+                a["detail"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert_eq!(steps, vec!["notify nis2/early-warning"]);
+    sigterm_and_wait(&mut mon);
+    let notes: Vec<String> = notify_notes(&dir).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(
+        notes,
+        vec!["nis2/early-warning", "gdpr/authority-notification"]
+    );
+    let v = run_ok(dunes().arg("verify").arg(&dir));
+    assert!(stdout(&v).contains("RESULT: OK"), "{}", stdout(&v));
+
+    // The compliance report of the demo's data dir: JSON, HTML and PDF, its digest ledgered.
+    let rep = tmp.path().join("compliance");
+    let o = run_ok(
+        dunes()
+            .args(["report", "compliance", "--out"])
+            .arg(&rep)
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    let text = stdout(&o);
+    assert!(text.contains("digest ledgered as record"), "{text}");
+    let json = std::fs::read(rep.join("compliance.json")).expect("json");
+    assert!(text.contains(&blake3::hash(&json).to_hex().to_string()));
+    let r: Value = serde_json::from_slice(&json).expect("JSON");
+    assert_eq!(r["type"], "dunes_compliance_report");
+    let items = r["items"].as_array().expect("items");
+    for i in items {
+        let s = i["status"].as_str().expect("status");
+        assert!(
+            s == "evidenced" || i["reason"].is_string(),
+            "{i}: not evidenced without a reason"
+        );
+    }
+    let status = |id: &str| {
+        items
+            .iter()
+            .find(|i| i["id"] == id)
+            .map(|i| i["status"].as_str().unwrap_or("").to_string())
+            .expect("item")
+    };
+    // The demo: signed ledger, API reads (the token-authenticated submission), events,
+    // incidents, the NIS2 early warning and GDPR stage submitted on time.
+    assert_eq!(status("post-quantum-signatures"), "evidenced");
+    assert_eq!(status("audit-logging"), "evidenced");
+    assert_eq!(status("access-audit"), "evidenced");
+    assert_eq!(status("threat-detection"), "evidenced");
+    assert_eq!(status("incident-response"), "evidenced");
+    assert_eq!(status("maml-verification"), "not_evidenced");
+    let html = std::fs::read_to_string(rep.join("compliance.html")).expect("html");
+    assert!(html.contains("<svg") && html.contains("Checklist"));
+    let pdf = std::fs::read(rep.join("compliance.pdf")).expect("pdf");
+    assert!(
+        pdf.starts_with(b"%PDF-") && pdf.len() > 10_000,
+        "{} bytes",
+        pdf.len()
+    );
+    let v = run_ok(dunes().arg("verify").arg(&dir));
+    assert!(stdout(&v).contains("RESULT: OK"), "{}", stdout(&v));
+}
