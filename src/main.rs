@@ -347,26 +347,8 @@ enum ReportCmd {
     Notify {
         #[command(flatten)]
         common: Common,
-        /// Incident id (`inc-…`).
-        incident: String,
-        /// Regime id (nis2, dora, gdpr, ai-act, … as configured in `[notification]`).
-        #[arg(long)]
-        regime: String,
-        /// Stage id (e.g. early-warning).
-        #[arg(long)]
-        stage: String,
-        /// Output directory (default: notification-<incident>-<regime>-<stage>).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Base URL of the running monitor's API; the submission goes through it.
-        #[arg(long)]
-        api: Option<String>,
-        /// API token for --api (role analyst or above).
-        #[arg(long, env = "DUNES_TOKEN", hide_env_values = true)]
-        token: Option<String>,
-        /// Actor recorded when submitting without --api (default: cli:$USER).
-        #[arg(long)]
-        actor: Option<String>,
+        #[command(flatten)]
+        args: report_cmd::NotifyArgs,
     },
     /// Compliance report over a period: the DUNES checklist items a monitor can evidence,
     /// each with a live check (ledger verification, rule set, anomaly model, access
@@ -642,19 +624,11 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             ..
         } => {
             let cfg = common.config()?;
-            let time = |s: Option<String>, what: &str| {
-                s.map(|s| {
-                    chrono::DateTime::parse_from_rfc3339(&s)
-                        .map(|t| t.with_timezone(&chrono::Utc))
-                        .with_context(|| format!("--{what} must be RFC 3339, got {s:?}"))
-                })
-                .transpose()
-            };
             let started = std::time::Instant::now();
             let (stats, checkpoint) = backfill::run(
                 &cfg,
-                time(since, "since")?,
-                time(until, "until")?,
+                rfc3339(since, "since")?,
+                rfc3339(until, "until")?,
                 incidents_out.as_deref(),
             )
             .await?;
@@ -685,32 +659,10 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report {
-            what:
-                ReportCmd::Notify {
-                    common,
-                    incident,
-                    regime,
-                    stage,
-                    out,
-                    api,
-                    token,
-                    actor,
-                },
+            what: ReportCmd::Notify { common, args },
         } => {
             let cfg = common.config()?;
-            report_cmd::run(
-                &cfg,
-                report_cmd::NotifyArgs {
-                    incident,
-                    regime,
-                    stage,
-                    out,
-                    api,
-                    token,
-                    actor,
-                },
-            )
-            .await?;
+            report_cmd::run(&cfg, args).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Report {
@@ -724,15 +676,13 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 },
         } => {
             let cfg = common.config()?;
-            let time = |s: Option<String>, what: &str| {
-                s.map(|s| {
-                    chrono::DateTime::parse_from_rfc3339(&s)
-                        .map(|t| t.with_timezone(&chrono::Utc))
-                        .with_context(|| format!("--{what} must be RFC 3339, got {s:?}"))
-                })
-                .transpose()
-            };
-            report_cmd::compliance(&cfg, time(from, "from")?, time(to, "to")?, &out, !no_pdf)?;
+            report_cmd::compliance(
+                &cfg,
+                rfc3339(from, "from")?,
+                rfc3339(to, "to")?,
+                &out,
+                !no_pdf,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify {
@@ -883,6 +833,16 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+/// An optional RFC 3339 time option (`--since`, `--from`, …) as UTC.
+fn rfc3339(s: Option<String>, what: &str) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
+    s.map(|s| {
+        chrono::DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .with_context(|| format!("--{what} must be RFC 3339, got {s:?}"))
+    })
+    .transpose()
 }
 
 /// Signs an API token with the data dir's token key (generated on first use).

@@ -17,13 +17,28 @@ use dunes_detect::{ActionKind, IncidentAction, IncidentStore};
 use dunes_pipeline::report::{self, DocumentInput, Submission};
 use dunes_pipeline::{Config, DataPaths, Pipeline};
 
+/// `dunes report notify` options.
+#[derive(clap::Args, Debug)]
 pub struct NotifyArgs {
+    /// Incident id (`inc-…`).
     pub incident: String,
+    /// Regime id (nis2, dora, gdpr, ai-act, … as configured in `[notification]`).
+    #[arg(long)]
     pub regime: String,
+    /// Stage id (e.g. early-warning).
+    #[arg(long)]
     pub stage: String,
+    /// Output directory (default: notification-<incident>-<regime>-<stage>).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Base URL of the running monitor's API; the submission goes through it.
+    #[arg(long)]
     pub api: Option<String>,
+    /// API token for --api (role analyst or above).
+    #[arg(long, env = "DUNES_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Actor recorded when submitting without --api (default: cli:$USER).
+    #[arg(long)]
     pub actor: Option<String>,
 }
 

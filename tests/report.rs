@@ -31,6 +31,25 @@ fn notify_notes(dir: &std::path::Path) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `dunes report notify INCIDENT --regime R --stage S --out OUT --data-dir DIR`.
+fn notify(
+    dir: &std::path::Path,
+    incident: &str,
+    regime: &str,
+    stage: &str,
+    out: &std::path::Path,
+) -> std::process::Command {
+    let mut c = dunes();
+    c.args([
+        "report", "notify", incident, "--regime", regime, "--stage", stage,
+    ])
+    .arg("--out")
+    .arg(out)
+    .arg("--data-dir")
+    .arg(dir);
+    c
+}
+
 fn check_package(out: &std::path::Path, incident: &str) -> Value {
     let json = std::fs::read(out.join("notification.json")).expect("notification.json");
     let doc: Value = serde_json::from_slice(&json).expect("JSON");
@@ -69,22 +88,7 @@ fn notify_without_and_through_a_running_monitor() {
 
     // No monitor: the CLI ledgers the submission itself.
     let first = tmp.path().join("nis2");
-    let o = run_ok(
-        dunes()
-            .args([
-                "report",
-                "notify",
-                &l3,
-                "--regime",
-                "nis2",
-                "--stage",
-                "early-warning",
-            ])
-            .arg("--out")
-            .arg(&first)
-            .arg("--data-dir")
-            .arg(&dir),
-    );
+    let o = run_ok(&mut notify(&dir, &l3, "nis2", "early-warning", &first));
     assert!(stdout(&o).contains("submitted on time"), "{}", stdout(&o));
     let doc = check_package(&first, &l3);
     assert_eq!(doc["on_time"], true);
@@ -97,22 +101,15 @@ fn notify_without_and_through_a_running_monitor() {
         )]
     );
     // Twice is refused, and nothing is written.
-    let again = dunes()
-        .args([
-            "report",
-            "notify",
-            &l3,
-            "--regime",
-            "nis2",
-            "--stage",
-            "early-warning",
-        ])
-        .arg("--out")
-        .arg(tmp.path().join("again"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()
-        .expect("spawn");
+    let again = notify(
+        &dir,
+        &l3,
+        "nis2",
+        "early-warning",
+        &tmp.path().join("again"),
+    )
+    .output()
+    .expect("spawn");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("already submitted"));
     assert!(!tmp.path().join("again").exists());
@@ -133,42 +130,22 @@ fn notify_without_and_through_a_running_monitor() {
             .expect("spawn run"),
     );
     common::wait_healthy(&base);
-    let locked = dunes()
-        .args([
-            "report",
-            "notify",
-            &l3,
-            "--regime",
-            "gdpr",
-            "--stage",
-            "authority-notification",
-        ])
-        .arg("--out")
-        .arg(tmp.path().join("locked"))
-        .arg("--data-dir")
-        .arg(&dir)
-        .output()
-        .expect("spawn");
+    let locked = notify(
+        &dir,
+        &l3,
+        "gdpr",
+        "authority-notification",
+        &tmp.path().join("locked"),
+    )
+    .output()
+    .expect("spawn");
     assert!(!locked.status.success());
     assert!(String::from_utf8_lossy(&locked.stderr).contains("--api"));
     let second = tmp.path().join("gdpr");
     let t = token(&dir, "analyst");
     run_ok(
-        dunes()
-            .args([
-                "report",
-                "notify",
-                &l3,
-                "--regime",
-                "gdpr",
-                "--stage",
-                "authority-notification",
-            ])
-            .args(["--api", &base, "--token", &t])
-            .arg("--out")
-            .arg(&second)
-            .arg("--data-dir")
-            .arg(&dir),
+        notify(&dir, &l3, "gdpr", "authority-notification", &second)
+            .args(["--api", &base, "--token", &t]),
     );
     let doc = check_package(&second, &l3);
     // The earlier submission is among the analyst actions of the second document.

@@ -19,7 +19,7 @@ use crate::checkpoint::{self, CHECKPOINTS_FILE, ParsedNote};
 use crate::error::{IoContext, LedgerError, VerifyFailure};
 use crate::export::{
     MANIFEST_FILE, check_manifest_files, manifest_number, parse_signed_manifest, sign_manifest,
-    walk_checked, write_file,
+    walk_checked, write_bundle,
 };
 use crate::keys::{self, EVIDENCE_CONTEXT, EpochKeys, KeyRecordPayload};
 use crate::merkle::{self, Hash};
@@ -197,11 +197,7 @@ pub fn export_evidence(
         chrono::Utc::now().timestamp_micros()
     );
     let manifest = sign_manifest(&head, &files, &origin, &signer, EVIDENCE_CONTEXT)?;
-    fs::create_dir_all(out).at(out)?;
-    for (name, bytes) in &files {
-        write_file(&out.join(name), bytes)?;
-    }
-    write_file(&out.join(MANIFEST_FILE), manifest.as_bytes())?;
+    write_bundle(out, &files, &manifest)?;
     Ok(EvidenceSummary {
         out: out.to_path_buf(),
         tree_size: n,

@@ -127,7 +127,7 @@ fn corrupt(
     LedgerError::corrupt(VerifyFailure::new(index, file, offset, r))
 }
 
-pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).at(p)?;
     }
@@ -403,12 +403,7 @@ pub fn export_with(
         chrono::Utc::now().timestamp_micros()
     );
     let manifest = sign_manifest(&head, &files, &origin, &signer, EXPORT_CONTEXT)?;
-
-    fs::create_dir_all(out).at(out)?;
-    for (name, bytes) in &files {
-        write_file(&out.join(name), bytes)?;
-    }
-    write_file(&out.join(MANIFEST_FILE), manifest.as_bytes())?;
+    write_bundle(out, &files, &manifest)?;
     Ok(ExportSummary {
         out: out.to_path_buf(),
         from,
@@ -663,6 +658,19 @@ pub(crate) fn check_manifest_files(
         n += 1;
     }
     Ok(Ok(n))
+}
+
+/// Writes (and fsyncs) every file of a bundle into `out`, the manifest last.
+pub(crate) fn write_bundle(
+    out: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+    manifest: &str,
+) -> Result<(), LedgerError> {
+    fs::create_dir_all(out).at(out)?;
+    for (name, bytes) in files {
+        write_file(&out.join(name), bytes)?;
+    }
+    write_file(&out.join(MANIFEST_FILE), manifest.as_bytes())
 }
 
 /// The body of a manifest over `files`, and the note signed with `signer` under `ctx`.
