@@ -311,9 +311,19 @@ fn coverage(requirement: &str) -> (Coverage, String) {
     }
 }
 
+/// A short snake_case field name for a requirement: its words before the first `,`/`:`,
+/// at most six of them.
 fn field_name(requirement: &str) -> String {
+    let head = requirement
+        .split([',', ':'])
+        .next()
+        .unwrap_or(requirement)
+        .split_whitespace()
+        .take(6)
+        .collect::<Vec<_>>()
+        .join(" ");
     let mut out = String::new();
-    for c in requirement.chars() {
+    for c in head.chars() {
         if c.is_ascii_alphanumeric() {
             out.push(c.to_ascii_lowercase());
         } else if !out.ends_with('_') && !out.is_empty() {
@@ -531,7 +541,7 @@ const PAGE: &str = r#"<!doctype html>
 <style>
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:60em;color:#111}
 h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.6em;border-bottom:1px solid #ccc}
-table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;width:100%;table-layout:fixed}td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top;overflow-wrap:anywhere}
 .todo{background:#fff3cd;font-weight:600}.late{color:#b00020;font-weight:600}.ok{color:#1b5e20;font-weight:600}
 code{font-size:.92em;word-break:break-all}
 </style></head><body>
@@ -619,7 +629,11 @@ mod tests {
         assert_eq!(coverage("containment measures").0, Coverage::Partial);
         assert_eq!(
             field_name("nature of the breach, categories and numbers"),
-            "nature_of_the_breach_categories_and_numbers"
+            "nature_of_the_breach"
+        );
+        assert_eq!(
+            field_name("type of threat or root cause"),
+            "type_of_threat_or_root_cause"
         );
     }
 }
