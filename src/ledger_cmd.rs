@@ -225,12 +225,7 @@ pub fn ledger(data_dir: &Path, origin: String, cmd: LedgerCmd) -> anyhow::Result
             reason,
             subject,
         } => {
-            let subject = subject.unwrap_or_else(|| {
-                format!(
-                    "cli:{}",
-                    std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-                )
-            });
+            let subject = subject.unwrap_or_else(crate::cli_subject);
             let mut l = open(data_dir, origin)?;
             let r = l
                 .redact(index, &reason, &subject)

@@ -835,6 +835,14 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// Who a command run from the shell acts as in the ledger: `cli:$USER`.
+fn cli_subject() -> String {
+    format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    )
+}
+
 /// An optional RFC 3339 time option (`--since`, `--from`, …) as UTC.
 fn rfc3339(s: Option<String>, what: &str) -> anyhow::Result<Option<chrono::DateTime<chrono::Utc>>> {
     s.map(|s| {

@@ -84,9 +84,7 @@ pub async fn run(cfg: &Config, a: NotifyArgs) -> anyhow::Result<()> {
             a.incident, a.regime, a.stage
         ))
     });
-    if out.exists() && std::fs::read_dir(&out)?.next().is_some() {
-        bail!("output directory {} exists and is not empty", out.display());
-    }
+    ensure_empty(&out)?;
     let doc_json = serde_json::to_vec_pretty(&doc)?;
     let note = report::submission_note(&doc_json);
 
@@ -103,16 +101,11 @@ pub async fn run(cfg: &Config, a: NotifyArgs) -> anyhow::Result<()> {
     let mut wanted: BTreeSet<u64> = records.all();
     wanted.insert(action_index);
     let ev = dunes_ledger::export_evidence(data_dir, &wanted, &out.join("evidence"))?;
-    let root = dunes_ledger::read_checkpoints(data_dir)?
-        .into_iter()
-        .find(|c| c.tree_size == ev.tree_size)
-        .map(|c| hex::encode(c.root))
-        .unwrap_or_default();
     let submission = Submission {
         action_index,
         document_blake3: blake3::hash(&doc_json).to_hex().to_string(),
         evidence_tree_size: ev.tree_size,
-        evidence_root: root,
+        evidence_root: ev.root.clone(),
         evidence_records: ev.records.len() as u64,
     };
     let html = report::render_html(&doc, &submission)?;
@@ -144,6 +137,14 @@ pub async fn run(cfg: &Config, a: NotifyArgs) -> anyhow::Result<()> {
         "  {open} fields are marked \"{}\"",
         report::notify::TO_COMPLETE
     );
+    Ok(())
+}
+
+/// Refuses an output directory that exists and is not empty.
+fn ensure_empty(out: &Path) -> anyhow::Result<()> {
+    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
+        bail!("output directory {} exists and is not empty", out.display());
+    }
     Ok(())
 }
 
@@ -214,12 +215,7 @@ async fn submit_directly(
                 anyhow::Error::new(e)
             }
         })?;
-    let actor = a.actor.clone().unwrap_or_else(|| {
-        format!(
-            "cli:{}",
-            std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-        )
-    });
+    let actor = a.actor.clone().unwrap_or_else(crate::cli_subject);
     let action = IncidentAction {
         record_type: "incident_action".into(),
         action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
@@ -284,17 +280,12 @@ pub fn compliance(
     let now = Utc::now();
     let (df, dt) = c::default_period(now);
     let (from, to) = (from.unwrap_or(df), to.unwrap_or(dt));
-    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
-        bail!("output directory {} exists and is not empty", out.display());
-    }
+    ensure_empty(out)?;
     let store = load_store(cfg)?;
     let r = c::compliance_report(cfg, &store, from, to, now)?;
     let json = serde_json::to_vec_pretty(&r)?;
     let digest = blake3::hash(&json).to_hex().to_string();
-    let actor = format!(
-        "cli:{}",
-        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
-    );
+    let actor = crate::cli_subject();
     // One record appended, no key rotation on this open (the monitor rotates on its own).
     let mut lc = cfg.ledger_config();
     lc.rotate_every = None;

@@ -15,11 +15,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::{self, CHECKPOINTS_FILE, ParsedNote};
+use crate::checkpoint::{self, ParsedNote};
 use crate::error::{IoContext, LedgerError, VerifyFailure};
 use crate::export::{
-    MANIFEST_FILE, check_manifest_files, manifest_number, parse_signed_manifest, sign_manifest,
-    walk_checked, write_bundle,
+    MANIFEST_FILE, check_manifest_files, checkpoint_entries, ensure_empty_output, manifest_number,
+    parse_signed_manifest, sign_manifest, walk_checked, write_bundle,
 };
 use crate::keys::{self, EVIDENCE_CONTEXT, EpochKeys, KeyRecordPayload};
 use crate::merkle::{self, Hash};
@@ -54,6 +54,8 @@ pub struct EvidenceSummary {
     /// Every record in the bundle: the requested ones, every `key` and `revocation` record
     /// below the tree size, and the `redaction` records that refer to a requested record.
     pub records: Vec<u64>,
+    /// Root of that tree (lowercase hex), as the checkpoint signs it.
+    pub root: String,
     /// Key epoch of the checkpoint, which also signs the manifest.
     pub key_epoch: u32,
 }
@@ -72,24 +74,14 @@ pub fn export_evidence(
     out: &Path,
 ) -> Result<EvidenceSummary, LedgerError> {
     let ledger_dir = data_dir.join("ledger");
-    if out.exists() && fs::read_dir(out).at(out)?.next().is_some() {
-        return Err(invalid(format!(
-            "output directory {} exists and is not empty",
-            out.display()
-        )));
-    }
+    ensure_empty_output(out)?;
     if indexes.is_empty() {
         return Err(invalid(
             "no record asked for: an evidence bundle needs at least one",
         ));
     }
-    let cp_path = ledger_dir.join(CHECKPOINTS_FILE);
-    let cp_bytes = match fs::read(&cp_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(LedgerError::io(&cp_path, e)),
-    };
-    let Some((offset, note_text)) = checkpoint::scan_entries(&cp_bytes).entries.pop() else {
+    let (cp_path, mut entries) = checkpoint_entries(&ledger_dir)?;
+    let Some((offset, note_text)) = entries.pop() else {
         return Err(invalid("the ledger has no signed checkpoint yet"));
     };
     let note = checkpoint::parse_note(&note_text)
@@ -203,6 +195,7 @@ pub fn export_evidence(
         tree_size: n,
         requested: indexes.iter().copied().collect(),
         records,
+        root: hex::encode(note.checkpoint.root),
         key_epoch: epoch,
     })
 }
@@ -587,6 +580,7 @@ fn check_evidence(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::CHECKPOINTS_FILE;
     use crate::{Ledger, LedgerConfig, TrustedCheckpoint};
     use std::time::Duration;
 
@@ -866,11 +860,9 @@ mod tests {
         assert!(r.is_ok(), "{r}");
         assert_eq!(r.trusted_checkpoints.len(), 1);
         // An earlier checkpoint of the same ledger cannot be linked to a sparse bundle.
-        let older = TrustedCheckpoint::load(&d.path().join("ledger").join(CHECKPOINTS_FILE));
         let cps = fs::read(d.path().join("ledger").join(CHECKPOINTS_FILE)).expect("read");
         let first = checkpoint::scan_entries(&cps).entries.remove(0).1;
         fs::write(d.path().join("first.note"), first).expect("w");
-        drop(older);
         let first = TrustedCheckpoint::load(&d.path().join("first.note")).expect("load");
         let msg = failure(
             &out,

@@ -135,6 +135,32 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), LedgerError> {
     fs::File::open(path).and_then(|f| f.sync_all()).at(path)
 }
 
+/// Refuses an output directory that exists and is not empty.
+pub(crate) fn ensure_empty_output(out: &Path) -> Result<(), LedgerError> {
+    if out.exists() && fs::read_dir(out).at(out)?.next().is_some() {
+        return Err(LedgerError::InvalidInput(format!(
+            "output directory {} exists and is not empty",
+            out.display()
+        )));
+    }
+    Ok(())
+}
+
+/// The path of `ledger_dir/checkpoints.log` and its complete entries (byte offset, note
+/// text), none when the file does not exist.
+pub(crate) fn checkpoint_entries(
+    ledger_dir: &Path,
+) -> Result<(PathBuf, Vec<(u64, String)>), LedgerError> {
+    let cp_path = ledger_dir.join(CHECKPOINTS_FILE);
+    let cp_bytes = match fs::read(&cp_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(LedgerError::io(&cp_path, e)),
+    };
+    let entries = checkpoint::scan_entries(&cp_bytes).entries;
+    Ok((cp_path, entries))
+}
+
 pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -164,23 +190,13 @@ pub fn export_with(
 ) -> Result<ExportSummary, LedgerError> {
     let ledger_dir = data_dir.join("ledger");
     let keys_dir = data_dir.join("keys");
-    if out.exists() && fs::read_dir(out).at(out)?.next().is_some() {
-        return Err(LedgerError::InvalidInput(format!(
-            "output directory {} exists and is not empty",
-            out.display()
-        )));
-    }
+    ensure_empty_output(out)?;
     let from = from.unwrap_or(0);
 
     // Signed checkpoints: only signed records are exported.
-    let cp_path = ledger_dir.join(CHECKPOINTS_FILE);
-    let cp_bytes = match fs::read(&cp_path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(LedgerError::io(&cp_path, e)),
-    };
+    let (cp_path, entries) = checkpoint_entries(&ledger_dir)?;
     let mut notes = Vec::new();
-    for (offset, note) in checkpoint::scan_entries(&cp_bytes).entries {
+    for (offset, note) in entries {
         let parsed =
             checkpoint::parse_note(&note).map_err(|r| corrupt(None, &cp_path, Some(offset), r))?;
         notes.push((note, parsed.checkpoint));

@@ -184,6 +184,13 @@ impl VerifyReport {
     }
 }
 
+/// The first `n` indexes, comma-separated, then ", ..." if there are more.
+fn first_of(indexes: &[u64], n: usize) -> String {
+    let list: Vec<String> = indexes.iter().take(n).map(|i| i.to_string()).collect();
+    let more = if indexes.len() > n { ", ..." } else { "" };
+    format!("{}{more}", list.join(", "))
+}
+
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "Dunes ledger verification ({})", self.source)?;
@@ -216,18 +223,7 @@ impl fmt::Display for VerifyReport {
         writeln!(f)?;
         let evidence = self.source == "evidence bundle";
         if evidence {
-            let list: Vec<String> = self
-                .proved_indexes
-                .iter()
-                .take(40)
-                .map(|i| i.to_string())
-                .collect();
-            let more = if self.proved_indexes.len() > 40 {
-                ", ..."
-            } else {
-                ""
-            };
-            writeln!(f, "  indexes:       {}{more}", list.join(", "))?;
+            writeln!(f, "  indexes:       {}", first_of(&self.proved_indexes, 40))?;
         } else {
             writeln!(f, "  segments:      {}", self.segments)?;
         }
@@ -260,22 +256,11 @@ impl fmt::Display for VerifyReport {
             )?;
         }
         if !self.redacted.is_empty() {
-            let list: Vec<String> = self
-                .redacted
-                .iter()
-                .take(20)
-                .map(|i| i.to_string())
-                .collect();
-            let more = if self.redacted.len() > 20 {
-                ", ..."
-            } else {
-                ""
-            };
             writeln!(
                 f,
-                "  redacted:      {} records (payload erased, hash kept): {}{more}",
+                "  redacted:      {} records (payload erased, hash kept): {}",
                 self.redacted.len(),
-                list.join(", ")
+                first_of(&self.redacted, 20)
             )?;
         }
         if self.source == "export bundle" {
