@@ -432,6 +432,11 @@ enum TokenCmd {
         /// Lifetime: 30s, 10m, 15m (at most `[auth] max_token_ttl_secs`, default 15m).
         #[arg(long, default_value = "10m")]
         ttl: String,
+        /// Print a console sign-in link (`http://<[http] listen>/#token=…`) instead of the
+        /// bare token: opening it signs the browser tab in (the token rides in the URL
+        /// fragment, which browsers never send to a server; the page drops it at once).
+        #[arg(long)]
+        login: bool,
     },
 }
 
@@ -825,9 +830,22 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Token { common, cmd } => {
             let cfg = common.config()?;
             match cmd {
-                TokenCmd::Issue { sub, role, ttl } => {
+                TokenCmd::Issue {
+                    sub,
+                    role,
+                    ttl,
+                    login,
+                } => {
                     let token = issue_token(&cfg, &sub, &role, &ttl)?;
-                    println!("{token}");
+                    if login {
+                        let mut at = cfg.http.listen;
+                        if at.ip().is_unspecified() {
+                            at.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                        }
+                        println!("http://{at}/#token={token}");
+                    } else {
+                        println!("{token}");
+                    }
                     Ok(ExitCode::SUCCESS)
                 }
             }

@@ -230,6 +230,7 @@ async fn submit_directly(
         note: Some(note.to_string()),
         regime: Some(a.regime.clone()),
         stage: Some(a.stage.clone()),
+        suppress_until: None,
         ledger_index: None,
     };
     let outcome = p.apply_action(action)?;

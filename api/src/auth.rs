@@ -106,16 +106,28 @@ pub fn allowed_roles(method: &axum::http::Method, route: &str) -> &'static [Role
     use axum::http::Method;
     let get = *method == Method::GET || *method == Method::HEAD;
     match (get, route) {
-        (true, "/api/v1/incidents" | "/api/v1/incidents/{id}" | "/api/v1/notifications") => {
-            access::READ
-        }
+        (
+            true,
+            "/api/v1/incidents"
+            | "/api/v1/incidents/{id}"
+            | "/api/v1/incidents/stream"
+            | "/api/v1/incidents/{id}/ledger"
+            | "/api/v1/notifications"
+            | "/api/v1/overview",
+        ) => access::READ,
+        (true, "/api/v1/session") => access::ANY,
         (false, "/api/v1/incidents/{id}/ack")
         | (false, "/api/v1/incidents/{id}/assign")
+        | (false, "/api/v1/incidents/{id}/comment")
+        | (false, "/api/v1/incidents/{id}/suppress")
         | (false, "/api/v1/incidents/{id}/resolve")
         | (false, "/api/v1/incidents/{id}/notify")
         | (false, "/api/v1/query") => access::ANALYST,
-        (false, "/api/v1/incidents/{id}/escalate") => access::RESPONDER,
-        (true, "/api/v1/rules" | "/api/v1/rules/{id}") => access::AUDIT,
+        (false, "/api/v1/incidents/{id}/escalate" | "/api/v1/incidents/{id}/deescalate") => {
+            access::RESPONDER
+        }
+        // the incident page shows the rule that fired
+        (true, "/api/v1/rules" | "/api/v1/rules/{id}") => access::READ,
         (false, "/api/v1/rules/validate" | "/api/v1/rules/reload") => access::ADMIN,
         (false, "/api/v1/ledger/redact") => access::ADMIN,
         (true, "/api/v1/keys") => access::AUDIT,

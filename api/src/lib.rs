@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod hunt;
+mod console;
 pub mod idempotency;
 mod ledger_routes;
 mod openapi;
@@ -435,6 +436,23 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/v1/incidents/{id}/notify",
             post(notify).layer(json_limit),
         )
+        .route(
+            "/api/v1/incidents/{id}/comment",
+            post(comment).layer(json_limit),
+        )
+        .route(
+            "/api/v1/incidents/{id}/deescalate",
+            post(deescalate).layer(json_limit),
+        )
+        .route(
+            "/api/v1/incidents/{id}/suppress",
+            post(suppress).layer(json_limit),
+        )
+        .route("/api/v1/incidents/stream", get(console::stream))
+        .route("/api/v1/incidents/{id}/ledger", get(console::incident_ledger))
+        .route("/api/v1/session", get(console::session))
+        .route("/api/v1/overview", get(console::overview))
+        .route("/api/v1/ledger/verify", get(console::verify_ledger))
         .route("/api/v1/notifications", get(list_notifications))
         .route("/api/v1/query", post(query).layer(json_limit))
         .route("/api/v1/rules", get(list_rules))
@@ -467,6 +485,7 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             guard,
         ))
         .route("/healthz", get(healthz))
+        .merge(console::assets())
         .fallback(not_found)
         .layer(axum::middleware::map_response(json_errors))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -913,13 +932,16 @@ struct IncidentQuery {
     status: Option<String>,
     since: Option<String>,
     limit: Option<usize>,
+    /// `summary`: no evidence rows or event ids (the console's queue).
+    view: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/incidents", tag = "incidents",
     params(("level" = Option<u8>, Query, description = "1, 2 or 3"),
            ("status" = Option<String>, Query, description = "open, acknowledged or resolved"),
            ("since" = Option<String>, Query, description = "RFC 3339: detected at or after"),
-           ("limit" = Option<usize>, Query, description = "default 1000, max 10000")),
+           ("limit" = Option<usize>, Query, description = "default 1000, max 10000"),
+           ("view" = Option<String>, Query, description = "`full` (default) or `summary`: without evidence and event ids, with `principal`, `tool_name`, `assignee`, `disposition` and the store `revision` to stream changes from")),
     responses((status = 200, description = "`{count, incidents}` newest first"), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
 async fn list_incidents(
@@ -952,6 +974,8 @@ async fn list_incidents(
                 .map_err(|_| ApiError::BadRequest(format!("since must be RFC 3339, got {s:?}")))
         })
         .transpose()?;
+    // read before the list: a change made in between is sent again by the stream
+    let revision = st.incidents.revision();
     let filter = IncidentFilter {
         level,
         status,
@@ -959,9 +983,23 @@ async fn list_incidents(
         limit: Some(q.limit.unwrap_or(1000).min(10_000)),
     };
     let list = st.incidents.list(&filter);
-    Ok(Json(
-        serde_json::json!({ "count": list.len(), "incidents": list }),
-    ))
+    match q.view.as_deref() {
+        None | Some("full") => Ok(Json(
+            serde_json::json!({ "count": list.len(), "incidents": list }),
+        )),
+        Some("summary") => {
+            let rows: Vec<serde_json::Value> = list
+                .iter()
+                .map(|i| console::summary(i, &st.incidents.history(&i.incident_id)))
+                .collect();
+            Ok(Json(
+                serde_json::json!({ "count": rows.len(), "revision": revision, "incidents": rows }),
+            ))
+        }
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "view must be full or summary, got {other:?}"
+        ))),
+    }
 }
 
 /// An incident with its lifecycle: assignee, disposition, the ledgered
@@ -1014,6 +1052,8 @@ pub struct ActionBody {
     pub regime: Option<String>,
     /// `notify`: the stage submitted (e.g. `early-warning`; required).
     pub stage: Option<String>,
+    /// `suppress`: for how many hours similar incidents are not raised (1 to 720; required).
+    pub hours: Option<u32>,
 }
 
 const MAX_NOTE_CHARS: usize = 4096;
@@ -1030,7 +1070,8 @@ async fn act(
     } else {
         serde_json::from_slice(&body).map_err(|_| {
             ApiError::BadRequest(
-                "body must be a JSON object: assignee, disposition, note, regime, stage".into(),
+                "body must be a JSON object: assignee, disposition, note, regime, stage, hours"
+                    .into(),
             )
         })?
     };
@@ -1047,6 +1088,14 @@ async fn act(
     if kind == ActionKind::Resolve && b.disposition.is_none() {
         return Err(ApiError::BadRequest(
             "resolve needs a disposition: true_positive, false_positive or benign".into(),
+        ));
+    }
+    if kind == ActionKind::Comment && b.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+        return Err(ApiError::BadRequest("comment needs a note".into()));
+    }
+    if kind == ActionKind::Suppress && !b.hours.is_some_and(|h| (1..=720).contains(&h)) {
+        return Err(ApiError::BadRequest(
+            "suppress needs hours between 1 and 720".into(),
         ));
     }
     if kind == ActionKind::Notify {
@@ -1067,6 +1116,7 @@ async fn act(
     let Some(tx) = st.actions.clone() else {
         return Err(ApiError::Unavailable);
     };
+    let at = Utc::now();
     let action = IncidentAction {
         record_type: "incident_action".into(),
         action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
@@ -1075,7 +1125,7 @@ async fn act(
         actor: claims.sub,
         role: claims.role.to_string(),
         jti: claims.jti,
-        at: Utc::now(),
+        at,
         assignee: if kind == ActionKind::Assign {
             b.assignee.map(|a| a.trim().to_string())
         } else {
@@ -1089,6 +1139,9 @@ async fn act(
         note: b.note,
         regime: (kind == ActionKind::Notify).then_some(b.regime).flatten(),
         stage: (kind == ActionKind::Notify).then_some(b.stage).flatten(),
+        suppress_until: (kind == ActionKind::Suppress)
+            .then(|| b.hours.map(|h| at + chrono::Duration::hours(i64::from(h))))
+            .flatten(),
         ledger_index: None,
     };
     let (reply, rx) = oneshot::channel();
@@ -1159,6 +1212,45 @@ async fn notify(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     act(st, c, id, ActionKind::Notify, body).await
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/comment", tag = "incidents",
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")), request_body(content = ActionBody, description = "`note` required"),
+    responses((status = 200, description = "the comment is ledgered (also on a resolved incident)"), (status = 400), (status = 404)),
+    security(("bearer" = [])))]
+async fn comment(
+    State(st): State<AppState>,
+    Extension(c): Extension<Claims>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(st, c, id, ActionKind::Comment, body).await
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/deescalate", tag = "incidents",
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")), request_body(content = ActionBody, description = "optional `note` (the reason)"),
+    responses((status = 200, description = "Level 3 → 2 or 2 → 1"), (status = 404), (status = 409, description = "already Level 1, or resolved")),
+    security(("bearer" = [])))]
+async fn deescalate(
+    State(st): State<AppState>,
+    Extension(c): Extension<Claims>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(st, c, id, ActionKind::Deescalate, body).await
+}
+
+#[utoipa::path(post, path = "/api/v1/incidents/{id}/suppress", tag = "incidents",
+    params(("id" = String, Path), ("Idempotency-Key" = String, Header, description = "a new key per action; the same key replays the first answer")), request_body(content = ActionBody, description = "`hours` required (1-720), optional `note`"),
+    responses((status = 200, description = "new incidents of the same rule and entity are not raised for `hours` (their events are still ledgered)"), (status = 400), (status = 404), (status = 409)),
+    security(("bearer" = [])))]
+async fn suppress(
+    State(st): State<AppState>,
+    Extension(c): Extension<Claims>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    act(st, c, id, ActionKind::Suppress, body).await
 }
 
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "incidents",

@@ -43,6 +43,33 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
         r#"{"disposition":"benign","note":"n"}"#,
     ),
     (
+        "incidents.comment",
+        "POST",
+        "/api/v1/incidents/inc-none/comment",
+        r#"{"note":"n"}"#,
+    ),
+    (
+        "incidents.deescalate",
+        "POST",
+        "/api/v1/incidents/inc-none/deescalate",
+        "",
+    ),
+    (
+        "incidents.suppress",
+        "POST",
+        "/api/v1/incidents/inc-none/suppress",
+        r#"{"hours":4}"#,
+    ),
+    (
+        "incidents.ledger",
+        "GET",
+        "/api/v1/incidents/inc-none/ledger",
+        "",
+    ),
+    ("session", "GET", "/api/v1/session", ""),
+    ("overview", "GET", "/api/v1/overview", ""),
+    ("ledger.verify", "GET", "/api/v1/ledger/verify", ""),
+    (
         "query",
         "POST",
         "/api/v1/query",
@@ -80,25 +107,41 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
 /// What each role may do, written from the issue's role list (independently of
 /// `auth::allowed_roles`).
 fn expected(role: Role) -> BTreeSet<&'static str> {
-    let read = ["incidents.list", "incidents.get", "openapi"];
+    // the console's incident page shows the rule that fired: rules are readable by all readers
+    let read = [
+        "incidents.list",
+        "incidents.get",
+        "incidents.ledger",
+        "overview",
+        "rules.list",
+        "rules.get",
+        "session",
+        "openapi",
+    ];
     let analyst = [
         "query",
         "incidents.ack",
         "incidents.assign",
+        "incidents.comment",
+        "incidents.suppress",
         "incidents.resolve",
     ];
     let all: Vec<&str> = ROUTES.iter().map(|r| r.0).collect();
     let set: Vec<&'static str> = match role {
         Role::Viewer => read.to_vec(),
         Role::Analyst => [&read[..], &analyst[..]].concat(),
-        Role::Responder => [&read[..], &analyst[..], &["incidents.escalate"][..]].concat(),
+        Role::Responder => [
+            &read[..],
+            &analyst[..],
+            &["incidents.escalate", "incidents.deescalate"][..],
+        ]
+        .concat(),
         Role::Admin => all.into_iter().filter(|r| *r != "ingest").collect(),
         Role::Auditor => [
             &read[..],
             &[
-                "rules.list",
-                "rules.get",
                 "keys",
+                "ledger.verify",
                 "ledger.checkpoint",
                 "ledger.inclusion",
                 "ledger.consistency",
@@ -107,7 +150,7 @@ fn expected(role: Role) -> BTreeSet<&'static str> {
             ][..],
         ]
         .concat(),
-        Role::Ingest => vec!["ingest", "openapi"],
+        Role::Ingest => vec!["ingest", "openapi", "session"],
     };
     set.into_iter().collect()
 }
@@ -410,9 +453,12 @@ async fn tokens_are_reusable_and_state_changes_are_replay_protected_by_idempoten
         [
             "post /api/v1/incidents/{id}/ack",
             "post /api/v1/incidents/{id}/assign",
+            "post /api/v1/incidents/{id}/comment",
+            "post /api/v1/incidents/{id}/deescalate",
             "post /api/v1/incidents/{id}/escalate",
             "post /api/v1/incidents/{id}/notify",
             "post /api/v1/incidents/{id}/resolve",
+            "post /api/v1/incidents/{id}/suppress",
             "post /api/v1/ledger/redact",
             "post /api/v1/rules/reload",
         ]

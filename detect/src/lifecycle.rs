@@ -1,5 +1,5 @@
-//! Incident lifecycle: analyst actions (ack, assign, escalate, resolve) and the state
-//! transitions they make. Every action is ledgered (kind `action`) by the pipeline before
+//! Incident lifecycle: analyst actions (ack, assign, comment, escalate, de-escalate,
+//! resolve, suppress similar, notify) and the state transitions they make. Every action is ledgered (kind `action`) by the pipeline before
 //! it is applied.
 
 use chrono::{DateTime, Utc};
@@ -17,6 +17,13 @@ pub enum ActionKind {
     Resolve,
     /// A regulatory notification stage submitted (`regime`, `stage`).
     Notify,
+    /// A note for the record; changes nothing else.
+    Comment,
+    /// Lowered one level (3 to 2, 2 to 1), e.g. after a review.
+    Deescalate,
+    /// New incidents of the same rule and entity are not raised until
+    /// `suppress_until` (their events are still ledgered).
+    Suppress,
 }
 
 impl std::fmt::Display for ActionKind {
@@ -27,6 +34,9 @@ impl std::fmt::Display for ActionKind {
             ActionKind::Escalate => "escalate",
             ActionKind::Resolve => "resolve",
             ActionKind::Notify => "notify",
+            ActionKind::Comment => "comment",
+            ActionKind::Deescalate => "deescalate",
+            ActionKind::Suppress => "suppress",
         })
     }
 }
@@ -68,6 +78,9 @@ pub struct IncidentAction {
     /// `notify`: the stage submitted (e.g. `early-warning`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
+    /// `suppress`: until when similar incidents are not raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress_until: Option<DateTime<Utc>>,
     /// Ledger index of the action record (set once ledgered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_index: Option<u64>,
@@ -82,6 +95,8 @@ pub enum TransitionError {
     AlreadyAcknowledged,
     #[error("only a level 2 incident can be escalated")]
     NotLevel2,
+    #[error("a level 1 incident cannot be de-escalated")]
+    Lowest,
     #[error("{0}")]
     Invalid(&'static str),
 }
@@ -101,6 +116,13 @@ pub fn transition(inc: &Incident, action: &IncidentAction) -> Result<Incident, T
             return Err(TransitionError::Invalid(
                 "notify needs a regime and a stage",
             ));
+        }
+        return Ok(inc.clone());
+    }
+    if action.action == ActionKind::Comment {
+        // Comments go on after resolution too.
+        if action.note.as_deref().is_none_or(|n| n.trim().is_empty()) {
+            return Err(TransitionError::Invalid("comment needs a note"));
         }
         return Ok(inc.clone());
     }
@@ -134,7 +156,21 @@ pub fn transition(inc: &Incident, action: &IncidentAction) -> Result<Incident, T
             }
             out.status = IncidentStatus::Resolved;
         }
-        ActionKind::Notify => {}
+        ActionKind::Deescalate => {
+            out.level = match inc.level {
+                Level::Emergency => Level::Analyst,
+                Level::Analyst => Level::Automated,
+                Level::Automated => return Err(TransitionError::Lowest),
+            };
+        }
+        ActionKind::Suppress => {
+            if action.suppress_until.is_none_or(|t| t <= action.at) {
+                return Err(TransitionError::Invalid(
+                    "suppress needs a time in the future (suppress_until)",
+                ));
+            }
+        }
+        ActionKind::Notify | ActionKind::Comment => {}
     }
     Ok(out)
 }

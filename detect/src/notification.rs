@@ -521,6 +521,7 @@ mod tests {
             note: None,
             regime: stage.map(|_| "dora".to_string()),
             stage: stage.map(str::to_string),
+            suppress_until: None,
             ledger_index: None,
         }
     }

@@ -27,6 +27,12 @@ struct Inner {
     by_id: HashMap<String, usize>,
     /// Analyst actions per incident, oldest first.
     history: HashMap<String, Vec<IncidentAction>>,
+    /// Revision of the last change of each incident of `list` (insert,
+    /// replace or a new action), from the store-wide counter `revision`.
+    revs: Vec<u64>,
+    revision: u64,
+    /// `suppress` actions: (rule id, entity, until, action id).
+    suppressions: Vec<(String, std::collections::BTreeMap<String, serde_json::Value>, DateTime<Utc>, String)>,
 }
 
 /// In-memory incident index, rebuilt from `incidents.ndjson` on start.
@@ -70,12 +76,18 @@ impl IncidentStore {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        g.revision += 1;
+        let rev = g.revision;
         match g.by_id.get(&incident.incident_id).copied() {
-            Some(i) => g.list[i] = incident,
+            Some(i) => {
+                g.list[i] = incident;
+                g.revs[i] = rev;
+            }
             None => {
                 let i = g.list.len();
                 g.by_id.insert(incident.incident_id.clone(), i);
                 g.list.push(incident);
+                g.revs.push(rev);
             }
         }
     }
@@ -109,10 +121,66 @@ impl IncidentStore {
             Ok(g) => g,
             Err(p) => p.into_inner(),
         };
+        g.revision += 1;
+        let rev = g.revision;
+        if let Some(i) = g.by_id.get(&action.incident_id).copied() {
+            g.revs[i] = rev;
+            if let (crate::lifecycle::ActionKind::Suppress, Some(until)) =
+                (action.action, action.suppress_until)
+            {
+                let inc = &g.list[i];
+                let s = (
+                    inc.rule_id.clone(),
+                    inc.entity.clone(),
+                    until,
+                    action.action_id.clone(),
+                );
+                g.suppressions.push(s);
+            }
+        }
         g.history
             .entry(action.incident_id.clone())
             .or_default()
             .push(action);
+    }
+
+    /// The `suppress` action (its id) under which a new incident of the same rule and
+    /// entity is not raised at `now`, if any.
+    pub fn suppressed_by(&self, inc: &Incident, now: DateTime<Utc>) -> Option<String> {
+        self.read(|i| {
+            i.suppressions
+                .iter()
+                .find(|(rule, entity, until, _)| {
+                    *until > now && *rule == inc.rule_id && *entity == inc.entity
+                })
+                .map(|s| s.3.clone())
+        })
+    }
+
+    /// The store's revision: it grows with every insert, replacement and action.
+    pub fn revision(&self) -> u64 {
+        self.read(|i| i.revision)
+    }
+
+    /// The incidents created or changed (incl. a new action) after revision
+    /// `after`, oldest change first, at most `limit`, with the revision to
+    /// ask from next time (for live views; a scan of one `u64` per incident).
+    pub fn changed_since(&self, after: u64, limit: usize) -> (Vec<Incident>, u64) {
+        self.read(|i| {
+            let mut hits: Vec<(u64, usize)> = i
+                .revs
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| **r > after)
+                .map(|(n, r)| (*r, n))
+                .collect();
+            hits.sort_unstable();
+            hits.truncate(limit);
+            let next = hits.last().map_or(i.revision, |&(r, _)| {
+                if hits.len() == limit { r } else { i.revision }
+            });
+            (hits.into_iter().map(|(_, n)| i.list[n].clone()).collect(), next)
+        })
     }
 
     /// The actions taken on an incident, oldest first.
@@ -156,5 +224,57 @@ impl IncidentStore {
             Ok(g) => f(&g),
             Err(p) => f(&p.into_inner()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incident(id: &str) -> Incident {
+        serde_json::from_value(serde_json::json!({
+            "incident_id": id, "rule_id": "r", "rule_sha256": "00", "level": 2,
+            "severity": "high", "title": "t", "tags": [], "entity": {},
+            "session_id": null, "server_id": null, "first_ts": "2026-12-01T00:00:00Z",
+            "last_ts": "2026-12-01T00:00:00Z", "event_ids": [], "match_count": 1,
+            "evidence": [], "status": "open", "detected_at": "2026-12-01T00:00:00Z"
+        }))
+        .expect("incident")
+    }
+
+    fn ids(v: &[Incident]) -> Vec<&str> {
+        v.iter().map(|i| i.incident_id.as_str()).collect()
+    }
+
+    #[test]
+    fn changed_since_returns_new_and_changed_incidents_in_change_order() {
+        let s = IncidentStore::new();
+        s.insert(incident("a"));
+        s.insert(incident("b"));
+        let (all, r1) = s.changed_since(0, 100);
+        assert_eq!(ids(&all), ["a", "b"]);
+        assert_eq!(s.changed_since(r1, 100).0.len(), 0);
+        s.insert(incident("c"));
+        let mut a = incident("a");
+        a.status = IncidentStatus::Acknowledged;
+        s.insert(a);
+        let (changed, r2) = s.changed_since(r1, 100);
+        assert_eq!(ids(&changed), ["c", "a"]);
+        assert_eq!(changed[1].status, IncidentStatus::Acknowledged);
+        // an action alone marks its incident changed; a limit pages through
+        let mut act: IncidentAction = serde_json::from_value(serde_json::json!({
+            "type": "incident_action", "action_id": "x", "incident_id": "b", "action": "ack",
+            "actor": "u", "role": "analyst", "jti": "j", "at": "2026-12-01T00:00:00Z"
+        }))
+        .expect("action");
+        act.note = Some("n".into());
+        s.push_action(act);
+        s.insert(incident("d"));
+        let (page, r3) = s.changed_since(r2, 1);
+        assert_eq!(ids(&page), ["b"]);
+        let (rest, r4) = s.changed_since(r3, 1);
+        assert_eq!(ids(&rest), ["d"]);
+        assert_eq!(r4, s.revision());
+        assert!(s.changed_since(r4, 1).0.is_empty());
     }
 }

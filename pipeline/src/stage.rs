@@ -597,6 +597,12 @@ impl Pipeline {
                 // reported (e.g. the same file replayed twice).
                 continue;
             }
+            if let Some(by) = self.store.suppressed_by(&inc, now) {
+                // An analyst suppressed similar incidents (`suppress` action).
+                metrics::counter!("dunes_incidents_suppressed_total").increment(1);
+                tracing::debug!(incident = %inc.incident_id, action = %by, "incident suppressed by an analyst");
+                continue;
+            }
             let refs = refs_of(&inc);
             let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
             if !ledgered(&inc.incident_id) {
@@ -613,6 +619,11 @@ impl Pipeline {
         // is ledgered again (same incident_id; the newest record wins).
         let mut updates = Vec::with_capacity(detection.updates.len());
         for mut inc in detection.updates {
+            if !self.store.contains(&inc.incident_id)
+                && self.store.suppressed_by(&inc, now).is_some()
+            {
+                continue;
+            }
             // Analyst actions (status, escalated level) survive repeat matches.
             if let Some(old) = self.store.get(&inc.incident_id) {
                 inc.status = old.status;
@@ -687,6 +698,10 @@ impl Pipeline {
             .await?;
         let t_history = std::time::Instant::now();
         metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
+        if let Some(newest) = decoded.accepted.iter().map(|a| a.ts_micros).max() {
+            // event-time lag: how far behind the newest event of this batch the wall clock is
+            metrics::gauge!("dunes_event_lag_seconds").set((now_us - newest) as f64 / 1e6);
+        }
         metrics::counter!("dunes_rejected_total").increment(decoded.rejected.len() as u64);
         for (inc, json) in updates {
             self.incidents_out.write_line(&json)?;

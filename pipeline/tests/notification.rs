@@ -60,6 +60,7 @@ fn action(incident_id: &str, kind: ActionKind, at: DateTime<Utc>) -> IncidentAct
         note: None,
         regime: None,
         stage: None,
+        suppress_until: None,
         ledger_index: None,
     }
 }

@@ -67,6 +67,7 @@ fn action(incident_id: &str, kind: ActionKind) -> IncidentAction {
         note: Some("checked".into()),
         regime: None,
         stage: None,
+        suppress_until: None,
         ledger_index: None,
     }
 }

@@ -23,6 +23,11 @@ pub enum ChangeKind {
     Resolved,
     /// A regulatory notification stage was submitted.
     NotificationSubmitted,
+    Commented,
+    /// Lowered one level by an analyst.
+    Deescalated,
+    /// Similar incidents suppressed for a while.
+    Suppressed,
 }
 
 impl ChangeKind {
@@ -36,6 +41,9 @@ impl ChangeKind {
             ChangeKind::Escalated => "incident.escalated",
             ChangeKind::Resolved => "incident.resolved",
             ChangeKind::NotificationSubmitted => "incident.notification_submitted",
+            ChangeKind::Commented => "incident.commented",
+            ChangeKind::Deescalated => "incident.deescalated",
+            ChangeKind::Suppressed => "incident.suppressed",
         }
     }
 
@@ -46,6 +54,9 @@ impl ChangeKind {
             ActionKind::Escalate => ChangeKind::Escalated,
             ActionKind::Resolve => ChangeKind::Resolved,
             ActionKind::Notify => ChangeKind::NotificationSubmitted,
+            ActionKind::Comment => ChangeKind::Commented,
+            ActionKind::Deescalate => ChangeKind::Deescalated,
+            ActionKind::Suppress => ChangeKind::Suppressed,
         }
     }
 }

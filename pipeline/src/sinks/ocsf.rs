@@ -115,7 +115,10 @@ fn activity(kind: ChangeKind) -> (u8, &'static str) {
         | ChangeKind::Acknowledged
         | ChangeKind::Assigned
         | ChangeKind::Escalated
-        | ChangeKind::NotificationSubmitted => (2, "Update"),
+        | ChangeKind::NotificationSubmitted
+        | ChangeKind::Commented
+        | ChangeKind::Deescalated
+        | ChangeKind::Suppressed => (2, "Update"),
     }
 }
 

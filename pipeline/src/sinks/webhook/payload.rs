@@ -81,6 +81,9 @@ fn headline(c: &Change<'_>) -> String {
         ChangeKind::Escalated => "ESCALATED to Level 3",
         ChangeKind::Resolved => "resolved",
         ChangeKind::NotificationSubmitted => "regulatory notification submitted",
+        ChangeKind::Commented => "comment added",
+        ChangeKind::Deescalated => "de-escalated",
+        ChangeKind::Suppressed => "similar incidents suppressed",
     };
     format!(
         "[Dunes L{} {}] {what}: {}",
@@ -205,6 +208,7 @@ mod tests {
             note: Some("metadata endpoint blocked".into()),
             regime: None,
             stage: None,
+            suppress_until: None,
             ledger_index: Some(77),
         }
     }
