@@ -77,7 +77,10 @@ async fn browser() -> (Driver, Client) {
         {
             Ok(c) => return (driver, c),
             Err(e) => {
-                assert!(Instant::now() < deadline, "cannot start a WebDriver session: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot start a WebDriver session: {e}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -97,10 +100,18 @@ async fn until(c: &Client, what: &str, script: &str) -> Value {
         }
         if Instant::now() > deadline {
             let shot = c.screenshot().await.ok();
-            if let (Some(png), Ok(dir)) = (shot, std::env::var("CARGO_TARGET_TMPDIR")) {
+            if let Some(png) = shot {
+                let dir = env!("CARGO_TARGET_TMPDIR");
                 let _ = std::fs::write(Path::new(&dir).join("console-failure.png"), png);
             }
-            panic!("timed out waiting for {what} ({script})");
+            let page = c
+                .execute("return document.body.innerText.slice(0, 4000);", vec![])
+                .await
+                .unwrap_or_default();
+            panic!(
+                "timed out waiting for {what} ({script}); the page says:\n{}",
+                page.as_str().unwrap_or("")
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -142,22 +153,56 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
         .await
         .expect("login form");
     input.send_keys(token).await.expect("type token");
-    c.find(Locator::Css("#login-submit"))
-        .await
-        .expect("submit")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#login-submit").await;
     until(c, "the queue", "document.querySelectorAll('.qrow').length").await;
 }
 
+/// Clicks `css`, finding it again if the page redrew it in between.
+async fn click(c: &Client, css: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.click().await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("click {css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Types into `css` (found again if the page redrew it).
+async fn type_into(c: &Client, css: &str, text: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.send_keys(text).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("type into {css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Chooses `value` in the `<select>` `css` (found again if the page redrew it).
 async fn select(c: &Client, css: &str, value: &str) {
-    c.find(Locator::Css(css))
-        .await
-        .expect("select")
-        .select_by_value(value)
-        .await
-        .expect("select value");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = match c.find(Locator::Css(css)).await {
+            Ok(e) => e.select_by_value(value).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("select {value} in {css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 fn api_get(base: &str, token: &str, path: &str) -> Value {
@@ -233,7 +278,15 @@ async fn console_in_headless_chromium() {
 
     // 2. Filters: level, then rule; every row shown matches, and the count is the file's.
     select(&c, "#f-level", "2").await;
-    until(&c, "level filter", &format!("document.querySelector('#shown').textContent === '{}'", of_level(2))).await;
+    until(
+        &c,
+        "level filter",
+        &format!(
+            "document.querySelector('#shown').textContent === '{}'",
+            of_level(2)
+        ),
+    )
+    .await;
     let levels: Vec<Value> = c
         .execute(
             "return [...document.querySelectorAll('.qrow')].map(r => r.dataset.level);",
@@ -250,9 +303,22 @@ async fn console_in_headless_chromium() {
     let rule = l3["rule_id"].as_str().expect("rule");
     select(&c, "#f-rule", rule).await;
     let of_rule = incidents.iter().filter(|i| i["rule_id"] == rule).count();
-    until(&c, "rule filter", &format!("document.querySelector('#shown').textContent === '{of_rule}'")).await;
+    until(
+        &c,
+        "rule filter",
+        &format!("document.querySelector('#shown').textContent === '{of_rule}'"),
+    )
+    .await;
     select(&c, "#f-rule", "").await;
-    until(&c, "no filter", &format!("document.querySelector('#shown').textContent === '{}'", incidents.len())).await;
+    until(
+        &c,
+        "no filter",
+        &format!(
+            "document.querySelector('#shown').textContent === '{}'",
+            incidents.len()
+        ),
+    )
+    .await;
 
     // 3. A new incident arrives live: an SSRF request in a new session, over HTTP ingest.
     let attack = std::fs::read_to_string(dir.join("traffic.ndjson"))
@@ -274,7 +340,7 @@ async fn console_in_headless_chromium() {
     let new_id = until(
         &c,
         "the live incident",
-        "(document.querySelector('.qrow.new') || {dataset: {}}).dataset.id",
+        &format!("(document.querySelector(\".qrow.new[data-rule='{rule}']\") || {{dataset: {{}}}}).dataset.id"),
     )
     .await;
     let new_id = new_id.as_str().expect("id").to_string();
@@ -291,15 +357,18 @@ async fn console_in_headless_chromium() {
     assert_eq!(new_inc["event_ids"], json!(["console-live-1"]));
 
     // 4. The incident page: evidence with the rule's regex span marked, rule SQL, timeline.
-    c.find(Locator::Css(&format!(".qrow[data-id='{new_id}']")))
-        .await
-        .expect("row")
-        .click()
-        .await
-        .expect("open");
-    until(&c, "evidence", "document.querySelector('#evidence pre.args')").await;
+    click(&c, &format!(".qrow[data-id='{new_id}']")).await;
+    until(
+        &c,
+        "evidence",
+        "document.querySelector('#evidence pre.args')",
+    )
+    .await;
     let args = text(&c, "#evidence pre.args").await;
-    assert!(args.contains("http://metadata.google.internal/computeMetadata/v1"), "{args}");
+    assert!(
+        args.contains("http://metadata.google.internal/computeMetadata/v1"),
+        "{args}"
+    );
     let marks: Vec<String> = c
         .execute(
             "return [...document.querySelectorAll('#evidence pre.args mark')].map(m => m.textContent);",
@@ -312,11 +381,17 @@ async fn console_in_headless_chromium() {
         .iter()
         .map(|m| m.as_str().unwrap_or("").to_lowercase())
         .collect();
-    assert_eq!(marks, vec!["/computemetadata/v1"], "matched span highlighted");
-    assert!(text(&c, "#rule-sql").await.contains("regexp_like"));
+    assert_eq!(
+        marks,
+        vec!["/computemetadata/v1"],
+        "matched span highlighted"
+    );
+    until(&c, "the rule's SQL", "document.querySelector('#rule-sql') && document.querySelector('#rule-sql').textContent.includes('regexp_like')").await;
     until(&c, "timeline", "document.querySelector('#timeline tr.hit')").await;
     assert!(
-        text(&c, "#timeline tr.hit").await.contains("console-live-1"),
+        text(&c, "#timeline tr.hit")
+            .await
+            .contains("console-live-1"),
         "the incident's event is highlighted in its session timeline"
     );
 
@@ -325,35 +400,33 @@ async fn console_in_headless_chromium() {
         .await
         .expect("goto");
     until(&c, "inclusion proof", "document.querySelector('#proof-ok')").await;
-    let ledger = api_get(&base, &analyst, &format!("/api/v1/incidents/{l3_id}/ledger"));
+    let ledger = api_get(
+        &base,
+        &analyst,
+        &format!("/api/v1/incidents/{l3_id}/ledger"),
+    );
     assert_eq!(ledger["inclusion"]["verified"], true);
     let idx = ledger["incident_records"][0].as_u64().expect("index");
-    assert!(text(&c, "#ledger-incident-records").await.contains(&format!("#{idx}")));
-    assert!(count(&c, "#responses tr").await >= 1, "the Level 3 response is shown");
-    assert!(count(&c, "#clocks tr").await > 1, "regulatory clocks are shown");
+    assert!(
+        text(&c, "#ledger-incident-records")
+            .await
+            .contains(&format!("#{idx}"))
+    );
+    assert!(
+        count(&c, "#responses tr").await >= 1,
+        "the Level 3 response is shown"
+    );
+    assert!(
+        count(&c, "#clocks tr").await > 1,
+        "regulatory clocks are shown"
+    );
     shot(&c, "console-incident.png").await;
-    let note = c.find(Locator::Css("#act-note")).await.expect("note");
-    note.send_keys("looking at it").await.expect("type");
-    c.find(Locator::Css("#act-ack"))
-        .await
-        .expect("ack")
-        .click()
-        .await
-        .expect("click");
+    type_into(&c, "#act-note", "looking at it").await;
+    click(&c, "#act-ack").await;
     until(&c, "acknowledged", "document.querySelector('#inc-status') && document.querySelector('#inc-status').textContent === 'acknowledged'").await;
     select(&c, "#act-disposition", "true_positive").await;
-    c.find(Locator::Css("#act-note"))
-        .await
-        .expect("note")
-        .send_keys("confirmed credential theft attempt")
-        .await
-        .expect("type");
-    c.find(Locator::Css("#act-resolve"))
-        .await
-        .expect("resolve")
-        .click()
-        .await
-        .expect("click");
+    type_into(&c, "#act-note", "confirmed credential theft attempt").await;
+    click(&c, "#act-resolve").await;
     until(&c, "resolved", "document.querySelector('#inc-status') && document.querySelector('#inc-status').textContent === 'resolved'").await;
     let after = api_get(&base, &analyst, &format!("/api/v1/incidents/{l3_id}"));
     let history = after["history"].as_array().expect("history");
@@ -379,13 +452,22 @@ async fn console_in_headless_chromium() {
         .iter()
         .map(|a| a["ledger_index"].as_u64().expect("ledgered"))
         .collect();
-    let ledger = api_get(&base, &analyst, &format!("/api/v1/incidents/{l3_id}/ledger"));
+    let ledger = api_get(
+        &base,
+        &analyst,
+        &format!("/api/v1/incidents/{l3_id}/ledger"),
+    );
     assert_eq!(ledger["action_records"], json!(action_idx));
     assert_eq!(count(&c, "#history tr").await, 2);
 
     // 6. Hunting: rows render, page through them, same rows as the API gives.
     c.goto(&format!("{base}/#/hunt")).await.expect("goto");
-    until(&c, "table list", "document.querySelector('#tables details')").await;
+    until(
+        &c,
+        "table list",
+        "document.querySelector('#tables details')",
+    )
+    .await;
     let sql = "SELECT event_id, ts, method FROM events ORDER BY ts, event_id LIMIT 250";
     c.execute(
         "document.querySelector('#sql').value = arguments[0]; return 1;",
@@ -393,28 +475,30 @@ async fn console_in_headless_chromium() {
     )
     .await
     .expect("set sql");
-    c.find(Locator::Css("#run"))
-        .await
-        .expect("run")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#run").await;
     until(&c, "results", "document.querySelector('#result-table')").await;
-    assert_eq!(count(&c, "#result-table tr").await, 101, "header + 100 rows per page");
+    assert_eq!(
+        count(&c, "#result-table tr").await,
+        101,
+        "header + 100 rows per page"
+    );
     assert_eq!(text(&c, "#page-label").await, "page 1 of 3");
     let api_rows = api_query(&base, &analyst, sql);
     let first_api = api_rows["rows"][0]["event_id"].as_str().expect("event id");
-    assert_eq!(text(&c, "#result-table tr:nth-child(2) td").await, first_api);
-    c.find(Locator::Css("#next-page"))
+    assert_eq!(
+        text(&c, "#result-table tr:nth-child(2) td").await,
+        first_api
+    );
+    c.execute("window.scrollTo(0, 0); return 1;", vec![])
         .await
-        .expect("next")
-        .click()
-        .await
-        .expect("click");
-    let row101 = api_rows["rows"][100]["event_id"].as_str().expect("event id");
+        .expect("scroll");
+    shot(&c, "console-hunt.png").await;
+    click(&c, "#next-page").await;
+    let row101 = api_rows["rows"][100]["event_id"]
+        .as_str()
+        .expect("event id");
     assert_eq!(text(&c, "#result-table tr:nth-child(2) td").await, row101);
     assert!(count(&c, "#hist-chart rect").await > 0, "time histogram");
-    shot(&c, "console-hunt.png").await;
 
     // 7. A viewer: no action controls, no hunting, and the server refuses a forged POST.
     let viewer = token(&dir, "viewer");
@@ -422,7 +506,12 @@ async fn console_in_headless_chromium() {
     c.goto(&format!("{base}/#/incident/{new_id}"))
         .await
         .expect("goto");
-    until(&c, "read-only page", "document.querySelector('#actions-none')").await;
+    until(
+        &c,
+        "read-only page",
+        "document.querySelector('#actions-none')",
+    )
+    .await;
     assert_eq!(count(&c, "#actions button").await, 0);
     let hunt_hidden = c
         .execute("return document.querySelector('#nav-hunt').hidden;", vec![])
@@ -451,12 +540,7 @@ async fn console_in_headless_chromium() {
     c.goto(&format!("{base}/#/overview")).await.expect("goto");
     until(&c, "overview", "document.querySelector('#rules-table')").await;
     assert_eq!(text(&c, "#ov-l3").await, (of_level(3) + 1).to_string());
-    c.find(Locator::Css("#verify"))
-        .await
-        .expect("verify")
-        .click()
-        .await
-        .expect("click");
+    click(&c, "#verify").await;
     let verdict = until(
         &c,
         "verification",
@@ -465,6 +549,13 @@ async fn console_in_headless_chromium() {
     .await;
     assert!(verdict.as_str().unwrap_or("").starts_with('✓'), "{verdict}");
     shot(&c, "console-overview.png").await;
+    let before = api_get(
+        &base,
+        &analyst,
+        "/api/v1/incidents?view=summary&limit=100000",
+    )["count"]
+        .as_u64()
+        .expect("count") as usize;
     sigterm_and_wait(&mut mon);
 
     // 9. Ten thousand incidents: the queue renders them all (virtualised rows).
@@ -495,13 +586,18 @@ async fn console_in_headless_chromium() {
         .execute("return window.dunesMetrics;", vec![])
         .await
         .expect("metrics");
-    let total = incidents.len() + 1 + 10_000;
+    let total = before + 10_000;
     assert_eq!(m["queueRows"], json!(total));
     assert_eq!(text(&c, "#shown").await, total.to_string());
     let in_dom = count(&c, ".qrow").await;
     assert!(in_dom < 200, "rows are virtualised: {in_dom} in the DOM");
     select(&c, "#f-rule", "bulk-rule-7").await;
-    until(&c, "filter over 10k", "document.querySelector('#shown').textContent === '250'").await;
+    until(
+        &c,
+        "filter over 10k",
+        "document.querySelector('#shown').textContent === '250'",
+    )
+    .await;
     eprintln!(
         "console: first render of {total} incidents: {:.0} ms (fetch + render), render alone {:.0} ms",
         m["queueFirstRenderMs"].as_f64().unwrap_or(f64::NAN),

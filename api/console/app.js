@@ -32,7 +32,7 @@ function h(tag, attrs, ...children) {
     else if (k === "value") el.value = v;
     else el.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined || c === false) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -42,7 +42,7 @@ function h(tag, attrs, ...children) {
 function svg(tag, attrs, ...children) {
   const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
   for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -218,7 +218,8 @@ function onIncidents(msg) {
     state.incidents.set(inc.incident_id, inc);
   }
   if (currentView === "queue") renderQueueBody(fresh);
-  if (currentView === "incident" && msg.incidents.some((i) => i.incident_id === currentIncident)) {
+  const shown = msg.incidents.find((i) => i.incident_id === currentIncident);
+  if (currentView === "incident" && shown && signature(shown, shown.actions) !== state.shownSignature) {
     refreshIncident();
   }
 }
@@ -230,7 +231,7 @@ let currentIncident = null;
 const filters = { level: "", status: "", rule: "", tag: "", server: "", principal: "", from: "", to: "", text: "", sort: "detected_desc" };
 
 async function loadIncidents() {
-  const r = await api("/api/v1/incidents?view=summary&limit=10000");
+  const r = await api("/api/v1/incidents?view=summary&limit=100000");
   state.incidents = new Map();
   // the API lists newest first; the map keeps detection order (oldest first)
   for (let i = r.incidents.length - 1; i >= 0; i--) state.incidents.set(r.incidents[i].incident_id, r.incidents[i]);
@@ -444,9 +445,12 @@ function contributionChart(contribs) {
 }
 
 async function renderIncident(id) {
-  currentIncident = id;
   const view = document.getElementById("view");
-  view.replaceChildren(h("p", { class: "muted" }, "Loading incident…"));
+  // a refresh of the incident shown keeps it on screen until the new one is built
+  if (currentIncident !== id || !document.getElementById("inc-title")) {
+    view.replaceChildren(h("p", { class: "muted" }, "Loading incident…"));
+  }
+  currentIncident = id;
   let inc;
   try {
     inc = await api("/api/v1/incidents/" + encodeURIComponent(id));
@@ -493,8 +497,14 @@ async function renderIncident(id) {
     h("div", { class: "card", id: "responses" }, h("h2", {}, "Responses"), h("p", { class: "muted" }, "…")),
     historyCard(inc));
   view.replaceChildren(h("p", {}, h("a", { href: "#/queue" }, "← queue")), h("div", { class: "grid" }, main, side));
+  state.shownSignature = signature(inc, inc.history.length);
   loadTimeline(inc);
   loadLedger(inc);
+}
+
+// What an incident page shows that a change can alter (a change elsewhere redraws nothing).
+function signature(inc, actions) {
+  return [inc.status, inc.level, inc.assignee || "", actions, inc.match_count].join("|");
 }
 
 async function refreshIncident() {

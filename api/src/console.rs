@@ -33,7 +33,10 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// The page's static files (public: they hold no data; every datum comes from the API).
 pub(crate) fn assets() -> Router<AppState> {
     Router::new()
-        .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
+        .route(
+            "/",
+            get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }),
+        )
         .route(
             "/console/app.js",
             get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
@@ -48,12 +51,18 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     let mut r = body.into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     r
 }
@@ -93,6 +102,7 @@ pub(crate) fn summary(inc: &Incident, history: &[IncidentAction]) -> Value {
         "detected_at": inc.detected_at,
         "assignee": assignee,
         "disposition": disposition,
+        "actions": history.len(),
     })
 }
 
@@ -115,7 +125,8 @@ const STREAM_MAX: usize = 500;
 
 /// `GET /api/v1/incidents/stream`: Server-Sent Events. First `ready` with the store
 /// revision, then an `incidents` event (`{revision, incidents: [summary]}`) whenever
-/// incidents are created or change. The stream ends when the token expires.
+/// incidents are created or change. The stream ends when the token expires or the server
+/// shuts down.
 pub(crate) async fn stream(
     State(st): State<AppState>,
     Extension(c): Extension<Claims>,
@@ -126,29 +137,33 @@ pub(crate) async fn stream(
     let ready = Event::default()
         .event("ready")
         .data(json!({ "revision": start }).to_string());
-    let changes = futures::stream::unfold((st, start), move |(st, rev)| async move {
-        loop {
-            tokio::time::sleep(STREAM_TICK).await;
-            if Utc::now().timestamp() >= expires {
-                return None;
+    let closing = st.closing.subscribe();
+    let changes = futures::stream::unfold(
+        (st, start, closing),
+        move |(st, rev, mut closing)| async move {
+            loop {
+                tokio::select! {
+                    () = tokio::time::sleep(STREAM_TICK) => {}
+                    _ = closing.changed() => {}
+                }
+                if *closing.borrow() || Utc::now().timestamp() >= expires {
+                    return None;
+                }
+                let (changed, next) = st.incidents.changed_since(rev, STREAM_MAX);
+                if changed.is_empty() {
+                    continue;
+                }
+                let list: Vec<Value> = changed
+                    .iter()
+                    .map(|i| summary(i, &st.incidents.history(&i.incident_id)))
+                    .collect();
+                let data = json!({ "revision": next, "incidents": list }).to_string();
+                let ev = Event::default().event("incidents").data(data);
+                return Some((Ok(ev), (st, next, closing)));
             }
-            let (changed, next) = st.incidents.changed_since(rev, STREAM_MAX);
-            if changed.is_empty() {
-                continue;
-            }
-            let list: Vec<Value> = changed
-                .iter()
-                .map(|i| summary(i, &st.incidents.history(&i.incident_id)))
-                .collect();
-            let data = json!({ "revision": next, "incidents": list }).to_string();
-            let ev = Event::default().event("incidents").data(data);
-            return Some((Ok(ev), (st, next)));
-        }
-    });
-    let all = futures::StreamExt::chain(
-        futures::stream::once(async move { Ok(ready) }),
-        changes,
+        },
     );
+    let all = futures::StreamExt::chain(futures::stream::once(async move { Ok(ready) }), changes);
     Sse::new(all).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
@@ -206,8 +221,8 @@ fn incident_ledger_blocking(dir: &std::path::Path, id: &str) -> Result<Value, Ap
     let checkpoint = dunes_ledger::read_latest_checkpoint(dir).map_err(internal)?;
     let proof = match (incidents.last(), &checkpoint) {
         (Some(&index), Some(cp)) if index < cp.tree_size => {
-            let p = dunes_ledger::inclusion_proof(dir, index, Some(cp.tree_size))
-                .map_err(internal)?;
+            let p =
+                dunes_ledger::inclusion_proof(dir, index, Some(cp.tree_size)).map_err(internal)?;
             let hash = |h: &str| {
                 let mut out = [0u8; 32];
                 hex::decode_to_slice(h, &mut out).map(|()| out)
@@ -426,7 +441,10 @@ mod tests {
             ..AuthConfig::default()
         };
         let auth = AuthState::open(dir, cfg).expect("auth");
-        crate::router(AppState::new(store, dir.to_path_buf(), Arc::new(auth)), 1 << 20)
+        crate::router(
+            AppState::new(store, dir.to_path_buf(), Arc::new(auth)),
+            1 << 20,
+        )
     }
 
     async fn get(app: &axum::Router, uri: &str) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
@@ -456,7 +474,12 @@ mod tests {
         assert!(csp.contains("script-src 'self'") && csp.contains("connect-src 'self'"));
         let (s, h, _) = get(&app, "/console/app.js").await;
         assert_eq!(s, StatusCode::OK);
-        assert!(h["content-type"].to_str().expect("ct").starts_with("text/javascript"));
+        assert!(
+            h["content-type"]
+                .to_str()
+                .expect("ct")
+                .starts_with("text/javascript")
+        );
         // the data is not public
         let (s, _, _) = get(&app, "/api/v1/incidents?view=summary").await;
         assert_eq!(s, StatusCode::UNAUTHORIZED);
@@ -467,7 +490,14 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let store = Arc::new(IncidentStore::new());
         store.insert(incident("inc-1"));
-        let app = app(tmp.path(), store.clone());
+        let cfg = AuthConfig {
+            disabled: true,
+            ..AuthConfig::default()
+        };
+        let auth = AuthState::open(tmp.path(), cfg).expect("auth");
+        let state = AppState::new(store.clone(), tmp.path().to_path_buf(), Arc::new(auth));
+        let closing = state.closing.clone();
+        let app = crate::router(state, 1 << 20);
         let (s, _, body) = get(&app, "/api/v1/incidents?view=summary").await;
         assert_eq!(s, StatusCode::OK);
         let v: Value = serde_json::from_slice(&body).expect("json");
@@ -503,8 +533,8 @@ mod tests {
         store.insert(incident("inc-2"));
         let ev = next().await;
         assert!(ev.starts_with("event: incidents\n"), "{ev}");
-        let data: Value =
-            serde_json::from_str(ev.trim_end().split_once("data: ").expect("data").1).expect("json");
+        let data: Value = serde_json::from_str(ev.trim_end().split_once("data: ").expect("data").1)
+            .expect("json");
         let ids: Vec<&str> = data["incidents"]
             .as_array()
             .expect("list")
@@ -513,6 +543,12 @@ mod tests {
             .collect();
         assert_eq!(ids, ["inc-2"]);
         assert_eq!(data["revision"].as_u64(), Some(store.revision()));
+        // a server shutting down ends the stream (its graceful shutdown waits for it)
+        closing.send_replace(true);
+        let end = tokio::time::timeout(Duration::from_secs(2), body.frame())
+            .await
+            .expect("the stream ends at once");
+        assert!(end.is_none(), "no more events after the shutdown");
     }
 
     #[tokio::test]
@@ -524,16 +560,25 @@ mod tests {
         let inc = serde_json::to_vec(&incident("inc-1")).expect("json");
         let ev = l.append(RecordKind::Event, 1, b"{}", &[]).expect("append");
         l.append(RecordKind::Event, 2, b"{}", &[]).expect("append");
-        let i = l.append(RecordKind::Incident, 3, &inc, &[ev]).expect("append");
+        let i = l
+            .append(RecordKind::Incident, 3, &inc, &[ev])
+            .expect("append");
         let a = l
             .append(RecordKind::Action, 4, br#"{"incident_id":"inc-1"}"#, &[])
             .expect("append");
         let r = l
-            .append(RecordKind::Response, 5, br#"{"action":"isolate_session"}"#, &[i])
+            .append(
+                RecordKind::Response,
+                5,
+                br#"{"action":"isolate_session"}"#,
+                &[i],
+            )
             .expect("append");
         l.checkpoint().expect("checkpoint");
         // a later update of the incident, not yet under a signed checkpoint
-        let later = l.append(RecordKind::Incident, 6, &inc, &[]).expect("append");
+        let later = l
+            .append(RecordKind::Incident, 6, &inc, &[])
+            .expect("append");
         l.sync().expect("sync");
         let store = Arc::new(IncidentStore::new());
         store.insert(incident("inc-1"));

@@ -14,8 +14,8 @@
 //! - `POST /v1/ingest` (NDJSON or JSON array body)
 
 pub mod auth;
-pub mod hunt;
 mod console;
+pub mod hunt;
 pub mod idempotency;
 mod ledger_routes;
 mod openapi;
@@ -342,6 +342,9 @@ pub struct AppState {
     pub outputs: Option<Arc<dyn OutputsView>>,
     /// Regulatory notification regimes (clocks of Level 3 incidents).
     pub notification: Arc<dunes_detect::notification::NotificationClocks>,
+    /// Set to true when the server begins shutting down: long-lived answers (the
+    /// console's live stream) end, so that the graceful shutdown does not wait for them.
+    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Delivery state of one webhook destination (`GET /api/v1/outputs`).
@@ -388,6 +391,7 @@ impl AppState {
             hunt: HuntConfig::default(),
             outputs: None,
             notification: Arc::default(),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 }
@@ -449,7 +453,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(suppress).layer(json_limit),
         )
         .route("/api/v1/incidents/stream", get(console::stream))
-        .route("/api/v1/incidents/{id}/ledger", get(console::incident_ledger))
+        .route(
+            "/api/v1/incidents/{id}/ledger",
+            get(console::incident_ledger),
+        )
         .route("/api/v1/session", get(console::session))
         .route("/api/v1/overview", get(console::overview))
         .route("/api/v1/ledger/verify", get(console::verify_ledger))
@@ -522,6 +529,11 @@ pub async fn serve(
     if let Some(tx) = bound {
         let _ = tx.send(addr);
     }
+    let closing = state.closing.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.send_replace(true);
+    };
     let api = serve_http1(
         listener,
         router(state, cfg.max_body_bytes),
@@ -940,7 +952,7 @@ struct IncidentQuery {
     params(("level" = Option<u8>, Query, description = "1, 2 or 3"),
            ("status" = Option<String>, Query, description = "open, acknowledged or resolved"),
            ("since" = Option<String>, Query, description = "RFC 3339: detected at or after"),
-           ("limit" = Option<usize>, Query, description = "default 1000, max 10000"),
+           ("limit" = Option<usize>, Query, description = "default 1000, max 10000 (100000 with view=summary)"),
            ("view" = Option<String>, Query, description = "`full` (default) or `summary`: without evidence and event ids, with `principal`, `tool_name`, `assignee`, `disposition` and the store `revision` to stream changes from")),
     responses((status = 200, description = "`{count, incidents}` newest first"), (status = 400), (status = 401), (status = 403)),
     security(("bearer" = [])))]
@@ -980,7 +992,16 @@ async fn list_incidents(
         level,
         status,
         since,
-        limit: Some(q.limit.unwrap_or(1000).min(10_000)),
+        // summaries are small: the console's queue holds up to 100,000
+        limit: Some(
+            q.limit
+                .unwrap_or(1000)
+                .min(if q.view.as_deref() == Some("summary") {
+                    100_000
+                } else {
+                    10_000
+                }),
+        ),
     };
     let list = st.incidents.list(&filter);
     match q.view.as_deref() {

@@ -32,7 +32,12 @@ struct Inner {
     revs: Vec<u64>,
     revision: u64,
     /// `suppress` actions: (rule id, entity, until, action id).
-    suppressions: Vec<(String, std::collections::BTreeMap<String, serde_json::Value>, DateTime<Utc>, String)>,
+    suppressions: Vec<(
+        String,
+        std::collections::BTreeMap<String, serde_json::Value>,
+        DateTime<Utc>,
+        String,
+    )>,
 }
 
 /// In-memory incident index, rebuilt from `incidents.ndjson` on start.
@@ -176,10 +181,17 @@ impl IncidentStore {
                 .collect();
             hits.sort_unstable();
             hits.truncate(limit);
-            let next = hits.last().map_or(i.revision, |&(r, _)| {
-                if hits.len() == limit { r } else { i.revision }
-            });
-            (hits.into_iter().map(|(_, n)| i.list[n].clone()).collect(), next)
+            let next =
+                hits.last().map_or(
+                    i.revision,
+                    |&(r, _)| {
+                        if hits.len() == limit { r } else { i.revision }
+                    },
+                );
+            (
+                hits.into_iter().map(|(_, n)| i.list[n].clone()).collect(),
+                next,
+            )
         })
     }
 

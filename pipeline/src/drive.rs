@@ -180,6 +180,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             hunt: cfg.hunt.clone(),
             outputs: pipeline.outputs_view(),
             notification: pipeline.notification_clocks(),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         };
         let scfg = ServerConfig {
             listen: cfg.http.listen,

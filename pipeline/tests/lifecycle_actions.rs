@@ -1,0 +1,205 @@
+//! The console's lifecycle actions through the stage: "suppress similar" stops new
+//! incidents of the same rule and entity for its hours (their events are still ledgered;
+//! another entity still raises), de-escalation lowers one level and stops at Level 1, a
+//! comment is accepted after resolution; every action is a ledger record.
+
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use dunes_detect::{ActionKind, IncidentAction, IncidentStatus, IncidentStore, Level};
+use dunes_ingest::{RawRecord, SourcePos};
+use dunes_pipeline::{ActionRefused, Config, Pipeline};
+use serde_json::Value;
+
+mod common;
+
+/// The sample's session labelled `label`, its events moved `shift` later, with event ids
+/// suffixed by `tag` and, when given, the session id replaced.
+fn session(label: &str, shift: Duration, tag: &str, new_session: Option<&str>) -> Vec<RawRecord> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/corpus");
+    let labels: std::collections::BTreeMap<String, String> = serde_json::from_slice(
+        &std::fs::read(format!("{root}/mcp-sample.labels.json")).expect("labels"),
+    )
+    .expect("labels JSON");
+    let id = labels
+        .iter()
+        .find(|(_, l)| l.as_str() == label)
+        .map(|(s, _)| s.clone())
+        .expect("a labelled session");
+    std::fs::read_to_string(format!("{root}/mcp-sample.ndjson"))
+        .expect("sample")
+        .lines()
+        .filter(|l| l.contains(&id))
+        .enumerate()
+        .map(|(n, l)| {
+            let mut v: Value = serde_json::from_str(l).expect("json");
+            let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().expect("ts"))
+                .expect("rfc3339")
+                + shift;
+            v["ts"] = Value::from(ts.to_rfc3339());
+            v["event_id"] = Value::from(format!("{}-{tag}", v["event_id"].as_str().expect("id")));
+            if let Some(s) = new_session {
+                v["session_id"] = Value::from(s);
+            }
+            RawRecord {
+                bytes: v.to_string().into_bytes(),
+                source: SourcePos::File {
+                    path: "sample".into(),
+                    line: n as u64 + 1,
+                },
+                oversize: None,
+            }
+        })
+        .collect()
+}
+
+fn action(incident_id: &str, kind: ActionKind) -> IncidentAction {
+    IncidentAction {
+        record_type: "incident_action".into(),
+        action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
+        incident_id: incident_id.to_string(),
+        action: kind,
+        actor: "analyst@example".into(),
+        role: "responder".into(),
+        jti: "jti".into(),
+        at: Utc::now(),
+        assignee: None,
+        disposition: None,
+        note: None,
+        regime: None,
+        stage: None,
+        suppress_until: None,
+        ledger_index: None,
+    }
+}
+
+#[test]
+fn suppress_similar_deescalate_and_comment() {
+    common::run_with_room(scenario());
+}
+
+async fn scenario() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let mut cfg = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    cfg.anomaly.enabled = false;
+    cfg.history.enabled = false;
+    let store = Arc::new(IncidentStore::new());
+    let mut p = Pipeline::open(&cfg, store.clone(), None)
+        .await
+        .expect("open");
+    let first = p
+        .process(session("tool_poisoning", Duration::zero(), "a", None))
+        .await
+        .expect("process");
+    let inc = first
+        .incidents
+        .iter()
+        .find(|i| i.level == Level::Analyst)
+        .expect("a Level 2 incident")
+        .clone();
+    let rules = |out: &dunes_pipeline::BatchOutcome| -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = out
+            .incidents
+            .iter()
+            .map(|i| {
+                (
+                    i.rule_id.clone(),
+                    serde_json::to_string(&i.entity).expect("json"),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let entity = serde_json::to_string(&inc.entity).expect("json");
+
+    // Suppress similar for 2 hours: the same traffic a day later raises everything but
+    // that rule on that entity.
+    let mut s = action(&inc.incident_id, ActionKind::Suppress);
+    s.suppress_until = Some(Utc::now() + Duration::hours(2));
+    let out = p.apply_action(s).await.expect("io").expect("applied");
+    let suppress_idx = out.action.ledger_index.expect("ledgered");
+    let again = p
+        .process(session("tool_poisoning", Duration::days(1), "b", None))
+        .await
+        .expect("process");
+    assert_eq!(again.accepted, first.accepted, "the events are all taken");
+    let mut want = rules(&first);
+    want.retain(|(r, e)| !(r == &inc.rule_id && e == &entity));
+    assert_eq!(
+        rules(&again),
+        want,
+        "only the suppressed rule and entity are missing"
+    );
+    // Another entity (a new session) is not similar: it raises.
+    let other = p
+        .process(session(
+            "tool_poisoning",
+            Duration::days(2),
+            "c",
+            Some("sess-other"),
+        ))
+        .await
+        .expect("process");
+    assert!(
+        other.incidents.iter().any(|i| i.rule_id == inc.rule_id),
+        "a different entity still raises"
+    );
+
+    // De-escalate: 2 → 1, then refused at Level 1.
+    let out = p
+        .apply_action(action(&inc.incident_id, ActionKind::Deescalate))
+        .await
+        .expect("io")
+        .expect("applied");
+    assert_eq!(out.incident.level, Level::Automated);
+    let refused = p
+        .apply_action(action(&inc.incident_id, ActionKind::Deescalate))
+        .await
+        .expect("io");
+    assert!(
+        matches!(&refused, Err(ActionRefused::Conflict(m)) if m.contains("level 1")),
+        "{refused:?}"
+    );
+    // Resolve, then a comment is still accepted; a comment without a note is not.
+    let mut r = action(&inc.incident_id, ActionKind::Resolve);
+    r.disposition = Some(dunes_detect::Disposition::FalsePositive);
+    p.apply_action(r).await.expect("io").expect("applied");
+    assert!(matches!(
+        p.apply_action(action(&inc.incident_id, ActionKind::Comment))
+            .await
+            .expect("io"),
+        Err(ActionRefused::Conflict(_))
+    ));
+    let mut c = action(&inc.incident_id, ActionKind::Comment);
+    c.note = Some("tuned the rule's allowlist".into());
+    let out = p.apply_action(c).await.expect("io").expect("applied");
+    assert_eq!(out.incident.status, IncidentStatus::Resolved);
+    let kinds: Vec<ActionKind> = store
+        .history(&inc.incident_id)
+        .iter()
+        .map(|a| a.action)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ActionKind::Suppress,
+            ActionKind::Deescalate,
+            ActionKind::Resolve,
+            ActionKind::Comment
+        ]
+    );
+    let idx: Vec<u64> = store
+        .history(&inc.incident_id)
+        .iter()
+        .map(|a| a.ledger_index.expect("ledgered"))
+        .collect();
+    assert_eq!(idx[0], suppress_idx);
+    p.close().await.expect("close");
+    let report = dunes_ledger::verify_dir(&cfg.data_dir).expect("verify");
+    assert!(report.first_failure.is_none(), "{report:?}");
+    assert_eq!(report.records_by_kind.get("action"), Some(&4));
+}
