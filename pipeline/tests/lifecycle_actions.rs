@@ -6,9 +6,10 @@
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
+use dunes_api::ActionRefused;
 use dunes_detect::{ActionKind, IncidentAction, IncidentStatus, IncidentStore, Level};
 use dunes_ingest::{RawRecord, SourcePos};
-use dunes_pipeline::{ActionRefused, Config, Pipeline};
+use dunes_pipeline::{Config, Pipeline};
 use serde_json::Value;
 
 mod common;
@@ -120,20 +121,21 @@ async fn scenario() {
     // that rule on that entity.
     let mut s = action(&inc.incident_id, ActionKind::Suppress);
     s.suppress_until = Some(Utc::now() + Duration::hours(2));
-    let out = p.apply_action(s).await.expect("io").expect("applied");
+    let out = p.apply_action(s).expect("io").expect("applied");
     let suppress_idx = out.action.ledger_index.expect("ledgered");
     let again = p
         .process(session("tool_poisoning", Duration::days(1), "b", None))
         .await
         .expect("process");
     assert_eq!(again.accepted, first.accepted, "the events are all taken");
-    let mut want = rules(&first);
-    want.retain(|(r, e)| !(r == &inc.rule_id && e == &entity));
-    assert_eq!(
-        rules(&again),
-        want,
-        "only the suppressed rule and entity are missing"
-    );
+    let raised = rules(&again);
+    let suppressed = (inc.rule_id.clone(), entity.clone());
+    assert!(!raised.contains(&suppressed), "{raised:?}");
+    // everything else of the first run is raised again (a day later the session's token
+    // has also expired, which adds an incident of its own)
+    for pair in rules(&first).into_iter().filter(|p| *p != suppressed) {
+        assert!(raised.contains(&pair), "{pair:?} missing from {raised:?}");
+    }
     // Another entity (a new session) is not similar: it raises.
     let other = p
         .process(session(
@@ -152,13 +154,11 @@ async fn scenario() {
     // De-escalate: 2 → 1, then refused at Level 1.
     let out = p
         .apply_action(action(&inc.incident_id, ActionKind::Deescalate))
-        .await
         .expect("io")
         .expect("applied");
     assert_eq!(out.incident.level, Level::Automated);
     let refused = p
         .apply_action(action(&inc.incident_id, ActionKind::Deescalate))
-        .await
         .expect("io");
     assert!(
         matches!(&refused, Err(ActionRefused::Conflict(m)) if m.contains("level 1")),
@@ -167,16 +167,15 @@ async fn scenario() {
     // Resolve, then a comment is still accepted; a comment without a note is not.
     let mut r = action(&inc.incident_id, ActionKind::Resolve);
     r.disposition = Some(dunes_detect::Disposition::FalsePositive);
-    p.apply_action(r).await.expect("io").expect("applied");
+    p.apply_action(r).expect("io").expect("applied");
     assert!(matches!(
         p.apply_action(action(&inc.incident_id, ActionKind::Comment))
-            .await
             .expect("io"),
         Err(ActionRefused::Conflict(_))
     ));
     let mut c = action(&inc.incident_id, ActionKind::Comment);
     c.note = Some("tuned the rule's allowlist".into());
-    let out = p.apply_action(c).await.expect("io").expect("applied");
+    let out = p.apply_action(c).expect("io").expect("applied");
     assert_eq!(out.incident.status, IncidentStatus::Resolved);
     let kinds: Vec<ActionKind> = store
         .history(&inc.incident_id)
@@ -198,7 +197,7 @@ async fn scenario() {
         .map(|a| a.ledger_index.expect("ledgered"))
         .collect();
     assert_eq!(idx[0], suppress_idx);
-    p.close().await.expect("close");
+    p.close().expect("close");
     let report = dunes_ledger::verify_dir(&cfg.data_dir).expect("verify");
     assert!(report.first_failure.is_none(), "{report:?}");
     assert_eq!(report.records_by_kind.get("action"), Some(&4));
