@@ -153,7 +153,7 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
         .await
         .expect("login form");
     input.send_keys(token).await.expect("type token");
-    click(&c, "#login-submit").await;
+    click(c, "#login-submit").await;
     until(c, "the queue", "document.querySelectorAll('.qrow').length").await;
 }
 

@@ -21,6 +21,14 @@ pub struct IncidentFilter {
     pub limit: Option<usize>,
 }
 
+/// A `suppress` action: no new incident of `rule_id` on `entity` until `until`.
+struct Suppression {
+    rule_id: String,
+    entity: std::collections::BTreeMap<String, serde_json::Value>,
+    until: DateTime<Utc>,
+    action_id: String,
+}
+
 #[derive(Default)]
 struct Inner {
     list: Vec<Incident>,
@@ -31,13 +39,8 @@ struct Inner {
     /// replace or a new action), from the store-wide counter `revision`.
     revs: Vec<u64>,
     revision: u64,
-    /// `suppress` actions: (rule id, entity, until, action id).
-    suppressions: Vec<(
-        String,
-        std::collections::BTreeMap<String, serde_json::Value>,
-        DateTime<Utc>,
-        String,
-    )>,
+    /// Active and past `suppress` actions.
+    suppressions: Vec<Suppression>,
 }
 
 /// In-memory incident index, rebuilt from `incidents.ndjson` on start.
@@ -134,12 +137,12 @@ impl IncidentStore {
                 (action.action, action.suppress_until)
             {
                 let inc = &g.list[i];
-                let s = (
-                    inc.rule_id.clone(),
-                    inc.entity.clone(),
+                let s = Suppression {
+                    rule_id: inc.rule_id.clone(),
+                    entity: inc.entity.clone(),
                     until,
-                    action.action_id.clone(),
-                );
+                    action_id: action.action_id.clone(),
+                };
                 g.suppressions.push(s);
             }
         }
@@ -155,10 +158,8 @@ impl IncidentStore {
         self.read(|i| {
             i.suppressions
                 .iter()
-                .find(|(rule, entity, until, _)| {
-                    *until > now && *rule == inc.rule_id && *entity == inc.entity
-                })
-                .map(|s| s.3.clone())
+                .find(|s| s.until > now && s.rule_id == inc.rule_id && s.entity == inc.entity)
+                .map(|s| s.action_id.clone())
         })
     }
 
