@@ -374,6 +374,13 @@ enum ReportCmd {
         /// Skip the PDF (no Chromium needed).
         #[arg(long)]
         no_pdf: bool,
+        /// Base URL of the running monitor's API: when it holds the ledger, the report's
+        /// digest is ledgered through it (`POST /api/v1/reports/digest`).
+        #[arg(long)]
+        api: Option<String>,
+        /// API token for --api (role auditor or admin).
+        #[arg(long, env = "DUNES_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -678,6 +685,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                     to,
                     out,
                     no_pdf,
+                    api,
+                    token,
                 },
         } => {
             let cfg = common.config()?;
@@ -687,6 +696,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 rfc3339(to, "to")?,
                 &out,
                 !no_pdf,
+                api.as_deref().map(|a| (a, token.as_deref())),
             )?;
             Ok(ExitCode::SUCCESS)
         }

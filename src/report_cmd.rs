@@ -163,29 +163,56 @@ fn submit_over_api(
         a.incident
     );
     let body = serde_json::json!({ "regime": a.regime, "stage": a.stage, "note": note });
+    api_post(&url, token, "notify", &body)?["action"]["ledger_index"]
+        .as_u64()
+        .context("the answer has no action.ledger_index")
+}
+
+/// Through the running monitor: `POST /api/v1/reports/digest`; returns the record index.
+fn digest_over_api(
+    base: &str,
+    token: Option<&str>,
+    blake3_hex: &str,
+    from: chrono::DateTime<Utc>,
+    to: chrono::DateTime<Utc>,
+) -> anyhow::Result<u64> {
+    let token =
+        token.context("--api needs a token: --token or DUNES_TOKEN (role auditor or admin)")?;
+    let url = format!("{}/api/v1/reports/digest", base.trim_end_matches('/'));
+    let body =
+        serde_json::json!({ "report": "compliance", "blake3": blake3_hex, "from": from, "to": to });
+    api_post(&url, token, "digest", &body)?["ledger_index"]
+        .as_u64()
+        .context("the answer has no ledger_index")
+}
+
+/// POSTs `body` with a fresh `Idempotency-Key`; the JSON answer of a 200, else the error.
+fn api_post(
+    url: &str,
+    token: &str,
+    what: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(30)))
         .build()
         .into();
     let mut resp = agent
-        .post(&url)
+        .post(url)
         .header("Authorization", &format!("Bearer {token}"))
         .header(
             "Idempotency-Key",
-            &format!("notify-{}", uuid::Uuid::now_v7().simple()),
+            &format!("{what}-{}", uuid::Uuid::now_v7().simple()),
         )
-        .send_json(&body)
+        .send_json(body)
         .with_context(|| format!("POST {url}"))?;
     let status = resp.status().as_u16();
     let text = resp.body_mut().read_to_string().unwrap_or_default();
     if status != 200 {
         bail!("POST {url}: HTTP {status}: {}", text.trim());
     }
-    let v: serde_json::Value = serde_json::from_str(&text).context("answer is not JSON")?;
-    v["action"]["ledger_index"]
-        .as_u64()
-        .context("the answer has no action.ledger_index")
+    serde_json::from_str(&text).context("answer is not JSON")
 }
 
 /// No monitor running: open the pipeline on the data dir, apply the action, close (which
@@ -276,6 +303,7 @@ pub fn compliance(
     to: Option<chrono::DateTime<Utc>>,
     out: &Path,
     pdf: bool,
+    api: Option<(&str, Option<&str>)>,
 ) -> anyhow::Result<()> {
     use dunes_pipeline::report::compliance as c;
     let now = Utc::now();
@@ -302,7 +330,11 @@ pub fn compliance(
             l.close().context("cannot close the ledger")?;
             Some(idx)
         }
-        Err(dunes_ledger::LedgerError::Locked { .. }) => None,
+        Err(dunes_ledger::LedgerError::Locked { .. }) => match api {
+            // a monitor holds the ledger: it appends the digest for us
+            Some((base, token)) => Some(digest_over_api(base, token, &digest, from, to)?),
+            None => None,
+        },
         Err(e) => return Err(e).context("cannot open the ledger"),
     };
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -335,7 +367,7 @@ pub fn compliance(
     match ledgered {
         Some(i) => println!("  digest ledgered as record {i}"),
         None => println!(
-            "  digest NOT ledgered: a monitor holds the ledger of {} (stop it and rerun to ledger the digest)",
+            "  digest NOT ledgered: a monitor holds the ledger of {} (rerun with --api http://HOST:PORT and an auditor token, or stop it and rerun)",
             cfg.data_dir.display()
         ),
     }

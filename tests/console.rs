@@ -534,9 +534,50 @@ async fn console_in_headless_chromium() {
     assert_eq!(still["status"], "open");
     assert_eq!(still["history"], json!([]));
 
-    // 8. Overview as an admin: counts, rules with their false-positive rates, ledger verify.
-    let admin = token(&dir, "admin");
-    sign_in(&c, &base, &admin).await;
+    // 8. Overview as an admin, signed in with a `token issue --login` link (the token
+    // leaves the address bar at once): counts, rules with their false-positive rates,
+    // ledger verification.
+    let link = run_ok(
+        dunes()
+            .args([
+                "token",
+                "issue",
+                "--sub",
+                "e2e-admin",
+                "--role",
+                "admin",
+                "--ttl",
+                "5m",
+                "--login",
+            ])
+            .arg("--data-dir")
+            .arg(&dir),
+    );
+    let link = String::from_utf8(link.stdout).expect("utf8");
+    let link = link.lines().last().expect("a link").trim();
+    // the link names the configured listener; this test's monitor listens elsewhere
+    let fragment = link
+        .strip_prefix("http://127.0.0.1:8080/")
+        .unwrap_or_else(|| panic!("a link to [http] listen: {link}"));
+    assert!(fragment.starts_with("#token="), "{link}");
+    c.execute("sessionStorage.clear(); return 1;", vec![])
+        .await
+        .expect("clear");
+    c.goto(&format!("{base}/{fragment}")).await.expect("goto");
+    c.refresh().await.expect("load the link");
+    until(
+        &c,
+        "the queue after the link",
+        "document.querySelectorAll('.qrow').length",
+    )
+    .await;
+    assert!(text(&c, "#who").await.contains("e2e-admin (admin)"));
+    let url = c.current_url().await.expect("url");
+    assert_eq!(
+        url.fragment(),
+        Some("/queue"),
+        "the token left the address bar"
+    );
     c.goto(&format!("{base}/#/overview")).await.expect("goto");
     until(&c, "overview", "document.querySelector('#rules-table')").await;
     assert_eq!(text(&c, "#ov-l3").await, (of_level(3) + 1).to_string());

@@ -162,7 +162,42 @@ fn notify_without_and_through_a_running_monitor() {
         })
         .collect();
     assert_eq!(steps, vec!["notify nis2/early-warning"]);
+    // A compliance report while the monitor holds the ledger: its digest goes through
+    // the API (an auditor's token) and is ledgered by the monitor.
+    let live_rep = tmp.path().join("compliance-live");
+    let o = run_ok(
+        dunes()
+            .args(["report", "compliance", "--no-pdf", "--out"])
+            .arg(&live_rep)
+            .arg("--data-dir")
+            .arg(&dir)
+            .args(["--api", &base, "--token", &token(&dir, "auditor")]),
+    );
+    let text = stdout(&o);
+    let live_idx: u64 = text
+        .split("digest ledgered as record ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the digest is ledgered through the API: {text}"));
+    let live_json = std::fs::read(live_rep.join("compliance.json")).expect("json");
     sigterm_and_wait(&mut mon);
+    let mut digest_record = None;
+    dunes_ledger::for_each_record(&dir, live_idx, |r| {
+        if r.index == live_idx {
+            digest_record = Some((r.kind, serde_json::from_slice::<Value>(r.payload).ok()));
+        }
+    })
+    .expect("read the ledger");
+    let (kind, payload) = digest_record.expect("the digest record");
+    let payload = payload.expect("JSON payload");
+    assert_eq!(kind, dunes_ledger::RecordKind::Action);
+    assert_eq!(payload["type"], "report_digest");
+    assert_eq!(payload["role"], "auditor");
+    assert_eq!(
+        payload["blake3"].as_str(),
+        Some(blake3::hash(&live_json).to_hex().as_str())
+    );
     let notes: Vec<String> = notify_notes(&dir).into_iter().map(|(s, _)| s).collect();
     assert_eq!(
         notes,

@@ -130,6 +130,8 @@ pub fn allowed_roles(method: &axum::http::Method, route: &str) -> &'static [Role
         (true, "/api/v1/rules" | "/api/v1/rules/{id}") => access::READ,
         (false, "/api/v1/rules/validate" | "/api/v1/rules/reload") => access::ADMIN,
         (false, "/api/v1/ledger/redact") => access::ADMIN,
+        // a compliance officer (auditor) registers the digest of the report they produced
+        (false, "/api/v1/reports/digest") => access::AUDIT,
         (true, "/api/v1/keys") => access::AUDIT,
         (true, "/api/v1/outputs" | "/api/v1/outputs/webhooks/{name}/dead-letters") => access::AUDIT,
         (true, r) if r.starts_with("/api/v1/ledger/") => access::AUDIT,

@@ -233,6 +233,14 @@ pub struct RedactionRequest {
     pub reply: oneshot::Sender<Result<RedactionOutcome, String>>,
 }
 
+/// A record the pipeline (the ledger's single writer) appends for an API caller: a
+/// regulator report's digest (`POST /api/v1/reports/digest`), ledgered as an `action`
+/// record; answered with its index once the ledger is synced.
+pub struct RecordRequest {
+    pub payload: serde_json::Value,
+    pub reply: oneshot::Sender<Result<u64, String>>,
+}
+
 /// What an applied redaction wrote.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RedactionOutcome {
@@ -332,6 +340,8 @@ pub struct AppState {
     pub actions: Option<mpsc::Sender<ActionRequest>>,
     /// Ledger redactions (admin only).
     pub redactions: Option<mpsc::Sender<RedactionRequest>>,
+    /// Report digests to ledger (auditor, admin).
+    pub records: Option<mpsc::Sender<RecordRequest>>,
     /// Access audit: every authenticated request but ingest, ledgered as an
     /// `access` record (None: not recorded, e.g. no pipeline attached).
     pub access: Option<mpsc::Sender<AccessRecord>>,
@@ -386,6 +396,7 @@ impl AppState {
             auth,
             actions: None,
             redactions: None,
+            records: None,
             access: None,
             rules: Arc::default(),
             hunt: HuntConfig::default(),
@@ -461,6 +472,10 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/overview", get(console::overview))
         .route("/api/v1/ledger/verify", get(console::verify_ledger))
         .route("/api/v1/notifications", get(list_notifications))
+        .route(
+            "/api/v1/reports/digest",
+            post(report_digest).layer(json_limit),
+        )
         .route("/api/v1/query", post(query).layer(json_limit))
         .route("/api/v1/rules", get(list_rules))
         .route("/api/v1/rules/{id}", get(get_rule))
@@ -1272,6 +1287,66 @@ async fn suppress(
     body: axum::body::Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     act(st, c, id, ActionKind::Suppress, body).await
+}
+
+/// A regulator report's digest to ledger.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DigestBody {
+    /// The report kind (`compliance`, …): 1-64 of `a-z`, `0-9`, `-`, `_`.
+    pub report: String,
+    /// BLAKE3 of the report's JSON document, 64 lowercase hex digits.
+    pub blake3: String,
+    /// The period the report covers.
+    #[schema(value_type = String, format = DateTime)]
+    pub from: DateTime<Utc>,
+    #[schema(value_type = String, format = DateTime)]
+    pub to: DateTime<Utc>,
+}
+
+#[utoipa::path(post, path = "/api/v1/reports/digest", tag = "ledger",
+    params(("Idempotency-Key" = String, Header, description = "a new key per report; the same key replays the first answer")),
+    request_body = DigestBody,
+    responses((status = 200, description = "`{ledger_index}`: an `action` record `{type: report_digest, report, blake3, from, to, actor, role, jti, at}` is in the ledger (synced)"), (status = 400), (status = 503)),
+    security(("bearer" = [])))]
+async fn report_digest(
+    State(st): State<AppState>,
+    Extension(c): Extension<Claims>,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let b: DigestBody = serde_json::from_slice(&body).map_err(|_| {
+        ApiError::BadRequest("body must be {\"report\", \"blake3\", \"from\", \"to\"}".into())
+    })?;
+    let kind_ok = !b.report.is_empty()
+        && b.report.len() <= 64
+        && b.report
+            .bytes()
+            .all(|x| x.is_ascii_lowercase() || x.is_ascii_digit() || x == b'-' || x == b'_');
+    let hex_ok = b.blake3.len() == 64
+        && b.blake3
+            .bytes()
+            .all(|x| x.is_ascii_digit() || (b'a'..=b'f').contains(&x));
+    if !kind_ok || !hex_ok || b.from >= b.to {
+        return Err(ApiError::BadRequest(
+            "report: 1-64 of a-z 0-9 - _; blake3: 64 lowercase hex digits; from before to".into(),
+        ));
+    }
+    let Some(tx) = st.records.clone() else {
+        return Err(ApiError::Unavailable);
+    };
+    let payload = serde_json::json!({
+        "type": "report_digest", "report": b.report, "blake3": b.blake3,
+        "from": b.from, "to": b.to, "actor": c.sub, "role": c.role, "jti": c.jti,
+        "at": Utc::now(),
+    });
+    let (reply, rx) = oneshot::channel();
+    tx.send(RecordRequest { payload, reply })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+    match rx.await.map_err(|_| ApiError::Unavailable)? {
+        Ok(idx) => Ok(Json(serde_json::json!({ "ledger_index": idx }))),
+        Err(m) => Err(ApiError::Conflict(m)),
+    }
 }
 
 #[utoipa::path(get, path = "/api/v1/notifications", tag = "incidents",

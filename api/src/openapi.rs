@@ -23,6 +23,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::deescalate,
         crate::suppress,
         crate::list_notifications,
+        crate::report_digest,
         crate::query,
         crate::list_rules,
         crate::get_rule,
@@ -39,7 +40,12 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::ledger_routes::redact,
         crate::ingest,
     ),
-    components(schemas(crate::ActionBody, crate::QueryBody, crate::WebhookStatus)),
+    components(schemas(
+        crate::ActionBody,
+        crate::QueryBody,
+        crate::WebhookStatus,
+        crate::DigestBody
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -67,6 +67,12 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
         "",
     ),
     ("session", "GET", "/api/v1/session", ""),
+    (
+        "reports.digest",
+        "POST",
+        "/api/v1/reports/digest",
+        r#"{"report":"compliance","blake3":"00","from":"2026-01-01T00:00:00Z","to":"2026-02-01T00:00:00Z"}"#,
+    ),
     ("overview", "GET", "/api/v1/overview", ""),
     ("ledger.verify", "GET", "/api/v1/ledger/verify", ""),
     (
@@ -141,6 +147,7 @@ fn expected(role: Role) -> BTreeSet<&'static str> {
             &read[..],
             &[
                 "keys",
+                "reports.digest",
                 "ledger.verify",
                 "ledger.checkpoint",
                 "ledger.inclusion",
@@ -460,6 +467,7 @@ async fn tokens_are_reusable_and_state_changes_are_replay_protected_by_idempoten
             "post /api/v1/incidents/{id}/resolve",
             "post /api/v1/incidents/{id}/suppress",
             "post /api/v1/ledger/redact",
+            "post /api/v1/reports/digest",
             "post /api/v1/rules/reload",
         ]
     );

@@ -150,6 +150,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     // Ledger redactions (admin), applied between batches.
     let (redact_tx, mut redact_rx) = mpsc::channel::<RedactionRequest>(4);
     let mut redact_open = true;
+    // Report digests (auditor), appended between batches.
+    let (record_tx, mut record_rx) = mpsc::channel::<dunes_api::RecordRequest>(4);
+    let mut record_open = true;
     // Access audit of the API, ledgered in batches between pipeline batches.
     let (access_tx, mut access_rx) = mpsc::channel::<AccessRecord>(ACCESS_QUEUE);
     let mut access_open = true;
@@ -175,6 +178,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             auth: Arc::new(auth),
             actions: Some(action_tx.clone()),
             redactions: Some(redact_tx.clone()),
+            records: Some(record_tx.clone()),
             access: Some(access_tx.clone()),
             rules: pipeline.rules_view.clone(),
             hunt: cfg.hunt.clone(),
@@ -350,6 +354,13 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                     stages.pipeline.append_access(first, &mut access_rx)?;
                 }
                 None => access_open = false,
+            },
+            req = record_rx.recv(), if record_open => match req {
+                Some(r) => {
+                    let idx = stages.pipeline.append_action_record(&r.payload)?;
+                    let _ = r.reply.send(Ok(idx));
+                }
+                None => record_open = false,
             },
             req = redact_rx.recv(), if redact_open => match req {
                 Some(r) => {

@@ -919,6 +919,25 @@ impl Pipeline {
         }))
     }
 
+    /// Appends one `action` record (e.g. a report digest handed over by the API) between
+    /// batches and syncs the ledger; returns its index.
+    pub fn append_action_record(&mut self, payload: &serde_json::Value) -> Result<u64> {
+        let at = Utc::now();
+        let idx = append_json(
+            &mut self.ledger,
+            RecordKind::Action,
+            at.timestamp_micros(),
+            payload,
+            &[],
+            "action",
+        )?;
+        self.ledger.sync().context("ledger sync failed")?;
+        self.ledger
+            .maybe_checkpoint()
+            .context("ledger checkpoint failed")?;
+        Ok(idx)
+    }
+
     /// Applies a ledger redaction between batches: the ledger erases the record's payload
     /// behind a `redaction` record signed by its active key (reason + requesting subject),
     /// then an `action` record ledgers who asked (refs: the redaction record). `Ok(Err)`
