@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Running, dunes, free_port, read_ndjson, run_ok, sigterm_and_wait, token};
+use common::{dunes, free_port, read_ndjson, run_ok, sigterm_and_wait, token};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -157,52 +157,46 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
     until(c, "the queue", "document.querySelectorAll('.qrow').length").await;
 }
 
-/// Clicks `css`, finding it again if the page redrew it in between.
+/// Runs `act` on the element `css`, finding it again if the page redrew it in between
+/// (live updates re-render what changed); 10 s at most.
+async fn on_element<F, Fut>(c: &Client, css: &str, what: &str, act: F)
+where
+    F: Fn(fantoccini::elements::Element) -> Fut,
+    Fut: std::future::Future<Output = Result<(), fantoccini::error::CmdError>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = match c.find(Locator::Css(css)).await {
+            Ok(e) => act(e).await,
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) if Instant::now() > deadline => panic!("{what} {css}: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 async fn click(c: &Client, css: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = match c.find(Locator::Css(css)).await {
-            Ok(e) => e.click().await,
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("click {css}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    on_element(c, css, "click", |e| async move { e.click().await }).await;
 }
 
-/// Types into `css` (found again if the page redrew it).
 async fn type_into(c: &Client, css: &str, text: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = match c.find(Locator::Css(css)).await {
-            Ok(e) => e.send_keys(text).await,
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("type into {css}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    on_element(
+        c,
+        css,
+        "type into",
+        |e| async move { e.send_keys(text).await },
+    )
+    .await;
 }
 
-/// Chooses `value` in the `<select>` `css` (found again if the page redrew it).
 async fn select(c: &Client, css: &str, value: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = match c.find(Locator::Css(css)).await {
-            Ok(e) => e.select_by_value(value).await,
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(()) => return,
-            Err(e) if Instant::now() > deadline => panic!("select {value} in {css}: {e}"),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
+    on_element(c, css, "select", |e| async move {
+        e.select_by_value(value).await
+    })
+    .await;
 }
 
 fn api_get(base: &str, token: &str, path: &str) -> Value {
@@ -221,34 +215,10 @@ fn api_query(base: &str, token: &str, sql: &str) -> Value {
     resp.body_mut().read_json().expect("json")
 }
 
-fn start_monitor(dir: &Path, port: u16) -> Running {
-    let mon = Running(
-        dunes()
-            .arg("run")
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn run"),
-    );
-    common::wait_healthy(&format!("http://127.0.0.1:{port}"));
-    mon
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_in_headless_chromium() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let root = tmp.path().join("data");
-    run_ok(
-        dunes()
-            .args(["demo", "--no-serve"])
-            .arg("--data-dir")
-            .arg(&root),
-    );
-    let dir = root.join("demo");
+    let dir = common::demo_data(&tmp.path().join("data"));
     let incidents = read_ndjson(&dir.join("incidents.ndjson"));
     let of_level = |l: u64| incidents.iter().filter(|i| i["level"] == l).count();
     let l3 = incidents
@@ -260,7 +230,7 @@ async fn console_in_headless_chromium() {
 
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut mon = start_monitor(&dir, port);
+    let mut mon = common::start_monitor(&dir, port);
     let analyst = token(&dir, "analyst");
     let (_driver, c) = browser().await;
 
@@ -621,7 +591,7 @@ async fn console_in_headless_chromium() {
     drop(f);
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut mon = start_monitor(&dir, port);
+    let mut mon = common::start_monitor(&dir, port);
     sign_in(&c, &base, &analyst).await;
     let m = c
         .execute("return window.dunesMetrics;", vec![])

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Running, dunes, free_port, read_ndjson, run_ok, sigterm_and_wait, token};
+use common::{dunes, free_port, read_ndjson, run_ok, sigterm_and_wait, token};
 use serde_json::Value;
 
 fn stdout(o: &std::process::Output) -> String {
@@ -72,14 +72,7 @@ fn check_package(out: &std::path::Path, incident: &str) -> Value {
 #[test]
 fn notify_without_and_through_a_running_monitor() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let root = tmp.path().join("data");
-    run_ok(
-        dunes()
-            .args(["demo", "--no-serve"])
-            .arg("--data-dir")
-            .arg(&root),
-    );
-    let dir = root.join("demo");
+    let dir = common::demo_data(&tmp.path().join("data"));
     let l3 = read_ndjson(&dir.join("incidents.ndjson"))
         .into_iter()
         .find(|i| i["level"] == 3)
@@ -118,18 +111,7 @@ fn notify_without_and_through_a_running_monitor() {
     // through its API it works.
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut mon = Running(
-        dunes()
-            .arg("run")
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn run"),
-    );
-    common::wait_healthy(&base);
+    let mut mon = common::start_monitor(&dir, port);
     let locked = notify(
         &dir,
         &l3,

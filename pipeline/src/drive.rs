@@ -357,7 +357,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             },
             req = record_rx.recv(), if record_open => match req {
                 Some(r) => {
-                    let idx = stages.pipeline.append_action_record(&r.payload)?;
+                    let idx = stages.pipeline.append_action_record(&r.payload, &[])?;
                     let _ = r.reply.send(Ok(idx));
                 }
                 None => record_open = false,

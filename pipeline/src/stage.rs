@@ -919,16 +919,20 @@ impl Pipeline {
         }))
     }
 
-    /// Appends one `action` record (e.g. a report digest handed over by the API) between
-    /// batches and syncs the ledger; returns its index.
-    pub fn append_action_record(&mut self, payload: &serde_json::Value) -> Result<u64> {
-        let at = Utc::now();
+    /// Appends one `action` record (a report digest handed over by the API, the request
+    /// behind a redaction) between batches, referring to `refs`, and syncs the ledger;
+    /// returns its index.
+    pub fn append_action_record(
+        &mut self,
+        payload: &serde_json::Value,
+        refs: &[u64],
+    ) -> Result<u64> {
         let idx = append_json(
             &mut self.ledger,
             RecordKind::Action,
-            at.timestamp_micros(),
+            Utc::now().timestamp_micros(),
             payload,
-            &[],
+            refs,
             "action",
         )?;
         self.ledger.sync().context("ledger sync failed")?;
@@ -969,18 +973,7 @@ impl Pipeline {
             "jti": r.jti,
             "at": at.to_rfc3339(),
         });
-        let idx = append_json(
-            &mut self.ledger,
-            RecordKind::Action,
-            at.timestamp_micros(),
-            &action,
-            &[red],
-            "action",
-        )?;
-        self.ledger.sync().context("ledger sync failed")?;
-        self.ledger
-            .maybe_checkpoint()
-            .context("ledger checkpoint failed")?;
+        let idx = self.append_action_record(&action, &[red])?;
         tracing::warn!(
             index = r.index, redaction_record = red, action_record = idx, actor = %r.actor,
             "ledger record payload redacted on request"

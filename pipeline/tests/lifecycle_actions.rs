@@ -8,50 +8,13 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use dunes_api::ActionRefused;
 use dunes_detect::{ActionKind, IncidentAction, IncidentStatus, IncidentStore, Level};
-use dunes_ingest::{RawRecord, SourcePos};
+use dunes_ingest::RawRecord;
 use dunes_pipeline::{Config, Pipeline};
-use serde_json::Value;
 
 mod common;
 
-/// The sample's session labelled `label`, its events moved `shift` later, with event ids
-/// suffixed by `tag` and, when given, the session id replaced.
 fn session(label: &str, shift: Duration, tag: &str, new_session: Option<&str>) -> Vec<RawRecord> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/corpus");
-    let labels: std::collections::BTreeMap<String, String> = serde_json::from_slice(
-        &std::fs::read(format!("{root}/mcp-sample.labels.json")).expect("labels"),
-    )
-    .expect("labels JSON");
-    let id = labels
-        .iter()
-        .find(|(_, l)| l.as_str() == label)
-        .map(|(s, _)| s.clone())
-        .expect("a labelled session");
-    std::fs::read_to_string(format!("{root}/mcp-sample.ndjson"))
-        .expect("sample")
-        .lines()
-        .filter(|l| l.contains(&id))
-        .enumerate()
-        .map(|(n, l)| {
-            let mut v: Value = serde_json::from_str(l).expect("json");
-            let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().expect("ts"))
-                .expect("rfc3339")
-                + shift;
-            v["ts"] = Value::from(ts.to_rfc3339());
-            v["event_id"] = Value::from(format!("{}-{tag}", v["event_id"].as_str().expect("id")));
-            if let Some(s) = new_session {
-                v["session_id"] = Value::from(s);
-            }
-            RawRecord {
-                bytes: v.to_string().into_bytes(),
-                source: SourcePos::File {
-                    path: "sample".into(),
-                    line: n as u64 + 1,
-                },
-                oversize: None,
-            }
-        })
-        .collect()
+    common::sample_session(label, shift, Some(tag), new_session)
 }
 
 fn action(incident_id: &str, kind: ActionKind) -> IncidentAction {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use dunes_detect::notification::{NotificationClocks, StageState};
 use dunes_detect::{ActionKind, IncidentAction, IncidentStore, Level};
-use dunes_ingest::{RawRecord, SourcePos};
+use dunes_ingest::RawRecord;
 use dunes_pipeline::report::compliance::ItemStatus;
 use dunes_pipeline::report::{self, DocumentInput, notify::Coverage};
 use dunes_pipeline::{Config, Pipeline};
@@ -19,30 +19,7 @@ use serde_json::Value;
 mod common;
 
 fn session(label: &str) -> Vec<RawRecord> {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/corpus");
-    let labels: std::collections::BTreeMap<String, String> = serde_json::from_slice(
-        &std::fs::read(format!("{root}/mcp-sample.labels.json")).expect("labels"),
-    )
-    .expect("labels JSON");
-    let id = labels
-        .iter()
-        .find(|(_, l)| l.as_str() == label)
-        .map(|(s, _)| s.clone())
-        .expect("a labelled session");
-    std::fs::read_to_string(format!("{root}/mcp-sample.ndjson"))
-        .expect("sample")
-        .lines()
-        .filter(|l| l.contains(&id))
-        .enumerate()
-        .map(|(n, l)| RawRecord {
-            bytes: l.as_bytes().to_vec(),
-            source: SourcePos::File {
-                path: "sample".into(),
-                line: n as u64 + 1,
-            },
-            oversize: None,
-        })
-        .collect()
+    common::sample_session(label, Duration::zero(), None, None)
 }
 
 fn action(incident_id: &str, kind: ActionKind, at: DateTime<Utc>) -> IncidentAction {

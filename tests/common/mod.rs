@@ -134,3 +134,32 @@ impl Drop for Running {
         }
     }
 }
+
+/// Runs `dunes demo --no-serve` into `root` and returns the demo's data dir (`root/demo`).
+pub fn demo_data(root: &Path) -> PathBuf {
+    run_ok(
+        dunes()
+            .args(["demo", "--no-serve"])
+            .arg("--data-dir")
+            .arg(root),
+    );
+    root.join("demo")
+}
+
+/// `dunes run` on `dir` with its API on 127.0.0.1:`port`, once healthy.
+pub fn start_monitor(dir: &Path, port: u16) -> Running {
+    let mon = Running(
+        dunes()
+            .arg("run")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn run"),
+    );
+    wait_healthy(&format!("http://127.0.0.1:{port}"));
+    mon
+}

@@ -14,3 +14,60 @@ pub fn run_with_room<T: Send + 'static>(
     rt.block_on(async { tokio::spawn(f).await })
         .expect("the test task")
 }
+
+/// The records of the sample corpus's session labelled `label`
+/// (`examples/corpus/mcp-sample.*`), as read. With `shift`, `tag` or `new_session`
+/// each record is rewritten: times moved by `shift`, event ids suffixed `-{tag}`, the
+/// session id replaced (a copy of the session that is not a duplicate).
+#[allow(dead_code)] // not every test binary uses it
+pub fn sample_session(
+    label: &str,
+    shift: chrono::Duration,
+    tag: Option<&str>,
+    new_session: Option<&str>,
+) -> Vec<dunes_ingest::RawRecord> {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/corpus");
+    let labels: std::collections::BTreeMap<String, String> = serde_json::from_slice(
+        &std::fs::read(format!("{root}/mcp-sample.labels.json")).expect("labels"),
+    )
+    .expect("labels JSON");
+    let id = labels
+        .iter()
+        .find(|(_, l)| l.as_str() == label)
+        .map(|(s, _)| s.clone())
+        .expect("a labelled session");
+    let rewrite = !shift.is_zero() || tag.is_some() || new_session.is_some();
+    std::fs::read_to_string(format!("{root}/mcp-sample.ndjson"))
+        .expect("sample")
+        .lines()
+        .filter(|l| l.contains(&id))
+        .enumerate()
+        .map(|(n, l)| {
+            let bytes = if rewrite {
+                let mut v: serde_json::Value = serde_json::from_str(l).expect("json");
+                let ts = chrono::DateTime::parse_from_rfc3339(v["ts"].as_str().expect("ts"))
+                    .expect("rfc3339")
+                    + shift;
+                v["ts"] = serde_json::Value::from(ts.to_rfc3339());
+                if let Some(t) = tag {
+                    let e = format!("{}-{t}", v["event_id"].as_str().expect("id"));
+                    v["event_id"] = serde_json::Value::from(e);
+                }
+                if let Some(s) = new_session {
+                    v["session_id"] = serde_json::Value::from(s);
+                }
+                v.to_string().into_bytes()
+            } else {
+                l.as_bytes().to_vec()
+            };
+            dunes_ingest::RawRecord {
+                bytes,
+                source: dunes_ingest::SourcePos::File {
+                    path: "sample".into(),
+                    line: n as u64 + 1,
+                },
+                oversize: None,
+            }
+        })
+        .collect()
+}
