@@ -211,7 +211,8 @@ fn wait_committed(
         }
         for p in procs.iter_mut() {
             if let Ok(Some(st)) = p.try_wait() {
-                panic!("dunes exited early with {st}");
+                let log = log_tail(p.id()).unwrap_or_default();
+                panic!("dunes exited early with {st}; its log ends:\n{log}");
             }
         }
         std::thread::sleep(Duration::from_millis(300));

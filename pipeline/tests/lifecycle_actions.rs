@@ -18,23 +18,7 @@ fn session(label: &str, shift: Duration, tag: &str, new_session: Option<&str>) -
 }
 
 fn action(incident_id: &str, kind: ActionKind) -> IncidentAction {
-    IncidentAction {
-        record_type: "incident_action".into(),
-        action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
-        incident_id: incident_id.to_string(),
-        action: kind,
-        actor: "analyst@example".into(),
-        role: "responder".into(),
-        jti: "jti".into(),
-        at: Utc::now(),
-        assignee: None,
-        disposition: None,
-        note: None,
-        regime: None,
-        stage: None,
-        suppress_until: None,
-        ledger_index: None,
-    }
+    common::action(incident_id, kind, "analyst@example", Utc::now())
 }
 
 #[test]

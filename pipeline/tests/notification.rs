@@ -23,23 +23,7 @@ fn session(label: &str) -> Vec<RawRecord> {
 }
 
 fn action(incident_id: &str, kind: ActionKind, at: DateTime<Utc>) -> IncidentAction {
-    IncidentAction {
-        record_type: "incident_action".into(),
-        action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
-        incident_id: incident_id.to_string(),
-        action: kind,
-        actor: "dpo@example".into(),
-        role: "responder".into(),
-        jti: "jti".into(),
-        at,
-        assignee: None,
-        disposition: None,
-        note: None,
-        regime: None,
-        stage: None,
-        suppress_until: None,
-        ledger_index: None,
-    }
+    common::action(incident_id, kind, "dpo@example", at)
 }
 
 fn notify(incident_id: &str, regime: &str, stage: &str) -> IncidentAction {

@@ -71,3 +71,31 @@ pub fn sample_session(
         })
         .collect()
 }
+
+/// An analyst action on `incident_id` by `actor` (role responder) at `at`; the
+/// kind-specific fields are left empty for the test to fill in.
+#[allow(dead_code)] // not every test binary uses it
+pub fn action(
+    incident_id: &str,
+    kind: dunes_detect::ActionKind,
+    actor: &str,
+    at: chrono::DateTime<chrono::Utc>,
+) -> dunes_detect::IncidentAction {
+    dunes_detect::IncidentAction {
+        record_type: "incident_action".into(),
+        action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
+        incident_id: incident_id.to_string(),
+        action: kind,
+        actor: actor.into(),
+        role: "responder".into(),
+        jti: "jti".into(),
+        at,
+        assignee: None,
+        disposition: None,
+        note: None,
+        regime: None,
+        stage: None,
+        suppress_until: None,
+        ledger_index: None,
+    }
+}
