@@ -126,6 +126,18 @@ async fn text(c: &Client, css: &str) -> String {
         .expect("text")
 }
 
+/// The strings a JS expression evaluating to an array gives.
+async fn texts(c: &Client, array_expr: &str) -> Vec<String> {
+    c.execute(&format!("return {array_expr};"), vec![])
+        .await
+        .expect("execute")
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|v| v.as_str().unwrap_or("").to_string())
+        .collect()
+}
+
 async fn count(c: &Client, css: &str) -> usize {
     c.find_all(Locator::Css(css)).await.expect("find_all").len()
 }
@@ -257,16 +269,11 @@ async fn console_in_headless_chromium() {
         ),
     )
     .await;
-    let levels: Vec<Value> = c
-        .execute(
-            "return [...document.querySelectorAll('.qrow')].map(r => r.dataset.level);",
-            vec![],
-        )
-        .await
-        .expect("levels")
-        .as_array()
-        .expect("array")
-        .clone();
+    let levels = texts(
+        &c,
+        "[...document.querySelectorAll('.qrow')].map(r => r.dataset.level)",
+    )
+    .await;
     assert!(!levels.is_empty());
     assert!(levels.iter().all(|l| l == "2"), "{levels:?}");
     select(&c, "#f-level", "").await;
@@ -339,18 +346,14 @@ async fn console_in_headless_chromium() {
         args.contains("http://metadata.google.internal/computeMetadata/v1"),
         "{args}"
     );
-    let marks: Vec<String> = c
-        .execute(
-            "return [...document.querySelectorAll('#evidence pre.args mark')].map(m => m.textContent);",
-            vec![],
-        )
-        .await
-        .expect("marks")
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|m| m.as_str().unwrap_or("").to_lowercase())
-        .collect();
+    let marks: Vec<String> = texts(
+        &c,
+        "[...document.querySelectorAll('#evidence pre.args mark')].map(m => m.textContent)",
+    )
+    .await
+    .iter()
+    .map(|m| m.to_lowercase())
+    .collect();
     assert_eq!(
         marks,
         vec!["/computemetadata/v1"],

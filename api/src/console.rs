@@ -67,6 +67,20 @@ fn asset(body: &'static str, content_type: &'static str) -> Response {
     r
 }
 
+/// What an incident's history says now: the last assignee, and the disposition of its
+/// resolution.
+pub(crate) fn assignee_and_disposition(
+    history: &[IncidentAction],
+) -> (Option<String>, Option<Disposition>) {
+    let assignee = history.iter().rev().find_map(|a| a.assignee.clone());
+    let disposition = history
+        .iter()
+        .rev()
+        .find(|a| a.action == ActionKind::Resolve)
+        .and_then(|a| a.disposition);
+    (assignee, disposition)
+}
+
 /// The queue's view of an incident: what the list, filters and live updates need,
 /// without the evidence rows and event ids.
 pub(crate) fn summary(inc: &Incident, history: &[IncidentAction]) -> Value {
@@ -78,12 +92,7 @@ pub(crate) fn summary(inc: &Incident, history: &[IncidentAction]) -> Value {
             .cloned()
             .unwrap_or(Value::Null)
     };
-    let assignee = history.iter().rev().find_map(|a| a.assignee.clone());
-    let disposition = history
-        .iter()
-        .rev()
-        .find(|a| a.action == ActionKind::Resolve)
-        .and_then(|a| a.disposition);
+    let (assignee, disposition) = assignee_and_disposition(history);
     json!({
         "incident_id": inc.incident_id,
         "rule_id": inc.rule_id,
@@ -186,7 +195,42 @@ pub(crate) async fn incident_ledger(
         .map(Json)
 }
 
-fn incident_ledger_blocking(dir: &std::path::Path, id: &str) -> Result<Value, ApiError> {
+/// The ledger records of one incident, by kind (ascending indexes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct IncidentRecords {
+    /// `incident` records (the incident, its updates, its escalation).
+    pub incidents: Vec<u64>,
+    /// `event` records the incident records refer to.
+    pub events: Vec<u64>,
+    /// `response` records that refer to an incident record.
+    pub responses: Vec<u64>,
+    /// `action` records (analyst actions) on the incident.
+    pub actions: Vec<u64>,
+}
+
+impl IncidentRecords {
+    /// Every index, ascending.
+    pub fn all(&self) -> BTreeSet<u64> {
+        self.incidents
+            .iter()
+            .chain(&self.events)
+            .chain(&self.responses)
+            .chain(&self.actions)
+            .copied()
+            .collect()
+    }
+}
+
+/// A response record of an incident: its index and payload bytes.
+pub type ResponsePayload = (u64, Vec<u8>);
+
+/// The records of incident `incident_id` in the ledger of `data_dir`, and the payloads of
+/// its response records (index, bytes). Reads the whole ledger (read-only; safe next to a
+/// running writer). Shared by the console and the regulator documents.
+pub fn incident_records(
+    data_dir: &std::path::Path,
+    incident_id: &str,
+) -> Result<(IncidentRecords, Vec<ResponsePayload>), dunes_ledger::LedgerError> {
     #[derive(Deserialize)]
     struct Id {
         incident_id: Option<String>,
@@ -196,30 +240,47 @@ fn incident_ledger_blocking(dir: &std::path::Path, id: &str) -> Result<Value, Ap
             .ok()
             .and_then(|i| i.incident_id)
     };
-    let internal = |e: dunes_ledger::LedgerError| ApiError::Internal(e.to_string());
-    let mut incidents = Vec::new();
-    let mut actions = Vec::new();
-    let mut responses = Vec::new();
+    let mut kinds: Vec<RecordKind> = Vec::new();
+    let mut out = IncidentRecords::default();
     let mut refs = BTreeSet::new();
-    dunes_ledger::for_each_record(dir, 0, |r| match r.kind {
-        RecordKind::Incident if of(r.payload).as_deref() == Some(id) => {
-            incidents.push(r.index);
-            refs.extend(r.refs.iter().copied());
+    let mut responses = Vec::new();
+    dunes_ledger::for_each_record(data_dir, 0, |r| {
+        kinds.push(r.kind);
+        match r.kind {
+            RecordKind::Incident if of(r.payload).as_deref() == Some(incident_id) => {
+                out.incidents.push(r.index);
+                refs.extend(r.refs.iter().copied());
+            }
+            RecordKind::Action if of(r.payload).as_deref() == Some(incident_id) => {
+                out.actions.push(r.index);
+            }
+            RecordKind::Response if r.refs.iter().any(|i| out.incidents.contains(i)) => {
+                out.responses.push(r.index);
+                responses.push((r.index, r.payload.to_vec()));
+            }
+            _ => {}
         }
-        RecordKind::Action if of(r.payload).as_deref() == Some(id) => actions.push(r.index),
-        RecordKind::Response if r.refs.iter().any(|i| incidents.contains(i)) => {
-            let payload = serde_json::from_slice::<Value>(r.payload).unwrap_or(Value::Null);
-            responses.push(json!({ "index": r.index, "response": payload }));
-        }
-        _ => {}
-    })
-    .map_err(internal)?;
-    let events: Vec<u64> = refs
+    })?;
+    // An incident record refers to its events (and an escalation to its action).
+    out.events = refs
         .into_iter()
-        .filter(|i| !actions.contains(i) && !incidents.contains(i))
+        .filter(|i| kinds.get(*i as usize) == Some(&RecordKind::Event))
+        .collect();
+    Ok((out, responses))
+}
+
+fn incident_ledger_blocking(dir: &std::path::Path, id: &str) -> Result<Value, ApiError> {
+    let internal = |e: dunes_ledger::LedgerError| ApiError::Internal(e.to_string());
+    let (records, payloads) = incident_records(dir, id).map_err(internal)?;
+    let responses: Vec<Value> = payloads
+        .iter()
+        .map(|(index, p)| {
+            let payload = serde_json::from_slice::<Value>(p).unwrap_or(Value::Null);
+            json!({ "index": index, "response": payload })
+        })
         .collect();
     let checkpoint = dunes_ledger::read_latest_checkpoint(dir).map_err(internal)?;
-    let proof = match (incidents.last(), &checkpoint) {
+    let proof = match (records.incidents.last(), &checkpoint) {
         (Some(&index), Some(cp)) if index < cp.tree_size => {
             let p =
                 dunes_ledger::inclusion_proof(dir, index, Some(cp.tree_size)).map_err(internal)?;
@@ -258,9 +319,9 @@ fn incident_ledger_blocking(dir: &std::path::Path, id: &str) -> Result<Value, Ap
     };
     Ok(json!({
         "incident_id": id,
-        "incident_records": incidents,
-        "event_records": events,
-        "action_records": actions,
+        "incident_records": records.incidents,
+        "event_records": records.events,
+        "action_records": records.actions,
         "responses": responses,
         "inclusion": proof,
     }))
@@ -332,13 +393,7 @@ pub(crate) async fn overview(State(st): State<AppState>) -> Json<Value> {
         if row.title.is_empty() {
             row.title.clone_from(&inc.title);
         }
-        let history = st.incidents.history(&inc.incident_id);
-        match history
-            .iter()
-            .rev()
-            .find(|a| a.action == ActionKind::Resolve)
-            .and_then(|a| a.disposition)
-        {
+        match assignee_and_disposition(&st.incidents.history(&inc.incident_id)).1 {
             Some(Disposition::TruePositive) => row.tp += 1,
             Some(Disposition::FalsePositive) => row.fp += 1,
             Some(Disposition::Benign) => row.benign += 1,

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use auth::{Claims, Role, TokenError, TokenVerifier};
+pub use console::{IncidentRecords, incident_records};
 pub use hunt::HuntConfig;
 
 /// The one error type of this crate's boundary. Its HTTP form never carries
@@ -1042,17 +1043,10 @@ async fn list_incidents(
 /// actions and (Level 3) its regulatory notification clocks.
 fn incident_view(st: &AppState, inc: &Incident, history: &[IncidentAction]) -> serde_json::Value {
     let mut v = serde_json::to_value(inc).unwrap_or_default();
-    let assignee = history.iter().rev().find_map(|a| a.assignee.clone());
-    let resolution = history
-        .iter()
-        .rev()
-        .find(|a| a.action == ActionKind::Resolve);
+    let (assignee, disposition) = console::assignee_and_disposition(history);
     if let Some(o) = v.as_object_mut() {
         o.insert("assignee".into(), serde_json::json!(assignee));
-        o.insert(
-            "disposition".into(),
-            serde_json::json!(resolution.and_then(|a| a.disposition)),
-        );
+        o.insert("disposition".into(), serde_json::json!(disposition));
         o.insert("history".into(), serde_json::json!(history));
         o.insert(
             "notification".into(),

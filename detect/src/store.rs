@@ -181,14 +181,12 @@ impl IncidentStore {
                 .map(|(n, r)| (*r, n))
                 .collect();
             hits.sort_unstable();
+            // a page cut short resumes after its last change; a whole one at the revision
+            let next = match limit.checked_sub(1).and_then(|k| hits.get(k)) {
+                Some(&(r, _)) if hits.len() > limit => r,
+                _ => i.revision,
+            };
             hits.truncate(limit);
-            let next =
-                hits.last().map_or(
-                    i.revision,
-                    |&(r, _)| {
-                        if hits.len() == limit { r } else { i.revision }
-                    },
-                );
             (
                 hits.into_iter().map(|(_, n)| i.list[n].clone()).collect(),
                 next,

@@ -9,7 +9,7 @@ use chrono::{Duration, Utc};
 use dunes_api::ActionRefused;
 use dunes_detect::{ActionKind, IncidentAction, IncidentStatus, IncidentStore, Level};
 use dunes_ingest::RawRecord;
-use dunes_pipeline::{Config, Pipeline};
+use dunes_pipeline::Pipeline;
 
 mod common;
 
@@ -28,12 +28,7 @@ fn suppress_similar_deescalate_and_comment() {
 
 async fn scenario() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut cfg = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    cfg.anomaly.enabled = false;
-    cfg.history.enabled = false;
+    let cfg = common::rules_only_config(&dir.path().join("data"));
     let store = Arc::new(IncidentStore::new());
     let mut p = Pipeline::open(&cfg, store.clone(), None)
         .await

@@ -11,9 +11,9 @@ use chrono::{DateTime, Duration, Utc};
 use dunes_detect::notification::{NotificationClocks, StageState};
 use dunes_detect::{ActionKind, IncidentAction, IncidentStore, Level};
 use dunes_ingest::RawRecord;
+use dunes_pipeline::Pipeline;
 use dunes_pipeline::report::compliance::ItemStatus;
 use dunes_pipeline::report::{self, DocumentInput, notify::Coverage};
-use dunes_pipeline::{Config, Pipeline};
 use serde_json::Value;
 
 mod common;
@@ -40,12 +40,7 @@ fn a_level_3_incident_runs_nis2_and_gdpr_clocks_and_overdue_stages_raise_alerts(
 
 async fn scenario() {
     let dir = tempfile::tempdir().expect("tmp");
-    let mut cfg = Config {
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    cfg.anomaly.enabled = false;
-    cfg.history.enabled = false;
+    let mut cfg = common::rules_only_config(&dir.path().join("data"));
     cfg.notification.regimes = vec!["nis2".into(), "gdpr".into()];
     cfg.notification.warn_before_hours = 4.0;
     let store = Arc::new(IncidentStore::new());

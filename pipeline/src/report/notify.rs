@@ -9,7 +9,6 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use dunes_detect::notification::{NotificationClocks, StageClock, StageState};
 use dunes_detect::{Incident, IncidentAction, ResponseRecord};
-use dunes_ledger::RecordKind;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -20,31 +19,7 @@ pub const DOCUMENT_TYPE: &str = "dunes_regulatory_notification";
 /// What marks a field the reporting organisation must complete.
 pub const TO_COMPLETE: &str = "TO BE COMPLETED BY THE REPORTING ENTITY";
 
-/// The ledger records of one incident, by kind (ascending indexes).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IncidentRecords {
-    /// `incident` records (the incident, its updates, its escalation).
-    pub incidents: Vec<u64>,
-    /// `event` records the incident records refer to.
-    pub events: Vec<u64>,
-    /// `response` records that refer to an incident record.
-    pub responses: Vec<u64>,
-    /// `action` records (analyst actions) on the incident.
-    pub actions: Vec<u64>,
-}
-
-impl IncidentRecords {
-    /// Every index, ascending.
-    pub fn all(&self) -> BTreeSet<u64> {
-        self.incidents
-            .iter()
-            .chain(&self.events)
-            .chain(&self.responses)
-            .chain(&self.actions)
-            .copied()
-            .collect()
-    }
-}
+pub use dunes_api::IncidentRecords;
 
 /// The incident's records in the data dir's ledger and the responses they hold. Reads the
 /// whole ledger (read-only; safe next to a running writer).
@@ -52,45 +27,13 @@ pub fn incident_records(
     data_dir: &Path,
     incident_id: &str,
 ) -> Result<(IncidentRecords, Vec<ResponseRecord>)> {
-    #[derive(Deserialize)]
-    struct Id {
-        incident_id: Option<String>,
-    }
-    let of = |payload: &[u8]| -> Option<String> {
-        serde_json::from_slice::<Id>(payload)
-            .ok()
-            .and_then(|i| i.incident_id)
-    };
-    let mut kinds: Vec<RecordKind> = Vec::new();
-    let mut out = IncidentRecords::default();
-    let mut refs: BTreeSet<u64> = BTreeSet::new();
-    let mut responses = Vec::new();
-    dunes_ledger::for_each_record(data_dir, 0, |r| {
-        kinds.push(r.kind);
-        match r.kind {
-            RecordKind::Incident if of(r.payload).as_deref() == Some(incident_id) => {
-                out.incidents.push(r.index);
-                refs.extend(r.refs.iter().copied());
-            }
-            RecordKind::Action if of(r.payload).as_deref() == Some(incident_id) => {
-                out.actions.push(r.index);
-            }
-            RecordKind::Response if r.refs.iter().any(|i| out.incidents.contains(i)) => {
-                out.responses.push(r.index);
-                if let Ok(resp) = serde_json::from_slice::<ResponseRecord>(r.payload) {
-                    responses.push(resp);
-                }
-            }
-            _ => {}
-        }
-    })
-    .map_err(|e| e.wrap(format!("cannot read the ledger in {}", data_dir.display())))?;
-    // An incident record refers to its events (and an escalation to its action).
-    out.events = refs
-        .into_iter()
-        .filter(|i| kinds.get(*i as usize) == Some(&RecordKind::Event))
+    let (records, payloads) = dunes_api::incident_records(data_dir, incident_id)
+        .map_err(|e| e.wrap(format!("cannot read the ledger in {}", data_dir.display())))?;
+    let responses = payloads
+        .iter()
+        .filter_map(|(_, p)| serde_json::from_slice::<ResponseRecord>(p).ok())
         .collect();
-    Ok((out, responses))
+    Ok((records, responses))
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

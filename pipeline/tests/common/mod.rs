@@ -99,3 +99,16 @@ pub fn action(
         ledger_index: None,
     }
 }
+
+/// A pipeline configuration on `data_dir` with the shipped rules only: no anomaly model,
+/// no Parquet history.
+#[allow(dead_code)] // not every test binary uses it
+pub fn rules_only_config(data_dir: &std::path::Path) -> dunes_pipeline::Config {
+    let mut cfg = dunes_pipeline::Config {
+        data_dir: data_dir.to_path_buf(),
+        ..dunes_pipeline::Config::default()
+    };
+    cfg.anomaly.enabled = false;
+    cfg.history.enabled = false;
+    cfg
+}
