@@ -49,10 +49,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let leaves = dunes_ledger::read_leaf_hashes(d.path())?;
     let read = t.elapsed();
     let t = Instant::now();
-    let p = dunes_ledger::merkle::inclusion_proof(&leaves, n / 3).ok_or("proof")?;
+    let p = dunes_ledger::merkle::inclusion_proof(leaves.kept(), n / 3).ok_or("proof")?;
     let incl = t.elapsed();
     let t = Instant::now();
-    let c = dunes_ledger::merkle::consistency_proof(&leaves, n / 2).ok_or("proof")?;
+    let c = dunes_ledger::merkle::consistency_proof(leaves.kept(), n / 2).ok_or("proof")?;
     let cons = t.elapsed();
 
     let sk = ExpandedSigningKey::<MlDsa65>::from_seed(&[7u8; 32].into());

@@ -22,7 +22,7 @@ use crate::export::{
     parse_signed_manifest, sign_manifest, walk_checked, write_bundle,
 };
 use crate::keys::{self, EVIDENCE_CONTEXT, EpochKeys, KeyRecordPayload};
-use crate::merkle::{self, Hash};
+use crate::merkle::{self, Hash, LeafSet};
 use crate::record::{FrameError, FrameReader, RecordKind};
 use crate::segment::{RevocationPayload, check_redaction};
 use crate::verify::{TrustedResult, VerifyOptions, VerifyReport};
@@ -93,13 +93,21 @@ pub fn export_evidence(
         )));
     }
 
+    let tomb = crate::retention::load(&ledger_dir)?;
+    let pruned = tomb.as_ref().map_or(0, crate::retention::Loaded::pruned);
+    if let Some(i) = indexes.iter().find(|i| **i < pruned) {
+        return Err(invalid(format!(
+            "record {i} was pruned by retention (records 0..{} are gone)",
+            pruned - 1
+        )));
+    }
     let mut leaves: Vec<Hash> = Vec::new();
     let mut frames: Vec<u8> = Vec::new();
     let mut records = Vec::new();
     let mut redacted = Vec::new();
     let mut authorised = BTreeSet::new();
     let mut late_redactions = Vec::new();
-    let chain = walk_checked(&ledger_dir, |_, index, _, f, raw| {
+    let chain = walk_checked(&ledger_dir, tomb.as_ref(), |_, index, _, f, raw| {
         let kind = f.header.kind();
         let touches = || f.header.refs().any(|r| indexes.contains(&r));
         let take = index < n
@@ -122,7 +130,12 @@ pub fn export_evidence(
             leaves.push(f.record_hash);
         }
     })?;
-    if (leaves.len() as u64) < n {
+    let leaves = LeafSet::pruned(
+        tomb.as_ref()
+            .map_or_else(merkle::Frontier::new, |t| t.frontier.clone()),
+        leaves,
+    );
+    if leaves.len() < n {
         return Err(LedgerError::corrupt(VerifyFailure::new(
             None,
             &cp_path,
@@ -147,7 +160,7 @@ pub fn export_evidence(
         .ok_or_else(|| LedgerError::Key(format!("key epoch {epoch} is not in the log")))?;
     checkpoint::verify_note_signatures(&note, &origin, &known.keys)
         .map_err(|r| LedgerError::corrupt(VerifyFailure::new(None, &cp_path, Some(offset), r)))?;
-    if merkle::root(&leaves) != note.checkpoint.root {
+    if leaves.root(n) != Some(note.checkpoint.root) {
         return Err(LedgerError::corrupt(VerifyFailure::new(
             None,
             &cp_path,
@@ -169,7 +182,8 @@ pub fn export_evidence(
     let proofs = records
         .iter()
         .map(|i| {
-            merkle::inclusion_proof(&leaves, *i)
+            leaves
+                .inclusion_proof(*i, n)
                 .map(|p| InclusionEntry {
                     index: *i,
                     proof: p.iter().map(hex::encode).collect(),
@@ -180,6 +194,16 @@ pub fn export_evidence(
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     files.insert(CHECKPOINT_NOTE.into(), note_text.into_bytes());
     files.insert(RECORDS_FILE.into(), frames);
+    if let Some(t) = &tomb {
+        // The tombstone travels with the bundle: it carries the key history before `pruned`.
+        for name in [
+            crate::retention::TOMBSTONE_NOTE.to_string(),
+            crate::retention::tombstone_file_name(t.pruned()),
+        ] {
+            let p = ledger_dir.join(&name);
+            files.insert(name, fs::read(&p).at(&p)?);
+        }
+    }
     files.insert(
         INCLUSION_FILE.into(),
         serde_json::to_vec_pretty(&proofs).map_err(|e| invalid(e.to_string()))?,
@@ -282,6 +306,36 @@ fn check_evidence(
     }
     report.signed_records = n;
 
+    // 2b. A pruned ledger's signed tombstone stands for its key history and revocations
+    // before the first kept record (§2.10); its signature is checked in step 4.
+    let tomb = if manifest
+        .files
+        .contains_key(crate::retention::TOMBSTONE_NOTE)
+    {
+        match crate::retention::load(dir) {
+            Ok(t) => t,
+            Err(LedgerError::Corrupt { failure }) => {
+                return Ok(Err((failure.file, failure.record_index, failure.reason)));
+            }
+            Err(e) => return Err(e),
+        }
+    } else {
+        None
+    };
+    let pruned = tomb.as_ref().map_or(0, crate::retention::Loaded::pruned);
+    if let Some(t) = &tomb
+        && (t.tombstone.origin != origin || t.signed_at > n)
+    {
+        return Ok(fail(
+            crate::retention::TOMBSTONE_NOTE,
+            None,
+            format!(
+                "the tombstone's origin differs from the bundle's, or it was signed at {} records, after the checkpoint (tree size {n})",
+                t.signed_at
+            ),
+        ));
+    }
+
     // 3. Frames and their inclusion proofs.
     let proofs: Vec<InclusionEntry> = match fs::read(at(INCLUSION_FILE))
         .map_err(|e| e.to_string())
@@ -292,8 +346,15 @@ fn check_evidence(
     };
     let bytes = fs::read(at(RECORDS_FILE)).at(&at(RECORDS_FILE))?;
     let mut reader = FrameReader::new(bytes.as_slice(), 0, bytes.len() as u64);
-    let mut keys: BTreeMap<u32, (u64, EpochKeys)> = BTreeMap::new();
-    let mut revoked: BTreeMap<u32, u64> = BTreeMap::new();
+    let mut keys: BTreeMap<u32, (u64, EpochKeys)> = tomb.as_ref().map_or_else(BTreeMap::new, |t| {
+        t.keys
+            .iter()
+            .map(|(e, k)| (*e, (k.introduced_at, k.keys.clone())))
+            .collect()
+    });
+    let mut revoked: BTreeMap<u32, u64> = tomb
+        .as_ref()
+        .map_or_else(BTreeMap::new, |t| t.revoked.clone());
     let mut authorised: BTreeSet<u64> = BTreeSet::new();
     let mut protected: BTreeSet<u64> = BTreeSet::new();
     let mut redaction_refs: Vec<(u64, Vec<u64>)> = Vec::new();
@@ -316,6 +377,11 @@ fn check_evidence(
             ));
         }
         last = Some(index);
+        if index < pruned {
+            return Ok(bad(format!(
+                "record {index} lies in the range pruned by retention (records 0..{pruned}, tombstone)"
+            )));
+        }
         if index >= n {
             return Ok(bad(format!(
                 "record {index} is not covered by the checkpoint (tree size {n})"
@@ -506,6 +572,40 @@ fn check_evidence(
                 .ed25519_key_ids
                 .insert(*e, hex::encode(keys::ed25519_key_id(origin, ed)));
         }
+    }
+    if let Some(t) = &tomb {
+        let l = t.signed_at;
+        let signer = keys
+            .values()
+            .filter(|(at, _)| *at < l)
+            .max_by_key(|(_, k)| k.epoch);
+        let res = match signer {
+            Some((_, k)) if k.epoch == t.manifest.key_epoch => match revoked.get(&k.epoch) {
+                Some(i) if *i < l => {
+                    Err(format!("key epoch {} was revoked by record {i}", k.epoch))
+                }
+                _ => checkpoint::verify_signed_text(
+                    t.manifest.body.as_bytes(),
+                    &t.manifest.signatures,
+                    origin,
+                    k,
+                    crate::keys::TOMBSTONE_CONTEXT,
+                ),
+            },
+            _ => Err(format!(
+                "signed with key epoch {}, not the epoch in force at {l} records",
+                t.manifest.key_epoch
+            )),
+        };
+        if let Err(r) = res {
+            return Ok(fail(
+                crate::retention::TOMBSTONE_NOTE,
+                None,
+                format!("tombstone signature: {r}"),
+            ));
+        }
+        report.pruned = pruned;
+        report.pruned_root = Some(t.tombstone.root.clone());
     }
     report.revoked = revoked;
     if let Err(r) = checkpoint::verify_note_signatures(&note, origin, ck) {

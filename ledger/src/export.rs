@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use crate::checkpoint::{self, CHECKPOINTS_FILE, NoteSignature};
 use crate::error::{IoContext, LedgerError, VerifyFailure};
 use crate::keys::{self, EXPORT_CONTEXT, EpochKeys, KeyRecordPayload};
-use crate::merkle::{self, Frontier, Hash};
+use crate::merkle::{self, Frontier, Hash, LeafSet};
 use crate::proof::ConsistencyProof;
 use crate::record::{FrameError, FrameReader, RecordKind};
 use crate::segment::{ChainState, KnownKey, epoch_in_force, list_segments, segment_file_name};
@@ -214,47 +214,66 @@ pub fn export_with(
         )));
     }
 
+    // Retention: the history of pruned records comes from the tombstone.
+    let tomb = crate::retention::load(&ledger_dir)?;
+    let pruned = tomb.as_ref().map_or(0, crate::retention::Loaded::pruned);
+    if from < pruned {
+        return Err(LedgerError::InvalidInput(format!(
+            "records 0..{} were pruned by retention; export from record {pruned} or later",
+            pruned - 1
+        )));
+    }
+
     // One pass over every complete record: leaves, chain rules, key history, revocations,
     // redactions after the range that refer into it, frames of the range.
     let mut leaves: Vec<Hash> = Vec::new();
     let mut frames: Vec<u8> = Vec::new();
-    let mut keys_hist = Vec::new();
-    let mut revocations = Vec::new();
+    let mut keys_hist = tomb
+        .as_ref()
+        .map_or_else(Vec::new, |t| t.tombstone.keys.clone());
+    let mut revocations = tomb
+        .as_ref()
+        .map_or_else(Vec::new, |t| t.tombstone.revocations.clone());
     let mut redactions = Vec::new();
-    let chain = walk_checked(&ledger_dir, |chain, index, prev_hash, f, raw| {
-        match f.header.kind() {
-            RecordKind::Key => keys_hist.push(HistoryKey {
-                index,
-                ts_micros: f.header.ts_micros(),
-                payload: String::from_utf8_lossy(f.payload).into_owned(),
-            }),
-            RecordKind::Revocation => {
-                if let Some((e, _)) = chain.revoked.iter().find(|(_, i)| **i == index) {
-                    revocations.push(HistoryRevocation {
+    let chain = walk_checked(
+        &ledger_dir,
+        tomb.as_ref(),
+        |chain, index, prev_hash, f, raw| {
+            match f.header.kind() {
+                RecordKind::Key => keys_hist.push(HistoryKey {
+                    index,
+                    ts_micros: f.header.ts_micros(),
+                    payload: String::from_utf8_lossy(f.payload).into_owned(),
+                }),
+                RecordKind::Revocation => {
+                    if let Some((e, _)) = chain.revoked.iter().find(|(_, i)| **i == index) {
+                        revocations.push(HistoryRevocation {
+                            index,
+                            revoked_epoch: *e,
+                        });
+                    }
+                }
+                RecordKind::Redaction
+                    if index > to && f.header.refs().any(|r| r >= from && r <= to) =>
+                {
+                    redactions.push(HistoryRedaction {
                         index,
-                        revoked_epoch: *e,
+                        key_epoch: f.header.key_epoch(),
+                        prev_hash: hex::encode(prev_hash),
+                        refs: f.header.refs().collect(),
+                        payload: String::from_utf8_lossy(f.payload).into_owned(),
                     });
                 }
+                _ => {}
             }
-            RecordKind::Redaction
-                if index > to && f.header.refs().any(|r| r >= from && r <= to) =>
-            {
-                redactions.push(HistoryRedaction {
-                    index,
-                    key_epoch: f.header.key_epoch(),
-                    prev_hash: hex::encode(prev_hash),
-                    refs: f.header.refs().collect(),
-                    payload: String::from_utf8_lossy(f.payload).into_owned(),
-                });
+            if index >= from && index <= to {
+                frames.extend_from_slice(raw);
             }
-            _ => {}
-        }
-        if index >= from && index <= to {
-            frames.extend_from_slice(raw);
-        }
-        leaves.push(f.record_hash);
-    })?;
-    let len = leaves.len() as u64;
+            leaves.push(f.record_hash);
+        },
+    )?;
+    let leaves = LeafSet::pruned(tomb.map_or_else(Frontier::new, |t| t.frontier), leaves);
+    let len = leaves.len();
     if signed > len {
         return Err(corrupt(
             None,
@@ -282,7 +301,7 @@ pub fn export_with(
     let bad_sizes = || LedgerError::InvalidInput("bad checkpoint sizes".into());
     // RFC 9162 PROOF(a, D[b]) between two tree heads.
     let consistency = |(a, ra): (u64, Hash), (b, rb): (u64, Hash)| {
-        let p = merkle::consistency_proof(&leaves[..b as usize], a).ok_or_else(bad_sizes)?;
+        let p = leaves.consistency_proof(a, b).ok_or_else(bad_sizes)?;
         Ok::<_, LedgerError>(ConsistencyProof {
             first: a,
             second: b,
@@ -305,8 +324,9 @@ pub fn export_with(
         let (note, size) = closing.ok_or_else(|| {
             LedgerError::InvalidInput(format!("no signed checkpoint covers record {to}"))
         })?;
-        let p =
-            merkle::consistency_proof(&leaves[..size as usize], to + 1).ok_or_else(bad_sizes)?;
+        let p = leaves
+            .consistency_proof(to + 1, size)
+            .ok_or_else(bad_sizes)?;
         last_signed = size;
         Some(TailProof {
             tree_size: to + 1,
@@ -326,15 +346,18 @@ pub fn export_with(
                 )));
             }
             let (a, b) = if m <= n { (m, n) } else { (n, m) };
-            let head = |size: u64| (size, merkle::root(&leaves[..size as usize]));
-            Some(consistency(head(a), head(b))?)
+            let head = |size: u64| {
+                leaves.root(size).map(|r| (size, r)).ok_or_else(|| {
+                    LedgerError::InvalidInput(format!(
+                        "the trusted checkpoint (tree size {m}) lies in the range pruned by retention (records 0..{pruned})"
+                    ))
+                })
+            };
+            Some(consistency(head(a)?, head(b)?)?)
         }
     };
 
-    let mut frontier = Frontier::new();
-    for l in &leaves[..from as usize] {
-        frontier.push(*l);
-    }
+    let frontier = leaves.frontier(from).ok_or_else(bad_sizes)?;
     let origin = chain
         .origin
         .as_ref()
@@ -347,7 +370,7 @@ pub fn export_with(
         prev_hash: hex::encode(if from == 0 {
             [0u8; 32]
         } else {
-            leaves[from as usize - 1]
+            leaves.leaf(from - 1).ok_or_else(bad_sizes)?
         }),
         frontier: frontier.nodes().iter().map(hex::encode).collect(),
         keys: keys_hist.clone(),
@@ -439,10 +462,12 @@ pub fn export_with(
 /// record passed them. Returns the chain state after the last record.
 pub(crate) fn walk_checked(
     ledger_dir: &Path,
+    start: Option<&crate::retention::Loaded>,
     mut visit: impl FnMut(&ChainState, u64, &Hash, &crate::record::Frame<'_>, &[u8]),
 ) -> Result<ChainState, LedgerError> {
-    let mut chain = ChainState::new();
-    let segments = list_segments(ledger_dir)?;
+    let mut chain = start.map_or_else(ChainState::new, |t| t.start_state().chain);
+    let mut segments = list_segments(ledger_dir)?;
+    segments.retain(|(first, _)| *first >= chain.start);
     let n_seg = segments.len();
     for (si, (_, path)) in segments.into_iter().enumerate() {
         let bytes = fs::read(&path).at(&path)?;
@@ -813,7 +838,7 @@ pub fn verify_bundle_with(dir: &Path, opts: &VerifyOptions) -> Result<VerifyRepo
         }
     };
     let origin = manifest.origin.clone();
-    let chain_keys = match key_chain(&history, &origin, &manifest) {
+    let chain_keys = match key_chain(&history.keys, &origin) {
         Ok(k) => k,
         Err(r) => {
             fail(&mut report, &hist_path, None, r);
@@ -1289,15 +1314,14 @@ fn history_redactions(
 }
 
 /// Parse the history's key records and check the rotation signature chain.
-fn key_chain(
-    history: &History,
+pub(crate) fn key_chain(
+    history_keys: &[HistoryKey],
     origin: &str,
-    m: &Manifest,
 ) -> Result<BTreeMap<u32, KnownKey>, String> {
     let mut out: BTreeMap<u32, KnownKey> = BTreeMap::new();
     let mut prev: Option<EpochKeys> = None;
     let mut last_index: Option<u64> = None;
-    for hk in &history.keys {
+    for hk in history_keys {
         let epoch = payload_epoch(&hk.payload).map_err(|e| e.to_string())?;
         let k = KeyRecordPayload::parse_and_check(hk.payload.as_bytes(), epoch, origin)
             .map_err(|r| format!("key history entry at record {}: {r}", hk.index))?;
@@ -1335,7 +1359,6 @@ fn key_chain(
     if out.is_empty() {
         return Err("key history is empty".into());
     }
-    let _ = m;
     Ok(out)
 }
 

@@ -33,6 +33,8 @@ pub const EXPORT_CONTEXT: &[u8] = b"dunes-ledger-export-v1";
 pub const EVIDENCE_CONTEXT: &[u8] = b"dunes-ledger-evidence-v1";
 /// FIPS 204 context string of the signature carried by a `redaction` record.
 pub const REDACTION_CONTEXT: &[u8] = b"dunes-ledger-redaction-v1";
+/// ML-DSA context string of retention tombstone manifests (`docs/ledger-format.md` §2.10).
+pub const TOMBSTONE_CONTEXT: &[u8] = b"dunes-ledger-tombstone-v1";
 /// Encoded Ed25519 public key / seed length.
 pub const ED25519_KEY_LEN: usize = 32;
 /// Ed25519 signature length.

@@ -11,12 +11,14 @@ use base64::engine::general_purpose::STANDARD as B64;
 
 use crate::checkpoint::{self, CHECKPOINTS_FILE, Checkpoint, ParsedNote};
 use crate::error::{IoContext, LedgerError, VerifyFailure};
+use crate::export::{HistoryKey, HistoryRevocation};
 use crate::keys::{self, KeyRecordPayload, Signer};
-use crate::merkle::{Frontier, Hash};
+use crate::merkle::{Frontier, Hash, LeafSet};
 use crate::record::{
     self, FRAME_MAGIC, FrameError, FrameReader, HeaderFields, MAX_ORIGIN_LEN, MAX_PAYLOAD_LEN,
     MAX_REFS, RecordKind,
 };
+use crate::retention::{self, PruneSummary, Tombstone};
 use crate::segment::{ChainState, list_segments, segment_file_name};
 
 /// Write buffer for the active segment.
@@ -98,8 +100,11 @@ pub struct Ledger {
     signer: Signer,
     /// Advisory lock on `<dir>/LOCK`, held for the ledger's lifetime.
     _lock: File,
-    /// Record (= Merkle leaf) hash of every record, index-aligned. Kept for proofs.
-    leaves: Vec<Hash>,
+    /// Record (= Merkle leaf) hash of every record not pruned by retention, and the compact
+    /// range of the pruned prefix. Kept for proofs.
+    leaves: LeafSet<'static>,
+    /// The tombstone of the pruned prefix, if retention pruned any.
+    tombstone: Option<Tombstone>,
     /// Compact Merkle range, caught up lazily at checkpoint time.
     frontier: Frontier,
     prev_hash: Hash,
@@ -128,6 +133,7 @@ impl std::fmt::Debug for Ledger {
             .field("dir", &self.cfg.dir)
             .field("origin", &self.cfg.origin)
             .field("len", &self.leaves.len())
+            .field("pruned", &self.leaves.first())
             .field("key_epoch", &self.signer.epoch)
             .finish_non_exhaustive()
     }
@@ -171,11 +177,23 @@ fn valid_frame_after(path: &Path, from: u64) -> Result<Option<u64>, LedgerError>
     Ok(None)
 }
 
-fn scan_segments(dir: &Path, signed_records: u64) -> Result<Scan, LedgerError> {
-    let segments = list_segments(dir)?;
+fn scan_segments(
+    dir: &Path,
+    signed_records: u64,
+    start: Option<&retention::Loaded>,
+) -> Result<Scan, LedgerError> {
+    let mut segments = list_segments(dir)?;
+    let pruned = start.map_or(0, retention::Loaded::pruned);
+    // Segments wholly before the pruning point are left over by a prune interrupted after
+    // the tombstone was written: finish it.
+    for (_, path) in segments.iter().filter(|(first, _)| *first < pruned) {
+        tracing::warn!(segment = %path.display(), "ledger: removing a segment pruned by retention (interrupted prune)");
+        retention::remove_if_present(path)?;
+    }
+    segments.retain(|(first, _)| *first >= pruned);
     let mut scan = Scan {
         leaves: Vec::new(),
-        chain: ChainState::new(),
+        chain: start.map_or_else(ChainState::new, |t| t.start_state().chain),
         last_segment: None,
     };
     let n_segments = segments.len();
@@ -347,8 +365,51 @@ impl Ledger {
         let cp_path = cfg.dir.join(CHECKPOINTS_FILE);
         let latest_note = load_checkpoints_for_write(&cp_path)?;
         let signed = latest_note.as_ref().map_or(0, |n| n.checkpoint.tree_size);
-        let scan = scan_segments(&cfg.dir, signed)?;
-        let len = scan.leaves.len() as u64;
+        let tomb = retention::load(&cfg.dir)?;
+        let pruned = tomb.as_ref().map_or(0, retention::Loaded::pruned);
+        retention::remove_stray(&cfg.dir, pruned)?;
+        let scan = scan_segments(&cfg.dir, signed, tomb.as_ref())?;
+        let len = pruned + scan.leaves.len() as u64;
+        if let Some(t) = &tomb {
+            if len < t.signed_at {
+                return Err(corrupt(
+                    None,
+                    &t.note_path,
+                    None,
+                    format!(
+                        "the tombstone was signed when the ledger had {} records, but only {len} are present",
+                        t.signed_at
+                    ),
+                ));
+            }
+            let in_force = crate::segment::epoch_in_force(&scan.chain.keys, t.signed_at);
+            let ok = in_force.is_some_and(|k| k.keys.epoch == t.manifest.key_epoch)
+                && in_force.is_some_and(|k| {
+                    crate::checkpoint::verify_signed_text(
+                        t.manifest.body.as_bytes(),
+                        &t.manifest.signatures,
+                        &cfg.origin,
+                        &k.keys,
+                        keys::TOMBSTONE_CONTEXT,
+                    )
+                    .is_ok()
+                });
+            if !ok {
+                return Err(corrupt(
+                    None,
+                    &t.note_path,
+                    None,
+                    "the tombstone's signature does not verify with the key epoch in force when it was written",
+                ));
+            }
+            if retention::drop_checkpoints_before(&cp_path, t.pruned())? > 0 {
+                tracing::warn!("ledger: removed checkpoints of pruned records (interrupted prune)");
+            }
+        }
+        let leaves = match &tomb {
+            Some(t) => LeafSet::pruned(t.frontier.clone(), scan.leaves),
+            None => LeafSet::pruned(Frontier::new(), scan.leaves),
+        };
 
         if let Some(o) = &scan.chain.origin
             && o.as_slice() != cfg.origin.as_bytes()
@@ -427,6 +488,19 @@ impl Ledger {
             ));
         }
         let mut frontier = Frontier::new();
+        if let Some(note) = &latest_note
+            && note.checkpoint.tree_size < pruned
+        {
+            return Err(corrupt(
+                None,
+                &cp_path,
+                None,
+                format!(
+                    "the latest checkpoint covers {} records, fewer than the {pruned} pruned by retention",
+                    note.checkpoint.tree_size
+                ),
+            ));
+        }
         if let Some(note) = &latest_note {
             let cp = &note.checkpoint;
             let at = |r: String| {
@@ -461,9 +535,9 @@ impl Ledger {
                     ))
                 })?;
             checkpoint::verify_note_signatures(note, &cfg.origin, &key.keys).map_err(at)?;
-            for l in &scan.leaves[..cp.tree_size as usize] {
-                frontier.push(*l);
-            }
+            frontier = leaves
+                .frontier(cp.tree_size)
+                .ok_or_else(|| at("tree size outside the kept records".into()))?;
             if frontier.root() != cp.root {
                 return Err(at(
                     "root does not match the Merkle root recomputed from the segments".into(),
@@ -474,7 +548,7 @@ impl Ledger {
         let (seg_path, seg_bytes, seg_records) = match scan.last_segment {
             Some(s) => s,
             None => {
-                let p = cfg.dir.join(segment_file_name(0));
+                let p = cfg.dir.join(segment_file_name(pruned));
                 (p, 0, 0)
             }
         };
@@ -486,7 +560,8 @@ impl Ledger {
             signer,
             _lock: lock,
             prev_hash: scan.chain.prev_hash,
-            leaves: scan.leaves,
+            leaves,
+            tombstone: tomb.map(|t| t.tombstone),
             frontier,
             seg_path,
             seg_bytes,
@@ -603,6 +678,12 @@ impl Ledger {
     /// signature) is unchanged; verifiers report the record as redacted. Returns the index of
     /// the redaction record.
     pub fn redact(&mut self, index: u64, reason: &str, subject: &str) -> Result<u64, LedgerError> {
+        if index < self.pruned() {
+            return Err(LedgerError::InvalidInput(format!(
+                "record {index} was pruned by retention (records 0..{} are gone)",
+                self.pruned()
+            )));
+        }
         if index >= self.len() {
             return Err(LedgerError::InvalidInput(format!(
                 "record {index} does not exist (ledger has {} records)",
@@ -719,6 +800,148 @@ impl Ledger {
         Ok(red_index)
     }
 
+    /// Retention: prune the oldest whole segments that were last written before
+    /// `cutoff_micros` (µs since the epoch, by the segment file's modification time: the
+    /// time its last record was ledgered, not the events' own times, so a replay of old
+    /// events is kept for the full period), leaving a signed tombstone
+    /// (`docs/ledger-format.md` §2.10). Never touches the active segment or anything after
+    /// the first segment written later. Unsigned records are checkpointed first. `Ok(None)`
+    /// when nothing was old enough.
+    pub fn prune(&mut self, cutoff_micros: i64) -> Result<Option<PruneSummary>, LedgerError> {
+        if self.poisoned {
+            return Err(LedgerError::Poisoned);
+        }
+        let signed = self.latest.as_ref().map_or(0, |c| c.tree_size);
+        if self.len() > signed {
+            self.checkpoint()?;
+        }
+        let old = self.pruned();
+        let segments = list_segments(&self.cfg.dir)?;
+        let mut keys_before: Vec<HistoryKey> = self
+            .tombstone
+            .as_ref()
+            .map_or_else(Vec::new, |t| t.keys.clone());
+        let mut newest = self
+            .tombstone
+            .as_ref()
+            .map_or(i64::MIN, |t| t.newest_pruned_ts_micros);
+        let mut to = old;
+        let mut removed: Vec<(PathBuf, u64)> = Vec::new();
+        for (i, (first, path)) in segments.iter().enumerate() {
+            if *first < old {
+                continue;
+            }
+            let Some((next_first, _)) = segments.get(i + 1) else {
+                break; // the active segment stays
+            };
+            if *path == self.seg_path {
+                break;
+            }
+            let written = fs::metadata(path)
+                .and_then(|m| m.modified())
+                .at(path)?
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+            if written >= cutoff_micros {
+                break;
+            }
+            let bytes = fs::read(path).at(path)?;
+            let mut r = FrameReader::new(bytes.as_slice(), 0, bytes.len() as u64);
+            let mut seg_newest = i64::MIN;
+            let mut seg_keys = Vec::new();
+            loop {
+                match r.next_frame() {
+                    Ok(None) => break,
+                    Ok(Some(f)) => {
+                        seg_newest = seg_newest.max(f.header.ts_micros());
+                        if f.header.kind() == RecordKind::Key {
+                            seg_keys.push(HistoryKey {
+                                index: f.header.index(),
+                                ts_micros: f.header.ts_micros(),
+                                payload: String::from_utf8(f.payload.to_vec()).map_err(|_| {
+                                    corrupt(
+                                        Some(f.header.index()),
+                                        path,
+                                        Some(f.offset),
+                                        "key record payload is not UTF-8",
+                                    )
+                                })?,
+                            });
+                        }
+                    }
+                    Err(FrameError::Io(e)) => return Err(LedgerError::io(path, e)),
+                    Err(
+                        FrameError::Truncated { offset, reason }
+                        | FrameError::Invalid { offset, reason },
+                    ) => return Err(corrupt(None, path, Some(offset), reason)),
+                }
+            }
+            newest = newest.max(seg_newest);
+            keys_before.extend(seg_keys);
+            to = *next_first;
+            removed.push((path.clone(), bytes.len() as u64));
+        }
+        if to == old {
+            return Ok(None);
+        }
+        let mut revocations: Vec<HistoryRevocation> = self
+            .revoked
+            .iter()
+            .filter(|(_, at)| **at < to)
+            .map(|(e, at)| HistoryRevocation {
+                index: *at,
+                revoked_epoch: *e,
+            })
+            .collect();
+        revocations.sort_by_key(|r| r.index);
+        let t = retention::write(
+            &self.cfg.dir,
+            retention::NewTombstone {
+                origin: &self.cfg.origin,
+                pruned: to,
+                leaves: &self.leaves,
+                keys: keys_before,
+                revocations,
+                cutoff_micros,
+                newest_pruned_ts_micros: newest,
+                signed_at: self.len(),
+            },
+            &self.signer,
+            now_micros(),
+        )?;
+        // The tombstone is durable: checkpoints of pruned sizes go (atomic rewrite), then the
+        // segments, oldest first. A crash in between is finished by the next open.
+        let checkpoints_removed = retention::drop_checkpoints_before(&self.cp_path, to)?;
+        self.cp_file = open_append(&self.cp_path)?;
+        for (path, _) in &removed {
+            retention::remove_if_present(path)?;
+        }
+        keys::fsync_dir(&self.cfg.dir)?;
+        let base = self
+            .leaves
+            .frontier(to)
+            .ok_or_else(|| LedgerError::InvalidInput("pruning point outside the ledger".into()))?;
+        let kept = self.leaves.kept()[(to - old) as usize..].to_vec();
+        self.leaves = LeafSet::pruned(base, kept);
+        let summary = PruneSummary {
+            pruned: to,
+            records_removed: to - old,
+            segments_removed: removed.len() as u64,
+            bytes_freed: removed.iter().map(|(_, n)| n).sum(),
+            checkpoints_removed,
+            root: t.root.clone(),
+            cutoff_micros,
+        };
+        self.tombstone = Some(t);
+        tracing::info!(
+            pruned = to,
+            segments = summary.segments_removed,
+            bytes = summary.bytes_freed,
+            "ledger: retention pruned old segments, tombstone written"
+        );
+        Ok(Some(summary))
+    }
+
     /// Append one record; returns its index. Buffered: durable only after [`Ledger::sync`],
     /// [`Ledger::checkpoint`] or [`Ledger::close`].
     ///
@@ -750,7 +973,7 @@ impl Ledger {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
-        let index = self.leaves.len() as u64;
+        let index = self.leaves.len();
         if payload.len() as u64 > MAX_PAYLOAD_LEN {
             return Err(LedgerError::InvalidInput(format!(
                 "payload of {} bytes exceeds the {MAX_PAYLOAD_LEN}-byte limit",
@@ -828,7 +1051,7 @@ impl Ledger {
 
     /// Number of records.
     pub fn len(&self) -> u64 {
-        self.leaves.len() as u64
+        self.leaves.len()
     }
 
     /// Whether the ledger has no records (never true after `open`, which writes a Key record).
@@ -836,9 +1059,15 @@ impl Ledger {
         self.leaves.is_empty()
     }
 
-    /// Record hashes (= Merkle leaf hashes) of all records, index-aligned.
-    pub fn leaf_hashes(&self) -> &[[u8; 32]] {
+    /// Record hashes (= Merkle leaf hashes) of the records not pruned, and the compact range
+    /// of the pruned prefix.
+    pub fn leaf_hashes(&self) -> &LeafSet<'static> {
         &self.leaves
+    }
+
+    /// Number of records pruned by retention (the first kept index).
+    pub fn pruned(&self) -> u64 {
+        self.leaves.first()
     }
 
     /// Epoch of the active signing key.
@@ -891,8 +1120,10 @@ impl Ledger {
     /// append the signed note to `checkpoints.log` and fsync it.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, LedgerError> {
         self.sync()?;
-        for l in &self.leaves[self.frontier.size() as usize..] {
-            self.frontier.push(*l);
+        for i in self.frontier.size()..self.len() {
+            if let Some(l) = self.leaves.leaf(i) {
+                self.frontier.push(l);
+            }
         }
         let tree_size = self.len();
         let root = self.frontier.root();

@@ -29,6 +29,7 @@ pub mod merkle;
 mod proof;
 mod publish;
 mod record;
+mod retention;
 mod segment;
 mod verify;
 
@@ -45,9 +46,9 @@ pub use export::{
 pub use keys::{
     EVIDENCE_CONTEXT, EXPORT_CONTEXT, EpochKeys, KEY_TYPE_IDENTIFIER, KeyRecordPayload,
     MlDsaPublicKey, PUBLIC_KEY_LEN, REDACTION_CONTEXT, ROTATION_CONTEXT, SIGNATURE_LEN,
-    SIGNING_CONTEXT, StandaloneKey, ed25519_key_id, ed25519_public_key_path, ed25519_seed_path,
-    key_id, public_key_path, rotation_message, seed_path, verify_signature, verify_with_context,
-    write_atomic,
+    SIGNING_CONTEXT, StandaloneKey, TOMBSTONE_CONTEXT, ed25519_key_id, ed25519_public_key_path,
+    ed25519_seed_path, key_id, public_key_path, rotation_message, seed_path, verify_signature,
+    verify_with_context, write_atomic,
 };
 pub use ledger::{Ledger, LedgerConfig};
 pub use proof::{
@@ -56,6 +57,7 @@ pub use proof::{
 };
 pub use publish::{LATEST_NOTE, Published, publish_checkpoint, published_file_name};
 pub use record::{MAX_PAYLOAD_LEN, MAX_REFS, ParseRecordKindError, RecordKind};
+pub use retention::{PruneSummary, TOMBSTONE_NOTE, Tombstone, tombstone_file_name};
 pub use segment::{RedactionPayload, RevocationPayload, redaction_message, segment_file_name};
 pub use verify::{
     TrustedCheckpoint, TrustedResult, VerifyOptions, VerifyReport, verify_dir, verify_dir_with,

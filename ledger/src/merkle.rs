@@ -105,8 +105,8 @@ impl Frontier {
 }
 
 /// Largest power of two strictly smaller than `n` (`n >= 2`).
-fn split_point(n: usize) -> usize {
-    let mut k = 1usize;
+fn split_point(n: u64) -> u64 {
+    let mut k = 1u64;
     while k << 1 < n {
         k <<= 1;
     }
@@ -116,56 +116,188 @@ fn split_point(n: usize) -> usize {
 /// RFC 9162 §2.1.3.1 `PATH(m, D[n])`: the inclusion proof of leaf `m` in the tree over
 /// `leaves`. `None` if `m >= leaves.len()`.
 pub fn inclusion_proof(leaves: &[Hash], m: u64) -> Option<Vec<Hash>> {
-    let m = usize::try_from(m).ok()?;
-    if m >= leaves.len() {
-        return None;
-    }
-    let mut out = Vec::new();
-    path(m, leaves, &mut out);
-    Some(out)
-}
-
-fn path(m: usize, d: &[Hash], out: &mut Vec<Hash>) {
-    if d.len() <= 1 {
-        return;
-    }
-    let k = split_point(d.len());
-    if m < k {
-        path(m, &d[..k], out);
-        out.push(root(&d[k..]));
-    } else {
-        path(m - k, &d[k..], out);
-        out.push(root(&d[..k]));
-    }
+    LeafSet::borrowed(leaves).inclusion_proof(m, leaves.len() as u64)
 }
 
 /// RFC 9162 §2.1.4.1 `PROOF(m, D[n])`: consistency proof between the tree over the first `m`
 /// leaves and the tree over all `leaves`. `None` unless `1 <= m <= leaves.len()`.
 pub fn consistency_proof(leaves: &[Hash], m: u64) -> Option<Vec<Hash>> {
-    let m = usize::try_from(m).ok()?;
-    if m == 0 || m > leaves.len() {
-        return None;
-    }
-    let mut out = Vec::new();
-    subproof(m, leaves, true, &mut out);
-    Some(out)
+    LeafSet::borrowed(leaves).consistency_proof(m, leaves.len() as u64)
 }
 
-fn subproof(m: usize, d: &[Hash], b: bool, out: &mut Vec<Hash>) {
-    let n = d.len();
-    if m == n {
-        if !b {
-            out.push(root(d));
+/// The record (leaf) hashes of a ledger whose first `pruned()` records may have been removed
+/// by retention: those are known only through their compact range (the [`Frontier`] at the
+/// pruning point), the later ones one by one. Roots of every tree size `>= pruned()` and
+/// proofs about leaves `>= pruned()` can still be computed: every subtree they need that lies
+/// wholly before the pruning point is one of the frontier's nodes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeafSet<'a> {
+    base: Frontier,
+    leaves: std::borrow::Cow<'a, [Hash]>,
+}
+
+impl<'a> LeafSet<'a> {
+    /// All leaves from 0, nothing pruned.
+    pub fn borrowed(leaves: &'a [Hash]) -> Self {
+        Self {
+            base: Frontier::new(),
+            leaves: std::borrow::Cow::Borrowed(leaves),
         }
-        return;
     }
-    let k = split_point(n);
-    if m <= k {
-        subproof(m, &d[..k], b, out);
-        out.push(root(&d[k..]));
-    } else {
-        subproof(m - k, &d[k..], false, out);
-        out.push(root(&d[..k]));
+
+    /// Leaves `base.size()..` after a pruned prefix summarised by `base`.
+    pub fn pruned(base: Frontier, leaves: Vec<Hash>) -> LeafSet<'static> {
+        LeafSet {
+            base,
+            leaves: std::borrow::Cow::Owned(leaves),
+        }
+    }
+
+    /// Number of pruned leaves (0 when nothing was pruned).
+    pub fn first(&self) -> u64 {
+        self.base.size()
+    }
+
+    /// The compact range of the pruned prefix.
+    pub fn base(&self) -> &Frontier {
+        &self.base
+    }
+
+    /// Total number of leaves, pruned ones included.
+    pub fn len(&self) -> u64 {
+        self.base.size() + self.leaves.len() as u64
+    }
+
+    /// Whether there are no leaves at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Leaf `i`, if it was not pruned.
+    pub fn leaf(&self, i: u64) -> Option<Hash> {
+        let j = usize::try_from(i.checked_sub(self.first())?).ok()?;
+        self.leaves.get(j).copied()
+    }
+
+    /// The leaves kept after the pruned prefix.
+    pub fn kept(&self) -> &[Hash] {
+        &self.leaves
+    }
+
+    /// Append one leaf.
+    pub fn push(&mut self, leaf: Hash) {
+        self.leaves.to_mut().push(leaf);
+    }
+
+    /// The compact range `[0, size)` (`first() <= size <= len()`).
+    pub fn frontier(&self, size: u64) -> Option<Frontier> {
+        if size < self.first() || size > self.len() {
+            return None;
+        }
+        let mut f = self.base.clone();
+        for l in &self.leaves[..(size - self.first()) as usize] {
+            f.push(*l);
+        }
+        Some(f)
+    }
+
+    /// Merkle root of the first `size` leaves (`first() <= size <= len()`, or a size that is
+    /// a node of the pruned prefix).
+    pub fn root(&self, size: u64) -> Option<Hash> {
+        if size == 0 {
+            return Some(empty_root());
+        }
+        if size > self.len() {
+            return None;
+        }
+        self.mth(0, size)
+    }
+
+    /// `MTH(D[a..b])`, `a < b`: computed from the kept leaves, from the frontier's nodes for
+    /// the pruned prefix, `None` when it needs a pruned leaf that no node summarises.
+    fn mth(&self, a: u64, b: u64) -> Option<Hash> {
+        let p = self.first();
+        if a >= p {
+            let s = &self.leaves[(a - p) as usize..(b - p) as usize];
+            return Some(root(s));
+        }
+        // The frontier's nodes cover [0, p) in decreasing powers of two.
+        let mut start = 0u64;
+        for (bit, node) in (0..64u32)
+            .rev()
+            .filter(|bit| p >> bit & 1 == 1)
+            .zip(self.base.nodes())
+        {
+            let end = start + (1u64 << bit);
+            if (a, b) == (start, end) {
+                return Some(*node);
+            }
+            start = end;
+        }
+        // A perfect subtree inside the pruned prefix that is not one of its nodes lies inside
+        // one: its leaves are gone. (A range that ends at `p` and is not perfect is split
+        // into the nodes below.)
+        if b - a < 2 || (b <= p && (b - a).is_power_of_two()) {
+            return None;
+        }
+        let k = split_point(b - a);
+        Some(node_hash(&self.mth(a, a + k)?, &self.mth(a + k, b)?))
+    }
+
+    /// RFC 9162 `PATH(m, D[n])`; `None` if `m >= n`, `n > len()` or a needed node was pruned
+    /// (never for `m >= first()`).
+    pub fn inclusion_proof(&self, m: u64, n: u64) -> Option<Vec<Hash>> {
+        if m >= n || n > self.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        self.path(m, 0, n, &mut out)?;
+        Some(out)
+    }
+
+    fn path(&self, m: u64, a: u64, b: u64, out: &mut Vec<Hash>) -> Option<()> {
+        if b - a <= 1 {
+            return Some(());
+        }
+        let k = split_point(b - a);
+        if m < a + k {
+            self.path(m, a, a + k, out)?;
+            out.push(self.mth(a + k, b)?);
+        } else {
+            self.path(m, a + k, b, out)?;
+            out.push(self.mth(a, a + k)?);
+        }
+        Some(())
+    }
+
+    /// RFC 9162 `PROOF(m, D[n])`; `None` unless `1 <= m <= n <= len()`, or if a needed
+    /// node was pruned (never for `m >= first()`).
+    pub fn consistency_proof(&self, m: u64, n: u64) -> Option<Vec<Hash>> {
+        if m == 0 || m > n || n > self.len() {
+            return None;
+        }
+        let mut out = Vec::new();
+        self.subproof(m, 0, n, true, &mut out)?;
+        Some(out)
+    }
+
+    /// `SUBPROOF(m, D[a..b], flag)` with `m` counted from `a`.
+    fn subproof(&self, m: u64, a: u64, b: u64, flag: bool, out: &mut Vec<Hash>) -> Option<()> {
+        if m == b - a {
+            if !flag {
+                out.push(self.mth(a, b)?);
+            }
+            return Some(());
+        }
+        let k = split_point(b - a);
+        if m <= k {
+            self.subproof(m, a, a + k, flag, out)?;
+            out.push(self.mth(a + k, b)?);
+        } else {
+            self.subproof(m - k, a + k, b, false, out)?;
+            out.push(self.mth(a, a + k)?);
+        }
+        Some(())
     }
 }
 
@@ -428,6 +560,36 @@ mod tests {
             let first = 1 + (b % n as u64);
             let c = consistency_proof(&leaves, first).expect("proof");
             prop_assert!(verify_consistency(first, n as u64, &root(&leaves[..first as usize]), &r, &c));
+        }
+
+        /// After pruning the first `p` leaves, every root of size >= p and every inclusion
+        /// and consistency proof about leaves >= p is still computable and identical.
+        #[test]
+        fn pruned_prefix_keeps_roots_and_proofs(n in 1u64..200, a in any::<u64>(), b in any::<u64>(), c in any::<u64>()) {
+            let leaves: Vec<Hash> = (0..n).map(leaf).collect();
+            let p = a % (n + 1);
+            let mut base = Frontier::new();
+            for l in &leaves[..p as usize] {
+                base.push(*l);
+            }
+            let set = LeafSet::pruned(base, leaves[p as usize..].to_vec());
+            prop_assert_eq!(set.len(), n);
+            let size = p.max(1) + b % (n - p.max(1) + 1);
+            prop_assert_eq!(set.root(size), Some(root(&leaves[..size as usize])));
+            prop_assert_eq!(set.frontier(size).map(|f| f.root()), Some(root(&leaves[..size as usize])));
+            if p < size {
+                let m = p + c % (size - p);
+                prop_assert_eq!(set.inclusion_proof(m, size), inclusion_proof(&leaves[..size as usize], m));
+            }
+            let first = p.max(1) + c % (size - p.max(1) + 1);
+            prop_assert_eq!(set.consistency_proof(first, size), consistency_proof(&leaves[..size as usize], first));
+            if p > 1 {
+                // A leaf inside the pruned prefix has no proof unless a node is that leaf.
+                let m = c % p;
+                let full = inclusion_proof(&leaves[..size as usize], m);
+                let got = set.inclusion_proof(m, size);
+                prop_assert!(got.is_none() || got == full);
+            }
         }
 
         #[test]

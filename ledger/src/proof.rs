@@ -7,7 +7,7 @@ use std::path::Path;
 
 use crate::checkpoint::{self, CHECKPOINTS_FILE, Checkpoint};
 use crate::error::{IoContext, LedgerError, VerifyFailure};
-use crate::merkle::{self, Hash};
+use crate::merkle::{self, Hash, LeafSet};
 use crate::record::{FrameError, FrameReader, RecordKind};
 use crate::segment::list_segments;
 
@@ -87,10 +87,15 @@ impl ConsistencyProof {
 /// quietly at an incomplete or damaged frame at the end of the last segment (a writer may be
 /// appending); damage elsewhere is a `Corrupt` error. Hashes are checked, chain rules are not
 /// (use `verify_dir` for that).
-pub fn read_leaf_hashes(data_dir: &Path) -> Result<Vec<Hash>, LedgerError> {
+///
+/// After retention pruned records `0..P`, the set holds the tombstone's compact range for
+/// them and the hashes of the kept records.
+pub fn read_leaf_hashes(data_dir: &Path) -> Result<LeafSet<'static>, LedgerError> {
+    let base = crate::retention::load(&data_dir.join("ledger"))?
+        .map_or_else(merkle::Frontier::new, |t| t.frontier);
     let mut leaves = Vec::new();
     for_each_record(data_dir, 0, |r| leaves.push(r.record_hash))?;
-    Ok(leaves)
+    Ok(LeafSet::pruned(base, leaves))
 }
 
 /// One record as read back by [`for_each_record`].
@@ -112,7 +117,8 @@ pub struct RecordView<'a> {
 }
 
 /// Calls `visit` for every complete record of `<data_dir>/ledger` with index `>= from`, in
-/// order; segments wholly before `from` are not read. Same tolerance as [`read_leaf_hashes`]
+/// order; segments wholly before `from` are not read, and neither are records pruned by
+/// retention (the walk starts at the first kept record). Same tolerance as [`read_leaf_hashes`]
 /// (a torn tail of the last segment ends the walk). Returns the number of records in the
 /// ledger.
 pub fn for_each_record(
@@ -121,9 +127,11 @@ pub fn for_each_record(
     mut visit: impl FnMut(&RecordView<'_>),
 ) -> Result<u64, LedgerError> {
     let dir = data_dir.join("ledger");
-    let segments = list_segments(&dir)?;
+    let pruned = crate::retention::pruned_size(&dir)?;
+    let mut segments = list_segments(&dir)?;
+    segments.retain(|(first, _)| *first >= pruned);
     let n = segments.len();
-    let mut next = 0u64;
+    let mut next = pruned;
     for (si, (first, path)) in segments.iter().enumerate() {
         if *first != next {
             return Err(LedgerError::corrupt(VerifyFailure::new(
@@ -216,21 +224,27 @@ pub fn inclusion_proof(
         None => default_size(&cps, "tree_size")?,
     };
     let leaves = read_leaf_hashes(data_dir)?;
-    if size > leaves.len() as u64 || index >= size {
+    if size > leaves.len() || index >= size {
         return Err(LedgerError::InvalidInput(format!(
             "need index < tree_size <= {} (got index {index}, tree_size {size})",
             leaves.len()
         )));
     }
-    let tree = &leaves[..size as usize];
-    let path = merkle::inclusion_proof(tree, index)
-        .ok_or_else(|| LedgerError::InvalidInput("index out of range".into()))?;
+    let pruned = || {
+        LedgerError::InvalidInput(format!(
+            "record {index} was pruned by retention (records 0..{} are gone)",
+            leaves.first()
+        ))
+    };
+    let leaf = leaves.leaf(index).ok_or_else(pruned)?;
+    let path = leaves.inclusion_proof(index, size).ok_or_else(pruned)?;
+    let root = leaves.root(size).ok_or_else(pruned)?;
     Ok(InclusionProof {
         index,
         tree_size: size,
-        leaf_hash: hex::encode(tree[index as usize]),
+        leaf_hash: hex::encode(leaf),
         proof: path.iter().map(hex::encode).collect(),
-        root: hex::encode(merkle::root(tree)),
+        root: hex::encode(root),
         checkpoint: cps.iter().rev().find(|c| c.tree_size == size).cloned(),
     })
 }
@@ -247,20 +261,27 @@ pub fn consistency_proof(
         None => default_size(&cps, "second")?,
     };
     let leaves = read_leaf_hashes(data_dir)?;
-    if first == 0 || first > second || second > leaves.len() as u64 {
+    if first == 0 || first > second || second > leaves.len() {
         return Err(LedgerError::InvalidInput(format!(
             "need 1 <= first <= second <= {} (got first {first}, second {second})",
             leaves.len()
         )));
     }
-    let tree = &leaves[..second as usize];
-    let path = merkle::consistency_proof(tree, first)
-        .ok_or_else(|| LedgerError::InvalidInput("bad tree sizes".into()))?;
+    let pruned = || {
+        LedgerError::InvalidInput(format!(
+            "tree size {first} lies in the range pruned by retention (records 0..{} are gone); use a first size of {} or more",
+            leaves.first(),
+            leaves.first()
+        ))
+    };
+    let path = leaves.consistency_proof(first, second).ok_or_else(pruned)?;
+    let first_root = leaves.root(first).ok_or_else(pruned)?;
+    let second_root = leaves.root(second).ok_or_else(pruned)?;
     Ok(ConsistencyProof {
         first,
         second,
-        first_root: hex::encode(merkle::root(&tree[..first as usize])),
-        second_root: hex::encode(merkle::root(tree)),
+        first_root: hex::encode(first_root),
+        second_root: hex::encode(second_root),
         proof: path.iter().map(hex::encode).collect(),
         first_checkpoint: cps.iter().rev().find(|c| c.tree_size == first).cloned(),
         second_checkpoint: cps.iter().rev().find(|c| c.tree_size == second).cloned(),

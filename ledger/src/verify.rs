@@ -54,6 +54,11 @@ pub struct VerifyReport {
     pub unsigned_tail_allowed: bool,
     /// Evidence bundles: the indexes of the records proved by inclusion proofs.
     pub proved_indexes: Vec<u64>,
+    /// Records `0..pruned` were removed by retention; a verified tombstone stands for them
+    /// (data directories only; 0 when nothing was pruned).
+    pub pruned: u64,
+    /// The verified tombstone's Merkle root of the pruned records (hex).
+    pub pruned_root: Option<String>,
 }
 
 /// A trusted checkpoint that the ledger was proved to extend.
@@ -170,6 +175,8 @@ impl VerifyReport {
             trusted_checkpoints: Vec::new(),
             unsigned_tail_allowed: false,
             proved_indexes: Vec::new(),
+            pruned: 0,
+            pruned_root: None,
         }
     }
 
@@ -203,7 +210,14 @@ impl fmt::Display for VerifyReport {
                 &self.origin
             }
         )?;
-        if self.first_index > 0 {
+        if self.pruned > 0 {
+            writeln!(
+                f,
+                "  pruned:        records 0 .. {} removed by retention; signed tombstone verified (root {}, prev_hash and frontier bound to the checkpoints of the kept records)",
+                self.pruned - 1,
+                self.pruned_root.as_deref().unwrap_or("?")
+            )?;
+        } else if self.first_index > 0 {
             writeln!(
                 f,
                 "  range:         records {} .. {}",
@@ -367,6 +381,9 @@ pub(crate) struct Verifier {
     /// Records per kind code, folded into `report.records_by_kind` at the end (no map
     /// update per record).
     kind_counts: [u64; 256],
+    /// A data dir's retention tombstone, its signature checked at `signed_at` records.
+    pub(crate) tombstone: Option<crate::retention::Loaded>,
+    tombstone_checked: bool,
 }
 
 /// Internal control flow: stop at the first failure or on an I/O error.
@@ -402,10 +419,43 @@ pub fn verify_dir_with(data_dir: &Path, opts: &VerifyOptions) -> Result<VerifyRe
             std::io::Error::new(std::io::ErrorKind::NotFound, "ledger directory not found"),
         ));
     }
-    let mut v = Verifier::new(data_dir, "data directory", None, opts);
+    let tombstone = match crate::retention::load(&ledger_dir) {
+        Ok(t) => t,
+        Err(LedgerError::Corrupt { failure }) => {
+            let mut report = VerifyReport::empty("data directory");
+            report.first_failure = Some(*failure);
+            return Ok(report);
+        }
+        Err(e) => return Err(e),
+    };
+    let start = tombstone
+        .as_ref()
+        .map(crate::retention::Loaded::start_state);
+    let mut v = Verifier::new(data_dir, "data directory", start, opts);
+    if let Some(t) = &tombstone {
+        v.report.pruned = t.pruned();
+        v.report.pruned_root = Some(t.tombstone.root.clone());
+    }
+    v.tombstone = tombstone;
     v.check_tail = !opts.allow_unsigned_tail;
     v.run_to_end()?;
     v.report.unsigned_tail_allowed = opts.allow_unsigned_tail;
+    if v.report.first_failure.is_none()
+        && let Some(t) = v.unreached_trusted.first()
+        && t.checkpoint().tree_size < v.report.pruned
+    {
+        v.report.first_failure = Some(VerifyFailure::new(
+            None,
+            &t.source,
+            None,
+            format!(
+                "trusted checkpoint (tree size {}) lies in the range pruned by retention (records 0..{}): its root can no longer be recomputed; check against a checkpoint of tree size {} or more",
+                t.checkpoint().tree_size,
+                v.report.pruned - 1,
+                v.report.pruned
+            ),
+        ));
+    }
     if v.report.first_failure.is_none()
         && let Some(t) = v.unreached_trusted.first()
     {
@@ -456,6 +506,8 @@ impl Verifier {
             pending: VecDeque::new(),
             prev_cp: None,
             verified_roots: Vec::new(),
+            tombstone: None,
+            tombstone_checked: false,
         }
     }
 
@@ -497,7 +549,15 @@ impl Verifier {
         }
         self.load_checkpoints()?;
         self.check_due_checkpoints()?;
+        let pruned = self
+            .tombstone
+            .as_ref()
+            .map_or(0, crate::retention::Loaded::pruned);
         for (first, path) in list_segments(&self.ledger_dir)? {
+            if first < pruned {
+                // Left by a prune interrupted after its tombstone was written (§2.10).
+                continue;
+            }
             self.report.segments += 1;
             self.verify_segment(first, &path)?;
         }
@@ -535,6 +595,19 @@ impl Verifier {
             });
         }
         self.unreached_trusted.extend(self.trusted.drain(..));
+        if let Some(t) = &self.tombstone
+            && !self.tombstone_checked
+        {
+            return Err(Stop::Failed(VerifyFailure::new(
+                None,
+                &t.note_path,
+                None,
+                format!(
+                    "the tombstone was signed when the ledger had {} records, but only {} are present (rollback)",
+                    t.signed_at, self.chain.next_index
+                ),
+            )));
+        }
         let records = self.chain.next_index;
         let signed = self.report.signed_records.max(self.chain.start);
         if self.check_tail && records > signed {
@@ -663,6 +736,10 @@ impl Verifier {
                     offset,
                     parsed,
                 } => {
+                    if parsed.checkpoint.tree_size < self.chain.start && self.tombstone.is_some() {
+                        // A checkpoint of pruned records left by an interrupted prune (§2.10).
+                        continue;
+                    }
                     if parsed.checkpoint.tree_size < self.chain.start {
                         return Err(Stop::Failed(VerifyFailure::new(
                             None,
@@ -677,6 +754,20 @@ impl Verifier {
                     self.check_checkpoint(ordinal, offset, &parsed)?
                 }
             }
+        }
+        if let Some(t) = &self.tombstone
+            && !self.tombstone_checked
+            && t.signed_at == count
+        {
+            t.check_signature(&self.chain).map_err(|r| {
+                Stop::Failed(VerifyFailure::new(
+                    None,
+                    &t.note_path,
+                    None,
+                    format!("tombstone signature: {r}"),
+                ))
+            })?;
+            self.tombstone_checked = true;
         }
         while self
             .trusted

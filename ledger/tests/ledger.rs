@@ -8,7 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use dunes_ledger::{
     Checkpoint, Ledger, LedgerConfig, LedgerError, RecordKind, SIGNING_CONTEXT, VerifyOptions,
-    VerifyReport, merkle, read_latest_checkpoint, verify_dir, verify_dir_with,
+    VerifyReport, read_latest_checkpoint, verify_dir, verify_dir_with,
 };
 
 const ORIGIN: &str = "dunes/test-host";
@@ -92,7 +92,7 @@ fn append_reopen_continues_chain_and_verifies() {
     assert_eq!(l.len(), 21);
     assert_eq!(l.latest_checkpoint(), Some(&cp));
     // Root of the reloaded leaves equals the signed root.
-    assert_eq!(merkle::root(l.leaf_hashes()), cp.root);
+    assert_eq!(l.leaf_hashes().root(l.len()).expect("root"), cp.root);
     assert_eq!(
         l.append(RecordKind::Response, 5, b"block", &[20])
             .expect("append"),
@@ -504,10 +504,7 @@ fn checkpoint_signature_verifies_with_ml_dsa() {
 
     // The signed root is the RFC 9162 root over the record hashes.
     let l = Ledger::open(cfg(d.path())).expect("open");
-    assert_eq!(
-        merkle::root(&l.leaf_hashes()[..cp.tree_size as usize]),
-        cp.root
-    );
+    assert_eq!(l.leaf_hashes().root(cp.tree_size).expect("root"), cp.root);
 }
 
 #[test]

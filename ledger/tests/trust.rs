@@ -12,8 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use dunes_ledger::{
     EXPORT_CONTEXT, Ledger, LedgerConfig, RecordKind, SIGNING_CONTEXT, TrustedCheckpoint,
-    VerifyOptions, VerifyReport, export, export_evidence, export_with, merkle, verify_dir,
-    verify_dir_with, verify_path, verify_path_with,
+    VerifyOptions, VerifyReport, export, export_evidence, export_with, verify_dir, verify_dir_with,
+    verify_path, verify_path_with,
 };
 use ml_dsa::{ExpandedSigningKey, MlDsa65};
 
@@ -229,7 +229,7 @@ fn append_checkpoint(dir: &Path, epoch: u32, sk: &ExpandedSigningKey<MlDsa65>) {
     let body = format!(
         "{ORIGIN}\n{}\n{}\ntime {}\nkey-epoch {epoch}\n",
         leaves.len(),
-        B64.encode(merkle::root(&leaves)),
+        B64.encode(leaves.root(leaves.len()).expect("root")),
         i64::MAX / 2
     );
     let sig = sk
@@ -827,6 +827,59 @@ fn every_single_byte_flip_of_a_small_bundle_is_rejected() {
     ok(&verify_path(&b).expect("verify"));
 }
 
+/// A hybrid ledger pruned by retention: (P, a checkpoint note before P, the latest note).
+fn pruned_ledger(dir: &Path) -> (u64, String, String) {
+    let mut c = cfg(dir, true);
+    c.segment_max_bytes = 2048;
+    let mut l = Ledger::open(c).expect("open");
+    events(&mut l, 5);
+    let early = l.checkpoint().expect("cp").note;
+    events(&mut l, 10);
+    l.rotate_key().expect("rotate");
+    events(&mut l, 10);
+    l.revoke_key(0, "retired").expect("revoke");
+    events(&mut l, 30);
+    l.checkpoint().expect("cp");
+    // Segments written so far look two years old (the writer prunes by write time).
+    let segs: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = fs::read_dir(dir.join("ledger"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let old = std::time::SystemTime::now() - Duration::from_secs(2 * 365 * 24 * 3600);
+    for p in &segs[..segs.len() - 1] {
+        fs::File::options()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_modified(old))
+            .expect("mtime");
+    }
+    events(&mut l, 10);
+    let cutoff = std::time::SystemTime::now() - Duration::from_secs(365 * 24 * 3600);
+    let cutoff = cutoff
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_micros() as i64;
+    let s = l.prune(cutoff).expect("prune").expect("pruned");
+    assert!(
+        s.pruned > 40,
+        "the rotation and the revocation are pruned: {s:?}"
+    );
+    events(&mut l, 4);
+    let late = l.checkpoint().expect("cp").note;
+    l.close().expect("close");
+    ok(&verify_dir(dir).expect("verify"));
+    (s.pruned, early, late)
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     let mut stack = vec![from.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -1165,6 +1218,104 @@ fn build_vectors(root: &Path) -> Vec<Verdict> {
         None,
         false,
         "history.json omits a revocation inside the range (manifest re-signed)",
+        None,
+    );
+
+    // Retention (§2.10): a hybrid ledger with a rotation and a revocation inside the pruned
+    // range, pruned behind a signed tombstone.
+    let pr = root.join("valid-pruned-dir");
+    let (pruned, early, late) = pruned_ledger(&pr);
+    fs::write(root.join("anchors/pruned-early.note"), &early).expect("w");
+    fs::write(root.join("anchors/pruned-latest.note"), &late).expect("w");
+    add(
+        "valid-pruned-dir",
+        "data-dir",
+        false,
+        Some("anchors/pruned-latest.note"),
+        true,
+        "records 0..P-1 pruned; tombstone (key history with a rotation and a revocation, frontier, prev_hash) signed; trusted checkpoint after P",
+        None,
+    );
+    add(
+        "valid-pruned-dir",
+        "data-dir",
+        false,
+        Some("anchors/pruned-early.note"),
+        false,
+        "a trusted checkpoint inside the pruned range cannot be checked any more",
+        None,
+    );
+    export(
+        &pr,
+        Some(pruned + 1),
+        None,
+        &root.join("valid-pruned-bundle"),
+    )
+    .expect("export");
+    add(
+        "valid-pruned-bundle",
+        "bundle",
+        false,
+        None,
+        true,
+        "range export of a pruned ledger: history.json keys and revocations before P from the tombstone",
+        None,
+    );
+    let chosen: std::collections::BTreeSet<u64> = [pruned + 1, pruned + 3].into();
+    export_evidence(&pr, &chosen, &root.join("valid-pruned-evidence")).expect("evidence");
+    add(
+        "valid-pruned-evidence",
+        "evidence",
+        false,
+        Some("anchors/pruned-latest.note"),
+        true,
+        "evidence bundle of a pruned ledger: carries the tombstone for the key history before P",
+        None,
+    );
+    let t = root.join("pruned-tombstone-missing");
+    copy_dir(&pr, &t);
+    fs::remove_file(t.join("ledger/tombstone.note")).expect("rm");
+    add(
+        "pruned-tombstone-missing",
+        "data-dir",
+        false,
+        None,
+        false,
+        "segments start at P, but there is no tombstone: records 0..P-1 are missing",
+        Some(0),
+    );
+    let t = root.join("pruned-tombstone-edited");
+    copy_dir(&pr, &t);
+    let name = dunes_ledger::tombstone_file_name(pruned);
+    let json = fs::read_to_string(t.join("ledger").join(&name)).expect("json");
+    let mut j: serde_json::Value = serde_json::from_str(&json).expect("json");
+    j["revocations"] = serde_json::json!([]);
+    let edited = serde_json::to_vec(&j).expect("json");
+    fs::write(t.join("ledger").join(&name), &edited).expect("w");
+    let note = fs::read_to_string(t.join("ledger/tombstone.note")).expect("note");
+    let fixed: String = note
+        .lines()
+        .map(|l| {
+            if l.starts_with("file ") {
+                use sha2::Digest as _;
+                format!(
+                    "file {} {} {name}\n",
+                    hex::encode(sha2::Sha256::digest(&edited)),
+                    edited.len()
+                )
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    fs::write(t.join("ledger/tombstone.note"), fixed).expect("w");
+    add(
+        "pruned-tombstone-edited",
+        "data-dir",
+        false,
+        None,
+        false,
+        "the tombstone's revocation dropped and its manifest digest updated without the key: the tombstone signature fails",
         None,
     );
 
