@@ -272,6 +272,7 @@ pub fn export_with(
             leaves.push(f.record_hash);
         },
     )?;
+    let tomb_prev = tomb.as_ref().map(|t| t.prev_hash);
     let leaves = LeafSet::pruned(tomb.map_or_else(Frontier::new, |t| t.frontier), leaves);
     let len = leaves.len();
     if signed > len {
@@ -367,10 +368,10 @@ pub fn export_with(
         origin: origin.clone(),
         from,
         to,
-        prev_hash: hex::encode(if from == 0 {
-            [0u8; 32]
-        } else {
-            leaves.leaf(from - 1).ok_or_else(bad_sizes)?
+        prev_hash: hex::encode(match (from, tomb_prev) {
+            (0, _) => [0u8; 32],
+            (f, Some(prev)) if f == pruned => prev,
+            (f, _) => leaves.leaf(f - 1).ok_or_else(bad_sizes)?,
         }),
         frontier: frontier.nodes().iter().map(hex::encode).collect(),
         keys: keys_hist.clone(),

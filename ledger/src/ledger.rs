@@ -367,7 +367,10 @@ impl Ledger {
         let signed = latest_note.as_ref().map_or(0, |n| n.checkpoint.tree_size);
         let tomb = retention::load(&cfg.dir)?;
         let pruned = tomb.as_ref().map_or(0, retention::Loaded::pruned);
-        retention::remove_stray(&cfg.dir, pruned)?;
+        if pruned > 0 {
+            // Only next to a valid tombstone: without one, a stray JSON is evidence.
+            retention::remove_stray(&cfg.dir, pruned)?;
+        }
         let scan = scan_segments(&cfg.dir, signed, tomb.as_ref())?;
         let len = pruned + scan.leaves.len() as u64;
         if let Some(t) = &tomb {
