@@ -49,6 +49,15 @@ pub enum LedgerCmd {
         #[arg(long)]
         subject: Option<String>,
     },
+    /// Retention: prune the oldest whole segments last written more than N days ago,
+    /// leaving a signed tombstone so the rest still verifies (docs/ledger-format.md §2.10);
+    /// the prune is ledgered as an action record. Needs the write lock: stop `dunes run`
+    /// first (which prunes by itself hourly with `[ledger] retention_days`).
+    Prune {
+        /// Keep records ledgered in the last N days (0 is refused here; at least 183).
+        #[arg(long)]
+        retention_days: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -232,6 +241,45 @@ pub fn ledger(data_dir: &Path, origin: String, cmd: LedgerCmd) -> anyhow::Result
                 .context("redaction failed")?;
             l.close().context("cannot close the ledger")?;
             println!("record {index} redacted (authorised by redaction record {r})");
+        }
+        LedgerCmd::Prune { retention_days } => {
+            anyhow::ensure!(
+                retention_days > 0,
+                "--retention-days 0 would keep everything: nothing to prune"
+            );
+            dunes_pipeline::check_retention_days(retention_days).map_err(anyhow::Error::msg)?;
+            let now = chrono::Utc::now();
+            let cutoff = now - chrono::Duration::days(retention_days as i64);
+            let mut l = open(data_dir, origin)?;
+            let s = l
+                .prune(cutoff.timestamp_micros())
+                .context("retention failed")?;
+            match &s {
+                Some(s) => {
+                    let action = dunes_pipeline::retention_action(
+                        s,
+                        retention_days,
+                        &crate::cli_subject(),
+                        now,
+                    );
+                    l.append(
+                        dunes_ledger::RecordKind::Action,
+                        now.timestamp_micros(),
+                        &serde_json::to_vec(&action)?,
+                        &[],
+                    )
+                    .context("cannot ledger the prune")?;
+                    l.close().context("cannot close the ledger")?;
+                    println!("{}", serde_json::to_string_pretty(s)?);
+                }
+                None => {
+                    l.close().context("cannot close the ledger")?;
+                    println!(
+                        "nothing to prune: no segment but the active one was last written before {}",
+                        cutoff.to_rfc3339()
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

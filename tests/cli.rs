@@ -143,3 +143,91 @@ fn doctor_passes_on_a_fresh_deployment_and_names_what_is_wrong() {
         t.elapsed()
     );
 }
+
+#[test]
+fn ledger_prune_leaves_a_verifiable_tombstone_and_refuses_short_retention() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let data = tmp.path().join("data");
+    let cfg_path = tmp.path().join("dunes.toml");
+    std::fs::write(&cfg_path, "[ledger]\norigin = \"dunes/cli-prune\"\n").expect("config");
+    // A ledger with small segments, written "two years ago" but for its last segment.
+    let mut c = dunes_ledger::LedgerConfig::new(&data, "dunes/cli-prune");
+    c.segment_max_bytes = 4096;
+    c.rotate_every = None;
+    let mut l = dunes_ledger::Ledger::open(c).expect("open");
+    for i in 0..200u64 {
+        let p = format!("{{\"event\":{i},\"pad\":\"{}\"}}", "p".repeat(100));
+        l.append(dunes_ledger::RecordKind::Event, 0, p.as_bytes(), &[])
+            .expect("append");
+    }
+    l.close().expect("close");
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 365 * 86_400);
+    let mut segs: Vec<_> = std::fs::read_dir(data.join("ledger"))
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".dlg"))
+        .collect();
+    segs.sort();
+    for p in &segs[..segs.len() - 1] {
+        std::fs::File::options()
+            .write(true)
+            .open(p)
+            .and_then(|f| f.set_modified(old))
+            .expect("mtime");
+    }
+    let prune = |days: &str| {
+        dunes()
+            .args(["ledger", "prune", "--retention-days", days, "--config"])
+            .arg(&cfg_path)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run")
+    };
+    let short = prune("30");
+    assert!(!short.status.success());
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("at least 183"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    let out = prune("365");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("summary JSON");
+    let pruned = summary["pruned"].as_u64().expect("pruned");
+    assert_eq!(
+        summary["segments_removed"].as_u64(),
+        Some(segs.len() as u64 - 1)
+    );
+    let again = prune("365");
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to prune"));
+    let v = run_ok(dunes().arg("verify").arg(&data));
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        text.contains(&format!("records 0 .. {} removed by retention", pruned - 1)),
+        "{text}"
+    );
+    // The prune itself is in the ledger, by whom.
+    let mut found = None;
+    dunes_ledger::for_each_record(&data, 0, |r| {
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(r.payload)
+            && v["type"] == "ledger_retention"
+        {
+            found = Some(v);
+        }
+    })
+    .expect("walk");
+    let found = found.expect("a ledger_retention action record");
+    assert_eq!(found["pruned"].as_u64(), Some(pruned));
+    assert!(
+        found["actor"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("cli:"))
+    );
+}

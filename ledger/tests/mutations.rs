@@ -27,9 +27,17 @@ fn base() -> &'static (tempfile::TempDir, Vec<PathBuf>) {
         let mut l = Ledger::open(c).expect("open");
         let add = |l: &mut Ledger, n: u64| {
             for i in 0..n {
-                let p = format!("{{\"event\":{i},\"tool\":\"read_file\",\"pad\":\"{}\"}}", "q".repeat(80));
-                l.append(RecordKind::Event, 1_700_000_000_000_000 + i as i64, p.as_bytes(), &[])
-                    .expect("append");
+                let p = format!(
+                    "{{\"event\":{i},\"tool\":\"read_file\",\"pad\":\"{}\"}}",
+                    "q".repeat(80)
+                );
+                l.append(
+                    RecordKind::Event,
+                    1_700_000_000_000_000 + i as i64,
+                    p.as_bytes(),
+                    &[],
+                )
+                .expect("append");
             }
             l.checkpoint().expect("cp");
         };

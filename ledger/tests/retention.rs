@@ -277,10 +277,8 @@ fn an_interrupted_prune_is_valid_and_finished_on_open() {
     l.close().expect("close");
     for (p, b) in &saved {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if name.starts_with("seg-") || name == "checkpoints.log" {
-            if !p.exists() || name == "checkpoints.log" {
-                fs::write(p, b).expect("restore");
-            }
+        if (name.starts_with("seg-") && !p.exists()) || name == "checkpoints.log" {
+            fs::write(p, b).expect("restore");
         }
     }
     assert!(lg.join("seg-0000000000000000.dlg").exists());

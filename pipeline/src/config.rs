@@ -143,6 +143,23 @@ pub struct LedgerSection {
     /// monitor's account can write but not rewrite (e.g. another host's
     /// mount, or append-only storage).
     pub publish_dir: Option<PathBuf>,
+    /// Prune ledger segments last written more than this many days ago, behind a signed
+    /// tombstone (`docs/ledger-format.md` §2.10). 0 keeps everything; 1–182 are refused
+    /// (EU AI Act Art. 12: logs kept at least six months).
+    pub retention_days: u64,
+}
+
+/// The shortest retention accepted: six months (EU AI Act Art. 12).
+pub const MIN_RETENTION_DAYS: u64 = 183;
+
+/// `Ok` for 0 (keep forever) or at least [`MIN_RETENTION_DAYS`].
+pub fn check_retention_days(days: u64) -> std::result::Result<(), String> {
+    if (1..MIN_RETENTION_DAYS).contains(&days) {
+        return Err(format!(
+            "ledger.retention_days must be 0 (keep forever) or at least {MIN_RETENTION_DAYS} (six months: EU AI Act Art. 12), got {days}"
+        ));
+    }
+    Ok(())
 }
 
 impl Default for Config {
@@ -202,6 +219,7 @@ impl Default for LedgerSection {
             hybrid_ed25519: false,
             segment_max_bytes: 256 * 1024 * 1024,
             publish_dir: None,
+            retention_days: 365,
         }
     }
 }
@@ -214,6 +232,7 @@ impl LedgerSection {
                 self.checkpoint_interval_ms
             ));
         }
+        check_retention_days(self.retention_days)?;
         if self.segment_max_bytes < 64 * 1024 {
             return Err(format!(
                 "ledger.segment_max_bytes must be at least 65536, got {}",
@@ -307,6 +326,20 @@ mod tests {
         let c: Config = toml::from_str("[history]\nretention_days = 7\n[hunt]\nmax_rows = 5\n")
             .expect("history");
         assert_eq!((c.history.retention_days, c.hunt.max_rows), (7, 5));
+        assert_eq!(Config::default().ledger.retention_days, 365);
+        for (days, ok) in [
+            (0, true),
+            (1, false),
+            (182, false),
+            (183, true),
+            (3650, true),
+        ] {
+            let l = LedgerSection {
+                retention_days: days,
+                ..LedgerSection::default()
+            };
+            assert_eq!(l.validate().is_ok(), ok, "{days} days");
+        }
     }
 
     #[test]

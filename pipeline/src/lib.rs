@@ -23,11 +23,16 @@ mod sinks;
 mod sources;
 mod stage;
 
-pub use config::{Config, HttpConfig, IngestSection, LedgerSection, OutputsSection};
+pub use config::{
+    Config, HttpConfig, IngestSection, LedgerSection, MIN_RETENTION_DAYS, OutputsSection,
+    check_retention_days,
+};
 pub use drive::{AfterSources, DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
 pub use sinks::files::DataPaths;
 pub use sinks::lifecycle::ChangeKind;
 pub use sinks::ocsf::OCSF_VERSION;
 pub use sinks::webhook::{WebhookConfig, WebhookFormat};
-pub use stage::{ACCESS_QUEUE, BatchOutcome, Decoded, Decoder, PhaseTimes, Pipeline, Stats};
+pub use stage::{
+    ACCESS_QUEUE, BatchOutcome, Decoded, Decoder, PhaseTimes, Pipeline, Stats, retention_action,
+};

@@ -172,6 +172,11 @@ pub struct Pipeline {
     action_findings: Vec<(String, Vec<u8>)>,
     /// Regulatory notification regimes (clocks of Level 3 incidents).
     notification: Arc<NotificationClocks>,
+    /// `[ledger] retention_days` (0 = keep forever) and when retention runs next.
+    retention_days: u64,
+    next_prune: std::time::Instant,
+    /// Per-minute batch latency lines in the data dir (`latency.ndjson`).
+    latency: crate::sinks::latency::LatencyLog,
     /// The running rules as served by `GET /api/v1/rules` (updated on reload).
     pub rules_view: Arc<RwLock<Vec<serde_json::Value>>>,
 }
@@ -278,6 +283,9 @@ impl Pipeline {
             outputs,
             action_findings: Vec::new(),
             notification,
+            retention_days: cfg.ledger.retention_days,
+            next_prune: std::time::Instant::now(),
+            latency: crate::sinks::latency::LatencyLog::open(data_dir)?,
             rules_view,
             decoder: Some(Decoder {
                 normalizer: Normalizer::new(ingest_cfg.clone()),
@@ -432,7 +440,45 @@ impl Pipeline {
         self.ledger
             .maybe_checkpoint()
             .context("ledger checkpoint failed")?;
+        self.maybe_prune()?;
         Ok(())
+    }
+
+    /// Retention, on the driver's timer: at the first call and then hourly, prunes the
+    /// ledger segments last written more than `[ledger] retention_days` ago
+    /// (`docs/ledger-format.md` §2.10).
+    pub fn maybe_prune(&mut self) -> Result<Option<dunes_ledger::PruneSummary>> {
+        let now = std::time::Instant::now();
+        if self.retention_days == 0 || now < self.next_prune {
+            return Ok(None);
+        }
+        self.next_prune = now + Duration::from_secs(3600);
+        let cutoff = Utc::now() - chrono::Duration::days(self.retention_days as i64);
+        self.prune_ledger(cutoff, "retention")
+    }
+
+    /// Prunes ledger segments last written before `cutoff` behind a signed tombstone and
+    /// ledgers what was pruned as an `action` record (`"type":"ledger_retention"`).
+    pub fn prune_ledger(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        actor: &str,
+    ) -> Result<Option<dunes_ledger::PruneSummary>> {
+        let s =
+            self.ledger
+                .prune(cutoff.timestamp_micros())
+                .map_err(|e| PipelineError::Ledger {
+                    what: "ledger retention failed".into(),
+                    source: e,
+                })?;
+        if let Some(s) = &s {
+            self.append_action_record(
+                &retention_action(s, self.retention_days, actor, Utc::now()),
+                &[],
+            )?;
+            metrics::counter!("dunes_ledger_pruned_records_total").increment(s.records_removed);
+        }
+        Ok(s)
     }
 
     pub fn rule_count(&self) -> usize {
@@ -795,7 +841,9 @@ impl Pipeline {
         metrics::counter!("dunes_events_rejected_total").increment(rejected);
         metrics::counter!("dunes_events_duplicate_total").increment(duplicates);
         metrics::counter!("dunes_incidents_total").increment(incidents.len() as u64);
-        metrics::histogram!("dunes_batch_seconds").record((t4 - t0).as_secs_f64());
+        let batch_secs = (t4 - t0).as_secs_f64() + decode_us as f64 / 1e6;
+        metrics::histogram!("dunes_batch_seconds").record(batch_secs);
+        self.latency.observe(Utc::now(), batch_secs, accepted)?;
         Ok(BatchOutcome {
             accepted,
             rejected,
@@ -942,6 +990,11 @@ impl Pipeline {
         Ok(idx)
     }
 
+    /// Number of ledger records pruned by retention (the first kept index).
+    pub fn ledger_pruned(&self) -> u64 {
+        self.ledger.pruned()
+    }
+
     /// Applies a ledger redaction between batches: the ledger erases the record's payload
     /// behind a `redaction` record signed by its active key (reason + requesting subject),
     /// then an `action` record ledgers who asked (refs: the redaction record). `Ok(Err)`
@@ -1076,6 +1129,7 @@ impl Pipeline {
     /// Writes a final signed checkpoint and syncs everything.
     pub fn close(mut self) -> Result<(Stats, Option<dunes_ledger::Checkpoint>)> {
         self.persist.close()?;
+        self.latency.flush()?;
         let (history_us, state_us) = self.persist.take_times();
         self.stats.time.history_us += history_us;
         self.stats.time.state_us += state_us;
@@ -1520,4 +1574,27 @@ fn append_rule_set(ledger: &mut Ledger, engine: &Engine) -> Result<String> {
     let rule_set = dunes_detect::rule_set_version(engine.rules());
     append_synced(ledger, RecordKind::RuleSet, &rule_set, "the rule set")?;
     Ok(rule_set["version"].as_str().unwrap_or_default().to_string())
+}
+
+/// The `action` record that ledgers one retention prune (`docs/ledger-format.md` §2.8).
+pub fn retention_action(
+    s: &dunes_ledger::PruneSummary,
+    retention_days: u64,
+    actor: &str,
+    at: DateTime<Utc>,
+) -> serde_json::Value {
+    serde_json::json!({
+        "type": "ledger_retention",
+        "action_id": format!("act-{}", uuid::Uuid::now_v7().simple()),
+        "pruned": s.pruned,
+        "records_removed": s.records_removed,
+        "segments_removed": s.segments_removed,
+        "bytes_freed": s.bytes_freed,
+        "checkpoints_removed": s.checkpoints_removed,
+        "root": s.root,
+        "cutoff": DateTime::<Utc>::from_timestamp_micros(s.cutoff_micros).map(|t| t.to_rfc3339()),
+        "retention_days": retention_days,
+        "actor": actor,
+        "at": at.to_rfc3339(),
+    })
 }

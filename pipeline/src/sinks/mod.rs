@@ -6,6 +6,7 @@
 
 pub(crate) mod files;
 pub(crate) mod kafka;
+pub(crate) mod latency;
 pub(crate) mod lifecycle;
 pub(crate) mod ocsf;
 pub(crate) mod outputs;
