@@ -161,21 +161,9 @@ fn ledger_prune_leaves_a_verifiable_tombstone_and_refuses_short_retention() {
             .expect("append");
     }
     l.close().expect("close");
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 365 * 86_400);
-    let mut segs: Vec<_> = std::fs::read_dir(data.join("ledger"))
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(".dlg"))
-        .collect();
-    segs.sort();
-    for p in &segs[..segs.len() - 1] {
-        std::fs::File::options()
-            .write(true)
-            .open(p)
-            .and_then(|f| f.set_modified(old))
-            .expect("mtime");
-    }
+    let segments =
+        dunes_ledger::backdate_segments(&data, std::time::Duration::from_secs(2 * 365 * 86_400))
+            .expect("backdate");
     let prune = |days: &str| {
         dunes()
             .args(["ledger", "prune", "--retention-days", days, "--config"])
@@ -202,7 +190,7 @@ fn ledger_prune_leaves_a_verifiable_tombstone_and_refuses_short_retention() {
     let pruned = summary["pruned"].as_u64().expect("pruned");
     assert_eq!(
         summary["segments_removed"].as_u64(),
-        Some(segs.len() as u64 - 1)
+        Some(segments as u64 - 1)
     );
     let again = prune("365");
     assert!(again.status.success());

@@ -57,7 +57,9 @@ pub use proof::{
 };
 pub use publish::{LATEST_NOTE, Published, publish_checkpoint, published_file_name};
 pub use record::{MAX_PAYLOAD_LEN, MAX_REFS, ParseRecordKindError, RecordKind};
-pub use retention::{PruneSummary, TOMBSTONE_NOTE, Tombstone, tombstone_file_name};
+pub use retention::{
+    PruneSummary, TOMBSTONE_NOTE, Tombstone, backdate_segments, tombstone_file_name,
+};
 pub use segment::{RedactionPayload, RevocationPayload, redaction_message, segment_file_name};
 pub use verify::{
     TrustedCheckpoint, TrustedResult, VerifyOptions, VerifyReport, verify_dir, verify_dir_with,

@@ -369,3 +369,29 @@ pub(crate) fn drop_checkpoints_before(cp_path: &Path, pruned: u64) -> Result<u64
     }
     Ok(dropped)
 }
+
+/// Test support: sets the modification time of every segment of `data_dir` except the
+/// newest (the active one) `age` into the past, as if they had been written then
+/// (retention prunes by write time). Returns the number of segments.
+#[doc(hidden)]
+pub fn backdate_segments(data_dir: &Path, age: std::time::Duration) -> std::io::Result<usize> {
+    let dir = data_dir.join("ledger");
+    let mut segs: Vec<PathBuf> = fs::read_dir(&dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| crate::segment::parse_segment_name(n).is_some())
+        })
+        .collect();
+    segs.sort();
+    let when = std::time::SystemTime::now() - age;
+    for p in segs.iter().take(segs.len().saturating_sub(1)) {
+        fs::File::options()
+            .write(true)
+            .open(p)?
+            .set_modified(when)?;
+    }
+    Ok(segs.len())
+}

@@ -14,7 +14,7 @@ pub fn segment_file_name(first_index: u64) -> String {
     format!("seg-{first_index:016x}.dlg")
 }
 
-fn parse_segment_name(name: &str) -> Option<u64> {
+pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
     let hex = name.strip_prefix("seg-")?.strip_suffix(".dlg")?;
     if hex.len() != 16
         || !hex

@@ -45,21 +45,8 @@ fn base() -> &'static (tempfile::TempDir, Vec<PathBuf>) {
         l.rotate_key().expect("rotate");
         add(&mut l, 8);
         // Every segment so far looks two years old; prune them.
-        let old = std::time::SystemTime::now() - Duration::from_secs(2 * 365 * 86_400);
-        let mut segs: Vec<PathBuf> = fs::read_dir(d.path().join("ledger"))
-            .expect("dir")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.to_string_lossy().ends_with(".dlg"))
-            .collect();
-        segs.sort();
-        for p in &segs[..segs.len() - 1] {
-            fs::File::options()
-                .write(true)
-                .open(p)
-                .and_then(|f| f.set_modified(old))
-                .expect("mtime");
-        }
+        dunes_ledger::backdate_segments(d.path(), Duration::from_secs(2 * 365 * 86_400))
+            .expect("backdate");
         add(&mut l, 6);
         l.prune(chrono_now() - 365 * 86_400 * 1_000_000)
             .expect("prune")

@@ -40,18 +40,10 @@ fn events(l: &mut Ledger, n: u64, ts: i64) {
     l.checkpoint().expect("checkpoint");
 }
 
-/// Makes every segment that exists now, except the active (last) one, look `years` old: the
-/// writer prunes by the time a segment was last written.
+/// Every segment but the active one looks `years` old (the writer prunes by write time).
 fn age_segments(d: &Path, years: u32) {
-    let segs = segments(d);
-    let t = std::time::SystemTime::now() - Duration::from_secs(u64::from(years) * 365 * 24 * 3600);
-    for s in &segs[..segs.len() - 1] {
-        fs::File::options()
-            .write(true)
-            .open(ledger_dir(d).join(s))
-            .and_then(|f| f.set_modified(t))
-            .expect("set mtime");
-    }
+    dunes_ledger::backdate_segments(d, Duration::from_secs(u64::from(years) * 365 * 86_400))
+        .expect("backdate");
 }
 
 fn ledger_dir(d: &Path) -> PathBuf {

@@ -841,27 +841,8 @@ fn pruned_ledger(dir: &Path) -> (u64, String, String) {
     events(&mut l, 30);
     l.checkpoint().expect("cp");
     // Segments written so far look two years old (the writer prunes by write time).
-    let segs: Vec<PathBuf> = {
-        let mut v: Vec<PathBuf> = fs::read_dir(dir.join("ledger"))
-            .expect("dir")
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
-            })
-            .collect();
-        v.sort();
-        v
-    };
-    let old = std::time::SystemTime::now() - Duration::from_secs(2 * 365 * 24 * 3600);
-    for p in &segs[..segs.len() - 1] {
-        fs::File::options()
-            .write(true)
-            .open(p)
-            .and_then(|f| f.set_modified(old))
-            .expect("mtime");
-    }
+    dunes_ledger::backdate_segments(dir, Duration::from_secs(2 * 365 * 24 * 3600))
+        .expect("backdate");
     events(&mut l, 10);
     let cutoff = std::time::SystemTime::now() - Duration::from_secs(365 * 24 * 3600);
     let cutoff = cutoff

@@ -15,29 +15,6 @@ fn retention_prunes_behind_a_tombstone_and_the_monitor_goes_on() {
     common::run_with_room(scenario());
 }
 
-/// Makes every ledger segment except the active (last) one look two years old.
-fn age_segments(ledger_dir: &std::path::Path) -> usize {
-    let mut segs: Vec<std::path::PathBuf> = std::fs::read_dir(ledger_dir)
-        .expect("ledger dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("seg-"))
-        })
-        .collect();
-    segs.sort();
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 365 * 86_400);
-    for p in &segs[..segs.len() - 1] {
-        std::fs::File::options()
-            .write(true)
-            .open(p)
-            .and_then(|f| f.set_modified(old))
-            .expect("mtime");
-    }
-    segs.len()
-}
-
 async fn scenario() {
     let dir = tempfile::tempdir().expect("tmp");
     let data = dir.path().join("data");
@@ -62,7 +39,9 @@ async fn scenario() {
         p.maybe_prune().expect("prune").is_none(),
         "nothing was written a year ago"
     );
-    let segments = age_segments(&data.join("ledger"));
+    let segments =
+        dunes_ledger::backdate_segments(&data, std::time::Duration::from_secs(2 * 365 * 86_400))
+            .expect("backdate");
     assert!(segments > 2, "small segments: {segments}");
     let s = p
         .prune_ledger(Utc::now() - Duration::days(365), "retention")
