@@ -149,7 +149,8 @@ pub fn hunt_sql(data: &[u8]) {
 /// A bearer token as presented in `Authorization` (structure, base64, JSON claims,
 /// ML-DSA-65 signature, validity window).
 pub fn token(data: &[u8]) {
-    static VERIFIER: std::sync::OnceLock<Option<dunes_api::TokenVerifier>> = std::sync::OnceLock::new();
+    static VERIFIER: std::sync::OnceLock<Option<dunes_api::TokenVerifier>> =
+        std::sync::OnceLock::new();
     let v = VERIFIER.get_or_init(|| {
         let dir = tempfile::tempdir().ok()?;
         let key = dunes_ledger::StandaloneKey::load_or_generate(dir.path(), "fuzz-token").ok()?;
