@@ -584,13 +584,7 @@ fn check_evidence(
                 Some(i) if *i < l => {
                     Err(format!("key epoch {} was revoked by record {i}", k.epoch))
                 }
-                _ => checkpoint::verify_signed_text(
-                    t.manifest.body.as_bytes(),
-                    &t.manifest.signatures,
-                    origin,
-                    k,
-                    crate::keys::TOMBSTONE_CONTEXT,
-                ),
+                _ => t.verify_with(k),
             },
             _ => Err(format!(
                 "signed with key epoch {}, not the epoch in force at {l} records",

@@ -385,18 +385,9 @@ impl Ledger {
                     ),
                 ));
             }
-            let in_force = crate::segment::epoch_in_force(&scan.chain.keys, t.signed_at);
-            let ok = in_force.is_some_and(|k| k.keys.epoch == t.manifest.key_epoch)
-                && in_force.is_some_and(|k| {
-                    crate::checkpoint::verify_signed_text(
-                        t.manifest.body.as_bytes(),
-                        &t.manifest.signatures,
-                        &cfg.origin,
-                        &k.keys,
-                        keys::TOMBSTONE_CONTEXT,
-                    )
-                    .is_ok()
-                });
+            let ok = crate::segment::epoch_in_force(&scan.chain.keys, t.signed_at)
+                .filter(|k| k.keys.epoch == t.manifest.key_epoch)
+                .is_some_and(|k| t.verify_with(&k.keys).is_ok());
             if !ok {
                 return Err(corrupt(
                     None,
@@ -409,10 +400,10 @@ impl Ledger {
                 tracing::warn!("ledger: removed checkpoints of pruned records (interrupted prune)");
             }
         }
-        let leaves = match &tomb {
-            Some(t) => LeafSet::pruned(t.frontier.clone(), scan.leaves),
-            None => LeafSet::pruned(Frontier::new(), scan.leaves),
-        };
+        let base = tomb
+            .as_ref()
+            .map_or_else(Frontier::new, |t| t.frontier.clone());
+        let leaves = LeafSet::pruned(base, scan.leaves);
 
         if let Some(o) = &scan.chain.origin
             && o.as_slice() != cfg.origin.as_bytes()
@@ -808,15 +799,11 @@ impl Ledger {
     /// time its last record was ledgered, not the events' own times, so a replay of old
     /// events is kept for the full period), leaving a signed tombstone
     /// (`docs/ledger-format.md` §2.10). Never touches the active segment or anything after
-    /// the first segment written later. Unsigned records are checkpointed first. `Ok(None)`
-    /// when nothing was old enough.
+    /// the first segment written later. Pruned records not yet signed are checkpointed
+    /// first. `Ok(None)` when nothing was old enough.
     pub fn prune(&mut self, cutoff_micros: i64) -> Result<Option<PruneSummary>, LedgerError> {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
-        }
-        let signed = self.latest.as_ref().map_or(0, |c| c.tree_size);
-        if self.len() > signed {
-            self.checkpoint()?;
         }
         let old = self.pruned();
         let segments = list_segments(&self.cfg.dir)?;
@@ -886,6 +873,11 @@ impl Ledger {
         }
         if to == old {
             return Ok(None);
+        }
+        // The pruned records must be covered by a signed checkpoint (only the active segment
+        // is ever written to, so this is rare).
+        if to > self.latest.as_ref().map_or(0, |c| c.tree_size) {
+            self.checkpoint()?;
         }
         let mut revocations: Vec<HistoryRevocation> = self
             .revoked

@@ -17,7 +17,7 @@ use crate::export::{
     HistoryKey, HistoryRevocation, SignedManifest, key_chain, parse_signed_manifest, sha256_hex,
     sign_manifest,
 };
-use crate::keys::{self, Signer, TOMBSTONE_CONTEXT};
+use crate::keys::{self, EpochKeys, Signer, TOMBSTONE_CONTEXT};
 use crate::merkle::{self, Frontier, Hash, LeafSet};
 use crate::proof::unhex;
 use crate::segment::{ChainState, KnownKey, epoch_in_force};
@@ -53,7 +53,8 @@ pub struct Tombstone {
     pub keys: Vec<HistoryKey>,
     /// Every `revocation` record with index `< P`, in log order.
     pub revocations: Vec<HistoryRevocation>,
-    /// Retention cut-off: every pruned record has `ts_micros` below this (µs since the epoch).
+    /// Retention cut-off (µs since the epoch): the pruned segments were last written
+    /// before it.
     pub cutoff_micros: i64,
     /// Newest `ts_micros` among the pruned records.
     pub newest_pruned_ts_micros: i64,
@@ -96,11 +97,17 @@ impl Loaded {
     /// rules 5–7).
     pub fn check_signature(&self, chain: &ChainState) -> Result<(), String> {
         let key = chain.check_checkpoint_epoch(self.manifest.key_epoch)?;
+        self.verify_with(&key.keys)
+    }
+
+    /// The manifest's signature line(s) verify with `keys` (which the caller established as
+    /// the epoch in force at `signed_at`, not revoked before it).
+    pub fn verify_with(&self, keys: &EpochKeys) -> Result<(), String> {
         crate::checkpoint::verify_signed_text(
             self.manifest.body.as_bytes(),
             &self.manifest.signatures,
             &self.tombstone.origin,
-            &key.keys,
+            keys,
             TOMBSTONE_CONTEXT,
         )
     }
