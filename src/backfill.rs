@@ -63,16 +63,22 @@ pub async fn run(
             })
             .unwrap_or(0)
     };
-    let tool_defs = ctx
-        .sql(&format!(
-            "SELECT * FROM tool_defs WHERE {cond} ORDER BY ts, event_id"
-        ))
-        .await?
-        .collect()
-        .await?;
-    let td_schema = dunes_ingest::schema::tool_defs_schema();
-    let tool_defs = arrow::compute::concat_batches(&td_schema, &tool_defs)?;
-    let td_ts = ts_values(&tool_defs)?;
+    // The side tables (one row per tool definition / MAML document) are
+    // small: loaded whole, then handed out up to each events batch's end.
+    let mut tool_defs = SideTable::load(
+        &ctx,
+        "tool_defs",
+        dunes_ingest::schema::tool_defs_schema(),
+        &cond,
+    )
+    .await?;
+    let mut maml_docs = SideTable::load(
+        &ctx,
+        "maml_docs",
+        dunes_ingest::schema::maml_docs_schema(),
+        &cond,
+    )
+    .await?;
 
     let paths = DataPaths::new(&cfg.data_dir);
     let store = Arc::new(
@@ -99,7 +105,6 @@ pub async fn run(
         .execute_stream()
         .await?;
     let ev_schema = dunes_ingest::schema::events_schema();
-    let mut td_pos = 0usize;
     let mut raised = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
@@ -115,17 +120,58 @@ pub async fn run(
             .map(|i| ts.value(i))
             .max()
             .unwrap_or(i64::MIN);
-        // Tool definitions seen up to the end of this batch.
-        let mut end = td_pos;
-        while end < td_ts.len() && (td_ts.is_null(end) || td_ts.value(end) <= max_ts) {
-            end += 1;
-        }
-        let td = tool_defs.slice(td_pos, end - td_pos);
-        td_pos = end;
-        raised += pipeline.backfill_batch(&batch, &td).await?;
+        let td = tool_defs.until(max_ts);
+        let md = maml_docs.until(max_ts);
+        raised += pipeline
+            .backfill_batch(dunes_detect::Tables {
+                events: &batch,
+                tool_defs: &td,
+                maml_docs: &md,
+            })
+            .await?;
         bar.inc(batch.num_rows() as u64);
         bar.set_message(format!("{raised} incidents"));
     }
     bar.finish_with_message(format!("{raised} incidents"));
     Ok(pipeline.close()?)
+}
+
+/// A stored side table in ts order, handed out in consecutive slices.
+struct SideTable {
+    rows: RecordBatch,
+    ts: arrow::array::TimestampMicrosecondArray,
+    pos: usize,
+}
+
+impl SideTable {
+    async fn load(
+        ctx: &datafusion::prelude::SessionContext,
+        table: &str,
+        schema: arrow::datatypes::SchemaRef,
+        cond: &str,
+    ) -> anyhow::Result<Self> {
+        let batches = ctx
+            .sql(&format!(
+                "SELECT * FROM {table} WHERE {cond} ORDER BY ts, event_id"
+            ))
+            .await?
+            .collect()
+            .await?;
+        let rows = arrow::compute::concat_batches(&schema, &batches)?;
+        let rows = RecordBatch::try_new(schema, rows.columns().to_vec())
+            .with_context(|| format!("stored {table} do not match the {table} schema"))?;
+        let ts = ts_values(&rows)?;
+        Ok(SideTable { rows, ts, pos: 0 })
+    }
+
+    /// The rows not handed out yet with ts up to `max_ts`.
+    fn until(&mut self, max_ts: i64) -> RecordBatch {
+        let mut end = self.pos;
+        while end < self.ts.len() && (self.ts.is_null(end) || self.ts.value(end) <= max_ts) {
+            end += 1;
+        }
+        let out = self.rows.slice(self.pos, end - self.pos);
+        self.pos = end;
+        out
+    }
 }

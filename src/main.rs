@@ -3,6 +3,7 @@
 mod backfill;
 mod bench;
 mod bench_api;
+mod bench_maml;
 mod doctor;
 mod eval;
 mod ledger_cmd;
@@ -137,7 +138,8 @@ enum Command {
     /// Generate deterministic benign + attack MCP traffic in envelope form.
     #[command(
         after_help = "Examples:\n  dunes simulate --sessions 1000 --seed 3 --out traffic.ndjson --labels labels.json
-  dunes simulate --sessions 50 | dunes run --stdin --no-http"
+  dunes simulate --sessions 50 | dunes run --stdin --no-http
+  dunes simulate --maml --sessions 400 --out maml.ndjson --labels maml.labels.json"
     )]
     Simulate {
         #[arg(long, default_value_t = 100)]
@@ -156,6 +158,11 @@ enum Command {
         /// Only these attack scenarios (comma-separated, e.g. recon_anomaly,ssrf).
         #[arg(long, value_delimiter = ',')]
         scenarios: Vec<String>,
+        /// Add a MAML document hub: benign MAML traffic and the five MAML
+        /// attacks (maml_invalid, maml_injection, maml_privilege, maml_tamper,
+        /// maml_rug_pull).
+        #[arg(long)]
+        maml: bool,
     },
     /// Simulate traffic, run it through the pipeline, print incidents and
     /// keep the API up.
@@ -180,7 +187,8 @@ enum Command {
     #[command(
         after_help = "Examples:\n  dunes bench --sessions 6000                  # per-stage time and events/s, batch latency
   dunes bench kafka --brokers 127.0.0.1:19092 --preproduced
-  dunes bench api --seconds 10 --clients 8"
+  dunes bench api --seconds 10 --clients 8
+  dunes bench maml --sessions 2000 --rounds 20"
     )]
     Bench {
         #[command(flatten)]
@@ -423,6 +431,13 @@ enum BenchWhat {
         /// Do not ledger the API accesses (to measure what the access audit costs).
         #[arg(long)]
         no_access_audit: bool,
+    },
+    /// MAML document processing: documents/s and latency per document of the
+    /// parse/validate/digest step, and the normaliser over MAML-carrying envelopes.
+    Maml {
+        /// Passes over the simulated documents.
+        #[arg(long, default_value_t = 20)]
+        rounds: usize,
     },
 }
 
@@ -718,6 +733,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             labels,
             attack_ratio,
             scenarios,
+            maml,
         } => {
             let scenarios = scenarios
                 .iter()
@@ -728,6 +744,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 seed,
                 attack_ratio,
                 scenarios: (!scenarios.is_empty()).then_some(scenarios),
+                maml,
                 ..dunes_sim::SimConfig::default()
             };
             simulate(&cfg, out.as_deref(), labels.as_deref())?;
@@ -757,6 +774,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             let cfg = common.config()?;
             match what {
                 None => bench::run(cfg, sessions, seed, batch_size).await?,
+                Some(BenchWhat::Maml { rounds }) => bench_maml::run(sessions, seed, rounds)?,
                 Some(BenchWhat::Kafka {
                     brokers,
                     sessions,

@@ -26,7 +26,7 @@ use dunes_detect::{IncidentFilter, IncidentStore};
 use serde::{Deserialize, Serialize};
 
 /// The tables a hunting query may read.
-pub const HUNT_TABLES: [&str; 3] = ["events", "tool_defs", "incidents"];
+pub const HUNT_TABLES: [&str; 4] = ["events", "tool_defs", "maml_docs", "incidents"];
 
 /// `[hunt]` settings.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -183,7 +183,7 @@ pub fn check_read_only(sql: &str) -> Result<(), HuntError> {
     for r in &g.relations {
         if !HUNT_TABLES.contains(&r.as_str()) && !g.ctes.contains(r) {
             return Err(HuntError::Refused(format!(
-                "unknown table {r} (events, tool_defs, incidents)"
+                "unknown table {r} (events, tool_defs, maml_docs, incidents)"
             )));
         }
     }

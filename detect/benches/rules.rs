@@ -90,8 +90,10 @@ fn bench(c: &mut Criterion) {
         g.bench_function(r.id(), |b| {
             b.iter(|| {
                 black_box(
-                    rt.block_on(engine.test_one(idx, &events, &tool_defs))
-                        .expect("runs"),
+                    rt.block_on(
+                        engine.test_one(idx, dunes_detect::Tables::new(&events, &tool_defs)),
+                    )
+                    .expect("runs"),
                 )
             })
         });
@@ -114,8 +116,13 @@ fn bench(c: &mut Criterion) {
             },
             |(e, t)| {
                 black_box(
-                    rt.block_on(detect(&engine, &e, &t, now, &cfg))
-                        .expect("detects"),
+                    rt.block_on(detect(
+                        &engine,
+                        dunes_detect::Tables::new(&e, &t),
+                        now,
+                        &cfg,
+                    ))
+                    .expect("detects"),
                 )
             },
             BatchSize::LargeInput,

@@ -121,7 +121,7 @@ fn bench(c: &mut Criterion) {
     let mut dunes_counts: BTreeMap<String, usize> = BTreeMap::new();
     for b in &events {
         for m in rt
-            .block_on(engine.evaluate(b, &empty_defs))
+            .block_on(engine.evaluate(dunes_detect::Tables::new(b, &empty_defs)))
             .expect("evaluates")
         {
             let title = m.rule.rule.config.title.clone();
@@ -157,7 +157,7 @@ fn bench(c: &mut Criterion) {
             let mut n = 0usize;
             for b in &events {
                 let m = rt
-                    .block_on(engine.evaluate(b, &empty_defs))
+                    .block_on(engine.evaluate(dunes_detect::Tables::new(b, &empty_defs)))
                     .expect("evaluates");
                 n += m.len();
             }

@@ -1,5 +1,5 @@
 //! The rule engine: every rule's SQL is planned once into a DataFusion
-//! physical plan over two *swappable* tables (`events`, `tool_defs`). For
+//! physical plan over three *swappable* tables (`events`, `tool_defs`, `maml_docs`). For
 //! each micro-batch the engine swaps the batch into the tables and
 //! re-executes the planned physical plans; no SQL is parsed or planned on
 //! the hot path.
@@ -22,6 +22,7 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use crate::DetectError;
 use crate::rule::{Aggregate, LoadedRule, RuleKind, WindowType, parse_duration_us};
 use crate::state::{RuleState, StateRow, StateSpec};
+use dunes_ingest::Tables;
 
 /// Default allowed lateness of stateful rules.
 pub const DEFAULT_LATENESS_US: i64 = 5 * 60 * 1_000_000;
@@ -186,6 +187,7 @@ pub struct Engine {
     ctx: SessionContext,
     events: Slot,
     tool_defs: Slot,
+    maml_docs: Slot,
     rules: Vec<PlannedRule>,
     states: Mutex<HashMap<String, RuleState>>,
     late: Mutex<LateCounts>,
@@ -207,6 +209,7 @@ impl Engine {
         ctx.register_udf(crate::cidr_udf::CidrMatch::udf());
         let events: Slot = Arc::default();
         let tool_defs: Slot = Arc::default();
+        let maml_docs: Slot = Arc::default();
         register(
             &ctx,
             "events",
@@ -219,6 +222,12 @@ impl Engine {
             dunes_ingest::schema::tool_defs_schema(),
             &tool_defs,
         )?;
+        register(
+            &ctx,
+            "maml_docs",
+            dunes_ingest::schema::maml_docs_schema(),
+            &maml_docs,
+        )?;
         let mut planned = Vec::with_capacity(rules.len());
         for rule in rules {
             planned.push(plan_rule(&ctx, rule).await?);
@@ -227,6 +236,7 @@ impl Engine {
             ctx,
             events,
             tool_defs,
+            maml_docs,
             rules: planned,
             states: Mutex::default(),
             late: Mutex::default(),
@@ -437,12 +447,8 @@ impl Engine {
 
     /// Runs every rule over one micro-batch and returns the rules that
     /// matched at least one row.
-    pub async fn evaluate(
-        &self,
-        events: &RecordBatch,
-        tool_defs: &RecordBatch,
-    ) -> Result<Vec<RuleMatches<'_>>, DetectError> {
-        self.load(events, tool_defs);
+    pub async fn evaluate(&self, tables: Tables<'_>) -> Result<Vec<RuleMatches<'_>>, DetectError> {
+        self.load(tables);
         self.prefilter.new_batch();
         let executed = self.execute_all().await;
         let mut out = Vec::new();
@@ -509,14 +515,13 @@ impl Engine {
     pub async fn test_one(
         &self,
         rule_index: usize,
-        events: &RecordBatch,
-        tool_defs: &RecordBatch,
+        tables: Tables<'_>,
     ) -> Result<u64, DetectError> {
         let rule = self
             .rules
             .get(rule_index)
             .ok_or_else(|| DetectError::InvalidValue(format!("no rule #{rule_index}")))?;
-        let batches = self.evaluate_one(rule_index, events, tool_defs).await?;
+        let batches = self.evaluate_one(rule_index, tables).await?;
         if rule.state.is_some() {
             let mut st = RuleState::default();
             Ok(feed_state(rule, &mut st, &batches)?.0.len() as u64)
@@ -534,14 +539,13 @@ impl Engine {
     pub async fn evaluate_one(
         &self,
         rule_index: usize,
-        events: &RecordBatch,
-        tool_defs: &RecordBatch,
+        tables: Tables<'_>,
     ) -> Result<Vec<RecordBatch>, DetectError> {
         let rule = self
             .rules
             .get(rule_index)
             .ok_or_else(|| DetectError::InvalidValue(format!("no rule #{rule_index}")))?;
-        self.load(events, tool_defs);
+        self.load(tables);
         self.prefilter.new_batch();
         let res = self.execute(rule).await;
         self.load_empty();
@@ -583,13 +587,14 @@ impl Engine {
         run_plan(rule, self.ctx.task_ctx()).await
     }
 
-    fn load(&self, events: &RecordBatch, tool_defs: &RecordBatch) {
-        set(&self.events, events);
-        set(&self.tool_defs, tool_defs);
+    fn load(&self, t: Tables<'_>) {
+        set(&self.events, t.events);
+        set(&self.tool_defs, t.tool_defs);
+        set(&self.maml_docs, t.maml_docs);
     }
 
     fn load_empty(&self) {
-        for slot in [&self.events, &self.tool_defs] {
+        for slot in [&self.events, &self.tool_defs, &self.maml_docs] {
             match slot.write() {
                 Ok(mut g) => g.clear(),
                 Err(p) => p.into_inner().clear(),

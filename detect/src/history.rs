@@ -1,4 +1,4 @@
-//! The event history store: normalised `events` and `tool_defs` batches persisted as
+//! The event history store: normalised `events`, `tool_defs` and `maml_docs` batches persisted as
 //! ZSTD-compressed Parquet under `<data_dir>/history/<table>/date=YYYY-MM-DD/`, partitioned
 //! by event day, with a retention in days. DataFusion reads it back for hunting
 //! ([`register_history`]) and backfill.
@@ -22,7 +22,7 @@ use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use crate::DetectError;
 
 /// The tables kept in the history store.
-pub const HISTORY_TABLES: [&str; 2] = ["events", "tool_defs"];
+pub const HISTORY_TABLES: [&str; 3] = ["events", "tool_defs", "maml_docs"];
 
 /// Free-text and digest columns: nearly every value is distinct, so a
 /// dictionary only costs (every value is interned, then the writer falls
@@ -236,14 +236,15 @@ fn split_by_day(batch: &RecordBatch) -> Result<BTreeMap<NaiveDate, RecordBatch>,
     Ok(out)
 }
 
-/// Registers `events` and `tool_defs` over the history store (an empty table of the right
+/// Registers `events`, `tool_defs` and `maml_docs` over the history store (an empty table of the right
 /// schema when nothing is stored yet). The `date` partition column is not exposed: filter
 /// on `ts`.
 pub async fn register_history(ctx: &SessionContext, data_dir: &Path) -> Result<(), DetectError> {
     let dir = history_dir(data_dir);
-    let tables: [(&str, SchemaRef); 2] = [
+    let tables: [(&str, SchemaRef); 3] = [
         ("events", dunes_ingest::schema::events_schema()),
         ("tool_defs", dunes_ingest::schema::tool_defs_schema()),
+        ("maml_docs", dunes_ingest::schema::maml_docs_schema()),
     ];
     for (name, schema) in tables {
         let tdir = dir.join(name);

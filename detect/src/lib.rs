@@ -19,9 +19,9 @@ pub mod state;
 pub mod store;
 pub mod testing;
 
-use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 
+pub use dunes_ingest::Tables;
 pub use engine::{Engine, EngineState, Fire, LateCounts, PlannedRule, RuleMatches};
 pub use history::{HistoryConfig, HistoryWriter};
 pub use incident::{Incident, IncidentStatus};
@@ -75,16 +75,11 @@ pub struct Detection {
 /// responses. `now` is the detection time (the regulatory clock's start).
 pub async fn detect(
     engine: &Engine,
-    events: &RecordBatch,
-    tool_defs: &RecordBatch,
+    tables: Tables<'_>,
     now: DateTime<Utc>,
     cfg: &ResponseConfig,
 ) -> Result<Detection, DetectError> {
-    Ok(
-        detect_with_anomaly(engine, None, events, tool_defs, now, cfg)
-            .await?
-            .0,
-    )
+    Ok(detect_with_anomaly(engine, None, tables, now, cfg).await?.0)
 }
 
 /// [`detect`] plus the behavioural anomaly monitor: its incidents join the
@@ -94,14 +89,13 @@ pub async fn detect(
 pub async fn detect_with_anomaly(
     engine: &Engine,
     anomaly: Option<&mut anomaly::Monitor>,
-    events: &RecordBatch,
-    tool_defs: &RecordBatch,
+    tables: Tables<'_>,
     now: DateTime<Utc>,
     cfg: &ResponseConfig,
 ) -> Result<(Detection, anomaly::AnomalyOutcome), DetectError> {
     let mut out = Detection::default();
     let mut raised = Vec::new();
-    for m in engine.evaluate(events, tool_defs).await? {
+    for m in engine.evaluate(tables).await? {
         raised.extend(incident::build_incidents(&m, now)?);
     }
     let mut outcome = anomaly::AnomalyOutcome::default();
@@ -110,7 +104,7 @@ pub async fn detect_with_anomaly(
     if let Some(mon) = anomaly {
         // What the rules flag is not learnt as normal behaviour.
         mon.exclude_from_warmup(raised.iter().filter_map(|i| i.session_id.as_deref()));
-        outcome = mon.process(events, now)?;
+        outcome = mon.process(tables.events, now)?;
         raised.append(&mut outcome.incidents);
         extra.push((anomaly::RULE_ID, mon.suppress_us()));
         anomaly_action = Some(mon.response_action());

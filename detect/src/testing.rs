@@ -96,7 +96,7 @@ async fn run_one(
         ));
     }
     engine
-        .test_one(idx, &decoded.events, &decoded.tool_defs)
+        .test_one(idx, decoded.tables())
         .await
         .map_err(|e| e.to_string())
 }

@@ -38,9 +38,7 @@ async fn plans_once_and_reexecutes_on_each_new_batch() {
     let now = chrono::Utc::now();
 
     let b1 = batch(&[&call("e1", "a", "danger"), &call("e22", "a", "safe")]);
-    let d1 = detect(&engine, &b1.events, &b1.tool_defs, now, &cfg)
-        .await
-        .expect("runs");
+    let d1 = detect(&engine, b1.tables(), now, &cfg).await.expect("runs");
     assert_eq!(d1.incidents.len(), 1);
     assert_eq!(d1.incidents[0].event_ids, vec!["e1".to_string()]);
     assert_eq!(d1.incidents[0].session_id.as_deref(), Some("a"));
@@ -53,9 +51,7 @@ async fn plans_once_and_reexecutes_on_each_new_batch() {
         &call("e4444", "c", "danger"),
         &call("e55555", "b", "danger"),
     ]);
-    let d2 = detect(&engine, &b2.events, &b2.tool_defs, now, &cfg)
-        .await
-        .expect("runs");
+    let d2 = detect(&engine, b2.tables(), now, &cfg).await.expect("runs");
     assert_eq!(d2.incidents.len(), 2, "grouped by session");
     let b = d2
         .incidents
@@ -67,9 +63,7 @@ async fn plans_once_and_reexecutes_on_each_new_batch() {
 
     // And an empty batch matches nothing.
     let b3 = batch(&[&call("e6", "d", "safe")]);
-    let d3 = detect(&engine, &b3.events, &b3.tool_defs, now, &cfg)
-        .await
-        .expect("runs");
+    let d3 = detect(&engine, b3.tables(), now, &cfg).await.expect("runs");
     assert!(d3.incidents.is_empty());
 }
 
@@ -82,9 +76,7 @@ async fn levels_produce_the_right_responses() {
     let cfg = ResponseConfig::default();
     let now = chrono::Utc::now();
     let b = batch(&[&call("e1", "a", "danger")]);
-    let d = detect(&engine, &b.events, &b.tool_defs, now, &cfg)
-        .await
-        .expect("runs");
+    let d = detect(&engine, b.tables(), now, &cfg).await.expect("runs");
     assert_eq!(d.incidents.len(), 2);
     assert_eq!(d.responses.len(), 1, "level 2 waits for an analyst");
     let r = &d.responses[0];

@@ -78,8 +78,7 @@ async fn incidents(rules: Vec<LoadedRule>, lines: &[String]) -> BTreeMap<String,
         let b = norm.decode_batch(common::records(chunk)).expect("decodes");
         let d = dunes_detect::detect(
             &engine,
-            &b.events,
-            &b.tool_defs,
+            b.tables(),
             chrono::Utc::now(),
             &ResponseConfig::default(),
         )

@@ -22,6 +22,7 @@ mod envelope;
 mod error;
 mod json;
 pub mod kafka;
+pub mod maml;
 mod normalize;
 pub mod schema;
 pub mod secrets;
@@ -152,12 +153,44 @@ pub struct DecodedBatch {
     pub events: RecordBatch,
     /// `tool_defs` rows ([`schema::tool_defs_schema`]).
     pub tool_defs: RecordBatch,
+    /// `maml_docs` rows ([`schema::maml_docs_schema`]).
+    pub maml_docs: RecordBatch,
     /// Accepted envelopes, in input order.
     pub accepted: Vec<Accepted>,
     /// Rejected records, in input order.
     pub rejected: Vec<Rejected>,
     /// Envelopes skipped as already seen (see [`Dedup`]).
     pub duplicates: Vec<Duplicate>,
+}
+
+impl DecodedBatch {
+    /// The batch's tables, as the detection engine reads them.
+    pub fn tables(&self) -> Tables<'_> {
+        Tables {
+            events: &self.events,
+            tool_defs: &self.tool_defs,
+            maml_docs: &self.maml_docs,
+        }
+    }
+}
+
+/// The normalised tables of one batch (`events`, `tool_defs`, `maml_docs`).
+#[derive(Clone, Copy, Debug)]
+pub struct Tables<'a> {
+    pub events: &'a RecordBatch,
+    pub tool_defs: &'a RecordBatch,
+    pub maml_docs: &'a RecordBatch,
+}
+
+impl<'a> Tables<'a> {
+    /// `events` and `tool_defs` with no MAML documents.
+    pub fn new(events: &'a RecordBatch, tool_defs: &'a RecordBatch) -> Self {
+        Tables {
+            events,
+            tool_defs,
+            maml_docs: schema::empty_maml_docs(),
+        }
+    }
 }
 
 /// An envelope skipped because its id and bytes were already accepted.

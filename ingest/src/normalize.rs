@@ -13,7 +13,8 @@ use arrow::record_batch::RecordBatch;
 use crate::dedup::{Dedup, Seen};
 use crate::envelope::{self, Envelope};
 use crate::json::{self, Json, canonical_string, write_canonical, write_members};
-use crate::schema::{events_schema, tool_defs_schema};
+use crate::maml;
+use crate::schema::{events_schema, maml_docs_schema, tool_defs_schema};
 use crate::secrets::{redact, redact_quiet};
 use crate::text::{
     PREVIEW_CHARS, TEXT_CAP_BYTES, decode_for_rules, is_invisible, sha256_hex, shannon_entropy,
@@ -279,6 +280,7 @@ impl Normalizer {
         let mut duplicates = Vec::new();
         let mut ev = EventsBuilder::with_capacity(records.len());
         let mut td = ToolDefsBuilder::default();
+        let mut md = MamlDocsBuilder::default();
         let mut accepted = Vec::with_capacity(records.len());
         let mut rejected = Vec::new();
         for rec in records {
@@ -341,7 +343,7 @@ impl Normalizer {
                             ),
                         }
                     }
-                    self.normalize(&env, &event_id, raw_len as i64, &mut ev, &mut td)?;
+                    self.normalize(&env, &event_id, raw_len as i64, &mut ev, &mut td, &mut md)?;
                     accepted.push(Accepted {
                         event_id,
                         ts_micros: env.ts_micros,
@@ -354,6 +356,7 @@ impl Normalizer {
         Ok(DecodedBatch {
             events: ev.finish()?,
             tool_defs: td.finish()?,
+            maml_docs: md.finish()?,
             accepted,
             rejected,
             duplicates,
@@ -367,6 +370,7 @@ impl Normalizer {
         raw_bytes: i64,
         ev: &mut EventsBuilder,
         td: &mut ToolDefsBuilder,
+        md: &mut MamlDocsBuilder,
     ) -> Result<(), IngestError> {
         self.pending.expire(env.ts_micros);
         let principal = env
@@ -405,6 +409,11 @@ impl Normalizer {
                 for t in tools {
                     td.append(env, event_id, principal, t, &mut self.scratch);
                 }
+            }
+            let mut found = Vec::new();
+            find_maml(m, &mut found);
+            for f in &found {
+                md.append(env, event_id, principal, &row, f);
             }
             ev.append(env, event_id, principal, extra.as_deref(), raw_bytes, &row)?;
         }
@@ -571,7 +580,9 @@ impl Normalizer {
                 longest = Some(leaf);
                 longest_len = n;
             }
-            urls::extract(leaf, &mut found);
+            // A MAML front matter declares URIs (permissions, requires) and
+            // its code blocks are code: the URLs a call reaches are in the prose.
+            urls::extract(&maml::prose(leaf), &mut found);
         }
         let joined = join_capped(&parts);
         let text = cap(&redact(&joined, &mut kinds));
@@ -1154,5 +1165,220 @@ impl ToolDefsBuilder {
             Arc::new(self.input_schema.finish()),
         ];
         Ok(RecordBatch::try_new(tool_defs_schema(), cols)?)
+    }
+}
+
+/// Where a MAML document was found in a message.
+struct MamlFound<'a> {
+    location: &'static str,
+    text: &'a str,
+}
+
+/// Collects the MAML documents of one message: string leaves of `params`
+/// ("args"), of `result.contents` ("resource": also a `*.maml.md` resource
+/// without front matter, which is then an invalid document) and of the rest
+/// of `result` ("result").
+fn find_maml<'a>(m: &'a Json, out: &mut Vec<MamlFound<'a>>) {
+    fn walk<'a>(v: &'a Json, loc: &'static str, out: &mut Vec<MamlFound<'a>>, depth: u32) {
+        if depth > 64 {
+            return;
+        }
+        match v {
+            Json::Str(s) if maml::looks_like_maml(s) => out.push(MamlFound {
+                location: loc,
+                text: s,
+            }),
+            Json::Array(a) => a.iter().for_each(|x| walk(x, loc, out, depth + 1)),
+            Json::Object(o) => o.iter().for_each(|(_, x)| walk(x, loc, out, depth + 1)),
+            _ => {}
+        }
+    }
+    if let Some(p) = m.get("params") {
+        walk(p, "args", out, 0);
+    }
+    let Some(Json::Object(r)) = m.get("result") else {
+        return;
+    };
+    for (k, v) in r {
+        if k == "contents"
+            && let Json::Array(items) = v
+        {
+            for item in items {
+                let text = s_get(item, "text");
+                let named = s_get(item, "uri").is_some_and(|u| {
+                    u.split(['?', '#'])
+                        .next()
+                        .is_some_and(|p| p.to_ascii_lowercase().ends_with(".maml.md"))
+                });
+                match text {
+                    Some(t) if named || maml::looks_like_maml(t) => out.push(MamlFound {
+                        location: "resource",
+                        text: t,
+                    }),
+                    _ => walk(item, "resource", out, 1),
+                }
+            }
+        } else {
+            walk(v, "result", out, 1);
+        }
+    }
+}
+
+struct MamlDocsBuilder {
+    event_id: StringBuilder,
+    msg_index: Int32Builder,
+    ts: TimestampMicrosecondBuilder,
+    server_id: StringBuilder,
+    session_id: StringBuilder,
+    principal: StringBuilder,
+    direction: StringBuilder,
+    method: StringBuilder,
+    tool_name: StringBuilder,
+    resource_uri: StringBuilder,
+    location: StringBuilder,
+    maml_version: StringBuilder,
+    doc_id: StringBuilder,
+    doc_type: StringBuilder,
+    origin: StringBuilder,
+    valid: BooleanBuilder,
+    errors: StringBuilder,
+    perm_read: ListB,
+    perm_write: ListB,
+    perm_execute: ListB,
+    perm_foreign: ListB,
+    code_blocks: Int32Builder,
+    code_langs: ListB,
+    code_text: StringBuilder,
+    intent_text: StringBuilder,
+    sections: ListB,
+    sig_method: StringBuilder,
+    sig_status: StringBuilder,
+    digest: StringBuilder,
+    roundtrip_ok: BooleanBuilder,
+    roundtrip_issue: StringBuilder,
+    doc_bytes: Int64Builder,
+}
+
+impl Default for MamlDocsBuilder {
+    fn default() -> Self {
+        MamlDocsBuilder {
+            event_id: StringBuilder::new(),
+            msg_index: Int32Builder::new(),
+            ts: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
+            server_id: StringBuilder::new(),
+            session_id: StringBuilder::new(),
+            principal: StringBuilder::new(),
+            direction: StringBuilder::new(),
+            method: StringBuilder::new(),
+            tool_name: StringBuilder::new(),
+            resource_uri: StringBuilder::new(),
+            location: StringBuilder::new(),
+            maml_version: StringBuilder::new(),
+            doc_id: StringBuilder::new(),
+            doc_type: StringBuilder::new(),
+            origin: StringBuilder::new(),
+            valid: BooleanBuilder::new(),
+            errors: StringBuilder::new(),
+            perm_read: ListB::new(StringBuilder::new()),
+            perm_write: ListB::new(StringBuilder::new()),
+            perm_execute: ListB::new(StringBuilder::new()),
+            perm_foreign: ListB::new(StringBuilder::new()),
+            code_blocks: Int32Builder::new(),
+            code_langs: ListB::new(StringBuilder::new()),
+            code_text: StringBuilder::new(),
+            intent_text: StringBuilder::new(),
+            sections: ListB::new(StringBuilder::new()),
+            sig_method: StringBuilder::new(),
+            sig_status: StringBuilder::new(),
+            digest: StringBuilder::new(),
+            roundtrip_ok: BooleanBuilder::new(),
+            roundtrip_issue: StringBuilder::new(),
+            doc_bytes: Int64Builder::new(),
+        }
+    }
+}
+
+impl MamlDocsBuilder {
+    fn append(
+        &mut self,
+        env: &Envelope,
+        event_id: &str,
+        principal: Option<&str>,
+        row: &Row,
+        found: &MamlFound<'_>,
+    ) {
+        let d = maml::analyze(found.text);
+        self.event_id.append_value(event_id);
+        self.msg_index.append_value(row.msg_index);
+        self.ts.append_value(env.ts_micros);
+        self.server_id.append_value(&env.server_id);
+        self.session_id.append_option(env.session_id.as_deref());
+        self.principal.append_option(principal);
+        self.direction.append_value(env.direction);
+        self.method.append_option(row.method.as_deref());
+        self.tool_name.append_option(row.tool_name.as_deref());
+        self.resource_uri.append_option(row.resource_uri.as_deref());
+        self.location.append_value(found.location);
+        self.maml_version.append_option(d.version.as_deref());
+        self.doc_id.append_option(d.id.as_deref());
+        self.doc_type.append_option(d.doc_type.as_deref());
+        self.origin.append_option(d.origin.as_deref());
+        self.valid.append_value(d.valid());
+        self.errors
+            .append_option((!d.errors.is_empty()).then(|| d.errors.join("; ")));
+        push_list(&mut self.perm_read, Some(&d.perm_read));
+        push_list(&mut self.perm_write, Some(&d.perm_write));
+        push_list(&mut self.perm_execute, Some(&d.perm_execute));
+        push_list(&mut self.perm_foreign, Some(&d.perm_foreign));
+        self.code_blocks.append_value(d.code_blocks);
+        push_list(&mut self.code_langs, Some(&d.code_langs));
+        self.code_text.append_value(&d.code_text);
+        self.intent_text.append_value(&d.intent_text);
+        push_list(&mut self.sections, Some(&d.sections));
+        self.sig_method.append_option(d.sig_method.as_deref());
+        self.sig_status.append_value(d.sig_status.as_str());
+        self.digest.append_value(&d.digest);
+        self.roundtrip_ok.append_value(d.roundtrip_issue.is_none());
+        self.roundtrip_issue
+            .append_option(d.roundtrip_issue.as_deref());
+        self.doc_bytes.append_value(d.bytes);
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, IngestError> {
+        let cols: Vec<ArrayRef> = vec![
+            Arc::new(self.event_id.finish()),
+            Arc::new(self.msg_index.finish()),
+            Arc::new(self.ts.finish()),
+            Arc::new(self.server_id.finish()),
+            Arc::new(self.session_id.finish()),
+            Arc::new(self.principal.finish()),
+            Arc::new(self.direction.finish()),
+            Arc::new(self.method.finish()),
+            Arc::new(self.tool_name.finish()),
+            Arc::new(self.resource_uri.finish()),
+            Arc::new(self.location.finish()),
+            Arc::new(self.maml_version.finish()),
+            Arc::new(self.doc_id.finish()),
+            Arc::new(self.doc_type.finish()),
+            Arc::new(self.origin.finish()),
+            Arc::new(self.valid.finish()),
+            Arc::new(self.errors.finish()),
+            Arc::new(self.perm_read.finish()),
+            Arc::new(self.perm_write.finish()),
+            Arc::new(self.perm_execute.finish()),
+            Arc::new(self.perm_foreign.finish()),
+            Arc::new(self.code_blocks.finish()),
+            Arc::new(self.code_langs.finish()),
+            Arc::new(self.code_text.finish()),
+            Arc::new(self.intent_text.finish()),
+            Arc::new(self.sections.finish()),
+            Arc::new(self.sig_method.finish()),
+            Arc::new(self.sig_status.finish()),
+            Arc::new(self.digest.finish()),
+            Arc::new(self.roundtrip_ok.finish()),
+            Arc::new(self.roundtrip_issue.finish()),
+            Arc::new(self.doc_bytes.finish()),
+        ];
+        Ok(RecordBatch::try_new(maml_docs_schema(), cols)?)
     }
 }

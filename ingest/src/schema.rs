@@ -117,6 +117,59 @@ static TOOL_DEFS: LazyLock<SchemaRef> = LazyLock::new(|| {
     ]))
 });
 
+static MAML_DOCS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    let u = |n: &str| Field::new(n, DataType::Utf8, true);
+    let l = |n: &str| Field::new(n, list_utf8(), true);
+    Arc::new(Schema::new(vec![
+        Field::new("event_id", DataType::Utf8, false),
+        Field::new("msg_index", DataType::Int32, false),
+        Field::new("ts", ts_type(), false),
+        Field::new("server_id", DataType::Utf8, false),
+        u("session_id"),
+        u("principal"),
+        Field::new("direction", DataType::Utf8, false),
+        u("method"),
+        u("tool_name"),
+        u("resource_uri"),
+        Field::new("location", DataType::Utf8, false),
+        u("maml_version"),
+        u("doc_id"),
+        u("doc_type"),
+        u("origin"),
+        Field::new("valid", DataType::Boolean, false),
+        u("errors"),
+        l("perm_read"),
+        l("perm_write"),
+        l("perm_execute"),
+        l("perm_foreign"),
+        Field::new("code_blocks", DataType::Int32, false),
+        l("code_langs"),
+        u("code_text"),
+        u("intent_text"),
+        l("sections"),
+        u("sig_method"),
+        Field::new("sig_status", DataType::Utf8, false),
+        Field::new("digest", DataType::Utf8, false),
+        Field::new("roundtrip_ok", DataType::Boolean, false),
+        u("roundtrip_issue"),
+        Field::new("doc_bytes", DataType::Int64, false),
+    ]))
+});
+
+/// Schema of the `maml_docs` table (one row per MAML document found in a
+/// message's arguments, result or resource contents).
+pub fn maml_docs_schema() -> SchemaRef {
+    MAML_DOCS.clone()
+}
+
+static EMPTY_MAML_DOCS: LazyLock<arrow::record_batch::RecordBatch> =
+    LazyLock::new(|| arrow::record_batch::RecordBatch::new_empty(maml_docs_schema()));
+
+/// An empty `maml_docs` batch.
+pub fn empty_maml_docs() -> &'static arrow::record_batch::RecordBatch {
+    &EMPTY_MAML_DOCS
+}
+
 /// Schema of the `events` table (one row per JSON-RPC message).
 pub fn events_schema() -> SchemaRef {
     EVENTS.clone()
@@ -145,6 +198,17 @@ mod tests {
                     if f.is_nullable() { "" } else { " NOT NULL" }
                 )
             })
+            .collect();
+        insta::assert_yaml_snapshot!(fields);
+    }
+
+    #[test]
+    fn maml_docs_schema_snapshot() {
+        let s = maml_docs_schema();
+        let fields: Vec<String> = s
+            .fields()
+            .iter()
+            .map(|f| format!("{}: {}", f.name(), f.data_type()))
             .collect();
         insta::assert_yaml_snapshot!(fields);
     }

@@ -387,3 +387,59 @@ fn responses_match_across_batches_and_expire() {
     assert_eq!(f64v(ev, "latency_ms", 2), None);
     assert_eq!(n.pending_requests(), 0);
 }
+
+const MAML_DOC: &str = "---\nmaml_version: \"2.0.0\"\nid: \"urn:uuid:5e1f7c2a-8b3d-4c6e-9f0a-1b2c3d4e5f60\"\ntype: \"workflow\"\norigin: \"agent://etl-agent\"\npermissions:\n  read: [\"agent://*\", \"file:///data/*\"]\n  write: [\"agent://etl-agent\", \"agent://billing-agent/ledger\"]\n  execute: [\"gateway://batch\"]\nverification:\n  method: \"ml-dsa-65\"\n---\n# Load\n\n## Intent\nLoad the orders (see https://wiki.example.org/orders).\n\n## Code_Blocks\n```python\nrequests.get('http://10.0.0.7/orders')\n```\n";
+
+#[test]
+fn maml_documents_become_maml_docs_rows() {
+    let read = env(
+        "c2s",
+        json!({"jsonrpc":"2.0","id":8,"method":"resources/read","params":{"uri":"maml://hub/load.maml.md"}}),
+        json!({}),
+    );
+    let contents = env(
+        "s2c",
+        json!({"jsonrpc":"2.0","id":8,"result":{"contents":[
+            {"uri":"maml://hub/load.maml.md","text":"## Intent\nno front matter"},
+            {"uri":"maml://hub/other.md","text":"plain markdown, not MAML"}
+        ]}}),
+        json!({}),
+    );
+    let out = decode(&[
+        &call(json!({"document": MAML_DOC, "note": "---\ntitle: x\n---\n"})),
+        &read,
+        &contents,
+    ]);
+    let m = &out.maml_docs;
+    assert_eq!(m.num_rows(), 2);
+    assert_eq!(s(m, "location", 0).as_deref(), Some("args"));
+    assert_eq!(s(m, "tool_name", 0).as_deref(), Some("fetch_url"));
+    assert_eq!(
+        s(m, "doc_id", 0).as_deref(),
+        Some("urn:uuid:5e1f7c2a-8b3d-4c6e-9f0a-1b2c3d4e5f60")
+    );
+    assert_eq!(s(m, "origin", 0).as_deref(), Some("agent://etl-agent"));
+    assert_eq!(boolv(m, "valid", 0), Some(true));
+    assert_eq!(s(m, "sig_status", 0).as_deref(), Some("missing"));
+    assert_eq!(
+        list(m, "perm_foreign", 0),
+        Some(vec!["agent://billing-agent/ledger".to_string()])
+    );
+    assert_eq!(list(m, "code_langs", 0), Some(vec!["python".to_string()]));
+    assert_eq!(
+        list(m, "sections", 0),
+        Some(vec!["Intent".to_string(), "Code_Blocks".to_string()])
+    );
+    // the resource named *.maml.md without front matter, matched to its request
+    assert_eq!(s(m, "location", 1).as_deref(), Some("resource"));
+    assert_eq!(
+        s(m, "resource_uri", 1).as_deref(),
+        Some("maml://hub/load.maml.md")
+    );
+    assert_eq!(boolv(m, "valid", 1), Some(false));
+    assert!(s(m, "errors", 1).is_some_and(|e| e.contains("no YAML front matter")));
+    // URLs come from the prose only: the front matter's URIs are declarations,
+    // code blocks are code (judged by the MAML rules)
+    let urls = list(&out.events, "args_urls", 0).expect("urls");
+    assert_eq!(urls, vec!["https://wiki.example.org/orders".to_string()]);
+}

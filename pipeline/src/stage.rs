@@ -590,8 +590,7 @@ impl Pipeline {
         let (detection, anomaly_out) = dunes_detect::detect_with_anomaly(
             &self.engine,
             self.anomaly.as_mut().map(|a| &mut a.monitor),
-            &decoded.events,
-            &decoded.tool_defs,
+            decoded.tables(),
             now,
             &self.response_cfg,
         )
@@ -736,6 +735,7 @@ impl Pipeline {
             .write(BatchWrite {
                 events: decoded.events.clone(),
                 tool_defs: decoded.tool_defs.clone(),
+                maml_docs: decoded.maml_docs.clone(),
                 // Files named after the batch's first ledger index: a batch
                 // re-detected after a crash replaces its own files.
                 key: event_index.values().min().copied(),
@@ -1052,16 +1052,11 @@ impl Pipeline {
     /// the store; the extra incidents file (`--incidents-out`) gets every incident of the
     /// run. No automated responses are issued for history, and the detection state is not
     /// saved. Returns how many incidents were raised.
-    pub async fn backfill_batch(
-        &mut self,
-        events: &arrow::array::RecordBatch,
-        tool_defs: &arrow::array::RecordBatch,
-    ) -> Result<u64> {
+    pub async fn backfill_batch(&mut self, tables: dunes_detect::Tables<'_>) -> Result<u64> {
         let now = Utc::now();
-        let detection =
-            dunes_detect::detect(&self.engine, events, tool_defs, now, &self.response_cfg)
-                .await
-                .context("detection failed")?;
+        let detection = dunes_detect::detect(&self.engine, tables, now, &self.response_cfg)
+            .await
+            .context("detection failed")?;
         let now_us = now.timestamp_micros();
         let mut new = Vec::new();
         let mut raised = 0;
@@ -1092,7 +1087,7 @@ impl Pipeline {
             extra.flush()?;
         }
         self.stats.batches += 1;
-        self.stats.rows += events.num_rows() as u64;
+        self.stats.rows += tables.events.num_rows() as u64;
         self.ledger
             .maybe_checkpoint()
             .context("ledger checkpoint failed")?;

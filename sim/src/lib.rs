@@ -14,6 +14,7 @@
 //!   is cheap: O(sessions) time and memory for the returned map itself.
 
 mod fakes;
+mod maml;
 mod session;
 mod world;
 
@@ -52,10 +53,15 @@ pub enum Scenario {
     DnsRebinding,
     HeaderMismatch,
     ReconAnomaly,
+    MamlInvalid,
+    MamlInjection,
+    MamlPrivilege,
+    MamlTamper,
+    MamlRugPull,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 15] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::Benign,
         Scenario::ToolPoisoning,
         Scenario::RugPull,
@@ -71,6 +77,20 @@ impl Scenario {
         Scenario::DnsRebinding,
         Scenario::HeaderMismatch,
         Scenario::ReconAnomaly,
+        Scenario::MamlInvalid,
+        Scenario::MamlInjection,
+        Scenario::MamlPrivilege,
+        Scenario::MamlTamper,
+        Scenario::MamlRugPull,
+    ];
+
+    /// The MAML attacks (generated with `SimConfig::maml`, on the MAML hub).
+    pub const MAML: [Scenario; 5] = [
+        Scenario::MamlInvalid,
+        Scenario::MamlInjection,
+        Scenario::MamlPrivilege,
+        Scenario::MamlTamper,
+        Scenario::MamlRugPull,
     ];
 
     /// The 14 attack scenarios (everything but `Benign`).
@@ -108,6 +128,11 @@ impl Scenario {
             Scenario::DnsRebinding => "dns_rebinding",
             Scenario::HeaderMismatch => "header_mismatch",
             Scenario::ReconAnomaly => "recon_anomaly",
+            Scenario::MamlInvalid => "maml_invalid",
+            Scenario::MamlInjection => "maml_injection",
+            Scenario::MamlPrivilege => "maml_privilege",
+            Scenario::MamlTamper => "maml_tamper",
+            Scenario::MamlRugPull => "maml_rug_pull",
         }
     }
 
@@ -122,6 +147,8 @@ impl Scenario {
             | Scenario::SessionHijack
             | Scenario::CallFlood
             | Scenario::HeaderMismatch => 3,
+            Scenario::MamlInvalid => 4,
+            Scenario::MamlInjection | Scenario::MamlPrivilege | Scenario::MamlTamper => 3,
             _ => 1,
         }
     }
@@ -168,8 +195,30 @@ pub struct SimConfig {
     /// Target fraction of sessions labelled as an attack (0.0..=1.0).
     pub attack_ratio: f64,
     /// Restrict attacks to these scenarios (`Benign` entries are ignored;
-    /// `None` = all 14 attacks).
+    /// `None` = all 14 attacks, plus the 5 MAML attacks with `maml`).
     pub scenarios: Option<Vec<Scenario>>,
+    /// Add a MAML document hub to the estate: benign MAML traffic and the
+    /// MAML attacks (also on when `scenarios` names a MAML attack).
+    pub maml: bool,
+}
+
+impl SimConfig {
+    fn with_maml(&self) -> bool {
+        self.maml
+            || self
+                .scenarios
+                .iter()
+                .flatten()
+                .any(|s| Scenario::MAML.contains(s))
+    }
+}
+
+fn build_world(cfg: &SimConfig) -> World {
+    let mut w = world::build(cfg.seed, cfg.sessions);
+    if cfg.with_maml() {
+        world::add_maml_hub(&mut w, cfg.seed);
+    }
+    w
 }
 
 impl Default for SimConfig {
@@ -184,6 +233,7 @@ impl Default for SimConfig {
                 .unwrap_or_default(),
             attack_ratio: 0.3,
             scenarios: None,
+            maml: false,
         }
     }
 }
@@ -226,11 +276,16 @@ struct Planner {
 
 impl Planner {
     fn new(cfg: &SimConfig) -> Self {
+        let maml: &[Scenario] = if cfg.with_maml() {
+            &Scenario::MAML
+        } else {
+            &[]
+        };
         let attacks_allowed: Vec<Scenario> = match &cfg.scenarios {
-            None => Scenario::ATTACKS.to_vec(),
+            None => Scenario::ATTACKS.iter().chain(maml).copied().collect(),
             Some(v) => {
                 let mut out: Vec<Scenario> = Vec::new();
-                for s in Scenario::ATTACKS {
+                for s in Scenario::ATTACKS.into_iter().chain(Scenario::MAML) {
                     if v.contains(&s) {
                         out.push(s);
                     }
@@ -421,6 +476,11 @@ fn eligible(sc: Scenario, s: &world::Server) -> bool {
         Scenario::DnsRebinding => s.localhost,
         Scenario::HeaderMismatch => s.tools.len() >= 2 && !s.localhost,
         Scenario::ReconAnomaly => s.kind == Kind::Docs && s.res_count >= 60,
+        Scenario::MamlInvalid
+        | Scenario::MamlInjection
+        | Scenario::MamlPrivilege
+        | Scenario::MamlTamper
+        | Scenario::MamlRugPull => s.kind == Kind::Maml,
     }
 }
 
@@ -625,7 +685,7 @@ pub struct Simulator {
 
 impl Simulator {
     pub fn new(cfg: SimConfig) -> Self {
-        let world = world::build(cfg.seed, cfg.sessions);
+        let world = build_world(&cfg);
         let planner = Planner::new(&cfg);
         let mut r = sub_rng(cfg.seed, &[0x1D]);
         let id_prefix = format!(
@@ -732,7 +792,7 @@ impl Iterator for Simulator {
 /// session_id → label for every session of the run. Cheap: runs only the
 /// planner (server/principal/scenario choice), never builds a message.
 pub fn generate_labels(cfg: &SimConfig) -> BTreeMap<String, Scenario> {
-    let world = world::build(cfg.seed, cfg.sessions);
+    let world = build_world(cfg);
     let mut p = Planner::new(cfg);
     let mut out = BTreeMap::new();
     while !p.done() {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::Scenario;
 use crate::fakes::{self, R, chance, hex, idx, log_uniform, pick};
+use crate::maml;
 use crate::world::{Cap, Server, Tool, World};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -928,6 +929,14 @@ impl<'a> Sess<'a> {
                 json!(fakes::sentence(&mut self.r)),
                 json!(pick(&mut self.r, &["de", "fr", "ja", "es", "pt-BR"])),
             ],
+            Cap::SubmitMaml => vec![json!(
+                self.maml_doc().map(|d| d.render()).unwrap_or_default()
+            )],
+            Cap::GetMaml | Cap::RunWorkflow => {
+                vec![json!(
+                    self.maml_doc().map(|d| d.id.clone()).unwrap_or_default()
+                )]
+            }
         };
         (Self::args(t, vals), trap)
     }
@@ -1106,8 +1115,127 @@ impl<'a> Sess<'a> {
                 self.r.random_range(-5..35)
             ))],
             Cap::Translate => vec![text(fakes::sentence(&mut self.r))],
+            Cap::SubmitMaml => vec![text(format!(
+                "registered {}",
+                args.as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(|v| v.as_str())
+                    .and_then(|d| d.lines().find(|l| l.starts_with("id: ")))
+                    .unwrap_or("id: ?")
+                    .trim_start_matches("id: ")
+            ))],
+            Cap::GetMaml => match self.w.maml_docs.iter().find(|d| d.id == first) {
+                Some(d) => {
+                    let mut s = d.render();
+                    s.push_str("\n## History\n");
+                    for k in 0..self.r.random_range(1..4) {
+                        let line = maml::history_line(&mut self.r, self.t - 86_400_000 * (k + 1));
+                        s.push_str(&line);
+                        s.push('\n');
+                    }
+                    vec![text(s)]
+                }
+                None => return Out::ToolErr(format!("no document {first}")),
+            },
+            Cap::RunWorkflow => vec![text(format!(
+                "run {} queued for {first}",
+                hex(&mut self.r, 8)
+            ))],
         };
         Out::Ok(content)
+    }
+
+    /// A document of the MAML hub's pool.
+    fn maml_doc(&mut self) -> Option<maml::Doc> {
+        let n = self.w.maml_docs.len();
+        (n > 0).then(|| self.w.maml_docs[self.r.random_range(0..n)].clone())
+    }
+
+    fn maml_attack(&mut self) {
+        let (Some(submit), Some(base)) = (self.s.tool(Cap::SubmitMaml).cloned(), self.maml_doc())
+        else {
+            return self.benign(false);
+        };
+        let get = self.s.tool(Cap::GetMaml).cloned();
+        let v = self.spec.variant;
+        self.handshake(false);
+        self.list_tools();
+        self.benign_some(0, 2);
+        self.think();
+        let send = |sess: &mut Self, doc: String| {
+            let id = doc
+                .lines()
+                .find(|l| l.starts_with("id: "))
+                .unwrap_or("id: ?")
+                .trim_start_matches("id: ")
+                .trim_matches('"')
+                .to_string();
+            let args = Self::args(&submit, vec![json!(doc)]);
+            sess.call(
+                &submit.name,
+                args,
+                Out::Ok(vec![text(format!("registered {id}"))]),
+            );
+        };
+        let fetch = |sess: &mut Self, get: &Tool, doc: &maml::Doc| {
+            let args = Self::args(get, vec![json!(doc.id)]);
+            sess.call(&get.name, args, Out::Ok(vec![text(doc.render())]));
+        };
+        match self.spec.label {
+            Scenario::MamlInvalid if v == 3 => {
+                let name = format!(
+                    "{}-{}.maml.md",
+                    pick(&mut self.r, &["etl", "report", "train"]),
+                    hex(&mut self.r, 4)
+                );
+                let uri = format!("maml://hub/{name}");
+                let id = self.request(
+                    "resources/read",
+                    Some(json!({"uri": uri})),
+                    Some(uri.clone()),
+                );
+                let body = format!(
+                    "# {}\n\n## Intent\n{}\n",
+                    base.title,
+                    base.sections.first().map(|s| s.1.as_str()).unwrap_or("")
+                );
+                self.respond(
+                    id,
+                    json!({"contents": [{"uri": uri, "mimeType": "text/markdown", "text": body}]}),
+                );
+            }
+            Scenario::MamlInvalid => {
+                let doc = maml::invalid(&mut self.r, &base, v);
+                send(self, doc);
+            }
+            Scenario::MamlInjection => {
+                let doc = maml::injected(&mut self.r, &base, v);
+                match &get {
+                    Some(g) if v == 1 => fetch(self, g, &doc),
+                    _ => send(self, doc.render()),
+                }
+            }
+            Scenario::MamlPrivilege => {
+                let doc = maml::overreach(&mut self.r, &base, v);
+                send(self, doc.render());
+            }
+            Scenario::MamlTamper => {
+                let doc = maml::tampered(&mut self.r, &base, v);
+                send(self, doc);
+            }
+            _ => {
+                // Rug pull: the approved document, then the same id rewritten.
+                match &get {
+                    Some(g) => fetch(self, g, &base),
+                    None => send(self, base.render()),
+                }
+                self.think();
+                self.benign_some(0, 1);
+                let doc = maml::rewritten(&mut self.r, &base);
+                send(self, doc.render());
+            }
+        }
+        self.benign_some(0, 2);
     }
 
     fn benign_call(&mut self, t: &Tool, vary: bool) {
@@ -1145,6 +1273,11 @@ impl<'a> Sess<'a> {
             Scenario::DnsRebinding => self.rebinding(),
             Scenario::HeaderMismatch => self.header_mismatch(),
             Scenario::ReconAnomaly => self.recon(),
+            Scenario::MamlInvalid
+            | Scenario::MamlInjection
+            | Scenario::MamlPrivilege
+            | Scenario::MamlTamper
+            | Scenario::MamlRugPull => self.maml_attack(),
         }
     }
 

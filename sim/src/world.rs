@@ -26,6 +26,10 @@ pub(crate) enum Cap {
     CreateTicket,
     Forecast,
     Translate,
+    /// MAML hub: submit a document, fetch one, run a workflow.
+    SubmitMaml,
+    GetMaml,
+    RunWorkflow,
 }
 
 impl Cap {
@@ -116,6 +120,19 @@ impl Cap {
                 "current_weather",
             ],
             Cap::Translate => &["translate_text", "translate", "localize", "deepl_translate"],
+            Cap::SubmitMaml => &[
+                "submit_document",
+                "maml_submit",
+                "publish_maml",
+                "register_document",
+            ],
+            Cap::GetMaml => &["get_document", "maml_get", "fetch_workflow", "load_maml"],
+            Cap::RunWorkflow => &[
+                "run_workflow",
+                "maml_execute",
+                "execute_workflow",
+                "start_run",
+            ],
         }
     }
 
@@ -149,6 +166,9 @@ impl Cap {
             ],
             Cap::Forecast => &[&["city", "location", "place"]],
             Cap::Translate => &[&["text", "source_text"], &["target_lang", "to"]],
+            Cap::SubmitMaml => &[&["document", "maml", "content"]],
+            Cap::GetMaml => &[&["id", "doc_id", "urn"]],
+            Cap::RunWorkflow => &[&["id", "workflow_id", "doc_id"]],
         }
     }
 
@@ -235,6 +255,18 @@ impl Cap {
                 "Machine translation.",
                 "Translate a snippet.",
             ],
+            Cap::SubmitMaml => &[
+                "Submit a MAML document (workflow, prompt, dataset) to the hub.",
+                "Register a .maml.md document for other agents.",
+            ],
+            Cap::GetMaml => &[
+                "Fetch a MAML document by its urn:uuid id.",
+                "Return a stored MAML document with its history.",
+            ],
+            Cap::RunWorkflow => &[
+                "Run a registered MAML workflow on the gateway.",
+                "Execute the code blocks of a MAML workflow.",
+            ],
         };
         pick(r, opts).to_string()
     }
@@ -267,6 +299,8 @@ pub(crate) enum Kind {
     Docs,
     ThirdParty,
     Chat,
+    /// A MAML document hub (only with `SimConfig::maml`).
+    Maml,
 }
 
 const KINDS_ALWAYS: &[Kind] = &[
@@ -452,6 +486,8 @@ pub(crate) struct World {
     pub servers: Vec<Server>,
     pub principals: Vec<Principal>,
     pub clients: Vec<Client>,
+    /// The MAML hub's documents (empty without a hub).
+    pub maml_docs: Vec<crate::maml::Doc>,
 }
 
 const CLIENT_POOL: &[(&str, &[&str], &str)] = &[
@@ -648,6 +684,34 @@ pub(crate) fn build(seed: u64, sessions: u64) -> World {
         servers,
         principals,
         clients,
+        maml_docs: Vec::new(),
+    }
+}
+
+/// Adds a MAML hub to the estate (its own RNG stream, so the rest of the
+/// world is the same with or without it) and makes it a favourite of a
+/// share of the principals.
+pub(crate) fn add_maml_hub(w: &mut World, seed: u64) {
+    let mut r = crate::sub_rng(seed, &[0x3A31]);
+    let mut used_ids: std::collections::BTreeSet<String> =
+        w.servers.iter().map(|s| s.id.clone()).collect();
+    let mut used_ports = std::collections::BTreeSet::new();
+    let n = w.servers.len();
+    let mut hub = make_server(
+        &mut r,
+        Kind::Maml,
+        n,
+        w.corp,
+        &mut used_ids,
+        &mut used_ports,
+    );
+    hub.res_scheme = "maml://hub/".into();
+    w.servers.push(hub);
+    w.maml_docs = crate::maml::pool(seed);
+    for p in &mut w.principals {
+        if chance(&mut r, 0.35) {
+            p.favs.push(n);
+        }
     }
 }
 
@@ -728,6 +792,17 @@ fn make_server(
             &["slack-mcp", "teams-bridge", "chatops", "jira-bridge"],
             &[Cap::PostMessage, Cap::CreateTicket],
             &[Cap::Search],
+        ),
+        Kind::Maml => (
+            &["maml", "agents", "orchestrator", "workflows"],
+            &[
+                "maml-gateway",
+                "maml-hub",
+                "agent-orchestrator",
+                "workflow-hub",
+            ],
+            &[Cap::SubmitMaml, Cap::GetMaml, Cap::RunWorkflow],
+            &[],
         ),
     };
     let word = pick(r, words);

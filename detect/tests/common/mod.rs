@@ -35,8 +35,7 @@ pub async fn detect_batch(
 ) -> dunes_detect::Detection {
     dunes_detect::detect(
         engine,
-        &b.events,
-        &b.tool_defs,
+        b.tables(),
         chrono::Utc::now(),
         &dunes_detect::ResponseConfig::default(),
     )

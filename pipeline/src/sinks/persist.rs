@@ -30,6 +30,7 @@ use crate::stage::crash_point;
 pub(crate) struct BatchWrite {
     pub events: RecordBatch,
     pub tool_defs: RecordBatch,
+    pub maml_docs: RecordBatch,
     /// The batch's first ledger index (names its history files).
     pub key: Option<u64>,
     /// The batch's state delta (`None` when it accepted nothing).
@@ -185,6 +186,8 @@ impl Worker {
                         .context("cannot write the event history")?;
                     h.write_keyed("tool_defs", &b.tool_defs, b.key)
                         .context("cannot write the event history")?;
+                    h.write_keyed("maml_docs", &b.maml_docs, b.key)
+                        .context("cannot write the event history")?;
                 }
                 let t1 = Instant::now();
                 // The state journal last: see the module docs.
@@ -275,6 +278,7 @@ mod tests {
             p.write(BatchWrite {
                 events,
                 tool_defs,
+                maml_docs: dunes_ingest::schema::empty_maml_docs().clone(),
                 key: Some(key),
                 delta: Some(format!("{{\"position\":{}}}", key + 5).into_bytes()),
             })
@@ -286,6 +290,7 @@ mod tests {
         p.write(BatchWrite {
             events,
             tool_defs,
+            maml_docs: dunes_ingest::schema::empty_maml_docs().clone(),
             key: None,
             delta: None,
         })
@@ -324,6 +329,7 @@ mod tests {
         p.write(BatchWrite {
             events,
             tool_defs,
+            maml_docs: dunes_ingest::schema::empty_maml_docs().clone(),
             key: Some(0),
             delta: Some(b"{\"position\":3}".to_vec()),
         })
