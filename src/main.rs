@@ -188,7 +188,7 @@ enum Command {
         after_help = "Examples:\n  dunes bench --sessions 6000                  # per-stage time and events/s, batch latency
   dunes bench kafka --brokers 127.0.0.1:19092 --preproduced
   dunes bench api --seconds 10 --clients 8
-  dunes bench maml --sessions 2000 --rounds 20"
+  dunes bench --sessions 2000 maml --rounds 20"
     )]
     Bench {
         #[command(flatten)]

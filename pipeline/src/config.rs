@@ -38,6 +38,8 @@ pub struct Config {
     pub outputs: OutputsSection,
     /// Regulatory notification clocks of Level 3 incidents (`[notification]`).
     pub notification: dunes_detect::notification::NotificationConfig,
+    /// Self-monitoring thresholds (`[self_monitor]`).
+    pub self_monitor: crate::selfmon::SelfMonitorSection,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -180,6 +182,7 @@ impl Default for Config {
             detect: DetectSection::default(),
             outputs: OutputsSection::default(),
             notification: Default::default(),
+            self_monitor: Default::default(),
         }
     }
 }
@@ -273,6 +276,9 @@ impl Config {
             w.validate().map_err(invalid)?;
         }
         dunes_detect::notification::NotificationClocks::new(&cfg.notification).map_err(invalid)?;
+        cfg.self_monitor
+            .check()
+            .map_err(|m| invalid(format!("[self_monitor] {m}")))?;
         Ok(cfg)
     }
 

@@ -19,6 +19,7 @@ mod error;
 mod flow;
 pub mod report;
 mod rules_watch;
+mod selfmon;
 mod sinks;
 mod sources;
 mod stage;
@@ -29,10 +30,12 @@ pub use config::{
 };
 pub use drive::{AfterSources, DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
+pub use selfmon::SelfMonitorSection;
 pub use sinks::files::DataPaths;
 pub use sinks::lifecycle::ChangeKind;
 pub use sinks::ocsf::OCSF_VERSION;
 pub use sinks::webhook::{WebhookConfig, WebhookFormat};
 pub use stage::{
-    ACCESS_QUEUE, BatchOutcome, Decoded, Decoder, PhaseTimes, Pipeline, Stats, retention_action,
+    ACCESS_QUEUE, BatchOutcome, Decoded, Decoder, PhaseTimes, Pipeline, Stats, TEST_SINK_DELAY_MS,
+    retention_action,
 };

@@ -177,6 +177,8 @@ pub struct Pipeline {
     next_prune: std::time::Instant,
     /// Per-minute batch latency lines in the data dir (`latency.ndjson`).
     latency: crate::sinks::latency::LatencyLog,
+    /// Thresholds on the pipeline's own figures (`[self_monitor]`).
+    selfmon: crate::selfmon::SelfMonitor,
     /// The running rules as served by `GET /api/v1/rules` (updated on reload).
     pub rules_view: Arc<RwLock<Vec<serde_json::Value>>>,
 }
@@ -286,6 +288,7 @@ impl Pipeline {
             retention_days: cfg.ledger.retention_days,
             next_prune: std::time::Instant::now(),
             latency: crate::sinks::latency::LatencyLog::open(data_dir)?,
+            selfmon: crate::selfmon::SelfMonitor::new(cfg.self_monitor.clone()),
             rules_view,
             decoder: Some(Decoder {
                 normalizer: Normalizer::new(ingest_cfg.clone()),
@@ -815,6 +818,10 @@ impl Pipeline {
         self.ledger
             .maybe_checkpoint()
             .context("ledger checkpoint failed")?;
+        let delay = TEST_SINK_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
 
         let t4 = std::time::Instant::now();
         let us = |a: std::time::Instant, b: std::time::Instant| (b - a).as_micros() as u64;
@@ -844,6 +851,10 @@ impl Pipeline {
         let batch_secs = (t4 - t0).as_secs_f64() + decode_us as f64 / 1e6;
         metrics::histogram!("dunes_batch_seconds").record(batch_secs);
         self.latency.observe(Utc::now(), batch_secs, accepted)?;
+        let signals = self
+            .selfmon
+            .observe(batch_secs, accepted, rejected, Utc::now());
+        self.apply_self_signals(signals)?;
         Ok(BatchOutcome {
             accepted,
             rejected,
@@ -965,6 +976,67 @@ impl Pipeline {
             incident: updated,
             responses: responses.len() as u64,
         }))
+    }
+
+    /// Raises the self-monitor's incidents (ledgered, written to the
+    /// outputs and the store like a rule's) and resolves the ones whose
+    /// metric is back to normal (an `action` record by `dunes-self-monitor`).
+    fn apply_self_signals(&mut self, signals: Vec<crate::selfmon::Signal>) -> Result<()> {
+        for s in signals {
+            match s {
+                crate::selfmon::Signal::Raise(inc) => {
+                    let payload = serde_json::to_vec(&*inc).context("cannot encode incident")?;
+                    self.ledger
+                        .append(
+                            RecordKind::Incident,
+                            inc.detected_at.timestamp_micros(),
+                            &payload,
+                            &[],
+                        )
+                        .context("ledger append failed")?;
+                    self.ledger.sync().context("ledger sync failed")?;
+                    let findings = self.outputs.emit(&[Change::created(&inc, &payload)])?;
+                    self.action_findings.extend(findings);
+                    self.incidents_out.write_line(&payload)?;
+                    self.incidents_out.flush()?;
+                    if let Some(extra) = &mut self.extra_incidents_out {
+                        extra.write_line(&payload)?;
+                        extra.flush()?;
+                    }
+                    metrics::counter!("dunes_incidents_total").increment(1);
+                    tracing::warn!(
+                        target: "dunes::alert",
+                        incident = %inc.incident_id, rule = %inc.rule_id,
+                        "self-monitor: {}", inc.title
+                    );
+                    self.store.insert(*inc);
+                }
+                crate::selfmon::Signal::Clear { incident_id, note } => {
+                    let action = IncidentAction {
+                        record_type: "incident_action".into(),
+                        action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
+                        incident_id,
+                        action: ActionKind::Resolve,
+                        actor: "dunes-self-monitor".into(),
+                        role: "system".into(),
+                        jti: String::new(),
+                        at: Utc::now(),
+                        assignee: None,
+                        disposition: Some(dunes_detect::Disposition::TruePositive),
+                        note: Some(note),
+                        regime: None,
+                        stage: None,
+                        suppress_until: None,
+                        ledger_index: None,
+                    };
+                    if let Err(refused) = self.apply_action(action)? {
+                        // resolved by an analyst already: nothing to do
+                        tracing::debug!(?refused, "self-monitor: incident not resolved");
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Appends one `action` record (a report digest handed over by the API, the request
@@ -1416,6 +1488,11 @@ fn ledger_index_of(source: &dunes_ingest::SourcePos) -> Option<u64> {
 /// Test hook: `DUNES_CRASH_AT=<point>:<n>` aborts the process (as a
 /// `kill -9` would) the `n`th time it passes `point` (`after-ledger-sync`,
 /// `after-state`), to test recovery between the ledger and the state.
+/// Test support: every batch waits this long in its outputs stage (an
+/// artificially slow sink, for the self-monitor's degradation test).
+#[doc(hidden)]
+pub static TEST_SINK_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 pub(crate) fn crash_point(point: &str) {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
