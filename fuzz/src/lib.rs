@@ -16,6 +16,7 @@ pub const TARGETS: &[Target] = &[
     ("envelope", envelope),
     ("ledger_files", ledger_files),
     ("checkpoint_note", checkpoint_note),
+    ("maml", maml),
     #[cfg(feature = "full")]
     ("rule", rule),
     #[cfg(feature = "full")]
@@ -41,6 +42,17 @@ pub fn envelope(data: &[u8]) {
         })
         .collect();
     let _ = n.decode_batch(records);
+}
+
+/// The MAML document analysis (YAML front matter, schema validation,
+/// CommonMark body, digest, round trip) and the prose extraction used for
+/// URLs: `data` is one document.
+pub fn maml(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let d = dunes_ingest::maml::analyze(text);
+        assert_eq!(d.valid(), d.errors.is_empty());
+        let _ = dunes_ingest::maml::prose(text);
+    }
 }
 
 /// File names a `ledger_files` input can write, by the entry's name byte: segments
