@@ -45,6 +45,8 @@ pub struct IngestConfig {
     pub pending_requests_max: usize,
     /// Outstanding requests older than this (event time) are forgotten.
     pub pending_request_ttl_ms: i64,
+    /// Keys per MAML origin for checking document signatures.
+    pub maml_keys: Option<std::sync::Arc<dyn maml::SignatureCheck>>,
 }
 
 impl Default for IngestConfig {
@@ -53,6 +55,7 @@ impl Default for IngestConfig {
             max_line_bytes: 1024 * 1024,
             pending_requests_max: 200_000,
             pending_request_ttl_ms: 5 * 60 * 1000,
+            maml_keys: None,
         }
     }
 }

@@ -58,8 +58,22 @@ pub enum SigStatus {
     /// `verification.method` names a signature scheme but there is no
     /// `verification.signature`.
     Missing,
-    /// A signature is present; no key is configured to check it.
+    /// A signature is present; no key is configured for the origin.
     Unverified,
+    /// The signature verifies under the origin's configured key.
+    Valid,
+    /// A key is configured for the origin and the signature does not
+    /// verify (or is not base64).
+    Invalid,
+}
+
+/// Verifies document signatures with the keys configured per origin
+/// (implemented by the pipeline with the ledger's ML-DSA-65 / Ed25519
+/// code; this crate stays free of cryptography).
+pub trait SignatureCheck: Send + Sync + std::fmt::Debug {
+    /// `None` when no key is configured for `origin`; otherwise whether
+    /// `signature` signs `message` ([`signed_content`]).
+    fn check(&self, origin: &str, message: &[u8], signature: &[u8]) -> Option<bool>;
 }
 
 impl SigStatus {
@@ -68,6 +82,8 @@ impl SigStatus {
             SigStatus::None => "none",
             SigStatus::Missing => "missing",
             SigStatus::Unverified => "unverified",
+            SigStatus::Valid => "valid",
+            SigStatus::Invalid => "invalid",
         }
     }
 }
@@ -411,6 +427,45 @@ fn parse_body(body: &str) -> Body {
 
 /// Analyses one MAML document (see the module docs).
 pub fn analyze(text: &str) -> MamlDoc {
+    analyze_with(text, None)
+}
+
+/// The bytes a MAML signature signs (and whose SHA-256 is the digest):
+/// see [`MamlDoc::digest`]. `None` without a parsable front matter.
+pub fn signed_content(text: &str) -> Option<String> {
+    let (fm_src, body) = split_front_matter(text)?;
+    let fm: Value = serde_norway::from_str(fm_src).ok()?;
+    fm.is_object()
+        .then(|| content(&fm, &parse_body(&body.replace("\r\n", "\n"))))
+}
+
+/// The canonical content: front matter without the signature, the text
+/// before the first section, every section but `History`.
+fn content(fm: &Value, parsed: &Body) -> String {
+    let mut unsigned = fm.clone();
+    if let Some(v) = unsigned
+        .get_mut("verification")
+        .and_then(Value::as_object_mut)
+    {
+        v.remove("signature");
+    }
+    let mut c = String::new();
+    canonical(&unsigned, &mut c);
+    c.push('\n');
+    c.push_str(&parsed.preamble);
+    for (name, text) in &parsed.sections {
+        if section_key(name) != "history" {
+            c.push_str("\n## ");
+            c.push_str(name.trim());
+            c.push('\n');
+            c.push_str(text);
+        }
+    }
+    c
+}
+
+/// [`analyze`], checking a present signature with `keys`.
+pub fn analyze_with(text: &str, keys: Option<&dyn SignatureCheck>) -> MamlDoc {
     let mut doc = MamlDoc {
         version: None,
         id: None,
@@ -473,7 +528,7 @@ pub fn analyze(text: &str) -> MamlDoc {
     let body_norm = body.replace("\r\n", "\n");
     let parsed = parse_body(&body_norm);
     doc.code_blocks = parsed.code_blocks;
-    doc.code_langs = parsed.code_langs;
+    doc.code_langs = parsed.code_langs.clone();
     doc.code_text = crate::secrets::redact_quiet(&parsed.code_text).into_owned();
     let mut seen: Vec<String> = Vec::new();
     for (name, text) in &parsed.sections {
@@ -501,26 +556,36 @@ pub fn analyze(text: &str) -> MamlDoc {
         }
     }
     // Digest over the signed content: everything but the signature itself.
-    let mut unsigned = fm.clone();
-    if let Some(v) = unsigned
-        .get_mut("verification")
-        .and_then(Value::as_object_mut)
-    {
-        v.remove("signature");
-    }
-    let mut c = String::with_capacity(fm_src.len() + body_norm.len() + 1);
-    canonical(&unsigned, &mut c);
-    c.push('\n');
-    c.push_str(&parsed.preamble);
-    for (name, text) in &parsed.sections {
-        if section_key(name) != "history" {
-            c.push_str("\n## ");
-            c.push_str(name.trim());
-            c.push('\n');
-            c.push_str(text);
-        }
-    }
+    let c = content(&fm, &parsed);
     doc.digest = sha256_hex(c.as_bytes());
+    if doc.sig_status == SigStatus::Unverified
+        && let (Some(keys), Some(origin)) = (keys, doc.origin.as_deref())
+    {
+        use base64::Engine as _;
+        let sig = fm
+            .get("verification")
+            .and_then(|v| v.get("signature"))
+            .and_then(Value::as_str)
+            .and_then(|s| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(s.trim())
+                    .ok()
+            });
+        doc.sig_status = match sig {
+            None => {
+                if keys.check(origin, b"", b"").is_some() {
+                    SigStatus::Invalid
+                } else {
+                    SigStatus::Unverified
+                }
+            }
+            Some(sig) => match keys.check(origin, c.as_bytes(), &sig) {
+                None => SigStatus::Unverified,
+                Some(true) => SigStatus::Valid,
+                Some(false) => SigStatus::Invalid,
+            },
+        };
+    }
     doc
 }
 
@@ -688,6 +753,56 @@ mod tests {
                 d.errors
             );
         }
+    }
+
+    #[derive(Debug)]
+    struct Keys;
+    impl SignatureCheck for Keys {
+        fn check(&self, origin: &str, message: &[u8], signature: &[u8]) -> Option<bool> {
+            (origin == "agent://research-agent")
+                .then(|| signature == blake3::hash(message).as_bytes().as_slice())
+        }
+    }
+
+    #[test]
+    fn signatures_are_checked_against_the_origins_key() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+        let content = signed_content(GOOD).expect("content");
+        assert_eq!(sha256_hex(content.as_bytes()), analyze(GOOD).digest);
+        let sign = |doc: &str, sig: &str| {
+            doc.replace(
+                "  level: \"strict\"\n",
+                &format!("  level: \"strict\"\n  signature: \"{sig}\"\n"),
+            )
+        };
+        let good = sign(GOOD, &b64(blake3::hash(content.as_bytes()).as_bytes()));
+        assert_eq!(
+            analyze_with(&good, Some(&Keys)).sig_status,
+            SigStatus::Valid
+        );
+        assert_eq!(analyze(&good).sig_status, SigStatus::Unverified);
+        // the signed content changed after signing
+        let edited = good.replace("last week", "all");
+        assert_eq!(
+            analyze_with(&edited, Some(&Keys)).sig_status,
+            SigStatus::Invalid
+        );
+        assert_eq!(
+            analyze_with(&sign(GOOD, "not base64!"), Some(&Keys)).sig_status,
+            SigStatus::Invalid
+        );
+        // a History line does not break the signature; another origin has no key
+        let logged = format!("{good}\n## History\n- ran\n");
+        assert_eq!(
+            analyze_with(&logged, Some(&Keys)).sig_status,
+            SigStatus::Valid
+        );
+        let other = good.replace("agent://research-agent\"", "agent://other\"");
+        assert_eq!(
+            analyze_with(&other, Some(&Keys)).sig_status,
+            SigStatus::Unverified
+        );
     }
 
     #[test]

@@ -413,7 +413,14 @@ impl Normalizer {
             let mut found = Vec::new();
             find_maml(m, &mut found);
             for f in &found {
-                md.append(env, event_id, principal, &row, f);
+                md.append(
+                    env,
+                    event_id,
+                    principal,
+                    &row,
+                    f,
+                    self.cfg.maml_keys.as_deref(),
+                );
             }
             ev.append(env, event_id, principal, extra.as_deref(), raw_bytes, &row)?;
         }
@@ -1306,8 +1313,9 @@ impl MamlDocsBuilder {
         principal: Option<&str>,
         row: &Row,
         found: &MamlFound<'_>,
+        keys: Option<&dyn maml::SignatureCheck>,
     ) {
-        let d = maml::analyze(found.text);
+        let d = maml::analyze_with(found.text, keys);
         self.event_id.append_value(event_id);
         self.msg_index.append_value(row.msg_index);
         self.ts.append_value(env.ts_micros);

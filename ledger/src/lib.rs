@@ -47,8 +47,8 @@ pub use keys::{
     EVIDENCE_CONTEXT, EXPORT_CONTEXT, EpochKeys, KEY_TYPE_IDENTIFIER, KeyRecordPayload,
     MlDsaPublicKey, PUBLIC_KEY_LEN, REDACTION_CONTEXT, ROTATION_CONTEXT, SIGNATURE_LEN,
     SIGNING_CONTEXT, StandaloneKey, TOMBSTONE_CONTEXT, ed25519_key_id, ed25519_public_key_path,
-    ed25519_seed_path, key_id, public_key_path, rotation_message, seed_path, verify_signature,
-    verify_with_context, write_atomic,
+    ed25519_seed_path, key_id, public_key_path, rotation_message, seed_path, verify_ed25519,
+    verify_signature, verify_with_context, write_atomic,
 };
 pub use ledger::{Ledger, LedgerConfig};
 pub use proof::{

@@ -124,6 +124,9 @@ pub struct IngestSection {
     /// Event ids remembered for de-duplication (the last this many ledger
     /// records are re-read on start); 0 disables it.
     pub dedup_window: usize,
+    /// Public keys per MAML origin (`[[ingest.maml_keys]]`): signed MAML
+    /// documents from these origins are checked (`maml_docs.sig_status`).
+    pub maml_keys: Vec<crate::maml_keys::MamlKeyConfig>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -208,6 +211,7 @@ impl Default for IngestSection {
             batch_size: 4096,
             batch_timeout_ms: 200,
             dedup_window: 1_000_000,
+            maml_keys: Vec::new(),
         }
     }
 }
@@ -276,6 +280,7 @@ impl Config {
             w.validate().map_err(invalid)?;
         }
         dunes_detect::notification::NotificationClocks::new(&cfg.notification).map_err(invalid)?;
+        crate::maml_keys::MamlKeys::from_config(&cfg.ingest.maml_keys).map_err(invalid)?;
         cfg.self_monitor
             .check()
             .map_err(|m| invalid(format!("[self_monitor] {m}")))?;

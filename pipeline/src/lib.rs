@@ -17,6 +17,7 @@ mod config;
 mod drive;
 mod error;
 mod flow;
+mod maml_keys;
 pub mod report;
 mod rules_watch;
 mod selfmon;
@@ -30,6 +31,7 @@ pub use config::{
 };
 pub use drive::{AfterSources, DriveOptions, DriveOutcome, drive};
 pub use error::PipelineError;
+pub use maml_keys::{MAML_SIGNATURE_CONTEXT, MamlKeyConfig, MamlKeys};
 pub use selfmon::SelfMonitorSection;
 pub use sinks::files::DataPaths;
 pub use sinks::lifecycle::ChangeKind;

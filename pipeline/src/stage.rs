@@ -254,8 +254,12 @@ impl Pipeline {
         let paths = DataPaths::new(data_dir);
         let dead_letter = DeadLetterWriter::open(&paths.dead_letter)
             .with_context(|| format!("cannot open {}", paths.dead_letter.display()))?;
+        let maml_keys = crate::maml_keys::MamlKeys::from_config(&cfg.ingest.maml_keys)
+            .map_err(PipelineError::Config)?;
         let ingest_cfg = IngestConfig {
             max_line_bytes: cfg.ingest.max_line_bytes,
+            maml_keys: (!maml_keys.is_empty())
+                .then(|| Arc::new(maml_keys) as Arc<dyn dunes_ingest::maml::SignatureCheck>),
             ..IngestConfig::default()
         };
         let mut ledger = ledger;
