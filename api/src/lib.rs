@@ -192,6 +192,15 @@ pub struct ActionRequest {
     pub reply: oneshot::Sender<Result<ActionOutcome, ActionRefused>>,
 }
 
+static FORGED_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Bearer tokens refused as forgeries (bad signature, unknown key, wrong
+/// algorithm) since the process started: a cryptography-compromise
+/// indicator the pipeline's self-monitor watches.
+pub fn forged_tokens() -> u64 {
+    FORGED_TOKENS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// One authenticated API request, ledgered by the pipeline as an `access`
 /// record (kind 10): who read or changed what, and what they got back.
 #[derive(Clone, Debug, Serialize)]
@@ -813,6 +822,12 @@ fn authorize(
                 tracing::info!(%ip, %route, reason = %e, "request refused: 401");
                 metrics::counter!("dunes_auth_failures_total", "reason" => e.to_string())
                     .increment(1);
+                if matches!(
+                    e,
+                    TokenError::BadSignature | TokenError::WrongKey | TokenError::WrongAlg
+                ) {
+                    FORGED_TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 return Err(ApiError::Unauthorized);
             }
         }

@@ -855,9 +855,13 @@ impl Pipeline {
         let batch_secs = (t4 - t0).as_secs_f64() + decode_us as f64 / 1e6;
         metrics::histogram!("dunes_batch_seconds").record(batch_secs);
         self.latency.observe(Utc::now(), batch_secs, accepted)?;
-        let signals = self
-            .selfmon
-            .observe(batch_secs, accepted, rejected, Utc::now());
+        let signals = self.selfmon.observe(
+            batch_secs,
+            accepted,
+            rejected,
+            dunes_api::forged_tokens(),
+            Utc::now(),
+        );
         self.apply_self_signals(signals)?;
         Ok(BatchOutcome {
             accepted,

@@ -30,9 +30,28 @@ fn deterministic_same_seed_different_seed() {
 
 #[test]
 fn lines_valid_sorted_unique_and_labelled() {
-    let c = cfg(150, 42);
+    let expect: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| !Scenario::MAML.contains(s))
+        .collect();
+    lines_valid(cfg(150, 42), &expect);
+}
+
+#[test]
+fn with_maml_every_scenario_including_the_maml_ones() {
+    let c = SimConfig {
+        maml: true,
+        ..cfg(200, 42)
+    };
+    lines_valid(c.clone(), &Scenario::ALL);
+    // MAML documents on the wire: benign ones and attacks
+    let text = String::from_utf8(run(&c)).expect("utf-8");
+    assert!(text.matches("maml_version").count() > 20);
+}
+
+fn lines_valid(c: SimConfig, expect: &[Scenario]) {
     let labels = generate_labels(&c);
-    assert_eq!(labels.len(), 150);
+    assert_eq!(labels.len() as u64, c.sessions);
     let mut ids = BTreeSet::new();
     let mut seen_sessions = BTreeSet::new();
     let mut last_ts = None;
@@ -107,7 +126,7 @@ fn lines_valid_sorted_unique_and_labelled() {
         label_sessions, seen_sessions,
         "labels == sessions in output"
     );
-    for s in Scenario::ALL {
+    for &s in expect {
         assert!(
             per_scenario.get(&s).copied().unwrap_or(0) > 0,
             "scenario {s} missing"
