@@ -202,25 +202,20 @@ mod tests {
         insta::assert_yaml_snapshot!(fields);
     }
 
-    #[test]
-    fn maml_docs_schema_snapshot() {
-        let s = maml_docs_schema();
-        let fields: Vec<String> = s
-            .fields()
+    fn names_and_types(s: &SchemaRef) -> Vec<String> {
+        s.fields()
             .iter()
             .map(|f| format!("{}: {}", f.name(), f.data_type()))
-            .collect();
-        insta::assert_yaml_snapshot!(fields);
+            .collect()
+    }
+
+    #[test]
+    fn maml_docs_schema_snapshot() {
+        insta::assert_yaml_snapshot!(names_and_types(&maml_docs_schema()));
     }
 
     #[test]
     fn tool_defs_schema_snapshot() {
-        let s = tool_defs_schema();
-        let fields: Vec<String> = s
-            .fields()
-            .iter()
-            .map(|f| format!("{}: {}", f.name(), f.data_type()))
-            .collect();
-        insta::assert_yaml_snapshot!(fields);
+        insta::assert_yaml_snapshot!(names_and_types(&tool_defs_schema()));
     }
 }
