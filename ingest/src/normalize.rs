@@ -34,6 +34,8 @@ struct PendingReq {
     tool_name: Option<String>,
     resource_uri: Option<String>,
     prompt_name: Option<String>,
+    /// The protocol version the request asked for (`initialize`).
+    protocol_version: Option<String>,
 }
 
 /// Bounded, expiring map of outstanding requests.
@@ -117,6 +119,8 @@ struct Row {
     jsonrpc_id: Option<String>,
     method: Option<String>,
     protocol_version: Option<String>,
+    /// Results: the protocol version their request asked for.
+    req_protocol_version: Option<String>,
     tool_name: Option<String>,
     resource_uri: Option<String>,
     prompt_name: Option<String>,
@@ -490,6 +494,7 @@ impl Normalizer {
                         tool_name: row.tool_name.clone(),
                         resource_uri: row.resource_uri.clone(),
                         prompt_name: row.prompt_name.clone(),
+                        protocol_version: row.protocol_version.clone(),
                     },
                 );
             }
@@ -504,6 +509,7 @@ impl Normalizer {
                     row.tool_name = req.tool_name;
                     row.resource_uri = req.resource_uri;
                     row.prompt_name = req.prompt_name;
+                    row.req_protocol_version = req.protocol_version;
                 }
             }
             if let Some(err) = m.get("error") {
@@ -755,6 +761,7 @@ struct EventsBuilder {
     jsonrpc_id: StringBuilder,
     method: StringBuilder,
     protocol_version: StringBuilder,
+    req_protocol_version: StringBuilder,
     tool_name: StringBuilder,
     resource_uri: StringBuilder,
     prompt_name: StringBuilder,
@@ -826,6 +833,7 @@ impl EventsBuilder {
             jsonrpc_id: s(),
             method: s(),
             protocol_version: s(),
+            req_protocol_version: s(),
             tool_name: s(),
             resource_uri: s(),
             prompt_name: s(),
@@ -929,6 +937,8 @@ impl EventsBuilder {
         self.method.append_option(row.method.as_deref());
         self.protocol_version
             .append_option(row.protocol_version.as_deref());
+        self.req_protocol_version
+            .append_option(row.req_protocol_version.as_deref());
         self.tool_name.append_option(row.tool_name.as_deref());
         self.resource_uri.append_option(row.resource_uri.as_deref());
         self.prompt_name.append_option(row.prompt_name.as_deref());
@@ -1014,6 +1024,7 @@ impl EventsBuilder {
             Arc::new(self.jsonrpc_id.finish()),
             Arc::new(self.method.finish()),
             Arc::new(self.protocol_version.finish()),
+            Arc::new(self.req_protocol_version.finish()),
             Arc::new(self.tool_name.finish()),
             Arc::new(self.resource_uri.finish()),
             Arc::new(self.prompt_name.finish()),

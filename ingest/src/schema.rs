@@ -67,6 +67,7 @@ static EVENTS: LazyLock<SchemaRef> = LazyLock::new(|| {
         u("jsonrpc_id"),
         u("method"),
         u("protocol_version"),
+        u("req_protocol_version"),
         u("tool_name"),
         u("resource_uri"),
         u("prompt_name"),
