@@ -7,6 +7,7 @@ mod bench_maml;
 mod doctor;
 mod eval;
 mod ledger_cmd;
+mod maml_cmd;
 mod model_cmd;
 mod report;
 mod report_cmd;
@@ -232,6 +233,17 @@ enum Command {
         common: Common,
         #[command(subcommand)]
         cmd: model_cmd::ModelCmd,
+    },
+    /// MAML documents: check them as the pipeline does, sign them.
+    #[command(
+        after_help = "Examples:\n  dunes maml check workflow.maml.md --config dunes.toml   # one JSON line per document
+  dunes maml sign --key-dir ./maml-keys workflow.maml.md    # signature + public key (ML-DSA-65)"
+    )]
+    Maml {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        cmd: maml_cmd::MamlCmd,
     },
     /// Rule pack tooling.
     #[command(
@@ -534,6 +546,7 @@ fn printing_only(cmd: &Command) -> bool {
             | Command::Eval { .. }
             | Command::Model { .. }
             | Command::Rules { .. }
+            | Command::Maml { .. }
             | Command::Export { .. }
             | Command::Checkpoint { .. }
             | Command::Keys { .. }
@@ -566,6 +579,7 @@ fn main() -> ExitCode {
     init_tracing(match &cli.command {
         Command::Bench { .. }
         | Command::Rules { .. }
+        | Command::Maml { .. }
         | Command::Verify { .. }
         | Command::Export { .. }
         | Command::Checkpoint { .. }
@@ -833,6 +847,14 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rules { cmd } => rules_cmd(cmd).await,
+        Command::Maml { common, cmd } => {
+            let cfg = common.config()?;
+            Ok(if maml_cmd::run(&cfg, cmd)? {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
         Command::Export {
             common,
             from,

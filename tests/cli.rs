@@ -219,3 +219,69 @@ fn ledger_prune_leaves_a_verifiable_tombstone_and_refuses_short_retention() {
             .is_some_and(|a| a.starts_with("cli:"))
     );
 }
+
+#[test]
+fn maml_check_and_sign_round_trip() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let doc = "---\nmaml_version: \"2.0.0\"\nid: \"urn:uuid:9a8b7c6d-1234-4e5f-8a9b-0c1d2e3f4a5b\"\ntype: \"workflow\"\norigin: \"agent://etl-agent\"\npermissions:\n  execute: [\"gateway://batch\"]\nverification:\n  method: \"ml-dsa-65\"\n  level: \"strict\"\n---\n## Intent\nLoad the orders.\n\n## Code_Blocks\n```bash\nmake load\n```\n";
+    let file = tmp.path().join("load.maml.md");
+    std::fs::write(&file, doc).expect("write");
+    // declared ML-DSA, no signature: reported, non-zero exit
+    let out = dunes()
+        .args(["maml", "check"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json line");
+    assert_eq!(line["valid"], true);
+    assert_eq!(line["sig_status"], "missing");
+    // sign it, configure the key, insert the signature: valid
+    let keys = tmp.path().join("keys");
+    let out = run_ok(
+        dunes()
+            .args(["maml", "sign", "--key-dir"])
+            .arg(&keys)
+            .arg(&file),
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let field = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k))
+            .expect(k)
+            .trim()
+            .to_string()
+    };
+    let (sig, pk) = (field("signature:"), field("public_key:"));
+    let cfg = tmp.path().join("dunes.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[ingest.maml_keys]]\norigin = \"agent://etl-agent\"\nalgorithm = \"ml-dsa-65\"\npublic_key = \"{pk}\"\n"),
+    )
+    .expect("config");
+    let signed = doc.replace(
+        "  level: \"strict\"\n",
+        &format!("  level: \"strict\"\n  signature: \"{sig}\"\n"),
+    );
+    std::fs::write(&file, &signed).expect("write");
+    let check = || {
+        let out = dunes()
+            .args(["maml", "check", "--config"])
+            .arg(&cfg)
+            .arg(&file)
+            .output()
+            .expect("run");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        (
+            out.status.success(),
+            v["sig_status"].as_str().unwrap_or("").to_string(),
+        )
+    };
+    assert_eq!(check(), (true, "valid".to_string()));
+    std::fs::write(
+        &file,
+        signed.replace("Load the orders.", "Load and export the orders."),
+    )
+    .expect("write");
+    assert_eq!(check(), (false, "invalid".to_string()));
+}
