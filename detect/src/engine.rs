@@ -90,6 +90,8 @@ pub struct PlannedRule {
     /// Allowlists: (output column, values).
     pub exceptions: Vec<(usize, HashSet<String>)>,
     plan: Arc<dyn ExecutionPlan>,
+    /// The tables the query scans (subqueries included); empty when unknown.
+    reads: Vec<String>,
 }
 
 /// A completed window, sequence or baseline change of a stateful rule.
@@ -116,6 +118,11 @@ impl PlannedRule {
     }
     pub fn output_schema(&self) -> SchemaRef {
         self.plan.schema()
+    }
+    /// The tables the query scans, sorted (a rule whose tables are all
+    /// empty in a batch is not executed for it).
+    pub fn reads(&self) -> &[String] {
+        &self.reads
     }
 }
 
@@ -450,7 +457,7 @@ impl Engine {
     pub async fn evaluate(&self, tables: Tables<'_>) -> Result<Vec<RuleMatches<'_>>, DetectError> {
         self.load(tables);
         self.prefilter.new_batch();
-        let executed = self.execute_all().await;
+        let executed = self.execute_all(tables).await;
         let mut out = Vec::new();
         let mut result = Ok(());
         for (rule, executed) in self.rules.iter().zip(executed) {
@@ -558,21 +565,41 @@ impl Engine {
     /// what follows (state, incidents) does not depend on which finished
     /// first. Every task has finished when this returns. Outside a Tokio
     /// runtime the plans run one after the other.
-    async fn execute_all(&self) -> Vec<Result<Vec<RecordBatch>, DetectError>> {
+    ///
+    /// A rule whose every scanned table is empty in this batch (the MAML
+    /// rules on traffic without MAML documents) is not executed: its result
+    /// is the empty result the plan would produce.
+    async fn execute_all(&self, tables: Tables<'_>) -> Vec<Result<Vec<RecordBatch>, DetectError>> {
+        let rows = |t: &str| match t {
+            "events" => tables.events.num_rows(),
+            "tool_defs" => tables.tool_defs.num_rows(),
+            "maml_docs" => tables.maml_docs.num_rows(),
+            _ => usize::MAX,
+        };
+        let idle =
+            |rule: &PlannedRule| !rule.reads.is_empty() && rule.reads.iter().all(|t| rows(t) == 0);
         let ctx = self.ctx.task_ctx();
         let mut out = Vec::with_capacity(self.rules.len());
         if tokio::runtime::Handle::try_current().is_err() || self.rules.len() < 2 {
             for rule in &self.rules {
-                out.push(run_plan(rule, ctx.clone()).await);
+                out.push(if idle(rule) {
+                    Ok(Vec::new())
+                } else {
+                    run_plan(rule, ctx.clone()).await
+                });
             }
             return out;
         }
         let handles: Vec<_> = self
             .rules
             .iter()
-            .map(|rule| tokio::spawn(run_plan(rule, ctx.clone())))
+            .map(|rule| (!idle(rule)).then(|| tokio::spawn(run_plan(rule, ctx.clone()))))
             .collect();
         for (rule, h) in self.rules.iter().zip(handles) {
+            let Some(h) = h else {
+                out.push(Ok(Vec::new()));
+                continue;
+            };
             out.push(h.await.unwrap_or_else(|e| {
                 Err(DetectError::Execution {
                     rule: rule.id().to_string(),
@@ -843,6 +870,18 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
         .sql_with_options(&rule.config.query, options)
         .await
         .map_err(|e| rule.error(line, format!("query: {e}")))?;
+    let mut reads: Vec<String> = Vec::new();
+    let walked = df.logical_plan().apply_with_subqueries(|node| {
+        if let datafusion::logical_expr::LogicalPlan::TableScan(scan) = node {
+            reads.push(scan.table_name.table().to_string());
+        }
+        Ok(datafusion::common::tree_node::TreeNodeRecursion::Continue)
+    });
+    if walked.is_err() {
+        reads.clear();
+    }
+    reads.sort();
+    reads.dedup();
     let plan = df
         .create_physical_plan()
         .await
@@ -987,5 +1026,6 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
         state,
         exceptions,
         plan,
+        reads,
     })
 }

@@ -128,3 +128,30 @@ async fn bad_sql_and_missing_columns_name_the_file_and_line() {
         .expect("refused");
     assert!(err.to_string().contains("ddl.yaml"), "{err}");
 }
+
+#[tokio::test]
+async fn every_shipped_rule_knows_the_tables_it_reads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+    let engine = Engine::new(dunes_detect::load_dir(&dir).expect("pack"))
+        .await
+        .expect("plans");
+    for r in engine.rules() {
+        let want: &[&str] = if r.id().starts_with("maml-") {
+            &["maml_docs"]
+        } else if r.id().starts_with("tool-") {
+            &["tool_defs"]
+        } else {
+            &["events"]
+        };
+        assert_eq!(r.reads(), want, "{}", r.id());
+    }
+    // a subquery's table counts too
+    let e = Engine::new(vec![rule(
+        "sub",
+        2,
+        "SELECT event_id, ts, session_id FROM events WHERE event_id IN (SELECT event_id FROM maml_docs)",
+    )])
+    .await
+    .expect("plans");
+    assert_eq!(e.rules()[0].reads(), ["events", "maml_docs"]);
+}
