@@ -118,7 +118,8 @@ pub struct MamlDoc {
     /// SHA-256 (hex) of the content: the canonical JSON of the front
     /// matter without `verification.signature`, a newline, the text before
     /// the first section, then `\n## <name>\n<text>` per section except
-    /// `History` (an append-only log), texts trimmed, `\r\n` read as `\n`.
+    /// `History` (an append-only log), texts trimmed, `\r\n` read as `\n`
+    /// (for a document over [`MAX_DOC_BYTES`]: of its raw bytes).
     pub digest: String,
     /// What the JSON↔MAML↔JSON conversion would change, if anything.
     pub roundtrip_issue: Option<String>,
@@ -188,39 +189,6 @@ fn split_front_matter(s: &str) -> Option<(&str, &str)> {
         pos += line.len();
     }
     None
-}
-
-/// Writes canonical JSON (object keys sorted, no white space).
-fn canonical(v: &Value, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<&String> = m.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                if let Some(x) = m.get(k) {
-                    canonical(x, out);
-                }
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(x, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
-    }
 }
 
 /// YAML constructs a JSON form cannot carry: tags, non-string keys,
@@ -449,8 +417,11 @@ fn content(fm: &Value, parsed: &Body) -> String {
     {
         v.remove("signature");
     }
-    let mut c = String::new();
-    canonical(&unsigned, &mut c);
+    // The crate's one canonical JSON form (keys in byte order, no white
+    // space), as for tool definitions and arguments.
+    let mut c = crate::json::parse(&unsigned.to_string())
+        .map(|j| crate::json::canonical_string(&j))
+        .unwrap_or_default();
     c.push('\n');
     c.push_str(&parsed.preamble);
     for (name, text) in &parsed.sections {
@@ -483,11 +454,12 @@ pub fn analyze_with(text: &str, keys: Option<&dyn SignatureCheck>) -> MamlDoc {
         sections: Vec::new(),
         sig_method: None,
         sig_status: SigStatus::None,
-        digest: sha256_hex(text.as_bytes()),
+        digest: String::new(),
         roundtrip_issue: None,
         bytes: text.len() as i64,
     };
     if text.len() > MAX_DOC_BYTES {
+        doc.digest = sha256_hex(text.as_bytes());
         doc.errors.push(format!(
             "document is {} bytes, limit {MAX_DOC_BYTES}",
             text.len()
@@ -526,9 +498,9 @@ pub fn analyze_with(text: &str, keys: Option<&dyn SignatureCheck>) -> MamlDoc {
         doc.errors.push("front matter is not a mapping".into());
     }
     let body_norm = body.replace("\r\n", "\n");
-    let parsed = parse_body(&body_norm);
+    let mut parsed = parse_body(&body_norm);
     doc.code_blocks = parsed.code_blocks;
-    doc.code_langs = parsed.code_langs.clone();
+    doc.code_langs = std::mem::take(&mut parsed.code_langs);
     doc.code_text = crate::secrets::redact_quiet(&parsed.code_text).into_owned();
     let mut seen: Vec<String> = Vec::new();
     for (name, text) in &parsed.sections {

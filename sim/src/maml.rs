@@ -286,6 +286,14 @@ pub(crate) fn pool(seed: u64) -> Vec<Doc> {
     (0..40).map(|_| benign(&mut r)).collect()
 }
 
+/// The value of a rendered document's `id:` line, as written (quoted);
+/// `"?"` when there is none.
+pub(crate) fn id_line(text: &str) -> &str {
+    text.lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .unwrap_or("?")
+}
+
 /// A `History` line appended by the hub when it returns a document.
 pub(crate) fn history_line(r: &mut R, t_ms: i64) -> String {
     let at = chrono::DateTime::from_timestamp_millis(t_ms)

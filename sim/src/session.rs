@@ -1117,12 +1117,12 @@ impl<'a> Sess<'a> {
             Cap::Translate => vec![text(fakes::sentence(&mut self.r))],
             Cap::SubmitMaml => vec![text(format!(
                 "registered {}",
-                args.as_object()
-                    .and_then(|o| o.values().next())
-                    .and_then(|v| v.as_str())
-                    .and_then(|d| d.lines().find(|l| l.starts_with("id: ")))
-                    .unwrap_or("id: ?")
-                    .trim_start_matches("id: ")
+                maml::id_line(
+                    args.as_object()
+                        .and_then(|o| o.values().next())
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("")
+                )
             ))],
             Cap::GetMaml => match self.w.maml_docs.iter().find(|d| d.id == first) {
                 Some(d) => {
@@ -1163,13 +1163,7 @@ impl<'a> Sess<'a> {
         self.benign_some(0, 2);
         self.think();
         let send = |sess: &mut Self, doc: String| {
-            let id = doc
-                .lines()
-                .find(|l| l.starts_with("id: "))
-                .unwrap_or("id: ?")
-                .trim_start_matches("id: ")
-                .trim_matches('"')
-                .to_string();
+            let id = maml::id_line(&doc).trim_matches('"').to_string();
             let args = Self::args(&submit, vec![json!(doc)]);
             sess.call(
                 &submit.name,
