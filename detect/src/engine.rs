@@ -942,6 +942,9 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
         within: 0,
         learn: 0,
         when: Default::default(),
+        idle: 0,
+        absolute: 0,
+        forget: 0,
     };
     let bool_col = |name: &Option<String>, key: &str| -> Result<Option<usize>, DetectError> {
         let Some(name) = name else {
@@ -1017,6 +1020,25 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 step: None,
                 fire_if: bool_col(&b.fire_if, "fire_if")?,
                 learn_if: bool_col(&b.learn_if, "learn_if")?,
+            })
+        }
+        RuleKind::Lifetime => {
+            let l = c
+                .lifetime
+                .as_ref()
+                .ok_or_else(|| rule.error(line, "lifetime rule lacks `lifetime`"))?;
+            Some(StateLayout {
+                spec: StateSpec {
+                    idle: dur(&rule, l.idle.as_deref(), 0),
+                    absolute: dur(&rule, l.absolute.as_deref(), 0),
+                    forget: dur(&rule, l.forget.as_deref(), 7 * 86_400_000_000),
+                    ..base
+                },
+                key: entity,
+                values: Vec::new(),
+                step: None,
+                fire_if: None,
+                learn_if: None,
             })
         }
     };

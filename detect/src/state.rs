@@ -1,4 +1,5 @@
-//! State of stateful rules (`threshold`, `sequence`, `baseline`), kept in
+//! State of stateful rules (`threshold`, `sequence`, `baseline`,
+//! `lifetime`), kept in
 //! the engine, keyed by entity and driven by event time.
 //!
 //! Each stateful rule's SQL is still planned once; it projects one row per
@@ -44,6 +45,12 @@ pub struct StateSpec {
     pub within: i64,
     pub learn: i64,
     pub when: BaselineWhen,
+    /// Lifetime: longest allowed gap between two events of an entity (0 = off).
+    pub idle: i64,
+    /// Lifetime: longest allowed time from an entity's first event (0 = off).
+    pub absolute: i64,
+    /// Lifetime: an entity unseen for this long is forgotten.
+    pub forget: i64,
 }
 
 /// One projected row fed to the state.
@@ -115,6 +122,16 @@ pub struct BaselineEntry {
     pub columns: Vec<BTreeSet<String>>,
 }
 
+/// The life of one entity (`lifetime` rules).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanEntry {
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// The absolute limit was reported (once per life).
+    #[serde(default)]
+    pub absolute_reported: bool,
+}
+
 /// The persisted state of one rule.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RuleState {
@@ -124,6 +141,8 @@ pub struct RuleState {
     pub windows: HashMap<String, VecDeque<WinEvent>>,
     pub sequences: HashMap<String, SeqEntity>,
     pub baselines: HashMap<String, BaselineEntry>,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub spans: HashMap<String, SpanEntry>,
     /// Keys changed (or removed) since the last [`RuleState::delta`].
     #[serde(skip)]
     dirty: Dirty,
@@ -136,6 +155,7 @@ struct Dirty {
     windows: HashSet<String>,
     sequences: HashSet<String>,
     baselines: HashSet<String>,
+    spans: HashSet<String>,
 }
 
 /// What changed in a [`RuleState`] since the previous delta: the counters,
@@ -152,6 +172,8 @@ pub struct RuleDelta<W = VecDeque<WinEvent>, S = SeqEntity, B = BaselineEntry> {
     pub sequences: BTreeMap<String, Option<S>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub baselines: BTreeMap<String, Option<B>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spans: BTreeMap<String, Option<SpanEntry>>,
 }
 
 /// A [`RuleDelta`] borrowing the live values (encoded without copying them).
@@ -194,7 +216,8 @@ impl RuleState {
         self.dirty.touched
             || !(self.dirty.windows.is_empty()
                 && self.dirty.sequences.is_empty()
-                && self.dirty.baselines.is_empty())
+                && self.dirty.baselines.is_empty()
+                && self.dirty.spans.is_empty())
     }
 
     /// The changes since the previous call (which they reset), borrowing
@@ -208,6 +231,10 @@ impl RuleState {
             windows: changed(dirty.windows, &self.windows),
             sequences: changed(dirty.sequences, &self.sequences),
             baselines: changed(dirty.baselines, &self.baselines),
+            spans: changed(dirty.spans, &self.spans)
+                .into_iter()
+                .map(|(k, v)| (k, v.copied()))
+                .collect(),
         }
     }
 
@@ -219,6 +246,7 @@ impl RuleState {
         apply_changes(&mut self.windows, delta.windows);
         apply_changes(&mut self.sequences, delta.sequences);
         apply_changes(&mut self.baselines, delta.baselines);
+        apply_changes(&mut self.spans, delta.spans);
     }
 
     pub fn watermark(&self, spec: &StateSpec) -> Option<i64> {
@@ -253,7 +281,9 @@ impl RuleState {
                 && row.ts < wm
             {
                 late += 1;
-                if spec.kind != RuleKind::Baseline && row.ts < wm.saturating_sub(horizon) {
+                if matches!(spec.kind, RuleKind::Threshold | RuleKind::Sequence)
+                    && row.ts < wm.saturating_sub(horizon)
+                {
                     too_late += 1;
                 }
             }
@@ -261,6 +291,7 @@ impl RuleState {
                 RuleKind::Threshold => self.threshold(spec, &row),
                 RuleKind::Sequence => self.sequence(spec, &row),
                 RuleKind::Baseline => self.baseline(spec, &row),
+                RuleKind::Lifetime => self.lifetime(spec, &row),
                 RuleKind::Match => Vec::new(),
             };
             for f in fire {
@@ -330,6 +361,30 @@ impl RuleState {
                     for (_, k) in seen.into_iter().take(drop) {
                         self.baselines.remove(&k);
                         self.dirty.baselines.insert(k);
+                    }
+                }
+            }
+            RuleKind::Lifetime => {
+                let forget_before = wm.saturating_sub(spec.forget);
+                let dirty = &mut self.dirty.spans;
+                self.spans.retain(|k, e| {
+                    let keep = e.last_ts >= forget_before;
+                    if !keep {
+                        dirty.insert(k.clone());
+                    }
+                    keep
+                });
+                if self.spans.len() > MAX_BASELINE_KEYS {
+                    let mut seen: Vec<(i64, String)> = self
+                        .spans
+                        .iter()
+                        .map(|(k, v)| (v.last_ts, k.clone()))
+                        .collect();
+                    seen.sort();
+                    let drop = self.spans.len() - MAX_BASELINE_KEYS;
+                    for (_, k) in seen.into_iter().take(drop) {
+                        self.spans.remove(&k);
+                        self.dirty.spans.insert(k);
                     }
                 }
             }
@@ -569,6 +624,64 @@ impl RuleState {
     }
 }
 
+impl RuleState {
+    /// A lifetime row: a gap over `idle` since the entity's previous event,
+    /// or (once per life) an event over `absolute` after its first.
+    fn lifetime(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
+        self.bump(row.ts);
+        self.dirty.spans.insert(row.key.clone());
+        let Some(e) = self.spans.get_mut(&row.key) else {
+            self.spans.insert(
+                row.key.clone(),
+                SpanEntry {
+                    first_ts: row.ts,
+                    last_ts: row.ts,
+                    absolute_reported: false,
+                },
+            );
+            return Vec::new();
+        };
+        let rfc = |t: i64| Value::from(crate::incident::micros_to_dt(t).to_rfc3339());
+        let secs = |us: i64| Value::from(us / 1_000_000);
+        let mut out = Vec::new();
+        let gap = row.ts - e.last_ts;
+        if spec.idle > 0 && gap > spec.idle {
+            let mut detail = Map::new();
+            detail.insert("violation".into(), Value::from("idle"));
+            detail.insert("idle_gap_s".into(), secs(gap));
+            detail.insert("idle_limit_s".into(), secs(spec.idle));
+            detail.insert("previous_event_ts".into(), rfc(e.last_ts));
+            detail.insert("first_seen".into(), rfc(e.first_ts));
+            out.push(StateFire {
+                first_ts: e.last_ts,
+                ts: row.ts,
+                event_ids: vec![row.event_id.clone()],
+                prior_evidence: Vec::new(),
+                detail,
+            });
+        }
+        e.first_ts = e.first_ts.min(row.ts);
+        e.last_ts = e.last_ts.max(row.ts);
+        let age = row.ts - e.first_ts;
+        if spec.absolute > 0 && age > spec.absolute && !e.absolute_reported {
+            e.absolute_reported = true;
+            let mut detail = Map::new();
+            detail.insert("violation".into(), Value::from("absolute"));
+            detail.insert("age_s".into(), secs(age));
+            detail.insert("absolute_limit_s".into(), secs(spec.absolute));
+            detail.insert("first_seen".into(), rfc(e.first_ts));
+            out.push(StateFire {
+                first_ts: e.first_ts,
+                ts: row.ts,
+                event_ids: vec![row.event_id.clone()],
+                prior_evidence: Vec::new(),
+                detail,
+            });
+        }
+        out
+    }
+}
+
 fn aggregate<'a>(agg: Aggregate, it: impl Iterator<Item = &'a WinEvent>) -> (f64, usize) {
     match agg {
         Aggregate::Count => {
@@ -626,6 +739,9 @@ mod tests {
             within: 120_000_000,
             learn: 0,
             when: BaselineWhen::Any,
+            idle: 0,
+            absolute: 0,
+            forget: 0,
         }
     }
 
@@ -841,8 +957,16 @@ mod tests {
     /// and removed keys, for every kind.
     #[test]
     fn deltas_replayed_in_order_rebuild_the_state() {
-        for kind in [RuleKind::Threshold, RuleKind::Sequence, RuleKind::Baseline] {
-            let s = spec(kind);
+        for kind in [
+            RuleKind::Threshold,
+            RuleKind::Sequence,
+            RuleKind::Baseline,
+            RuleKind::Lifetime,
+        ] {
+            let mut s = spec(kind);
+            if kind == RuleKind::Lifetime {
+                (s.idle, s.absolute, s.forget) = (50_000_000, 400_000_000, 200_000_000);
+            }
             let mut live = RuleState::default();
             let mut copy = RuleState::default();
             let mut removed = 0;
@@ -862,9 +986,12 @@ mod tests {
                         r
                     })
                     .collect();
-                let before = live.windows.len() + live.sequences.len() + live.baselines.len();
+                let size = |l: &RuleState| {
+                    l.windows.len() + l.sequences.len() + l.baselines.len() + l.spans.len()
+                };
+                let before = size(&live);
                 live.process(&s, rows);
-                let after = live.windows.len() + live.sequences.len() + live.baselines.len();
+                let after = size(&live);
                 removed += before.saturating_sub(after);
                 let json = serde_json::to_string(&live.delta()).unwrap();
                 copy.apply(serde_json::from_str(&json).unwrap());
@@ -879,5 +1006,42 @@ mod tests {
                 assert!(removed > 0, "{kind:?}: keys expired on the way");
             }
         }
+    }
+
+    #[test]
+    fn lifetime_reports_idle_gaps_and_the_absolute_limit_once() {
+        let mut s = spec(RuleKind::Lifetime);
+        (s.idle, s.absolute, s.forget) = (600_000_000, 3_600_000_000, 86_400_000_000);
+        let mut st = RuleState::default();
+        // active every 5 minutes for 25 minutes: nothing
+        let rows = (0..6)
+            .map(|i| row(i * 300, &format!("a{i}"), "s1"))
+            .collect();
+        let (f, _, _) = st.process(&s, rows);
+        assert!(f.is_empty(), "{f:?}");
+        // 15 minutes of silence, then the session id is used again
+        let (f, _, _) = st.process(&s, vec![row(1500 + 900, "late-use", "s1")]);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].1.detail["violation"], "idle");
+        assert_eq!(f[0].1.detail["idle_gap_s"], 900);
+        assert_eq!(f[0].1.event_ids, vec!["late-use"]);
+        // past one hour from the first event: once, not on every later event
+        let steady = (0..5)
+            .map(|i| row(2400 + 300 * i, &format!("c{i}"), "s1"))
+            .collect();
+        assert!(st.process(&s, steady).0.is_empty());
+        let (f, _, _) = st.process(&s, vec![row(3700, "old-1", "s1"), row(3800, "old-2", "s1")]);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert_eq!(f[0].1.detail["violation"], "absolute");
+        assert_eq!(f[0].1.event_ids, vec!["old-1"]);
+        // another session is independent; a late row does not open a gap
+        let (f, _, _) = st.process(&s, vec![row(4400, "b0", "s2"), row(4390, "b-late", "s2")]);
+        assert!(f.is_empty(), "{f:?}");
+        // a day of silence: s1 and s2 are forgotten, a new life starts
+        let (f, _, _) = st.process(&s, vec![row(4400 + 90_000, "x", "s3")]);
+        assert!(f.is_empty());
+        assert_eq!(st.spans.keys().collect::<Vec<_>>(), vec!["s3"]);
+        let (f, _, _) = st.process(&s, vec![row(4400 + 90_010, "again", "s1")]);
+        assert!(f.is_empty(), "a forgotten entity starts afresh: {f:?}");
     }
 }

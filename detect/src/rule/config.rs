@@ -137,6 +137,19 @@ pub struct RuleTest {
     pub name: String,
     pub expect: u64,
     pub input: Vec<serde_json::Value>,
+    /// Rate tests: the input is sent `times` times, copy *k* shifted by
+    /// *k* × `every` (ts), with `.k` appended to event ids and JSON-RPC ids
+    /// made unique.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repeat: Option<TestRepeat>,
+}
+
+/// `repeat:` of an inline test.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestRepeat {
+    pub times: u32,
+    pub every: String,
 }
 
 /// A rule exactly as written in its YAML file.
@@ -168,6 +181,9 @@ pub struct RuleConfig {
     /// `baseline` rules: key and watched value columns.
     #[serde(default)]
     pub baseline: Option<BaselineSpec>,
+    /// `lifetime` rules: idle and absolute limits per entity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifetime: Option<LifetimeSpec>,
     /// How far behind the newest event time an event may arrive and still be
     /// evaluated against full state (default 5m). See rule-format.md.
     #[serde(default)]
@@ -222,6 +238,7 @@ pub enum RuleKind {
     Threshold,
     Sequence,
     Baseline,
+    Lifetime,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -307,6 +324,22 @@ pub struct BaselineSpec {
     /// definition that is malicious on its face must not become "normal").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learn_if: Option<String>,
+}
+
+/// `lifetime:` — the life of an entity (a session) from its first event:
+/// a gap longer than `idle` between two of its events, or an event more
+/// than `absolute` after its first, is a violation. At least one is set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub absolute: Option<String>,
+    /// How long an entity is remembered after its last event (default 7d);
+    /// an entity seen again after that starts a new life.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -478,12 +511,14 @@ impl LoadedRule {
                 forbid(c.threshold.is_some(), "threshold")?;
                 forbid(c.sequence.is_some(), "sequence")?;
                 forbid(c.baseline.is_some(), "baseline")?;
+                forbid(c.lifetime.is_some(), "lifetime")?;
             }
             RuleKind::Threshold => {
                 need(c.window.is_some(), "threshold", "window")?;
                 need(c.threshold.is_some(), "threshold", "threshold")?;
                 forbid(c.sequence.is_some(), "sequence")?;
                 forbid(c.baseline.is_some(), "baseline")?;
+                forbid(c.lifetime.is_some(), "lifetime")?;
                 let w = c.window.as_ref().map(|w| w.size.clone());
                 dur("window:", &w)?;
                 if w.as_deref().and_then(parse_duration_us) == Some(0) {
@@ -520,6 +555,7 @@ impl LoadedRule {
                 forbid(c.window.is_some(), "window")?;
                 forbid(c.threshold.is_some(), "threshold")?;
                 forbid(c.baseline.is_some(), "baseline")?;
+                forbid(c.lifetime.is_some(), "lifetime")?;
                 let s = c.sequence.as_ref().map(|s| s.within.clone());
                 dur("sequence:", &s)?;
                 if c.sequence.as_ref().is_some_and(|s| s.steps.len() < 2) {
@@ -533,6 +569,7 @@ impl LoadedRule {
                 forbid(c.window.is_some(), "window")?;
                 forbid(c.threshold.is_some(), "threshold")?;
                 forbid(c.sequence.is_some(), "sequence")?;
+                forbid(c.lifetime.is_some(), "lifetime")?;
                 if let Some(b) = &c.baseline {
                     if b.key.is_empty() || b.value.is_empty() {
                         return Err(self.error(
@@ -541,6 +578,27 @@ impl LoadedRule {
                         ));
                     }
                     dur("baseline:", &b.learn)?;
+                }
+            }
+            RuleKind::Lifetime => {
+                need(c.lifetime.is_some(), "lifetime", "lifetime")?;
+                forbid(c.window.is_some(), "window")?;
+                forbid(c.threshold.is_some(), "threshold")?;
+                forbid(c.sequence.is_some(), "sequence")?;
+                forbid(c.baseline.is_some(), "baseline")?;
+                if let Some(l) = &c.lifetime {
+                    dur("lifetime:", &l.idle)?;
+                    dur("lifetime:", &l.absolute)?;
+                    dur("lifetime:", &l.forget)?;
+                    let set = |v: &Option<String>| {
+                        v.as_deref().and_then(parse_duration_us).unwrap_or(0) > 0
+                    };
+                    if !set(&l.idle) && !set(&l.absolute) {
+                        return Err(self.error(
+                            line_of("lifetime:"),
+                            "lifetime needs a non-zero `idle` or `absolute` (or both)",
+                        ));
+                    }
                 }
             }
         }
@@ -575,11 +633,15 @@ impl LoadedRule {
     /// is discarded on load.
     pub fn state_key(&self) -> String {
         let c = &self.config;
-        let text = serde_json::json!({
+        let mut text = serde_json::json!({
             "kind": c.kind, "window": c.window, "threshold": c.threshold,
             "sequence": c.sequence, "baseline": c.baseline, "query": c.query,
             "entity": c.entity,
         });
+        // only when set, so the keys of the other kinds stay what they were
+        if let Some(l) = &c.lifetime {
+            text["lifetime"] = serde_json::json!(l);
+        }
         hex::encode(Sha256::digest(text.to_string().as_bytes()))
     }
 

@@ -401,6 +401,7 @@ fn base_config(
         threshold: None,
         sequence: None,
         baseline: None,
+        lifetime: None,
         lateness: ext.lateness,
         suppress: ext.suppress,
         exceptions: Vec::new(),
