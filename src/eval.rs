@@ -20,6 +20,10 @@ pub struct ScenarioScore {
     pub sessions: usize,
     pub detected: usize,
     pub missed: Vec<String>,
+    /// Missed sessions whose events an incident attributed to another
+    /// session cites (e.g. folded by suppression into the update of a
+    /// server-wide incident raised for an earlier session).
+    pub cited_elsewhere: usize,
     /// rule id → sessions of this scenario it fired on.
     pub rules: BTreeMap<String, usize>,
 }
@@ -30,6 +34,8 @@ pub struct EvalReport {
     pub incidents: usize,
     /// Incidents whose session is not in the labels (or have none).
     pub unlabelled_incidents: usize,
+    /// Their rules (self-monitoring incidents have no session).
+    pub unlabelled_rules: BTreeSet<String>,
     pub scenarios: BTreeMap<String, ScenarioScore>,
     /// benign session → rules that flagged it.
     pub false_positives: BTreeMap<String, BTreeSet<String>>,
@@ -89,27 +95,59 @@ impl EvalReport {
     }
 }
 
+/// Which session each input event belongs to (event id → session id), for
+/// incidents that name events of several sessions (a principal's or a
+/// server's).
+pub type EventSessions = std::collections::HashMap<String, String>;
+
 /// Scores incidents against labels (session_id → scenario, `benign` for
-/// clean sessions).
-pub fn score(labels: &BTreeMap<String, String>, incidents: &[Incident]) -> EvalReport {
+/// clean sessions). An incident counts for its own session; one whose
+/// entity is a principal (and not a session: per-principal rates) accuses
+/// that principal in every session it cites, so it also counts for each
+/// labelled session one of its `event_ids` belongs to (`sessions`), benign
+/// ones included. Server-wide incidents (error bursts, downgrades) accuse
+/// the server, not the sessions whose events they cite; anomaly incidents
+/// keep their own window attribution.
+pub fn score(
+    labels: &BTreeMap<String, String>,
+    incidents: &[Incident],
+    sessions: &EventSessions,
+) -> EvalReport {
     let mut by_session: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     let mut report = EvalReport {
         incidents: incidents.len(),
         ..EvalReport::default()
     };
+    let cited_anywhere: BTreeSet<&str> = incidents
+        .iter()
+        .flat_map(|i| &i.event_ids)
+        .filter_map(|e| sessions.get(e).map(String::as_str))
+        .collect();
     for inc in incidents {
-        match inc
+        let principal_wide = inc.entity.contains_key("principal")
+            && !inc.entity.contains_key("session_id")
+            && inc.rule_id != dunes_detect::anomaly::RULE_ID;
+        let cited = inc
             .session_id
             .as_deref()
+            .into_iter()
+            .chain(
+                inc.event_ids
+                    .iter()
+                    .filter(|_| principal_wide)
+                    .filter_map(|e| sessions.get(e).map(String::as_str)),
+            )
             .filter(|s| labels.contains_key(*s))
-        {
-            Some(s) => {
-                by_session
-                    .entry(s)
-                    .or_default()
-                    .insert(inc.rule_id.as_str());
-            }
-            None => report.unlabelled_incidents += 1,
+            .collect::<BTreeSet<_>>();
+        if cited.is_empty() {
+            report.unlabelled_incidents += 1;
+            report.unlabelled_rules.insert(inc.rule_id.clone());
+        }
+        for s in cited {
+            by_session
+                .entry(s)
+                .or_default()
+                .insert(inc.rule_id.as_str());
         }
     }
     let rule = dunes_detect::anomaly::RULE_ID;
@@ -180,7 +218,10 @@ pub fn score(labels: &BTreeMap<String, String>, incidents: &[Incident]) -> EvalR
                     );
                 }
             }
-            None => sc.missed.push(session.clone()),
+            None => {
+                sc.cited_elsewhere += cited_anywhere.contains(session.as_str()) as usize;
+                sc.missed.push(session.clone());
+            }
         }
     }
     report.anomaly.fpr =
@@ -195,7 +236,7 @@ pub fn score(labels: &BTreeMap<String, String>, incidents: &[Incident]) -> EvalR
 pub async fn replay_with_model(
     cfg: &Config,
     events: &Path,
-) -> anyhow::Result<((u64, Vec<Incident>), Option<String>)> {
+) -> anyhow::Result<((u64, Vec<Incident>, EventSessions), Option<String>)> {
     let tmp = std::env::temp_dir().join(format!(
         "dunes-eval-{}-{}",
         std::process::id(),
@@ -215,16 +256,33 @@ pub async fn replay_with_model(
 async fn replay_into(
     cfg: &Config,
     events: &Path,
-) -> anyhow::Result<((u64, Vec<Incident>), Option<String>)> {
+) -> anyhow::Result<((u64, Vec<Incident>, EventSessions), Option<String>)> {
+    #[derive(serde::Deserialize)]
+    struct SessionOf {
+        session_id: Option<String>,
+    }
+    let mut sessions = EventSessions::new();
     let store = Arc::new(IncidentStore::new());
-    let mut pipeline = Pipeline::open(cfg, store, None).await?;
+    let mut pipeline = Pipeline::open(cfg, store.clone(), None).await?;
     let reader = dunes_ingest::source::open_file(events, cfg.ingest.max_line_bytes)
         .with_context(|| format!("cannot open {}", events.display()))?;
     let batch = cfg.ingest.batch_size.max(1);
     let mut incidents = Vec::new();
     let mut buf = Vec::with_capacity(batch);
     for rec in reader {
-        buf.push(rec?);
+        let rec = rec?;
+        if let (
+            Some(id),
+            Ok(SessionOf {
+                session_id: Some(s),
+            }),
+        ) = (
+            dunes_ingest::event_id_of(&rec.bytes),
+            serde_json::from_slice::<SessionOf>(&rec.bytes),
+        ) {
+            sessions.insert(id, s);
+        }
+        buf.push(rec);
         if buf.len() >= batch {
             incidents.extend(pipeline.process(std::mem::take(&mut buf)).await?.incidents);
         }
@@ -233,7 +291,15 @@ async fn replay_into(
     let envelopes = pipeline.stats.envelopes;
     let model = pipeline.anomaly_model_version().flatten();
     pipeline.close()?;
-    Ok(((envelopes, incidents), model))
+    // The incidents as they stand at the end: suppression updates included
+    // (a batch reports only its new incidents).
+    let (finals, _) = store.changed_since(0, usize::MAX);
+    let incidents = if finals.len() >= incidents.len() {
+        finals
+    } else {
+        incidents
+    };
+    Ok(((envelopes, incidents, sessions), model))
 }
 
 pub async fn run(cfg: &Config, events: &Path, labels: &Path, json: bool) -> anyhow::Result<bool> {
@@ -246,8 +312,8 @@ pub async fn run(cfg: &Config, events: &Path, labels: &Path, json: bool) -> anyh
             labels.display()
         )
     })?;
-    let ((envelopes, incidents), model) = replay_with_model(cfg, events).await?;
-    let mut report = score(&labels, &incidents);
+    let ((envelopes, incidents, sessions), model) = replay_with_model(cfg, events).await?;
+    let mut report = score(&labels, &incidents, &sessions);
     report.envelopes = envelopes;
     report.anomaly.model_version = model;
     report.anomaly.target_fpr = cfg.anomaly.target_fpr;
@@ -268,8 +334,16 @@ pub async fn run(cfg: &Config, events: &Path, labels: &Path, json: bool) -> anyh
 }
 
 fn print_report(r: &EvalReport, events: &Path) {
+    let outside = if r.unlabelled_rules.is_empty() {
+        String::new()
+    } else {
+        format!(
+            ": {}",
+            Vec::from_iter(r.unlabelled_rules.iter().cloned()).join(", ")
+        )
+    };
     println!(
-        "{}: {} envelopes, {} incidents ({} outside labelled sessions)",
+        "{}: {} envelopes, {} incidents ({} outside labelled sessions{outside})",
         events.display(),
         r.envelopes,
         r.incidents,
@@ -299,6 +373,12 @@ fn print_report(r: &EvalReport, events: &Path) {
         println!("{name:<30} {shown}  {}", rules.join(", "));
         if name != "benign" && !s.missed.is_empty() && s.missed.len() <= 10 {
             println!("{:<30}   missed: {}", "", s.missed.join(", "));
+        }
+        if name != "benign" && s.cited_elsewhere > 0 {
+            println!(
+                "{:<30}   of the missed, {} cited by an incident of another session (suppression folded them into its update)",
+                "", s.cited_elsewhere
+            );
         }
     }
     let (d, n) = r.attack_recall(&[]);

@@ -140,7 +140,8 @@ enum Command {
     #[command(
         after_help = "Examples:\n  dunes simulate --sessions 1000 --seed 3 --out traffic.ndjson --labels labels.json
   dunes simulate --sessions 50 | dunes run --stdin --no-http
-  dunes simulate --maml --sessions 400 --out maml.ndjson --labels maml.labels.json"
+  dunes simulate --maml --sessions 400 --out maml.ndjson --labels maml.labels.json
+  dunes simulate --standard --scenarios principal_flood,server_degraded --sessions 300 --out s.ndjson"
     )]
     Simulate {
         #[arg(long, default_value_t = 100)]
@@ -164,6 +165,12 @@ enum Command {
         /// maml_rug_pull).
         #[arg(long)]
         maml: bool,
+        /// Add the session, replay, rate, downgrade and degradation
+        /// situations of the DUNES standard (session_expired_reuse,
+        /// auth_downgrade, principal_flood, request_replay,
+        /// protocol_downgrade, server_degraded).
+        #[arg(long)]
+        standard: bool,
     },
     /// Simulate traffic, run it through the pipeline, print incidents and
     /// keep the API up.
@@ -748,6 +755,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             attack_ratio,
             scenarios,
             maml,
+            standard,
         } => {
             let scenarios = scenarios
                 .iter()
@@ -759,6 +767,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 attack_ratio,
                 scenarios: (!scenarios.is_empty()).then_some(scenarios),
                 maml,
+                standard,
                 ..dunes_sim::SimConfig::default()
             };
             simulate(&cfg, out.as_deref(), labels.as_deref())?;

@@ -58,10 +58,16 @@ pub enum Scenario {
     MamlPrivilege,
     MamlTamper,
     MamlRugPull,
+    SessionExpiredReuse,
+    AuthDowngrade,
+    PrincipalFlood,
+    RequestReplay,
+    ProtocolDowngrade,
+    ServerDegraded,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 26] = [
         Scenario::Benign,
         Scenario::ToolPoisoning,
         Scenario::RugPull,
@@ -82,6 +88,24 @@ impl Scenario {
         Scenario::MamlPrivilege,
         Scenario::MamlTamper,
         Scenario::MamlRugPull,
+        Scenario::SessionExpiredReuse,
+        Scenario::AuthDowngrade,
+        Scenario::PrincipalFlood,
+        Scenario::RequestReplay,
+        Scenario::ProtocolDowngrade,
+        Scenario::ServerDegraded,
+    ];
+
+    /// Session, replay, rate, downgrade and degradation situations of the
+    /// DUNES standard (§2.2, §4.1, §5.1, §10.1), generated with
+    /// `SimConfig::standard` or when named in `scenarios`.
+    pub const STANDARD: [Scenario; 6] = [
+        Scenario::SessionExpiredReuse,
+        Scenario::AuthDowngrade,
+        Scenario::PrincipalFlood,
+        Scenario::RequestReplay,
+        Scenario::ProtocolDowngrade,
+        Scenario::ServerDegraded,
     ];
 
     /// The MAML attacks (generated with `SimConfig::maml`, on the MAML hub).
@@ -133,6 +157,12 @@ impl Scenario {
             Scenario::MamlPrivilege => "maml_privilege",
             Scenario::MamlTamper => "maml_tamper",
             Scenario::MamlRugPull => "maml_rug_pull",
+            Scenario::SessionExpiredReuse => "session_expired_reuse",
+            Scenario::AuthDowngrade => "auth_downgrade",
+            Scenario::PrincipalFlood => "principal_flood",
+            Scenario::RequestReplay => "request_replay",
+            Scenario::ProtocolDowngrade => "protocol_downgrade",
+            Scenario::ServerDegraded => "server_degraded",
         }
     }
 
@@ -149,6 +179,10 @@ impl Scenario {
             | Scenario::HeaderMismatch => 3,
             Scenario::MamlInvalid => 4,
             Scenario::MamlInjection | Scenario::MamlPrivilege | Scenario::MamlTamper => 3,
+            Scenario::SessionExpiredReuse
+            | Scenario::PrincipalFlood
+            | Scenario::RequestReplay
+            | Scenario::ServerDegraded => 2,
             _ => 1,
         }
     }
@@ -200,6 +234,8 @@ pub struct SimConfig {
     /// Add a MAML document hub to the estate: benign MAML traffic and the
     /// MAML attacks (also on when `scenarios` names a MAML attack).
     pub maml: bool,
+    /// Add the [`Scenario::STANDARD`] situations to the attacks.
+    pub standard: bool,
 }
 
 impl SimConfig {
@@ -234,6 +270,7 @@ impl Default for SimConfig {
             attack_ratio: 0.3,
             scenarios: None,
             maml: false,
+            standard: false,
         }
     }
 }
@@ -281,11 +318,25 @@ impl Planner {
         } else {
             &[]
         };
+        let standard: &[Scenario] = if cfg.standard {
+            &Scenario::STANDARD
+        } else {
+            &[]
+        };
         let attacks_allowed: Vec<Scenario> = match &cfg.scenarios {
-            None => Scenario::ATTACKS.iter().chain(maml).copied().collect(),
+            None => Scenario::ATTACKS
+                .iter()
+                .chain(maml)
+                .chain(standard)
+                .copied()
+                .collect(),
             Some(v) => {
                 let mut out: Vec<Scenario> = Vec::new();
-                for s in Scenario::ATTACKS.into_iter().chain(Scenario::MAML) {
+                for s in Scenario::ATTACKS
+                    .into_iter()
+                    .chain(Scenario::MAML)
+                    .chain(Scenario::STANDARD)
+                {
                     if v.contains(&s) {
                         out.push(s);
                     }
@@ -418,6 +469,7 @@ fn mk_spec(
         token_fp: fakes::hex(r, 16),
         variant: 0,
         focus_tool: None,
+        proto: None,
     }
 }
 
@@ -472,7 +524,13 @@ fn eligible(sc: Scenario, s: &world::Server) -> bool {
             any(&[Cap::ReadFile, Cap::ListDir, Cap::RunShell, Cap::RunQuery])
         }
         Scenario::Ssrf => any(&[Cap::FetchUrl, Cap::HttpPost]),
-        Scenario::TokenMisuse | Scenario::SessionHijack => !s.localhost,
+        Scenario::TokenMisuse
+        | Scenario::SessionHijack
+        | Scenario::SessionExpiredReuse
+        | Scenario::AuthDowngrade
+        | Scenario::RequestReplay
+        | Scenario::ProtocolDowngrade => !s.localhost && !s.tools.is_empty(),
+        Scenario::PrincipalFlood | Scenario::ServerDegraded => !s.tools.is_empty(),
         Scenario::DnsRebinding => s.localhost,
         Scenario::HeaderMismatch => s.tools.len() >= 2 && !s.localhost,
         Scenario::ReconAnomaly => s.kind == Kind::Docs && s.res_count >= 60,
@@ -515,7 +573,11 @@ fn plan_attack(
     let variant = r.random_range(0..sc.variants());
     let history = matches!(
         sc,
-        Scenario::RugPull | Scenario::ToolShadowing | Scenario::ReconAnomaly
+        Scenario::RugPull
+            | Scenario::ToolShadowing
+            | Scenario::ReconAnomaly
+            | Scenario::AuthDowngrade
+            | Scenario::ProtocolDowngrade
     ) || (sc == Scenario::TokenMisuse && variant == 1);
     let need_http = history
         || matches!(
@@ -524,10 +586,14 @@ fn plan_attack(
                 | Scenario::SessionHijack
                 | Scenario::DnsRebinding
                 | Scenario::HeaderMismatch
+                | Scenario::SessionExpiredReuse
+                | Scenario::RequestReplay
+                | Scenario::PrincipalFlood
         );
     let mut n_ctx: u64 = match sc {
         Scenario::RugPull | Scenario::ReconAnomaly => r.random_range(1..=3),
-        Scenario::ToolShadowing => r.random_range(1..=2),
+        Scenario::ToolShadowing | Scenario::AuthDowngrade => r.random_range(1..=2),
+        Scenario::ProtocolDowngrade => 1,
         Scenario::TokenMisuse if variant == 1 => 1,
         _ => 0,
     };
@@ -606,6 +672,10 @@ fn plan_attack(
         if sc == Scenario::TokenMisuse {
             s.token_fp = token.clone();
         }
+        if sc == Scenario::ProtocolDowngrade {
+            // the server first answers a modern client as asked
+            s.proto = Some("2025-11-25");
+        }
         specs.push(s);
         t += r.random_range(10 * 60_000..40 * 60_000);
     }
@@ -620,6 +690,34 @@ fn plan_attack(
     main.focus_tool = focus;
     if sc == Scenario::TokenMisuse && variant == 1 {
         main.token_fp = token;
+    }
+    if sc == Scenario::ProtocolDowngrade {
+        main.proto = Some("2025-11-25");
+    }
+    if sc == Scenario::PrincipalFlood {
+        // one principal, many short sessions at once (each under the
+        // per-session flood limit, together over the per-principal one)
+        let n = r.random_range(7..=9).min(remaining.max(1));
+        for k in 1..n {
+            let tr = pick_transport(r, &w.servers[server], true);
+            let start = t + r.random_range(0..40_000);
+            let mut s = mk_spec(
+                seed,
+                unit,
+                k + 10,
+                start,
+                sc,
+                Role::Attack,
+                server,
+                principal,
+                tr,
+                r,
+            );
+            s.variant = variant;
+            s.focus_tool = focus;
+            s.token_fp = main.token_fp.clone();
+            specs.push(s);
+        }
     }
     specs.push(main);
     specs

@@ -54,6 +54,8 @@ pub(crate) struct Spec {
     pub token_fp: String,
     pub variant: u32,
     pub focus_tool: Option<usize>,
+    /// The protocol revision the client asks for (else drawn at random).
+    pub proto: Option<&'static str>,
 }
 
 #[derive(Serialize, Clone, Debug)]
@@ -148,10 +150,11 @@ pub(crate) fn generate(w: &World, spec: &Spec) -> Vec<(i64, String)> {
     let mut r = crate::sub_rng(spec.seed, &[1]);
     let p = &w.principals[spec.principal % w.principals.len().max(1)];
     let c = &w.clients[p.client % w.clients.len().max(1)];
-    let proto = pick(
+    let drawn = pick(
         &mut r,
         &["2025-11-25", "2025-11-25", "2025-06-18", "2025-03-26"],
     );
+    let proto = spec.proto.unwrap_or(drawn);
     let (http, auth) = if spec.transport == Transport::Stdio {
         (None, None)
     } else {
@@ -390,8 +393,14 @@ impl<'a> Sess<'a> {
     }
 
     fn handshake(&mut self, list_changed: bool) {
+        self.handshake_asking(list_changed, self.proto);
+    }
+
+    /// The handshake, the client asking for `asked` (the server answers
+    /// `self.proto`).
+    fn handshake_asking(&mut self, list_changed: bool, asked: &str) {
         let params = json!({
-            "protocolVersion": self.proto,
+            "protocolVersion": asked,
             "capabilities": self.w.clients[self.w.principals[self.spec.principal % self.w.principals.len().max(1)].client % self.w.clients.len().max(1)].caps.clone(),
             "clientInfo": self.client,
         });
@@ -1272,6 +1281,180 @@ impl<'a> Sess<'a> {
             | Scenario::MamlPrivilege
             | Scenario::MamlTamper
             | Scenario::MamlRugPull => self.maml_attack(),
+            Scenario::SessionExpiredReuse => self.expired_reuse(),
+            Scenario::AuthDowngrade => self.auth_downgrade(),
+            Scenario::PrincipalFlood => self.principal_flood(),
+            Scenario::RequestReplay => self.request_replay(),
+            Scenario::ProtocolDowngrade => self.protocol_downgrade(),
+            Scenario::ServerDegraded => self.server_degraded(),
+        }
+    }
+
+    /// A client that moves to another address and tool (a copied session id).
+    fn foreign_client(&mut self) {
+        let ip = format!(
+            "{}.{}.{}.{}",
+            self.r.random_range(23..220),
+            self.r.random_range(0..255),
+            self.r.random_range(0..255),
+            self.r.random_range(1..254)
+        );
+        if let Some(h) = self.http.as_mut() {
+            h.src_ip = ip;
+            h.user_agent = "python-httpx/0.28.1".to_string();
+            h.origin = None;
+        }
+    }
+
+    /// The session goes quiet, then its id is used again hours later
+    /// (variant 1: from another address: a copied `Mcp-Session-Id`).
+    fn expired_reuse(&mut self) {
+        self.handshake(false);
+        self.list_tools();
+        self.benign_some(2, 5);
+        self.think_range(75 * 60_000, 5 * 3_600_000);
+        if self.spec.variant % 2 == 1 {
+            self.foreign_client();
+        }
+        self.benign_some(1, 4);
+    }
+
+    /// A server whose clients all authenticate serves a session that
+    /// presents no credentials at all.
+    fn auth_downgrade(&mut self) {
+        self.auth = None;
+        self.handshake(false);
+        self.list_tools();
+        self.benign_some(2, 6);
+    }
+
+    /// One of several sessions of one principal opened at once, each busy
+    /// but under the per-session flood limit.
+    fn principal_flood(&mut self) {
+        self.handshake(false);
+        self.list_tools();
+        let n = self.r.random_range(85..=110);
+        for _ in 0..n {
+            self.think_range(1_000, 3_000);
+            let t = match (self.spec.variant % 2, self.spec.focus_tool) {
+                (1, Some(i)) => self.s.tools.get(i).cloned(),
+                _ => self.some_tool(),
+            };
+            if let Some(t) = t {
+                self.benign_call(&t, true);
+            }
+        }
+    }
+
+    /// A tools/call replayed verbatim (same JSON-RPC id, same arguments)
+    /// minutes later, and served again (variant 1: from another address).
+    fn request_replay(&mut self) {
+        self.handshake(false);
+        self.list_tools();
+        self.benign_some(1, 3);
+        let Some(t) = self
+            .tool_by_cap(&[
+                Cap::SendEmail,
+                Cap::HttpPost,
+                Cap::PostMessage,
+                Cap::WriteFile,
+            ])
+            .or_else(|| self.some_tool())
+        else {
+            return;
+        };
+        self.think();
+        let (args, _) = self.benign_args(&t, true);
+        let params = json!({"name": t.name, "arguments": args});
+        let id = self.request("tools/call", Some(params.clone()), Some(t.name.clone()));
+        let out = self.benign_out(&t, &args);
+        let content = match out {
+            Out::Ok(c) => c,
+            _ => vec![text("ok")],
+        };
+        self.respond(
+            id.clone(),
+            json!({"content": content.clone(), "isError": false}),
+        );
+        self.benign_some(0, 2);
+        self.think_range(30_000, 8 * 60_000);
+        if self.spec.variant % 2 == 1 {
+            self.foreign_client();
+        }
+        let n = self.r.random_range(1..=3);
+        for _ in 0..n {
+            let msg = json!({"jsonrpc": "2.0", "id": id.clone(), "method": "tools/call", "params": params.clone()});
+            self.emit(
+                true,
+                msg,
+                Some(("tools/call".into(), Some(t.name.clone()))),
+                200,
+            );
+            self.respond(
+                id.clone(),
+                json!({"content": content.clone(), "isError": false}),
+            );
+            self.think_range(500, 20_000);
+        }
+    }
+
+    /// A modern client is answered with an old protocol revision by a
+    /// server that answered the same revision as asked before.
+    fn protocol_downgrade(&mut self) {
+        let asked = self.proto;
+        self.proto = pick(&mut self.r, &["2025-03-26", "2024-11-05"]);
+        self.handshake_asking(false, asked);
+        self.list_tools();
+        self.benign_some(2, 5);
+    }
+
+    /// The server degrades: variant 0 answers slowly (over 10 s), variant 1
+    /// fails most calls.
+    fn server_degraded(&mut self) {
+        self.handshake(false);
+        self.list_tools();
+        let slow = self.spec.variant % 2 == 0;
+        let n = if slow {
+            self.r.random_range(13..=16)
+        } else {
+            self.r.random_range(46..=60)
+        };
+        for _ in 0..n {
+            self.think_range(300, if slow { 2_000 } else { 4_000 });
+            let Some(t) = self.some_tool() else {
+                return;
+            };
+            let (args, _) = self.benign_args(&t, true);
+            let id = self.request(
+                "tools/call",
+                Some(json!({"name": t.name, "arguments": args})),
+                Some(t.name.clone()),
+            );
+            if slow {
+                self.t += self.r.random_range(10_500..16_000);
+                let out = match self.benign_out(&t, &args) {
+                    Out::Ok(c) => c,
+                    _ => vec![text("ok")],
+                };
+                self.emit(
+                    false,
+                    json!({"jsonrpc": "2.0", "id": id, "result": {"content": out, "isError": false}}),
+                    None,
+                    200,
+                );
+            } else if chance(&mut self.r, 0.5) {
+                let msg = pick(
+                    &mut self.r,
+                    &[
+                        "upstream timed out",
+                        "connection pool exhausted",
+                        "backend unavailable (503)",
+                    ],
+                );
+                self.respond(id, json!({"content": [text(msg)], "isError": true}));
+            } else {
+                self.respond_err(id, -32603, "Internal error", None);
+            }
         }
     }
 

@@ -32,9 +32,25 @@ fn deterministic_same_seed_different_seed() {
 fn lines_valid_sorted_unique_and_labelled() {
     let expect: Vec<Scenario> = Scenario::ALL
         .into_iter()
-        .filter(|s| !Scenario::MAML.contains(s))
+        .filter(|s| !Scenario::MAML.contains(s) && !Scenario::STANDARD.contains(s))
         .collect();
     lines_valid(cfg(150, 42), &expect);
+}
+
+#[test]
+fn with_standard_every_scenario_of_the_standard_too() {
+    let c = SimConfig {
+        standard: true,
+        ..cfg(400, 42)
+    };
+    let expect: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| !Scenario::MAML.contains(s))
+        .collect();
+    lines_valid(c.clone(), &expect);
+    // without the flag none of them is generated
+    let plain = generate_labels(&cfg(400, 42));
+    assert!(plain.values().all(|s| !Scenario::STANDARD.contains(s)));
 }
 
 #[test]
@@ -43,7 +59,11 @@ fn with_maml_every_scenario_including_the_maml_ones() {
         maml: true,
         ..cfg(200, 42)
     };
-    lines_valid(c.clone(), &Scenario::ALL);
+    let expect: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| !Scenario::STANDARD.contains(s))
+        .collect();
+    lines_valid(c.clone(), &expect);
     // MAML documents on the wire: benign ones and attacks
     let text = String::from_utf8(run(&c)).expect("utf-8");
     assert!(text.matches("maml_version").count() > 20);
