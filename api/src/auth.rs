@@ -192,6 +192,8 @@ pub enum TokenError {
     WrongAlg,
     #[error("unknown key")]
     WrongKey,
+    #[error("token key revoked")]
+    RevokedKey,
     #[error("bad signature")]
     BadSignature,
     #[error("token expired")]
@@ -263,6 +265,8 @@ pub struct TokenVerifier {
     vk: MlDsaPublicKey,
     kid: String,
     max_ttl_secs: i64,
+    /// Retired token keys by key id.
+    revoked: std::collections::BTreeMap<String, MlDsaPublicKey>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -279,7 +283,32 @@ impl TokenVerifier {
             vk: key.verifying_key(),
             kid: key_id(key.public_key()),
             max_ttl_secs: max_ttl_secs.max(1),
+            revoked: Default::default(),
         }
+    }
+
+    /// Retired token keys (base64, standard or URL-safe, of raw ML-DSA-65
+    /// public keys, as `GET /api/v1/keys` shows the key in use): a token they really signed is
+    /// refused as [`TokenError::RevokedKey`]; one naming them with a
+    /// signature they did not make is a forgery ([`TokenError::BadSignature`]).
+    pub fn with_revoked<'k>(
+        mut self,
+        keys: impl IntoIterator<Item = &'k String>,
+    ) -> Result<Self, String> {
+        for b64 in keys {
+            let t = b64.trim();
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(t)
+                .or_else(|_| B64URL.decode(t.trim_end_matches('=')))
+                .map_err(|e| format!("revoked token key {b64:?}: not base64: {e}"))?;
+            let key = MlDsaPublicKey::decode(&raw)
+                .ok_or_else(|| format!("revoked token key {b64:?}: not an ML-DSA-65 public key"))?;
+            self.revoked.insert(key_id(&raw), key);
+        }
+        if self.revoked.contains_key(&self.kid) {
+            tracing::error!(kid = %self.kid, "the token key in use is listed in [auth] revoked_token_keys: every token will be refused");
+        }
+        Ok(self)
     }
 
     pub fn kid(&self) -> &str {
@@ -308,11 +337,19 @@ impl TokenVerifier {
         if header.crit.is_some() || header.typ.as_deref().is_some_and(|t| t != "JWT") {
             return Err(TokenError::Malformed);
         }
-        if header.kid.as_deref().is_some_and(|k| k != self.kid) {
-            return Err(TokenError::WrongKey);
-        }
         let sig = B64URL.decode(s).map_err(|_| TokenError::Malformed)?;
         let signing_input = &token[..h.len() + 1 + c.len()];
+        if let Some(k) = header.kid.as_deref()
+            && k != self.kid
+        {
+            return Err(match self.revoked.get(k) {
+                Some(old) if old.verify(signing_input.as_bytes(), b"", &sig) => {
+                    TokenError::RevokedKey
+                }
+                Some(_) => TokenError::BadSignature,
+                None => TokenError::WrongKey,
+            });
+        }
         if !self.vk.verify(signing_input.as_bytes(), b"", &sig) {
             return Err(TokenError::BadSignature);
         }
@@ -401,5 +438,46 @@ mod tests {
         );
         assert_eq!(v.verify("a.b", now), Err(TokenError::Malformed));
         assert_eq!(v.verify("", now), Err(TokenError::Malformed));
+    }
+
+    #[test]
+    fn tokens_of_a_revoked_key_are_told_apart_from_forgeries() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let old = load_or_generate_key(&tmp.path().join("old")).expect("key");
+        let new = load_or_generate_key(&tmp.path().join("new")).expect("key");
+        let other = load_or_generate_key(&tmp.path().join("other")).expect("key");
+        let b64 =
+            |k: &StandaloneKey| base64::engine::general_purpose::STANDARD.encode(k.public_key());
+        let v = TokenVerifier::new(&new, DEFAULT_MAX_TTL_SECS)
+            .with_revoked(&[b64(&old)])
+            .expect("revoked keys");
+        let now = Utc::now();
+        let by_old = issue(&old, "dunes/test", "bob", Role::Analyst, now, 600).expect("issue");
+        assert_eq!(v.verify(&by_old, now), Err(TokenError::RevokedKey));
+        // another key claiming the revoked key's id: a forgery, not a use of it
+        let claims: Claims = serde_json::from_slice(
+            &B64URL
+                .decode(by_old.split('.').nth(1).expect("claims"))
+                .expect("b64"),
+        )
+        .expect("claims");
+        let forged_sig = other.sign(b"x", b"").expect("sign");
+        let mut parts: Vec<String> = by_old.split('.').map(str::to_string).collect();
+        parts[2] = B64URL.encode(forged_sig);
+        assert_eq!(
+            v.verify(&parts.join("."), now),
+            Err(TokenError::BadSignature)
+        );
+        // a key nobody listed: unknown
+        let by_other = sign_claims(&other, &claims).expect("sign");
+        assert_eq!(v.verify(&by_other, now), Err(TokenError::WrongKey));
+        // the key in use still works
+        let ok = issue(&new, "dunes/test", "bob", Role::Analyst, now, 600).expect("issue");
+        assert!(v.verify(&ok, now).is_ok());
+        assert!(
+            TokenVerifier::new(&new, 60)
+                .with_revoked(&["bm90IGEga2V5".to_string()])
+                .is_err()
+        );
     }
 }

@@ -456,6 +456,10 @@ pub(crate) async fn verify_ledger(State(st): State<AppState>) -> Result<Json<Val
         .map_err(|e| ApiError::Internal(e.to_string()))?
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let ok = report.first_failure.is_none();
+    if !ok {
+        tracing::error!(failure = ?report.first_failure, "ledger verification FAILED");
+        crate::count_ledger_verify_failure();
+    }
     Ok(Json(json!({ "ok": ok, "report": report })))
 }
 

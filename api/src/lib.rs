@@ -23,6 +23,7 @@ mod openapi;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Instant;
 
@@ -91,6 +92,15 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if matches!(
+            self,
+            ApiError::TooLarge(_)
+                | ApiError::BodyTimeout(_)
+                | ApiError::UnsupportedEncoding(_)
+                | ApiError::TooManyRequests { .. }
+        ) {
+            BLOCKED_REQUESTS.fetch_add(1, Ordering::Relaxed);
+        }
         let status = match &self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -192,13 +202,40 @@ pub struct ActionRequest {
     pub reply: oneshot::Sender<Result<ActionOutcome, ActionRefused>>,
 }
 
-static FORGED_TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static FORGED_TOKENS: AtomicU64 = AtomicU64::new(0);
+static REVOKED_KEY_TOKENS: AtomicU64 = AtomicU64::new(0);
+static BLOCKED_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static LEDGER_VERIFY_FAILURES: AtomicU64 = AtomicU64::new(0);
 
-/// Bearer tokens refused as forgeries (bad signature, unknown key, wrong
-/// algorithm) since the process started: a cryptography-compromise
-/// indicator the pipeline's self-monitor watches.
-pub fn forged_tokens() -> u64 {
-    FORGED_TOKENS.load(std::sync::atomic::Ordering::Relaxed)
+/// What the API saw since the process started that the pipeline's
+/// self-monitor watches (DUNES §10.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SecurityCounts {
+    /// Bearer tokens refused as forgeries (bad signature, unknown key,
+    /// wrong algorithm): a cryptography-compromise indicator.
+    pub forged_tokens: u64,
+    /// Tokens signed by a key listed in `[auth] revoked_token_keys`.
+    pub revoked_key_tokens: u64,
+    /// Requests refused for their volume or shape: rate limited (429),
+    /// body too large (413), too slow (408), compressed (415).
+    pub blocked_requests: u64,
+    /// `GET /api/v1/ledger/verify` runs that found the ledger broken
+    /// (a checkpoint signature, a hash chain or a proof failing).
+    pub ledger_verify_failures: u64,
+}
+
+/// The counters now.
+pub fn security_counts() -> SecurityCounts {
+    SecurityCounts {
+        forged_tokens: FORGED_TOKENS.load(Ordering::Relaxed),
+        revoked_key_tokens: REVOKED_KEY_TOKENS.load(Ordering::Relaxed),
+        blocked_requests: BLOCKED_REQUESTS.load(Ordering::Relaxed),
+        ledger_verify_failures: LEDGER_VERIFY_FAILURES.load(Ordering::Relaxed),
+    }
+}
+
+pub(crate) fn count_ledger_verify_failure() {
+    LEDGER_VERIFY_FAILURES.fetch_add(1, Ordering::Relaxed);
 }
 
 /// One authenticated API request, ledgered by the pipeline as an `access`
@@ -281,6 +318,10 @@ pub struct AuthConfig {
     /// A request body must arrive completely within this many milliseconds
     /// (slow-loris bodies get 408).
     pub body_read_timeout_ms: u64,
+    /// Retired token keys (base64 of the raw ML-DSA-65 public key, as `GET
+    /// /api/v1/keys` shows it): a token one of them signed is refused and
+    /// raises a Level 3 incident at once.
+    pub revoked_token_keys: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -294,6 +335,7 @@ impl Default for AuthConfig {
             per_ip_burst: 2000,
             max_json_body_bytes: 256 * 1024,
             body_read_timeout_ms: 30_000,
+            revoked_token_keys: Vec::new(),
         }
     }
 }
@@ -321,7 +363,9 @@ impl AuthState {
         }
         let nz = |v: u32| NonZeroU32::new(v.max(1)).unwrap_or(NonZeroU32::MIN);
         Ok(AuthState {
-            verifier: TokenVerifier::new(&key, cfg.max_token_ttl_secs),
+            verifier: TokenVerifier::new(&key, cfg.max_token_ttl_secs)
+                .with_revoked(&cfg.revoked_token_keys)
+                .map_err(|e| ApiError::BadRequest(format!("[auth] {e}")))?,
             idempotency: idempotency::IdempotencyStore::open(
                 &auth::token_key_dir(data_dir),
                 chrono::Utc::now().timestamp(),
@@ -822,11 +866,15 @@ fn authorize(
                 tracing::info!(%ip, %route, reason = %e, "request refused: 401");
                 metrics::counter!("dunes_auth_failures_total", "reason" => e.to_string())
                     .increment(1);
-                if matches!(
-                    e,
-                    TokenError::BadSignature | TokenError::WrongKey | TokenError::WrongAlg
-                ) {
-                    FORGED_TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match e {
+                    TokenError::BadSignature | TokenError::WrongKey | TokenError::WrongAlg => {
+                        FORGED_TOKENS.fetch_add(1, Ordering::Relaxed);
+                    }
+                    TokenError::RevokedKey => {
+                        tracing::error!(%ip, %route, "a bearer token signed by a REVOKED token key was presented");
+                        REVOKED_KEY_TOKENS.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
                 }
                 return Err(ApiError::Unauthorized);
             }

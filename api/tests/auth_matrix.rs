@@ -294,7 +294,7 @@ async fn bad_tokens_are_refused() {
     let good = token(&f.key, Role::Admin);
     let (s, _, _) = call(&f.app, "GET", "/api/v1/incidents", "", Some(&good)).await;
     assert_eq!(s, StatusCode::OK);
-    let forged_before = dunes_api::forged_tokens();
+    let forged_before = dunes_api::security_counts().forged_tokens;
     let hdr = serde_json::json!({"alg": "ML-DSA-65", "typ": "JWT"});
     let parts: Vec<&str> = good.split('.').collect();
     let bad: Vec<(&str, String)> = vec![
@@ -383,7 +383,7 @@ async fn bad_tokens_are_refused() {
     // Wrong key (x2), wrong alg (x3) and tampered claims are counted as
     // forgeries for the self-monitor; expired or malformed tokens are not
     // forgeries (other tests may add to the process-wide count meanwhile).
-    let forged = dunes_api::forged_tokens() - forged_before;
+    let forged = dunes_api::security_counts().forged_tokens - forged_before;
     assert!(forged >= 6, "{forged} forged tokens counted");
     // Not a bearer scheme.
     let req = Request::get("/api/v1/incidents")

@@ -1086,6 +1086,14 @@ impl Ledger {
         Ok(())
     }
 
+    /// How long records have been waiting for a signed checkpoint: the time
+    /// since the last checkpoint when some record is not covered by one,
+    /// `None` when every record is.
+    pub fn unsigned_for(&self) -> Option<Duration> {
+        let signed = self.latest.as_ref().map_or(0, |c| c.tree_size);
+        (self.len() > signed).then(|| self.last_checkpoint_at.elapsed())
+    }
+
     /// Checkpoint if there are new records and either `checkpoint_every_records` records or
     /// `checkpoint_interval` time have accumulated since the last checkpoint.
     ///

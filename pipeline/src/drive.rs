@@ -339,6 +339,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             },
             _ = clock_tick.tick(), if opts.keep_running => {
                 stages.pipeline.check_notification_clocks(chrono::Utc::now())?;
+                stages.pipeline.self_check_idle()?;
             },
             _ = sign_tick.tick(), if opts.keep_running => {
                 stages.pipeline.sign_pending()?;

@@ -40,6 +40,8 @@ pub(crate) struct Stages {
     /// Decoded batches, in submission order.
     pub(crate) decoded: mpsc::Receiver<DecodeResult>,
     pub(crate) in_flight: usize,
+    /// When each batch in flight was handed over, oldest first.
+    submitted: std::collections::VecDeque<std::time::Instant>,
     decoder_thread: Option<std::thread::JoinHandle<()>>,
     latency: Option<std::sync::Arc<Mutex<Histogram<u64>>>>,
 }
@@ -76,6 +78,7 @@ impl Stages {
             to_decoder: Some(to_decoder),
             decoded,
             in_flight: 0,
+            submitted: std::collections::VecDeque::with_capacity(IN_FLIGHT),
             decoder_thread: Some(decoder_thread),
             latency,
         })
@@ -101,6 +104,7 @@ impl Stages {
             .await
             .map_err(|_| PipelineError::Stopped("the decode thread stopped".into()))?;
         self.in_flight += 1;
+        self.submitted.push_back(std::time::Instant::now());
         Ok(())
     }
 
@@ -124,6 +128,7 @@ impl Stages {
     /// Detection, ledger, sinks for one decoded batch, then its [`Ack`].
     pub(crate) async fn complete(&mut self, (decoded, ack): DecodeResult) -> Result<()> {
         self.in_flight -= 1;
+        let submitted = self.submitted.pop_front();
         let out = match decoded {
             Ok(d) => self.pipeline.finish(d).await,
             Err(e) => Err(e),
@@ -154,7 +159,17 @@ impl Stages {
                     return Err(PipelineError::Stopped("a Kafka batch without Kafka".into()));
                 };
                 k.complete(&out, &batch, self.latency.as_deref()).await?;
+                // a Kafka record arrived when the broker stamped it
+                let oldest = batch.timestamps_ms.iter().flatten().min();
+                if let Some(ms) = oldest {
+                    let lag = (chrono::Utc::now().timestamp_millis() - ms).max(0);
+                    self.pipeline.note_ingest_lag(lag as f64 / 1000.0);
+                }
+                return Ok(());
             }
+        }
+        if let Some(t) = submitted {
+            self.pipeline.note_ingest_lag(t.elapsed().as_secs_f64());
         }
         Ok(())
     }

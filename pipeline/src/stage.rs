@@ -179,6 +179,9 @@ pub struct Pipeline {
     latency: crate::sinks::latency::LatencyLog,
     /// Thresholds on the pipeline's own figures (`[self_monitor]`).
     selfmon: crate::selfmon::SelfMonitor,
+    /// Arrival to durable of the oldest record of the last completed batch
+    /// (noted by the stage driver, read by the next batch's self-monitor).
+    ingest_lag_secs: Option<f64>,
     /// The running rules as served by `GET /api/v1/rules` (updated on reload).
     pub rules_view: Arc<RwLock<Vec<serde_json::Value>>>,
 }
@@ -293,6 +296,7 @@ impl Pipeline {
             next_prune: std::time::Instant::now(),
             latency: crate::sinks::latency::LatencyLog::open(data_dir)?,
             selfmon: crate::selfmon::SelfMonitor::new(cfg.self_monitor.clone()),
+            ingest_lag_secs: None,
             rules_view,
             decoder: Some(Decoder {
                 normalizer: Normalizer::new(ingest_cfg.clone()),
@@ -855,13 +859,15 @@ impl Pipeline {
         let batch_secs = (t4 - t0).as_secs_f64() + decode_us as f64 / 1e6;
         metrics::histogram!("dunes_batch_seconds").record(batch_secs);
         self.latency.observe(Utc::now(), batch_secs, accepted)?;
-        let signals = self.selfmon.observe(
-            batch_secs,
+        let signals = self.selfmon.observe(crate::selfmon::Sample {
+            batch_secs: Some(batch_secs),
             accepted,
             rejected,
-            dunes_api::forged_tokens(),
-            Utc::now(),
-        );
+            security: dunes_api::security_counts(),
+            ingest_lag_secs: self.ingest_lag_secs.take(),
+            unsigned_secs: self.ledger.unsigned_for().map(|d| d.as_secs_f64()),
+            now: Utc::now(),
+        });
         self.apply_self_signals(signals)?;
         Ok(BatchOutcome {
             accepted,
@@ -989,6 +995,29 @@ impl Pipeline {
     /// Raises the self-monitor's incidents (ledgered, written to the
     /// outputs and the store like a rule's) and resolves the ones whose
     /// metric is back to normal (an `action` record by `dunes-self-monitor`).
+    /// The self-monitor between batches (on the driver's clock): forged or
+    /// revoked tokens, failed verifications, refused requests and unsigned
+    /// records raise their incidents also while no traffic flows.
+    pub fn self_check_idle(&mut self) -> Result<()> {
+        let signals = self.selfmon.observe(crate::selfmon::Sample {
+            batch_secs: None,
+            accepted: 0,
+            rejected: 0,
+            security: dunes_api::security_counts(),
+            ingest_lag_secs: None,
+            unsigned_secs: self.ledger.unsigned_for().map(|d| d.as_secs_f64()),
+            now: Utc::now(),
+        });
+        self.apply_self_signals(signals)
+    }
+
+    /// Notes how long the oldest record of a completed batch took from
+    /// arrival to durable (the self-monitor's ingest lag).
+    pub(crate) fn note_ingest_lag(&mut self, secs: f64) {
+        self.ingest_lag_secs = Some(self.ingest_lag_secs.map_or(secs, |l| l.max(secs)));
+        metrics::gauge!("dunes_ingest_lag_seconds").set(secs);
+    }
+
     fn apply_self_signals(&mut self, signals: Vec<crate::selfmon::Signal>) -> Result<()> {
         for s in signals {
             match s {

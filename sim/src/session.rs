@@ -1413,7 +1413,7 @@ impl<'a> Sess<'a> {
     fn server_degraded(&mut self) {
         self.handshake(false);
         self.list_tools();
-        let slow = self.spec.variant % 2 == 0;
+        let slow = self.spec.variant.is_multiple_of(2);
         let n = if slow {
             self.r.random_range(13..=16)
         } else {
