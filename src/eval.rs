@@ -39,6 +39,9 @@ pub struct EvalReport {
     pub scenarios: BTreeMap<String, ScenarioScore>,
     /// benign session → rules that flagged it.
     pub false_positives: BTreeMap<String, BTreeSet<String>>,
+    /// benign session → principal-wide rules whose incidents cite it beside
+    /// attack sessions of the same principal (and nothing else flagged it).
+    pub collateral: BTreeMap<String, BTreeSet<String>>,
     /// The behavioural anomaly model's incidents, scored on their own.
     pub anomaly: AnomalyScore,
 }
@@ -123,6 +126,7 @@ pub fn score(
         .flat_map(|i| &i.event_ids)
         .filter_map(|e| sessions.get(e).map(String::as_str))
         .collect();
+    let mut collateral: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for inc in incidents {
         let principal_wide = inc.entity.contains_key("principal")
             && !inc.entity.contains_key("session_id")
@@ -143,11 +147,33 @@ pub fn score(
             report.unlabelled_incidents += 1;
             report.unlabelled_rules.insert(inc.rule_id.clone());
         }
+        // A principal-wide incident that names attack sessions is a true
+        // positive; the principal's benign sessions it cites too are
+        // collateral, not a wrong accusation.
+        let names_attack = principal_wide
+            && cited
+                .iter()
+                .any(|s| labels.get(*s).is_some_and(|l| l != "benign"));
         for s in cited {
+            if names_attack && labels.get(s).is_some_and(|l| l == "benign") {
+                collateral
+                    .entry(s)
+                    .or_default()
+                    .insert(inc.rule_id.as_str());
+                continue;
+            }
             by_session
                 .entry(s)
                 .or_default()
                 .insert(inc.rule_id.as_str());
+        }
+    }
+    for (s, rules) in collateral {
+        if !by_session.contains_key(s) {
+            report.collateral.insert(
+                s.to_string(),
+                rules.into_iter().map(str::to_string).collect(),
+            );
         }
     }
     let rule = dunes_detect::anomaly::RULE_ID;
@@ -400,6 +426,18 @@ fn print_report(r: &EvalReport, events: &Path) {
             "  FP {s}: {}",
             rules.iter().cloned().collect::<Vec<_>>().join(", ")
         );
+    }
+    if !r.collateral.is_empty() {
+        println!(
+            "benign sessions cited as collateral by principal-wide incidents that name the same principal's attack sessions: {}",
+            r.collateral.len()
+        );
+        for (s, rules) in &r.collateral {
+            println!(
+                "  collateral {s}: {}",
+                rules.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
     }
     print_anomaly(&r.anomaly);
 }
