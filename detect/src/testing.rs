@@ -46,7 +46,7 @@ pub async fn run_inline_tests(engine: &Engine) -> Vec<TestOutcome> {
     for (idx, planned) in engine.rules().iter().enumerate() {
         let rule = &planned.rule;
         for test in &rule.config.tests {
-            let actual = match expand_repeat(&test.input, test.repeat.as_ref()) {
+            let actual = match test.expanded_input() {
                 Ok(input) => {
                     let file = rule.path.display().to_string();
                     run_one(engine, idx, &file, &test.name, &input).await
@@ -98,47 +98,4 @@ async fn run_one(
         .test_one(idx, decoded.tables())
         .await
         .map_err(|e| e.to_string())
-}
-
-/// The input of a test with `repeat:` applied (see [`crate::rule::TestRepeat`]).
-fn expand_repeat(
-    input: &[serde_json::Value],
-    repeat: Option<&crate::rule::TestRepeat>,
-) -> Result<Vec<serde_json::Value>, String> {
-    let Some(rep) = repeat else {
-        return Ok(input.to_vec());
-    };
-    let every = crate::rule::parse_duration_us(&rep.every)
-        .ok_or_else(|| format!("repeat.every {:?} is not a duration", rep.every))?;
-    let mut out = Vec::with_capacity(input.len() * rep.times as usize);
-    for k in 0..i64::from(rep.times) {
-        for env in input {
-            let mut env = env.clone();
-            if k > 0 {
-                if let Some(ts) = env.get("ts").and_then(|t| t.as_str()) {
-                    let t = chrono::DateTime::parse_from_rfc3339(ts)
-                        .map_err(|e| format!("repeat: ts {ts:?}: {e}"))?
-                        + chrono::Duration::microseconds(every * k);
-                    env["ts"] = t
-                        .with_timezone(&chrono::Utc)
-                        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                        .into();
-                }
-                if let Some(id) = env.get("event_id").and_then(|t| t.as_str()) {
-                    env["event_id"] = format!("{id}.{k}").into();
-                }
-                if let Some(id) = env.pointer_mut("/message/id") {
-                    *id = match &*id {
-                        serde_json::Value::Number(n) => {
-                            (n.as_i64().unwrap_or(0) + k * 1_000_000).into()
-                        }
-                        serde_json::Value::String(s) => format!("{s}.{k}").into(),
-                        other => other.clone(),
-                    };
-                }
-            }
-            out.push(env);
-        }
-    }
-    Ok(out)
 }

@@ -95,7 +95,7 @@ async fn findings(pack: &str) -> (Vec<Value>, BTreeSet<String>) {
         let mut first = None;
         for t in positive {
             let out = p
-                .process(records(&t.input, &t.name))
+                .process(records(&t.expanded_input().expect("test input"), &t.name))
                 .await
                 .expect("process");
             first = first.or_else(|| {

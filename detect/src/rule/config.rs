@@ -144,6 +144,49 @@ pub struct RuleTest {
     pub repeat: Option<TestRepeat>,
 }
 
+impl RuleTest {
+    /// The input with `repeat:` applied (see [`TestRepeat`]).
+    pub fn expanded_input(&self) -> Result<Vec<serde_json::Value>, String> {
+        let input = &self.input;
+        let Some(rep) = &self.repeat else {
+            return Ok(input.to_vec());
+        };
+        let every = parse_duration_us(&rep.every)
+            .ok_or_else(|| format!("repeat.every {:?} is not a duration", rep.every))?;
+        let mut out = Vec::with_capacity(input.len() * rep.times as usize);
+        for k in 0..i64::from(rep.times) {
+            for env in input {
+                let mut env = env.clone();
+                if k > 0 {
+                    if let Some(ts) = env.get("ts").and_then(|t| t.as_str()) {
+                        let t = chrono::DateTime::parse_from_rfc3339(ts)
+                            .map_err(|e| format!("repeat: ts {ts:?}: {e}"))?
+                            + chrono::Duration::microseconds(every * k);
+                        env["ts"] = t
+                            .with_timezone(&chrono::Utc)
+                            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                            .into();
+                    }
+                    if let Some(id) = env.get("event_id").and_then(|t| t.as_str()) {
+                        env["event_id"] = format!("{id}.{k}").into();
+                    }
+                    if let Some(id) = env.pointer_mut("/message/id") {
+                        *id = match &*id {
+                            serde_json::Value::Number(n) => {
+                                (n.as_i64().unwrap_or(0) + k * 1_000_000).into()
+                            }
+                            serde_json::Value::String(s) => format!("{s}.{k}").into(),
+                            other => other.clone(),
+                        };
+                    }
+                }
+                out.push(env);
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// `repeat:` of an inline test.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
