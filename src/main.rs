@@ -4,6 +4,7 @@ mod backfill;
 mod bench;
 mod bench_api;
 mod bench_maml;
+mod bench_soak;
 mod doctor;
 mod eval;
 mod ledger_cmd;
@@ -196,7 +197,8 @@ enum Command {
         after_help = "Examples:\n  dunes bench --sessions 6000                  # per-stage time and events/s, batch latency
   dunes bench kafka --brokers 127.0.0.1:19092 --preproduced
   dunes bench api --seconds 10 --clients 8
-  dunes bench --sessions 2000 maml --rounds 20"
+  dunes bench --sessions 2000 maml --rounds 20
+  dunes bench soak --minutes 30 --rate 25000 --live-sessions 100000 --csv soak.csv"
     )]
     Bench {
         #[command(flatten)]
@@ -457,6 +459,25 @@ enum BenchWhat {
         /// Passes over the simulated documents.
         #[arg(long, default_value_t = 20)]
         rounds: usize,
+    },
+    /// Soak: the full pipeline for a fixed time at a fixed rate over copies of the
+    /// real-SDK corpus; RSS, batch latency, state size and incidents every sample.
+    Soak {
+        #[arg(long, default_value_t = 30.0)]
+        minutes: f64,
+        /// Events per second handed to the pipeline.
+        #[arg(long, default_value_t = 25_000)]
+        rate: u64,
+        /// Sessions open at any event time (copies of the corpus overlap to reach it).
+        #[arg(long, default_value_t = 100_000)]
+        live_sessions: u64,
+        #[arg(long, default_value = "examples/corpus/mcp-public.ndjson.gz")]
+        corpus: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        sample_secs: u64,
+        /// Samples as CSV here (default: stdout).
+        #[arg(long)]
+        csv: Option<PathBuf>,
     },
 }
 
@@ -798,6 +819,25 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             match what {
                 None => bench::run(cfg, sessions, seed, batch_size).await?,
                 Some(BenchWhat::Maml { rounds }) => bench_maml::run(sessions, seed, rounds)?,
+                Some(BenchWhat::Soak {
+                    minutes,
+                    rate,
+                    live_sessions,
+                    corpus,
+                    sample_secs,
+                    csv,
+                }) => {
+                    let s = bench_soak::Soak {
+                        minutes,
+                        rate: rate.max(1),
+                        live_sessions,
+                        corpus,
+                        sample_secs,
+                        batch_size,
+                        csv,
+                    };
+                    bench_soak::run(cfg, s).await?
+                }
                 Some(BenchWhat::Kafka {
                     brokers,
                     sessions,

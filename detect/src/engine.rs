@@ -304,6 +304,28 @@ impl Engine {
         (n.suppressed, n.duplicates)
     }
 
+    /// What the stateful rules and the noise control hold: (keys, values):
+    /// keys are window, sequence, baseline and lifetime entities plus open
+    /// suppression windows and de-dup fingerprints; values the events in
+    /// windows and sequences and the values remembered by baselines.
+    pub fn state_size(&self) -> (u64, u64) {
+        let states = lock(&self.states);
+        let (mut keys, mut values) = (0usize, 0usize);
+        for st in states.values() {
+            keys += st.windows.len() + st.sequences.len() + st.baselines.len() + st.spans.len();
+            values += st.windows.values().map(|w| w.len()).sum::<usize>();
+            values += st
+                .sequences
+                .values()
+                .map(|s| s.steps.iter().map(Vec::len).sum::<usize>())
+                .sum::<usize>();
+            values += st.baselines.values().map(|b| b.tuples.len()).sum::<usize>();
+        }
+        let n = lock(&self.noise);
+        keys += n.open.len() + n.fingerprints.len();
+        (keys as u64, values as u64)
+    }
+
     /// Late / too-late rows seen since the engine started (all rules).
     pub fn late_counts(&self) -> LateCounts {
         lock(&self.late).clone()
@@ -1013,6 +1035,7 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
                 spec: StateSpec {
                     learn: dur(&rule, b.learn.as_deref(), 0),
                     when: b.when,
+                    forget: dur(&rule, b.forget.as_deref(), 0),
                     ..base
                 },
                 key: b.key.iter().map(|k| col(k)).collect::<Result<_, _>>()?,

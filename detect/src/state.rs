@@ -49,7 +49,8 @@ pub struct StateSpec {
     pub idle: i64,
     /// Lifetime: longest allowed time from an entity's first event (0 = off).
     pub absolute: i64,
-    /// Lifetime: an entity unseen for this long is forgotten.
+    /// Lifetime and baseline: an entity (key) unseen for this long is
+    /// forgotten (baseline: 0 = never).
     pub forget: i64,
 }
 
@@ -350,6 +351,17 @@ impl RuleState {
                 });
             }
             RuleKind::Baseline => {
+                if spec.forget > 0 {
+                    let forget_before = wm.saturating_sub(spec.forget);
+                    let dirty = &mut self.dirty.baselines;
+                    self.baselines.retain(|k, e| {
+                        let keep = e.last_seen >= forget_before;
+                        if !keep {
+                            dirty.insert(k.clone());
+                        }
+                        keep
+                    });
+                }
                 if self.baselines.len() > MAX_BASELINE_KEYS {
                     let mut seen: Vec<(i64, String)> = self
                         .baselines
@@ -1043,5 +1055,31 @@ mod tests {
         assert_eq!(st.spans.keys().collect::<Vec<_>>(), vec!["s3"]);
         let (f, _, _) = st.process(&s, vec![row(4400 + 90_010, "again", "s1")]);
         assert!(f.is_empty(), "a forgotten entity starts afresh: {f:?}");
+    }
+
+    #[test]
+    fn baseline_keys_unseen_for_forget_are_dropped() {
+        let mut s = spec(RuleKind::Baseline);
+        s.forget = 3_600_000_000;
+        let mut st = RuleState::default();
+        let val = |ts, id: &str, key: &str, v: &str| {
+            let mut r = row(ts, id, key);
+            r.values = vec![Some(v.into())];
+            r
+        };
+        st.process(
+            &s,
+            vec![val(0, "a", "s1", "alice"), val(10, "b", "s2", "bob")],
+        );
+        // s2 stays busy, s1 falls silent for more than an hour
+        let (f, _, _) = st.process(&s, vec![val(3000, "c", "s2", "bob")]);
+        assert!(f.is_empty());
+        st.process(&s, vec![val(3700, "d", "s2", "bob")]);
+        assert_eq!(st.baselines.len(), 1, "s1 forgotten");
+        // s1 again with another value: a new key, learned, nothing fires
+        let (f, _, _) = st.process(&s, vec![val(3800, "e", "s1", "mallory")]);
+        assert!(f.is_empty());
+        let (f, _, _) = st.process(&s, vec![val(3900, "g", "s2", "mallory")]);
+        assert_eq!(f.len(), 1, "s2 is still remembered: its change fires");
     }
 }

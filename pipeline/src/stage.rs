@@ -492,6 +492,11 @@ impl Pipeline {
         Ok(s)
     }
 
+    /// [`dunes_detect::Engine::state_size`] of the running rules.
+    pub fn state_size(&self) -> (u64, u64) {
+        self.engine.state_size()
+    }
+
     pub fn rule_count(&self) -> usize {
         self.engine.rules().len()
     }

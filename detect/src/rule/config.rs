@@ -367,6 +367,10 @@ pub struct BaselineSpec {
     /// definition that is malicious on its face must not become "normal").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub learn_if: Option<String>,
+    /// A key unseen for this long is forgotten (default: never; at most
+    /// 1,000,000 keys either way). For keys that end, such as sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forget: Option<String>,
 }
 
 /// `lifetime:` — the life of an entity (a session) from its first event:
@@ -621,6 +625,7 @@ impl LoadedRule {
                         ));
                     }
                     dur("baseline:", &b.learn)?;
+                    dur("baseline:", &b.forget)?;
                 }
             }
             RuleKind::Lifetime => {
