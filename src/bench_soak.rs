@@ -2,10 +2,11 @@
 //! rate, sampling its resident memory, batch latency and state size.
 //!
 //! Traffic: the real-SDK corpus, copied over and over. Copy *k* starts
-//! *k* × δ later in event time than the corpus (fresh `.k<k>` event and
-//! session ids, token expiries shifted alike), with δ = corpus span ÷ copies
-//! live at once, so `live_sessions` sessions are open at any event time; the
-//! copies are merged in event-time order. Events are handed to the pipeline
+//! *k* × δ later in event time than the corpus, with fresh event and session
+//! ids, principals, OAuth client ids and token fingerprints (`.k<k>`: each
+//! copy is other users of the same servers) and token expiries shifted
+//! alike; δ = corpus span ÷ copies live at once, so `live_sessions` sessions
+//! are open at any event time; the copies are merged in event-time order. Events are handed to the pipeline
 //! in batches paced to `rate` events/s of wall time.
 
 use std::cmp::Reverse;
@@ -104,10 +105,21 @@ impl Copies {
                 v[key] = format!("{s}.k{k}").into();
             }
         }
-        if let Some(exp) = v.pointer_mut("/auth/exp")
-            && let Some(e) = exp.as_i64()
-        {
-            *exp = (e + shift / 1_000_000).into();
+        // each copy is other users of the same servers: own principals and tokens
+        if let Some(auth) = v.get_mut("auth").and_then(Value::as_object_mut) {
+            if let Some(e) = auth.get("exp").and_then(Value::as_i64) {
+                auth.insert("exp".into(), (e + shift / 1_000_000).into());
+            }
+            for key in ["sub", "client_id"] {
+                if let Some(x) = auth.get(key).and_then(Value::as_str) {
+                    let x = format!("{x}.k{k}");
+                    auth.insert(key.into(), x.into());
+                }
+            }
+            if let Some(fp) = auth.get("token_fp").and_then(Value::as_str) {
+                let fp = format!("{fp}{k:06x}");
+                auth.insert("token_fp".into(), fp.into());
+            }
         }
         serde_json::to_vec(&v).ok()
     }
