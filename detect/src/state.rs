@@ -149,21 +149,53 @@ pub struct RuleState {
     dirty: Dirty,
 }
 
+/// How a window changed since the last delta: events only go on at the
+/// back (in order) and off at the front, unless `rewrite`.
+#[derive(Clone, Copy, Debug, Default)]
+struct WinMark {
+    /// Length when the period began.
+    base_len: usize,
+    /// Events taken off the front since.
+    popped: usize,
+    /// An event went in anywhere but the back (a late row).
+    rewrite: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Dirty {
     /// Rows were processed (counters and `max_ts` may have moved).
     touched: bool,
-    windows: HashSet<String>,
+    windows: HashMap<String, WinMark>,
     sequences: HashSet<String>,
     baselines: HashSet<String>,
     spans: HashSet<String>,
 }
 
+/// A window's change: its whole value, or (events only appended in order
+/// and dropped at the front) how many to drop at the front and what to
+/// append. Encoded as the event array, or as `{"drop": n, "push": [...]}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum WinDelta<W = VecDeque<WinEvent>, E = WinEvent> {
+    Full(W),
+    Tail { drop: usize, push: Vec<E> },
+}
+
+impl<W: Default, E> Default for WinDelta<W, E> {
+    fn default() -> Self {
+        WinDelta::Full(W::default())
+    }
+}
+
+/// A [`WinDelta`] borrowing the live events.
+pub type WinDeltaRef<'a> = WinDelta<&'a VecDeque<WinEvent>, &'a WinEvent>;
+
 /// What changed in a [`RuleState`] since the previous delta: the counters,
-/// and per changed key its new value (`None`: the key was removed). Applying
-/// the deltas in order to the state they started from gives the live state.
+/// and per changed key its new value (`None`: the key was removed; windows:
+/// only their change, see [`WinDelta`]). Applying the deltas in order to the
+/// state they started from gives the live state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RuleDelta<W = VecDeque<WinEvent>, S = SeqEntity, B = BaselineEntry> {
+pub struct RuleDelta<W = WinDelta, S = SeqEntity, B = BaselineEntry> {
     pub max_ts: Option<i64>,
     pub late: u64,
     pub too_late: u64,
@@ -178,7 +210,7 @@ pub struct RuleDelta<W = VecDeque<WinEvent>, S = SeqEntity, B = BaselineEntry> {
 }
 
 /// A [`RuleDelta`] borrowing the live values (encoded without copying them).
-pub type RuleDeltaRef<'a> = RuleDelta<&'a VecDeque<WinEvent>, &'a SeqEntity, &'a BaselineEntry>;
+pub type RuleDeltaRef<'a> = RuleDelta<WinDeltaRef<'a>, &'a SeqEntity, &'a BaselineEntry>;
 
 /// The current value of each changed key (`None`: removed).
 pub(crate) fn changed<V>(
@@ -229,7 +261,24 @@ impl RuleState {
             max_ts: self.max_ts,
             late: self.late,
             too_late: self.too_late,
-            windows: changed(dirty.windows, &self.windows),
+            windows: dirty
+                .windows
+                .into_iter()
+                .map(|(k, m)| {
+                    let d = self.windows.get(&k).map(|q| {
+                        let keep = m.base_len.saturating_sub(m.popped);
+                        if m.rewrite || keep > q.len() {
+                            WinDelta::Full(q)
+                        } else {
+                            WinDelta::Tail {
+                                drop: m.base_len - keep,
+                                push: q.range(keep..).collect(),
+                            }
+                        }
+                    });
+                    (k, d)
+                })
+                .collect(),
             sequences: changed(dirty.sequences, &self.sequences),
             baselines: changed(dirty.baselines, &self.baselines),
             spans: changed(dirty.spans, &self.spans)
@@ -244,7 +293,21 @@ impl RuleState {
         self.max_ts = delta.max_ts;
         self.late = delta.late;
         self.too_late = delta.too_late;
-        apply_changes(&mut self.windows, delta.windows);
+        for (k, d) in delta.windows {
+            match d {
+                None => {
+                    self.windows.remove(&k);
+                }
+                Some(WinDelta::Full(q)) => {
+                    self.windows.insert(k, q);
+                }
+                Some(WinDelta::Tail { drop, push }) => {
+                    let q = self.windows.entry(k).or_default();
+                    q.drain(..drop.min(q.len()));
+                    q.extend(push);
+                }
+            }
+        }
         apply_changes(&mut self.sequences, delta.sequences);
         apply_changes(&mut self.baselines, delta.baselines);
         apply_changes(&mut self.spans, delta.spans);
@@ -317,9 +380,13 @@ impl RuleState {
                 let dirty = &mut self.dirty.windows;
                 self.windows.retain(|k, q| {
                     if q.front().is_some_and(|e| e.ts < keep_from) {
-                        dirty.insert(k.clone());
+                        let m = dirty.entry(k.clone()).or_insert(WinMark {
+                            base_len: q.len(),
+                            ..WinMark::default()
+                        });
                         while q.front().is_some_and(|e| e.ts < keep_from) {
                             q.pop_front();
+                            m.popped += 1;
                         }
                     }
                     !q.is_empty()
@@ -410,8 +477,15 @@ impl RuleState {
 
     fn threshold(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
         self.bump(row.ts);
-        self.dirty.windows.insert(row.key.clone());
         let q = self.windows.entry(row.key.clone()).or_default();
+        let m = self
+            .dirty
+            .windows
+            .entry(row.key.clone())
+            .or_insert(WinMark {
+                base_len: q.len(),
+                ..WinMark::default()
+            });
         let ev = WinEvent {
             ts: row.ts,
             event_id: row.event_id.clone(),
@@ -420,9 +494,11 @@ impl RuleState {
         };
         let pos = q.partition_point(|e| e.ts <= row.ts);
         let in_order = pos == q.len();
+        m.rewrite |= !in_order;
         q.insert(pos, ev);
         if q.len() > MAX_EVENTS_PER_ENTITY {
             q.pop_front();
+            m.popped += 1;
         }
         // Windows to check: the one ending at this event, and for a late
         // event also the windows ending at later events that now contain it.
@@ -982,6 +1058,7 @@ mod tests {
             let mut live = RuleState::default();
             let mut copy = RuleState::default();
             let mut removed = 0;
+            let mut tails = 0;
             for b in 0..40i64 {
                 let rows: Vec<StateRow> = (0..5i64)
                     .map(|j| {
@@ -1006,6 +1083,7 @@ mod tests {
                 let after = size(&live);
                 removed += before.saturating_sub(after);
                 let json = serde_json::to_string(&live.delta()).unwrap();
+                tails += json.matches("\"drop\":").count();
                 copy.apply(serde_json::from_str(&json).unwrap());
                 assert!(!live.is_dirty());
                 assert_eq!(
@@ -1016,6 +1094,10 @@ mod tests {
             }
             if kind != RuleKind::Baseline {
                 assert!(removed > 0, "{kind:?}: keys expired on the way");
+            }
+            if kind == RuleKind::Threshold {
+                // windows mostly travel as their tail, late rows as a whole
+                assert!(tails > 20, "{tails} tail deltas");
             }
         }
     }

@@ -20,6 +20,24 @@ use crate::text::{TEXT_CAP_BYTES, sha256_hex, truncate_bytes};
 
 /// Documents larger than this are not parsed (recorded as invalid).
 pub const MAX_DOC_BYTES: usize = 256 * 1024;
+
+/// Most `{` and `[` characters accepted in a front matter. The YAML scanner
+/// under serde_norway (libyaml) is quadratic in flow-collection depth
+/// (fuzzing found 48 KB of nested `{` taking 3 s, 256 KiB would take over a
+/// minute); depth never exceeds the number of brackets, so this bounds the
+/// parse at a few milliseconds. MAML front matter holds a handful.
+pub const MAX_FRONT_MATTER_BRACKETS: usize = 2048;
+
+/// Parses front matter YAML, refusing pathological flow nesting first.
+fn parse_yaml<T: serde::de::DeserializeOwned>(src: &str) -> Result<T, String> {
+    let brackets = src.bytes().filter(|b| matches!(b, b'{' | b'[')).count();
+    if brackets > MAX_FRONT_MATTER_BRACKETS {
+        return Err(format!(
+            "{brackets} flow-collection brackets, limit {MAX_FRONT_MATTER_BRACKETS}"
+        ));
+    }
+    serde_norway::from_str(src).map_err(|e| e.to_string())
+}
 /// At most this many schema errors are kept per document.
 const MAX_ERRORS: usize = 8;
 /// How far into a string the `maml_version` key is looked for.
@@ -402,7 +420,7 @@ pub fn analyze(text: &str) -> MamlDoc {
 /// see [`MamlDoc::digest`]. `None` without a parsable front matter.
 pub fn signed_content(text: &str) -> Option<String> {
     let (fm_src, body) = split_front_matter(text)?;
-    let fm: Value = serde_norway::from_str(fm_src).ok()?;
+    let fm: Value = parse_yaml(fm_src).ok()?;
     fm.is_object()
         .then(|| content(&fm, &parse_body(&body.replace("\r\n", "\n"))))
 }
@@ -476,7 +494,7 @@ pub fn analyze_with(text: &str, keys: Option<&dyn SignatureCheck>) -> MamlDoc {
     };
     let mut fm = Value::Null;
     if !fm_src.is_empty() {
-        match serde_norway::from_str::<serde_norway::Value>(fm_src) {
+        match parse_yaml::<serde_norway::Value>(fm_src) {
             Err(e) => doc
                 .errors
                 .push(format!("front matter is not valid YAML: {e}")),
@@ -671,6 +689,31 @@ mod tests {
         );
         assert_eq!(d.sig_status, SigStatus::None);
         assert_eq!(d.roundtrip_issue, None);
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_the_yaml_scanner_sees_it() {
+        // found by fuzzing: the scanner is quadratic in flow depth
+        let deep = GOOD.replacen(
+            "requires:\n",
+            &format!("deep: &d {}ns: a\nrequires:\n", "{".repeat(40_000)),
+            1,
+        );
+        let d = analyze(&deep);
+        assert!(
+            d.errors
+                .iter()
+                .any(|e| e.contains("40004 flow-collection brackets, limit 2048")),
+            "{:?}",
+            d.errors
+        );
+        assert!(signed_content(&deep).is_none());
+        // a front matter with ordinary lists and maps is untouched
+        let lists: String = (0..40)
+            .map(|i| format!("t{i}: [a, {{b: [c]}}]\n"))
+            .collect();
+        let many = GOOD.replacen("requires:\n", &format!("{lists}requires:\n"), 1);
+        assert_eq!(analyze(&many).errors, Vec::<String>::new());
     }
 
     #[test]
