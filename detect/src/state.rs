@@ -161,12 +161,21 @@ struct WinMark {
     rewrite: bool,
 }
 
+/// How a sequence entity's steps changed since the last delta (per step,
+/// as [`WinMark`]).
+#[derive(Clone, Debug, Default)]
+struct SeqMark {
+    base_lens: Vec<usize>,
+    popped: Vec<usize>,
+    rewrite: bool,
+}
+
 #[derive(Clone, Debug, Default)]
 struct Dirty {
     /// Rows were processed (counters and `max_ts` may have moved).
     touched: bool,
     windows: HashMap<String, WinMark>,
-    sequences: HashSet<String>,
+    sequences: HashMap<String, SeqMark>,
     baselines: HashSet<String>,
     spans: HashSet<String>,
 }
@@ -187,6 +196,28 @@ impl<W: Default, E> Default for WinDelta<W, E> {
     }
 }
 
+/// A sequence entity's change: whole, or per step the events dropped at the
+/// front and appended at the back, with the reported set.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SeqDelta<S = SeqEntity, E = SeqEvent, R = BTreeSet<String>> {
+    Tail {
+        drop: Vec<usize>,
+        push: Vec<Vec<E>>,
+        reported: R,
+    },
+    Full(S),
+}
+
+impl<S: Default, E, R> Default for SeqDelta<S, E, R> {
+    fn default() -> Self {
+        SeqDelta::Full(S::default())
+    }
+}
+
+/// A [`SeqDelta`] borrowing the live entity.
+pub type SeqDeltaRef<'a> = SeqDelta<&'a SeqEntity, &'a SeqEvent, &'a BTreeSet<String>>;
+
 /// A [`WinDelta`] borrowing the live events.
 pub type WinDeltaRef<'a> = WinDelta<&'a VecDeque<WinEvent>, &'a WinEvent>;
 
@@ -195,7 +226,7 @@ pub type WinDeltaRef<'a> = WinDelta<&'a VecDeque<WinEvent>, &'a WinEvent>;
 /// only their change, see [`WinDelta`]). Applying the deltas in order to the
 /// state they started from gives the live state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RuleDelta<W = WinDelta, S = SeqEntity, B = BaselineEntry> {
+pub struct RuleDelta<W = WinDelta, S = SeqDelta, B = BaselineEntry> {
     pub max_ts: Option<i64>,
     pub late: u64,
     pub too_late: u64,
@@ -210,7 +241,7 @@ pub struct RuleDelta<W = WinDelta, S = SeqEntity, B = BaselineEntry> {
 }
 
 /// A [`RuleDelta`] borrowing the live values (encoded without copying them).
-pub type RuleDeltaRef<'a> = RuleDelta<WinDeltaRef<'a>, &'a SeqEntity, &'a BaselineEntry>;
+pub type RuleDeltaRef<'a> = RuleDelta<WinDeltaRef<'a>, SeqDeltaRef<'a>, &'a BaselineEntry>;
 
 /// The current value of each changed key (`None`: removed).
 pub(crate) fn changed<V>(
@@ -279,7 +310,37 @@ impl RuleState {
                     (k, d)
                 })
                 .collect(),
-            sequences: changed(dirty.sequences, &self.sequences),
+            sequences: dirty
+                .sequences
+                .into_iter()
+                .map(|(k, m)| {
+                    let d = self.sequences.get(&k).map(|e| {
+                        let keep: Vec<usize> = m
+                            .base_lens
+                            .iter()
+                            .zip(&m.popped)
+                            .map(|(b, p)| b.saturating_sub(*p))
+                            .collect();
+                        let fits = keep.len() == e.steps.len()
+                            && keep.iter().zip(&e.steps).all(|(k, st)| *k <= st.len());
+                        if m.rewrite || !fits {
+                            SeqDelta::Full(e)
+                        } else {
+                            SeqDelta::Tail {
+                                drop: m.base_lens.iter().zip(&keep).map(|(b, k)| b - k).collect(),
+                                push: e
+                                    .steps
+                                    .iter()
+                                    .zip(&keep)
+                                    .map(|(st, k)| st[*k..].iter().collect())
+                                    .collect(),
+                                reported: &e.reported,
+                            }
+                        }
+                    });
+                    (k, d)
+                })
+                .collect(),
             baselines: changed(dirty.baselines, &self.baselines),
             spans: changed(dirty.spans, &self.spans)
                 .into_iter()
@@ -308,7 +369,31 @@ impl RuleState {
                 }
             }
         }
-        apply_changes(&mut self.sequences, delta.sequences);
+        for (k, d) in delta.sequences {
+            match d {
+                None => {
+                    self.sequences.remove(&k);
+                }
+                Some(SeqDelta::Full(e)) => {
+                    self.sequences.insert(k, e);
+                }
+                Some(SeqDelta::Tail {
+                    drop,
+                    push,
+                    reported,
+                }) => {
+                    let e = self.sequences.entry(k).or_default();
+                    if e.steps.len() < push.len() {
+                        e.steps.resize_with(push.len(), Vec::new);
+                    }
+                    for ((st, d), p) in e.steps.iter_mut().zip(drop).zip(push) {
+                        st.drain(..d.min(st.len()));
+                        st.extend(p);
+                    }
+                    e.reported = reported;
+                }
+            }
+        }
         apply_changes(&mut self.baselines, delta.baselines);
         apply_changes(&mut self.spans, delta.spans);
     }
@@ -396,16 +481,25 @@ impl RuleState {
                 let keep_from = wm.saturating_sub(spec.within);
                 let dirty = &mut self.dirty.sequences;
                 self.sequences.retain(|k, s| {
+                    // steps are sorted by ts: only their first event can be old
                     let expired = s
                         .steps
                         .iter()
-                        .any(|step| step.iter().any(|e| e.ts < keep_from));
+                        .any(|step| step.first().is_some_and(|e| e.ts < keep_from));
                     if !expired {
                         return true;
                     }
-                    dirty.insert(k.clone());
-                    for step in &mut s.steps {
+                    let m = dirty.entry(k.clone()).or_insert_with(|| SeqMark {
+                        base_lens: s.steps.iter().map(Vec::len).collect(),
+                        popped: vec![0; s.steps.len()],
+                        rewrite: false,
+                    });
+                    for (i, step) in s.steps.iter_mut().enumerate() {
+                        let before = step.len();
                         step.retain(|e| e.ts >= keep_from);
+                        if let Some(p) = m.popped.get_mut(i) {
+                            *p += before - step.len();
+                        }
                     }
                     let last = s
                         .steps
@@ -556,13 +650,24 @@ impl RuleState {
             return Vec::new();
         };
         let n = spec.steps.len();
-        self.dirty.sequences.insert(row.key.clone());
         let ent = self.sequences.entry(row.key.clone()).or_default();
-        if ent.steps.len() != n {
+        let reshaped = ent.steps.len() != n;
+        if reshaped {
             ent.steps.resize_with(n, Vec::new);
         }
+        let m = self
+            .dirty
+            .sequences
+            .entry(row.key.clone())
+            .or_insert_with(|| SeqMark {
+                base_lens: ent.steps.iter().map(Vec::len).collect(),
+                popped: vec![0; n],
+                rewrite: false,
+            });
+        m.rewrite |= reshaped;
         let list = &mut ent.steps[step];
         let pos = list.partition_point(|e| e.ts <= row.ts);
+        m.rewrite |= pos != list.len();
         list.insert(
             pos,
             SeqEvent {
@@ -573,6 +678,9 @@ impl RuleState {
         );
         if list.len() > MAX_EVENTS_PER_ENTITY {
             list.remove(0);
+            if let Some(p) = m.popped.get_mut(step) {
+                *p += 1;
+            }
         }
         // Any unreported final-step event that now completes a chain fires
         // (the new row may be the final step, or a late earlier step).
@@ -1095,9 +1203,10 @@ mod tests {
             if kind != RuleKind::Baseline {
                 assert!(removed > 0, "{kind:?}: keys expired on the way");
             }
-            if kind == RuleKind::Threshold {
-                // windows mostly travel as their tail, late rows as a whole
-                assert!(tails > 20, "{tails} tail deltas");
+            if matches!(kind, RuleKind::Threshold | RuleKind::Sequence) {
+                // windows and sequences mostly travel as their tail, late
+                // rows as a whole
+                assert!(tails > 20, "{kind:?}: {tails} tail deltas");
             }
         }
     }

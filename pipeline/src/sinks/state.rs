@@ -11,9 +11,10 @@
 //! the active journal segment and fsyncs it. Every delta and the snapshot
 //! carry a **position**: the ledger length the state reflects, so the state
 //! is aligned with the ledger and a restart knows which ledgered events it
-//! has not seen yet. When the active segment passes `compact_bytes` it is
-//! closed, a new one opened, and a background thread folds the closed
-//! segments into a new snapshot (written atomically) and deletes them.
+//! has not seen yet. When the active segment passes `compact_bytes` and the
+//! snapshot's size it is closed, a new one opened, and a background thread
+//! folds the closed segments into a new snapshot (written atomically) and
+//! deletes them.
 //!
 //! Restore: the snapshot, then every segment in order, skipping deltas at or
 //! before the snapshot's position (a compaction that stopped between the
@@ -97,7 +98,13 @@ impl StateStore {
         self.active.write_all(&line).with_context(what)?;
         self.active.sync_data().with_context(what)?;
         self.active_bytes += line.len() as u64;
-        if self.active_bytes >= self.compact_bytes {
+        // Fold when the segment passed the limit and is at least as large
+        // as the snapshot: a compaction rewrites the whole snapshot, so its
+        // cost stays proportional to the journal written (large states:
+        // 135 MB rewritten every 6 s otherwise, measured by the soak).
+        if self.active_bytes >= self.compact_bytes
+            && self.active_bytes >= std::fs::metadata(&self.snapshot).map_or(0, |m| m.len())
+        {
             self.rotate()?;
             self.compact_closed()?;
         }
