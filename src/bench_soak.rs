@@ -181,6 +181,7 @@ pub async fn run(mut cfg: Config, s: Soak) -> anyhow::Result<()> {
     drop(sessions);
     let mut copies = Copies::new(templates, delta_us);
     let store = Arc::new(IncidentStore::new());
+    store.set_limit(cfg.detect.max_incidents_in_memory);
     let mut pipeline = Pipeline::open(&cfg, store.clone(), None).await?;
     let mut csv: Box<dyn Write> = match &s.csv {
         Some(p) => Box::new(std::fs::File::create(p)?),

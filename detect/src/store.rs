@@ -29,6 +29,34 @@ struct Suppression {
     action_id: String,
 }
 
+/// Drops incidents until `keep` remain: resolved before open, least
+/// recently changed first; rebuilds the indexes.
+fn prune(g: &mut Inner, keep: usize) {
+    let n = g.list.len();
+    if n <= keep {
+        return;
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by_key(|&i| (g.list[i].status != IncidentStatus::Resolved, g.revs[i]));
+    let mut drop = vec![false; n];
+    for &i in &order[..n - keep] {
+        drop[i] = true;
+    }
+    let list = std::mem::take(&mut g.list);
+    let revs = std::mem::take(&mut g.revs);
+    g.by_id.clear();
+    for ((inc, rev), d) in list.into_iter().zip(revs).zip(drop) {
+        if d {
+            g.history.remove(&inc.incident_id);
+            g.evicted += 1;
+            continue;
+        }
+        g.by_id.insert(inc.incident_id.clone(), g.list.len());
+        g.list.push(inc);
+        g.revs.push(rev);
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     list: Vec<Incident>,
@@ -41,6 +69,10 @@ struct Inner {
     revision: u64,
     /// Active and past `suppress` actions.
     suppressions: Vec<Suppression>,
+    /// Most incidents kept (0: all); see [`IncidentStore::set_limit`].
+    limit: usize,
+    /// Incidents dropped from memory by the limit.
+    evicted: u64,
 }
 
 /// In-memory incident index, rebuilt from `incidents.ndjson` on start.
@@ -56,7 +88,14 @@ impl IncidentStore {
 
     /// Loads incidents written by earlier runs (one JSON object per line).
     pub fn load_ndjson(path: &Path) -> Result<Self, DetectError> {
+        Self::load_ndjson_with_limit(path, 0)
+    }
+
+    /// [`IncidentStore::load_ndjson`] keeping at most `limit` incidents in
+    /// memory (0: all), see [`IncidentStore::set_limit`].
+    pub fn load_ndjson_with_limit(path: &Path, limit: usize) -> Result<Self, DetectError> {
         let store = Self::new();
+        store.set_limit(limit);
         if !path.exists() {
             return Ok(store);
         }
@@ -78,12 +117,33 @@ impl IncidentStore {
         Ok(store)
     }
 
-    /// Inserts or replaces (same id) an incident.
-    pub fn insert(&self, incident: Incident) {
-        let mut g = match self.inner.write() {
+    /// Keeps at most `limit` incidents in memory (0: all): past it (by an
+    /// eighth, so the cost is amortised) the resolved ones that changed
+    /// longest ago go first, then the oldest others. They stay in
+    /// `incidents.ndjson` and the ledger; the API no longer serves them.
+    pub fn set_limit(&self, limit: usize) {
+        let mut g = self.write();
+        g.limit = limit;
+        if limit > 0 && g.list.len() > limit {
+            prune(&mut g, limit);
+        }
+    }
+
+    /// Incidents the limit dropped from memory since start.
+    pub fn evicted(&self) -> u64 {
+        self.read(|i| i.evicted)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Inner> {
+        match self.inner.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
-        };
+        }
+    }
+
+    /// Inserts or replaces (same id) an incident.
+    pub fn insert(&self, incident: Incident) {
+        let mut g = self.write();
         g.revision += 1;
         let rev = g.revision;
         match g.by_id.get(&incident.incident_id).copied() {
@@ -96,6 +156,10 @@ impl IncidentStore {
                 g.by_id.insert(incident.incident_id.clone(), i);
                 g.list.push(incident);
                 g.revs.push(rev);
+                if g.limit > 0 && g.list.len() > g.limit + g.limit / 8 {
+                    let keep = g.limit;
+                    prune(&mut g, keep);
+                }
             }
         }
     }
@@ -255,6 +319,47 @@ mod tests {
 
     fn ids(v: &[Incident]) -> Vec<&str> {
         v.iter().map(|i| i.incident_id.as_str()).collect()
+    }
+
+    #[test]
+    fn the_memory_limit_drops_resolved_then_oldest_incidents() {
+        let s = IncidentStore::new();
+        s.set_limit(8);
+        for n in 0..8 {
+            let mut i = incident(&format!("i{n}"));
+            if n % 3 == 0 {
+                i.status = IncidentStatus::Resolved;
+            }
+            s.insert(i);
+        }
+        // i1 changes: it is now the most recently changed open incident
+        let mut i1 = incident("i1");
+        i1.status = IncidentStatus::Acknowledged;
+        s.insert(i1);
+        assert_eq!(s.len(), 8);
+        s.insert(incident("i8"));
+        assert_eq!(s.len(), 9, "an eighth over the limit before pruning");
+        s.insert(incident("i9"));
+        // pruned to 8: the resolved i0, i3 first, no open one needed beyond
+        assert_eq!(s.len(), 8);
+        assert_eq!(s.evicted(), 2);
+        assert!(!s.contains("i0") && !s.contains("i3"));
+        assert!(s.contains("i6"), "resolved but the newest of them: kept");
+        for _ in 10..20 {
+            s.insert(incident(&format!("i{}", s.len() + s.evicted() as usize)));
+        }
+        // then the least recently changed open ones; i1 changed late
+        assert!(s.len() <= 9);
+        assert!(!s.contains("i2") && !s.contains("i6"));
+        let (all, _) = s.changed_since(0, 100);
+        assert_eq!(all.len(), s.len());
+        assert_eq!(s.get("i19").map(|i| i.incident_id), Some("i19".to_string()));
+        // unlimited again keeps everything
+        let u = IncidentStore::new();
+        for n in 0..50 {
+            u.insert(incident(&format!("u{n}")));
+        }
+        assert_eq!((u.len(), u.evicted()), (50, 0));
     }
 
     #[test]

@@ -70,12 +70,17 @@ pub struct DetectSection {
     /// Literal prefilter for `regexp_like` (same results; off only to
     /// measure it).
     pub regex_prefilter: bool,
+    /// Incidents the API serves from memory at most (0: all); past it the
+    /// resolved ones changed longest ago, then the oldest, leave memory
+    /// (they stay in incidents.ndjson and the ledger).
+    pub max_incidents_in_memory: usize,
 }
 
 impl Default for DetectSection {
     fn default() -> Self {
         DetectSection {
             regex_prefilter: true,
+            max_incidents_in_memory: 20_000,
         }
     }
 }

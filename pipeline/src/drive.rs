@@ -101,7 +101,8 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let paths = DataPaths::new(&cfg.data_dir);
     let store = Arc::new(
-        IncidentStore::load_ndjson(&paths.incidents).context("cannot load earlier incidents")?,
+        IncidentStore::load_ndjson_with_limit(&paths.incidents, cfg.detect.max_incidents_in_memory)
+            .context("cannot load earlier incidents")?,
     );
     store
         .load_actions_ndjson(&paths.actions)
