@@ -10,9 +10,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Running, free_port, labels, sample, sigterm_and_wait, wait_healthy};
+use common::{Running, labels, sample, sigterm_and_wait};
 use serde_json::Value;
 
 const LIBS: [&str; 2] = [
@@ -54,22 +54,7 @@ fn token(clock: &Path, dir: &Path, role: &str) -> String {
 }
 
 fn start(clock: &Path, cfg: &Path, dir: &Path) -> (Running, String) {
-    let port = free_port();
-    let child = faked(clock)
-        .arg("run")
-        .arg("--config")
-        .arg(cfg)
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base);
-    (Running(child), base)
+    common::start_run(faked(clock), Some(cfg), dir)
 }
 
 /// Posts every line of `session`; returns the acknowledgement.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use common::{Running, bearer, dunes, free_port, sample, sigterm_and_wait, wait_healthy};
+use common::{bearer, dunes, sample, sigterm_and_wait, start_run};
 use serde_json::Value;
 
 fn incidents(base: &str, auth: &str) -> Vec<Value> {
@@ -54,23 +54,7 @@ fn revoked_token_key_and_failed_ledger_verification_are_emergencies() {
     )
     .expect("config");
     let dir = tmp.path().join("data");
-    let port = free_port();
-    let mut mon = Running(
-        dunes()
-            .arg("run")
-            .arg("--config")
-            .arg(&cfg)
-            .arg("--data-dir")
-            .arg(&dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn run"),
-    );
-    let base = format!("http://127.0.0.1:{port}");
-    wait_healthy(&base);
+    let (mut mon, base) = start_run(dunes(), Some(&cfg), &dir);
     assert!(
         incidents(&base, &bearer(&dir, "viewer")).is_empty(),
         "a quiet start"
@@ -102,26 +86,23 @@ fn revoked_token_key_and_failed_ledger_verification_are_emergencies() {
         .expect("ingest");
     assert_eq!(resp.status().as_u16(), 202);
     let auditor = bearer(&dir, "auditor");
-    let mut ok: Value = ureq::get(&format!("{base}/api/v1/ledger/verify"))
-        .header("authorization", &auditor)
-        .call()
-        .expect("verify")
-        .body_mut()
-        .read_json()
-        .expect("json");
+    let verify = || -> Value {
+        ureq::get(&format!("{base}/api/v1/ledger/verify"))
+            .header("authorization", &auditor)
+            .call()
+            .expect("verify")
+            .body_mut()
+            .read_json()
+            .expect("json")
+    };
+    let ok = verify();
     assert_eq!(ok["ok"], true, "{ok}");
     let seg = dir.join("ledger/seg-0000000000000000.dlg");
     let mut bytes = std::fs::read(&seg).expect("segment");
     let at = bytes.len() / 3;
     bytes[at] ^= 0x01;
     std::fs::write(&seg, &bytes).expect("tamper");
-    ok = ureq::get(&format!("{base}/api/v1/ledger/verify"))
-        .header("authorization", &auditor)
-        .call()
-        .expect("verify")
-        .body_mut()
-        .read_json()
-        .expect("json");
+    let ok = verify();
     assert_eq!(ok["ok"], false, "{ok}");
     let inc = wait_for(&base, &dir, "self.ledger_verification_failed");
     assert_eq!(inc["level"], 3, "{inc}");

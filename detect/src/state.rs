@@ -270,6 +270,35 @@ pub(crate) fn apply_changes<V>(map: &mut HashMap<String, V>, changes: BTreeMap<S
     }
 }
 
+/// Drops the keys last seen before `before` (if any), then the least
+/// recently seen beyond [`MAX_BASELINE_KEYS`], marking them changed.
+fn forget_keys<V>(
+    map: &mut HashMap<String, V>,
+    dirty: &mut HashSet<String>,
+    before: Option<i64>,
+    last_seen: impl Fn(&V) -> i64,
+) {
+    if let Some(before) = before {
+        map.retain(|k, v| {
+            let keep = last_seen(v) >= before;
+            if !keep {
+                dirty.insert(k.clone());
+            }
+            keep
+        });
+    }
+    if map.len() > MAX_BASELINE_KEYS {
+        let mut seen: Vec<(i64, String)> =
+            map.iter().map(|(k, v)| (last_seen(v), k.clone())).collect();
+        seen.sort();
+        let drop = map.len() - MAX_BASELINE_KEYS;
+        for (_, k) in seen.into_iter().take(drop) {
+            map.remove(&k);
+            dirty.insert(k);
+        }
+    }
+}
+
 fn sep_join<'a>(it: impl IntoIterator<Item = &'a str>) -> String {
     it.into_iter().collect::<Vec<_>>().join("\u{1f}")
 }
@@ -512,54 +541,19 @@ impl RuleState {
                 });
             }
             RuleKind::Baseline => {
-                if spec.forget > 0 {
-                    let forget_before = wm.saturating_sub(spec.forget);
-                    let dirty = &mut self.dirty.baselines;
-                    self.baselines.retain(|k, e| {
-                        let keep = e.last_seen >= forget_before;
-                        if !keep {
-                            dirty.insert(k.clone());
-                        }
-                        keep
-                    });
-                }
-                if self.baselines.len() > MAX_BASELINE_KEYS {
-                    let mut seen: Vec<(i64, String)> = self
-                        .baselines
-                        .iter()
-                        .map(|(k, v)| (v.last_seen, k.clone()))
-                        .collect();
-                    seen.sort();
-                    let drop = self.baselines.len() - MAX_BASELINE_KEYS;
-                    for (_, k) in seen.into_iter().take(drop) {
-                        self.baselines.remove(&k);
-                        self.dirty.baselines.insert(k);
-                    }
-                }
+                let before = (spec.forget > 0).then(|| wm.saturating_sub(spec.forget));
+                forget_keys(
+                    &mut self.baselines,
+                    &mut self.dirty.baselines,
+                    before,
+                    |e| e.last_seen,
+                );
             }
             RuleKind::Lifetime => {
-                let forget_before = wm.saturating_sub(spec.forget);
-                let dirty = &mut self.dirty.spans;
-                self.spans.retain(|k, e| {
-                    let keep = e.last_ts >= forget_before;
-                    if !keep {
-                        dirty.insert(k.clone());
-                    }
-                    keep
+                let before = Some(wm.saturating_sub(spec.forget));
+                forget_keys(&mut self.spans, &mut self.dirty.spans, before, |e| {
+                    e.last_ts
                 });
-                if self.spans.len() > MAX_BASELINE_KEYS {
-                    let mut seen: Vec<(i64, String)> = self
-                        .spans
-                        .iter()
-                        .map(|(k, v)| (v.last_ts, k.clone()))
-                        .collect();
-                    seen.sort();
-                    let drop = self.spans.len() - MAX_BASELINE_KEYS;
-                    for (_, k) in seen.into_iter().take(drop) {
-                        self.spans.remove(&k);
-                        self.dirty.spans.insert(k);
-                    }
-                }
             }
             RuleKind::Match => {}
         }

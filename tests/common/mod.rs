@@ -148,10 +148,26 @@ pub fn demo_data(root: &Path) -> PathBuf {
 
 /// `dunes run` on `dir` with its API on 127.0.0.1:`port`, once healthy.
 pub fn start_monitor(dir: &Path, port: u16) -> Running {
+    start_run_on(dunes(), None, dir, port)
+}
+
+/// `cmd` (`dunes()`, or one with more environment) `run [--config cfg]` on
+/// `dir` with its API on a free loopback port, once healthy; and its base URL.
+pub fn start_run(cmd: Command, cfg: Option<&Path>, dir: &Path) -> (Running, String) {
+    let port = free_port();
+    (
+        start_run_on(cmd, cfg, dir, port),
+        format!("http://127.0.0.1:{port}"),
+    )
+}
+
+fn start_run_on(mut cmd: Command, cfg: Option<&Path>, dir: &Path, port: u16) -> Running {
+    cmd.arg("run");
+    if let Some(cfg) = cfg {
+        cmd.arg("--config").arg(cfg);
+    }
     let mon = Running(
-        dunes()
-            .arg("run")
-            .arg("--data-dir")
+        cmd.arg("--data-dir")
             .arg(dir)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .stdin(std::process::Stdio::null())
