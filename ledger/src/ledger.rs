@@ -1090,8 +1090,13 @@ impl Ledger {
     /// since the last checkpoint when some record is not covered by one,
     /// `None` when every record is.
     pub fn unsigned_for(&self) -> Option<Duration> {
+        (self.unsigned_records() > 0).then(|| self.last_checkpoint_at.elapsed())
+    }
+
+    /// Records after the last signed checkpoint.
+    fn unsigned_records(&self) -> u64 {
         let signed = self.latest.as_ref().map_or(0, |c| c.tree_size);
-        (self.len() > signed).then(|| self.last_checkpoint_at.elapsed())
+        self.len().saturating_sub(signed)
     }
 
     /// Checkpoint if there are new records and either `checkpoint_every_records` records or
@@ -1104,8 +1109,7 @@ impl Ledger {
             self.rotate_key()?;
             return Ok(self.latest.clone());
         }
-        let signed = self.latest.as_ref().map_or(0, |c| c.tree_size);
-        let new = self.len().saturating_sub(signed);
+        let new = self.unsigned_records();
         if new == 0 {
             return Ok(None);
         }

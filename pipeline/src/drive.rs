@@ -261,7 +261,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             }
         }
         tokio::select! {
-            d = stages.decoded.recv(), if stages.in_flight > 0 => match d {
+            d = stages.decoded.recv(), if !stages.in_flight.is_empty() => match d {
                 Some(d) => {
                     stages.complete(d).await?;
                     if stop_after_reached(&stages) {

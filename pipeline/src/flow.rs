@@ -39,9 +39,8 @@ pub(crate) struct Stages {
     to_decoder: Option<mpsc::Sender<(Vec<RawRecord>, Ack)>>,
     /// Decoded batches, in submission order.
     pub(crate) decoded: mpsc::Receiver<DecodeResult>,
-    pub(crate) in_flight: usize,
     /// When each batch in flight was handed over, oldest first.
-    submitted: std::collections::VecDeque<std::time::Instant>,
+    pub(crate) in_flight: std::collections::VecDeque<std::time::Instant>,
     decoder_thread: Option<std::thread::JoinHandle<()>>,
     latency: Option<std::sync::Arc<Mutex<Histogram<u64>>>>,
 }
@@ -77,8 +76,7 @@ impl Stages {
             kafka,
             to_decoder: Some(to_decoder),
             decoded,
-            in_flight: 0,
-            submitted: std::collections::VecDeque::with_capacity(IN_FLIGHT),
+            in_flight: std::collections::VecDeque::with_capacity(IN_FLIGHT),
             decoder_thread: Some(decoder_thread),
             latency,
         })
@@ -93,7 +91,7 @@ impl Stages {
             }
             return Ok(());
         }
-        while self.in_flight >= IN_FLIGHT {
+        while self.in_flight.len() >= IN_FLIGHT {
             self.complete_next().await?;
         }
         let tx = self
@@ -103,8 +101,7 @@ impl Stages {
         tx.send((records, ack))
             .await
             .map_err(|_| PipelineError::Stopped("the decode thread stopped".into()))?;
-        self.in_flight += 1;
-        self.submitted.push_back(std::time::Instant::now());
+        self.in_flight.push_back(std::time::Instant::now());
         Ok(())
     }
 
@@ -119,7 +116,7 @@ impl Stages {
     /// Completes every batch in flight (before a reload, at the end of the
     /// sources, on shutdown).
     pub(crate) async fn drain(&mut self) -> Result<()> {
-        while self.in_flight > 0 {
+        while !self.in_flight.is_empty() {
             self.complete_next().await?;
         }
         Ok(())
@@ -127,8 +124,7 @@ impl Stages {
 
     /// Detection, ledger, sinks for one decoded batch, then its [`Ack`].
     pub(crate) async fn complete(&mut self, (decoded, ack): DecodeResult) -> Result<()> {
-        self.in_flight -= 1;
-        let submitted = self.submitted.pop_front();
+        let submitted = self.in_flight.pop_front();
         let out = match decoded {
             Ok(d) => self.pipeline.finish(d).await,
             Err(e) => Err(e),

@@ -410,34 +410,14 @@ impl Pipeline {
         if raised.is_empty() {
             return Ok(raised);
         }
-        let now_us = now.timestamp_micros();
-        let mut json = Vec::with_capacity(raised.len());
+        self.publish_system_incidents(&raised, false)?;
         for inc in &raised {
-            let payload = serde_json::to_vec(inc).context("cannot encode incident")?;
-            self.ledger
-                .append(RecordKind::Incident, now_us, &payload, &[])
-                .context("ledger append failed")?;
-            json.push(payload);
-        }
-        self.ledger.sync().context("ledger sync failed")?;
-        let changes: Vec<Change<'_>> = raised
-            .iter()
-            .zip(&json)
-            .map(|(inc, j)| Change::created(inc, j))
-            .collect();
-        let findings = self.outputs.emit(&changes)?;
-        self.action_findings.extend(findings);
-        for (inc, j) in raised.iter().zip(&json) {
-            self.incidents_out.write_line(j)?;
             tracing::error!(
                 target: "dunes::compliance",
                 incident = %inc.incident_id, rule = %inc.rule_id,
                 "{}", inc.title
             );
-            self.store.insert(inc.clone());
         }
-        self.incidents_out.flush()?;
-        metrics::counter!("dunes_incidents_total").increment(raised.len() as u64);
         self.ledger
             .maybe_checkpoint()
             .context("ledger checkpoint failed")?;
@@ -864,16 +844,7 @@ impl Pipeline {
         let batch_secs = (t4 - t0).as_secs_f64() + decode_us as f64 / 1e6;
         metrics::histogram!("dunes_batch_seconds").record(batch_secs);
         self.latency.observe(Utc::now(), batch_secs, accepted)?;
-        let signals = self.selfmon.observe(crate::selfmon::Sample {
-            batch_secs: Some(batch_secs),
-            accepted,
-            rejected,
-            security: dunes_api::security_counts(),
-            ingest_lag_secs: self.ingest_lag_secs.take(),
-            unsigned_secs: self.ledger.unsigned_for().map(|d| d.as_secs_f64()),
-            now: Utc::now(),
-        });
-        self.apply_self_signals(signals)?;
+        self.self_monitor(Some((batch_secs, accepted, rejected)))?;
         Ok(BatchOutcome {
             accepted,
             rejected,
@@ -1004,16 +975,7 @@ impl Pipeline {
     /// revoked tokens, failed verifications, refused requests and unsigned
     /// records raise their incidents also while no traffic flows.
     pub fn self_check_idle(&mut self) -> Result<()> {
-        let signals = self.selfmon.observe(crate::selfmon::Sample {
-            batch_secs: None,
-            accepted: 0,
-            rejected: 0,
-            security: dunes_api::security_counts(),
-            ingest_lag_secs: None,
-            unsigned_secs: self.ledger.unsigned_for().map(|d| d.as_secs_f64()),
-            now: Utc::now(),
-        });
-        self.apply_self_signals(signals)
+        self.self_monitor(None)
     }
 
     /// Notes how long the oldest record of a completed batch took from
@@ -1023,62 +985,110 @@ impl Pipeline {
         metrics::gauge!("dunes_ingest_lag_seconds").set(secs);
     }
 
+    /// Ledgers (synced) and publishes incidents raised outside a batch (the
+    /// notification clocks, the self-monitor): outputs, `incidents.ndjson`
+    /// (and `--incidents-out` with `extra`), the store, the counter.
+    fn publish_system_incidents(&mut self, raised: &[Incident], extra: bool) -> Result<()> {
+        let mut json = Vec::with_capacity(raised.len());
+        for inc in raised {
+            let payload = serde_json::to_vec(inc).context("cannot encode incident")?;
+            self.ledger
+                .append(
+                    RecordKind::Incident,
+                    inc.detected_at.timestamp_micros(),
+                    &payload,
+                    &[],
+                )
+                .context("ledger append failed")?;
+            json.push(payload);
+        }
+        self.ledger.sync().context("ledger sync failed")?;
+        let changes: Vec<Change<'_>> = raised
+            .iter()
+            .zip(&json)
+            .map(|(inc, j)| Change::created(inc, j))
+            .collect();
+        let findings = self.outputs.emit(&changes)?;
+        self.action_findings.extend(findings);
+        for (inc, j) in raised.iter().zip(&json) {
+            self.incidents_out.write_line(j)?;
+            if extra && let Some(out) = &mut self.extra_incidents_out {
+                out.write_line(j)?;
+            }
+            self.store.insert(inc.clone());
+        }
+        self.incidents_out.flush()?;
+        if extra && let Some(out) = &mut self.extra_incidents_out {
+            out.flush()?;
+        }
+        metrics::counter!("dunes_incidents_total").increment(raised.len() as u64);
+        Ok(())
+    }
+
     fn apply_self_signals(&mut self, signals: Vec<crate::selfmon::Signal>) -> Result<()> {
+        let mut raised = Vec::new();
+        let mut clears = Vec::new();
         for s in signals {
             match s {
-                crate::selfmon::Signal::Raise(inc) => {
-                    let payload = serde_json::to_vec(&*inc).context("cannot encode incident")?;
-                    self.ledger
-                        .append(
-                            RecordKind::Incident,
-                            inc.detected_at.timestamp_micros(),
-                            &payload,
-                            &[],
-                        )
-                        .context("ledger append failed")?;
-                    self.ledger.sync().context("ledger sync failed")?;
-                    let findings = self.outputs.emit(&[Change::created(&inc, &payload)])?;
-                    self.action_findings.extend(findings);
-                    self.incidents_out.write_line(&payload)?;
-                    self.incidents_out.flush()?;
-                    if let Some(extra) = &mut self.extra_incidents_out {
-                        extra.write_line(&payload)?;
-                        extra.flush()?;
-                    }
-                    metrics::counter!("dunes_incidents_total").increment(1);
-                    tracing::warn!(
-                        target: "dunes::alert",
-                        incident = %inc.incident_id, rule = %inc.rule_id,
-                        "self-monitor: {}", inc.title
-                    );
-                    self.store.insert(*inc);
-                }
+                crate::selfmon::Signal::Raise(inc) => raised.push(*inc),
                 crate::selfmon::Signal::Clear { incident_id, note } => {
-                    let action = IncidentAction {
-                        record_type: "incident_action".into(),
-                        action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
-                        incident_id,
-                        action: ActionKind::Resolve,
-                        actor: "dunes-self-monitor".into(),
-                        role: "system".into(),
-                        jti: String::new(),
-                        at: Utc::now(),
-                        assignee: None,
-                        disposition: Some(dunes_detect::Disposition::TruePositive),
-                        note: Some(note),
-                        regime: None,
-                        stage: None,
-                        suppress_until: None,
-                        ledger_index: None,
-                    };
-                    if let Err(refused) = self.apply_action(action)? {
-                        // resolved by an analyst already: nothing to do
-                        tracing::debug!(?refused, "self-monitor: incident not resolved");
-                    }
+                    clears.push((incident_id, note))
                 }
             }
         }
+        if !raised.is_empty() {
+            self.publish_system_incidents(&raised, true)?;
+        }
+        for inc in &raised {
+            tracing::warn!(
+                target: "dunes::alert",
+                incident = %inc.incident_id, rule = %inc.rule_id,
+                "self-monitor: {}", inc.title
+            );
+        }
+        for (incident_id, note) in clears {
+            let action = IncidentAction {
+                record_type: "incident_action".into(),
+                action_id: format!("act-{}", uuid::Uuid::now_v7().simple()),
+                incident_id,
+                action: ActionKind::Resolve,
+                actor: "dunes-self-monitor".into(),
+                role: "system".into(),
+                jti: String::new(),
+                at: Utc::now(),
+                assignee: None,
+                disposition: Some(dunes_detect::Disposition::TruePositive),
+                note: Some(note),
+                regime: None,
+                stage: None,
+                suppress_until: None,
+                ledger_index: None,
+            };
+            if let Err(refused) = self.apply_action(action)? {
+                // resolved by an analyst already: nothing to do
+                tracing::debug!(?refused, "self-monitor: incident not resolved");
+            }
+        }
         Ok(())
+    }
+
+    /// The self-monitor after a batch (`batch`: seconds, accepted, rejected)
+    /// or, `None`, between batches.
+    fn self_monitor(&mut self, batch: Option<(f64, u64, u64)>) -> Result<()> {
+        let (batch_secs, accepted, rejected) = match batch {
+            Some((secs, a, r)) => (Some(secs), a, r),
+            None => (None, 0, 0),
+        };
+        let signals = self.selfmon.observe(crate::selfmon::Sample {
+            batch_secs,
+            accepted,
+            rejected,
+            security: dunes_api::security_counts(),
+            ingest_lag_secs: batch_secs.and_then(|_| self.ingest_lag_secs.take()),
+            unsigned_secs: self.ledger.unsigned_for().map(|d| d.as_secs_f64()),
+            now: Utc::now(),
+        });
+        self.apply_self_signals(signals)
     }
 
     /// Appends one `action` record (a report digest handed over by the API, the request

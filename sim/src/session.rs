@@ -1290,6 +1290,15 @@ impl<'a> Sess<'a> {
         }
     }
 
+    /// The benign result content of a call that succeeds (a tool error or a
+    /// JSON-RPC error becomes a plain "ok").
+    fn ok_content(&mut self, t: &Tool, args: &Value) -> Vec<Value> {
+        match self.benign_out(t, args) {
+            Out::Ok(c) => c,
+            _ => vec![text("ok")],
+        }
+    }
+
     /// A client that moves to another address and tool (a copied session id).
     fn foreign_client(&mut self) {
         let ip = format!(
@@ -1367,11 +1376,7 @@ impl<'a> Sess<'a> {
         let (args, _) = self.benign_args(&t, true);
         let params = json!({"name": t.name, "arguments": args});
         let id = self.request("tools/call", Some(params.clone()), Some(t.name.clone()));
-        let out = self.benign_out(&t, &args);
-        let content = match out {
-            Out::Ok(c) => c,
-            _ => vec![text("ok")],
-        };
+        let content = self.ok_content(&t, &args);
         self.respond(
             id.clone(),
             json!({"content": content.clone(), "isError": false}),
@@ -1432,10 +1437,7 @@ impl<'a> Sess<'a> {
             );
             if slow {
                 self.t += self.r.random_range(10_500..16_000);
-                let out = match self.benign_out(&t, &args) {
-                    Out::Ok(c) => c,
-                    _ => vec![text("ok")],
-                };
+                let out = self.ok_content(&t, &args);
                 self.emit(
                     false,
                     json!({"jsonrpc": "2.0", "id": id, "result": {"content": out, "isError": false}}),
