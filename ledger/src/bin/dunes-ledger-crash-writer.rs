@@ -1,8 +1,14 @@
-//! Test helper for the kill -9 crash test (`ledger/tests/crash.rs`): appends records as fast
-//! as possible with periodic sync, checkpoints and key rotations, and prints `acked <n>` after
-//! every sync (records `0..n` are durable). Not part of the product.
+//! Test helper for the kill -9 crash tests (`ledger/tests/crash.rs`). Not part of the product.
 //!
-//! Usage: `dunes-ledger-crash-writer <data_dir> <origin> <seed>`
+//! Default mode: appends records as fast as possible with periodic sync, checkpoints and key
+//! rotations, and prints `acked <n>` after every sync (records `0..n` are durable).
+//!
+//! `sign` mode: a few records, then a checkpoint, over and over, with hybrid signatures
+//! (ML-DSA-65 + Ed25519) and every checkpoint published to `<data_dir>/published`, so most of
+//! the time is spent signing, writing and publishing checkpoints. Prints `acked <n>`, then
+//! `signing` before each checkpoint and `signed <tree_size>` once it returned.
+//!
+//! Usage: `dunes-ledger-crash-writer <data_dir> <origin> <seed> [sign]`
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,12 +19,19 @@ use dunes_ledger::{Ledger, LedgerConfig, RecordKind};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: {} <data_dir> <origin> <seed>", args[0]);
+    let sign_mode = args.get(4).map(String::as_str) == Some("sign");
+    if args.len() < 4 || args.len() > 5 || (args.len() == 5 && !sign_mode) {
+        eprintln!("usage: {} <data_dir> <origin> <seed> [sign]", args[0]);
         return ExitCode::from(2);
     }
     let seed: u64 = args[3].parse().unwrap_or(1);
-    match run(PathBuf::from(&args[1]), &args[2], seed) {
+    let dir = PathBuf::from(&args[1]);
+    let res = if sign_mode {
+        sign_storm(dir, &args[2], seed)
+    } else {
+        run(dir, &args[2], seed)
+    };
+    match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("crash-writer: {e}");
@@ -68,5 +81,31 @@ fn run(dir: PathBuf, origin: &str, seed: u64) -> Result<(), dunes_ledger::Ledger
             let _ = writeln!(out, "acked {}", l.len());
             let _ = out.flush();
         }
+    }
+}
+
+fn sign_storm(dir: PathBuf, origin: &str, seed: u64) -> Result<(), dunes_ledger::LedgerError> {
+    let mut cfg = LedgerConfig::new(&dir, origin);
+    cfg.rotate_every = None;
+    cfg.hybrid_ed25519 = true;
+    cfg.publish_dir = Some(dir.join("published"));
+    let mut l = Ledger::open(cfg)?;
+    let mut out = std::io::stdout().lock();
+    let mut x = seed | 1;
+    loop {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        for i in 0..1 + x % 4 {
+            let payload = format!("{{\"seed\":{seed},\"i\":{i},\"n\":{}}}", l.len());
+            l.append(RecordKind::Event, l.len() as i64, payload.as_bytes(), &[])?;
+        }
+        l.sync()?;
+        let _ = writeln!(out, "acked {}", l.len());
+        let _ = writeln!(out, "signing");
+        let _ = out.flush();
+        let cp = l.checkpoint()?;
+        let _ = writeln!(out, "signed {}", cp.tree_size);
+        let _ = out.flush();
     }
 }
