@@ -61,6 +61,7 @@ pub async fn run(
                         line: line_no,
                     },
                     oversize: None,
+                    refused: None,
                 }
             })
             .collect();

@@ -60,6 +60,7 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
             line: n as u64 + 1,
         },
         oversize: None,
+        refused: None,
     };
     for (i, chunk) in lines[..half].chunks(4096).enumerate() {
         let recs = chunk

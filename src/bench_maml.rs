@@ -48,6 +48,7 @@ fn records(lines: &[String]) -> Vec<RawRecord> {
             bytes: l.as_bytes().to_vec(),
             source: SourcePos::Stdin { line: i as u64 },
             oversize: None,
+            refused: None,
         })
         .collect()
 }

@@ -212,6 +212,7 @@ pub async fn run(mut cfg: Config, s: Soak) -> anyhow::Result<()> {
                     line: line_no,
                 },
                 oversize: None,
+                refused: None,
             });
         }
         // pace: the batch is due when its last event is, at `rate`

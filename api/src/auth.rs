@@ -137,7 +137,7 @@ pub fn allowed_roles(method: &axum::http::Method, route: &str) -> &'static [Role
         (true, r) if r.starts_with("/api/v1/ledger/") => access::AUDIT,
         (true, "/metrics") => access::AUDIT,
         (true, "/openapi.json") => access::ANY,
-        (false, "/v1/ingest") => access::INGEST,
+        (false, r) if is_ingest_route(r) => access::INGEST,
         _ => &[],
     }
 }
@@ -148,11 +148,14 @@ pub fn allowed_roles(method: &axum::http::Method, route: &str) -> &'static [Role
 pub fn state_changing(method: &axum::http::Method, route: &str) -> bool {
     use axum::http::Method;
     let read = *method == Method::GET || *method == Method::HEAD;
-    !read
-        && !matches!(
-            route,
-            "/v1/ingest" | "/api/v1/query" | "/api/v1/rules/validate"
-        )
+    !read && !is_ingest_route(route) && !matches!(route, "/api/v1/query" | "/api/v1/rules/validate")
+}
+
+/// Routes that take events: NDJSON/JSON envelopes and OTLP/HTTP logs and traces.
+pub fn is_ingest_route(route: &str) -> bool {
+    matches!(route, "/v1/ingest" | "/v1/traces" | "/v1/logs")
+        || route == crate::otlp_grpc::TRACES_PATH
+        || route == crate::otlp_grpc::LOGS_PATH
 }
 
 /// JOSE header of a Dunes token.

@@ -11,7 +11,8 @@
 //!   `POST /api/v1/rules/reload`
 //! - `GET  /api/v1/ledger/checkpoint | proof/inclusion | proof/consistency | export`
 //! - `GET  /api/v1/keys`, `GET /metrics`, `GET /openapi.json`
-//! - `POST /v1/ingest` (NDJSON or JSON array body)
+//! - `POST /v1/ingest` (NDJSON or JSON array body), `POST /v1/traces`, `POST /v1/logs`
+//!   (OTLP/HTTP, protobuf or JSON)
 
 pub mod auth;
 mod console;
@@ -19,6 +20,7 @@ pub mod hunt;
 pub mod idempotency;
 mod ledger_routes;
 mod openapi;
+mod otlp_grpc;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroU32;
@@ -69,6 +71,8 @@ pub enum ApiError {
     BodyTimeout(u64),
     #[error("Content-Encoding {0:?} is not accepted: send the body uncompressed")]
     UnsupportedEncoding(String),
+    #[error("Content-Type {0:?} is not accepted here: {1}")]
+    UnsupportedMediaType(String, &'static str),
     #[error("too many requests")]
     TooManyRequests { retry_after_secs: u64 },
     #[error("ingest is not enabled on this instance")]
@@ -109,7 +113,9 @@ impl IntoResponse for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::UnsupportedEncoding(_) | ApiError::UnsupportedMediaType(..) => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::IngestDisabled => StatusCode::NOT_IMPLEMENTED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -485,6 +491,7 @@ pub fn prometheus() -> Option<&'static PrometheusHandle> {
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
     let _ = prometheus();
     let json_limit = DefaultBodyLimit::max(state.auth.cfg.max_json_body_bytes);
+    let (grpc_traces, grpc_logs) = otlp_grpc::services(state.clone(), max_body_bytes);
     Router::new()
         .route("/api/v1/incidents", get(list_incidents))
         .route("/api/v1/incidents/{id}", get(get_incident))
@@ -554,6 +561,16 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/v1/ingest",
             post(ingest).layer(DefaultBodyLimit::max(max_body_bytes)),
         )
+        .route(
+            "/v1/traces",
+            post(otlp_traces).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .route(
+            "/v1/logs",
+            post(otlp_logs).layer(DefaultBodyLimit::max(max_body_bytes)),
+        )
+        .route_service(otlp_grpc::TRACES_PATH, grpc_traces)
+        .route_service(otlp_grpc::LOGS_PATH, grpc_logs)
         .route("/metrics", get(metrics_text))
         .route("/openapi.json", get(openapi::openapi_json))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -603,7 +620,7 @@ pub async fn serve(
         shutdown.await;
         closing.send_replace(true);
     };
-    let api = serve_http1(
+    let api = serve_http(
         listener,
         router(state, cfg.max_body_bytes),
         cfg.header_read_timeout,
@@ -612,7 +629,7 @@ pub async fn serve(
     let Some(metrics) = metrics else {
         return api.await.map_err(ApiError::Serve);
     };
-    let scrape = serve_http1(
+    let scrape = serve_http(
         metrics,
         metrics_router(),
         cfg.header_read_timeout,
@@ -625,19 +642,19 @@ pub async fn serve(
     }
 }
 
-/// HTTP/1.1 on `listener` until `shutdown` resolves, then waits for the open
+/// HTTP/1.1 and HTTP/2 (cleartext, prior knowledge) on `listener` until `shutdown` resolves, then waits for the open
 /// connections to finish their requests. Like `axum::serve`, plus a header
 /// read timeout (axum's own server sets no timer, so a client that never
 /// finishes its headers held its connection forever). Each request carries
 /// the peer address as `ConnectInfo<SocketAddr>`.
-async fn serve_http1(
+async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
     header_read_timeout: std::time::Duration,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
     use hyper::body::Incoming;
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::service::TowerToHyperService;
     use tower::ServiceExt as _;
 
@@ -662,10 +679,16 @@ async fn serve_http1(
                 req.extensions_mut().insert(ConnectInfo(peer));
                 req.map(axum::body::Body::new)
             });
-        let conn = hyper::server::conn::http1::Builder::new()
+        // HTTP/1.1, and HTTP/2 with prior knowledge (OTLP/gRPC exporters).
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
+            .header_read_timeout(header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc))
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -743,7 +766,7 @@ async fn guard(
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
-    let limit = if route == "/v1/ingest" {
+    let limit = if auth::is_ingest_route(&route) {
         max_body_bytes
     } else {
         st.auth.cfg.max_json_body_bytes
@@ -782,7 +805,7 @@ async fn guard(
     // ingest (its events are ledgered themselves) and rate-limit refusals
     // (a flood must not become ledger records).
     if let (Some(c), Some(tx)) = (claims, &st.access)
-        && route != "/v1/ingest"
+        && !auth::is_ingest_route(&route)
         && status != StatusCode::TOO_MANY_REQUESTS
     {
         let mut h = blake3::Hasher::new();
@@ -1728,6 +1751,102 @@ async fn ingest(
         .map_err(|_| ApiError::Unavailable)?;
     let ack = rx.await.map_err(|_| ApiError::Unavailable)?;
     Ok((StatusCode::ACCEPTED, Json(ack)))
+}
+
+#[utoipa::path(post, path = "/v1/traces", tag = "ingest",
+    request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "OTLP/HTTP ExportTraceServiceRequest (protobuf, or OTLP/JSON as application/json); MCP spans become envelopes (docs/schema.md#otlp)"),
+    responses((status = 200, description = "ExportTraceServiceResponse once ledgered; partial_success counts dead-lettered envelopes"), (status = 400), (status = 413), (status = 415)),
+    security(("bearer" = [])))]
+async fn otlp_traces(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    otlp(st, &headers, &body, dunes_ingest::otlp::Signal::Traces).await
+}
+
+#[utoipa::path(post, path = "/v1/logs", tag = "ingest",
+    request_body(content = Vec<u8>, content_type = "application/x-protobuf", description = "OTLP/HTTP ExportLogsServiceRequest (protobuf, or OTLP/JSON as application/json); log records whose body is a JSON-RPC message or an envelope (docs/schema.md#otlp)"),
+    responses((status = 200, description = "ExportLogsServiceResponse once ledgered; partial_success counts dead-lettered envelopes"), (status = 400), (status = 413), (status = 415)),
+    security(("bearer" = [])))]
+async fn otlp_logs(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    otlp(st, &headers, &body, dunes_ingest::otlp::Signal::Logs).await
+}
+
+/// Hand mapped OTLP envelopes to the pipeline and wait until they are ledgered: the number
+/// dead-lettered and the partial-success message.
+async fn otlp_hand_over(
+    st: &AppState,
+    mapped: dunes_ingest::otlp::Mapped,
+) -> Result<(u64, String), ApiError> {
+    let Some(tx) = st.ingest.clone() else {
+        return Err(ApiError::IngestDisabled);
+    };
+    metrics::counter!("dunes_otlp_ignored_total").increment(mapped.ignored);
+    let ack = if mapped.records.is_empty() {
+        IngestAck::default()
+    } else {
+        let (reply, rx) = oneshot::channel();
+        tx.send(IngestRequest {
+            records: mapped.records,
+            reply,
+        })
+        .await
+        .map_err(|_| ApiError::Unavailable)?;
+        rx.await.map_err(|_| ApiError::Unavailable)?
+    };
+    let message = if ack.rejected > 0 {
+        format!(
+            "{} envelope(s) dead-lettered (reasons in the dead letter); {} accepted",
+            ack.rejected, ack.accepted
+        )
+    } else {
+        String::new()
+    };
+    Ok((ack.rejected, message))
+}
+
+/// OTLP/HTTP: map the export request to envelopes, hand them to the pipeline like an
+/// ingest request, answer once they are ledgered (at-least-once: an exporter retries
+/// anything but a success, and event ids make the retry a duplicate).
+async fn otlp(
+    st: AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    signal: dunes_ingest::otlp::Signal,
+) -> Result<Response, ApiError> {
+    use dunes_ingest::otlp;
+    if st.ingest.is_none() {
+        return Err(ApiError::IngestDisabled);
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(encoding) = otlp::Encoding::from_content_type(ct) else {
+        return Err(ApiError::UnsupportedMediaType(
+            ct.to_string(),
+            "OTLP/HTTP takes application/x-protobuf or application/json",
+        ));
+    };
+    let request_id = headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .unwrap_or_else(uuid_like);
+    let mapped = otlp::map_request(signal, encoding, body, &request_id)
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let (rejected, message) = otlp_hand_over(&st, mapped).await?;
+    let mut resp = otlp::response(signal, encoding, rejected, &message).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(encoding.content_type()),
+    );
+    Ok(resp)
 }
 
 #[utoipa::path(post, path = "/api/v1/rules/reload", tag = "rules",

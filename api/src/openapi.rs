@@ -39,6 +39,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         crate::ledger_routes::export,
         crate::ledger_routes::redact,
         crate::ingest,
+        crate::otlp_traces,
+        crate::otlp_logs,
     ),
     components(schemas(
         crate::ActionBody,

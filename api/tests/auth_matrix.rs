@@ -108,6 +108,29 @@ const ROUTES: &[(&str, &str, &str, &str)] = &[
     ("metrics", "GET", "/metrics", ""),
     ("openapi", "GET", "/openapi.json", ""),
     ("ingest", "POST", "/v1/ingest", "{}"),
+    ("otlp.traces", "POST", "/v1/traces", "{}"),
+    ("otlp.logs", "POST", "/v1/logs", "{}"),
+    (
+        "otlp.grpc.traces",
+        "POST",
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        "",
+    ),
+    (
+        "otlp.grpc.logs",
+        "POST",
+        "/opentelemetry.proto.collector.logs.v1.LogsService/Export",
+        "",
+    ),
+];
+
+/// The routes that take events: the ingest role's, nobody else's.
+const INGEST: &[&str] = &[
+    "ingest",
+    "otlp.traces",
+    "otlp.logs",
+    "otlp.grpc.traces",
+    "otlp.grpc.logs",
 ];
 
 /// What each role may do, written from the role list (independently of
@@ -142,7 +165,7 @@ fn expected(role: Role) -> BTreeSet<&'static str> {
             &["incidents.escalate", "incidents.deescalate"][..],
         ]
         .concat(),
-        Role::Admin => all.into_iter().filter(|r| *r != "ingest").collect(),
+        Role::Admin => all.into_iter().filter(|r| !INGEST.contains(r)).collect(),
         Role::Auditor => [
             &read[..],
             &[
@@ -157,7 +180,7 @@ fn expected(role: Role) -> BTreeSet<&'static str> {
             ][..],
         ]
         .concat(),
-        Role::Ingest => vec!["ingest", "openapi", "session"],
+        Role::Ingest => [INGEST, &["openapi", "session"][..]].concat(),
     };
     set.into_iter().collect()
 }

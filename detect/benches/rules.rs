@@ -41,6 +41,7 @@ fn batch() -> (RecordBatch, RecordBatch) {
                 line: i as u64 + 1,
             },
             oversize: None,
+            refused: None,
         })
         .collect();
     assert_eq!(records.len(), BATCH, "simulator produced too few envelopes");

@@ -79,6 +79,7 @@ fn batches() -> Vec<RecordBatch> {
                         line: (c * BATCH + i) as u64 + 1,
                     },
                     oversize: None,
+                    refused: None,
                 })
                 .collect();
             norm.decode_batch(records).expect("decodes").events

@@ -82,6 +82,7 @@ async fn run_one(
                 line: n as u64 + 1,
             },
             oversize: None,
+            refused: None,
         });
     }
     let mut normalizer = Normalizer::new(IngestConfig::default());

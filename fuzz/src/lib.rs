@@ -39,6 +39,7 @@ pub fn envelope(data: &[u8]) {
             bytes: l.to_vec(),
             source: dunes_ingest::SourcePos::Stdin { line: i as u64 + 1 },
             oversize: None,
+            refused: None,
         })
         .collect();
     let _ = n.decode_batch(records);

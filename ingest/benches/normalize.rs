@@ -19,6 +19,7 @@ fn records() -> Vec<RawRecord> {
                 line: i as u64 + 1,
             },
             oversize: None,
+            refused: None,
         })
         .collect()
 }

@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 bytes: line?,
                 source: SourcePos::Stdin { line: i as u64 + 1 },
                 oversize: None,
+                refused: None,
             });
         }
         let decoded = norm.decode_batch(std::mem::take(&mut batch))?;

@@ -24,6 +24,7 @@ mod json;
 pub mod kafka;
 pub mod maml;
 mod normalize;
+pub mod otlp;
 pub mod schema;
 pub mod secrets;
 pub mod source;
@@ -123,6 +124,9 @@ pub struct RawRecord {
     pub source: SourcePos,
     /// The original length when the reader cut the record.
     pub oversize: Option<usize>,
+    /// Already refused by the source's decoder (an OTLP item that maps to no envelope): the
+    /// record goes to dead letter with this reason, `bytes` being what the item carried.
+    pub refused: Option<String>,
 }
 
 /// A record that failed validation.

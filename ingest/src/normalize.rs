@@ -288,6 +288,14 @@ impl Normalizer {
         let mut accepted = Vec::with_capacity(records.len());
         let mut rejected = Vec::new();
         for rec in records {
+            if let Some(reason) = rec.refused {
+                rejected.push(Rejected {
+                    reason,
+                    source: rec.source,
+                    raw: rec.bytes,
+                });
+                continue;
+            }
             let raw_len = rec.oversize.unwrap_or(rec.bytes.len());
             if rec.oversize.is_some() || rec.bytes.len() > self.cfg.max_line_bytes {
                 rejected.push(Rejected {

@@ -139,6 +139,7 @@ impl<R: BufRead> Iterator for LineReader<R> {
                 bytes,
                 source: self.pos(),
                 oversize,
+                refused: None,
             }));
         }
         None
@@ -193,6 +194,7 @@ pub fn split_http_body(
             bytes,
             source: pos(index),
             oversize,
+            refused: None,
         }
     };
     if body[start] == b'[' {

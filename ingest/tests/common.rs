@@ -15,6 +15,7 @@ pub fn rec(line: &str, n: u64) -> RawRecord {
             line: n,
         },
         oversize: None,
+        refused: None,
     }
 }
 

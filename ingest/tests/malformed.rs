@@ -155,6 +155,7 @@ fn empty_kafka_messages_are_rejected_with_a_reason() {
             offset,
         },
         oversize: None,
+        refused: None,
     };
     let out = n
         .decode_batch(vec![kafka("", 7), kafka("  ", 8)])

@@ -60,6 +60,7 @@ fn rec(bytes: Vec<u8>) -> RawRecord {
         bytes,
         source: SourcePos::Stdin { line: 1 },
         oversize: None,
+        refused: None,
     }
 }
 

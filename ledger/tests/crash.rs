@@ -148,14 +148,20 @@ fn sigkill_during_checkpoint_signing() {
         cfg.rotate_every = None;
         cfg.hybrid_ed25519 = true;
         let l = Ledger::open(cfg).unwrap_or_else(|e| panic!("trial {trial}: reopen failed: {e}"));
-        assert!(l.len() >= k.acked, "trial {trial}: acknowledged records lost");
+        assert!(
+            l.len() >= k.acked,
+            "trial {trial}: acknowledged records lost"
+        );
         let latest = l.latest_checkpoint().map_or(0, |c| c.tree_size);
         assert!(
             latest >= k.signed,
             "trial {trial}: checkpoint {} was returned but the reopened ledger's latest is {latest}",
             k.signed
         );
-        assert!(latest <= l.len(), "trial {trial}: checkpoint beyond the records");
+        assert!(
+            latest <= l.len(),
+            "trial {trial}: checkpoint beyond the records"
+        );
         drop(l);
 
         // Every published note anchors the history that follows it.
@@ -165,7 +171,10 @@ fn sigkill_during_checkpoint_signing() {
             let Ok(t) = TrustedCheckpoint::load(&path) else {
                 // Only a temporary file of an interrupted atomic write may fail to load.
                 let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                assert!(!name.ends_with(".note"), "trial {trial}: {name} is unreadable");
+                assert!(
+                    !name.ends_with(".note"),
+                    "trial {trial}: {name} is unreadable"
+                );
                 continue;
             };
             assert!(
@@ -236,7 +245,10 @@ fn torn_checkpoint_entry_is_dropped_on_open_at_every_cut() {
     let total = l.checkpoint().expect("checkpoint").tree_size;
     drop(l);
     let full = std::fs::read(&cp_path).expect("read");
-    assert!(full.len() > before + 1000, "an entry carries two signatures");
+    assert!(
+        full.len() > before + 1000,
+        "an entry carries two signatures"
+    );
     let mut cuts: Vec<usize> = (before + 1..full.len()).step_by(89).collect();
     cuts.extend([before + 1, before + 4, before + 8, full.len() - 1]);
     for cut in cuts {

@@ -1526,6 +1526,7 @@ fn ledger_record(index: u64, payload: &[u8]) -> RawRecord {
         bytes: payload.to_vec(),
         source: dunes_ingest::SourcePos::Ledger { index },
         oversize: None,
+        refused: None,
     }
 }
 

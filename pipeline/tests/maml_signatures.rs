@@ -28,6 +28,7 @@ fn envelope(n: usize, doc: &str) -> RawRecord {
         bytes: v.to_string().into_bytes(),
         source: SourcePos::Stdin { line: n as u64 },
         oversize: None,
+        refused: None,
     }
 }
 

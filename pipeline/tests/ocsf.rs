@@ -36,6 +36,7 @@ fn records(input: &[Value], name: &str) -> Vec<RawRecord> {
                 line: n as u64 + 1,
             },
             oversize: None,
+            refused: None,
         })
         .collect()
 }

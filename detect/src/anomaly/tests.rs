@@ -217,6 +217,7 @@ fn batches(lines: &[String], size: usize) -> Vec<RecordBatch> {
                         line: i as u64 + 1,
                     },
                     oversize: None,
+                    refused: None,
                 })
                 .collect();
             let d = norm.decode_batch(recs).expect("decodes");

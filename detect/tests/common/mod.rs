@@ -16,6 +16,7 @@ pub fn records<S: AsRef<str>>(lines: &[S]) -> Vec<RawRecord> {
                 line: i as u64 + 1,
             },
             oversize: None,
+            refused: None,
         })
         .collect()
 }

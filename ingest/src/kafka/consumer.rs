@@ -288,6 +288,7 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
                         offset,
                     },
                     oversize: None,
+                    refused: None,
                 });
                 b.timestamps_ms.push(m.timestamp().to_millis());
                 b.offsets.insert((topic, partition), offset + 1);

@@ -232,6 +232,7 @@ mod tests {
                 .into_bytes(),
                 source: SourcePos::Stdin { line: i as u64 },
                 oversize: None,
+                refused: None,
             })
             .collect();
         let d = Normalizer::new(IngestConfig::default())

@@ -67,6 +67,7 @@ pub fn sample_session(
                     line: n as u64 + 1,
                 },
                 oversize: None,
+                refused: None,
             }
         })
         .collect()
