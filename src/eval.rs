@@ -328,7 +328,31 @@ async fn replay_into(
     Ok(((envelopes, incidents, sessions), model))
 }
 
-pub async fn run(cfg: &Config, events: &Path, labels: &Path, json: bool) -> anyhow::Result<bool> {
+/// Stateless traffic: with the generator's truth (event id → session), each incident is
+/// scored for the generated session most of its cited events belong to, whatever session
+/// stitching derived; the event → session map becomes the truth.
+fn apply_truth(truth: EventSessions, incidents: &mut [Incident], sessions: &mut EventSessions) {
+    for inc in incidents.iter_mut() {
+        let mut count: BTreeMap<&str, usize> = BTreeMap::new();
+        for e in &inc.event_ids {
+            if let Some(s) = truth.get(e) {
+                *count.entry(s.as_str()).or_default() += 1;
+            }
+        }
+        if let Some((s, _)) = count.into_iter().max_by_key(|(_, c)| *c) {
+            inc.session_id = Some(s.to_string());
+        }
+    }
+    *sessions = truth;
+}
+
+pub async fn run(
+    cfg: &Config,
+    events: &Path,
+    labels: &Path,
+    truth: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<bool> {
     let labels: BTreeMap<String, String> = serde_json::from_slice(
         &std::fs::read(labels).with_context(|| format!("cannot read {}", labels.display()))?,
     )
@@ -338,7 +362,14 @@ pub async fn run(cfg: &Config, events: &Path, labels: &Path, json: bool) -> anyh
             labels.display()
         )
     })?;
-    let ((envelopes, incidents, sessions), model) = replay_with_model(cfg, events).await?;
+    let ((envelopes, mut incidents, mut sessions), model) = replay_with_model(cfg, events).await?;
+    if let Some(t) = truth {
+        let map: EventSessions = serde_json::from_slice(
+            &std::fs::read(t).with_context(|| format!("cannot read {}", t.display()))?,
+        )
+        .with_context(|| format!("{}: expected a JSON object event_id → session", t.display()))?;
+        apply_truth(map, &mut incidents, &mut sessions);
+    }
     let mut report = score(&labels, &incidents, &sessions);
     report.envelopes = envelopes;
     report.anomaly.model_version = model;

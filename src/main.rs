@@ -13,6 +13,7 @@ mod model_cmd;
 mod report;
 mod report_cmd;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -172,6 +173,14 @@ enum Command {
         /// protocol_downgrade, server_degraded).
         #[arg(long)]
         standard: bool,
+        /// Stateless MCP (revision 2026-07-28): no initialize, no session ids; client
+        /// info, protocol version and W3C trace context in each request's `_meta`.
+        #[arg(long)]
+        stateless: bool,
+        /// With --stateless: write the ground truth (event_id → generated session) as
+        /// JSON here, to score session stitching and `dunes eval --truth`.
+        #[arg(long, requires = "stateless")]
+        truth: Option<PathBuf>,
     },
     /// Simulate traffic, run it through the pipeline, print incidents and
     /// keep the API up.
@@ -227,6 +236,11 @@ enum Command {
         /// JSON object session_id → scenario (`benign` for clean sessions).
         #[arg(long)]
         labels: PathBuf,
+        /// Stateless traffic: JSON object event_id → generated session
+        /// (`dunes simulate --stateless --truth`); incidents are scored for the
+        /// generated sessions their events come from, not the stitched ones.
+        #[arg(long)]
+        truth: Option<PathBuf>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -777,6 +791,8 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             scenarios,
             maml,
             standard,
+            stateless,
+            truth,
         } => {
             let scenarios = scenarios
                 .iter()
@@ -789,9 +805,10 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 scenarios: (!scenarios.is_empty()).then_some(scenarios),
                 maml,
                 standard,
+                stateless,
                 ..dunes_sim::SimConfig::default()
             };
-            simulate(&cfg, out.as_deref(), labels.as_deref())?;
+            simulate(&cfg, out.as_deref(), labels.as_deref(), truth.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -881,10 +898,11 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             common,
             events,
             labels,
+            truth,
             json,
         } => {
             let cfg = common.config()?;
-            let clean = eval::run(&cfg, &events, &labels, json).await?;
+            let clean = eval::run(&cfg, &events, &labels, truth.as_deref(), json).await?;
             Ok(if clean {
                 ExitCode::SUCCESS
             } else {
@@ -1006,15 +1024,37 @@ fn simulate(
     cfg: &dunes_sim::SimConfig,
     out: Option<&Path>,
     labels: Option<&Path>,
+    truth: Option<&Path>,
 ) -> anyhow::Result<()> {
     let seed = cfg.seed;
-    let stats = match out.filter(|p| p.as_os_str() != "-") {
-        Some(p) => {
-            let f = std::fs::File::create(p)
-                .with_context(|| format!("cannot create {}", p.display()))?;
-            dunes_sim::write_ndjson(cfg, std::io::BufWriter::new(f))?
+    let mut w: Box<dyn Write> = match out.filter(|p| p.as_os_str() != "-") {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let stats = if let Some(tp) = truth {
+        // Lines one by one, each with the session it was generated in.
+        let mut sim = dunes_sim::Simulator::new(cfg.clone());
+        let mut map = serde_json::Map::new();
+        // `for … in sim.by_ref()` would hold `sim` borrowed: the truth is read between lines.
+        #[allow(clippy::while_let_on_iterator)]
+        while let Some(line) = sim.next() {
+            w.write_all(line.as_bytes())?;
+            w.write_all(b"\n")?;
+            if let (Some(id), Some(s)) = (
+                dunes_ingest::event_id_of(line.as_bytes()),
+                sim.truth_session(),
+            ) {
+                map.insert(id, serde_json::Value::String(s.to_string()));
+            }
         }
-        None => dunes_sim::write_ndjson(cfg, std::io::BufWriter::new(std::io::stdout().lock()))?,
+        w.flush()?;
+        std::fs::write(tp, serde_json::to_vec(&map)?)
+            .with_context(|| format!("cannot write {}", tp.display()))?;
+        sim.stats().clone()
+    } else {
+        dunes_sim::write_ndjson(cfg, w)?
     };
     if let Some(p) = labels {
         let labels = dunes_sim::generate_labels(cfg);

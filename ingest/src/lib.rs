@@ -28,6 +28,7 @@ pub mod otlp;
 pub mod schema;
 pub mod secrets;
 pub mod source;
+mod stitch;
 pub mod text;
 pub mod urls;
 
@@ -48,6 +49,9 @@ pub struct IngestConfig {
     pub pending_request_ttl_ms: i64,
     /// Keys per MAML origin for checking document signatures.
     pub maml_keys: Option<std::sync::Arc<dyn maml::SignatureCheck>>,
+    /// Session stitching of messages without a session id: a party's session without a W3C
+    /// trace ends after this much event time without a message.
+    pub session_gap_ms: i64,
 }
 
 impl Default for IngestConfig {
@@ -57,6 +61,7 @@ impl Default for IngestConfig {
             pending_requests_max: 200_000,
             pending_request_ttl_ms: 5 * 60 * 1000,
             maml_keys: None,
+            session_gap_ms: 30 * 60 * 1000,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Normalisation of validated envelopes into the `events` and `tool_defs`
 //! Arrow tables, with request/response matching across batches.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -108,6 +109,7 @@ impl Pending {
 pub struct Normalizer {
     cfg: IngestConfig,
     pending: Pending,
+    stitch: crate::stitch::Stitcher,
     scratch: Vec<u8>,
 }
 
@@ -162,7 +164,7 @@ fn s_get<'a>(v: &'a Json, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Json::as_str)
 }
 
-fn id_text(v: &Json) -> Option<String> {
+pub(crate) fn id_text(v: &Json) -> Option<String> {
     match v.get("id")? {
         Json::Str(s) => Some(s.to_string()),
         Json::Number(n) => Some(n.to_string()),
@@ -246,9 +248,15 @@ impl Normalizer {
     /// A normaliser with empty matching state.
     pub fn new(cfg: IngestConfig) -> Self {
         let pending = Pending::new(cfg.pending_requests_max, cfg.pending_request_ttl_ms);
+        let stitch = crate::stitch::Stitcher::new(
+            cfg.session_gap_ms,
+            cfg.pending_request_ttl_ms,
+            cfg.pending_requests_max,
+        );
         Normalizer {
             cfg,
             pending,
+            stitch,
             scratch: Vec::with_capacity(4096),
         }
     }
@@ -355,6 +363,9 @@ impl Normalizer {
                             ),
                         }
                     }
+                    if env.session_id.is_none() {
+                        env.session_id = self.stitched_session(&env).map(Cow::Owned);
+                    }
                     self.normalize(&env, &event_id, raw_len as i64, &mut ev, &mut td, &mut md)?;
                     accepted.push(Accepted {
                         event_id,
@@ -437,6 +448,28 @@ impl Normalizer {
             ev.append(env, event_id, principal, extra.as_deref(), raw_bytes, &row)?;
         }
         Ok(())
+    }
+
+    /// The derived session of a message without a session id ([`crate::stitch`]).
+    fn stitched_session(&mut self, env: &Envelope) -> Option<String> {
+        let first = match &env.message {
+            Json::Array(a) => a.first()?,
+            m => m,
+        };
+        let auth = env.auth.as_ref();
+        let principal = auth
+            .and_then(|a| a.sub.as_deref().or(a.client_id.as_deref()))
+            .or_else(|| env.http.as_ref().and_then(|h| h.src_ip.as_deref()))
+            .unwrap_or("");
+        // One bearer token is one client's login: two runs of the same principal with
+        // their own tokens are two parties.
+        let token = auth.and_then(|a| a.token_fp.as_deref()).unwrap_or("");
+        let (client, version) = crate::stitch::meta_client(first).unwrap_or((
+            env.client_name.as_deref().unwrap_or(""),
+            env.client_version.as_deref().unwrap_or(""),
+        ));
+        let party = [env.server_id.as_ref(), principal, client, version].join("\u{0}");
+        Some(self.stitch.session(&party, token, first, env.ts_micros))
     }
 
     fn key(env: &Envelope, req_direction: &str, id: &str) -> String {

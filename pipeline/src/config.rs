@@ -132,6 +132,9 @@ pub struct IngestSection {
     /// Public keys per MAML origin (`[[ingest.maml_keys]]`): signed MAML
     /// documents from these origins are checked (`maml_docs.sig_status`).
     pub maml_keys: Vec<crate::maml_keys::MamlKeyConfig>,
+    /// Stateless MCP (no session id): a party's derived session without a W3C trace ends
+    /// after this much event time without a message (`docs/schema.md#session-stitching`).
+    pub session_gap_ms: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -217,6 +220,7 @@ impl Default for IngestSection {
             batch_timeout_ms: 200,
             dedup_window: 1_000_000,
             maml_keys: Vec::new(),
+            session_gap_ms: 30 * 60 * 1000,
         }
     }
 }

@@ -261,6 +261,7 @@ impl Pipeline {
             .map_err(PipelineError::Config)?;
         let ingest_cfg = IngestConfig {
             max_line_bytes: cfg.ingest.max_line_bytes,
+            session_gap_ms: i64::try_from(cfg.ingest.session_gap_ms).unwrap_or(i64::MAX),
             maml_keys: (!maml_keys.is_empty())
                 .then(|| Arc::new(maml_keys) as Arc<dyn dunes_ingest::maml::SignatureCheck>),
             ..IngestConfig::default()

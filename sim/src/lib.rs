@@ -16,6 +16,8 @@
 mod fakes;
 mod maml;
 mod session;
+mod stateless;
+pub use stateless::STATELESS_REVISION;
 mod world;
 
 use std::cmp::{Ordering, Reverse};
@@ -236,6 +238,9 @@ pub struct SimConfig {
     pub maml: bool,
     /// Add the [`Scenario::STANDARD`] situations to the attacks.
     pub standard: bool,
+    /// Speak the stateless revision 2026-07-28 (no initialize, no session ids; see
+    /// `stateless.rs`); [`Simulator::truth_session`] tells each line's generated session.
+    pub stateless: bool,
 }
 
 impl SimConfig {
@@ -271,6 +276,7 @@ impl Default for SimConfig {
             scenarios: None,
             maml: false,
             standard: false,
+            stateless: false,
         }
     }
 }
@@ -748,6 +754,7 @@ struct Active {
     ts: i64,
     ord: u64,
     events: VecDeque<(i64, String)>,
+    session: std::sync::Arc<str>,
 }
 impl PartialEq for Active {
     fn eq(&self, o: &Self) -> bool {
@@ -779,6 +786,7 @@ pub struct Simulator {
     stats: SimStats,
     peak_active: usize,
     peak_pending: usize,
+    last_session: Option<std::sync::Arc<str>>,
 }
 
 impl Simulator {
@@ -803,7 +811,14 @@ impl Simulator {
             stats: SimStats::default(),
             peak_active: 0,
             peak_pending: 0,
+            last_session: None,
         }
+    }
+
+    /// The generated session of the line last returned: the ground truth session stitching
+    /// is measured against when the traffic is stateless.
+    pub fn truth_session(&self) -> Option<&str> {
+        self.last_session.as_deref()
     }
 
     /// session_id → label for the whole run (re-runs the planner only).
@@ -823,13 +838,23 @@ impl Simulator {
     }
 
     fn activate(&mut self, spec: Spec) {
-        let events: VecDeque<(i64, String)> = session::generate(&self.world, &spec).into();
+        let mut events = session::generate(&self.world, &spec);
+        if self.cfg.stateless {
+            events = stateless::convert(events, spec.seed);
+        }
+        let events: VecDeque<(i64, String)> = events.into();
         self.stats.sessions += 1;
         *self.stats.by_scenario.entry(spec.label).or_insert(0) += 1;
         let ord = self.seq;
         self.seq += 1;
         if let Some(&(ts, _)) = events.front() {
-            self.active.push(Reverse(Active { ts, ord, events }));
+            let session = spec.session_id.as_str().into();
+            self.active.push(Reverse(Active {
+                ts,
+                ord,
+                events,
+                session,
+            }));
             self.peak_active = self.peak_active.max(self.active.len());
         }
     }
@@ -870,6 +895,7 @@ impl Iterator for Simulator {
             }
             let Reverse(mut a) = self.active.pop()?;
             let (ts, body) = a.events.pop_front()?;
+            self.last_session = Some(a.session.clone());
             if let Some(&(nts, _)) = a.events.front() {
                 a.ts = nts;
                 self.active.push(Reverse(a));

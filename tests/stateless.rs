@@ -1,0 +1,92 @@
+//! Stateless MCP (revision 2026-07-28): the same simulated estate, once with sessions and
+//! once stateless (`dunes simulate --stateless`: no initialize, no session ids; traffic is
+//! stitched into sessions), scored by `dunes eval` (`--truth` for the stateless run). The
+//! pack's recall must be the same for every scenario that exists without sessions, and no
+//! benign session may be flagged by a rule.
+
+mod common;
+
+use std::path::Path;
+
+use common::{dunes, run_ok};
+use serde_json::Value;
+
+fn simulate_and_eval(dir: &Path, stateless: bool) -> Value {
+    let events = dir.join("events.ndjson");
+    let labels = dir.join("labels.json");
+    let truth = dir.join("truth.json");
+    let mut sim = dunes();
+    sim.args(["simulate", "--sessions", "500", "--seed", "2024", "--out"])
+        .arg(&events)
+        .arg("--labels")
+        .arg(&labels);
+    if stateless {
+        sim.arg("--stateless").arg("--truth").arg(&truth);
+    }
+    run_ok(&mut sim);
+    let mut eval = dunes();
+    eval.args(["eval", "--json", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--events")
+        .arg(&events)
+        .arg("--labels")
+        .arg(&labels);
+    if stateless {
+        eval.arg("--truth").arg(&truth);
+        let text = std::fs::read_to_string(&events).expect("events");
+        assert!(
+            !text.contains("\"session_id\""),
+            "stateless traffic names no session"
+        );
+        assert!(!text.contains("\"initialize\""), "and has no handshake");
+    }
+    let out = eval.output().expect("run eval");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("eval --json: {e}\n{}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn recall_on_stateless_traffic_equals_recall_with_sessions() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (a, b) = (tmp.path().join("stateful"), tmp.path().join("stateless"));
+    std::fs::create_dir_all(&a).expect("dir");
+    std::fs::create_dir_all(&b).expect("dir");
+    let with = simulate_and_eval(&a, false);
+    let without = simulate_and_eval(&b, true);
+    let (sa, sb) = (&with["scenarios"], &without["scenarios"]);
+    let scenarios = sa.as_object().expect("scenarios");
+    assert!(scenarios.len() >= 10, "{sa}");
+    for (name, s) in scenarios {
+        if name == "benign" || name == "session_hijack" {
+            // A hijack is taking over someone's session id: without sessions the attacker
+            // is simply another party, caught only where its own traffic is suspicious.
+            continue;
+        }
+        let n = s["sessions"].as_u64().unwrap_or(0);
+        assert_eq!(sb[name]["sessions"].as_u64(), Some(n), "{name}");
+        let caught = |v: &Value| {
+            v["detected"].as_u64().unwrap_or(0) + v["cited_elsewhere"].as_u64().unwrap_or(0)
+        };
+        assert_eq!(
+            caught(&sb[name]),
+            caught(s),
+            "{name}: stateless {} vs with sessions {}",
+            sb[name],
+            s
+        );
+    }
+    let rule_fps: Vec<_> = without["false_positives"]
+        .as_object()
+        .expect("false_positives")
+        .iter()
+        .filter(|(_, rules)| {
+            rules
+                .as_array()
+                .is_some_and(|r| r.iter().any(|x| x != "anomaly.behaviour"))
+        })
+        .collect();
+    assert!(
+        rule_fps.is_empty(),
+        "benign sessions flagged by rules: {rule_fps:?}"
+    );
+}
