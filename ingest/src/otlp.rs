@@ -399,36 +399,98 @@ impl Mapper<'_> {
             self.out.ignored += 1;
             return;
         };
-        // The exact bytes of a string body, or the JSON of a structured one.
-        let (text, value) = match body {
+        // A string body holding one JSON object: looked at without building a tree, and
+        // kept as the exact text (the envelope itself, or the message inside the envelope).
+        if let any_value::Value::StringValue(text) = body
+            && let Ok(p) = serde_json::from_str::<Probe<'_>>(text)
+        {
+            if p.server_id.is_some() && p.direction.is_some() && p.message.is_some() {
+                self.push(text.as_bytes().to_vec(), None);
+                return;
+            }
+            let method = p
+                .method
+                .and_then(|m| serde_json::from_str::<String>(m.get()).ok());
+            let jsonrpc = p.jsonrpc.is_some()
+                || method.is_some()
+                || (p.id.is_some() && (p.result.is_some() || p.error.is_some()));
+            if !jsonrpc {
+                self.out.ignored += 1;
+                return;
+            }
+            match log_envelope(res, rec, method.as_deref()) {
+                Ok(env) => {
+                    // the envelope's members, then the message as received
+                    let mut bytes = serde_json::to_vec(&Value::Object(env)).unwrap_or_default();
+                    bytes.pop();
+                    bytes.extend_from_slice(b",\"message\":");
+                    bytes.extend_from_slice(text.as_bytes());
+                    bytes.push(b'}');
+                    self.push(bytes, None);
+                }
+                Err(reason) => self.refuse(
+                    json!({ "otlp_log_body": text }),
+                    format!("OTLP log record: {reason}"),
+                ),
+            }
+            return;
+        }
+        // A batch (array) in a string, or a structured (map/array) body.
+        let value = match body {
             any_value::Value::StringValue(s) => match serde_json::from_str::<Value>(s) {
-                Ok(v) => (Some(s.as_str()), v),
+                Ok(v) => v,
                 Err(_) => {
                     self.out.ignored += 1;
                     return;
                 }
             },
-            other => (None, any_to_json(other)),
+            other => any_to_json(other),
         };
         if is_envelope(&value) {
-            match text {
-                Some(t) => self.push(t.as_bytes().to_vec(), None),
-                None => self.push(serde_json::to_vec(&value).unwrap_or_default(), None),
-            }
+            self.push(serde_json::to_vec(&value).unwrap_or_default(), None);
             return;
         }
         if !is_jsonrpc(&value) {
             self.out.ignored += 1;
             return;
         }
-        match log_envelope(res, rec, value.clone()) {
-            Ok(env) => self.push_env(env),
+        let first = match &value {
+            Value::Array(v) => v.first(),
+            other => Some(other),
+        };
+        let method = first.and_then(|m| m.get("method")).and_then(Value::as_str);
+        match log_envelope(res, rec, method) {
+            Ok(mut env) => {
+                env.insert("message".into(), value);
+                self.push_env(env);
+            }
             Err(reason) => self.refuse(
                 json!({ "otlp_log_body": value }),
                 format!("OTLP log record: {reason}"),
             ),
         }
     }
+}
+
+/// The members of a JSON object that tell an envelope and a JSON-RPC message apart, borrowed.
+#[derive(serde::Deserialize)]
+struct Probe<'a> {
+    #[serde(borrow)]
+    server_id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    direction: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    message: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    jsonrpc: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    method: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    id: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    result: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow)]
+    error: Option<&'a serde_json::value::RawValue>,
 }
 
 fn is_envelope(v: &Value) -> bool {
@@ -590,26 +652,21 @@ fn span_envelopes(
 }
 
 /// The envelope of a log record whose body is a JSON-RPC message (or batch).
+/// The envelope (without its `message`) of a log record whose body is a JSON-RPC message
+/// or batch; `method` is the (first) message's method, if any.
 fn log_envelope(
     res: &[KeyValue],
     rec: &LogRecord,
-    message: Value,
+    method: Option<&str>,
 ) -> Result<Map<String, Value>, String> {
     let a = &rec.attributes[..];
     let mut env = context(a, res)?;
     let ts = rfc3339(rec.time_unix_nano)
         .or_else(|| rfc3339(rec.observed_time_unix_nano))
         .ok_or("neither time_unix_nano nor observed_time_unix_nano")?;
-    let first = match &message {
-        Value::Array(v) => v.first().cloned().unwrap_or(Value::Null),
-        other => other.clone(),
-    };
     // A request or notification goes the way its method goes; a response the other way
     // from its request's method (`mcp.method.name`), from server to client when unknown.
-    let dir = match (
-        first.get("method").and_then(Value::as_str),
-        attr_str(a, "mcp.method.name"),
-    ) {
+    let dir = match (method, attr_str(a, "mcp.method.name")) {
         (Some(m), _) => {
             if server_initiated(m) {
                 "s2c"
@@ -628,7 +685,6 @@ fn log_envelope(
     };
     env.insert("ts".into(), Value::String(ts));
     env.insert("direction".into(), direction(dir));
-    env.insert("message".into(), message);
     if rec.trace_id.len() == 16 {
         let l = env
             .entry("labels")
