@@ -11,18 +11,32 @@ use std::time::Instant;
 
 use anyhow::Context;
 use dunes_detect::IncidentStore;
-use dunes_ingest::{RawRecord, SourcePos};
+use dunes_ingest::{InputFormat, RawRecord, SourcePos, gateway};
 use hdrhistogram::Histogram;
 
 use dunes_pipeline::Config;
 use dunes_pipeline::Pipeline;
 
-pub async fn run(
-    mut cfg: Config,
-    sessions: u64,
-    seed: u64,
-    batch_size: usize,
-) -> anyhow::Result<()> {
+/// What the pipeline bench feeds.
+pub struct Traffic {
+    pub sessions: u64,
+    pub seed: u64,
+    /// Envelopes per batch.
+    pub batch_size: usize,
+    /// Stateless MCP (2026-07-28): no session ids, stitched.
+    pub stateless: bool,
+    /// OTLP/JSON log exports (64 envelopes each), decoded and mapped in the measured time.
+    pub otlp: bool,
+}
+
+pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
+    let Traffic {
+        sessions,
+        seed,
+        batch_size,
+        stateless,
+        otlp,
+    } = traffic;
     let tmp = std::env::temp_dir().join(format!("dunes-bench-{}", std::process::id()));
     if cfg.data_dir == Config::default().data_dir {
         cfg.data_dir = tmp.clone();
@@ -31,14 +45,29 @@ pub async fn run(
     let sim = dunes_sim::SimConfig {
         sessions,
         seed,
+        stateless,
         ..dunes_sim::SimConfig::default()
     };
     let t0 = Instant::now();
-    let lines: Vec<String> = dunes_sim::Simulator::new(sim).collect();
+    let mut lines: Vec<String> = dunes_sim::Simulator::new(sim).collect();
+    let envelopes = lines.len();
+    // Records per batch: envelopes, or export requests of 64 envelopes.
+    let mut per_batch = batch_size.max(1);
+    let format = if otlp {
+        lines = dunes_sim::otlp_lines(lines.into_iter()).collect();
+        per_batch = per_batch.div_ceil(dunes_sim::OTLP_RECORDS_PER_REQUEST);
+        InputFormat::Otlp
+    } else {
+        InputFormat::Envelope
+    };
     let bytes: usize = lines.iter().map(String::len).sum();
     eprintln!(
-        "generated {} envelopes ({:.1} MiB) from {sessions} sessions in {:.2}s",
-        lines.len(),
+        "generated {envelopes} envelopes{} ({:.1} MiB) from {sessions} sessions in {:.2}s",
+        if otlp {
+            " as OTLP/JSON log exports"
+        } else {
+            ""
+        },
         bytes as f64 / (1024.0 * 1024.0),
         t0.elapsed().as_secs_f64()
     );
@@ -51,7 +80,7 @@ pub async fn run(
     loop {
         let batch: Vec<RawRecord> = iter
             .by_ref()
-            .take(batch_size.max(1))
+            .take(per_batch)
             .map(|l| {
                 line_no += 1;
                 RawRecord {
@@ -69,7 +98,9 @@ pub async fn run(
             break;
         }
         let t = Instant::now();
-        pipeline.process(batch).await?;
+        pipeline
+            .process(gateway::adapt_records(format, batch))
+            .await?;
         hist.record(t.elapsed().as_micros().max(1) as u64)
             .context("histogram")?;
     }
@@ -78,7 +109,8 @@ pub async fn run(
     let (stats, _) = pipeline.close()?;
     let eps = stats.envelopes as f64 / elapsed.as_secs_f64();
     println!(
-        "dunes bench: {sessions} sessions (seed {seed}), batch size {batch_size}, {rules} rules"
+        "dunes bench: {sessions} sessions (seed {seed}{}), batch size {batch_size}, {rules} rules, input {format}",
+        if stateless { ", stateless" } else { "" }
     );
     println!(
         "  events: {}  rejected: {}  incidents: {}  elapsed: {:.2}s",

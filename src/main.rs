@@ -66,6 +66,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  dunes run --data-dir /var/lib/dunes logs/*.ndjson            # files, then keep serving HTTP ingest and the API
   gateway | dunes run --stdin --no-http                             # envelopes on stdin
+  agentgateway -f gw.yaml | dunes run --stdin --format agentgateway # a gateway's access log
   dunes run --config /etc/dunes/dunes.toml                          # [kafka] enabled: consume topics"
     )]
     Run {
@@ -76,6 +77,10 @@ enum Command {
         /// Also read NDJSON envelopes from stdin.
         #[arg(long)]
         stdin: bool,
+        /// What the files/stdin carry: envelope (default), agentgateway or tyk (an MCP
+        /// gateway's access log; overrides `[ingest] format`).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<dunes_ingest::InputFormat>,
         /// HTTP listen address (default 127.0.0.1:8080).
         #[arg(long)]
         listen: Option<std::net::SocketAddr>,
@@ -87,6 +92,7 @@ enum Command {
     #[command(
         after_help = "Examples:\n  dunes replay examples/corpus/mcp-sample.ndjson --data-dir ./dunes-data
   dunes replay day1.ndjson day2.ndjson --incidents-out found.ndjson
+  dunes replay --format agentgateway /var/log/agentgateway/access.log   # a gateway's access log
   dunes replay --from-store --since 2026-11-20T00:00:00Z           # backfill: current rules over the history"
     )]
     Replay {
@@ -94,6 +100,10 @@ enum Command {
         common: Common,
         #[arg(required_unless_present = "from_store")]
         files: Vec<PathBuf>,
+        /// What the files/stdin carry: envelope (default), agentgateway or tyk (an MCP
+        /// gateway's access log; overrides `[ingest] format`).
+        #[arg(long, value_name = "FORMAT")]
+        format: Option<dunes_ingest::InputFormat>,
         /// Also write this run's incidents to this NDJSON file.
         #[arg(long)]
         incidents_out: Option<PathBuf>,
@@ -143,7 +153,8 @@ enum Command {
         after_help = "Examples:\n  dunes simulate --sessions 1000 --seed 3 --out traffic.ndjson --labels labels.json
   dunes simulate --sessions 50 | dunes run --stdin --no-http
   dunes simulate --maml --sessions 400 --out maml.ndjson --labels maml.labels.json
-  dunes simulate --standard --scenarios principal_flood,server_degraded --sessions 300 --out s.ndjson"
+  dunes simulate --standard --scenarios principal_flood,server_degraded --sessions 300 --out s.ndjson
+  dunes simulate --stateless --otlp --out otlp.jsonl && dunes replay --format otlp otlp.jsonl"
     )]
     Simulate {
         #[arg(long, default_value_t = 100)]
@@ -181,6 +192,11 @@ enum Command {
         /// JSON here, to score session stitching and `dunes eval --truth`.
         #[arg(long, requires = "stateless")]
         truth: Option<PathBuf>,
+        /// Write OTLP/JSON log exports instead of envelopes: one ExportLogsServiceRequest
+        /// per line (the OpenTelemetry Collector file exporter's layout), 64 envelopes each
+        /// as log record bodies; read back with `--format otlp` or POST /v1/logs.
+        #[arg(long, conflicts_with = "truth")]
+        otlp: bool,
     },
     /// Simulate traffic, run it through the pipeline, print incidents and
     /// keep the API up.
@@ -200,10 +216,17 @@ enum Command {
         /// Exit after printing the incidents instead of serving the API.
         #[arg(long)]
         no_serve: bool,
+        /// Stateless MCP traffic (revision 2026-07-28, no session ids: stitched).
+        #[arg(long)]
+        stateless: bool,
+        /// Feed the traffic as OTLP/JSON log exports (`--format otlp`) instead of envelopes.
+        #[arg(long)]
+        otlp: bool,
     },
     /// Measure pipeline throughput and latency over simulated traffic.
     #[command(
         after_help = "Examples:\n  dunes bench --sessions 6000                  # per-stage time and events/s, batch latency
+  dunes bench --sessions 6000 --stateless --otlp   # the same over stateless traffic as OTLP logs
   dunes bench kafka --brokers 127.0.0.1:19092 --preproduced
   dunes bench api --seconds 10 --clients 8
   dunes bench --sessions 2000 maml --rounds 20
@@ -218,6 +241,13 @@ enum Command {
         seed: u64,
         #[arg(long, default_value_t = 4096)]
         batch_size: usize,
+        /// Pipeline bench: stateless MCP traffic (2026-07-28, stitched into sessions).
+        #[arg(long)]
+        stateless: bool,
+        /// Pipeline bench: feed OTLP/JSON log exports (64 envelopes each), decoded and
+        /// mapped inside the measured time.
+        #[arg(long)]
+        otlp: bool,
         #[command(subcommand)]
         what: Option<BenchWhat>,
     },
@@ -682,11 +712,13 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             common,
             files,
             stdin,
+            format,
             listen,
             no_http,
         } => {
             let mut cfg = common.config()?;
             cfg.ingest.files.extend(files);
+            cfg.ingest.format = format.unwrap_or(cfg.ingest.format);
             cfg.ingest.stdin |= stdin;
             if let Some(l) = listen {
                 cfg.http.listen = l;
@@ -726,11 +758,13 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
         Command::Replay {
             common,
             files,
+            format,
             incidents_out,
             ..
         } => {
             let mut cfg = common.config()?;
             cfg.ingest.files = files;
+            cfg.ingest.format = format.unwrap_or(cfg.ingest.format);
             cfg.ingest.stdin = false;
             cfg.http.enabled = false;
             let opts = dunes_pipeline::DriveOptions {
@@ -793,6 +827,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             standard,
             stateless,
             truth,
+            otlp,
         } => {
             let scenarios = scenarios
                 .iter()
@@ -808,7 +843,13 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                 stateless,
                 ..dunes_sim::SimConfig::default()
             };
-            simulate(&cfg, out.as_deref(), labels.as_deref(), truth.as_deref())?;
+            simulate(
+                &cfg,
+                out.as_deref(),
+                labels.as_deref(),
+                truth.as_deref(),
+                otlp,
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -817,12 +858,21 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             seed,
             listen,
             no_serve,
+            stateless,
+            otlp,
         } => {
             let mut cfg = common.config()?;
             if let Some(l) = listen {
                 cfg.http.listen = l;
             }
-            report::demo(cfg, sessions, seed, no_serve).await?;
+            let demo = report::Demo {
+                sessions,
+                seed,
+                no_serve,
+                stateless,
+                otlp,
+            };
+            report::demo(cfg, demo).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -830,11 +880,22 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             sessions,
             seed,
             batch_size,
+            stateless,
+            otlp,
             what,
         } => {
             let cfg = common.config()?;
             match what {
-                None => bench::run(cfg, sessions, seed, batch_size).await?,
+                None => {
+                    let traffic = bench::Traffic {
+                        sessions,
+                        seed,
+                        batch_size,
+                        stateless,
+                        otlp,
+                    };
+                    bench::run(cfg, traffic).await?
+                }
                 Some(BenchWhat::Maml { rounds }) => bench_maml::run(sessions, seed, rounds)?,
                 Some(BenchWhat::Soak {
                     minutes,
@@ -1025,6 +1086,7 @@ fn simulate(
     out: Option<&Path>,
     labels: Option<&Path>,
     truth: Option<&Path>,
+    otlp: bool,
 ) -> anyhow::Result<()> {
     let seed = cfg.seed;
     let mut w: Box<dyn Write> = match out.filter(|p| p.as_os_str() != "-") {
@@ -1053,6 +1115,8 @@ fn simulate(
         std::fs::write(tp, serde_json::to_vec(&map)?)
             .with_context(|| format!("cannot write {}", tp.display()))?;
         sim.stats().clone()
+    } else if otlp {
+        dunes_sim::write_otlp(cfg, w)?
     } else {
         dunes_sim::write_ndjson(cfg, w)?
     };

@@ -94,22 +94,50 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 /// `dunes demo`: fresh simulated traffic through the real pipeline.
-pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> anyhow::Result<()> {
+/// What `dunes demo` simulates and how it feeds it.
+pub struct Demo {
+    pub sessions: u64,
+    pub seed: u64,
+    pub no_serve: bool,
+    /// Stateless MCP (2026-07-28) traffic, stitched into sessions.
+    pub stateless: bool,
+    /// Feed OTLP/JSON log exports (`--format otlp`) instead of envelopes.
+    pub otlp: bool,
+}
+
+pub async fn demo(mut cfg: Config, demo: Demo) -> anyhow::Result<()> {
+    let Demo {
+        sessions,
+        seed,
+        no_serve,
+        stateless,
+        otlp,
+    } = demo;
     let dir = cfg.data_dir.join("demo");
     if dir.exists() {
         // The demo owns this sub-directory and recreates it on every run.
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot reset {}", dir.display()))?;
     }
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let traffic = dir.join("traffic.ndjson");
+    let traffic = dir.join(if otlp {
+        "traffic.otlp.jsonl"
+    } else {
+        "traffic.ndjson"
+    });
     let sim = dunes_sim::SimConfig {
         sessions,
         seed,
+        stateless,
         ..dunes_sim::SimConfig::default()
     };
     let f = std::fs::File::create(&traffic)
         .with_context(|| format!("cannot create {}", traffic.display()))?;
-    let st = dunes_sim::write_ndjson(&sim, std::io::BufWriter::new(f))?;
+    let st = if otlp {
+        cfg.ingest.format = dunes_ingest::InputFormat::Otlp;
+        dunes_sim::write_otlp(&sim, std::io::BufWriter::new(f))?
+    } else {
+        dunes_sim::write_ndjson(&sim, std::io::BufWriter::new(f))?
+    };
     let labels = dunes_sim::generate_labels(&sim);
     std::fs::write(
         dir.join("labels.json"),
@@ -117,9 +145,19 @@ pub async fn demo(mut cfg: Config, sessions: u64, seed: u64, no_serve: bool) -> 
     )
     .context("cannot write labels")?;
     println!(
-        "simulated {} sessions ({} envelopes, seed {seed}) -> {}",
+        "simulated {} sessions ({} envelopes{}{}, seed {seed}) -> {}",
         st.sessions,
         st.lines,
+        if stateless {
+            ", stateless 2026-07-28"
+        } else {
+            ""
+        },
+        if otlp {
+            ", as OTLP/JSON log exports"
+        } else {
+            ""
+        },
         traffic.display()
     );
     // Anomaly model: the data dir's, if one was trained (`dunes model

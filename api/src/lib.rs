@@ -1726,17 +1726,28 @@ async fn checkpoint(State(st): State<AppState>) -> Result<Response, ApiError> {
     }
 }
 
+#[derive(Deserialize)]
+struct IngestQuery {
+    format: Option<String>,
+}
+
 #[utoipa::path(post, path = "/v1/ingest", tag = "ingest",
-    request_body(content = String, content_type = "application/x-ndjson", description = "NDJSON or a JSON array of envelopes"),
-    responses((status = 202, description = "`{accepted, rejected, incidents, responses}` once ledgered"), (status = 413)),
+    params(("format" = Option<String>, Query, description = "envelope (default), agentgateway or tyk: the body is that gateway's access log, one record per line (docs/schema.md#gateway-logs)")),
+    request_body(content = String, content_type = "application/x-ndjson", description = "NDJSON or a JSON array of envelopes, or gateway access-log lines"),
+    responses((status = 202, description = "`{accepted, rejected, incidents, responses}` once ledgered"), (status = 400), (status = 413)),
     security(("bearer" = [])))]
 async fn ingest(
     State(st): State<AppState>,
+    Query(q): Query<IngestQuery>,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<IngestAck>), ApiError> {
     let Some(tx) = st.ingest.clone() else {
         return Err(ApiError::IngestDisabled);
+    };
+    let format = match q.format.as_deref() {
+        None => dunes_ingest::InputFormat::Envelope,
+        Some(f) => f.parse().map_err(ApiError::BadRequest)?,
     };
     let request_id = headers
         .get("x-request-id")
@@ -1745,6 +1756,11 @@ async fn ingest(
         .unwrap_or_else(uuid_like);
     let records = dunes_ingest::split_http_body(&body, &request_id, st.max_line_bytes)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let records = dunes_ingest::gateway::adapt_records(format, records);
+    if records.is_empty() {
+        // Nothing but skipped gateway lines.
+        return Ok((StatusCode::ACCEPTED, Json(IngestAck::default())));
+    }
     let (reply, rx) = oneshot::channel();
     tx.send(IngestRequest { records, reply })
         .await

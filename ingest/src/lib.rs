@@ -20,6 +20,7 @@ mod deadletter;
 mod dedup;
 mod envelope;
 mod error;
+pub mod gateway;
 mod json;
 pub mod kafka;
 pub mod maml;
@@ -35,6 +36,7 @@ pub mod urls;
 pub use deadletter::{DEAD_LETTER_RAW_MAX, DeadLetterWriter};
 pub use dedup::{Dedup, Seen};
 pub use error::IngestError;
+pub use gateway::InputFormat;
 pub use normalize::{Normalizer, event_id_of};
 pub use source::split_http_body;
 

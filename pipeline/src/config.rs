@@ -121,6 +121,9 @@ pub struct IngestSection {
     /// NDJSON files read by `dunes run` (`-` is stdin).
     pub files: Vec<PathBuf>,
     pub stdin: bool,
+    /// What the files and stdin carry: `envelope` (default), or an MCP gateway's access
+    /// log (`agentgateway`, `tyk`; `docs/schema.md#gateway-logs`).
+    pub format: dunes_ingest::InputFormat,
     pub max_line_bytes: usize,
     /// Records per micro-batch.
     pub batch_size: usize,
@@ -214,6 +217,7 @@ impl Default for IngestSection {
     fn default() -> Self {
         IngestSection {
             files: Vec::new(),
+            format: dunes_ingest::InputFormat::Envelope,
             stdin: false,
             max_line_bytes: 1024 * 1024,
             batch_size: 4096,

@@ -129,13 +129,14 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     for path in sources {
         let tx = work_tx.clone();
         let max_line = cfg.ingest.max_line_bytes;
+        let format = cfg.ingest.format;
         // stdin trickles: hand over every line at once; files go in chunks.
         let chunk = if path == Path::new("-") {
             1
         } else {
             batch_size
         };
-        tokio::task::spawn_blocking(move || source_thread(path, max_line, chunk, tx));
+        tokio::task::spawn_blocking(move || source_thread(path, format, max_line, chunk, tx));
     }
     drop(work_tx);
 

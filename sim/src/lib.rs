@@ -15,6 +15,8 @@
 
 mod fakes;
 mod maml;
+mod otlp;
+pub use otlp::{OTLP_RECORDS_PER_REQUEST, otlp_lines, otlp_logs_request};
 mod session;
 mod stateless;
 pub use stateless::STATELESS_REVISION;
@@ -953,14 +955,33 @@ pub fn write_labels(cfg: &SimConfig, mut out: impl Write) -> Result<(), SimError
     Ok(())
 }
 
-/// Streams the whole run as NDJSON (one line per envelope, `\n`-terminated).
-pub fn write_ndjson(cfg: &SimConfig, out: impl Write) -> Result<SimStats, SimError> {
+/// Streams the whole run as OTLP/JSON log exports, one request per line (see
+/// [`otlp_lines`]); the stats count envelopes.
+pub fn write_otlp(cfg: &SimConfig, out: impl Write) -> Result<SimStats, SimError> {
+    check(cfg)?;
+    let mut out = std::io::BufWriter::new(out);
+    let mut sim = Simulator::new(cfg.clone());
+    for line in otlp_lines(sim.by_ref()) {
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(sim.stats)
+}
+
+fn check(cfg: &SimConfig) -> Result<(), SimError> {
     if !(0.0..=1.0).contains(&cfg.attack_ratio) {
         return Err(SimError::Config(format!(
             "attack_ratio {} not in 0..=1",
             cfg.attack_ratio
         )));
     }
+    Ok(())
+}
+
+/// Streams the whole run as NDJSON (one line per envelope, `\n`-terminated).
+pub fn write_ndjson(cfg: &SimConfig, out: impl Write) -> Result<SimStats, SimError> {
+    check(cfg)?;
     let mut out = std::io::BufWriter::new(out);
     let mut sim = Simulator::new(cfg.clone());
     for line in sim.by_ref() {

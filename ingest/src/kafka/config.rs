@@ -16,6 +16,9 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// Topics carrying one MCP log envelope per message value.
     pub topics: Vec<String>,
+    /// What the message values are: `envelope` (default), or one gateway access-log line
+    /// per message (`agentgateway`, `tyk`; `docs/schema.md#gateway-logs`).
+    pub format: crate::InputFormat,
     /// Consumer group; instances with the same group share partitions.
     pub group_id: String,
     /// `client.id` (defaults to the ledger origin's instance name).
@@ -68,6 +71,7 @@ impl Default for KafkaConfig {
             enabled: false,
             brokers: "127.0.0.1:9092".into(),
             topics: vec!["mcp.logs".into()],
+            format: crate::InputFormat::Envelope,
             group_id: "dunes".into(),
             client_id: None,
             static_membership: false,

@@ -280,7 +280,7 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
                 let (partition, offset) = (m.partition(), m.offset());
                 let mut b = lock(&shared.building);
                 b.started.get_or_insert_with(Instant::now);
-                b.records.push(RawRecord {
+                let rec = RawRecord {
                     bytes: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                     source: SourcePos::Kafka {
                         topic: topic.clone(),
@@ -289,8 +289,18 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
                     },
                     oversize: None,
                     refused: None,
-                });
-                b.timestamps_ms.push(m.timestamp().to_millis());
+                };
+                let ts = m.timestamp().to_millis();
+                if shared.cfg.format == crate::InputFormat::Envelope {
+                    b.records.push(rec);
+                    b.timestamps_ms.push(ts);
+                } else {
+                    // A gateway line gives 0 (skipped), 1 or 2 envelopes.
+                    for r in crate::gateway::adapt_records(shared.cfg.format, vec![rec]) {
+                        b.records.push(r);
+                        b.timestamps_ms.push(ts);
+                    }
+                }
                 b.offsets.insert((topic, partition), offset + 1);
                 b.records.len() >= batch_size
             }
