@@ -240,14 +240,18 @@ impl GatewayRequest {
         if !self.labels.is_empty() {
             req.insert("labels".into(), Value::Object(self.labels.clone()));
         }
-        let mut resp = req.clone();
+        // The gateway's error answer shares the request's context; copy it only when there is one.
+        let answer = match self.error {
+            Some(e) if !notification => Some((e, req.clone())),
+            _ => None,
+        };
         req.insert("message".into(), Value::Object(msg));
         req.insert(
             "gateway_log".into(),
             json!({ "format": format.name(), "line": line }),
         );
         let mut out = vec![Value::Object(req).to_string().into_bytes()];
-        if let (Some((code, message)), false) = (self.error, notification) {
+        if let Some(((code, message), mut resp)) = answer {
             resp.insert("direction".into(), json!("s2c"));
             resp.insert("ts".into(), json!(self.answered.unwrap_or(self.ts)));
             resp.insert(
