@@ -45,6 +45,22 @@ fn simulate_and_eval(dir: &Path, stateless: bool) -> Value {
         .unwrap_or_else(|e| panic!("eval --json: {e}\n{}", String::from_utf8_lossy(&out.stderr)))
 }
 
+/// The generated sessions (per `--truth`) whose requests carry a W3C `traceparent`.
+fn traced_sessions(dir: &Path) -> std::collections::HashSet<String> {
+    let truth: std::collections::HashMap<String, String> =
+        serde_json::from_slice(&std::fs::read(dir.join("truth.json")).expect("truth"))
+            .expect("truth json");
+    std::fs::read_to_string(dir.join("events.ndjson"))
+        .expect("events")
+        .lines()
+        .filter(|l| l.contains("\"traceparent\""))
+        .filter_map(|l| {
+            let v: Value = serde_json::from_str(l).ok()?;
+            truth.get(v["event_id"].as_str()?).cloned()
+        })
+        .collect()
+}
+
 #[test]
 fn recall_on_stateless_traffic_equals_recall_with_sessions() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -58,8 +74,6 @@ fn recall_on_stateless_traffic_equals_recall_with_sessions() {
     assert!(scenarios.len() >= 10, "{sa}");
     for (name, s) in scenarios {
         if name == "benign" || name == "session_hijack" {
-            // A hijack is taking over someone's session id: without sessions the attacker
-            // is simply another party, caught only where its own traffic is suspicious.
             continue;
         }
         let n = s["sessions"].as_u64().unwrap_or(0);
@@ -73,6 +87,26 @@ fn recall_on_stateless_traffic_equals_recall_with_sessions() {
             "{name}: stateless {} vs with sessions {}",
             sb[name],
             s
+        );
+    }
+    // A hijack takes over someone's session id. Without sessions the attacker continues
+    // the victim's trace (caught: the stitched session changes principal or client) or,
+    // where the client propagates no trace context, is simply another party.
+    let traced = traced_sessions(&b);
+    let missed: Vec<&str> = sb["session_hijack"]["missed"]
+        .as_array()
+        .expect("missed")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let hijacks = sb["session_hijack"]["sessions"].as_u64().unwrap_or(0) as usize;
+    let detected = sb["session_hijack"]["detected"].as_u64().unwrap_or(0) as usize;
+    assert_eq!(missed.len() + detected, hijacks);
+    assert!(detected > 0, "no hijack caught without sessions");
+    for m in &missed {
+        assert!(
+            !traced.contains(*m),
+            "hijacked session {m} carried trace context and was missed"
         );
     }
     let rule_fps: Vec<_> = without["false_positives"]

@@ -469,7 +469,13 @@ impl Normalizer {
             env.client_version.as_deref().unwrap_or(""),
         ));
         let party = [env.server_id.as_ref(), principal, client, version].join("\u{0}");
-        Some(self.stitch.session(&party, token, first, env.ts_micros))
+        let who = crate::stitch::Sender {
+            server: &env.server_id,
+            party: &party,
+            login: token,
+            from_client: env.direction == "c2s",
+        };
+        Some(self.stitch.session(who, first, env.ts_micros))
     }
 
     fn key(env: &Envelope, req_direction: &str, id: &str) -> String {

@@ -6,13 +6,22 @@
 //!   `auth.token_fp`, else the HTTP source address) and client (`clientInfo` name and version
 //!   from the request's `params._meta`, else the envelope's `client`).
 //! * A request or notification that carries a W3C `traceparent` in `params._meta` belongs to
-//!   the session `st-` + BLAKE3(party, trace id): one agent run, one trace — deterministic,
-//!   so a restart or a replay derives the same id.
-//! * Without a trace, the party's current session continues while it is active; after
-//!   `gap` of event time without a message a new one starts (`st-` + BLAKE3(party, time of
-//!   its first message)).
+//!   the session `st-` + BLAKE3(server, trace id): one agent run, one trace — deterministic,
+//!   so a restart or a replay derives the same id. The principal is not part of it: another
+//!   principal or client continuing someone's trace continues that session, which is what
+//!   session-takeover rules look for.
+//! * Without a trace, a client request continues the party's active run (last message at
+//!   most `gap` of event time ago) whose JSON-RPC id counter it continues: SDK clients number
+//!   their requests 0, 1, 2, … per connection, so a request whose id is just above a run's
+//!   last id (same string prefix, at most [`ID_STEP`] higher) is that run's next request —
+//!   also when the bearer token was refreshed in between. Otherwise it continues the
+//!   most recent active run of the same token whose counter it does not go back on (ids
+//!   that are no counters, such as UUIDs or hashes, never do); otherwise it starts a run, `st-` + BLAKE3(party, token, time of its first message).
+//! * Notifications, server-initiated messages and requests with ids that are not counters
+//!   join the most recent active run of (party, token), else start one.
 //! * A response takes the session of its request (same party and JSON-RPC id, within the
-//!   pending-request TTL); an unmatched one the party's current session, if any.
+//!   pending-request TTL; the same token preferred, then the oldest); an unmatched one the
+//!   party's current run, if any.
 //!
 //! Documented in `docs/schema.md#session-stitching`.
 
@@ -20,16 +29,58 @@ use std::collections::HashMap;
 
 use crate::json::Json;
 
+/// How far a run's JSON-RPC id counter may jump between two logged requests (ids of
+/// requests that were not logged, e.g. a dropped `initialize`, leave gaps).
+const ID_STEP: u64 = 4;
+
+/// Runs remembered per party; the least recently active one is forgotten beyond this.
+const RUNS_PER_PARTY: usize = 16;
+
+/// One agent run of a party without trace context.
+#[derive(Debug)]
+struct Run {
+    session: String,
+    login: String,
+    /// Event time of its last message.
+    last: i64,
+    /// Its last client request id as (prefix, counter), when the id ends in digits.
+    counter: Option<(String, u64)>,
+    /// Its last request still waits for its response (a client that awaits each answer
+    /// sends its next request only after it).
+    open: bool,
+}
+
+/// A request waiting for its response.
+#[derive(Debug)]
+struct Waiting {
+    session: String,
+    login: String,
+    at: i64,
+}
+
+/// Who sent a message without a session id.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sender<'a> {
+    pub(crate) server: &'a str,
+    /// Server, principal and client.
+    pub(crate) party: &'a str,
+    /// The bearer token (the party's login).
+    pub(crate) login: &'a str,
+    pub(crate) from_client: bool,
+}
+
 /// Derived session ids of stateless traffic.
 #[derive(Debug)]
 pub(crate) struct Stitcher {
     gap_micros: i64,
     ttl_micros: i64,
     max: usize,
-    /// party → (current session, event time of its last message).
-    current: HashMap<String, (String, i64)>,
-    /// party + request id → (session, request time).
-    requests: HashMap<String, (String, i64)>,
+    /// party → its runs, most recently active last.
+    runs: HashMap<String, Vec<Run>>,
+    /// party + request id → requests waiting for a response, oldest first.
+    requests: HashMap<String, Vec<Waiting>>,
+    /// Requests waiting in `requests`.
+    waiting: usize,
 }
 
 fn derived(parts: &[&str]) -> String {
@@ -52,89 +103,192 @@ fn trace_id(tp: &str) -> Option<&str> {
     .then_some(trace)
 }
 
+/// A request id as a counter: (text before the trailing digits, their value).
+fn counter(id: &str) -> Option<(&str, u64)> {
+    let digits = id.bytes().rev().take_while(u8::is_ascii_digit).count();
+    if digits == 0 || digits > 18 {
+        return None;
+    }
+    let (prefix, n) = id.split_at(id.len() - digits);
+    Some((prefix, n.parse().ok()?))
+}
+
 impl Stitcher {
     pub(crate) fn new(gap_ms: i64, ttl_ms: i64, max: usize) -> Self {
         Stitcher {
             gap_micros: gap_ms.saturating_mul(1000),
             ttl_micros: ttl_ms.saturating_mul(1000),
             max: max.max(1),
-            current: HashMap::new(),
+            runs: HashMap::new(),
             requests: HashMap::new(),
+            waiting: 0,
         }
     }
 
-    /// The session of one message without a session id. `party` identifies server,
-    /// principal and client, `login` the bearer token (the party's login, for untraced
-    /// traffic only); `message` is the (first) JSON-RPC message.
-    pub(crate) fn session(
-        &mut self,
-        party: &str,
-        login: &str,
-        message: &Json<'_>,
-        ts: i64,
-    ) -> String {
-        let run = format!("{party}\u{0}{login}");
-        if self.current.len() > self.max {
-            let gap = self.gap_micros;
-            self.current.retain(|_, (_, last)| ts - *last <= gap);
-        }
-        if self.requests.len() > self.max {
-            let ttl = self.ttl_micros;
-            self.requests.retain(|_, (_, at)| ts - *at <= ttl);
-        }
+    /// The session of one message without a session id; `message` is the (first) JSON-RPC
+    /// message.
+    pub(crate) fn session(&mut self, who: Sender<'_>, message: &Json<'_>, ts: i64) -> String {
+        let Sender {
+            server,
+            party,
+            login,
+            from_client,
+        } = who;
+        self.prune(ts);
         let id = crate::normalize::id_text(message);
-        let is_call = message.get("method").is_some();
-        if !is_call {
-            // A response: its request's session, else the party's current one.
-            if let Some(id) = &id
-                && let Some((s, at)) = self.requests.remove(&format!("{party}\u{0}{id}"))
-                && ts - at <= self.ttl_micros
-            {
-                return s;
-            }
-            if let Some((s, last)) = self.current.get_mut(&run)
-                && ts - *last <= self.gap_micros
-            {
-                *last = ts;
-                return s.clone();
-            }
-            return derived(&[&run, &ts.to_string()]);
+        if message.get("method").is_none() {
+            return self.response(party, login, id.as_deref(), ts);
         }
-        let meta = message.get("params").and_then(|p| p.get("_meta"));
-        let trace = meta
+        let trace = message
+            .get("params")
+            .and_then(|p| p.get("_meta"))
             .and_then(|m| m.get("traceparent"))
             .and_then(Json::as_str)
-            .and_then(trace_id);
-        let session = match trace {
-            Some(t) => derived(&[party, t]),
-            None => {
-                let s = match self.current.get(&run) {
-                    Some((s, last)) if ts - *last <= self.gap_micros => s.clone(),
-                    _ => derived(&[&run, &ts.to_string()]),
-                };
-                self.touch(&run, &s, ts);
-                s
+            .and_then(trace_id)
+            .filter(|_| from_client);
+        let request_counter = id.as_deref().filter(|_| from_client).and_then(counter);
+        let runs = self.runs.entry(party.to_string()).or_default();
+        let gap = self.gap_micros;
+        let active = |r: &Run| ts.saturating_sub(r.last) <= gap;
+        let at = match (trace, request_counter) {
+            // One trace, one run: the run's entry is found or made by its session.
+            (Some(t), _) => {
+                let session = derived(&[server, t]);
+                runs.iter().rposition(|r| r.session == session).or_else(|| {
+                    runs.push(Run {
+                        session,
+                        login: login.to_string(),
+                        last: ts,
+                        counter: None,
+                        open: false,
+                    });
+                    Some(runs.len() - 1)
+                })
             }
+            (None, Some((prefix, n))) => {
+                let next = runs
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, r)| active(r))
+                    .filter_map(|(i, r)| {
+                        let (p, last) = r.counter.as_ref()?;
+                        (p == prefix && n > *last && n - *last <= ID_STEP)
+                            .then(|| (r.open, n - *last, r.login != login, std::cmp::Reverse(i), i))
+                    })
+                    .min()
+                    .map(|(.., i)| i);
+                next.or_else(|| {
+                    runs.iter().rposition(|r| {
+                        active(r)
+                            && r.login == login
+                            && r.counter
+                                .as_ref()
+                                .is_none_or(|(p, last)| p != prefix || n > *last)
+                    })
+                })
+            }
+            (None, None) => runs.iter().rposition(|r| active(r) && r.login == login),
         };
+        let i = at.unwrap_or_else(|| {
+            runs.push(Run {
+                session: derived(&[party, login, &ts.to_string()]),
+                login: login.to_string(),
+                last: ts,
+                counter: None,
+                open: false,
+            });
+            runs.len() - 1
+        });
+        let mut run = runs.remove(i);
+        run.last = ts;
+        if from_client {
+            run.login = login.to_string();
+        }
+        if let Some((prefix, n)) = request_counter {
+            run.counter = Some((prefix.to_string(), n));
+            run.open = true;
+        }
+        let session = run.session.clone();
+        runs.push(run);
+        if runs.len() > RUNS_PER_PARTY {
+            runs.remove(0);
+        }
         if let Some(id) = id {
             self.requests
-                .insert(format!("{party}\u{0}{id}"), (session.clone(), ts));
+                .entry(format!("{party}\u{0}{id}"))
+                .or_default()
+                .push(Waiting {
+                    session: session.clone(),
+                    login: login.to_string(),
+                    at: ts,
+                });
+            self.waiting += 1;
         }
         session
     }
 
-    fn touch(&mut self, run: &str, session: &str, ts: i64) {
-        match self.current.get_mut(run) {
-            Some((s, last)) => {
-                if s != session {
-                    *s = session.to_string();
+    /// The session of a response: its request's, else the party's current run's.
+    fn response(&mut self, party: &str, login: &str, id: Option<&str>, ts: i64) -> String {
+        if let Some(id) = id {
+            let key = format!("{party}\u{0}{id}");
+            if let Some(waiting) = self.requests.get_mut(&key) {
+                let ttl = self.ttl_micros;
+                let before = waiting.len();
+                waiting.retain(|w| ts.saturating_sub(w.at) <= ttl);
+                let pick = waiting
+                    .iter()
+                    .position(|w| w.login == login)
+                    .or((!waiting.is_empty()).then_some(0));
+                let found = pick.map(|i| waiting.remove(i).session);
+                let gone = before - waiting.len();
+                if waiting.is_empty() {
+                    self.requests.remove(&key);
                 }
-                *last = ts;
+                self.waiting -= gone;
+                if let Some(s) = found {
+                    if let Some(run) = self
+                        .runs
+                        .get_mut(party)
+                        .and_then(|runs| runs.iter_mut().find(|r| r.session == s))
+                    {
+                        run.open = false;
+                    }
+                    return s;
+                }
             }
-            None => {
-                self.current
-                    .insert(run.to_string(), (session.to_string(), ts));
-            }
+        }
+        let gap = self.gap_micros;
+        if let Some(runs) = self.runs.get_mut(party)
+            && let Some(run) = runs
+                .iter_mut()
+                .rev()
+                .find(|r| ts.saturating_sub(r.last) <= gap && r.login == login)
+        {
+            run.last = ts;
+            return run.session.clone();
+        }
+        derived(&[party, login, &ts.to_string()])
+    }
+
+    /// Forgets runs idle for longer than the gap and requests older than the TTL once
+    /// either map holds more than `max` entries.
+    fn prune(&mut self, ts: i64) {
+        if self.runs.len() > self.max {
+            let gap = self.gap_micros;
+            self.runs.retain(|_, runs| {
+                runs.retain(|r| ts.saturating_sub(r.last) <= gap);
+                !runs.is_empty()
+            });
+        }
+        if self.waiting > self.max {
+            let ttl = self.ttl_micros;
+            let mut left = 0;
+            self.requests.retain(|_, w| {
+                w.retain(|w| ts.saturating_sub(w.at) <= ttl);
+                left += w.len();
+                !w.is_empty()
+            });
+            self.waiting = left;
         }
     }
 }
@@ -162,6 +316,15 @@ mod tests {
 
     const MIN: i64 = 60_000_000;
 
+    fn from(party: &'static str, login: &'static str) -> Sender<'static> {
+        Sender {
+            server: "srv",
+            party,
+            login,
+            from_client: true,
+        }
+    }
+
     #[test]
     fn traces_gaps_and_responses() {
         let mut s = Stitcher::new(30 * 60_000, 5 * 60_000, 1000);
@@ -172,34 +335,108 @@ mod tests {
         };
         let t1 = "4bf92f3577b34da6a3ce929d0e0e4736";
         let t2 = "5bf92f3577b34da6a3ce929d0e0e4736";
-        let a = s.session("p", "", &tp(t1), 0);
+        let a = s.session(from("p", ""), &tp(t1), 0);
         assert!(a.starts_with("st-"));
         // Same trace, much later: same session (the trace is the run).
-        assert_eq!(s.session("p", "", &tp(t1), 90 * MIN), a);
-        // Another trace of the same party: another session; another party: another one.
-        let b = s.session("p", "", &tp(t2), 91 * MIN);
+        assert_eq!(s.session(from("p", ""), &tp(t1), 90 * MIN), a);
+        // Another trace of the same party: another session. Another party continuing the
+        // trace continues its session (a takeover is for the rules to see), on the same
+        // server only.
+        let b = s.session(from("p", ""), &tp(t2), 91 * MIN);
         assert_ne!(a, b);
-        assert_ne!(s.session("q", "", &tp(t1), 91 * MIN), a);
+        assert_eq!(s.session(from("q", ""), &tp(t1), 91 * MIN), a);
+        let elsewhere = Sender {
+            server: "other",
+            ..from("p@other", "")
+        };
+        assert_ne!(s.session(elsewhere, &tp(t1), 91 * MIN), a);
         // The response (id 1) follows its request's session, not the party's latest.
         let resp = msg(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
-        assert_eq!(s.session("q", "", &resp, 91 * MIN + 1), derived(&["q", t1]));
+        assert_eq!(s.session(from("q", ""), &resp, 91 * MIN + 1), a);
+        // A server notification joins the party's current run, traced or not.
+        let note = msg(r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#);
+        let server_side = Sender {
+            from_client: false,
+            ..from("p", "")
+        };
+        assert_eq!(s.session(server_side, &note, 92 * MIN), b);
         // Deterministic: a new stitcher derives the same id from the same trace.
-        assert_eq!(Stitcher::new(1, 1, 1).session("p", "", &tp(t1), 5), a);
+        assert_eq!(Stitcher::new(1, 1, 1).session(from("p", ""), &tp(t1), 5), a);
 
         // Without traces: one session while active, a new one after the gap.
         let plain = msg(r#"{"jsonrpc":"2.0","method":"notifications/progress"}"#);
-        let c = s.session("r", "", &plain, 0);
-        assert_eq!(s.session("r", "", &plain, 29 * MIN), c);
+        let c = s.session(from("r", ""), &plain, 0);
+        assert_eq!(s.session(from("r", ""), &plain, 29 * MIN), c);
         assert_eq!(
-            s.session("r", "", &plain, 58 * MIN),
+            s.session(from("r", ""), &plain, 58 * MIN),
             c,
             "the gap counts from the last message"
         );
-        let d = s.session("r", "", &plain, 89 * MIN);
+        let d = s.session(from("r", ""), &plain, 89 * MIN);
         assert_ne!(c, d);
         // A malformed or all-zero trace id counts as none.
         let zero = tp("00000000000000000000000000000000");
-        assert_eq!(s.session("r", "", &zero, 90 * MIN), d);
+        assert_eq!(s.session(from("r", ""), &zero, 90 * MIN), d);
+    }
+
+    fn call(id: &str) -> Json<'static> {
+        msg(&format!(
+            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"x"}}}}"#
+        ))
+    }
+
+    #[test]
+    fn untraced_runs_follow_their_request_counters() {
+        let mut s = Stitcher::new(30 * 60_000, 5 * 60_000, 1000);
+        let sec = 1_000_000;
+        let a = s.session(from("p", "t1"), &call("2"), 0);
+        assert_eq!(s.session(from("p", "t1"), &call("3"), sec), a);
+        // A second run of the same party and token starts its own counter: a new session,
+        // and each run's next request follows its own counter.
+        let b = s.session(from("p", "t1"), &call("2"), 2 * sec);
+        assert_ne!(a, b);
+        assert_eq!(s.session(from("p", "t1"), &call("4"), 3 * sec), a);
+        assert_eq!(s.session(from("p", "t1"), &call("3"), 4 * sec), b);
+        // The token is refreshed mid-run: the counter goes on, so does the session.
+        assert_eq!(s.session(from("p", "t2"), &call("5"), 5 * sec), a);
+        assert_eq!(s.session(from("p", "t2"), &call("6"), 6 * sec), a);
+        // A new login that continues no counter is a new run.
+        let c = s.session(from("p", "t3"), &call("1"), 7 * sec);
+        assert!(c != a && c != b);
+        // String ids count by their digits after a common prefix; a counter that goes
+        // back starts a run, ids that are no counters (hashes, UUIDs) continue the token's.
+        let d = s.session(from("q", ""), &call(r#""req-7""#), 0);
+        assert_eq!(s.session(from("q", ""), &call(r#""req-8""#), sec), d);
+        let g = s.session(from("q", ""), &call(r#""req-1""#), 2 * sec);
+        assert_ne!(g, d);
+        assert_eq!(
+            s.session(from("q", ""), &call(r#""9f3a77c2e1""#), 3 * sec),
+            g
+        );
+        assert_eq!(
+            s.session(from("q", ""), &call(r#""b04e2d9a31""#), 4 * sec),
+            g
+        );
+        // Responses of two runs that reuse one id go to the run of their own token first.
+        let e = s.session(from("r", "x"), &call("9"), 0);
+        let f = s.session(from("r", "y"), &call("9"), sec);
+        assert_ne!(e, f);
+        let resp = msg(r#"{"jsonrpc":"2.0","id":9,"result":{}}"#);
+        let answer = |login| Sender {
+            from_client: false,
+            ..from("r", login)
+        };
+        assert_eq!(s.session(answer("y"), &resp, 2 * sec), f);
+        assert_eq!(s.session(answer("x"), &resp, 2 * sec), e);
+    }
+
+    #[test]
+    fn counters_of_odd_ids() {
+        assert_eq!(counter("17"), Some(("", 17)));
+        assert_eq!(counter("req-0"), Some(("req-", 0)));
+        assert_eq!(counter("abc"), None);
+        assert_eq!(counter("1234567890123456789012"), None);
+        assert_eq!(counter(""), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Session stitching on stateless MCP traffic (revision 2026-07-28, `dunes simulate
 //! --stateless`): the derived sessions must match the sessions the generator made for at
-//! least 99 % of the events.
+//! least 99 % of the events. `STITCH_DEBUG=1` lists the split and merged sessions.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -38,6 +38,7 @@ fn stitch(sessions: u64, seed: u64, standard: bool) -> (usize, usize, usize) {
         }
     };
     let mut line = 0u64;
+    let mut texts: HashMap<String, String> = HashMap::new();
     while let Some(text) = sim.next() {
         let line_truth = sim.truth_session().expect("truth").to_string();
         let id = dunes_ingest::event_id_of(text.as_bytes()).expect("event id");
@@ -45,6 +46,9 @@ fn stitch(sessions: u64, seed: u64, standard: bool) -> (usize, usize, usize) {
             !text.contains("\"session_id\""),
             "stateless traffic has no session id"
         );
+        if std::env::var("STITCH_DEBUG").is_ok() {
+            texts.insert(id.clone(), text.clone());
+        }
         truth.insert(id, line_truth);
         line += 1;
         batch.push(RawRecord {
@@ -111,20 +115,48 @@ fn stitch(sessions: u64, seed: u64, standard: bool) -> (usize, usize, usize) {
             }
         }
         eprintln!("wrong by scenario: {wrong:?}");
-        let _ = (&frags, &by_derived);
+        if std::env::var("STITCH_DEBUG").is_ok() {
+            for (t, f) in &frags {
+                if f.len() > 1 {
+                    for (id, dd) in &derived {
+                        if truth[id] == *t && f.iter().any(|(c, d)| *c == 1 && d == dd) {
+                            eprintln!("  single: {}", &texts[id][..texts[id].len().min(600)]);
+                        }
+                    }
+                    eprintln!("split {t} {:?}: {f:?}", labels.get(*t).map(|l| l.as_str()));
+                }
+            }
+            for (d, f) in &by_derived {
+                if f.len() > 1 {
+                    let f: Vec<_> = f
+                        .iter()
+                        .map(|(c, t)| (c, labels.get(*t).map(|l| l.as_str())))
+                        .collect();
+                    eprintln!("merged {d}: {f:?}");
+                }
+            }
+        }
     }
     (right, derived.len(), n_derived)
 }
 
 #[test]
 fn stitched_sessions_match_the_generated_ones() {
-    for (sessions, seed, standard) in [(600, 11, false), (600, 2024, false)] {
+    // The simulator's estate (three seeds), then the DUNES-standard situations, whose
+    // `principal_flood` runs 7–9 concurrent sessions of one principal, client and token:
+    // where those carry no trace context nothing tells them apart (docs/schema.md).
+    for (sessions, seed, standard, floor) in [
+        (600, 11, false, 0.99),
+        (600, 2024, false, 0.99),
+        (600, 3, false, 0.99),
+        (600, 5150, true, 0.92),
+    ] {
         let (right, all, derived) = stitch(sessions, seed, standard);
         let share = right as f64 / all as f64;
         eprintln!(
             "seed {seed}: {right}/{all} events stitched as generated ({:.3} %), {derived} derived sessions for {sessions}",
             100.0 * share
         );
-        assert!(share >= 0.98, "seed {seed}: only {:.3} %", 100.0 * share);
+        assert!(share >= floor, "seed {seed}: only {:.3} %", 100.0 * share);
     }
 }
