@@ -36,6 +36,10 @@ const ID_STEP: u64 = 4;
 /// Runs remembered per party; the least recently active one is forgotten beyond this.
 const RUNS_PER_PARTY: usize = 16;
 
+/// Requests remembered per party and JSON-RPC id; the oldest is forgotten beyond this
+/// (a sender repeating one id without ever being answered cannot grow the list).
+const WAITING_PER_ID: usize = 64;
+
 /// One agent run of a party without trace context.
 #[derive(Debug)]
 struct Run {
@@ -214,14 +218,19 @@ impl Stitcher {
             runs.remove(0);
         }
         if let Some(id) = id {
-            self.requests
+            let waiting = self
+                .requests
                 .entry(format!("{party}\u{0}{id}"))
-                .or_default()
-                .push(Waiting {
-                    session: session.clone(),
-                    login: login.to_string(),
-                    at: ts,
-                });
+                .or_default();
+            if waiting.len() >= WAITING_PER_ID {
+                waiting.remove(0);
+                self.waiting -= 1;
+            }
+            waiting.push(Waiting {
+                session: session.clone(),
+                login: login.to_string(),
+                at: ts,
+            });
             self.waiting += 1;
         }
         session
@@ -428,6 +437,19 @@ mod tests {
         };
         assert_eq!(s.session(answer("y"), &resp, 2 * sec), f);
         assert_eq!(s.session(answer("x"), &resp, 2 * sec), e);
+    }
+
+    #[test]
+    fn one_id_repeated_without_answers_stays_bounded() {
+        let mut s = Stitcher::new(30 * 60_000, 5 * 60_000, 1_000_000);
+        for i in 0..1000 {
+            s.session(from("p", ""), &call("1"), i);
+        }
+        assert_eq!(s.waiting, WAITING_PER_ID);
+        assert_eq!(s.requests.values().map(Vec::len).sum::<usize>(), s.waiting);
+        let resp = msg(r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+        s.session(from("p", ""), &resp, 1001);
+        assert_eq!(s.waiting, WAITING_PER_ID - 1);
     }
 
     #[test]
