@@ -1,0 +1,1 @@
+SET    T    =tmN##.pEx.Ex. AStmmN##.pEx.Ex. AStm.#".  AStm.#". (SEN##.pEx.Ex. AStmmN##.pEx.Ex. AStm.#".  AStm.#". (SELCT    =JLEEtsool^n+m:==zq+w,ay,hk	 LEol^n+me,$cm   EIEC nts) CT t+ER 1
