@@ -54,6 +54,29 @@ struct Run {
     open: bool,
 }
 
+impl Run {
+    fn new(session: String, login: &str, ts: i64) -> Self {
+        Run {
+            session,
+            login: login.to_string(),
+            last: ts,
+            counter: None,
+            open: false,
+        }
+    }
+}
+
+/// The most recent run of `login` active at `ts` (last message at most `gap` before).
+fn latest(runs: &[Run], login: &str, ts: i64, gap: i64) -> Option<usize> {
+    runs.iter()
+        .rposition(|r| ts.saturating_sub(r.last) <= gap && r.login == login)
+}
+
+/// The id of a run without trace context that starts at `ts`.
+fn fresh(party: &str, login: &str, ts: i64) -> String {
+    derived(&[party, login, &ts.to_string()])
+}
+
 /// A request waiting for its response.
 #[derive(Debug)]
 struct Waiting {
@@ -159,13 +182,7 @@ impl Stitcher {
             (Some(t), _) => {
                 let session = derived(&[server, t]);
                 runs.iter().rposition(|r| r.session == session).or_else(|| {
-                    runs.push(Run {
-                        session,
-                        login: login.to_string(),
-                        last: ts,
-                        counter: None,
-                        open: false,
-                    });
+                    runs.push(Run::new(session, login, ts));
                     Some(runs.len() - 1)
                 })
             }
@@ -191,16 +208,10 @@ impl Stitcher {
                     })
                 })
             }
-            (None, None) => runs.iter().rposition(|r| active(r) && r.login == login),
+            (None, None) => latest(runs, login, ts, gap),
         };
         let i = at.unwrap_or_else(|| {
-            runs.push(Run {
-                session: derived(&[party, login, &ts.to_string()]),
-                login: login.to_string(),
-                last: ts,
-                counter: None,
-                open: false,
-            });
+            runs.push(Run::new(fresh(party, login, ts), login, ts));
             runs.len() - 1
         });
         let mut run = runs.remove(i);
@@ -266,17 +277,13 @@ impl Stitcher {
                 }
             }
         }
-        let gap = self.gap_micros;
         if let Some(runs) = self.runs.get_mut(party)
-            && let Some(run) = runs
-                .iter_mut()
-                .rev()
-                .find(|r| ts.saturating_sub(r.last) <= gap && r.login == login)
+            && let Some(i) = latest(runs, login, ts, self.gap_micros)
         {
-            run.last = ts;
-            return run.session.clone();
+            runs[i].last = ts;
+            return runs[i].session.clone();
         }
-        derived(&[party, login, &ts.to_string()])
+        fresh(party, login, ts)
     }
 
     /// Forgets runs idle for longer than the gap and requests older than the TTL once

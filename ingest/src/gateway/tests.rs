@@ -21,6 +21,23 @@ fn render(format: InputFormat, sample: &str) -> String {
     out
 }
 
+/// Lines of a file as raw records, numbered from 1.
+fn file_records<'a>(path: &str, lines: impl IntoIterator<Item = &'a str>) -> Vec<RawRecord> {
+    lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| RawRecord {
+            bytes: l.as_bytes().to_vec(),
+            source: SourcePos::File {
+                path: path.into(),
+                line: i as u64 + 1,
+            },
+            oversize: None,
+            refused: None,
+        })
+        .collect()
+}
+
 #[test]
 fn agentgateway_sample_maps_to_envelopes() {
     let sample = include_str!("../../../examples/gateway/agentgateway.log");
@@ -47,19 +64,7 @@ fn mapped_envelopes_pass_the_normaliser() {
             include_str!("../../../examples/gateway/tyk.log"),
         ),
     ] {
-        let recs: Vec<RawRecord> = sample
-            .lines()
-            .enumerate()
-            .map(|(i, l)| RawRecord {
-                bytes: l.as_bytes().to_vec(),
-                source: SourcePos::File {
-                    path: "sample".into(),
-                    line: i as u64 + 1,
-                },
-                oversize: None,
-                refused: None,
-            })
-            .collect();
+        let recs = file_records("sample", sample.lines());
         let adapted = adapt_records(format, recs);
         let refused = adapted.iter().filter(|r| r.refused.is_some()).count();
         let mut n = crate::Normalizer::new(crate::IngestConfig::default());
@@ -242,28 +247,13 @@ fn simulated_otlp_exports_give_back_the_envelopes_byte_for_byte() {
             .len()
             .div_ceil(dunes_sim::OTLP_RECORDS_PER_REQUEST)
     );
-    let recs: Vec<RawRecord> = lines
-        .iter()
-        .enumerate()
-        .map(|(i, l)| RawRecord {
-            bytes: l.as_bytes().to_vec(),
-            source: SourcePos::File {
-                path: "sim.jsonl".into(),
-                line: i as u64 + 1,
-            },
-            oversize: None,
-            refused: None,
-        })
-        .chain(std::iter::once(RawRecord {
-            bytes: br#"{"resourceLogs": 7}"#.to_vec(),
-            source: SourcePos::File {
-                path: "sim.jsonl".into(),
-                line: 999,
-            },
-            oversize: None,
-            refused: None,
-        }))
-        .collect();
+    let recs = file_records(
+        "sim.jsonl",
+        lines
+            .iter()
+            .map(String::as_str)
+            .chain([r#"{"resourceLogs": 7}"#]),
+    );
     let mut out = adapt_records(InputFormat::Otlp, recs);
     let bad = out.pop().expect("the bad line");
     let why = bad.refused.expect("refused");
