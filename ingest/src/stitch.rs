@@ -15,8 +15,10 @@
 //!   their requests 0, 1, 2, … per connection, so a request whose id is just above a run's
 //!   last id (same string prefix, at most [`ID_STEP`] higher) is that run's next request —
 //!   also when the bearer token was refreshed in between. Otherwise it continues the
-//!   most recent active run of the same token whose counter it does not go back on (ids
-//!   that are no counters, such as UUIDs or hashes, never do); otherwise it starts a run, `st-` + BLAKE3(party, token, time of its first message).
+//!   most recent active run of the same token whose counter it does not go back on (a
+//!   repeated id, a retry or a replay, stays in its run unless it continues another run's
+//!   counter; ids that are no counters, such as UUIDs or hashes, never go back); otherwise
+//!   it starts a run, `st-` + BLAKE3(party, token, time of its first message).
 //! * Notifications, server-initiated messages and requests with ids that are not counters
 //!   join the most recent active run of (party, token), else start one.
 //! * A response takes the session of its request (same party and JSON-RPC id, within the
@@ -204,7 +206,7 @@ impl Stitcher {
                             && r.login == login
                             && r.counter
                                 .as_ref()
-                                .is_none_or(|(p, last)| p != prefix || n > *last)
+                                .is_none_or(|(p, last)| p != prefix || n >= *last)
                     })
                 })
             }
@@ -423,6 +425,9 @@ mod tests {
         // back starts a run, ids that are no counters (hashes, UUIDs) continue the token's.
         let d = s.session(from("q", ""), &call(r#""req-7""#), 0);
         assert_eq!(s.session(from("q", ""), &call(r#""req-8""#), sec), d);
+        // The same id again (a retry, or a captured request replayed) stays in its run
+        // when it continues no other run's counter: replay rules key on the session.
+        assert_eq!(s.session(from("q", ""), &call(r#""req-8""#), sec + 1), d);
         let g = s.session(from("q", ""), &call(r#""req-1""#), 2 * sec);
         assert_ne!(g, d);
         assert_eq!(
