@@ -163,6 +163,9 @@ impl Visitor for Guard {
 
 /// Refuses anything but a single read-only query over the hunting tables.
 pub fn check_read_only(sql: &str) -> Result<(), HuntError> {
+    // A current sqlparser first: DataFusion's own (0.62) is exponential on some garbage.
+    dunes_detect::check_syntax(sql)
+        .map_err(|e| HuntError::Refused(format!("cannot parse: {e}")))?;
     let stmts = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| HuntError::Refused(format!("cannot parse: {e}")))?;
     let [stmt] = stmts.as_slice() else {

@@ -888,6 +888,8 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
         .with_allow_ddl(false)
         .with_allow_dml(false)
         .with_allow_statements(false);
+    crate::sql_syntax::check_syntax(&rule.config.query)
+        .map_err(|e| rule.error(line, format!("query: {e}")))?;
     let df = ctx
         .sql_with_options(&rule.config.query, options)
         .await

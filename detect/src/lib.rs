@@ -15,6 +15,7 @@ mod regex_udf;
 pub mod response;
 pub mod rule;
 pub mod sigma;
+mod sql_syntax;
 pub mod state;
 pub mod store;
 pub mod testing;
@@ -29,6 +30,7 @@ pub use lifecycle::{ActionKind, Disposition, IncidentAction, TransitionError, tr
 pub use prefilter::PrefilterStats;
 pub use response::{ResponseConfig, ResponseRecord};
 pub use rule::{Level, LoadedRule, ResponseAction, RuleConfig, Severity, load_dir};
+pub use sql_syntax::check_syntax;
 pub use store::{IncidentFilter, IncidentStore};
 
 /// The one error type of this crate's boundary.

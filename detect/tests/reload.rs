@@ -98,6 +98,21 @@ async fn broken_reload_keeps_old_rules_and_valid_reload_takes_effect_next_batch(
         err.contains("broken-rule.yaml:8:"),
         "error names file and line: {err}"
     );
+    // A query of the shape that takes DataFusion's sqlparser 0.62 exponential time
+    // (30 levels: hours) is refused by the syntax check at once.
+    let hang = stateless("broken-rule", "x").replace(
+        "WHERE tool_name = 'x'",
+        &format!("WHERE {}", "if(current_time(".repeat(30)),
+    );
+    write(dir, "t/broken-rule.yaml", &hang);
+    let err = match reload(&engine, dir).await {
+        Ok(_) => panic!("an unparsable rule was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("broken-rule.yaml:8: query: sql parser error"),
+        "{err}"
+    );
 
     // The old engine keeps running, state included.
     assert_eq!(

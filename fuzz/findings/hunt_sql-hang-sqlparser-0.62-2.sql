@@ -1,0 +1,1 @@
+SELECT _''/x.##[sp]. t[44[r/_''/x.##[sp]. t[44[r/Pa-	[sp]+xmL''/x.##[sp]. t[44[r/Pa	[sp]+xm/x.##[sp]. t[44[r/_''/x.##[sp]. t[44[r/Pa-	[sp]+xmL''/x.##[sp]. t[44[r/Pa-	-	[sp]+xm/x.##[sp]. t[44[r/_''/x.##[sp]. t[44[r/Pa-	[sp]+xmL''/x./Pa-	[sp]+xm/x.##[sp].. t[44[r/Pa++++,.c3TO :  sp]. t[44[r/Pa+++++++7# in+-OP BYLDCT10

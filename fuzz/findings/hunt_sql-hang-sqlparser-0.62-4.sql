@@ -1,0 +1,1 @@
+SET    T    =tmN##.pEx.Ex. AStm.#".  AStm.#". (SELCT    =JLEEtsool^n+me,$cm  >@;:N##.pEx.E=tmN##.pEx.Ex. AStm.#".  AStm.#". (SELCT    =JLEEtsool^n+me,$x. AStm.#".  AStm.#". (SELCT    =JLEEtsool^n+me,$cm  >@;:==zq+w,ay,hk	 LEol==zq+w,ay,hk	 LEol^n+me,$cm   EIEC nts) CT t+ER 1
