@@ -54,9 +54,14 @@ case "${1:-}" in
     fuzzer=$!
     t0=$(date +%s)
     while kill -0 "$fuzzer" 2>/dev/null && [ $(( $(used) - start )) -lt "$budget" ]; do sleep 10; done
+    # afl-fuzz's own CPU (a fresh process per run), read before it exits; the rest of
+    # the cgroup's is the target's.
+    afl=$(pgrep -f "afl-fuzz .*-o $OUT/$target " | head -1 || true)
+    own=0; [ -n "$afl" ] && own=$(awk -v hz="$(getconf CLK_TCK)" '{print int(($14 + $15) / hz)}' "/proc/$afl/stat")
     pkill -INT -f "afl-fuzz .*-o $OUT/$target " || true
     wait "$fuzzer" || true
-    echo "target=$target cpu_seconds=$(( $(used) - start )) wall_seconds=$(( $(date +%s) - t0 ))"
+    total=$(( $(used) - start ))
+    echo "target=$target cpu_seconds=$total afl_fuzz_seconds=$own target_seconds=$(( total - own )) wall_seconds=$(( $(date +%s) - t0 ))"
     grep -E "execs_done|execs_per_sec|run_time|saved_crashes|saved_hangs|corpus_count|bitmap_cvg|stability" "$OUT/$target/default/fuzzer_stats" || tail -20 "$OUT/$target.log"
     ;;
   crashes)
