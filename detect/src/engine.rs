@@ -719,7 +719,6 @@ pub fn feed_state(
     let spec = &sl.spec;
     // Rows, with where they came from (batch, row) to build evidence later.
     let mut rows: Vec<StateRow> = Vec::new();
-    let mut origin: HashMap<String, (usize, usize)> = HashMap::new();
     for (bi, b) in batches.iter().enumerate() {
         if b.num_rows() == 0 {
             continue;
@@ -799,11 +798,9 @@ pub fn feed_state(
             } else {
                 None
             };
-            let event_id = ids.value(i).to_string();
-            origin.insert(event_id.clone(), (bi, i));
             rows.push(StateRow {
                 ts: ts.value(i),
-                event_id,
+                event_id: ids.value(i).to_string(),
                 key: key_parts.join("\u{1f}"),
                 values: vals
                     .iter()
@@ -818,6 +815,7 @@ pub fn feed_state(
                     .as_ref()
                     .is_none_or(|a| !a.is_null(i) && a.value(i)),
                 evidence,
+                origin: (bi, i),
             });
         }
     }
@@ -826,13 +824,16 @@ pub fn feed_state(
     for (row, f) in fired {
         let mut map = match row.evidence {
             Some(m) => m,
-            None => match origin.get(&row.event_id) {
-                Some(&(bi, i)) => crate::incident::batch_to_json_rows(&batches[bi].slice(i, 1))?
-                    .into_iter()
-                    .next()
-                    .unwrap_or_default(),
-                None => Default::default(),
-            },
+            None => {
+                let (bi, i) = row.origin;
+                match batches.get(bi) {
+                    Some(b) => crate::incident::batch_to_json_rows(&b.slice(i, 1))?
+                        .into_iter()
+                        .next()
+                        .unwrap_or_default(),
+                    None => Default::default(),
+                }
+            }
         };
         for (k, v) in f.detail {
             map.insert(k, v);

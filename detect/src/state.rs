@@ -76,6 +76,9 @@ pub struct StateRow {
     /// Evidence of this row (filled for sequence steps only; the engine
     /// fills it for firing rows).
     pub evidence: Option<Map<String, Value>>,
+    /// The caller's bookkeeping: where the row came from (batch, row), to
+    /// build the evidence of a firing row.
+    pub origin: (usize, usize),
 }
 
 /// What a row completed.
@@ -565,15 +568,25 @@ impl RuleState {
 
     fn threshold(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
         self.bump(row.ts);
-        let q = self.windows.entry(row.key.clone()).or_default();
-        let m = self
-            .dirty
-            .windows
-            .entry(row.key.clone())
-            .or_insert(WinMark {
-                base_len: q.len(),
-                ..WinMark::default()
-            });
+        // Look up before inserting: the key is cloned only for a new entity.
+        if !self.windows.contains_key(&row.key) {
+            self.windows.insert(row.key.clone(), VecDeque::new());
+        }
+        let Some(q) = self.windows.get_mut(&row.key) else {
+            return Vec::new();
+        };
+        if !self.dirty.windows.contains_key(&row.key) {
+            self.dirty.windows.insert(
+                row.key.clone(),
+                WinMark {
+                    base_len: q.len(),
+                    ..WinMark::default()
+                },
+            );
+        }
+        let Some(m) = self.dirty.windows.get_mut(&row.key) else {
+            return Vec::new();
+        };
         let ev = WinEvent {
             ts: row.ts,
             event_id: row.event_id.clone(),
@@ -607,6 +620,12 @@ impl RuleState {
             };
             let a = q.partition_point(|e| e.ts < lo);
             let b = q.partition_point(|e| e.ts <= hi);
+            // A count, distinct count or top count never exceeds the
+            // window's event count: most windows are ruled out here without
+            // looking at their values.
+            if spec.aggregate != Aggregate::Sum && ((b - a) as f64) < spec.min {
+                continue;
+            }
             let (agg, n) = aggregate(spec.aggregate, q.range(a..b));
             let share = if n == 0 { 0.0 } else { agg / n as f64 };
             if agg >= spec.min && share >= spec.min_share {
@@ -741,15 +760,20 @@ impl RuleState {
         if !row.may_learn && !self.baselines.contains_key(&row.key) {
             return Vec::new();
         }
-        self.dirty.baselines.insert(row.key.clone());
-        let entry = self
-            .baselines
-            .entry(row.key.clone())
-            .or_insert_with(|| BaselineEntry {
-                first_ts: row.ts,
-                last_seen: row.ts,
-                ..BaselineEntry::default()
-            });
+        mark(&mut self.dirty.baselines, &row.key);
+        if !self.baselines.contains_key(&row.key) {
+            self.baselines.insert(
+                row.key.clone(),
+                BaselineEntry {
+                    first_ts: row.ts,
+                    last_seen: row.ts,
+                    ..BaselineEntry::default()
+                },
+            );
+        }
+        let Some(entry) = self.baselines.get_mut(&row.key) else {
+            return Vec::new();
+        };
         if entry.columns.len() != vals.len() {
             entry.columns.resize_with(vals.len(), BTreeSet::new);
         }
@@ -819,7 +843,7 @@ impl RuleState {
     /// or (once per life) an event over `absolute` after its first.
     fn lifetime(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
         self.bump(row.ts);
-        self.dirty.spans.insert(row.key.clone());
+        mark(&mut self.dirty.spans, &row.key);
         let Some(e) = self.spans.get_mut(&row.key) else {
             self.spans.insert(
                 row.key.clone(),
@@ -872,10 +896,17 @@ impl RuleState {
     }
 }
 
-fn aggregate<'a>(agg: Aggregate, it: impl Iterator<Item = &'a WinEvent>) -> (f64, usize) {
+/// Marks a key as changed, cloning it only the first time.
+fn mark(set: &mut HashSet<String>, key: &str) {
+    if !set.contains(key) {
+        set.insert(key.to_owned());
+    }
+}
+
+fn aggregate<'a>(agg: Aggregate, it: impl ExactSizeIterator<Item = &'a WinEvent>) -> (f64, usize) {
     match agg {
         Aggregate::Count => {
-            let n = it.count();
+            let n = it.len();
             (n as f64, n)
         }
         Aggregate::Distinct => {
@@ -946,6 +977,7 @@ mod tests {
             may_fire: true,
             may_learn: true,
             evidence: None,
+            origin: (0, 0),
         }
     }
 
