@@ -116,14 +116,59 @@ pub struct SeqEntity {
     pub reported: BTreeSet<String>,
 }
 
+/// One baseline key's memory. The value sets are sorted vectors, not
+/// B-trees: most keys hold one or two values, and a B-tree node is ~300
+/// bytes however few it holds (the soak keeps ~10^6 keys). Encoded as
+/// before: `tuples` a JSON object, `columns` arrays of strings.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BaselineEntry {
     pub first_ts: i64,
     pub last_seen: i64,
-    /// Tuples seen (`when: any`), joined with U+001F.
-    pub tuples: BTreeMap<String, i64>,
-    /// Per value column, values seen (`when: all`).
-    pub columns: Vec<BTreeSet<String>>,
+    /// Tuples seen, joined with U+001F, with when each was first seen;
+    /// sorted by tuple.
+    #[serde(with = "sorted_map")]
+    pub tuples: Vec<(String, i64)>,
+    /// Per value column, values seen, sorted (`when: all` only).
+    #[serde(deserialize_with = "sorted_sets")]
+    pub columns: Vec<Vec<String>>,
+}
+
+impl BaselineEntry {
+    fn tuple(&self, t: &str) -> Result<usize, usize> {
+        self.tuples.binary_search_by(|(k, _)| k.as_str().cmp(t))
+    }
+}
+
+/// `Vec<(String, i64)>` sorted by key, encoded as a JSON object.
+mod sorted_map {
+    use std::collections::BTreeMap;
+
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[(String, i64)], s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(v.len()))?;
+        for (k, t) in v {
+            m.serialize_entry(k, t)?;
+        }
+        m.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, i64)>, D::Error> {
+        Ok(BTreeMap::<String, i64>::deserialize(d)?
+            .into_iter()
+            .collect())
+    }
+}
+
+/// Arrays of strings, each sorted and without repeats once read.
+fn sorted_sets<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Vec<String>>, D::Error> {
+    let mut v = Vec::<Vec<String>>::deserialize(d)?;
+    for set in &mut v {
+        set.sort_unstable();
+        set.dedup();
+    }
+    Ok(v)
 }
 
 /// The life of one entity (`lifetime` rules).
@@ -179,8 +224,24 @@ struct Dirty {
     touched: bool,
     windows: HashMap<String, WinMark>,
     sequences: HashMap<String, SeqMark>,
-    baselines: HashSet<String>,
+    /// Baseline keys changed; `false`: only `last_seen` moved.
+    baselines: HashMap<String, bool>,
     spans: HashSet<String>,
+}
+
+/// A baseline key's change: only its `last_seen` moved (most events of a
+/// known entity: `{"seen": ts}`), or its whole entry.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BaselineDelta<B = BaselineEntry> {
+    Seen { seen: i64 },
+    Full(B),
+}
+
+impl<B: Default> Default for BaselineDelta<B> {
+    fn default() -> Self {
+        BaselineDelta::Full(B::default())
+    }
 }
 
 /// A window's change: its whole value, or (events only appended in order
@@ -229,7 +290,7 @@ pub type WinDeltaRef<'a> = WinDelta<&'a VecDeque<WinEvent>, &'a WinEvent>;
 /// only their change, see [`WinDelta`]). Applying the deltas in order to the
 /// state they started from gives the live state.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct RuleDelta<W = WinDelta, S = SeqDelta, B = BaselineEntry> {
+pub struct RuleDelta<W = WinDelta, S = SeqDelta, B = BaselineDelta> {
     pub max_ts: Option<i64>,
     pub late: u64,
     pub too_late: u64,
@@ -244,7 +305,8 @@ pub struct RuleDelta<W = WinDelta, S = SeqDelta, B = BaselineEntry> {
 }
 
 /// A [`RuleDelta`] borrowing the live values (encoded without copying them).
-pub type RuleDeltaRef<'a> = RuleDelta<WinDeltaRef<'a>, SeqDeltaRef<'a>, &'a BaselineEntry>;
+pub type RuleDeltaRef<'a> =
+    RuleDelta<WinDeltaRef<'a>, SeqDeltaRef<'a>, BaselineDelta<&'a BaselineEntry>>;
 
 /// The current value of each changed key (`None`: removed).
 pub(crate) fn changed<V>(
@@ -277,7 +339,7 @@ pub(crate) fn apply_changes<V>(map: &mut HashMap<String, V>, changes: BTreeMap<S
 /// recently seen beyond [`MAX_BASELINE_KEYS`], marking them changed.
 fn forget_keys<V>(
     map: &mut HashMap<String, V>,
-    dirty: &mut HashSet<String>,
+    mut removed: impl FnMut(String),
     before: Option<i64>,
     last_seen: impl Fn(&V) -> i64,
 ) {
@@ -285,7 +347,7 @@ fn forget_keys<V>(
         map.retain(|k, v| {
             let keep = last_seen(v) >= before;
             if !keep {
-                dirty.insert(k.clone());
+                removed(k.clone());
             }
             keep
         });
@@ -297,7 +359,7 @@ fn forget_keys<V>(
         let drop = map.len() - MAX_BASELINE_KEYS;
         for (_, k) in seen.into_iter().take(drop) {
             map.remove(&k);
-            dirty.insert(k);
+            removed(k);
         }
     }
 }
@@ -373,7 +435,20 @@ impl RuleState {
                     (k, d)
                 })
                 .collect(),
-            baselines: changed(dirty.baselines, &self.baselines),
+            baselines: dirty
+                .baselines
+                .into_iter()
+                .map(|(k, full)| {
+                    let d = self.baselines.get(&k).map(|e| {
+                        if full {
+                            BaselineDelta::Full(e)
+                        } else {
+                            BaselineDelta::Seen { seen: e.last_seen }
+                        }
+                    });
+                    (k, d)
+                })
+                .collect(),
             spans: changed(dirty.spans, &self.spans)
                 .into_iter()
                 .map(|(k, v)| (k, v.copied()))
@@ -426,7 +501,21 @@ impl RuleState {
                 }
             }
         }
-        apply_changes(&mut self.baselines, delta.baselines);
+        for (k, d) in delta.baselines {
+            match d {
+                None => {
+                    self.baselines.remove(&k);
+                }
+                Some(BaselineDelta::Full(e)) => {
+                    self.baselines.insert(k, e);
+                }
+                Some(BaselineDelta::Seen { seen }) => {
+                    if let Some(e) = self.baselines.get_mut(&k) {
+                        e.last_seen = e.last_seen.max(seen);
+                    }
+                }
+            }
+        }
         apply_changes(&mut self.spans, delta.spans);
     }
 
@@ -547,16 +636,23 @@ impl RuleState {
                 let before = (spec.forget > 0).then(|| wm.saturating_sub(spec.forget));
                 forget_keys(
                     &mut self.baselines,
-                    &mut self.dirty.baselines,
+                    |k| {
+                        self.dirty.baselines.insert(k, true);
+                    },
                     before,
                     |e| e.last_seen,
                 );
             }
             RuleKind::Lifetime => {
                 let before = Some(wm.saturating_sub(spec.forget));
-                forget_keys(&mut self.spans, &mut self.dirty.spans, before, |e| {
-                    e.last_ts
-                });
+                forget_keys(
+                    &mut self.spans,
+                    |k| {
+                        self.dirty.spans.insert(k);
+                    },
+                    before,
+                    |e| e.last_ts,
+                );
             }
             RuleKind::Match => {}
         }
@@ -760,8 +856,8 @@ impl RuleState {
         if !row.may_learn && !self.baselines.contains_key(&row.key) {
             return Vec::new();
         }
-        mark(&mut self.dirty.baselines, &row.key);
-        if !self.baselines.contains_key(&row.key) {
+        let is_new = !self.baselines.contains_key(&row.key);
+        if is_new {
             self.baselines.insert(
                 row.key.clone(),
                 BaselineEntry {
@@ -774,18 +870,28 @@ impl RuleState {
         let Some(entry) = self.baselines.get_mut(&row.key) else {
             return Vec::new();
         };
-        if entry.columns.len() != vals.len() {
-            entry.columns.resize_with(vals.len(), BTreeSet::new);
+        // Whether more than `last_seen` changes (the journal then carries
+        // the whole entry).
+        let mut full = is_new || row.ts < entry.first_ts;
+        let columns = if spec.when == BaselineWhen::All {
+            vals.len()
+        } else {
+            0
+        };
+        if entry.columns.len() != columns {
+            entry.columns.resize_with(columns, Vec::new);
+            full = true;
         }
         entry.first_ts = entry.first_ts.min(row.ts);
         entry.last_seen = entry.last_seen.max(row.ts);
         let known_before = !entry.tuples.is_empty();
+        let found = entry.tuple(&tuple);
         let new = match spec.when {
-            BaselineWhen::Any => !entry.tuples.contains_key(&tuple),
+            BaselineWhen::Any => found.is_err(),
             BaselineWhen::All => vals
                 .iter()
                 .zip(&entry.columns)
-                .all(|(v, set)| !set.contains(*v)),
+                .all(|(v, set)| set.binary_search_by(|x| x.as_str().cmp(v)).is_err()),
         };
         let learning = row.ts - entry.first_ts < spec.learn;
         let fire = known_before && new && !learning && row.may_fire;
@@ -795,7 +901,7 @@ impl RuleState {
             let (first_tuple, first_seen) = entry
                 .tuples
                 .iter()
-                .min_by_key(|(_, t)| **t)
+                .min_by_key(|(_, t)| *t)
                 .map(|(k, t)| (k.clone(), *t))
                 .unwrap_or_default();
             detail.insert(
@@ -822,16 +928,35 @@ impl RuleState {
                 detail,
             });
         }
-        if !row.may_learn {
-            return out;
+        if row.may_learn {
+            match found {
+                Ok(i) => {
+                    if let Some((_, t)) = entry.tuples.get_mut(i)
+                        && row.ts < *t
+                    {
+                        *t = row.ts;
+                        full = true;
+                    }
+                }
+                Err(i) if entry.tuples.len() < MAX_BASELINE_VALUES => {
+                    entry.tuples.insert(i, (tuple, row.ts));
+                    full = true;
+                }
+                Err(_) => {}
+            }
+            for (v, set) in vals.iter().zip(entry.columns.iter_mut()) {
+                if set.len() < MAX_BASELINE_VALUES
+                    && let Err(i) = set.binary_search_by(|x| x.as_str().cmp(v))
+                {
+                    set.insert(i, (*v).to_string());
+                    full = true;
+                }
+            }
         }
-        if entry.tuples.len() < MAX_BASELINE_VALUES || entry.tuples.contains_key(&tuple) {
-            let t = entry.tuples.entry(tuple).or_insert(row.ts);
-            *t = (*t).min(row.ts);
-        }
-        for (v, set) in vals.iter().zip(entry.columns.iter_mut()) {
-            if set.len() < MAX_BASELINE_VALUES {
-                set.insert((*v).to_string());
+        match self.dirty.baselines.get_mut(&row.key) {
+            Some(mark) => *mark |= full,
+            None => {
+                self.dirty.baselines.insert(row.key.clone(), full);
             }
         }
         out
@@ -1179,13 +1304,16 @@ mod tests {
     /// and removed keys, for every kind.
     #[test]
     fn deltas_replayed_in_order_rebuild_the_state() {
-        for kind in [
-            RuleKind::Threshold,
-            RuleKind::Sequence,
-            RuleKind::Baseline,
-            RuleKind::Lifetime,
+        for (kind, when) in [
+            (RuleKind::Threshold, BaselineWhen::Any),
+            (RuleKind::Sequence, BaselineWhen::Any),
+            (RuleKind::Baseline, BaselineWhen::Any),
+            (RuleKind::Baseline, BaselineWhen::All),
+            (RuleKind::Lifetime, BaselineWhen::Any),
         ] {
             let mut s = spec(kind);
+            s.when = when;
+            let mut seen = 0;
             if kind == RuleKind::Lifetime {
                 (s.idle, s.absolute, s.forget) = (50_000_000, 400_000_000, 200_000_000);
             }
@@ -1218,6 +1346,7 @@ mod tests {
                 removed += before.saturating_sub(after);
                 let json = serde_json::to_string(&live.delta()).unwrap();
                 tails += json.matches("\"drop\":").count();
+                seen += json.matches("{\"seen\":").count();
                 copy.apply(serde_json::from_str(&json).unwrap());
                 assert!(!live.is_dirty());
                 assert_eq!(
@@ -1233,6 +1362,10 @@ mod tests {
                 // windows and sequences mostly travel as their tail, late
                 // rows as a whole
                 assert!(tails > 20, "{kind:?}: {tails} tail deltas");
+            }
+            if kind == RuleKind::Baseline {
+                // a known key whose values are known travels as `{"seen": ts}`
+                assert!(seen > 20, "{when:?}: {seen} seen-only deltas");
             }
         }
     }
