@@ -22,6 +22,13 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use dunes_pipeline::Config;
 
+/// mimalloc instead of glibc's malloc: the pipeline allocates and frees
+/// millions of small strings and maps per second on several threads; glibc
+/// spent ~20 % of the replay's CPU in malloc/free and kept freed memory in
+/// per-thread arenas (docs/benchmarks.md, "Allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "dunes",
