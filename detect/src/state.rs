@@ -664,23 +664,13 @@ impl RuleState {
 
     fn threshold(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
         self.bump(row.ts);
-        // Look up before inserting: the key is cloned only for a new entity.
-        if !self.windows.contains_key(&row.key) {
-            self.windows.insert(row.key.clone(), VecDeque::new());
-        }
-        let Some(q) = self.windows.get_mut(&row.key) else {
+        let Some(q) = get_or_insert(&mut self.windows, &row.key, VecDeque::new) else {
             return Vec::new();
         };
-        if !self.dirty.windows.contains_key(&row.key) {
-            self.dirty.windows.insert(
-                row.key.clone(),
-                WinMark {
-                    base_len: q.len(),
-                    ..WinMark::default()
-                },
-            );
-        }
-        let Some(m) = self.dirty.windows.get_mut(&row.key) else {
+        let Some(m) = get_or_insert(&mut self.dirty.windows, &row.key, || WinMark {
+            base_len: q.len(),
+            ..WinMark::default()
+        }) else {
             return Vec::new();
         };
         let ev = WinEvent {
@@ -857,17 +847,11 @@ impl RuleState {
             return Vec::new();
         }
         let is_new = !self.baselines.contains_key(&row.key);
-        if is_new {
-            self.baselines.insert(
-                row.key.clone(),
-                BaselineEntry {
-                    first_ts: row.ts,
-                    last_seen: row.ts,
-                    ..BaselineEntry::default()
-                },
-            );
-        }
-        let Some(entry) = self.baselines.get_mut(&row.key) else {
+        let Some(entry) = get_or_insert(&mut self.baselines, &row.key, || BaselineEntry {
+            first_ts: row.ts,
+            last_seen: row.ts,
+            ..BaselineEntry::default()
+        }) else {
             return Vec::new();
         };
         // Whether more than `last_seen` changes (the journal then carries
@@ -953,11 +937,8 @@ impl RuleState {
                 }
             }
         }
-        match self.dirty.baselines.get_mut(&row.key) {
-            Some(mark) => *mark |= full,
-            None => {
-                self.dirty.baselines.insert(row.key.clone(), full);
-            }
+        if let Some(mark) = get_or_insert(&mut self.dirty.baselines, &row.key, || false) {
+            *mark |= full;
         }
         out
     }
@@ -1019,6 +1000,20 @@ impl RuleState {
         }
         out
     }
+}
+
+/// The value of `key`, inserted with `new()` when missing: unlike
+/// `entry(key.to_owned())`, the key is cloned only for a new entity (the
+/// `Option` is always `Some`).
+fn get_or_insert<'m, V>(
+    map: &'m mut HashMap<String, V>,
+    key: &str,
+    new: impl FnOnce() -> V,
+) -> Option<&'m mut V> {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), new());
+    }
+    map.get_mut(key)
 }
 
 /// Marks a key as changed, cloning it only the first time.
