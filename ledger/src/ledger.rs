@@ -100,12 +100,14 @@ pub struct Ledger {
     signer: Signer,
     /// Advisory lock on `<dir>/LOCK`, held for the ledger's lifetime.
     _lock: File,
-    /// Record (= Merkle leaf) hash of every record not pruned by retention, and the compact
-    /// range of the pruned prefix. Kept for proofs.
-    leaves: LeafSet<'static>,
+    /// Compact Merkle range of the pruned prefix (`size()` = records pruned by retention).
+    /// Leaf hashes are not kept in memory: the writer needs only the compact range of the
+    /// whole log, and proofs read the leaves back from the segments (`proof.rs`), so memory
+    /// stays flat however long the log grows.
+    base: Frontier,
     /// The tombstone of the pruned prefix, if retention pruned any.
     tombstone: Option<Tombstone>,
-    /// Compact Merkle range, caught up lazily at checkpoint time.
+    /// Compact Merkle range of every record (`size()` = [`Ledger::len`]), advanced per append.
     frontier: Frontier,
     prev_hash: Hash,
     seg_path: PathBuf,
@@ -132,8 +134,8 @@ impl std::fmt::Debug for Ledger {
         f.debug_struct("Ledger")
             .field("dir", &self.cfg.dir)
             .field("origin", &self.cfg.origin)
-            .field("len", &self.leaves.len())
-            .field("pruned", &self.leaves.first())
+            .field("len", &self.len())
+            .field("pruned", &self.pruned())
             .field("key_epoch", &self.signer.epoch)
             .finish_non_exhaustive()
     }
@@ -141,7 +143,10 @@ impl std::fmt::Debug for Ledger {
 
 /// State recovered from the segment files.
 struct Scan {
-    leaves: Vec<Hash>,
+    /// Compact range of every complete record (from the pruned prefix's).
+    frontier: Frontier,
+    /// The compact range at `signed_records`, if the log reaches it.
+    at_signed: Option<Frontier>,
     chain: ChainState,
     /// Active (last) segment: path, length after repair, records in it.
     last_segment: Option<(PathBuf, u64, u64)>,
@@ -191,8 +196,10 @@ fn scan_segments(
         retention::remove_if_present(path)?;
     }
     segments.retain(|(first, _)| *first >= pruned);
+    let base = start.map_or_else(Frontier::new, |t| t.frontier.clone());
     let mut scan = Scan {
-        leaves: Vec::new(),
+        at_signed: (base.size() == signed_records).then(|| base.clone()),
+        frontier: base,
         chain: start.map_or_else(ChainState::new, |t| t.start_state().chain),
         last_segment: None,
     };
@@ -224,7 +231,10 @@ fn scan_segments(
                     scan.chain
                         .check(&frame)
                         .map_err(|r| corrupt(Some(index), &path, Some(frame.offset), r))?;
-                    scan.leaves.push(frame.record_hash);
+                    scan.frontier.push(frame.record_hash);
+                    if scan.frontier.size() == signed_records {
+                        scan.at_signed = Some(scan.frontier.clone());
+                    }
                     seg_records += 1;
                 }
                 Err(FrameError::Io(e)) => return Err(LedgerError::io(&path, e)),
@@ -372,7 +382,7 @@ impl Ledger {
             retention::remove_stray(&cfg.dir, pruned)?;
         }
         let scan = scan_segments(&cfg.dir, signed, tomb.as_ref())?;
-        let len = pruned + scan.leaves.len() as u64;
+        let len = scan.frontier.size();
         if let Some(t) = &tomb {
             if len < t.signed_at {
                 return Err(corrupt(
@@ -403,7 +413,6 @@ impl Ledger {
         let base = tomb
             .as_ref()
             .map_or_else(Frontier::new, |t| t.frontier.clone());
-        let leaves = LeafSet::pruned(base, scan.leaves);
 
         if let Some(o) = &scan.chain.origin
             && o.as_slice() != cfg.origin.as_bytes()
@@ -481,7 +490,6 @@ impl Ledger {
                 ),
             ));
         }
-        let mut frontier = Frontier::new();
         if let Some(note) = &latest_note
             && note.checkpoint.tree_size < pruned
         {
@@ -529,10 +537,11 @@ impl Ledger {
                     ))
                 })?;
             checkpoint::verify_note_signatures(note, &cfg.origin, &key.keys).map_err(at)?;
-            frontier = leaves
-                .frontier(cp.tree_size)
+            let signed = scan
+                .at_signed
+                .as_ref()
                 .ok_or_else(|| at("tree size outside the kept records".into()))?;
-            if frontier.root() != cp.root {
+            if signed.root() != cp.root {
                 return Err(at(
                     "root does not match the Merkle root recomputed from the segments".into(),
                 ));
@@ -554,9 +563,9 @@ impl Ledger {
             signer,
             _lock: lock,
             prev_hash: scan.chain.prev_hash,
-            leaves,
+            base,
             tombstone: tomb.map(|t| t.tombstone),
-            frontier,
+            frontier: scan.frontier,
             seg_path,
             seg_bytes,
             seg_records,
@@ -817,6 +826,9 @@ impl Ledger {
             .map_or(i64::MIN, |t| t.newest_pruned_ts_micros);
         let mut to = old;
         let mut removed: Vec<(PathBuf, u64)> = Vec::new();
+        // Leaf hashes of the records pruned (`old..to`): the tombstone's compact range and
+        // proof are computed from them and the current pruned prefix's range.
+        let mut pruned_leaves: Vec<Hash> = Vec::new();
         for (i, (first, path)) in segments.iter().enumerate() {
             if *first < old {
                 continue;
@@ -843,6 +855,7 @@ impl Ledger {
                 match r.next_frame() {
                     Ok(None) => break,
                     Ok(Some(f)) => {
+                        pruned_leaves.push(f.record_hash);
                         seg_newest = seg_newest.max(f.header.ts_micros());
                         if f.header.kind() == RecordKind::Key {
                             seg_keys.push(HistoryKey {
@@ -874,6 +887,14 @@ impl Ledger {
         if to == old {
             return Ok(None);
         }
+        if pruned_leaves.len() as u64 != to - old {
+            return Err(LedgerError::InvalidInput(format!(
+                "segments to prune hold {} records, their file names say {}",
+                pruned_leaves.len(),
+                to - old
+            )));
+        }
+        let leaves = LeafSet::pruned(self.base.clone(), pruned_leaves);
         // The pruned records must be covered by a signed checkpoint (only the active segment
         // is ever written to, so this is rare).
         if to > self.latest.as_ref().map_or(0, |c| c.tree_size) {
@@ -894,7 +915,7 @@ impl Ledger {
             retention::NewTombstone {
                 origin: &self.cfg.origin,
                 pruned: to,
-                leaves: &self.leaves,
+                leaves: &leaves,
                 keys: keys_before,
                 revocations,
                 cutoff_micros,
@@ -912,12 +933,9 @@ impl Ledger {
             retention::remove_if_present(path)?;
         }
         keys::fsync_dir(&self.cfg.dir)?;
-        let base = self
-            .leaves
+        self.base = leaves
             .frontier(to)
             .ok_or_else(|| LedgerError::InvalidInput("pruning point outside the ledger".into()))?;
-        let kept = self.leaves.kept()[(to - old) as usize..].to_vec();
-        self.leaves = LeafSet::pruned(base, kept);
         let summary = PruneSummary {
             pruned: to,
             records_removed: to - old,
@@ -968,7 +986,7 @@ impl Ledger {
         if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
-        let index = self.leaves.len();
+        let index = self.len();
         if payload.len() as u64 > MAX_PAYLOAD_LEN {
             return Err(LedgerError::InvalidInput(format!(
                 "payload of {} bytes exceeds the {MAX_PAYLOAD_LEN}-byte limit",
@@ -1022,7 +1040,7 @@ impl Ledger {
         }
         self.seg_bytes += frame_len;
         self.seg_records += 1;
-        self.leaves.push(record_hash);
+        self.frontier.push(record_hash);
         self.prev_hash = record_hash;
         Ok(index)
     }
@@ -1046,23 +1064,23 @@ impl Ledger {
 
     /// Number of records.
     pub fn len(&self) -> u64 {
-        self.leaves.len()
+        self.frontier.size()
     }
 
     /// Whether the ledger has no records (never true after `open`, which writes a Key record).
     pub fn is_empty(&self) -> bool {
-        self.leaves.is_empty()
+        self.len() == 0
     }
 
-    /// Record hashes (= Merkle leaf hashes) of the records not pruned, and the compact range
-    /// of the pruned prefix.
-    pub fn leaf_hashes(&self) -> &LeafSet<'static> {
-        &self.leaves
+    /// Merkle root (RFC 9162) over every record written, signed or not yet. Proofs are
+    /// computed from the segments: [`crate::inclusion_proof`], [`crate::read_leaf_hashes`].
+    pub fn root(&self) -> Hash {
+        self.frontier.root()
     }
 
     /// Number of records pruned by retention (the first kept index).
     pub fn pruned(&self) -> u64 {
-        self.leaves.first()
+        self.base.size()
     }
 
     /// Epoch of the active signing key.
@@ -1127,11 +1145,6 @@ impl Ledger {
     /// append the signed note to `checkpoints.log` and fsync it.
     pub fn checkpoint(&mut self) -> Result<Checkpoint, LedgerError> {
         self.sync()?;
-        for i in self.frontier.size()..self.len() {
-            if let Some(l) = self.leaves.leaf(i) {
-                self.frontier.push(l);
-            }
-        }
         let tree_size = self.len();
         let root = self.frontier.root();
         let timestamp_micros = self
