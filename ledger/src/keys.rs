@@ -532,6 +532,16 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<(), LedgerError> {
 /// `private` creates the file with mode 0600 on Unix. Also used by the pipeline crate
 /// for its state files.
 pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), LedgerError> {
+    write_atomic_with(path, private, |f| f.write_all(bytes))
+}
+
+/// [`write_atomic`] with the content streamed by `write` into a buffered writer (so a large
+/// file is never held in memory as a whole).
+pub fn write_atomic_with(
+    path: &Path,
+    private: bool,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<(), LedgerError> {
     let dir = path
         .parent()
         .ok_or_else(|| LedgerError::Key(format!("{} has no parent directory", path.display())))?;
@@ -541,7 +551,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), Ledg
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(LedgerError::io(&tmp, e)),
     }
-    let mut f = if private {
+    let f = if private {
         open_new_private(&tmp)?
     } else {
         OpenOptions::new()
@@ -550,7 +560,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), Ledg
             .open(&tmp)
             .at(&tmp)?
     };
-    f.write_all(bytes).at(&tmp)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+    write(&mut w).at(&tmp)?;
+    let f = w
+        .into_inner()
+        .map_err(|e| LedgerError::io(&tmp, e.into_error()))?;
     f.sync_all().at(&tmp)?;
     drop(f);
     fs::rename(&tmp, path).at(path)?;

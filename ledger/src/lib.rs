@@ -48,7 +48,7 @@ pub use keys::{
     MlDsaPublicKey, PUBLIC_KEY_LEN, REDACTION_CONTEXT, ROTATION_CONTEXT, SIGNATURE_LEN,
     SIGNING_CONTEXT, StandaloneKey, TOMBSTONE_CONTEXT, ed25519_key_id, ed25519_public_key_path,
     ed25519_seed_path, key_id, public_key_path, rotation_message, seed_path, verify_ed25519,
-    verify_signature, verify_with_context, write_atomic,
+    verify_signature, verify_with_context, write_atomic, write_atomic_with,
 };
 pub use ledger::{Ledger, LedgerConfig};
 pub use proof::{

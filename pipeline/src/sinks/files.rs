@@ -73,8 +73,18 @@ impl NdjsonWriter {
 /// Replaces `path` atomically (temp file, fsync, rename, directory fsync),
 /// creating its directory first.
 pub(crate) fn write_file_atomic(path: &Path, bytes: &[u8], what: &str) -> Result<()> {
+    write_file_atomic_with(path, what, |w| w.write_all(bytes))
+}
+
+/// [`write_file_atomic`] with the content streamed by `write` (a large file
+/// is never held in memory as a whole).
+pub(crate) fn write_file_atomic_with(
+    path: &Path,
+    what: &str,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    dunes_ledger::write_atomic(path, bytes, false)
+    dunes_ledger::write_atomic_with(path, false, write)
         .with_context(|| format!("cannot save the {what} to {}", path.display()))
 }

@@ -30,7 +30,7 @@ use dunes_detect::EngineState;
 use dunes_detect::engine::EngineDelta;
 
 use crate::error::{Context, PipelineError, Result};
-use crate::sinks::files::write_file_atomic;
+use crate::sinks::files::{write_file_atomic, write_file_atomic_with};
 
 /// Journal bytes after which the active segment is closed and compacted.
 pub const DEFAULT_COMPACT_BYTES: u64 = 64 << 20;
@@ -180,8 +180,11 @@ fn compact(snapshot: &Path, dir: &Path, upto: u64) -> Result<()> {
     let mut state = load_snapshot(snapshot)?;
     let deltas = apply_segments(&mut state, &segments, true)?;
     if let Some(state) = &state {
-        let json = serde_json::to_vec(state).context("cannot encode the detection state")?;
-        write_file_atomic(snapshot, &json, "detection state")?;
+        // Streamed: the compaction holds the parsed state, not also its text
+        // twice (read and written), which the soak saw as RSS swings.
+        write_file_atomic_with(snapshot, "detection state", |w| {
+            serde_json::to_writer(w, state).map_err(std::io::Error::other)
+        })?;
     }
     for (_, path) in &segments {
         remove(path)?;
@@ -197,10 +200,11 @@ fn compact(snapshot: &Path, dir: &Path, upto: u64) -> Result<()> {
 }
 
 fn load_snapshot(path: &Path) -> Result<Option<EngineState>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!("detection state {} is corrupt", path.display())
-        })?)),
+    match File::open(path) {
+        Ok(file) => Ok(Some(
+            serde_json::from_reader(BufReader::with_capacity(1 << 16, file))
+                .with_context(|| format!("detection state {} is corrupt", path.display()))?,
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
