@@ -5,6 +5,7 @@
 //! the hot path.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -110,6 +111,8 @@ pub struct Fire {
 pub struct LateCounts {
     pub late: u64,
     pub too_late: u64,
+    /// Keys evicted by the key limit (`[state] max_keys_per_rule`).
+    pub evicted: u64,
 }
 
 impl PlannedRule {
@@ -200,6 +203,8 @@ pub struct Engine {
     late: Mutex<LateCounts>,
     noise: Mutex<crate::noise::NoiseState>,
     prefilter: Arc<crate::prefilter::Prefilter>,
+    /// Most keys per baseline or lifetime rule ([`crate::state::MAX_STATE_KEYS`]).
+    max_state_keys: AtomicUsize,
 }
 
 impl Engine {
@@ -249,6 +254,7 @@ impl Engine {
             late: Mutex::default(),
             noise: Mutex::default(),
             prefilter,
+            max_state_keys: AtomicUsize::new(crate::state::MAX_STATE_KEYS),
         })
     }
 
@@ -256,6 +262,12 @@ impl Engine {
     /// (see `prefilter.rs`); results are the same either way.
     pub fn set_regex_prefilter(&self, on: bool) {
         self.prefilter.set_enabled(on);
+    }
+
+    /// Most keys a baseline or lifetime rule remembers (least recently seen
+    /// evicted past it; `[state] max_keys_per_rule`).
+    pub fn set_max_state_keys(&self, n: usize) {
+        self.max_state_keys.store(n.max(1), Ordering::Relaxed);
     }
 
     /// What the `regexp_like` prefilter did so far.
@@ -471,6 +483,7 @@ impl Engine {
         *lock(&self.noise) = noise;
         *lock(&self.late) = lock(&old.late).clone();
         self.prefilter.set_enabled(old.prefilter.enabled());
+        self.set_max_state_keys(old.max_state_keys.load(Ordering::Relaxed));
         kept
     }
 
@@ -496,8 +509,18 @@ impl Engine {
             if rule.state.is_some() {
                 let mut states = lock(&self.states);
                 let st = states.entry(rule.id().to_string()).or_default();
-                let fires = match feed_state(rule, st, &batches) {
+                let max_keys = self.max_state_keys.load(Ordering::Relaxed);
+                let fires = match feed_state(rule, st, &batches, max_keys) {
                     Ok((f, late)) => {
+                        if late.evicted > 0 {
+                            lock(&self.late).evicted += late.evicted;
+                            tracing::warn!(
+                                rule = rule.id(),
+                                evicted = late.evicted,
+                                keys = max_keys,
+                                "the rule's state reached its key limit ([state] max_keys_per_rule): the least recently seen keys were forgotten"
+                            );
+                        }
                         if late.late > 0 || late.too_late > 0 {
                             let mut l = lock(&self.late);
                             l.late += late.late;
@@ -553,7 +576,8 @@ impl Engine {
         let batches = self.evaluate_one(rule_index, tables).await?;
         if rule.state.is_some() {
             let mut st = RuleState::default();
-            Ok(feed_state(rule, &mut st, &batches)?.0.len() as u64)
+            let max_keys = self.max_state_keys.load(Ordering::Relaxed);
+            Ok(feed_state(rule, &mut st, &batches, max_keys)?.0.len() as u64)
         } else {
             let mut n = 0;
             for b in &batches {
@@ -712,6 +736,7 @@ pub fn feed_state(
     rule: &PlannedRule,
     st: &mut RuleState,
     batches: &[RecordBatch],
+    max_keys: usize,
 ) -> Result<(Vec<Fire>, LateCounts), DetectError> {
     let Some(sl) = &rule.state else {
         return Ok((Vec::new(), LateCounts::default()));
@@ -819,7 +844,8 @@ pub fn feed_state(
             });
         }
     }
-    let (fired, late, too_late) = st.process(spec, rows);
+    let (fired, late, too_late) = st.process_with_limit(spec, rows, max_keys);
+    let evicted = st.take_evicted();
     let mut fires = Vec::with_capacity(fired.len());
     for (row, f) in fired {
         let mut map = match row.evidence {
@@ -846,7 +872,14 @@ pub fn feed_state(
             event_ids: f.event_ids,
         });
     }
-    Ok((fires, LateCounts { late, too_late }))
+    Ok((
+        fires,
+        LateCounts {
+            late,
+            too_late,
+            evicted,
+        },
+    ))
 }
 
 fn dur(rule: &LoadedRule, v: Option<&str>, default: i64) -> i64 {

@@ -24,8 +24,11 @@ use crate::rule::{Aggregate, BaselineWhen, RuleKind};
 
 /// Most distinct values remembered per baseline key.
 pub const MAX_BASELINE_VALUES: usize = 256;
-/// Most keys a baseline rule remembers (least recently seen evicted).
-pub const MAX_BASELINE_KEYS: usize = 1_000_000;
+/// Default of the most keys a baseline or lifetime rule remembers
+/// (`[state] max_keys_per_rule`): past it the least recently seen tenth is
+/// evicted, so memory stays bounded whatever the key cardinality (a flood of
+/// fresh session ids or tokens) and eviction costs O(n) per n/10 new keys.
+pub const MAX_STATE_KEYS: usize = 1_000_000;
 /// Most events a window or sequence keeps per entity.
 pub const MAX_EVENTS_PER_ENTITY: usize = 100_000;
 
@@ -195,6 +198,9 @@ pub struct RuleState {
     /// Keys changed (or removed) since the last [`RuleState::delta`].
     #[serde(skip)]
     dirty: Dirty,
+    /// Keys evicted by the key limit since the last [`RuleState::take_evicted`].
+    #[serde(skip)]
+    evicted: u64,
 }
 
 /// How a window changed since the last delta: events only go on at the
@@ -335,14 +341,17 @@ pub(crate) fn apply_changes<V>(map: &mut HashMap<String, V>, changes: BTreeMap<S
     }
 }
 
-/// Drops the keys last seen before `before` (if any), then the least
-/// recently seen beyond [`MAX_BASELINE_KEYS`], marking them changed.
+/// Drops the keys last seen before `before` (if any); then, past `max_keys`,
+/// the least recently seen down to nine tenths of it (ties: the smaller key
+/// first, so a replay evicts the same keys). Every key dropped is passed to
+/// `removed`; returns how many went for the limit.
 fn forget_keys<V>(
     map: &mut HashMap<String, V>,
     mut removed: impl FnMut(String),
     before: Option<i64>,
     last_seen: impl Fn(&V) -> i64,
-) {
+    max_keys: usize,
+) -> u64 {
     if let Some(before) = before {
         map.retain(|k, v| {
             let keep = last_seen(v) >= before;
@@ -352,16 +361,19 @@ fn forget_keys<V>(
             keep
         });
     }
-    if map.len() > MAX_BASELINE_KEYS {
-        let mut seen: Vec<(i64, String)> =
-            map.iter().map(|(k, v)| (last_seen(v), k.clone())).collect();
-        seen.sort();
-        let drop = map.len() - MAX_BASELINE_KEYS;
-        for (_, k) in seen.into_iter().take(drop) {
-            map.remove(&k);
-            removed(k);
-        }
+    if map.len() <= max_keys.max(1) {
+        return 0;
     }
+    let keep = max_keys.max(1) - max_keys / 10;
+    let drop = map.len() - keep;
+    let mut seen: Vec<(i64, &String)> = map.iter().map(|(k, v)| (last_seen(v), k)).collect();
+    seen.select_nth_unstable(drop - 1);
+    let gone: Vec<String> = seen[..drop].iter().map(|(_, k)| (*k).clone()).collect();
+    for k in gone {
+        map.remove(&k);
+        removed(k);
+    }
+    drop as u64
 }
 
 fn sep_join<'a>(it: impl IntoIterator<Item = &'a str>) -> String {
@@ -532,11 +544,27 @@ impl RuleState {
     }
 
     /// Feeds one batch of rows (any order; processed in ts order) and
-    /// returns the fires, one per completing row.
+    /// returns the fires, one per completing row ([`MAX_STATE_KEYS`]).
     pub fn process(
         &mut self,
         spec: &StateSpec,
+        rows: Vec<StateRow>,
+    ) -> (Vec<(StateRow, StateFire)>, u64, u64) {
+        self.process_with_limit(spec, rows, MAX_STATE_KEYS)
+    }
+
+    /// Keys evicted by the key limit since the last call.
+    pub fn take_evicted(&mut self) -> u64 {
+        std::mem::take(&mut self.evicted)
+    }
+
+    /// [`RuleState::process`] with a baseline or lifetime rule remembering
+    /// at most `max_keys` keys (see [`MAX_STATE_KEYS`]).
+    pub fn process_with_limit(
+        &mut self,
+        spec: &StateSpec,
         mut rows: Vec<StateRow>,
+        max_keys: usize,
     ) -> (Vec<(StateRow, StateFire)>, u64, u64) {
         rows.sort_by_key(|r| r.ts);
         let mut fires = Vec::new();
@@ -570,13 +598,13 @@ impl RuleState {
         }
         self.late += late;
         self.too_late += too_late;
-        self.evict(spec);
+        self.evict(spec, max_keys);
         (fires, late, too_late)
     }
 
     /// Advances `max_ts` (rows processed) and drops state older than the
     /// retained horizon.
-    fn evict(&mut self, spec: &StateSpec) {
+    fn evict(&mut self, spec: &StateSpec, max_keys: usize) {
         let Some(wm) = self.watermark(spec) else {
             return;
         };
@@ -634,24 +662,26 @@ impl RuleState {
             }
             RuleKind::Baseline => {
                 let before = (spec.forget > 0).then(|| wm.saturating_sub(spec.forget));
-                forget_keys(
+                self.evicted += forget_keys(
                     &mut self.baselines,
                     |k| {
                         self.dirty.baselines.insert(k, true);
                     },
                     before,
                     |e| e.last_seen,
+                    max_keys,
                 );
             }
             RuleKind::Lifetime => {
                 let before = Some(wm.saturating_sub(spec.forget));
-                forget_keys(
+                self.evicted += forget_keys(
                     &mut self.spans,
                     |k| {
                         self.dirty.spans.insert(k);
                     },
                     before,
                     |e| e.last_ts,
+                    max_keys,
                 );
             }
             RuleKind::Match => {}
@@ -1426,5 +1456,57 @@ mod tests {
         assert!(f.is_empty());
         let (f, _, _) = st.process(&s, vec![val(3900, "g", "s2", "mallory")]);
         assert_eq!(f.len(), 1, "s2 is still remembered: its change fires");
+    }
+
+    #[test]
+    fn past_the_key_limit_the_least_recently_seen_tenth_is_forgotten_and_journalled() {
+        for kind in [RuleKind::Baseline, RuleKind::Lifetime] {
+            let mut s = spec(kind);
+            s.forget = 86_400_000_000;
+            let mut live = RuleState::default();
+            let mut copy = RuleState::default();
+            let val = |ts, key: &str| {
+                let mut r = row(ts, &format!("{key}@{ts}"), key);
+                r.values = vec![Some("alice".into())];
+                r
+            };
+            // k00..k19 one per second; k06 is seen again at second 15.
+            let mut evicted = Vec::new();
+            for i in 0..20i64 {
+                let mut rows = vec![val(i, &format!("k{i:02}"))];
+                if i == 15 {
+                    rows.push(val(i, "k06"));
+                }
+                live.process_with_limit(&s, rows, 10);
+                evicted.push(live.take_evicted());
+                let json = serde_json::to_string(&live.delta()).unwrap();
+                copy.apply(serde_json::from_str(&json).unwrap());
+            }
+            let mut keys: Vec<&str> = match kind {
+                RuleKind::Baseline => live.baselines.keys().map(String::as_str).collect(),
+                _ => live.spans.keys().map(String::as_str).collect(),
+            };
+            keys.sort();
+            // The 11th key makes 11 > 10: the two least recently seen go
+            // (down to 9); so at every second key from k10 on. k06, seen
+            // again at 15, outlives k07..k10.
+            assert_eq!(
+                keys,
+                [
+                    "k06", "k11", "k12", "k13", "k14", "k15", "k16", "k17", "k18", "k19"
+                ],
+                "{kind:?}"
+            );
+            assert_eq!(
+                evicted,
+                [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 2, 0, 2, 0, 2, 0, 2, 0],
+                "{kind:?}"
+            );
+            assert_eq!(
+                serde_json::to_value(&copy).unwrap(),
+                serde_json::to_value(&live).unwrap(),
+                "{kind:?}: evictions are journalled"
+            );
+        }
     }
 }

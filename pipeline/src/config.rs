@@ -91,12 +91,16 @@ pub struct StateSection {
     /// The detection state journal's active segment is closed and folded
     /// into the snapshot (in the background) once it holds this many bytes.
     pub journal_compact_bytes: u64,
+    /// Most keys a baseline or lifetime rule remembers; past it the least
+    /// recently seen tenth is forgotten (`dunes_state_keys_evicted_total`).
+    pub max_keys_per_rule: usize,
 }
 
 impl Default for StateSection {
     fn default() -> Self {
         StateSection {
             journal_compact_bytes: crate::sinks::state::DEFAULT_COMPACT_BYTES,
+            max_keys_per_rule: dunes_detect::state::MAX_STATE_KEYS,
         }
     }
 }

@@ -238,6 +238,7 @@ impl Pipeline {
             .with_context(|| format!("cannot load rules from {}", rules_dir.display()))?;
         let engine = Engine::new(rules).await.context("cannot plan rules")?;
         engine.set_regex_prefilter(cfg.detect.regex_prefilter);
+        engine.set_max_state_keys(cfg.state.max_keys_per_rule);
         tracing::info!(rules = engine.rules().len(), dir = %rules_dir.display(), "rules planned");
         let (state, restored) =
             StateStore::open(&data_dir.join("state"), cfg.state.journal_compact_bytes)?;
@@ -842,6 +843,10 @@ impl Pipeline {
         metrics::counter!("dunes_events_rejected_total").increment(rejected);
         metrics::counter!("dunes_events_duplicate_total").increment(duplicates);
         metrics::counter!("dunes_incidents_total").increment(incidents.len() as u64);
+        let late = self.engine.late_counts();
+        metrics::counter!("dunes_late_rows_total").absolute(late.late);
+        metrics::counter!("dunes_too_late_rows_total").absolute(late.too_late);
+        metrics::counter!("dunes_state_keys_evicted_total").absolute(late.evicted);
         let batch_secs = (t4 - t0).as_secs_f64() + decode_us as f64 / 1e6;
         metrics::histogram!("dunes_batch_seconds").record(batch_secs);
         self.latency.observe(Utc::now(), batch_secs, accepted)?;
