@@ -60,11 +60,17 @@ impl Dedup {
     /// Checks `event_id` with the envelope's `raw` bytes and remembers it
     /// (evicting the oldest id beyond the capacity).
     pub fn observe(&mut self, event_id: &str, raw: &[u8]) -> Seen {
+        self.observe_hashed(event_id, blake3::hash(raw).as_bytes())
+    }
+
+    /// [`Dedup::observe`] with the BLAKE3 hash of the bytes already computed.
+    pub fn observe_hashed(&mut self, event_id: &str, raw_blake3: &[u8; 32]) -> Seen {
         if self.capacity == 0 {
             return Seen::New;
         }
         let k = key(event_id.as_bytes());
-        let content = key(raw);
+        let mut content = [0u8; 16];
+        content.copy_from_slice(&raw_blake3[..16]);
         match self.seen.get(&k) {
             Some(c) if *c == content => Seen::Duplicate,
             Some(_) => Seen::IdReused,

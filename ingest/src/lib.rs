@@ -156,6 +156,8 @@ pub struct Accepted {
     pub ts_micros: i64,
     /// The original bytes, for the ledger.
     pub raw: Vec<u8>,
+    /// BLAKE3 of `raw` (computed on the decode thread; the ledger's payload hash).
+    pub raw_blake3: [u8; 32],
     /// Where it came from.
     pub source: SourcePos,
 }

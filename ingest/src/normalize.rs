@@ -347,8 +347,10 @@ impl Normalizer {
                         Some(id) => id.into_owned(),
                         None => derive_event_id(text),
                     };
+                    // Hashed once: de-duplication and the ledger (payload hash).
+                    let raw_blake3 = *blake3::hash(&rec.bytes).as_bytes();
                     if let Some(d) = dedup.as_deref_mut() {
-                        match d.observe(&event_id, &rec.bytes) {
+                        match d.observe_hashed(&event_id, &raw_blake3) {
                             Seen::New => {}
                             Seen::Duplicate => {
                                 duplicates.push(Duplicate {
@@ -371,6 +373,7 @@ impl Normalizer {
                         event_id,
                         ts_micros: env.ts_micros,
                         raw: rec.bytes,
+                        raw_blake3,
                         source: rec.source,
                     });
                 }

@@ -586,7 +586,7 @@ impl Ledger {
             let json = serde_json::to_vec(&payload)
                 .map_err(|e| LedgerError::Key(format!("cannot encode Key record: {e}")))?;
             let epoch = ledger.signer.epoch;
-            ledger.append_with_epoch(RecordKind::Key, now_micros(), &json, &[], epoch)?;
+            ledger.append_with_epoch(RecordKind::Key, now_micros(), &json, None, &[], epoch)?;
             ledger.epochs.insert(epoch);
             // Sign record 0 at once: a ledger is never without a checkpoint for long, and a
             // verifier treats unsigned records as a failure.
@@ -629,7 +629,7 @@ impl Ledger {
         let json = serde_json::to_vec(&payload)
             .map_err(|e| LedgerError::Key(format!("cannot encode Key record: {e}")))?;
         let ts = now_micros();
-        self.append_with_epoch(RecordKind::Key, ts, &json, &[], new_epoch)?;
+        self.append_with_epoch(RecordKind::Key, ts, &json, None, &[], new_epoch)?;
         self.sync()?;
         let old = std::mem::replace(&mut self.signer, new);
         self.key_ts = ts;
@@ -972,7 +972,29 @@ impl Ledger {
                 "{kind} records are written by the ledger itself"
             )));
         }
-        self.append_with_epoch(kind, ts_micros, payload, refs, self.signer.epoch)
+        self.append_with_epoch(kind, ts_micros, payload, None, refs, self.signer.epoch)
+    }
+
+    /// [`Ledger::append`] of an `event` record whose payload's BLAKE3 hash the caller
+    /// already computed (the pipeline hashes each envelope once, on its decode thread).
+    /// `payload_hash` must be `blake3(payload)`: a wrong one writes a record that fails
+    /// verification, so debug builds check it.
+    pub fn append_event_prehashed(
+        &mut self,
+        ts_micros: i64,
+        payload: &[u8],
+        payload_hash: &Hash,
+        refs: &[u64],
+    ) -> Result<u64, LedgerError> {
+        debug_assert_eq!(blake3::hash(payload).as_bytes(), payload_hash);
+        self.append_with_epoch(
+            RecordKind::Event,
+            ts_micros,
+            payload,
+            Some(payload_hash),
+            refs,
+            self.signer.epoch,
+        )
     }
 
     fn append_with_epoch(
@@ -980,6 +1002,7 @@ impl Ledger {
         kind: RecordKind,
         ts_micros: i64,
         payload: &[u8],
+        payload_hash: Option<&Hash>,
         refs: &[u64],
         key_epoch: u32,
     ) -> Result<u64, LedgerError> {
@@ -1008,7 +1031,10 @@ impl Ledger {
         if self.seg_records > 0 && self.seg_bytes + frame_len > self.cfg.segment_max_bytes {
             self.roll_segment(index)?;
         }
-        let payload_hash = *blake3::hash(payload).as_bytes();
+        let payload_hash = match payload_hash {
+            Some(h) => *h,
+            None => *blake3::hash(payload).as_bytes(),
+        };
         record::encode_prefixed_header(
             &mut self.scratch,
             &HeaderFields {

@@ -62,6 +62,8 @@ fn failure(dir: &Path) -> dunes_ledger::VerifyFailure {
 }
 
 /// A closed ledger: Key record + `n` events/incidents, checkpointed once in the middle and at close.
+/// Every third event comes with its payload hash computed by the caller (as the pipeline's
+/// decode thread does), so every test of a built ledger covers both ways of appending.
 fn build(dir: &Path, n: u64) -> Ledger {
     let mut l = Ledger::open(cfg(dir)).expect("open");
     for i in 0..n {
@@ -70,13 +72,27 @@ fn build(dir: &Path, n: u64) -> Ledger {
         } else {
             (RecordKind::Event, vec![])
         };
-        l.append(kind, 1_700_000_000_000_000 + i as i64, &payload(i), &refs)
-            .expect("append");
+        let (ts, p) = (1_700_000_000_000_000 + i as i64, payload(i));
+        if kind == RecordKind::Event && i % 3 == 1 {
+            l.append_event_prehashed(ts, &p, blake3::hash(&p).as_bytes(), &refs)
+        } else {
+            l.append(kind, ts, &p, &refs)
+        }
+        .expect("append");
         if i == n / 2 {
             l.checkpoint().expect("checkpoint");
         }
     }
     l
+}
+
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "assertion")]
+fn a_wrong_precomputed_payload_hash_is_caught_in_debug_builds() {
+    let d = tempfile::tempdir().expect("tmp");
+    let mut l = Ledger::open(cfg(d.path())).expect("open");
+    let _ = l.append_event_prehashed(1, b"{}", blake3::hash(b"{ }").as_bytes(), &[]);
 }
 
 #[test]

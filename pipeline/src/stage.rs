@@ -606,7 +606,7 @@ impl Pipeline {
                 },
                 None => self
                     .ledger
-                    .append(RecordKind::Event, a.ts_micros, &a.raw, &[])
+                    .append_event_prehashed(a.ts_micros, &a.raw, &a.raw_blake3, &[])
                     .context("ledger append failed")?,
             };
             event_index.insert(a.event_id.as_str(), idx);
