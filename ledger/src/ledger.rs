@@ -109,6 +109,10 @@ pub struct Ledger {
     tombstone: Option<Tombstone>,
     /// Compact Merkle range of every record (`size()` = [`Ledger::len`]), advanced per append.
     frontier: Frontier,
+    /// The compact range at the first index of every kept segment (a few hundred bytes per
+    /// segment), as this writer scanned or wrote it: pruning checks the segments it reads
+    /// back against it, so a segment rewritten on disk since is never sealed in a tombstone.
+    boundaries: BTreeMap<u64, Frontier>,
     prev_hash: Hash,
     seg_path: PathBuf,
     seg_bytes: u64,
@@ -147,6 +151,8 @@ struct Scan {
     frontier: Frontier,
     /// The compact range at `signed_records`, if the log reaches it.
     at_signed: Option<Frontier>,
+    /// The compact range at each segment's first index.
+    boundaries: BTreeMap<u64, Frontier>,
     chain: ChainState,
     /// Active (last) segment: path, length after repair, records in it.
     last_segment: Option<(PathBuf, u64, u64)>,
@@ -200,6 +206,7 @@ fn scan_segments(
     let mut scan = Scan {
         at_signed: (base.size() == signed_records).then(|| base.clone()),
         frontier: base,
+        boundaries: BTreeMap::new(),
         chain: start.map_or_else(ChainState::new, |t| t.start_state().chain),
         last_segment: None,
     };
@@ -217,6 +224,7 @@ fn scan_segments(
                 ),
             ));
         }
+        scan.boundaries.insert(first, scan.frontier.clone());
         let file = File::open(&path).at(&path)?;
         let file_len = file.metadata().at(&path)?.len();
         let mut reader =
@@ -566,6 +574,7 @@ impl Ledger {
             base,
             tombstone: tomb.map(|t| t.tombstone),
             frontier: scan.frontier,
+            boundaries: scan.boundaries,
             seg_path,
             seg_bytes,
             seg_records,
@@ -895,6 +904,16 @@ impl Ledger {
             )));
         }
         let leaves = LeafSet::pruned(self.base.clone(), pruned_leaves);
+        if leaves.frontier(to).as_ref() != self.boundaries.get(&to) {
+            return Err(corrupt(
+                Some(old),
+                &self.cfg.dir,
+                None,
+                format!(
+                    "the segments of records {old}..{to} read back for pruning do not hash to the Merkle range this writer computed when it scanned or wrote them: they were changed on disk; refusing to seal them in a tombstone"
+                ),
+            ));
+        }
         // The pruned records must be covered by a signed checkpoint (only the active segment
         // is ever written to, so this is rare).
         if to > self.latest.as_ref().map_or(0, |c| c.tree_size) {
@@ -936,6 +955,7 @@ impl Ledger {
         self.base = leaves
             .frontier(to)
             .ok_or_else(|| LedgerError::InvalidInput("pruning point outside the ledger".into()))?;
+        self.boundaries.retain(|first, _| *first >= to);
         let summary = PruneSummary {
             pruned: to,
             records_removed: to - old,
@@ -1079,6 +1099,7 @@ impl Ledger {
             .create_new(true)
             .open(&path)
             .at(&path)?;
+        self.boundaries.insert(next_index, self.frontier.clone());
         keys::fsync_dir(&self.cfg.dir)?;
         // Replacing the writer drops (and flushes) the old, already-synced one.
         self.writer = BufWriter::with_capacity(WRITE_BUFFER, file);

@@ -308,3 +308,41 @@ fn nothing_is_pruned_when_nothing_is_old_enough() {
     ok(&verify_dir(d.path()).expect("verify"));
     assert_eq!(segments(d.path())[0], before[1], "{s:?}");
 }
+
+#[test]
+fn a_segment_rewritten_on_disk_since_it_was_written_is_never_sealed_in_a_tombstone() {
+    let (a, b) = (
+        tempfile::tempdir().expect("tmp"),
+        tempfile::tempdir().expect("tmp"),
+    );
+    let mut la = Ledger::open(cfg(a.path())).expect("open");
+    events(&mut la, 60, now() - 5 * YEAR);
+    // Another writer's first segment: the same indexes and sizes, frames that are valid
+    // on their own, other record hashes (another key) — a consistent rewrite.
+    let mut lb = Ledger::open(cfg(b.path())).expect("open");
+    events(&mut lb, 60, now() - 5 * YEAR);
+    lb.close().expect("close");
+    let seg = dunes_ledger::segment_file_name(0);
+    let (sa, sb) = (
+        ledger_dir(a.path()).join(&seg),
+        ledger_dir(b.path()).join(&seg),
+    );
+    assert_eq!(
+        fs::metadata(&sa).expect("a").len(),
+        fs::metadata(&sb).expect("b").len()
+    );
+    assert_ne!(fs::read(&sa).expect("a"), fs::read(&sb).expect("b"));
+    fs::copy(&sb, &sa).expect("copy");
+    age_segments(a.path(), 2);
+    let err = la.prune(now() - YEAR).expect_err("refused");
+    assert!(err.to_string().contains("changed on disk"), "{err}");
+    assert!(
+        !fs::read_dir(ledger_dir(a.path())).expect("dir").any(|e| e
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .starts_with("tombstone")),
+        "no tombstone written"
+    );
+    assert!(sa.exists(), "nothing pruned");
+}
