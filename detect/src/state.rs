@@ -15,7 +15,14 @@
 //! against whatever is still retained, counted in `too_late` and logged.
 //! Nothing is dropped silently. Baselines keep no time horizon.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Hash maps of the rule state: keyed by entity text (session ids, tokens,
+/// principals) on every row, so hashed with foldhash (per-process random
+/// seed) rather than SipHash, which took ~5 % of the replay's CPU.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// See [`HashMap`].
+pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -315,9 +322,9 @@ pub type RuleDeltaRef<'a> =
     RuleDelta<WinDeltaRef<'a>, SeqDeltaRef<'a>, BaselineDelta<&'a BaselineEntry>>;
 
 /// The current value of each changed key (`None`: removed).
-pub(crate) fn changed<V>(
-    keys: HashSet<String>,
-    map: &HashMap<String, V>,
+pub(crate) fn changed<V, S: std::hash::BuildHasher, T: std::hash::BuildHasher>(
+    keys: std::collections::HashSet<String, T>,
+    map: &std::collections::HashMap<String, V, S>,
 ) -> BTreeMap<String, Option<&V>> {
     keys.into_iter()
         .map(|k| {
@@ -328,7 +335,10 @@ pub(crate) fn changed<V>(
 }
 
 /// Applies what [`changed`] recorded to a copy of the map.
-pub(crate) fn apply_changes<V>(map: &mut HashMap<String, V>, changes: BTreeMap<String, Option<V>>) {
+pub(crate) fn apply_changes<V, S: std::hash::BuildHasher>(
+    map: &mut std::collections::HashMap<String, V, S>,
+    changes: BTreeMap<String, Option<V>>,
+) {
     for (k, v) in changes {
         match v {
             Some(v) => {
@@ -1060,7 +1070,7 @@ fn aggregate<'a>(agg: Aggregate, it: impl ExactSizeIterator<Item = &'a WinEvent>
             (n as f64, n)
         }
         Aggregate::Distinct => {
-            let mut set = HashSet::new();
+            let mut set = HashSet::default();
             let mut n = 0;
             for e in it {
                 n += 1;
@@ -1071,7 +1081,7 @@ fn aggregate<'a>(agg: Aggregate, it: impl ExactSizeIterator<Item = &'a WinEvent>
             (set.len() as f64, n)
         }
         Aggregate::Top => {
-            let mut counts: HashMap<&str, usize> = HashMap::new();
+            let mut counts: HashMap<&str, usize> = HashMap::default();
             let mut n = 0;
             for e in it {
                 n += 1;
