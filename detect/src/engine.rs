@@ -270,6 +270,12 @@ impl Engine {
         self.max_state_keys.store(n.max(1), Ordering::Relaxed);
     }
 
+    /// Takes over `other`'s settings (regex prefilter, key limit), not its state.
+    pub fn use_settings_of(&self, other: &Engine) {
+        self.prefilter.set_enabled(other.prefilter.enabled());
+        self.set_max_state_keys(other.max_state_keys.load(Ordering::Relaxed));
+    }
+
     /// What the `regexp_like` prefilter did so far.
     pub fn regex_prefilter_stats(&self) -> crate::PrefilterStats {
         self.prefilter.stats()
@@ -482,8 +488,7 @@ impl Engine {
             .retain(|_, o| unchanged.contains(o.incident.rule_id.as_str()));
         *lock(&self.noise) = noise;
         *lock(&self.late) = lock(&old.late).clone();
-        self.prefilter.set_enabled(old.prefilter.enabled());
-        self.set_max_state_keys(old.max_state_keys.load(Ordering::Relaxed));
+        self.use_settings_of(old);
         kept
     }
 

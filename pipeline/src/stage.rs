@@ -1173,7 +1173,9 @@ impl Pipeline {
     pub async fn fresh_engine_for_backfill(&mut self) -> Result<()> {
         let rules = dunes_detect::load_dir(&self.rules_dir)
             .with_context(|| format!("cannot load rules from {}", self.rules_dir.display()))?;
-        self.engine = Engine::new(rules).await.context("cannot plan rules")?;
+        let engine = Engine::new(rules).await.context("cannot plan rules")?;
+        engine.use_settings_of(&self.engine);
+        self.engine = engine;
         Ok(())
     }
 
