@@ -517,8 +517,13 @@ impl Engine {
                 let max_keys = self.max_state_keys.load(Ordering::Relaxed);
                 let fires = match feed_state(rule, st, &batches, max_keys) {
                     Ok((f, late)) => {
+                        if late != LateCounts::default() {
+                            let mut l = lock(&self.late);
+                            l.late += late.late;
+                            l.too_late += late.too_late;
+                            l.evicted += late.evicted;
+                        }
                         if late.evicted > 0 {
-                            lock(&self.late).evicted += late.evicted;
                             tracing::warn!(
                                 rule = rule.id(),
                                 evicted = late.evicted,
@@ -526,20 +531,15 @@ impl Engine {
                                 "the rule's state reached its key limit ([state] max_keys_per_rule): the least recently seen keys were forgotten"
                             );
                         }
-                        if late.late > 0 || late.too_late > 0 {
-                            let mut l = lock(&self.late);
-                            l.late += late.late;
-                            l.too_late += late.too_late;
-                            if late.too_late > 0 {
-                                tracing::warn!(
-                                    rule = rule.id(),
-                                    late = late.late,
-                                    too_late = late.too_late,
-                                    "events older than the rule's retained state were evaluated against what is left"
-                                );
-                            } else {
-                                tracing::debug!(rule = rule.id(), late = late.late, "late events");
-                            }
+                        if late.too_late > 0 {
+                            tracing::warn!(
+                                rule = rule.id(),
+                                late = late.late,
+                                too_late = late.too_late,
+                                "events older than the rule's retained state were evaluated against what is left"
+                            );
+                        } else if late.late > 0 {
+                            tracing::debug!(rule = rule.id(), late = late.late, "late events");
                         }
                         f
                     }

@@ -3,7 +3,9 @@
 //! its running `match_count`, `last_ts` and `event_ids`) and a global
 //! de-duplication of identical incidents (same rule, entity and events).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::state::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 

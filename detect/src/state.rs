@@ -17,8 +17,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-/// Hash maps of the rule state: keyed by entity text (session ids, tokens,
-/// principals) on every row, so hashed with foldhash (per-process random
+/// Hash maps of the rule and noise state: keyed by entity text (session ids,
+/// tokens, principals, fingerprints) on every row, so hashed with foldhash (per-process random
 /// seed) rather than SipHash, which took ~5 % of the replay's CPU.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 /// See [`HashMap`].
@@ -322,9 +322,9 @@ pub type RuleDeltaRef<'a> =
     RuleDelta<WinDeltaRef<'a>, SeqDeltaRef<'a>, BaselineDelta<&'a BaselineEntry>>;
 
 /// The current value of each changed key (`None`: removed).
-pub(crate) fn changed<V, S: std::hash::BuildHasher, T: std::hash::BuildHasher>(
-    keys: std::collections::HashSet<String, T>,
-    map: &std::collections::HashMap<String, V, S>,
+pub(crate) fn changed<V>(
+    keys: HashSet<String>,
+    map: &HashMap<String, V>,
 ) -> BTreeMap<String, Option<&V>> {
     keys.into_iter()
         .map(|k| {
@@ -335,10 +335,7 @@ pub(crate) fn changed<V, S: std::hash::BuildHasher, T: std::hash::BuildHasher>(
 }
 
 /// Applies what [`changed`] recorded to a copy of the map.
-pub(crate) fn apply_changes<V, S: std::hash::BuildHasher>(
-    map: &mut std::collections::HashMap<String, V, S>,
-    changes: BTreeMap<String, Option<V>>,
-) {
+pub(crate) fn apply_changes<V>(map: &mut HashMap<String, V>, changes: BTreeMap<String, Option<V>>) {
     for (k, v) in changes {
         match v {
             Some(v) => {
