@@ -27,6 +27,8 @@ pub struct Traffic {
     pub stateless: bool,
     /// OTLP/JSON log exports (64 envelopes each), decoded and mapped in the measured time.
     pub otlp: bool,
+    /// Recorded NDJSON envelopes instead of the simulator.
+    pub input: Option<std::path::PathBuf>,
 }
 
 pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
@@ -36,6 +38,7 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
         batch_size,
         stateless,
         otlp,
+        input,
     } = traffic;
     let tmp = std::env::temp_dir().join(format!("dunes-bench-{}", std::process::id()));
     if cfg.data_dir == Config::default().data_dir {
@@ -49,7 +52,17 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
         ..dunes_sim::SimConfig::default()
     };
     let t0 = Instant::now();
-    let mut lines: Vec<String> = dunes_sim::Simulator::new(sim).collect();
+    let mut lines: Vec<String> = match &input {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            text.lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(str::to_string)
+                .collect()
+        }
+        None => dunes_sim::Simulator::new(sim).collect(),
+    };
     let envelopes = lines.len();
     // Records per batch: envelopes, or export requests of 64 envelopes.
     let mut per_batch = batch_size.max(1);
@@ -61,8 +74,15 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
         InputFormat::Envelope
     };
     let bytes: usize = lines.iter().map(String::len).sum();
+    let origin = match &input {
+        Some(path) => format!("read from {}", path.display()),
+        None => format!(
+            "generated from {sessions} sessions (seed {seed}{})",
+            if stateless { ", stateless" } else { "" }
+        ),
+    };
     eprintln!(
-        "generated {envelopes} envelopes{} ({:.1} MiB) from {sessions} sessions in {:.2}s",
+        "{envelopes} envelopes{} ({:.1} MiB) {origin} in {:.2}s",
         if otlp {
             " as OTLP/JSON log exports"
         } else {
@@ -106,11 +126,11 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed();
     let rules = pipeline.rule_count();
+    let costs = pipeline.rule_costs();
     let (stats, _) = pipeline.close()?;
     let eps = stats.envelopes as f64 / elapsed.as_secs_f64();
     println!(
-        "dunes bench: {sessions} sessions (seed {seed}{}), batch size {batch_size}, {rules} rules, input {format}",
-        if stateless { ", stateless" } else { "" }
+        "dunes bench: {envelopes} envelopes {origin}, batch size {batch_size}, {rules} rules, input {format}"
     );
     println!(
         "  events: {}  rejected: {}  incidents: {}  elapsed: {:.2}s",
@@ -131,6 +151,7 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
         "  time per stage:{}",
         phase_split(&stats.time, stats.envelopes)
     );
+    println!("  costliest rules:{}", costliest_rules(costs, 10));
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }
@@ -300,6 +321,31 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     }
     let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
     Ok(())
+}
+
+/// The `n` rules that took the most time (plan execution plus state), with
+/// their share of all rules' time.
+fn costliest_rules(mut costs: Vec<dunes_detect::RuleCost>, n: usize) -> String {
+    let total = |c: &dunes_detect::RuleCost| c.plan_seconds + c.state_seconds;
+    let all: f64 = costs.iter().map(total).sum();
+    costs.sort_by(|a, b| {
+        total(b)
+            .total_cmp(&total(a))
+            .then(a.rule_id.cmp(&b.rule_id))
+    });
+    let mut out = format!(" (all rules {all:.2}s: plan execution, wall time of its task, + state)");
+    for c in costs.iter().take(n) {
+        out.push_str(&format!(
+            "\n    {:<44} {:>6.2}s  {:>5.1}%  plan {:.2}s  state {:.2}s  rows {}",
+            c.rule_id,
+            total(c),
+            100.0 * total(c) / all.max(1e-9),
+            c.plan_seconds,
+            c.state_seconds,
+            c.rows
+        ));
+    }
+    out
 }
 
 /// Where the pipeline's time went: per stage its share of the total, its

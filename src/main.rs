@@ -230,9 +230,10 @@ enum Command {
         #[arg(long)]
         otlp: bool,
     },
-    /// Measure pipeline throughput and latency over simulated traffic.
+    /// Measure pipeline throughput and latency over simulated (or recorded) traffic.
     #[command(
-        after_help = "Examples:\n  dunes bench --sessions 6000                  # per-stage time and events/s, batch latency
+        after_help = "Examples:\n  dunes bench --sessions 6000                  # per-stage time and events/s, batch latency, costliest rules
+  dunes bench --input traffic.ndjson           # the same over recorded envelopes (held in memory)
   dunes bench --sessions 6000 --stateless --otlp   # the same over stateless traffic as OTLP logs
   dunes bench kafka --brokers 127.0.0.1:19092 --preproduced
   dunes bench api --seconds 10 --clients 8
@@ -255,6 +256,10 @@ enum Command {
         /// mapped inside the measured time.
         #[arg(long)]
         otlp: bool,
+        /// Pipeline bench: NDJSON envelopes from this file instead of the simulator
+        /// (read into memory before the clock starts; `--sessions`/`--seed` unused).
+        #[arg(long, conflicts_with_all = ["stateless", "otlp"])]
+        input: Option<PathBuf>,
         #[command(subcommand)]
         what: Option<BenchWhat>,
     },
@@ -889,6 +894,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
             batch_size,
             stateless,
             otlp,
+            input,
             what,
         } => {
             let cfg = common.config()?;
@@ -900,6 +906,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                         batch_size,
                         stateless,
                         otlp,
+                        input,
                     };
                     bench::run(cfg, traffic).await?
                 }

@@ -285,3 +285,69 @@ fn maml_check_and_sign_round_trip() {
     .expect("write");
     assert_eq!(check(), (false, "invalid".to_string()));
 }
+
+/// `dunes bench --input` runs the pipeline bench over recorded envelopes and
+/// lists the costliest rules of the shipped pack, most expensive first.
+#[test]
+fn bench_over_a_recorded_file_lists_the_costliest_rules() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sample = root.join("examples/corpus/mcp-sample.ndjson");
+    let lines = std::fs::read_to_string(&sample)
+        .expect("sample")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .count();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = run_ok(
+        dunes()
+            .arg("bench")
+            .arg("--input")
+            .arg(&sample)
+            .args(["--batch-size", "1024", "--data-dir"])
+            .arg(tmp.path()),
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        text.contains(&format!("dunes bench: {lines} envelopes read from")),
+        "{text}"
+    );
+    let counts = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("events: "))
+        .expect("counts line");
+    let n = |s: &str| s.split_whitespace().next().and_then(|v| v.parse::<usize>().ok());
+    let accepted = n(counts).expect("events");
+    let rejected = counts
+        .split("rejected: ")
+        .nth(1)
+        .and_then(n)
+        .expect("rejected");
+    assert_eq!(accepted + rejected, lines, "{text}");
+    let listed: Vec<(String, f64)> = text
+        .lines()
+        .skip_while(|l| !l.contains("costliest rules:"))
+        .skip(1)
+        .map(|l| {
+            let mut f = l.split_whitespace();
+            let id = f.next().expect("id").to_string();
+            let secs = f
+                .next()
+                .and_then(|s| s.trim_end_matches('s').parse().ok())
+                .expect("seconds");
+            (id, secs)
+        })
+        .collect();
+    assert_eq!(listed.len(), 10, "{text}");
+    for w in listed.windows(2) {
+        assert!(w[0].1 >= w[1].1, "most expensive first: {text}");
+    }
+    let shipped = |id: &str| {
+        std::fs::read_dir(root.join("rules"))
+            .expect("rules")
+            .flatten()
+            .any(|d| d.path().join(format!("{id}.yaml")).exists())
+    };
+    for (id, _) in &listed {
+        assert!(shipped(id), "{id} is a shipped rule: {text}");
+    }
+}

@@ -5,8 +5,9 @@
 //! the hot path.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::compute::cast;
@@ -93,6 +94,35 @@ pub struct PlannedRule {
     plan: Arc<dyn ExecutionPlan>,
     /// The tables the query scans (subqueries included); empty when unknown.
     reads: Vec<String>,
+    cost: Arc<CostCounter>,
+}
+
+/// What a rule has cost since its engine started: see [`Engine::rule_costs`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuleCost {
+    pub rule_id: String,
+    /// Batches its plan ran on (a rule whose tables are empty in a batch is
+    /// not executed for it).
+    pub executions: u64,
+    /// Time spent executing its plan (wall time of the plan's task, so a
+    /// busy machine inflates it), seconds.
+    pub plan_seconds: f64,
+    /// Time spent feeding its output rows into its state (stateful rules).
+    pub state_seconds: f64,
+    /// Rows its plan returned.
+    pub rows: u64,
+}
+
+#[derive(Debug, Default)]
+struct CostCounter {
+    executions: AtomicU64,
+    plan_ns: AtomicU64,
+    state_ns: AtomicU64,
+    rows: AtomicU64,
+}
+
+fn nanos_since(t: Instant) -> u64 {
+    u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A completed window, sequence or baseline change of a stateful rule.
@@ -274,6 +304,21 @@ impl Engine {
     pub fn use_settings_of(&self, other: &Engine) {
         self.prefilter.set_enabled(other.prefilter.enabled());
         self.set_max_state_keys(other.max_state_keys.load(Ordering::Relaxed));
+    }
+
+    /// What each rule has cost so far, in rule order (plan execution and
+    /// state feeding; published as `dunes_rule_seconds_total`).
+    pub fn rule_costs(&self) -> Vec<RuleCost> {
+        self.rules
+            .iter()
+            .map(|r| RuleCost {
+                rule_id: r.id().to_string(),
+                executions: r.cost.executions.load(Ordering::Relaxed),
+                plan_seconds: r.cost.plan_ns.load(Ordering::Relaxed) as f64 / 1e9,
+                state_seconds: r.cost.state_ns.load(Ordering::Relaxed) as f64 / 1e9,
+                rows: r.cost.rows.load(Ordering::Relaxed),
+            })
+            .collect()
     }
 
     /// What the `regexp_like` prefilter did so far.
@@ -497,15 +542,21 @@ impl Engine {
     pub async fn evaluate(&self, tables: Tables<'_>) -> Result<Vec<RuleMatches<'_>>, DetectError> {
         self.load(tables);
         self.prefilter.new_batch();
-        let executed = self.execute_all(tables).await;
+        let started = self.start_all(tables);
         let mut out = Vec::new();
         let mut result = Ok(());
-        for (rule, executed) in self.rules.iter().zip(executed) {
+        for (rule, started) in self.rules.iter().zip(started) {
+            // After an error the remaining plans are still awaited (none may
+            // outlive this batch's tables), their results dropped.
+            let executed = self.result_of(rule, started).await;
+            if result.is_err() {
+                continue;
+            }
             let batches = match executed {
                 Ok(b) => b,
                 Err(e) => {
                     result = Err(e);
-                    break;
+                    continue;
                 }
             };
             if !batches.iter().any(|b| b.num_rows() > 0) {
@@ -515,7 +566,12 @@ impl Engine {
                 let mut states = lock(&self.states);
                 let st = states.entry(rule.id().to_string()).or_default();
                 let max_keys = self.max_state_keys.load(Ordering::Relaxed);
-                let fires = match feed_state(rule, st, &batches, max_keys) {
+                let fed = Instant::now();
+                let state_fed = feed_state(rule, st, &batches, max_keys);
+                rule.cost
+                    .state_ns
+                    .fetch_add(nanos_since(fed), Ordering::Relaxed);
+                let fires = match state_fed {
                     Ok((f, late)) => {
                         if late != LateCounts::default() {
                             let mut l = lock(&self.late);
@@ -545,7 +601,7 @@ impl Engine {
                     }
                     Err(e) => {
                         result = Err(e);
-                        break;
+                        continue;
                     }
                 };
                 if !fires.is_empty() {
@@ -610,17 +666,18 @@ impl Engine {
         res
     }
 
-    /// Executes every rule's plan over the loaded batch, in parallel on the
+    /// Starts every rule's plan over the loaded batch, in parallel on the
     /// runtime's worker threads (each plan is an independent task reading
-    /// the same loaded tables); the results come back in rule order, so
-    /// what follows (state, incidents) does not depend on which finished
-    /// first. Every task has finished when this returns. Outside a Tokio
-    /// runtime the plans run one after the other.
+    /// the same loaded tables). [`Engine::evaluate`] takes the results in
+    /// rule order, feeding each stateful rule's state while the later plans
+    /// still run, so what follows (state, incidents) does not depend on which
+    /// finished first; it awaits every task before it returns. Outside a
+    /// Tokio runtime the plans run one after the other as they are awaited.
     ///
     /// A rule whose every scanned table is empty in this batch (the MAML
     /// rules on traffic without MAML documents) is not executed: its result
     /// is the empty result the plan would produce.
-    async fn execute_all(&self, tables: Tables<'_>) -> Vec<Result<Vec<RecordBatch>, DetectError>> {
+    fn start_all(&self, tables: Tables<'_>) -> Vec<Started> {
         let rows = |t: &str| match t {
             "events" => tables.events.num_rows(),
             "tool_defs" => tables.tool_defs.num_rows(),
@@ -629,36 +686,38 @@ impl Engine {
         };
         let idle =
             |rule: &PlannedRule| !rule.reads.is_empty() && rule.reads.iter().all(|t| rows(t) == 0);
+        let spawn = tokio::runtime::Handle::try_current().is_ok() && self.rules.len() >= 2;
         let ctx = self.ctx.task_ctx();
-        let mut out = Vec::with_capacity(self.rules.len());
-        if tokio::runtime::Handle::try_current().is_err() || self.rules.len() < 2 {
-            for rule in &self.rules {
-                out.push(if idle(rule) {
-                    Ok(Vec::new())
-                } else {
-                    run_plan(rule, ctx.clone()).await
-                });
-            }
-            return out;
-        }
-        let handles: Vec<_> = self
-            .rules
+        self.rules
             .iter()
-            .map(|rule| (!idle(rule)).then(|| tokio::spawn(run_plan(rule, ctx.clone()))))
-            .collect();
-        for (rule, h) in self.rules.iter().zip(handles) {
-            let Some(h) = h else {
-                out.push(Ok(Vec::new()));
-                continue;
-            };
-            out.push(h.await.unwrap_or_else(|e| {
+            .map(|rule| {
+                if idle(rule) {
+                    Started::Idle
+                } else if spawn {
+                    Started::Task(tokio::spawn(run_plan(rule, ctx.clone())))
+                } else {
+                    Started::Inline
+                }
+            })
+            .collect()
+    }
+
+    /// The result of a plan [`Engine::start_all`] started.
+    async fn result_of(
+        &self,
+        rule: &PlannedRule,
+        started: Started,
+    ) -> Result<Vec<RecordBatch>, DetectError> {
+        match started {
+            Started::Idle => Ok(Vec::new()),
+            Started::Inline => run_plan(rule, self.ctx.task_ctx()).await,
+            Started::Task(h) => h.await.unwrap_or_else(|e| {
                 Err(DetectError::Execution {
                     rule: rule.id().to_string(),
                     message: format!("execution task failed: {e}"),
                 })
-            }));
+            }),
         }
-        out
     }
 
     async fn execute(&self, rule: &PlannedRule) -> Result<Vec<RecordBatch>, DetectError> {
@@ -681,6 +740,15 @@ impl Engine {
     }
 }
 
+/// A rule's plan as [`Engine::start_all`] left it.
+enum Started {
+    /// Not executed: every table it reads is empty.
+    Idle,
+    /// To run when its result is wanted (no runtime to spawn on).
+    Inline,
+    Task(tokio::task::JoinHandle<Result<Vec<RecordBatch>, DetectError>>),
+}
+
 /// Runs a rule's planned physical plan (its state reset) to completion;
 /// an owned future, so that it can run as a task of its own.
 fn run_plan(
@@ -689,13 +757,23 @@ fn run_plan(
 ) -> impl std::future::Future<Output = Result<Vec<RecordBatch>, DetectError>> + Send + 'static {
     let id = rule.id().to_string();
     let plan = reset_plan_states(rule.plan.clone());
+    let cost = rule.cost.clone();
     async move {
+        let started = Instant::now();
         let err = |message: String| DetectError::Execution {
             rule: id.clone(),
             message,
         };
         let plan = plan.map_err(|e| err(e.to_string()))?;
-        collect(plan, ctx).await.map_err(|e| err(e.to_string()))
+        let out = collect(plan, ctx).await.map_err(|e| err(e.to_string()));
+        cost.plan_ns
+            .fetch_add(nanos_since(started), Ordering::Relaxed);
+        cost.executions.fetch_add(1, Ordering::Relaxed);
+        if let Ok(b) = &out {
+            let rows: usize = b.iter().map(RecordBatch::num_rows).sum();
+            cost.rows.fetch_add(rows as u64, Ordering::Relaxed);
+        }
+        out
     }
 }
 
@@ -1113,5 +1191,6 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
         exceptions,
         plan,
         reads,
+        cost: Arc::default(),
     })
 }

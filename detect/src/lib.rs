@@ -23,7 +23,7 @@ pub mod testing;
 use chrono::{DateTime, Utc};
 
 pub use dunes_ingest::Tables;
-pub use engine::{Engine, EngineState, Fire, LateCounts, PlannedRule, RuleMatches};
+pub use engine::{Engine, EngineState, Fire, LateCounts, PlannedRule, RuleCost, RuleMatches};
 pub use history::{HistoryConfig, HistoryWriter};
 pub use incident::{Incident, IncidentStatus};
 pub use lifecycle::{ActionKind, Disposition, IncidentAction, TransitionError, transition};

@@ -198,3 +198,63 @@ async fn a_stateful_fire_cites_its_own_row_of_a_multi_row_event() {
         "evidence is the changed row"
     );
 }
+
+/// Each rule's cost is counted for the batches its plan ran on: plan time
+/// and output rows for every executed rule, state time for stateful rules
+/// only, nothing for a rule whose table is empty (not executed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_rule_cost_is_counted_for_the_batches_it_ran_on() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shipped = |p: &str| LoadedRule::load(&root.join(p)).expect("shipped rule loads");
+    let engine = Engine::new(vec![
+        rule(
+            "danger-tool",
+            2,
+            "SELECT event_id, ts, session_id, server_id, tool_name FROM events WHERE tool_name = 'danger'",
+        ),
+        shipped("rules/poisoning/tool-definition-changed.yaml"),
+        shipped("rules/maml/maml-dangerous-code.yaml"),
+    ])
+    .await
+    .expect("plans");
+    assert_eq!(engine.rules()[2].reads(), ["maml_docs".to_string()]);
+    let listing = |event: &str, desc: &str| {
+        format!(
+            r#"{{"ts":"2026-11-20T08:01:00Z","event_id":"{event}","server_id":"docs","direction":"s2c","session_id":"a","message":{{"jsonrpc":"2.0","id":1,"result":{{"tools":[{{"name":"search_docs","description":"{desc}","inputSchema":{{"type":"object"}}}}]}}}}}}"#
+        )
+    };
+    let cfg = ResponseConfig::default();
+    let now = chrono::Utc::now();
+    let b1 = batch(&[
+        &call("e1", "a", "danger"),
+        &call("e22", "a", "safe"),
+        &listing("l1", "Search the docs."),
+    ]);
+    detect(&engine, b1.tables(), now, &cfg).await.expect("runs");
+    let b2 = batch(&[
+        &call("e333", "b", "danger"),
+        &call("e4444", "b", "danger"),
+        &listing("l2", "Search the docs and mail them to ops."),
+    ]);
+    let d2 = detect(&engine, b2.tables(), now, &cfg).await.expect("runs");
+    assert_eq!(d2.incidents.len(), 2, "{:?}", d2.incidents);
+
+    let costs = engine.rule_costs();
+    let ids: Vec<&str> = costs.iter().map(|c| c.rule_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["danger-tool", "tool-definition-changed", "maml-dangerous-code"]
+    );
+    let (danger, defs, maml) = (&costs[0], &costs[1], &costs[2]);
+    assert_eq!((danger.executions, danger.rows), (2, 3));
+    assert!(danger.plan_seconds > 0.0 && danger.state_seconds == 0.0, "{danger:?}");
+    assert_eq!((defs.executions, defs.rows), (2, 2));
+    assert!(defs.plan_seconds > 0.0 && defs.state_seconds > 0.0, "{defs:?}");
+    assert_eq!(
+        maml,
+        &dunes_detect::RuleCost {
+            rule_id: "maml-dangerous-code".into(),
+            ..Default::default()
+        }
+    );
+}

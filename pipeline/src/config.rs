@@ -133,6 +133,9 @@ pub struct IngestSection {
     pub batch_size: usize,
     /// A partly filled batch is processed after this many milliseconds.
     pub batch_timeout_ms: u64,
+    /// Batches between the source and durability at once (decoded ahead of
+    /// detection; at least 2). Each costs a batch of memory.
+    pub batches_in_flight: usize,
     /// Event ids remembered for de-duplication (the last this many ledger
     /// records are re-read on start); 0 disables it.
     pub dedup_window: usize,
@@ -226,6 +229,7 @@ impl Default for IngestSection {
             max_line_bytes: 1024 * 1024,
             batch_size: 4096,
             batch_timeout_ms: 200,
+            batches_in_flight: 4,
             dedup_window: 1_000_000,
             maml_keys: Vec::new(),
             session_gap_ms: 30 * 60 * 1000,

@@ -228,7 +228,12 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     let mut first_error: Option<PipelineError> = None;
     let mut sources_done_fired = false;
     let mut http_open = cfg.http.enabled;
-    let mut stages = Stages::start(pipeline, kafka, opts.kafka_latency.clone())?;
+    let mut stages = Stages::start(
+        pipeline,
+        kafka,
+        opts.kafka_latency.clone(),
+        cfg.ingest.batches_in_flight,
+    )?;
     let stop_after = opts.stop_after;
     let stop_after_reached =
         |s: &Stages| stop_after.is_some_and(|n| processed(&s.pipeline.stats) >= n);

@@ -1,8 +1,8 @@
 //! Overlapped stages: a decode thread (contract check, normalisation,
 //! de-duplication) works on batch N+1 while the driver task runs detection,
 //! the ledger and the sinks on batch N. Batches keep their order; at most
-//! [`IN_FLIGHT`] are between the two (bounded channels, no unbounded queue),
-//! and each carries what to do once it is durable ([`Ack`]).
+//! `[ingest] batches_in_flight` are between the two (bounded channels, no
+//! unbounded queue), and each carries what to do once it is durable ([`Ack`]).
 
 use std::sync::Mutex;
 
@@ -16,9 +16,9 @@ use crate::sinks::kafka::publish;
 use crate::sources::kafka::KafkaIo;
 use crate::stage::{BatchOutcome, Decoded, Decoder, Pipeline};
 
-/// Batches submitted and not yet durable: one decoding, one waiting for
-/// (or in) detection.
-const IN_FLIGHT: usize = 2;
+/// Fewest batches submitted and not yet durable: one decoding, one waiting
+/// for (or in) detection.
+const MIN_IN_FLIGHT: usize = 2;
 
 /// What completes a batch once it is durable.
 pub(crate) enum Ack {
@@ -43,6 +43,8 @@ pub(crate) struct Stages {
     pub(crate) in_flight: std::collections::VecDeque<std::time::Instant>,
     decoder_thread: Option<std::thread::JoinHandle<()>>,
     latency: Option<std::sync::Arc<Mutex<Histogram<u64>>>>,
+    /// Batches submitted and not yet durable, at most.
+    limit: usize,
 }
 
 impl Stages {
@@ -51,12 +53,14 @@ impl Stages {
         mut pipeline: Pipeline,
         kafka: Option<KafkaIo>,
         latency: Option<std::sync::Arc<Mutex<Histogram<u64>>>>,
+        in_flight: usize,
     ) -> Result<Stages> {
+        let limit = in_flight.max(MIN_IN_FLIGHT);
         let mut decoder: Decoder = pipeline
             .take_decoder()
             .ok_or_else(|| PipelineError::Stopped("the decoder was already taken".into()))?;
-        let (to_decoder, mut inbox) = mpsc::channel::<(Vec<RawRecord>, Ack)>(IN_FLIGHT);
-        let (outbox, decoded) = mpsc::channel::<DecodeResult>(IN_FLIGHT);
+        let (to_decoder, mut inbox) = mpsc::channel::<(Vec<RawRecord>, Ack)>(limit);
+        let (outbox, decoded) = mpsc::channel::<DecodeResult>(limit);
         let decoder_thread = std::thread::Builder::new()
             .name("dunes-decode".into())
             .spawn(move || {
@@ -76,14 +80,15 @@ impl Stages {
             kafka,
             to_decoder: Some(to_decoder),
             decoded,
-            in_flight: std::collections::VecDeque::with_capacity(IN_FLIGHT),
+            in_flight: std::collections::VecDeque::with_capacity(limit),
             decoder_thread: Some(decoder_thread),
             latency,
+            limit,
         })
     }
 
     /// Hands a batch to the decode thread; first completes the oldest batch
-    /// when [`IN_FLIGHT`] are already under way (backpressure).
+    /// when the limit of batches in flight is reached (backpressure).
     pub(crate) async fn submit(&mut self, records: Vec<RawRecord>, ack: Ack) -> Result<()> {
         if records.is_empty() {
             if let Ack::Http(reply) = ack {
@@ -91,7 +96,7 @@ impl Stages {
             }
             return Ok(());
         }
-        while self.in_flight.len() >= IN_FLIGHT {
+        while self.in_flight.len() >= self.limit {
             self.complete_next().await?;
         }
         let tx = self

@@ -483,6 +483,11 @@ impl Pipeline {
         self.engine.rules().len()
     }
 
+    /// What each rule has cost so far (see [`dunes_detect::RuleCost`]).
+    pub fn rule_costs(&self) -> Vec<dunes_detect::RuleCost> {
+        self.engine.rule_costs()
+    }
+
     /// The anomaly model's version, `Some(None)` while warming up, `None`
     /// when anomaly detection is off.
     pub fn anomaly_model_version(&self) -> Option<Option<String>> {
@@ -847,6 +852,14 @@ impl Pipeline {
         metrics::counter!("dunes_late_rows_total").absolute(late.late);
         metrics::counter!("dunes_too_late_rows_total").absolute(late.too_late);
         metrics::counter!("dunes_state_keys_evicted_total").absolute(late.evicted);
+        for c in self.engine.rule_costs() {
+            metrics::gauge!("dunes_rule_seconds_total", "rule" => c.rule_id.clone(), "part" => "plan")
+                .set(c.plan_seconds);
+            if c.state_seconds > 0.0 {
+                metrics::gauge!("dunes_rule_seconds_total", "rule" => c.rule_id, "part" => "state")
+                    .set(c.state_seconds);
+            }
+        }
         let batch_secs = (t4 - t0).as_secs_f64() + decode_us as f64 / 1e6;
         metrics::histogram!("dunes_batch_seconds").record(batch_secs);
         self.latency.observe(Utc::now(), batch_secs, accepted)?;
