@@ -127,6 +127,7 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let rules = pipeline.rule_count();
     let costs = pipeline.rule_costs();
+    let prefilter = pipeline.regex_prefilter_stats();
     let (stats, _) = pipeline.close()?;
     let eps = stats.envelopes as f64 / elapsed.as_secs_f64();
     println!(
@@ -152,6 +153,10 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
         phase_split(&stats.time, stats.envelopes)
     );
     println!("  costliest rules:{}", costliest_rules(costs, 10));
+    println!(
+        "  regex prefilter: rows skipped {}, rows run {}, column scans {} (+{} reused)",
+        prefilter.rows_skipped, prefilter.rows_run, prefilter.scans, prefilter.scans_reused
+    );
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);
     }

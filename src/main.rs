@@ -25,7 +25,11 @@ use dunes_pipeline::Config;
 /// mimalloc instead of glibc's malloc: the pipeline allocates and frees
 /// millions of small strings and maps per second on several threads; the
 /// 1M replay needs 11 % less CPU and ~110 MiB more peak RSS with it
-/// (docs/benchmarks.md, "Rule-state rows and the allocator").
+/// (docs/benchmarks.md, "Rule-state rows and the allocator"). Built without
+/// transparent huge pages (`no_thp`: mimalloc does not `madvise` its regions
+/// into 2 MiB pages): the same speed and ~70 MiB less peak RSS on the 1M
+/// replay, where THP is `madvise` (docs/benchmarks.md, "Stateful rules fed
+/// while plans run").
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -488,6 +488,11 @@ impl Pipeline {
         self.engine.rule_costs()
     }
 
+    /// What the rules' regex prefilter did so far.
+    pub fn regex_prefilter_stats(&self) -> dunes_detect::PrefilterStats {
+        self.engine.regex_prefilter_stats()
+    }
+
     /// The anomaly model's version, `Some(None)` while warming up, `None`
     /// when anomaly detection is off.
     pub fn anomaly_model_version(&self) -> Option<Option<String>> {
