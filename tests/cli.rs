@@ -315,7 +315,11 @@ fn bench_over_a_recorded_file_lists_the_costliest_rules() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("events: "))
         .expect("counts line");
-    let n = |s: &str| s.split_whitespace().next().and_then(|v| v.parse::<usize>().ok());
+    let n = |s: &str| {
+        s.split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<usize>().ok())
+    };
     let accepted = n(counts).expect("events");
     let rejected = counts
         .split("rejected: ")

@@ -61,6 +61,34 @@ fn traced_sessions(dir: &Path) -> std::collections::HashSet<String> {
         .collect()
 }
 
+/// Per generated session (per `--truth`), the distinct (HTTP source address, user agent)
+/// its client requests came from.
+fn client_connections(
+    dir: &Path,
+) -> std::collections::HashMap<String, std::collections::BTreeSet<(String, String)>> {
+    let truth: std::collections::HashMap<String, String> =
+        serde_json::from_slice(&std::fs::read(dir.join("truth.json")).expect("truth"))
+            .expect("truth json");
+    let mut out: std::collections::HashMap<_, std::collections::BTreeSet<_>> = Default::default();
+    for l in std::fs::read_to_string(dir.join("events.ndjson"))
+        .expect("events")
+        .lines()
+    {
+        let v: Value = serde_json::from_str(l).expect("event");
+        if v["direction"] != "c2s" {
+            continue;
+        }
+        let Some(session) = v["event_id"].as_str().and_then(|id| truth.get(id)) else {
+            continue;
+        };
+        let field = |k: &str| v["http"][k].as_str().unwrap_or("").to_string();
+        out.entry(session.clone())
+            .or_default()
+            .insert((field("src_ip"), field("user_agent")));
+    }
+    out
+}
+
 #[test]
 fn recall_on_stateless_traffic_equals_recall_with_sessions() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -90,9 +118,11 @@ fn recall_on_stateless_traffic_equals_recall_with_sessions() {
         );
     }
     // A hijack takes over someone's session id. Without sessions the attacker continues
-    // the victim's trace (caught: the stitched session changes principal or client) or,
-    // where the client propagates no trace context, is simply another party.
+    // the victim's trace, or the victim's request counter on the victim's connection
+    // (caught: the stitched session changes principal or client); only a hijacker with
+    // no trace context, from another address and user agent, is simply another party.
     let traced = traced_sessions(&b);
+    let connections = client_connections(&b);
     let missed: Vec<&str> = sb["session_hijack"]["missed"]
         .as_array()
         .expect("missed")
@@ -107,6 +137,11 @@ fn recall_on_stateless_traffic_equals_recall_with_sessions() {
         assert!(
             !traced.contains(*m),
             "hijacked session {m} carried trace context and was missed"
+        );
+        assert!(
+            connections.get(*m).is_some_and(|c| c.len() > 1),
+            "hijacked session {m} stayed on the victim's connection and was missed: {:?}",
+            connections.get(*m)
         );
     }
     let rule_fps: Vec<_> = without["false_positives"]

@@ -243,13 +243,23 @@ async fn each_rule_cost_is_counted_for_the_batches_it_ran_on() {
     let ids: Vec<&str> = costs.iter().map(|c| c.rule_id.as_str()).collect();
     assert_eq!(
         ids,
-        ["danger-tool", "tool-definition-changed", "maml-dangerous-code"]
+        [
+            "danger-tool",
+            "tool-definition-changed",
+            "maml-dangerous-code"
+        ]
     );
     let (danger, defs, maml) = (&costs[0], &costs[1], &costs[2]);
     assert_eq!((danger.executions, danger.rows), (2, 3));
-    assert!(danger.plan_seconds > 0.0 && danger.state_seconds == 0.0, "{danger:?}");
+    assert!(
+        danger.plan_seconds > 0.0 && danger.state_seconds == 0.0,
+        "{danger:?}"
+    );
     assert_eq!((defs.executions, defs.rows), (2, 2));
-    assert!(defs.plan_seconds > 0.0 && defs.state_seconds > 0.0, "{defs:?}");
+    assert!(
+        defs.plan_seconds > 0.0 && defs.state_seconds > 0.0,
+        "{defs:?}"
+    );
     assert_eq!(
         maml,
         &dunes_detect::RuleCost {

@@ -472,10 +472,21 @@ impl Normalizer {
             env.client_version.as_deref().unwrap_or(""),
         ));
         let party = [env.server_id.as_ref(), principal, client, version].join("\u{0}");
+        // One client's request counter is one connection: the source address and user
+        // agent it sends from, with the client it announces.
+        let http = env.http.as_ref();
+        let src_ip = http.and_then(|h| h.src_ip.as_deref()).unwrap_or("");
+        let agent = http.and_then(|h| h.user_agent.as_deref()).unwrap_or("");
+        let connection = if src_ip.is_empty() || agent.is_empty() {
+            String::new()
+        } else {
+            [env.server_id.as_ref(), src_ip, agent, client, version].join("\u{0}")
+        };
         let who = crate::stitch::Sender {
             server: &env.server_id,
             party: &party,
             login: token,
+            connection: &connection,
             from_client: env.direction == "c2s",
         };
         Some(self.stitch.session(who, first, env.ts_micros))

@@ -19,6 +19,14 @@
 //!   repeated id, a retry or a replay, stays in its run unless it continues another run's
 //!   counter; ids that are no counters, such as UUIDs or hashes, never go back); otherwise
 //!   it starts a run, `st-` + BLAKE3(party, token, time of its first message).
+//! * A client request that would start a run although its counter is not at its start
+//!   (id above 0) continues, on the same **connection** (server, HTTP source address, user
+//!   agent, client name and version), the run of another party whose last request it
+//!   follows (same prefix, at most [`ID_STEP`] higher, within `gap`): one client's counter
+//!   is one connection, whoever's token it carries — as one `Mcp-Session-Id` is one
+//!   session however its principal changes. Another principal's token on a victim's
+//!   connection thus continues the victim's session, where the session-takeover rules see
+//!   it. A new user's own client starts its counter at 0 and never continues another's.
 //! * Notifications, server-initiated messages and requests with ids that are not counters
 //!   join the most recent active run of (party, token), else start one.
 //! * A response takes the session of its request (same party and JSON-RPC id, within the
@@ -95,6 +103,9 @@ pub(crate) struct Sender<'a> {
     pub(crate) party: &'a str,
     /// The bearer token (the party's login).
     pub(crate) login: &'a str,
+    /// Server, HTTP source address, user agent, client name and version; empty when the
+    /// envelope has no HTTP source address or user agent (no connection to follow).
+    pub(crate) connection: &'a str,
     pub(crate) from_client: bool,
 }
 
@@ -110,6 +121,18 @@ pub(crate) struct Stitcher {
     requests: HashMap<String, Vec<Waiting>>,
     /// Requests waiting in `requests`.
     waiting: usize,
+    /// connection → its last client request with a counter.
+    connections: HashMap<String, LastRequest>,
+}
+
+/// The last client request with a counter seen on a connection.
+#[derive(Debug)]
+struct LastRequest {
+    party: String,
+    session: String,
+    prefix: String,
+    n: u64,
+    at: i64,
 }
 
 fn derived(parts: &[&str]) -> String {
@@ -151,6 +174,7 @@ impl Stitcher {
             runs: HashMap::new(),
             requests: HashMap::new(),
             waiting: 0,
+            connections: HashMap::new(),
         }
     }
 
@@ -161,6 +185,7 @@ impl Stitcher {
             server,
             party,
             login,
+            connection,
             from_client,
         } = who;
         self.prune(ts);
@@ -212,8 +237,25 @@ impl Stitcher {
             }
             (None, None) => latest(runs, login, ts, gap),
         };
+        // A counter past its start that continues no run of this party: another party's
+        // run on the same connection whose counter it follows.
+        let handoff = match (at, trace, request_counter) {
+            (None, None, Some((prefix, n))) if n > 0 && !connection.is_empty() => self
+                .connections
+                .get(connection)
+                .filter(|c| {
+                    c.party != party
+                        && c.prefix == prefix
+                        && n > c.n
+                        && n - c.n <= ID_STEP
+                        && ts.saturating_sub(c.at) <= gap
+                })
+                .map(|c| c.session.clone()),
+            _ => None,
+        };
         let i = at.unwrap_or_else(|| {
-            runs.push(Run::new(fresh(party, login, ts), login, ts));
+            let session = handoff.unwrap_or_else(|| fresh(party, login, ts));
+            runs.push(Run::new(session, login, ts));
             runs.len() - 1
         });
         let mut run = runs.remove(i);
@@ -229,6 +271,21 @@ impl Stitcher {
         runs.push(run);
         if runs.len() > RUNS_PER_PARTY {
             runs.remove(0);
+        }
+        if let (Some((prefix, n)), false) = (request_counter, connection.is_empty()) {
+            let last = LastRequest {
+                party: party.to_string(),
+                session: session.clone(),
+                prefix: prefix.to_string(),
+                n,
+                at: ts,
+            };
+            match self.connections.get_mut(connection) {
+                Some(c) => *c = last,
+                None => {
+                    self.connections.insert(connection.to_string(), last);
+                }
+            }
         }
         if let Some(id) = id {
             let waiting = self
@@ -288,8 +345,8 @@ impl Stitcher {
         fresh(party, login, ts)
     }
 
-    /// Forgets runs idle for longer than the gap and requests older than the TTL once
-    /// either map holds more than `max` entries.
+    /// Forgets runs and connections idle for longer than the gap and requests older than
+    /// the TTL once a map holds more than `max` entries.
     fn prune(&mut self, ts: i64) {
         if self.runs.len() > self.max {
             let gap = self.gap_micros;
@@ -297,6 +354,11 @@ impl Stitcher {
                 runs.retain(|r| ts.saturating_sub(r.last) <= gap);
                 !runs.is_empty()
             });
+        }
+        if self.connections.len() > self.max {
+            let gap = self.gap_micros;
+            self.connections
+                .retain(|_, c| ts.saturating_sub(c.at) <= gap);
         }
         if self.waiting > self.max {
             let ttl = self.ttl_micros;
@@ -339,6 +401,7 @@ mod tests {
             server: "srv",
             party,
             login,
+            connection: "",
             from_client: true,
         }
     }
@@ -449,6 +512,52 @@ mod tests {
         };
         assert_eq!(s.session(answer("y"), &resp, 2 * sec), f);
         assert_eq!(s.session(answer("x"), &resp, 2 * sec), e);
+    }
+
+    #[test]
+    fn a_counter_continued_with_another_token_on_the_same_connection_continues_the_session() {
+        let mut s = Stitcher::new(30 * 60_000, 5 * 60_000, 1000);
+        let sec = 1_000_000;
+        let on = |party, login, connection| Sender {
+            connection,
+            ..from(party, login)
+        };
+        let victim = s.session(on("alice", "ta", "c1"), &call("0"), 0);
+        assert_eq!(s.session(on("alice", "ta", "c1"), &call("1"), sec), victim);
+        // Another principal's token, same connection, the counter goes on: same session.
+        assert_eq!(
+            s.session(on("mallory", "tm", "c1"), &call("2"), 60 * sec),
+            victim
+        );
+        assert_eq!(
+            s.session(on("mallory", "tm", "c1"), &call("3"), 61 * sec),
+            victim
+        );
+        let resp = msg(r#"{"jsonrpc":"2.0","id":3,"result":{}}"#);
+        let answer = Sender {
+            from_client: false,
+            ..on("mallory", "tm", "c1")
+        };
+        assert_eq!(s.session(answer, &resp, 62 * sec), victim);
+        // A new user's client on the same connection starts its own counter: its own run.
+        let bob = s.session(on("bob", "tb", "c1"), &call("0"), 63 * sec);
+        assert_ne!(bob, victim);
+        assert_eq!(s.session(on("bob", "tb", "c1"), &call("1"), 64 * sec), bob);
+        // Another connection, or a counter that does not follow, or too late: no handoff.
+        let far = s.session(on("carol", "tc", "c2"), &call("2"), 65 * sec);
+        assert!(far != victim && far != bob);
+        let jump = s.session(on("dave", "td", "c1"), &call("9"), 66 * sec);
+        assert!(jump != victim && jump != bob);
+        let late = s.session(
+            on("erin", "te", "c1"),
+            &call("10"),
+            66 * sec + 31 * 60 * sec,
+        );
+        assert_ne!(late, jump);
+        // Without a connection (no source address or user agent) nothing is followed.
+        let x = s.session(on("x", "tx", ""), &call("0"), 0);
+        let y = s.session(on("y", "ty", ""), &call("1"), sec);
+        assert_ne!(x, y);
     }
 
     #[test]
