@@ -355,8 +355,5 @@ fn bench_over_a_recorded_file_lists_the_costliest_rules() {
     for (id, _) in &listed {
         assert!(shipped(id), "{id} is a shipped rule: {text}");
     }
-    assert!(
-        text.contains("  regex prefilter: rows skipped "),
-        "{text}"
-    );
+    assert!(text.contains("  regex prefilter: rows skipped "), "{text}");
 }

@@ -111,7 +111,7 @@ impl<R: BufRead> LineReader<R> {
 }
 
 fn memchr_nl(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
+    memchr::memchr(b'\n', b)
 }
 
 impl<R: BufRead> Iterator for LineReader<R> {
