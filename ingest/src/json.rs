@@ -66,7 +66,7 @@ impl<'a> Json<'a> {
     pub(crate) fn get(&self, key: &str) -> Option<&Json<'a>> {
         match self {
             Json::Object(m) => m
-                .binary_search_by(|(k, _)| k.as_bytes().cmp(key.as_bytes()))
+                .binary_search_by(|(k, _)| key_cmp(k, key))
                 .ok()
                 .map(|i| &m[i].1),
             _ => None,
@@ -120,9 +120,21 @@ impl<'a> Json<'a> {
     }
 }
 
+/// Member keys in byte order. Keys of one object mostly differ in their
+/// first byte: comparing it first spares a `memcmp` call per comparison
+/// (the decode thread's most frequent call).
+#[inline]
+fn key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    match (a.first(), b.first()) {
+        (Some(x), Some(y)) if x != y => x.cmp(y),
+        _ => a.cmp(b),
+    }
+}
+
 /// Removes and returns member `key` of a sorted member list.
 pub(crate) fn take<'a>(m: &mut Vec<(Cow<'a, str>, Json<'a>)>, key: &str) -> Option<Json<'a>> {
-    m.binary_search_by(|(k, _)| k.as_bytes().cmp(key.as_bytes()))
+    m.binary_search_by(|(k, _)| key_cmp(k, key))
         .ok()
         .map(|i| m.remove(i).1)
 }
@@ -308,8 +320,8 @@ impl<'de> Visitor<'de> for JsonVisitor {
 /// (serde_json::Map's semantics).
 fn sort_members(m: &mut Vec<(Cow<'_, str>, Json<'_>)>) {
     // stable: equal keys stay in input order, so the last is the last seen
-    if !m.is_sorted_by(|a, b| a.0.as_bytes() < b.0.as_bytes()) {
-        m.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    if !m.is_sorted_by(|a, b| key_cmp(&a.0, &b.0).is_lt()) {
+        m.sort_by(|a, b| key_cmp(&a.0, &b.0));
         m.dedup_by(|later, kept| {
             if later.0 == kept.0 {
                 std::mem::swap(&mut later.1, &mut kept.1);
@@ -517,6 +529,13 @@ mod tests {
     }
 
     proptest! {
+        /// The member-key order is plain byte order (empty keys, shared
+        /// first bytes and non-ASCII keys included).
+        #[test]
+        fn key_order_is_byte_order(a in "(|[a-c]{0,3}|\\PC{0,4})", b in "(|[a-c]{0,3}|\\PC{0,4})") {
+            prop_assert_eq!(key_cmp(&a, &b), a.as_bytes().cmp(b.as_bytes()));
+        }
+
         #[test]
         fn canonical_form_matches_serde_json_value(v in arb_json()) {
             let mut text = String::new();
