@@ -710,7 +710,7 @@ impl Engine {
     ) -> Result<Vec<RecordBatch>, DetectError> {
         match started {
             Started::Idle => Ok(Vec::new()),
-            Started::Inline => run_plan(rule, self.ctx.task_ctx()).await,
+            Started::Inline => self.execute(rule).await,
             Started::Task(h) => h.await.unwrap_or_else(|e| {
                 Err(DetectError::Execution {
                     rule: rule.id().to_string(),

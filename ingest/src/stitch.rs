@@ -155,6 +155,12 @@ fn trace_id(tp: &str) -> Option<&str> {
     .then_some(trace)
 }
 
+/// Whether request counter `(prefix, n)` is the next of a counter last at `(last_prefix,
+/// last)`: same text before the digits, at most [`ID_STEP`] higher.
+fn follows(last_prefix: &str, last: u64, prefix: &str, n: u64) -> bool {
+    last_prefix == prefix && n > last && n - last <= ID_STEP
+}
+
 /// A request id as a counter: (text before the trailing digits, their value).
 fn counter(id: &str) -> Option<(&str, u64)> {
     let digits = id.bytes().rev().take_while(u8::is_ascii_digit).count();
@@ -220,7 +226,7 @@ impl Stitcher {
                     .filter(|(_, r)| active(r))
                     .filter_map(|(i, r)| {
                         let (p, last) = r.counter.as_ref()?;
-                        (p == prefix && n > *last && n - *last <= ID_STEP)
+                        follows(p, *last, prefix, n)
                             .then(|| (r.open, n - *last, r.login != login, std::cmp::Reverse(i), i))
                     })
                     .min()
@@ -245,9 +251,7 @@ impl Stitcher {
                 .get(connection)
                 .filter(|c| {
                     c.party != party
-                        && c.prefix == prefix
-                        && n > c.n
-                        && n - c.n <= ID_STEP
+                        && follows(&c.prefix, c.n, prefix, n)
                         && ts.saturating_sub(c.at) <= gap
                 })
                 .map(|c| c.session.clone()),
@@ -273,17 +277,28 @@ impl Stitcher {
             runs.remove(0);
         }
         if let (Some((prefix, n)), false) = (request_counter, connection.is_empty()) {
-            let last = LastRequest {
-                party: party.to_string(),
-                session: session.clone(),
-                prefix: prefix.to_string(),
-                n,
-                at: ts,
-            };
             match self.connections.get_mut(connection) {
-                Some(c) => *c = last,
+                // Most requests follow the connection's last one: reuse its buffers.
+                Some(c) => {
+                    c.party.clear();
+                    c.party.push_str(party);
+                    c.session.clone_from(&session);
+                    c.prefix.clear();
+                    c.prefix.push_str(prefix);
+                    c.n = n;
+                    c.at = ts;
+                }
                 None => {
-                    self.connections.insert(connection.to_string(), last);
+                    self.connections.insert(
+                        connection.to_string(),
+                        LastRequest {
+                            party: party.to_string(),
+                            session: session.clone(),
+                            prefix: prefix.to_string(),
+                            n,
+                            at: ts,
+                        },
+                    );
                 }
             }
         }
