@@ -87,6 +87,10 @@ pub async fn lint_dir(dir: &Path) -> Result<LintReport, DetectError> {
         }
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let line_of = |key: &str| text.lines().position(|l| l.starts_with(key)).map(|i| i + 1);
+        if let Err((line, reason)) = crate::rule::flow_nesting(&text) {
+            report.issues.push(issue(&file, Some(line), reason));
+            continue;
+        }
         let config: RuleConfig = match serde_norway::from_str(&text) {
             Ok(c) => c,
             Err(e) => {

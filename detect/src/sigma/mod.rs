@@ -108,6 +108,10 @@ pub fn convert(files: &[(PathBuf, Vec<u8>)]) -> Vec<Outcome> {
                 continue;
             }
         };
+        if let Err((line, reason)) = crate::rule::flow_nesting(text) {
+            out.push(file_error(path, format!("line {line}: {reason}")));
+            continue;
+        }
         let coll: SigmaCollection = match rsigma_parser::parse_sigma_yaml(text) {
             Ok(c) => c,
             Err(e) => {
