@@ -53,7 +53,15 @@ case "${1:-}" in
        cargo afl fuzz -t 2000 -i "$input" -o "$OUT/$target" "$BIN" >"$OUT/$target.log" 2>&1) &
     fuzzer=$!
     t0=$(date +%s)
-    while kill -0 "$fuzzer" 2>/dev/null && [ $(( $(used) - start )) -lt "$budget" ]; do sleep 10; done
+    while kill -0 "$fuzzer" 2>/dev/null && [ $(( $(used) - start )) -lt "$budget" ]; do
+      # afl-fuzz setsid()s its target, and with autogroup scheduling a new
+      # session competes as an equal of everything else whatever its nice
+      # value: give the campaign's autogroups the same nice value.
+      for p in $(cat "$cg/cgroup.procs" 2>/dev/null); do
+        echo "${FUZZ_NICE:-10}" > "/proc/$p/autogroup" 2>/dev/null || true
+      done
+      sleep 10
+    done
     # afl-fuzz's own CPU (a fresh process per run), read before it exits; the rest of
     # the cgroup's is the target's.
     afl=$(pgrep -f "afl-fuzz .*-o $OUT/$target " | head -1 || true)
