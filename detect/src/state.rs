@@ -749,7 +749,7 @@ impl RuleState {
             if spec.aggregate != Aggregate::Sum && ((b - a) as f64) < spec.min {
                 continue;
             }
-            let (agg, n) = aggregate(spec.aggregate, q.range(a..b));
+            let (agg, n) = aggregate(spec, q.range(a..b));
             let share = if n == 0 { 0.0 } else { agg / n as f64 };
             if agg >= spec.min && share >= spec.min_share {
                 let ids: Vec<String> = q
@@ -1060,8 +1060,14 @@ fn mark(set: &mut HashSet<String>, key: &str) {
     }
 }
 
-fn aggregate<'a>(agg: Aggregate, it: impl ExactSizeIterator<Item = &'a WinEvent>) -> (f64, usize) {
-    match agg {
+/// The window's aggregate and event count. For `top`, the count is exact
+/// whenever it reaches the rule's bar (`min`, and `min_share` of the events);
+/// below it, it may be any lower value.
+fn aggregate<'a>(
+    spec: &StateSpec,
+    it: impl ExactSizeIterator<Item = &'a WinEvent> + Clone,
+) -> (f64, usize) {
+    match spec.aggregate {
         Aggregate::Count => {
             let n = it.len();
             (n as f64, n)
@@ -1078,6 +1084,18 @@ fn aggregate<'a>(agg: Aggregate, it: impl ExactSizeIterator<Item = &'a WinEvent>
             (set.len() as f64, n)
         }
         Aggregate::Top => {
+            let n = it.len();
+            // A value that can reach the bar occurs at least `bar` times; one
+            // Misra-Gries pass with n / bar counters keeps every such value
+            // (anything more frequent than n / (counters + 1)), and a second
+            // pass counts the candidates exactly. No hashing of the values.
+            let bar = (spec.min.max(spec.min_share * n as f64) - 1.0).floor();
+            if bar >= 1.0 {
+                let counters = n / bar as usize;
+                if counters <= TOP_CANDIDATES {
+                    return (top_candidates(it, counters) as f64, n);
+                }
+            }
             let mut counts: HashMap<&str, usize> = HashMap::default();
             let mut n = 0;
             for e in it {
@@ -1100,6 +1118,34 @@ fn aggregate<'a>(agg: Aggregate, it: impl ExactSizeIterator<Item = &'a WinEvent>
     }
 }
 
+/// Most Misra-Gries counters a `top` window is scanned with before a full
+/// count per value is cheaper.
+const TOP_CANDIDATES: usize = 8;
+
+/// The largest exact count among the values that survive a Misra-Gries pass
+/// with `counters` counters: every value occurring more than
+/// `len / (counters + 1)` times is among them.
+fn top_candidates<'a>(it: impl Iterator<Item = &'a WinEvent> + Clone, counters: usize) -> usize {
+    let mut cand: [(&str, usize); TOP_CANDIDATES] = [("", 0); TOP_CANDIDATES];
+    let cand = &mut cand[..counters.max(1)];
+    for v in it.clone().filter_map(|e| e.value.as_deref()) {
+        if let Some(c) = cand.iter_mut().find(|c| c.1 > 0 && c.0 == v) {
+            c.1 += 1;
+        } else if let Some(c) = cand.iter_mut().find(|c| c.1 == 0) {
+            *c = (v, 1);
+        } else {
+            cand.iter_mut().for_each(|c| c.1 -= 1);
+        }
+    }
+    cand.iter_mut().for_each(|c| c.1 = 0);
+    for v in it.filter_map(|e| e.value.as_deref()) {
+        if let Some(c) = cand.iter_mut().find(|c| c.0 == v) {
+            c.1 += 1;
+        }
+    }
+    cand.iter().map(|c| c.1).max().unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1120,6 +1166,43 @@ mod tests {
             idle: 0,
             absolute: 0,
             forget: 0,
+        }
+    }
+
+    proptest::proptest! {
+        /// `top` decides as a full count per value would, and reports the
+        /// exact top count whenever it fires.
+        #[test]
+        fn top_fires_exactly_as_a_full_count(
+            values in proptest::collection::vec(proptest::option::of(0u8..10), 0..80),
+            skew in 0u8..8,
+            min in 0u8..30,
+            share in 0u8..=10,
+        ) {
+            let mut s = spec(RuleKind::Threshold);
+            s.aggregate = Aggregate::Top;
+            s.min = f64::from(min);
+            s.min_share = f64::from(share) / 10.0;
+            let events: Vec<WinEvent> = values
+                .iter()
+                // `skew` makes one value common, so the bar is often reached.
+                .map(|v| WinEvent { value: v.map(|v| format!("v{}", v.saturating_sub(skew))), ..WinEvent::default() })
+                .collect();
+            let mut counts: HashMap<String, usize> = HashMap::default();
+            for v in events.iter().filter_map(|e| e.value.clone()) {
+                *counts.entry(v).or_default() += 1;
+            }
+            let top = counts.values().copied().max().unwrap_or(0) as f64;
+            let n = events.len();
+            let fires = |agg: f64| {
+                agg >= s.min && (if n == 0 { 0.0 } else { agg / n as f64 }) >= s.min_share
+            };
+            let (agg, len) = aggregate(&s, events.iter());
+            proptest::prop_assert_eq!(len, n);
+            proptest::prop_assert_eq!(fires(agg), fires(top));
+            if fires(top) {
+                proptest::prop_assert_eq!(agg, top);
+            }
         }
     }
 
