@@ -1,12 +1,13 @@
 //! The rule engine: every rule's SQL is planned once into a DataFusion
-//! physical plan over three *swappable* tables (`events`, `tool_defs`, `maml_docs`). For
-//! each micro-batch the engine swaps the batch into the tables and
-//! re-executes the planned physical plans; no SQL is parsed or planned on
-//! the hot path.
+//! physical plan over three tables (`events`, `tool_defs`, `maml_docs`) whose
+//! contents come with each execution: a micro-batch's tables ride in the
+//! task context its plans run with ([`Engine::start`]), so the plans of the
+//! next batch can run while this one's results are taken ([`Engine::finish`]).
+//! No SQL is parsed or planned on the hot path.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use arrow::array::{Array, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
@@ -29,26 +30,63 @@ use dunes_ingest::Tables;
 /// Default allowed lateness of stateful rules.
 pub const DEFAULT_LATENESS_US: i64 = 5 * 60 * 1_000_000;
 
-type Slot = Arc<RwLock<Vec<RecordBatch>>>;
-
-/// A partition whose contents are whatever batch is currently in the slot
-/// when the plan is executed.
-#[derive(Debug)]
-struct SlotPartition {
-    schema: SchemaRef,
-    slot: Slot,
+/// One micro-batch's tables, carried by the task context its plans run with
+/// (a session-config extension), so that plans of different batches can run
+/// at the same time.
+#[derive(Debug, Default)]
+struct BatchTables {
+    events: Vec<RecordBatch>,
+    tool_defs: Vec<RecordBatch>,
+    maml_docs: Vec<RecordBatch>,
 }
 
-impl PartitionStream for SlotPartition {
+impl BatchTables {
+    fn of(t: Tables<'_>) -> Self {
+        let one = |b: &RecordBatch| {
+            if b.num_rows() == 0 {
+                Vec::new()
+            } else {
+                vec![b.clone()]
+            }
+        };
+        BatchTables {
+            events: one(t.events),
+            tool_defs: one(t.tool_defs),
+            maml_docs: one(t.maml_docs),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Table {
+    Events,
+    ToolDefs,
+    MamlDocs,
+}
+
+/// A table's only partition: the batch of the task context that executes it
+/// (empty without one).
+#[derive(Debug)]
+struct BatchPartition {
+    schema: SchemaRef,
+    table: Table,
+}
+
+impl PartitionStream for BatchPartition {
     fn schema(&self) -> &SchemaRef {
         &self.schema
     }
 
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let batches: Vec<RecordBatch> = match self.slot.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        };
+    fn execute(&self, ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let batches = ctx
+            .session_config()
+            .get_extension::<BatchTables>()
+            .map(|t| match self.table {
+                Table::Events => t.events.clone(),
+                Table::ToolDefs => t.tool_defs.clone(),
+                Table::MamlDocs => t.maml_docs.clone(),
+            })
+            .unwrap_or_default();
         Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),
             futures::stream::iter(batches.into_iter().map(Ok)),
@@ -225,9 +263,8 @@ impl EngineState {
 /// The set of planned rules and the tables they read.
 pub struct Engine {
     ctx: SessionContext,
-    events: Slot,
-    tool_defs: Slot,
-    maml_docs: Slot,
+    /// Tells this engine's [`BatchPlans`] from another's.
+    id: u64,
     rules: Vec<PlannedRule>,
     states: Mutex<HashMap<String, RuleState>>,
     late: Mutex<LateCounts>,
@@ -249,36 +286,32 @@ impl Engine {
         let prefilter = Arc::new(crate::prefilter::Prefilter::new());
         ctx.register_udf(crate::regex_udf::RegexpLike::udf_with(prefilter.clone()));
         ctx.register_udf(crate::cidr_udf::CidrMatch::udf());
-        let events: Slot = Arc::default();
-        let tool_defs: Slot = Arc::default();
-        let maml_docs: Slot = Arc::default();
         register(
             &ctx,
             "events",
             dunes_ingest::schema::events_schema(),
-            &events,
+            Table::Events,
         )?;
         register(
             &ctx,
             "tool_defs",
             dunes_ingest::schema::tool_defs_schema(),
-            &tool_defs,
+            Table::ToolDefs,
         )?;
         register(
             &ctx,
             "maml_docs",
             dunes_ingest::schema::maml_docs_schema(),
-            &maml_docs,
+            Table::MamlDocs,
         )?;
         let mut planned = Vec::with_capacity(rules.len());
         for rule in rules {
             planned.push(plan_rule(&ctx, rule).await?);
         }
+        static ENGINES: AtomicU64 = AtomicU64::new(0);
         Ok(Engine {
             ctx,
-            events,
-            tool_defs,
-            maml_docs,
+            id: ENGINES.fetch_add(1, Ordering::Relaxed),
             rules: planned,
             states: Mutex::default(),
             late: Mutex::default(),
@@ -538,17 +571,48 @@ impl Engine {
     }
 
     /// Runs every rule over one micro-batch and returns the rules that
-    /// matched at least one row.
+    /// matched at least one row ([`Engine::start`] then [`Engine::finish`]).
     pub async fn evaluate(&self, tables: Tables<'_>) -> Result<Vec<RuleMatches<'_>>, DetectError> {
-        self.load(tables);
-        self.prefilter.new_batch();
-        let started = self.start_all(tables);
+        self.finish(self.start(tables)).await
+    }
+
+    /// Starts every rule's plan over one micro-batch, in parallel on the
+    /// runtime's worker threads; [`Engine::finish`] takes the results. The
+    /// batch's tables travel with its plans, so a caller may start the next
+    /// batch before it finishes this one (its plans then run while this
+    /// batch's states are fed); batches must be finished in the order they
+    /// were started, by the engine that started them.
+    pub fn start(&self, tables: Tables<'_>) -> BatchPlans {
+        let ctx = self.batch_ctx(tables);
+        BatchPlans {
+            engine: self.id,
+            started: self.start_all(tables, &ctx),
+            ctx,
+        }
+    }
+
+    /// Whether this engine started `plans` (not one it replaced).
+    pub fn started(&self, plans: &BatchPlans) -> bool {
+        plans.engine == self.id
+    }
+
+    /// Takes the results of the plans [`Engine::start`] started, in rule
+    /// order, feeding each stateful rule's state while the later plans still
+    /// run, and returns the rules that matched at least one row. Every task
+    /// is awaited, also after an error.
+    pub async fn finish(&self, plans: BatchPlans) -> Result<Vec<RuleMatches<'_>>, DetectError> {
+        if plans.engine != self.id {
+            return Err(DetectError::InvalidValue(
+                "a batch started by another engine (rules reloaded in between)".into(),
+            ));
+        }
+        let BatchPlans { started, ctx, .. } = plans;
         let mut out = Vec::new();
         let mut result = Ok(());
         for (rule, started) in self.rules.iter().zip(started) {
             // After an error the remaining plans are still awaited (none may
             // outlive this batch's tables), their results dropped.
-            let executed = self.result_of(rule, started).await;
+            let executed = result_of(rule, started, &ctx).await;
             if result.is_err() {
                 continue;
             }
@@ -619,7 +683,7 @@ impl Engine {
                 });
             }
         }
-        self.load_empty();
+        self.prefilter.batch_done();
         result.map(|()| out)
     }
 
@@ -659,25 +723,32 @@ impl Engine {
             .rules
             .get(rule_index)
             .ok_or_else(|| DetectError::InvalidValue(format!("no rule #{rule_index}")))?;
-        self.load(tables);
-        self.prefilter.new_batch();
-        let res = self.execute(rule).await;
-        self.load_empty();
+        let res = run_plan(rule, self.batch_ctx(tables)).await;
+        self.prefilter.batch_done();
         res
     }
 
-    /// Starts every rule's plan over the loaded batch, in parallel on the
-    /// runtime's worker threads (each plan is an independent task reading
-    /// the same loaded tables). [`Engine::evaluate`] takes the results in
-    /// rule order, feeding each stateful rule's state while the later plans
-    /// still run, so what follows (state, incidents) does not depend on which
-    /// finished first; it awaits every task before it returns. Outside a
-    /// Tokio runtime the plans run one after the other as they are awaited.
+    /// A task context whose tables are `tables`.
+    fn batch_ctx(&self, tables: Tables<'_>) -> Arc<TaskContext> {
+        self.prefilter.batch_started();
+        let config = self
+            .ctx
+            .copied_config()
+            .with_extension(Arc::new(BatchTables::of(tables)));
+        Arc::new(TaskContext::from(&self.ctx).with_session_config(config))
+    }
+
+    /// Starts every rule's plan over `tables` (the batch of `ctx`), in
+    /// parallel on the runtime's worker threads (each plan is an independent
+    /// task reading the same tables). [`Engine::finish`] takes the results in
+    /// rule order, so what follows (state, incidents) does not depend on
+    /// which finished first. Outside a Tokio runtime the plans run one after
+    /// the other as they are awaited.
     ///
     /// A rule whose every scanned table is empty in this batch (the MAML
     /// rules on traffic without MAML documents) is not executed: its result
     /// is the empty result the plan would produce.
-    fn start_all(&self, tables: Tables<'_>) -> Vec<Started> {
+    fn start_all(&self, tables: Tables<'_>, ctx: &Arc<TaskContext>) -> Vec<Started> {
         let rows = |t: &str| match t {
             "events" => tables.events.num_rows(),
             "tool_defs" => tables.tool_defs.num_rows(),
@@ -687,7 +758,6 @@ impl Engine {
         let idle =
             |rule: &PlannedRule| !rule.reads.is_empty() && rule.reads.iter().all(|t| rows(t) == 0);
         let spawn = tokio::runtime::Handle::try_current().is_ok() && self.rules.len() >= 2;
-        let ctx = self.ctx.task_ctx();
         self.rules
             .iter()
             .map(|rule| {
@@ -701,42 +771,32 @@ impl Engine {
             })
             .collect()
     }
+}
 
-    /// The result of a plan [`Engine::start_all`] started.
-    async fn result_of(
-        &self,
-        rule: &PlannedRule,
-        started: Started,
-    ) -> Result<Vec<RecordBatch>, DetectError> {
-        match started {
-            Started::Idle => Ok(Vec::new()),
-            Started::Inline => self.execute(rule).await,
-            Started::Task(h) => h.await.unwrap_or_else(|e| {
-                Err(DetectError::Execution {
-                    rule: rule.id().to_string(),
-                    message: format!("execution task failed: {e}"),
-                })
-            }),
-        }
-    }
+/// The plans of one micro-batch, running: [`Engine::start`] made them,
+/// [`Engine::finish`] takes their results. Dropped unfinished, its tasks
+/// still run to completion (their results are discarded).
+pub struct BatchPlans {
+    engine: u64,
+    started: Vec<Started>,
+    ctx: Arc<TaskContext>,
+}
 
-    async fn execute(&self, rule: &PlannedRule) -> Result<Vec<RecordBatch>, DetectError> {
-        run_plan(rule, self.ctx.task_ctx()).await
-    }
-
-    fn load(&self, t: Tables<'_>) {
-        set(&self.events, t.events);
-        set(&self.tool_defs, t.tool_defs);
-        set(&self.maml_docs, t.maml_docs);
-    }
-
-    fn load_empty(&self) {
-        for slot in [&self.events, &self.tool_defs, &self.maml_docs] {
-            match slot.write() {
-                Ok(mut g) => g.clear(),
-                Err(p) => p.into_inner().clear(),
-            }
-        }
+/// The result of a plan [`Engine::start_all`] started.
+async fn result_of(
+    rule: &PlannedRule,
+    started: Started,
+    ctx: &Arc<TaskContext>,
+) -> Result<Vec<RecordBatch>, DetectError> {
+    match started {
+        Started::Idle => Ok(Vec::new()),
+        Started::Inline => run_plan(rule, ctx.clone()).await,
+        Started::Task(h) => h.await.unwrap_or_else(|e| {
+            Err(DetectError::Execution {
+                rule: rule.id().to_string(),
+                message: format!("execution task failed: {e}"),
+            })
+        }),
     }
 }
 
@@ -970,27 +1030,15 @@ fn dur(rule: &LoadedRule, v: Option<&str>, default: i64) -> i64 {
     v.and_then(parse_duration_us).unwrap_or(default)
 }
 
-fn set(slot: &Slot, batch: &RecordBatch) {
-    let v = if batch.num_rows() == 0 {
-        Vec::new()
-    } else {
-        vec![batch.clone()]
-    };
-    match slot.write() {
-        Ok(mut g) => *g = v,
-        Err(p) => *p.into_inner() = v,
-    }
-}
-
 fn register(
     ctx: &SessionContext,
     name: &str,
     schema: SchemaRef,
-    slot: &Slot,
+    table: Table,
 ) -> Result<(), DetectError> {
-    let part = Arc::new(SlotPartition {
+    let part = Arc::new(BatchPartition {
         schema: schema.clone(),
-        slot: slot.clone(),
+        table,
     });
     let table = StreamingTable::try_new(schema, vec![part])
         .map_err(|e| DetectError::InvalidValue(e.to_string()))?;

@@ -23,7 +23,9 @@ pub mod testing;
 use chrono::{DateTime, Utc};
 
 pub use dunes_ingest::Tables;
-pub use engine::{Engine, EngineState, Fire, LateCounts, PlannedRule, RuleCost, RuleMatches};
+pub use engine::{
+    BatchPlans, Engine, EngineState, Fire, LateCounts, PlannedRule, RuleCost, RuleMatches,
+};
 pub use history::{HistoryConfig, HistoryWriter};
 pub use incident::{Incident, IncidentStatus};
 pub use lifecycle::{ActionKind, Disposition, IncidentAction, TransitionError, transition};
@@ -81,15 +83,21 @@ pub async fn detect(
     now: DateTime<Utc>,
     cfg: &ResponseConfig,
 ) -> Result<Detection, DetectError> {
-    Ok(detect_with_anomaly(engine, None, tables, now, cfg).await?.0)
+    let plans = engine.start(tables);
+    Ok(detect_with_anomaly(engine, plans, None, tables, now, cfg)
+        .await?
+        .0)
 }
 
 /// [`detect`] plus the behavioural anomaly monitor: its incidents join the
 /// rules' before suppression, so they get the same noise control, levels
-/// and responses. Returns the detection and the monitor's outcome (a model
-/// trained at the end of a warm-up, windows scored).
+/// and responses. `plans` are the rules' plans over `tables`, started with
+/// [`Engine::start`] (possibly while the previous batch was finishing).
+/// Returns the detection and the monitor's outcome (a model trained at the
+/// end of a warm-up, windows scored).
 pub async fn detect_with_anomaly(
     engine: &Engine,
+    plans: BatchPlans,
     anomaly: Option<&mut anomaly::Monitor>,
     tables: Tables<'_>,
     now: DateTime<Utc>,
@@ -97,7 +105,7 @@ pub async fn detect_with_anomaly(
 ) -> Result<(Detection, anomaly::AnomalyOutcome), DetectError> {
     let mut out = Detection::default();
     let mut raised = Vec::new();
-    for m in engine.evaluate(tables).await? {
+    for m in engine.finish(plans).await? {
         raised.extend(incident::build_incidents(&m, now)?);
     }
     let mut outcome = anomaly::AnomalyOutcome::default();

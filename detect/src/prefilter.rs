@@ -12,7 +12,7 @@
 //! corpora (`detect/tests/prefilter.rs`).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder};
@@ -135,6 +135,8 @@ pub(crate) struct Prefilter {
     /// Column scans made / answered from this batch's earlier scan.
     scans: AtomicU64,
     reused: AtomicU64,
+    /// Batches started and not done.
+    open_batches: AtomicUsize,
 }
 
 /// What the prefilter did since the engine started.
@@ -159,6 +161,7 @@ impl Prefilter {
             ran: AtomicU64::new(0),
             scans: AtomicU64::new(0),
             reused: AtomicU64::new(0),
+            open_batches: AtomicUsize::new(0),
         }
     }
 
@@ -190,9 +193,21 @@ impl Prefilter {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Forgets the scanned columns (a new batch).
-    pub(crate) fn new_batch(&self) {
-        self.lock().cache.clear();
+    /// A batch's plans start: its columns' scans are kept until it and
+    /// every batch that overlaps it are done.
+    pub(crate) fn batch_started(&self) {
+        self.open_batches.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A batch's plans are done; with no other batch running, the scanned
+    /// columns are forgotten (otherwise the cache's own bound keeps them few).
+    pub(crate) fn batch_done(&self) {
+        let mut inner = self.lock();
+        let open = self.open_batches.load(Ordering::Relaxed).saturating_sub(1);
+        self.open_batches.store(open, Ordering::Relaxed);
+        if open == 0 {
+            inner.cache.clear();
+        }
     }
 
     /// The slot of `pattern` (registering it on first sight), or `None` when
@@ -205,31 +220,25 @@ impl Prefilter {
         if let Some(s) = inner.slots.get(pattern) {
             return *s;
         }
-        let slot = required_literals(pattern).and_then(|lits| {
+        let slot = required_literals(pattern).map(|lits| {
+            let inner = &mut *inner;
             let slot = inner.slot_count;
-            let mut all = inner.literals.clone();
-            let mut owners = inner.owners.clone();
             for l in lits {
-                match all.iter().position(|x| *x == l) {
-                    Some(i) => owners[i].push(slot),
+                match inner.literals.iter().position(|x| *x == l) {
+                    Some(i) => inner.owners[i].push(slot),
                     None => {
-                        all.push(l);
-                        owners.push(vec![slot]);
+                        inner.literals.push(l);
+                        inner.owners.push(vec![slot]);
                     }
                 }
             }
-            let ac = AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .kind(Some(aho_corasick::AhoCorasickKind::DFA))
-                .build(&all)
-                .ok()?;
-            inner.literals = all;
-            inner.owners = owners;
-            inner.automaton = Some(Arc::new(ac));
+            // Built on the next scan: a rule pack registers its patterns one
+            // after another, and one automaton of all of them is enough.
+            inner.automaton = None;
             inner.slot_count += 1;
             // Scans made without this pattern do not know it.
             inner.cache.clear();
-            Some(slot)
+            slot
         });
         inner.slots.insert(pattern.to_string(), slot);
         slot
@@ -239,16 +248,29 @@ impl Prefilter {
     /// of this same array made earlier in the batch).
     pub(crate) fn hits(&self, values: &ArrayRef) -> Option<Arc<RowHits>> {
         let (ac, owners, slots) = {
-            let inner = self.lock();
+            let mut inner = self.lock();
             if let Some((_, h)) = inner.cache.iter().find(|(a, _)| Arc::ptr_eq(a, values)) {
                 self.reused.fetch_add(1, Ordering::Relaxed);
                 return Some(h.clone());
             }
-            (
-                inner.automaton.clone()?,
-                inner.owners.clone(),
-                inner.slot_count,
-            )
+            if inner.slot_count == 0 {
+                return None;
+            }
+            let ac = match &inner.automaton {
+                Some(ac) => ac.clone(),
+                None => {
+                    let ac = Arc::new(
+                        AhoCorasickBuilder::new()
+                            .ascii_case_insensitive(true)
+                            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+                            .build(&inner.literals)
+                            .ok()?,
+                    );
+                    inner.automaton = Some(ac.clone());
+                    ac
+                }
+            };
+            (ac, inner.owners.clone(), inner.slot_count)
         };
         let words = slots.div_ceil(64);
         self.scans.fetch_add(1, Ordering::Relaxed);

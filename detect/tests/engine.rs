@@ -68,6 +68,27 @@ async fn plans_once_and_reexecutes_on_each_new_batch() {
 }
 
 #[tokio::test]
+async fn plans_are_finished_only_by_the_engine_that_started_them() {
+    let q = "SELECT event_id, ts, session_id, server_id, tool_name FROM events WHERE tool_name = 'danger'";
+    let first = Engine::new(vec![rule("danger-tool", 2, q)])
+        .await
+        .expect("plans");
+    let second = Engine::new(vec![rule("danger-tool", 2, q)])
+        .await
+        .expect("plans");
+    let b = batch(&[&call("e1", "a", "danger")]);
+    let plans = first.start(b.tables());
+    assert!(first.started(&plans));
+    assert!(!second.started(&plans));
+    let err = second.finish(plans).await.err().expect("refused");
+    assert!(err.to_string().contains("another engine"), "{err}");
+    let plans = first.start(b.tables());
+    let matches = first.finish(plans).await.expect("runs");
+    assert_eq!(matches.len(), 1);
+    assert_eq!(matches[0].rule.id(), "danger-tool");
+}
+
+#[tokio::test]
 async fn levels_produce_the_right_responses() {
     let q = "SELECT event_id, ts, session_id, server_id FROM events WHERE tool_name = 'danger'";
     let engine = Engine::new(vec![rule("l-two", 2, q), rule("l-three", 3, q)])

@@ -1,12 +1,14 @@
 //! The literal prefilter of `regexp_like` changes nothing but speed: the
 //! shipped pack raises the same incidents, field for field, with it on and
 //! off, over the real-SDK sample, the public corpus and two simulator seeds
-//! (golden comparison, not counts); and it does skip rows.
+//! (golden comparison, not counts); and it does skip rows. Likewise for
+//! starting a batch's plans before the previous batch is finished (as the
+//! pipeline does): the same incidents as one batch after the other.
 
 use std::io::Read;
 use std::path::PathBuf;
 
-use dunes_detect::{Engine, load_dir};
+use dunes_detect::{Engine, ResponseConfig, detect_with_anomaly, load_dir};
 use dunes_ingest::{IngestConfig, Normalizer};
 use serde_json::Value;
 
@@ -98,5 +100,56 @@ async fn the_prefilter_on_and_off_raise_identical_incidents() {
             dunes_detect::PrefilterStats::default(),
             "{name}: off is off"
         );
+    }
+}
+
+/// [`incidents`], with each batch's plans started before the previous batch
+/// is finished (two batches' plans run at once).
+async fn incidents_overlapped(engine: &Engine, lines: &[String]) -> Vec<Value> {
+    let mut norm = Normalizer::new(IngestConfig::default());
+    let batches: Vec<_> = lines
+        .chunks(2048)
+        .map(|c| norm.decode_batch(common::records(c)).expect("decodes"))
+        .collect();
+    let cfg = ResponseConfig::default();
+    let mut out = Vec::new();
+    let mut previous: Option<(&dunes_ingest::DecodedBatch, dunes_detect::BatchPlans)> = None;
+    for b in batches.iter().map(Some).chain([None]) {
+        let started = b.map(|b| (b, engine.start(b.tables())));
+        if let Some((prev, plans)) = previous.take() {
+            let (det, _) =
+                detect_with_anomaly(engine, plans, None, prev.tables(), chrono::Utc::now(), &cfg)
+                    .await
+                    .expect("detects");
+            for inc in det.incidents.iter().chain(&det.updates) {
+                let mut v = serde_json::to_value(inc).expect("json");
+                if let Some(m) = v.as_object_mut() {
+                    m.remove("detected_at");
+                }
+                out.push(v);
+            }
+        }
+        previous = started;
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plans_started_a_batch_early_raise_identical_incidents() {
+    let pack = root().join("rules");
+    for (name, lines) in corpora() {
+        let one_by_one = Engine::new(load_dir(&pack).expect("pack"))
+            .await
+            .expect("plans");
+        let overlapped = Engine::new(load_dir(&pack).expect("pack"))
+            .await
+            .expect("plans");
+        let want = incidents(&one_by_one, &lines).await;
+        let got = incidents_overlapped(&overlapped, &lines).await;
+        assert!(!want.is_empty(), "{name}: the pack raises incidents");
+        assert_eq!(got.len(), want.len(), "{name}: incident count");
+        for (a, b) in got.iter().zip(&want) {
+            assert_eq!(a, b, "{name}");
+        }
     }
 }

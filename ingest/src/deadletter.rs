@@ -31,6 +31,8 @@ pub struct DeadLetterWriter {
     path: PathBuf,
     out: BufWriter<File>,
     written: u64,
+    /// Something was written since the last [`DeadLetterWriter::flush_sync`].
+    dirty: bool,
 }
 
 impl DeadLetterWriter {
@@ -46,11 +48,13 @@ impl DeadLetterWriter {
             path,
             out: BufWriter::new(f),
             written: 0,
+            dirty: false,
         })
     }
 
     /// Writes one rejected record (buffered).
     pub fn write(&mut self, r: &Rejected) -> Result<(), IngestError> {
+        self.dirty = true;
         let lossy = String::from_utf8_lossy(&r.raw);
         let exact = matches!(lossy, std::borrow::Cow::Borrowed(_));
         let raw = truncate_bytes(&lossy, DEAD_LETTER_RAW_MAX);
@@ -73,14 +77,21 @@ impl DeadLetterWriter {
         Ok(())
     }
 
-    /// Flushes buffered lines and fsyncs the file.
-    pub fn flush_sync(&mut self) -> Result<(), IngestError> {
+    /// Flushes buffered lines and fsyncs the file, when anything was written
+    /// since the last call (a batch without rejected records costs no
+    /// `fdatasync`). Returns whether it synced.
+    pub fn flush_sync(&mut self) -> Result<bool, IngestError> {
+        if !self.dirty {
+            return Ok(false);
+        }
         let ctx = || format!("flush {}", self.path.display());
         self.out.flush().map_err(|e| IngestError::io(ctx(), e))?;
         self.out
             .get_ref()
             .sync_data()
-            .map_err(|e| IngestError::io(ctx(), e))
+            .map_err(|e| IngestError::io(ctx(), e))?;
+        self.dirty = false;
+        Ok(true)
     }
 
     /// Lines written by this writer.
@@ -123,7 +134,8 @@ mod tests {
             raw: b"a\xffb".to_vec(),
         })
         .expect("write");
-        w.flush_sync().expect("sync");
+        assert!(w.flush_sync().expect("sync"), "two lines to sync");
+        assert!(!w.flush_sync().expect("sync"), "nothing new: no fdatasync");
         assert_eq!(w.count(), 2);
         drop(w);
         // append mode: a second writer adds lines

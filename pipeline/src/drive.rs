@@ -267,7 +267,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             }
         }
         tokio::select! {
-            d = stages.decoded.recv(), if !stages.in_flight.is_empty() => match d {
+            d = stages.next_decoded(), if !stages.in_flight.is_empty() => match d {
                 Some(d) => {
                     stages.complete(d).await?;
                     if stop_after_reached(&stages) {

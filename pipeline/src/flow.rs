@@ -33,18 +33,24 @@ pub(crate) enum Ack {
 
 type DecodeResult = (Result<Decoded>, Ack);
 
+/// A decoded batch and its rule plans, when they were started early.
+pub(crate) type Next = (DecodeResult, Option<dunes_detect::BatchPlans>);
+
 pub(crate) struct Stages {
     pub(crate) pipeline: Pipeline,
     pub(crate) kafka: Option<KafkaIo>,
     to_decoder: Option<mpsc::Sender<(Vec<RawRecord>, Ack)>>,
     /// Decoded batches, in submission order.
-    pub(crate) decoded: mpsc::Receiver<DecodeResult>,
+    decoded: mpsc::Receiver<DecodeResult>,
     /// When each batch in flight was handed over, oldest first.
     pub(crate) in_flight: std::collections::VecDeque<std::time::Instant>,
     decoder_thread: Option<std::thread::JoinHandle<()>>,
     latency: Option<std::sync::Arc<Mutex<Histogram<u64>>>>,
     /// Batches submitted and not yet durable, at most.
     limit: usize,
+    /// The next decoded batch, taken early so its rule plans run on the
+    /// worker threads while the batch before it finishes.
+    ahead: Option<Next>,
 }
 
 impl Stages {
@@ -84,6 +90,7 @@ impl Stages {
             decoder_thread: Some(decoder_thread),
             latency,
             limit,
+            ahead: None,
         })
     }
 
@@ -112,9 +119,18 @@ impl Stages {
 
     /// Waits for the oldest batch in flight and completes it.
     pub(crate) async fn complete_next(&mut self) -> Result<()> {
-        match self.decoded.recv().await {
+        match self.next_decoded().await {
             Some(d) => self.complete(d).await,
             None => Err(PipelineError::Stopped("the decode thread stopped".into())),
+        }
+    }
+
+    /// The oldest decoded batch in flight (`None`: the decode thread
+    /// stopped). Cancel-safe, for `select!`.
+    pub(crate) async fn next_decoded(&mut self) -> Option<Next> {
+        match self.ahead.take() {
+            Some(next) => Some(next),
+            None => self.decoded.recv().await.map(|d| (d, None)),
         }
     }
 
@@ -128,10 +144,22 @@ impl Stages {
     }
 
     /// Detection, ledger, sinks for one decoded batch, then its [`Ack`].
-    pub(crate) async fn complete(&mut self, (decoded, ack): DecodeResult) -> Result<()> {
+    /// When the next batch is already decoded, its rule plans are started
+    /// first, so they run on the worker threads while this batch's states,
+    /// incidents and ledger records are made.
+    pub(crate) async fn complete(&mut self, ((decoded, ack), plans): Next) -> Result<()> {
+        if self.ahead.is_none()
+            && let Ok(next) = self.decoded.try_recv()
+        {
+            let plans = match &next.0 {
+                Ok(d) => self.pipeline.start_plans(d),
+                Err(_) => None,
+            };
+            self.ahead = Some((next, plans));
+        }
         let submitted = self.in_flight.pop_front();
         let out = match decoded {
-            Ok(d) => self.pipeline.finish(d).await,
+            Ok(d) => self.pipeline.finish_started(d, plans).await,
             Err(e) => Err(e),
         };
         let out = match out {

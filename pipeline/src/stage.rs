@@ -568,6 +568,24 @@ impl Pipeline {
     /// The second half of the stage: detection, ledger (fsync), history,
     /// outputs. Batches must arrive in the order they were decoded.
     pub async fn finish(&mut self, decoded: Decoded) -> Result<BatchOutcome> {
+        self.finish_started(decoded, None).await
+    }
+
+    /// Starts the rule plans of a decoded batch, to run on the worker
+    /// threads while the batches before it finish; hand them to
+    /// [`Pipeline::finish_started`] with the batch. `None` for a batch with
+    /// nothing to detect on.
+    pub fn start_plans(&self, decoded: &Decoded) -> Option<dunes_detect::BatchPlans> {
+        (!decoded.batch.accepted.is_empty()).then(|| self.engine.start(decoded.batch.tables()))
+    }
+
+    /// [`Pipeline::finish`] with the plans [`Pipeline::start_plans`] started
+    /// for this batch, if any (plans of a replaced engine are started again).
+    pub async fn finish_started(
+        &mut self,
+        decoded: Decoded,
+        plans: Option<dunes_detect::BatchPlans>,
+    ) -> Result<BatchOutcome> {
         let Decoded {
             batch: decoded,
             started: t0,
@@ -595,8 +613,13 @@ impl Pipeline {
         }
         let t1 = std::time::Instant::now();
         let now = Utc::now();
+        let plans = match plans {
+            Some(p) if self.engine.started(&p) => p,
+            _ => self.engine.start(decoded.tables()),
+        };
         let (detection, anomaly_out) = dunes_detect::detect_with_anomaly(
             &self.engine,
+            plans,
             self.anomaly.as_mut().map(|a| &mut a.monitor),
             decoded.tables(),
             now,
