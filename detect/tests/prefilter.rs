@@ -59,36 +59,46 @@ async fn incidents(engine: &Engine, lines: &[String]) -> Vec<Value> {
     let mut out = Vec::new();
     for chunk in lines.chunks(2048) {
         let b = norm.decode_batch(common::records(chunk)).expect("decodes");
-        let det = common::detect_batch(engine, &b).await;
-        for inc in det.incidents.iter().chain(&det.updates) {
-            let mut v = serde_json::to_value(inc).expect("json");
-            if let Some(m) = v.as_object_mut() {
-                m.remove("detected_at");
-            }
-            out.push(v);
-        }
+        push_json(&common::detect_batch(engine, &b).await, &mut out);
     }
     out
 }
 
+/// A batch's incidents and updates as JSON, without the detection time.
+fn push_json(det: &dunes_detect::Detection, out: &mut Vec<Value>) {
+    for inc in det.incidents.iter().chain(&det.updates) {
+        let mut v = serde_json::to_value(inc).expect("json");
+        if let Some(m) = v.as_object_mut() {
+            m.remove("detected_at");
+        }
+        out.push(v);
+    }
+}
+
+async fn pack_engine() -> Engine {
+    Engine::new(load_dir(&root().join("rules")).expect("pack"))
+        .await
+        .expect("plans")
+}
+
+/// Field-for-field equality of two runs' incidents.
+fn assert_same(name: &str, got: &[Value], want: &[Value]) {
+    assert!(!want.is_empty(), "{name}: the pack raises incidents");
+    assert_eq!(got.len(), want.len(), "{name}: incident count");
+    for (a, b) in got.iter().zip(want) {
+        assert_eq!(a, b, "{name}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_prefilter_on_and_off_raise_identical_incidents() {
-    let pack = root().join("rules");
     for (name, lines) in corpora() {
-        let on = Engine::new(load_dir(&pack).expect("pack"))
-            .await
-            .expect("plans");
-        let off = Engine::new(load_dir(&pack).expect("pack"))
-            .await
-            .expect("plans");
+        let on = pack_engine().await;
+        let off = pack_engine().await;
         off.set_regex_prefilter(false);
         let with = incidents(&on, &lines).await;
         let without = incidents(&off, &lines).await;
-        assert!(!with.is_empty(), "{name}: the pack raises incidents");
-        assert_eq!(with.len(), without.len(), "{name}: incident count");
-        for (a, b) in with.iter().zip(&without) {
-            assert_eq!(a, b, "{name}");
-        }
+        assert_same(&name, &with, &without);
         let st = on.regex_prefilter_stats();
         eprintln!("{name}: {st:?}");
         assert!(
@@ -121,13 +131,7 @@ async fn incidents_overlapped(engine: &Engine, lines: &[String]) -> Vec<Value> {
                 detect_with_anomaly(engine, plans, None, prev.tables(), chrono::Utc::now(), &cfg)
                     .await
                     .expect("detects");
-            for inc in det.incidents.iter().chain(&det.updates) {
-                let mut v = serde_json::to_value(inc).expect("json");
-                if let Some(m) = v.as_object_mut() {
-                    m.remove("detected_at");
-                }
-                out.push(v);
-            }
+            push_json(&det, &mut out);
         }
         previous = started;
     }
@@ -136,20 +140,9 @@ async fn incidents_overlapped(engine: &Engine, lines: &[String]) -> Vec<Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plans_started_a_batch_early_raise_identical_incidents() {
-    let pack = root().join("rules");
     for (name, lines) in corpora() {
-        let one_by_one = Engine::new(load_dir(&pack).expect("pack"))
-            .await
-            .expect("plans");
-        let overlapped = Engine::new(load_dir(&pack).expect("pack"))
-            .await
-            .expect("plans");
-        let want = incidents(&one_by_one, &lines).await;
-        let got = incidents_overlapped(&overlapped, &lines).await;
-        assert!(!want.is_empty(), "{name}: the pack raises incidents");
-        assert_eq!(got.len(), want.len(), "{name}: incident count");
-        for (a, b) in got.iter().zip(&want) {
-            assert_eq!(a, b, "{name}");
-        }
+        let want = incidents(&pack_engine().await, &lines).await;
+        let got = incidents_overlapped(&pack_engine().await, &lines).await;
+        assert_same(&name, &got, &want);
     }
 }
