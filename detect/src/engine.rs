@@ -601,7 +601,7 @@ impl Engine {
     /// run, and returns the rules that matched at least one row. Every task
     /// is awaited, also after an error.
     pub async fn finish(&self, plans: BatchPlans) -> Result<Vec<RuleMatches<'_>>, DetectError> {
-        if plans.engine != self.id {
+        if !self.started(&plans) {
             return Err(DetectError::InvalidValue(
                 "a batch started by another engine (rules reloaded in between)".into(),
             ));

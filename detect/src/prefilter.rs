@@ -202,11 +202,14 @@ impl Prefilter {
     /// A batch's plans are done; with no other batch running, the scanned
     /// columns are forgotten (otherwise the cache's own bound keeps them few).
     pub(crate) fn batch_done(&self) {
-        let mut inner = self.lock();
-        let open = self.open_batches.load(Ordering::Relaxed).saturating_sub(1);
-        self.open_batches.store(open, Ordering::Relaxed);
-        if open == 0 {
-            inner.cache.clear();
+        let before = self
+            .open_batches
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                Some(n.saturating_sub(1))
+            })
+            .unwrap_or(0);
+        if before <= 1 {
+            self.lock().cache.clear();
         }
     }
 
