@@ -4,8 +4,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -126,9 +124,7 @@ pub struct Ledger {
     latest: Option<Checkpoint>,
     last_checkpoint_at: Instant,
     scratch: Vec<u8>,
-    /// Set by a failed write or fsync (also one of a [`PendingSync`]): every
-    /// later write is refused, as the kernel may have dropped dirty pages.
-    poisoned: Arc<AtomicBool>,
+    poisoned: bool,
     /// `ts_micros` of the Key record of the active epoch (for automatic rotation).
     key_ts: i64,
     /// Key epochs in the log.
@@ -588,7 +584,7 @@ impl Ledger {
             latest: latest_note.map(|n| n.checkpoint),
             last_checkpoint_at: Instant::now(),
             scratch: Vec::with_capacity(512),
-            poisoned: Arc::new(AtomicBool::new(false)),
+            poisoned: false,
             key_ts: last_key.as_ref().map_or_else(now_micros, |k| k.ts_micros),
             epochs: scan.chain.keys.keys().copied().collect(),
             revoked: scan.chain.revoked.clone(),
@@ -626,7 +622,7 @@ impl Ledger {
     /// carrying the new public key(s) signed by the old key(s), checkpoint under the new key,
     /// then destroy the old seed. Returns the new epoch.
     pub fn rotate_key(&mut self) -> Result<u32, LedgerError> {
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
         self.sync()?;
@@ -824,7 +820,7 @@ impl Ledger {
     /// the first segment written later. Pruned records not yet signed are checkpointed
     /// first. `Ok(None)` when nothing was old enough.
     pub fn prune(&mut self, cutoff_micros: i64) -> Result<Option<PruneSummary>, LedgerError> {
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
         let old = self.pruned();
@@ -1030,7 +1026,7 @@ impl Ledger {
         refs: &[u64],
         key_epoch: u32,
     ) -> Result<u64, LedgerError> {
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
         let index = self.len();
@@ -1085,7 +1081,7 @@ impl Ledger {
             self.writer.write_all(&record_hash)
         })();
         if let Err(e) = res {
-            self.poisoned.store(true, Ordering::Release);
+            self.poisoned = true;
             return Err(LedgerError::io(&self.seg_path, e));
         }
         self.seg_bytes += frame_len;
@@ -1141,7 +1137,7 @@ impl Ledger {
 
     /// Flush the write buffer and fsync the active segment (the durability point).
     pub fn sync(&mut self) -> Result<(), LedgerError> {
-        if self.poisoned.load(Ordering::Acquire) {
+        if self.poisoned {
             return Err(LedgerError::Poisoned);
         }
         let res = self
@@ -1149,37 +1145,10 @@ impl Ledger {
             .flush()
             .and_then(|()| self.writer.get_ref().sync_data());
         if let Err(e) = res {
-            self.poisoned.store(true, Ordering::Release);
+            self.poisoned = true;
             return Err(LedgerError::io(&self.seg_path, e));
         }
         Ok(())
-    }
-
-    /// Flushes the write buffer and hands back the fsync of the active
-    /// segment, to run on another thread while more records are appended
-    /// (they may become durable with it): the records written so far are
-    /// durable once [`PendingSync::wait`] returns. A segment that fills up
-    /// meanwhile is synced when it is closed, so waiting on the handle of
-    /// an older segment still covers every record written before it.
-    pub fn start_sync(&mut self) -> Result<PendingSync, LedgerError> {
-        if self.poisoned.load(Ordering::Acquire) {
-            return Err(LedgerError::Poisoned);
-        }
-        let res = self
-            .writer
-            .flush()
-            .and_then(|()| self.writer.get_ref().try_clone());
-        match res {
-            Ok(file) => Ok(PendingSync {
-                file,
-                path: self.seg_path.clone(),
-                poisoned: self.poisoned.clone(),
-            }),
-            Err(e) => {
-                self.poisoned.store(true, Ordering::Release);
-                Err(LedgerError::io(&self.seg_path, e))
-            }
-        }
     }
 
     /// How long records have been waiting for a signed checkpoint: the time
@@ -1257,7 +1226,7 @@ impl Ledger {
             .write_all(&entry)
             .and_then(|()| self.cp_file.sync_data());
         if let Err(e) = res {
-            self.poisoned.store(true, Ordering::Release);
+            self.poisoned = true;
             return Err(LedgerError::io(&self.cp_path, e));
         }
         let cp = Checkpoint {
@@ -1312,25 +1281,6 @@ impl Ledger {
     /// The configuration this ledger was opened with.
     pub fn config(&self) -> &LedgerConfig {
         &self.cfg
-    }
-}
-
-/// The fsync of a ledger segment, started by [`Ledger::start_sync`].
-#[derive(Debug)]
-pub struct PendingSync {
-    file: File,
-    path: PathBuf,
-    poisoned: Arc<AtomicBool>,
-}
-
-impl PendingSync {
-    /// Blocks until the records written before [`Ledger::start_sync`] are
-    /// durable. A failure poisons the ledger.
-    pub fn wait(self) -> Result<(), LedgerError> {
-        self.file.sync_data().map_err(|e| {
-            self.poisoned.store(true, Ordering::Release);
-            LedgerError::io(&self.path, e)
-        })
     }
 }
 
@@ -1393,40 +1343,5 @@ mod tests {
         assert!(l.maybe_checkpoint().expect("maybe").is_none()); // nothing new
         assert_eq!(l.latest_checkpoint(), Some(&cp));
         assert!(l.close().expect("close").is_none());
-    }
-
-    #[test]
-    fn a_pending_sync_covers_its_records_across_a_segment_roll() {
-        let d = tempfile::tempdir().expect("tmp");
-        let mut cfg = LedgerConfig::new(d.path(), "dunes/t");
-        cfg.segment_max_bytes = 2048;
-        let mut l = Ledger::open(cfg.clone()).expect("open");
-        for i in 0..5 {
-            l.append(RecordKind::Event, i, &[b'a'; 100], &[])
-                .expect("append");
-        }
-        // The write buffer is flushed at once: a reader sees every record.
-        let pending = l.start_sync().expect("start");
-        assert_eq!(crate::read_leaf_hashes(d.path()).expect("read").len(), 6);
-        // Appending meanwhile fills the segment and opens a new one.
-        for i in 0..40 {
-            l.append(RecordKind::Event, i, &[b'b'; 100], &[])
-                .expect("append");
-        }
-        let segments = std::fs::read_dir(&cfg.dir)
-            .expect("dir")
-            .filter(|e| {
-                let name = e.as_ref().expect("entry").file_name();
-                name.to_string_lossy().ends_with(".dlg")
-            })
-            .count();
-        assert!(segments >= 2, "{segments} segments");
-        pending.wait().expect("fsync of the closed segment");
-        l.start_sync().expect("start").wait().expect("fsync");
-        assert_eq!(crate::read_leaf_hashes(d.path()).expect("read").len(), 46);
-        let root = l.root();
-        drop(l);
-        let l = Ledger::open(cfg).expect("reopen");
-        assert_eq!((l.len(), l.root()), (46, root));
     }
 }

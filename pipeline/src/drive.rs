@@ -236,7 +236,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     )?;
     let stop_after = opts.stop_after;
     let stop_after_reached =
-        |s: &Stages| stop_after.is_some_and(|n| processed(&s.pipeline().stats) >= n);
+        |s: &Stages| stop_after.is_some_and(|n| processed(&s.pipeline.stats) >= n);
     // Regulatory notification clocks are checked while the monitor runs.
     let mut clock_tick = tokio::time::interval(std::time::Duration::from_secs(
         cfg.notification.check_interval_secs.max(1),
@@ -257,7 +257,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             stages.drain().await?;
             deadline = None;
             if let Some(cb) = opts.after_sources.take() {
-                cb(&stages.pipeline().stats, &store, bound_addr);
+                cb(&stages.pipeline.stats, &store, bound_addr);
             }
             if first_error.is_some()
                 || !opts.keep_running
@@ -340,40 +340,39 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                         deadline = None;
                     }
                     stages.drain().await?;
-                    let _ = reply.send(stages.idle().await?.reload_rules().await?);
+                    let _ = reply.send(stages.pipeline.reload_rules().await?);
                 }
                 None => reload_open = false,
             },
             _ = clock_tick.tick(), if opts.keep_running => {
-                let p = stages.idle().await?;
-                p.check_notification_clocks(chrono::Utc::now())?;
-                p.self_check_idle()?;
+                stages.pipeline.check_notification_clocks(chrono::Utc::now())?;
+                stages.pipeline.self_check_idle()?;
             },
             _ = sign_tick.tick(), if opts.keep_running => {
-                stages.idle().await?.sign_pending()?;
+                stages.pipeline.sign_pending()?;
             },
             req = action_rx.recv(), if action_open => match req {
                 Some(ActionRequest { action, reply }) => {
-                    let _ = reply.send(stages.idle().await?.apply_action(action)?);
+                    let _ = reply.send(stages.pipeline.apply_action(action)?);
                 }
                 None => action_open = false,
             },
             rec = access_rx.recv(), if access_open => match rec {
                 Some(first) => {
-                    stages.idle().await?.append_access(first, &mut access_rx)?;
+                    stages.pipeline.append_access(first, &mut access_rx)?;
                 }
                 None => access_open = false,
             },
             req = record_rx.recv(), if record_open => match req {
                 Some(r) => {
-                    let idx = stages.idle().await?.append_action_record(&r.payload, &[])?;
+                    let idx = stages.pipeline.append_action_record(&r.payload, &[])?;
                     let _ = r.reply.send(Ok(idx));
                 }
                 None => record_open = false,
             },
             req = redact_rx.recv(), if redact_open => match req {
                 Some(r) => {
-                    let out = stages.idle().await?.apply_redaction(&r)?;
+                    let out = stages.pipeline.apply_redaction(&r)?;
                     let _ = r.reply.send(out);
                 }
                 None => redact_open = false,
@@ -418,7 +417,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                     stages.drain().await?;
                 }
                 Some(first) = access_rx.recv() => {
-                    stages.idle().await?.append_access(first, &mut access_rx)?;
+                    stages.pipeline.append_access(first, &mut access_rx)?;
                 }
             }
         }
@@ -429,7 +428,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     // the server has stopped: the last accesses it recorded
     drop(access_tx);
     while let Ok(first) = access_rx.try_recv() {
-        stages.idle().await?.append_access(first, &mut access_rx)?;
+        stages.pipeline.append_access(first, &mut access_rx)?;
     }
     // Kafka: stop polling, process and commit what was handed over.
     if let (Some(k), Some(rx)) = (stages.kafka.as_ref(), kafka_rx.as_mut()) {

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::error::{PipelineError, Result};
 use crate::sinks::kafka::publish;
 use crate::sources::kafka::KafkaIo;
-use crate::stage::{BatchOutcome, Decoded, Decoder, Pipeline, Written};
+use crate::stage::{BatchOutcome, Decoded, Decoder, Pipeline};
 
 /// Fewest batches submitted and not yet durable: one decoding, one waiting
 /// for (or in) detection.
@@ -36,16 +36,8 @@ type DecodeResult = (Result<Decoded>, Ack);
 /// A decoded batch and its rule plans, when they were started early.
 pub(crate) type Next = (DecodeResult, Option<dunes_detect::BatchPlans>);
 
-/// A written batch waiting for its ledger fsync, and its [`Ack`].
-struct Held {
-    written: Written,
-    ack: Ack,
-    /// When it was handed to the decoder.
-    submitted: Option<std::time::Instant>,
-}
-
 pub(crate) struct Stages {
-    pipeline: Pipeline,
+    pub(crate) pipeline: Pipeline,
     pub(crate) kafka: Option<KafkaIo>,
     to_decoder: Option<mpsc::Sender<(Vec<RawRecord>, Ack)>>,
     /// Decoded batches, in submission order.
@@ -59,11 +51,6 @@ pub(crate) struct Stages {
     /// The next decoded batch, taken early so its rule plans run on the
     /// worker threads while the batch before it finishes.
     ahead: Option<Next>,
-    /// The batch written before the one being completed: its ledger fsync
-    /// runs on a blocking thread while the next batch is detected and
-    /// written, and it is released (sinks, ack) after that. Only held
-    /// while another batch is already decoded.
-    held: Option<Held>,
 }
 
 impl Stages {
@@ -104,7 +91,6 @@ impl Stages {
             latency,
             limit,
             ahead: None,
-            held: None,
         })
     }
 
@@ -154,28 +140,13 @@ impl Stages {
         while !self.in_flight.is_empty() {
             self.complete_next().await?;
         }
-        self.release_held().await
+        Ok(())
     }
 
-    /// The pipeline, for its figures (a held batch is not counted yet).
-    pub(crate) fn pipeline(&self) -> &Pipeline {
-        &self.pipeline
-    }
-
-    /// The pipeline for work between batches (actions, redactions,
-    /// signing): the held batch is released first, so that work follows
-    /// every batch written so far in the ledger and sees its incidents.
-    pub(crate) async fn idle(&mut self) -> Result<&mut Pipeline> {
-        self.release_held().await?;
-        Ok(&mut self.pipeline)
-    }
-
-    /// Detection and ledger appends for one decoded batch; then the batch
-    /// written before it is released (its fsync ran meanwhile). This batch
-    /// is held in turn when the next one is already decoded, and released
-    /// at once otherwise. When the next batch is decoded, its rule plans are
-    /// started first, so they run on the worker threads while this batch's
-    /// states, incidents and ledger records are made.
+    /// Detection, ledger, sinks for one decoded batch, then its [`Ack`].
+    /// When the next batch is already decoded, its rule plans are started
+    /// first, so they run on the worker threads while this batch's states,
+    /// incidents and ledger records are made.
     pub(crate) async fn complete(&mut self, ((decoded, ack), plans): Next) -> Result<()> {
         if self.ahead.is_none()
             && let Ok(next) = self.decoded.try_recv()
@@ -187,60 +158,16 @@ impl Stages {
             self.ahead = Some((next, plans));
         }
         let submitted = self.in_flight.pop_front();
-        let written = match decoded {
-            Ok(d) => self.pipeline.write_batch(d, plans).await,
+        let out = match decoded {
+            Ok(d) => self.pipeline.finish_started(d, plans).await,
             Err(e) => Err(e),
         };
-        let before = self.release_held().await;
-        let written = match (written, before) {
-            (Ok(w), Ok(())) => w,
-            (Err(e), _) | (Ok(_), Err(e)) => {
-                self.abandon(&ack);
-                return Err(e);
-            }
-        };
-        let held = Held {
-            written,
-            ack,
-            submitted,
-        };
-        if self.ahead.is_some() {
-            self.pipeline.stats.overlapped_syncs += 1;
-            self.held = Some(held);
-            Ok(())
-        } else {
-            self.deliver(held).await
-        }
-    }
-
-    async fn release_held(&mut self) -> Result<()> {
-        match self.held.take() {
-            Some(h) => self.deliver(h).await,
-            None => Ok(()),
-        }
-    }
-
-    /// A Kafka batch that will not complete: its offsets are not committed.
-    fn abandon(&self, ack: &Ack) {
-        if let (Ack::Kafka(_), Some(k)) = (ack, &self.kafka) {
-            k.abandon();
-        }
-    }
-
-    /// Releases a written batch (durable ledger, then the sinks) and
-    /// completes its [`Ack`].
-    async fn deliver(
-        &mut self,
-        Held {
-            written,
-            ack,
-            submitted,
-        }: Held,
-    ) -> Result<()> {
-        let out = match self.pipeline.release(written).await {
+        let out = match out {
             Ok(o) => o,
             Err(e) => {
-                self.abandon(&ack);
+                if let (Ack::Kafka(_), Some(k)) = (&ack, &self.kafka) {
+                    k.abandon();
+                }
                 return Err(e);
             }
         };

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use dunes_api::{AccessRecord, ActionOutcome, ActionRefused, ReloadAck};
 use dunes_detect::notification::{NotificationClocks, StageState};
 use dunes_detect::{
-    ActionKind, Engine, HistoryWriter, Incident, IncidentAction, IncidentStatus, IncidentStore,
-    Level, ResponseConfig, ResponseRecord, Severity,
+    ActionKind, Engine, HistoryWriter, Incident, IncidentAction, IncidentStore, Level,
+    ResponseConfig, ResponseRecord, Severity,
 };
 use dunes_ingest::{
     DeadLetterWriter, DecodedBatch, Dedup, IngestConfig, Normalizer, RawRecord, Rejected,
@@ -41,9 +41,6 @@ pub struct Stats {
     pub incidents: u64,
     pub incidents_by_level: [u64; 3],
     pub responses: u64,
-    /// Batches whose ledger fsync ran while the next batch was detected and
-    /// written (see `flow.rs`); the others waited for it at once.
-    pub overlapped_syncs: u64,
     /// Wall time spent per phase, in microseconds.
     pub time: PhaseTimes,
 }
@@ -95,55 +92,6 @@ impl BatchOutcome {
             responses: self.responses.len() as u64,
         }
     }
-}
-
-/// A batch between [`Pipeline::write_batch`] and [`Pipeline::release`]
-/// (`None`: nothing to write).
-pub(crate) struct Written(Option<Box<WrittenBatch>>);
-
-/// What a written batch hands to the sinks once its ledger records are
-/// durable. Its accepted envelopes' bytes are already in the ledger and are
-/// not kept.
-struct WrittenBatch {
-    /// The fsync of the ledger, on a blocking thread.
-    sync: tokio::task::JoinHandle<std::result::Result<(), dunes_ledger::LedgerError>>,
-    /// Its place among written batches.
-    seq: u64,
-    accepted: u64,
-    /// Event time of the newest accepted envelope.
-    newest_ts: Option<i64>,
-    events: arrow::record_batch::RecordBatch,
-    tool_defs: arrow::record_batch::RecordBatch,
-    maml_docs: arrow::record_batch::RecordBatch,
-    rejected: Vec<Rejected>,
-    duplicates: u64,
-    /// The detection time.
-    now: DateTime<Utc>,
-    incidents: Vec<Incident>,
-    incident_json: Vec<Vec<u8>>,
-    updates: Vec<(Incident, Vec<u8>)>,
-    responses: Vec<ResponseRecord>,
-    response_json: Vec<Vec<u8>>,
-    /// The batch's first ledger index (names its history files).
-    key: Option<u64>,
-    /// The detection state's changes (`None`: nothing accepted).
-    delta: Option<Vec<u8>>,
-    times: WrittenTimes,
-}
-
-/// Where a written batch's time went, in microseconds.
-struct WrittenTimes {
-    /// When decoding started.
-    t0: std::time::Instant,
-    decode_us: u64,
-    dead_letters_us: u64,
-    detect_us: u64,
-    append_us: u64,
-    state_us: u64,
-}
-
-fn us(a: std::time::Instant, b: std::time::Instant) -> u64 {
-    (b - a).as_micros() as u64
 }
 
 /// The first half of the stage: contract check, normalisation to Arrow and
@@ -236,13 +184,6 @@ pub struct Pipeline {
     ingest_lag_secs: Option<f64>,
     /// The running rules as served by `GET /api/v1/rules` (updated on reload).
     pub rules_view: Arc<RwLock<Vec<serde_json::Value>>>,
-    /// Incidents of written batches not yet released (not yet in the
-    /// store): status and level, for the next batch's repeat matches.
-    /// (The last writer's sequence number: an incident updated by a later
-    /// batch stays until that batch is released.)
-    unreleased: HashMap<String, (IncidentStatus, Level, u64)>,
-    /// Batches written so far.
-    written: u64,
 }
 
 /// The anomaly monitor and where its model and state live.
@@ -359,8 +300,6 @@ impl Pipeline {
             selfmon: crate::selfmon::SelfMonitor::new(cfg.self_monitor.clone()),
             ingest_lag_secs: None,
             rules_view,
-            unreleased: HashMap::new(),
-            written: 0,
             decoder: Some(Decoder {
                 normalizer: Normalizer::new(ingest_cfg.clone()),
                 dedup,
@@ -647,21 +586,6 @@ impl Pipeline {
         decoded: Decoded,
         plans: Option<dunes_detect::BatchPlans>,
     ) -> Result<BatchOutcome> {
-        let written = self.write_batch(decoded, plans).await?;
-        self.release(written).await
-    }
-
-    /// The first part of [`Pipeline::finish_started`]: detection, dead
-    /// letters, ledger appends and the detection state taken. The ledger's
-    /// fsync runs on a blocking thread meanwhile, so the next batch can be
-    /// written while it runs; [`Pipeline::release`] waits for it and hands
-    /// the batch to the sinks. Written batches are released in order, and
-    /// before the pipeline does anything else (see `flow.rs`).
-    pub(crate) async fn write_batch(
-        &mut self,
-        decoded: Decoded,
-        plans: Option<dunes_detect::BatchPlans>,
-    ) -> Result<Written> {
         let Decoded {
             batch: decoded,
             started: t0,
@@ -672,7 +596,7 @@ impl Pipeline {
             && decoded.rejected.is_empty()
             && decoded.duplicates.is_empty()
         {
-            return Ok(Written(None));
+            return Ok(BatchOutcome::default());
         }
         if !decoded.duplicates.is_empty() {
             tracing::info!(
@@ -744,9 +668,7 @@ impl Pipeline {
         // the ledger, the NDJSON outputs and the Kafka topics.
         let mut incident_json = Vec::with_capacity(detection.incidents.len());
         for inc in detection.incidents {
-            if self.store.contains(&inc.incident_id)
-                || self.unreleased.contains_key(&inc.incident_id)
-            {
+            if self.store.contains(&inc.incident_id) {
                 // The same rule, entity and first event were already
                 // reported (e.g. the same file replayed twice).
                 continue;
@@ -773,20 +695,15 @@ impl Pipeline {
         // is ledgered again (same incident_id; the newest record wins).
         let mut updates = Vec::with_capacity(detection.updates.len());
         for mut inc in detection.updates {
-            let earlier = match self.unreleased.get(&inc.incident_id) {
-                Some(&(status, level, _)) => Some((status, level)),
-                None => self
-                    .store
-                    .get(&inc.incident_id)
-                    .map(|o| (o.status, o.level)),
-            };
-            if earlier.is_none() && self.store.suppressed_by(&inc, now).is_some() {
+            if !self.store.contains(&inc.incident_id)
+                && self.store.suppressed_by(&inc, now).is_some()
+            {
                 continue;
             }
             // Analyst actions (status, escalated level) survive repeat matches.
-            if let Some((status, level)) = earlier {
-                inc.status = status;
-                inc.level = inc.level.max(level);
+            if let Some(old) = self.store.get(&inc.incident_id) {
+                inc.status = old.status;
+                inc.level = inc.level.max(old.level);
             }
             let refs = refs_of(&inc);
             let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
@@ -810,114 +727,7 @@ impl Pipeline {
             responses.push(resp);
             response_json.push(payload);
         }
-        let t_appended = std::time::Instant::now();
-        // The detection state as of this batch, before the next one changes
-        // it; it becomes durable (on the persist thread) after the ledger.
-        let position = self.ledger.len();
-        let delta = if decoded.accepted.is_empty() {
-            None
-        } else {
-            Some(
-                self.engine
-                    .delta_json(position)
-                    .context("cannot encode the detection state")?,
-            )
-        };
-        // Files named after the batch's first ledger index: a batch
-        // re-detected after a crash replaces its own files.
-        let key = event_index.values().min().copied();
-        drop(event_index);
-        if let Some(a) = &mut self.anomaly
-            && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
-        {
-            // The anomaly state names the ledger position it reflects: the
-            // ledger holds that much durably first (rarely: a blocking sync).
-            self.ledger.sync().context("ledger sync failed")?;
-            a.monitor.set_position(position);
-            a.save()?;
-        }
-        let t_state = std::time::Instant::now();
-        let pending = self.ledger.start_sync().context("ledger sync failed")?;
-        let sync = tokio::task::spawn_blocking(move || pending.wait());
-        // Written, maybe not durable, while the batch before may be held.
-        crash_point("after-ledger-append");
-        self.written += 1;
-        let seq = self.written;
-        for inc in incidents.iter().chain(updates.iter().map(|(inc, _)| inc)) {
-            self.unreleased
-                .insert(inc.incident_id.clone(), (inc.status, inc.level, seq));
-        }
-        let newest_ts = decoded.accepted.iter().map(|a| a.ts_micros).max();
-        Ok(Written(Some(Box::new(WrittenBatch {
-            sync,
-            seq,
-            accepted: decoded.accepted.len() as u64,
-            newest_ts,
-            events: decoded.events,
-            tool_defs: decoded.tool_defs,
-            maml_docs: decoded.maml_docs,
-            rejected: decoded.rejected,
-            duplicates: decoded.duplicates.len() as u64,
-            now,
-            incidents,
-            incident_json,
-            updates,
-            responses,
-            response_json,
-            key,
-            delta,
-            times: WrittenTimes {
-                t0,
-                decode_us,
-                dead_letters_us: us(dl0, t1),
-                detect_us: us(t1, t2),
-                append_us: us(t2, t_appended),
-                state_us: us(t_appended, t_state),
-            },
-        }))))
-    }
-
-    /// The second part of [`Pipeline::finish_started`]: waits until the
-    /// batch's ledger records are durable, then the dead-letter fsync,
-    /// webhook queues, history and state journal, NDJSON outputs, incident
-    /// store, checkpoint and figures.
-    pub(crate) async fn release(&mut self, written: Written) -> Result<BatchOutcome> {
-        let Some(w) = written.0 else {
-            return Ok(BatchOutcome::default());
-        };
-        let WrittenBatch {
-            sync,
-            seq,
-            accepted,
-            newest_ts,
-            events,
-            tool_defs,
-            maml_docs,
-            rejected,
-            duplicates,
-            now,
-            incidents,
-            incident_json,
-            updates,
-            responses,
-            response_json,
-            key,
-            delta,
-            times,
-        } = *w;
-        let t_wait = std::time::Instant::now();
-        sync.await
-            .map_err(|e| PipelineError::Stopped(format!("the ledger fsync task failed: {e}")))?
-            .context("ledger sync failed")?;
-        for inc in incidents.iter().chain(updates.iter().map(|(inc, _)| inc)) {
-            if self
-                .unreleased
-                .get(&inc.incident_id)
-                .is_some_and(|&(_, _, by)| by == seq)
-            {
-                self.unreleased.remove(&inc.incident_id);
-            }
-        }
+        self.ledger.sync().context("ledger sync failed")?;
         self.dead_letter
             .flush_sync()
             .context("cannot sync the dead-letter file")?;
@@ -939,25 +749,37 @@ impl Pipeline {
         crash_point("after-outputs-queued");
         let t_synced = std::time::Instant::now();
         // History, then the state journal, on the persist thread while the
-        // next batch is detected.
-        let rows = events.num_rows() as u64;
+        // next batch is detected. The state delta is taken now, before the
+        // next batch changes the state.
+        let position = self.ledger.len();
+        let delta = if decoded.accepted.is_empty() {
+            None
+        } else {
+            Some(
+                self.engine
+                    .delta_json(position)
+                    .context("cannot encode the detection state")?,
+            )
+        };
+        let t_delta = std::time::Instant::now();
         self.persist
             .write(BatchWrite {
-                events,
-                tool_defs,
-                maml_docs,
-                key,
+                events: decoded.events.clone(),
+                tool_defs: decoded.tool_defs.clone(),
+                maml_docs: decoded.maml_docs.clone(),
+                // Files named after the batch's first ledger index: a batch
+                // re-detected after a crash replaces its own files.
+                key: event_index.values().min().copied(),
                 delta,
             })
             .await?;
         let t_history = std::time::Instant::now();
-        let now_us = now.timestamp_micros();
-        metrics::counter!("dunes_events_total").increment(accepted);
-        if let Some(newest) = newest_ts {
+        metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
+        if let Some(newest) = decoded.accepted.iter().map(|a| a.ts_micros).max() {
             // event-time lag: how far behind the newest event of this batch the wall clock is
             metrics::gauge!("dunes_event_lag_seconds").set((now_us - newest) as f64 / 1e6);
         }
-        metrics::counter!("dunes_rejected_total").increment(rejected.len() as u64);
+        metrics::counter!("dunes_rejected_total").increment(decoded.rejected.len() as u64);
         for (inc, json) in updates {
             self.incidents_out.write_line(&json)?;
             if let Some(extra) = &mut self.extra_incidents_out {
@@ -1013,6 +835,14 @@ impl Pipeline {
         // durable re-detects the batch from the ledger at the next start
         // (see `catch_up`), after which history, outputs and state are as if
         // it had not happened.
+        let t_out = std::time::Instant::now();
+        if let Some(a) = &mut self.anomaly
+            && a.last_save.elapsed() >= Duration::from_secs(ANOMALY_STATE_EVERY_SECS)
+        {
+            a.monitor.set_position(position);
+            a.save()?;
+        }
+        let t_state = std::time::Instant::now();
         self.ledger
             .maybe_checkpoint()
             .context("ledger checkpoint failed")?;
@@ -1022,24 +852,24 @@ impl Pipeline {
         }
 
         let t4 = std::time::Instant::now();
+        let us = |a: std::time::Instant, b: std::time::Instant| (b - a).as_micros() as u64;
         // Decoding may have overlapped the previous batch: its own time, plus
         // the dead-letter writes.
-        self.stats.time.normalize_us += times.decode_us + times.dead_letters_us;
-        self.stats.time.detect_us += times.detect_us;
-        // appends, and waiting for the fsync (not the part of it that
-        // overlapped the next batch)
-        self.stats.time.ledger_us += times.append_us + us(t_wait, t_synced);
+        self.stats.time.normalize_us += decode_us + us(dl0, t1);
+        self.stats.time.detect_us += us(t1, t2);
+        self.stats.time.ledger_us += us(t2, t_synced);
         // history and state journal: the persist thread's own time (it
         // overlaps the next batch); waiting for its queue is not counted
         let (history_us, state_us) = self.persist.take_times();
         self.stats.time.history_us += history_us;
-        self.stats.time.outputs_us += us(t_history, t4);
-        self.stats.time.state_us += times.state_us + state_us;
-        let dead_letters = rejected;
-        let rejected = dead_letters.len() as u64;
+        self.stats.time.outputs_us += us(t_history, t_out) + us(t_state, t4);
+        self.stats.time.state_us += us(t_synced, t_delta) + us(t_out, t_state) + state_us;
+        let accepted = decoded.accepted.len() as u64;
+        let rejected = decoded.rejected.len() as u64;
+        let duplicates = decoded.duplicates.len() as u64;
         self.stats.batches += 1;
         self.stats.envelopes += accepted;
-        self.stats.rows += rows;
+        self.stats.rows += decoded.events.num_rows() as u64;
         self.stats.rejected += rejected;
         self.stats.duplicates += duplicates;
         metrics::counter!("dunes_events_accepted_total").increment(accepted);
@@ -1058,7 +888,7 @@ impl Pipeline {
                     .set(c.state_seconds);
             }
         }
-        let batch_secs = (t4 - times.t0).as_secs_f64() + times.decode_us as f64 / 1e6;
+        let batch_secs = (t4 - t0).as_secs_f64() + decode_us as f64 / 1e6;
         metrics::histogram!("dunes_batch_seconds").record(batch_secs);
         self.latency.observe(Utc::now(), batch_secs, accepted)?;
         self.self_monitor(Some((batch_secs, accepted, rejected)))?;
@@ -1069,7 +899,7 @@ impl Pipeline {
             incident_json,
             responses,
             response_json,
-            dead_letters,
+            dead_letters: decoded.rejected,
             findings_json,
         })
     }
@@ -1556,9 +1386,9 @@ impl Pipeline {
     ///    of a batch cut short by the crash are ledgered now.
     async fn catch_up(&mut self, data_dir: &Path, mut c: CatchUp) -> Result<()> {
         // Bounded work at start: at most the last REDETECT_MAX events are
-        // re-detected (a crash leaves at most four batches: one being persisted,
-        // one queued, one held for its fsync and one written by the driver;
-        // more only when the state was removed).
+        // re-detected (a crash leaves at most three batches: one being persisted,
+        // one queued, one ledgered by the driver; more only when the state
+        // was removed).
         let unseen: Vec<u64> = c
             .tail
             .iter()
@@ -1757,15 +1587,14 @@ fn ledger_index_of(source: &dunes_ingest::SourcePos) -> Option<u64> {
     }
 }
 
+/// Test hook: `DUNES_CRASH_AT=<point>:<n>` aborts the process (as a
+/// `kill -9` would) the `n`th time it passes `point` (`after-ledger-sync`,
+/// `after-state`), to test recovery between the ledger and the state.
 /// Test support: every batch waits this long in its outputs stage (an
 /// artificially slow sink, for the self-monitor's degradation test).
 #[doc(hidden)]
 pub static TEST_SINK_DELAY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Test hook: `DUNES_CRASH_AT=<point>:<n>` aborts the process (as a
-/// `kill -9` would) the `n`th time it passes `point` (`after-ledger-append`,
-/// `after-ledger-sync`, `after-outputs-queued`, `after-state`), to test
-/// recovery between the ledger and the state.
 pub(crate) fn crash_point(point: &str) {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
