@@ -1,5 +1,5 @@
 //! The event history store: normalised `events`, `tool_defs` and `maml_docs` batches persisted as
-//! ZSTD-compressed Parquet under `<data_dir>/history/<table>/date=YYYY-MM-DD/`, partitioned
+//! compressed Parquet ([`HistoryCompression`]) under `<data_dir>/history/<table>/date=YYYY-MM-DD/`, partitioned
 //! by event day, with a retention in days. DataFusion reads it back for hunting
 //! ([`register_history`]) and backfill.
 
@@ -48,11 +48,15 @@ const FREE_TEXT_COLUMNS: [&str; 16] = [
     "input_schema",
 ];
 
-/// Parquet settings of history files: ZSTD; no dictionary and no statistics
-/// for [`FREE_TEXT_COLUMNS`].
-fn writer_properties() -> WriterProperties {
-    let mut b =
-        WriterProperties::builder().set_compression(Compression::ZSTD(ZstdLevel::default()));
+/// Parquet settings of history files: the configured codec; no dictionary
+/// and no statistics for [`FREE_TEXT_COLUMNS`].
+fn writer_properties(codec: HistoryCompression) -> WriterProperties {
+    let codec = match codec {
+        HistoryCompression::Snappy => Compression::SNAPPY,
+        HistoryCompression::Lz4 => Compression::LZ4_RAW,
+        HistoryCompression::Zstd => Compression::ZSTD(ZstdLevel::default()),
+    };
+    let mut b = WriterProperties::builder().set_compression(codec);
     for c in FREE_TEXT_COLUMNS {
         let path = ColumnPath::from(c);
         b = b
@@ -70,6 +74,23 @@ pub struct HistoryConfig {
     pub enabled: bool,
     /// Day partitions older than this many days are deleted (0 = keep forever).
     pub retention_days: u32,
+    /// Parquet compression of new history files.
+    pub compression: HistoryCompression,
+}
+
+/// `[history] compression`: the codec of new history files (files already
+/// written keep theirs; readers handle all three).
+///
+/// Snappy is the default: ZSTD files are about a third smaller but cost
+/// ~12 % of the replay's CPU (a compressor and a decompressor context per
+/// column chunk, then the compression itself); `docs/benchmarks.md`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HistoryCompression {
+    #[default]
+    Snappy,
+    Lz4,
+    Zstd,
 }
 
 impl Default for HistoryConfig {
@@ -77,6 +98,7 @@ impl Default for HistoryConfig {
         HistoryConfig {
             enabled: true,
             retention_days: 30,
+            compression: HistoryCompression::default(),
         }
     }
 }
@@ -110,12 +132,13 @@ impl HistoryWriter {
     pub fn open(data_dir: &Path, cfg: HistoryConfig) -> Result<Self, DetectError> {
         let dir = history_dir(data_dir);
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let props = writer_properties(cfg.compression);
         let mut w = HistoryWriter {
             dir,
             cfg,
             seq: AtomicU64::new(0),
             last_retention_day: None,
-            props: writer_properties(),
+            props,
         };
         w.apply_retention(Utc::now())?;
         Ok(w)
@@ -334,4 +357,85 @@ fn has_parquet(dir: &Path) -> bool {
             p.extension().is_some_and(|x| x == "parquet")
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+    use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+
+    fn batch() -> RecordBatch {
+        let ts = TimestampMicrosecondArray::from(vec![
+            1_763_625_600_000_000i64, // 2025-11-20
+            1_763_625_600_000_001,
+            1_763_712_000_000_000, // the next day
+        ])
+        .with_timezone("UTC");
+        let text = StringArray::from(vec![Some("cat /etc/passwd"), None, Some("ünïcode")]);
+        RecordBatch::try_from_iter([
+            ("ts", Arc::new(ts) as ArrayRef),
+            ("args_text", Arc::new(text) as ArrayRef),
+        ])
+        .expect("batch")
+    }
+
+    /// Each codec writes files in that codec, read back to the same rows,
+    /// one file per event day.
+    #[test]
+    fn every_codec_round_trips_and_is_the_one_written() {
+        for (codec, want) in [
+            (HistoryCompression::Snappy, "SNAPPY"),
+            (HistoryCompression::Lz4, "LZ4_RAW"),
+            (HistoryCompression::Zstd, "ZSTD"),
+        ] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let cfg = HistoryConfig {
+                enabled: true,
+                retention_days: 0,
+                compression: codec,
+            };
+            let mut w = HistoryWriter::open(dir.path(), cfg).expect("open");
+            let b = batch();
+            w.write_keyed("events", &b, Some(7)).expect("write");
+            let files = event_files(dir.path()).expect("files");
+            assert_eq!(files.len(), 2, "{codec:?}: one file per day");
+            let mut rows = Vec::new();
+            for f in &files {
+                let r = SerializedFileReader::new(std::fs::File::open(f).expect("open"))
+                    .expect("parquet");
+                for rg in r.metadata().row_groups() {
+                    for c in rg.columns() {
+                        assert!(
+                            c.compression().to_string().starts_with(want),
+                            "{codec:?}: {} is {}",
+                            c.column_path(),
+                            c.compression()
+                        );
+                    }
+                }
+                rows.extend(read_batches(f).expect("read"));
+            }
+            let back = arrow::compute::concat_batches(&b.schema(), &rows).expect("concat");
+            assert_eq!(back, b, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn the_codec_is_named_in_lower_case_and_unknown_ones_are_refused() {
+        let cfg: HistoryConfig = serde_json::from_str(r#"{"compression": "zstd"}"#).expect("zstd");
+        assert_eq!(cfg.compression, HistoryCompression::Zstd);
+        assert_eq!(
+            serde_json::from_str::<HistoryConfig>("{}")
+                .expect("default")
+                .compression,
+            HistoryCompression::Snappy
+        );
+        let err = serde_json::from_str::<HistoryConfig>(r#"{"compression": "brotli"}"#)
+            .expect_err("brotli is not offered");
+        assert!(
+            err.to_string().contains("unknown variant `brotli`"),
+            "{err}"
+        );
+    }
 }

@@ -26,7 +26,7 @@ pub use dunes_ingest::Tables;
 pub use engine::{
     BatchPlans, Engine, EngineState, Fire, LateCounts, PlannedRule, RuleCost, RuleMatches,
 };
-pub use history::{HistoryConfig, HistoryWriter};
+pub use history::{HistoryCompression, HistoryConfig, HistoryWriter};
 pub use incident::{Incident, IncidentStatus};
 pub use lifecycle::{ActionKind, Disposition, IncidentAction, TransitionError, transition};
 pub use prefilter::PrefilterStats;

@@ -2,8 +2,8 @@
 //!
 //! For each pattern, the literals one of which every match must start with
 //! (or end with) are extracted with `regex-syntax` (patterns where that set
-//! is infinite or holds a literal shorter than [`MIN_LITERAL`] bytes get no
-//! prefilter). All literals of all patterns go into one Aho-Corasick
+//! is infinite or holds a literal shorter than [`MIN_LITERAL`] bytes and
+//! without a rare punctuation byte get no prefilter). All literals of all patterns go into one Aho-Corasick
 //! automaton (ASCII case-insensitive, so `(?i)` patterns need one literal per
 //! word, not per case variant). A text column is scanned once per batch:
 //! per row, the set of patterns one of whose literals occurs. A pattern's
@@ -21,8 +21,22 @@ use arrow::datatypes::DataType;
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 use regex_syntax::hir::{Hir, HirKind};
 
-/// Shorter literals are too common to be worth a scan.
+/// Shorter literals are too common to be worth a scan, unless they hold one
+/// of [`RARE_BYTES`].
 pub const MIN_LITERAL: usize = 3;
+/// Punctuation seldom seen in benign tool traffic but typical of shell,
+/// SQL and escape payloads (`` ` ``, `$(`, `||`, `\x`): a literal holding
+/// one is selective even when shorter than [`MIN_LITERAL`].
+const RARE_BYTES: &[u8] = b"`$|\\~^<>;&";
+/// Classes of up to this many characters are expanded into literals (the
+/// extractor's default of 10 gives up on a hex digit `[0-9a-fA-F]`).
+const LIMIT_CLASS: usize = 32;
+
+/// Whether a necessary literal is worth scanning for.
+fn useful(lit: &[u8], relaxed: bool) -> bool {
+    lit.len() >= MIN_LITERAL
+        || (relaxed && !lit.is_empty() && lit.iter().any(|b| RARE_BYTES.contains(b)))
+}
 /// Scanned columns kept (they are the batch's own arrays; cleared per batch).
 const CACHE_ARRAYS: usize = 16;
 
@@ -44,16 +58,21 @@ pub fn required_literals(pattern: &str) -> Option<Vec<Vec<u8>>> {
     required(&hir)
 }
 
-/// Prefix (or suffix) literals of `hir` when finite and none shorter than
-/// [`MIN_LITERAL`]; an inexact literal (cut by the extractor's limits) is
-/// still a prefix of every match it stands for, so still necessary.
-fn affixes(hir: &Hir) -> Option<Vec<Vec<u8>>> {
+/// Prefix (or suffix) literals of `hir` when finite and all [`useful`]; an
+/// inexact literal (cut by the extractor's limits) is still a prefix of every
+/// match it stands for, so still necessary.
+fn affixes(hir: &Hir, relaxed: bool) -> Option<Vec<Vec<u8>>> {
     [ExtractKind::Prefix, ExtractKind::Suffix]
         .into_iter()
         .find_map(|kind| {
-            let seq = Extractor::new().kind(kind).extract(hir);
+            let mut ex = Extractor::new();
+            ex.kind(kind);
+            if relaxed {
+                ex.limit_class(LIMIT_CLASS);
+            }
+            let seq = ex.extract(hir);
             let lits = seq.literals()?;
-            if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < MIN_LITERAL) {
+            if lits.is_empty() || !lits.iter().all(|l| useful(l.as_bytes(), relaxed)) {
                 return None;
             }
             let mut out: Vec<Vec<u8>> = lits
@@ -66,31 +85,44 @@ fn affixes(hir: &Hir) -> Option<Vec<Vec<u8>>> {
         })
 }
 
+/// The strict search first (literals of [`MIN_LITERAL`] bytes or more); only
+/// a pattern it finds nothing for gets the relaxed one (short literals with a
+/// [`RARE_BYTES`] byte, classes up to [`LIMIT_CLASS`] expanded).
 fn required(hir: &Hir) -> Option<Vec<Vec<u8>>> {
-    if let Some(lits) = affixes(hir) {
+    required_in(hir, false).or_else(|| required_in(hir, true))
+}
+
+fn required_in(hir: &Hir, relaxed: bool) -> Option<Vec<Vec<u8>>> {
+    if let Some(lits) = affixes(hir, false) {
         return Some(lits);
     }
-    match hir.kind() {
-        HirKind::Capture(c) => required(&c.sub),
-        HirKind::Repetition(r) if r.min >= 1 => required(&r.sub),
+    let inner = match hir.kind() {
+        HirKind::Capture(c) => required_in(&c.sub, relaxed),
+        HirKind::Repetition(r) if r.min >= 1 => required_in(&r.sub, relaxed),
         // Every match contains a match of each item: the most selective
         // set (longest shortest literal, then fewest literals) of any item.
         HirKind::Concat(items) => items
             .iter()
-            .filter_map(required)
+            .filter_map(|i| required_in(i, relaxed))
             .max_by_key(|lits| selectivity(lits)),
         // Every match is a match of one branch: each branch needs a set.
         HirKind::Alternation(branches) => {
             let mut all = Vec::new();
             for b in branches {
-                all.extend(required(b)?);
+                all.extend(required_in(b, relaxed)?);
             }
             all.sort();
             all.dedup();
             Some(all)
         }
         _ => None,
-    }
+    };
+    // Relaxed, a short rare prefix (`<`) only when nothing inside is better.
+    let short = relaxed.then(|| affixes(hir, true)).flatten();
+    [inner, short]
+        .into_iter()
+        .flatten()
+        .max_by_key(|lits| selectivity(lits))
 }
 
 fn selectivity(lits: &[Vec<u8>]) -> (usize, std::cmp::Reverse<usize>) {
@@ -381,6 +413,41 @@ mod tests {
         assert_eq!(lit(r"\s(\dfoo\d|\d+)\s"), None);
         // An empty branch means no set.
         assert_eq!(lit(r"\s(abc|)\s"), None);
+    }
+
+    #[test]
+    fn short_literals_only_when_rare_and_nothing_longer_is_required() {
+        let lit = |p: &str| {
+            required_literals(p).map(|v| {
+                v.into_iter()
+                    .map(|l| String::from_utf8_lossy(&l).into_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        // Shell substitution: nothing of 3 bytes is required, `$(` and a
+        // backtick are, and are rare in benign text.
+        assert_eq!(
+            lit(r"(?i)(\$\(|(^|[^`])`)\s*(curl|id|sh)(?-u:\b)"),
+            Some(vec!["$(".to_string(), "`".to_string()])
+        );
+        // Short but common (`or`, `--`, a quote): still nothing.
+        assert_eq!(lit(r#"(?i)['"]\s*(or|and)\s+[0-9]+\s*=|--$"#), None);
+        // A required 3-byte literal is preferred to a short rare prefix.
+        let l = lit(r"(?i)<\s*/?\s*(important|system)\s*>").expect("words");
+        assert!(l.iter().all(|x| x.len() >= MIN_LITERAL), "{l:?}");
+        // A hex class is expanded when nothing else is required (one
+        // literal per digit; `(?i)`-free, so the case variants fold to one).
+        assert_eq!(
+            lit(r"(?-u:\b)SK[0-9a-fA-F]{32}(?-u:\b)|(?-u:\b)hf_[A-Za-z0-9]{30,}"),
+            Some(
+                ["hf_".to_string()]
+                    .into_iter()
+                    .chain("0123456789abcdef".chars().map(|c| format!("sk{c}")))
+                    .collect()
+            )
+        );
+        // Patterns with a strict set keep exactly it.
+        assert_eq!(lit(r"\w+\.onion"), Some(vec![".onion".to_string()]));
     }
 
     /// Every literal set is a necessary condition: over texts that match

@@ -244,8 +244,8 @@ mod tests {
 
     fn open(dir: &std::path::Path) -> Persister {
         let cfg = HistoryConfig {
-            enabled: true,
             retention_days: 0,
+            ..HistoryConfig::default()
         };
         let history = HistoryWriter::open(dir, cfg).expect("history");
         let (state, _) =
