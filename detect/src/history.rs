@@ -81,9 +81,10 @@ pub struct HistoryConfig {
 /// `[history] compression`: the codec of new history files (files already
 /// written keep theirs; readers handle all three).
 ///
-/// Snappy is the default: ZSTD files are about a third smaller but cost
-/// ~12 % of the replay's CPU (a compressor and a decompressor context per
-/// column chunk, then the compression itself); `docs/benchmarks.md`.
+/// Snappy is the default: ZSTD files are about a third smaller, but ZSTD
+/// took ~8 % of a replay's CPU samples (a compressor and a decompressor
+/// context per column chunk, then the compression) against ~3 % for Snappy;
+/// `docs/benchmarks.md`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HistoryCompression {
