@@ -10,7 +10,7 @@
 #                                         (root, cgroup v1 cpuacct or v2); prints the CPU
 #                                         split and AFL's figures
 #   scripts/fuzz.sh crashes               list crashing inputs of every campaign
-# Targets: envelope ledger_files checkpoint_note rule hunt_sql token (fuzz/src/lib.rs).
+# Targets: envelope ledger_files checkpoint_note maml otlp gateway rule hunt_sql token (fuzz/src/lib.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${FUZZ_OUT:-$HOME/.cache/dunes/fuzz}"

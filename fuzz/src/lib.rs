@@ -17,6 +17,8 @@ pub const TARGETS: &[Target] = &[
     ("ledger_files", ledger_files),
     ("checkpoint_note", checkpoint_note),
     ("maml", maml),
+    ("otlp", otlp),
+    ("gateway", gateway),
     #[cfg(feature = "full")]
     ("rule", rule),
     #[cfg(feature = "full")]
@@ -25,14 +27,9 @@ pub const TARGETS: &[Target] = &[
     ("token", token),
 ];
 
-/// The envelope decoder and normaliser: `data` is a batch of NDJSON lines.
-pub fn envelope(data: &[u8]) {
-    let mut n = dunes_ingest::Normalizer::new(dunes_ingest::IngestConfig {
-        max_line_bytes: 256 * 1024,
-        ..dunes_ingest::IngestConfig::default()
-    });
-    let records = data
-        .split(|b| *b == b'\n')
+/// Up to 256 lines of `data` as stdin records.
+fn lines(data: &[u8]) -> Vec<dunes_ingest::RawRecord> {
+    data.split(|b| *b == b'\n')
         .take(256)
         .enumerate()
         .map(|(i, l)| dunes_ingest::RawRecord {
@@ -41,8 +38,90 @@ pub fn envelope(data: &[u8]) {
             oversize: None,
             refused: None,
         })
-        .collect();
+        .collect()
+}
+
+/// The decoder and normaliser over `records` (at most 256).
+fn normalise(mut records: Vec<dunes_ingest::RawRecord>) {
+    records.truncate(256);
+    let mut n = dunes_ingest::Normalizer::new(dunes_ingest::IngestConfig {
+        max_line_bytes: 256 * 1024,
+        ..dunes_ingest::IngestConfig::default()
+    });
     let _ = n.decode_batch(records);
+}
+
+/// The envelope decoder and normaliser: `data` is a batch of NDJSON lines.
+pub fn envelope(data: &[u8]) {
+    normalise(lines(data));
+}
+
+/// OTLP export requests as `POST /v1/traces` and `/v1/logs` take them: the first byte
+/// chooses the signal (bit 0: traces / logs) and the encoding (bit 1: OTLP/JSON /
+/// protobuf), the rest is the body. The envelopes mapped go on through the normaliser.
+/// Oracle: a JSON body that decodes maps to the same records once re-encoded as protobuf.
+pub fn otlp(data: &[u8]) {
+    use dunes_ingest::otlp::{Encoding, Signal, map_request};
+    use prost::Message;
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let signal = if sel & 1 == 0 {
+        Signal::Traces
+    } else {
+        Signal::Logs
+    };
+    let encoding = if sel & 2 == 0 {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    };
+    let Ok(m) = map_request(signal, encoding, body, "fuzz") else {
+        return;
+    };
+    if encoding == Encoding::Json {
+        let pb = match signal {
+            Signal::Traces => serde_json::from_slice::<
+                opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+            >(body)
+            .map(|r| r.encode_to_vec()),
+            Signal::Logs => serde_json::from_slice::<
+                opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest,
+            >(body)
+            .map(|r| r.encode_to_vec()),
+        }
+        .expect("the body decoded once already");
+        let again = map_request(signal, Encoding::Protobuf, &pb, "fuzz")
+            .expect("its own protobuf encoding decodes");
+        let key = |m: &dunes_ingest::otlp::Mapped| {
+            m.records
+                .iter()
+                .map(|r| (r.bytes.clone(), r.refused.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&m), key(&again), "JSON and protobuf map alike");
+        assert_eq!(
+            (m.ignored, m.refused_items),
+            (again.ignored, again.refused_items)
+        );
+    }
+    normalise(m.records);
+}
+
+/// Gateway access logs (`--format` / `[ingest] format`): the first byte chooses
+/// agentgateway, Tyk or OTLP/JSON lines, the rest is the log; the envelopes adapted go
+/// on through the normaliser.
+pub fn gateway(data: &[u8]) {
+    use dunes_ingest::InputFormat;
+    let Some((&sel, body)) = data.split_first() else {
+        return;
+    };
+    let format = match sel % 3 {
+        0 => InputFormat::Agentgateway,
+        1 => InputFormat::Tyk,
+        _ => InputFormat::Otlp,
+    };
+    normalise(dunes_ingest::gateway::adapt_records(format, lines(body)));
 }
 
 /// The MAML document analysis (YAML front matter, schema validation,

@@ -102,6 +102,102 @@ fn write_seeds() {
     }
 }
 
+/// The OTLP and gateway seeds are real inputs: each maps to at least one envelope
+/// record (not all refused), so a campaign starts past the parsers' front doors.
+#[test]
+fn otlp_and_gateway_seeds_map_to_envelopes() {
+    use dunes_ingest::otlp::{Encoding, Signal, map_request};
+    let otlp = corpus("otlp");
+    let seeds: Vec<_> = otlp
+        .iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
+        })
+        .collect();
+    assert!(seeds.len() >= 6, "JSON and protobuf seeds of both signals");
+    for p in seeds {
+        let b = std::fs::read(p).expect("read");
+        let signal = if b[0] & 1 == 0 {
+            Signal::Traces
+        } else {
+            Signal::Logs
+        };
+        let enc = if b[0] & 2 == 0 {
+            Encoding::Json
+        } else {
+            Encoding::Protobuf
+        };
+        let m = map_request(signal, enc, &b[1..], "seed")
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert!(
+            m.records.iter().any(|r| r.refused.is_none()),
+            "{}: no envelope",
+            p.display()
+        );
+    }
+    for p in corpus("gateway") {
+        let b = std::fs::read(&p).expect("read");
+        let format = [
+            dunes_ingest::InputFormat::Agentgateway,
+            dunes_ingest::InputFormat::Tyk,
+            dunes_ingest::InputFormat::Otlp,
+        ][usize::from(b[0] % 3)];
+        let records = b[1..]
+            .split(|c| *c == b'\n')
+            .map(|l| dunes_ingest::RawRecord {
+                bytes: l.to_vec(),
+                source: dunes_ingest::SourcePos::Stdin { line: 1 },
+                oversize: None,
+                refused: None,
+            })
+            .collect();
+        let out = dunes_ingest::gateway::adapt_records(format, records);
+        assert!(
+            out.iter().any(|r| r.refused.is_none()),
+            "{}: no envelope",
+            p.display()
+        );
+    }
+}
+
+/// `DUNES_WRITE_SEEDS=1 cargo test -p dunes-fuzz --test targets -- --ignored write_otlp_seeds`:
+/// (re)writes the protobuf OTLP seeds from the JSON ones (`seed-*-json` →
+/// `seed-*-protobuf`, selector bit 1 set).
+#[test]
+#[ignore]
+fn write_otlp_seeds() {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, trace::v1::ExportTraceServiceRequest,
+    };
+    use prost::Message;
+    if std::env::var_os("DUNES_WRITE_SEEDS").is_none() {
+        return;
+    }
+    for p in corpus("otlp") {
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        let Some(stem) = name
+            .strip_suffix("-json")
+            .filter(|n| n.starts_with("seed-"))
+        else {
+            continue;
+        };
+        let b = std::fs::read(&p).expect("read");
+        let pb = if b[0] & 1 == 0 {
+            serde_json::from_slice::<ExportTraceServiceRequest>(&b[1..])
+                .expect("traces")
+                .encode_to_vec()
+        } else {
+            serde_json::from_slice::<ExportLogsServiceRequest>(&b[1..])
+                .expect("logs")
+                .encode_to_vec()
+        };
+        let mut out = vec![b[0] | 2];
+        out.extend(pb);
+        std::fs::write(p.with_file_name(format!("{stem}-protobuf")), out).expect("write");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
