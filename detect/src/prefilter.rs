@@ -2,11 +2,12 @@
 //!
 //! For each pattern, the literals one of which every match must start with
 //! (or end with) are extracted with `regex-syntax` (patterns where that set
-//! is infinite or holds a literal shorter than [`MIN_LITERAL`] bytes and
-//! without a rare punctuation byte get no prefilter). All literals of all patterns go into one Aho-Corasick
-//! automaton (ASCII case-insensitive, so `(?i)` patterns need one literal per
-//! word, not per case variant). A text column is scanned once per batch:
-//! per row, the set of patterns one of whose literals occurs. A pattern's
+//! is infinite or holds a literal shorter than [`MIN_LITERAL`] bytes without
+//! a rare punctuation byte get no prefilter). All literals of all patterns go
+//! into one Aho-Corasick automaton (ASCII case-insensitive, so `(?i)` patterns
+//! need one literal per word, not per case variant). A text column is
+//! scanned once per batch: per row, the set of patterns one of whose
+//! literals occurs. A pattern's
 //! regex then runs only on the rows in its set; the other rows cannot match
 //! it. Identical results with the prefilter on and off are tested over the
 //! corpora (`detect/tests/prefilter.rs`).
