@@ -99,7 +99,11 @@ pub fn html_decode(s: &str) -> String {
     while let Some(p) = rest.find('&') {
         out.push_str(&rest[..p]);
         let tail = &rest[p..];
-        let semi = tail[..tail.len().min(12)].find(';');
+        // Within the first 12 bytes; found in bytes, so a multi-byte character
+        // there cannot be cut (`;` is ASCII: its index is a char boundary).
+        let semi = tail.as_bytes()[..tail.len().min(12)]
+            .iter()
+            .position(|&b| b == b';');
         let decoded = semi.and_then(|e| {
             let ent = &tail[1..e];
             let c = if let Some(num) = ent.strip_prefix('#') {
@@ -184,6 +188,17 @@ pub fn visible_preview(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A `&` followed by multi-byte characters and no `;` within 12 bytes cut a
+    /// character in two (a panic on any argument text such as `Tom &ééééé`;
+    /// found by the `gateway` fuzz campaign, `fuzz/findings/`).
+    #[test]
+    fn html_decode_never_cuts_a_character() {
+        assert_eq!(html_decode("&ééééééé"), "&ééééééé");
+        assert_eq!(html_decode("a &ŉŉŉŉŉŉ b"), "a &ŉŉŉŉŉŉ b");
+        assert_eq!(html_decode("&#x41;é&amp;€&é;"), "Aé&€&é;");
+        assert_eq!(decode_for_rules("Tom &éééééé%41"), "Tom &ééééééA");
+    }
 
     #[test]
     fn entropy_values() {
