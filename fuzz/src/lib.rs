@@ -28,7 +28,7 @@ pub const TARGETS: &[Target] = &[
 ];
 
 /// Up to 256 lines of `data` as stdin records.
-fn lines(data: &[u8]) -> Vec<dunes_ingest::RawRecord> {
+pub fn lines(data: &[u8]) -> Vec<dunes_ingest::RawRecord> {
     data.split(|b| *b == b'\n')
         .take(256)
         .enumerate()
@@ -66,16 +66,7 @@ pub fn otlp(data: &[u8]) {
     let Some((&sel, body)) = data.split_first() else {
         return;
     };
-    let signal = if sel & 1 == 0 {
-        Signal::Traces
-    } else {
-        Signal::Logs
-    };
-    let encoding = if sel & 2 == 0 {
-        Encoding::Json
-    } else {
-        Encoding::Protobuf
-    };
+    let (signal, encoding) = otlp_kind(sel);
     let Ok(m) = map_request(signal, encoding, body, "fuzz") else {
         return;
     };
@@ -112,16 +103,39 @@ pub fn otlp(data: &[u8]) {
 /// agentgateway, Tyk or OTLP/JSON lines, the rest is the log; the envelopes adapted go
 /// on through the normaliser.
 pub fn gateway(data: &[u8]) {
-    use dunes_ingest::InputFormat;
     let Some((&sel, body)) = data.split_first() else {
         return;
     };
-    let format = match sel % 3 {
+    normalise(dunes_ingest::gateway::adapt_records(
+        gateway_format(sel),
+        lines(body),
+    ));
+}
+
+/// The `otlp` target's selector byte: bit 0 traces / logs, bit 1 OTLP/JSON / protobuf.
+pub fn otlp_kind(sel: u8) -> (dunes_ingest::otlp::Signal, dunes_ingest::otlp::Encoding) {
+    use dunes_ingest::otlp::{Encoding, Signal};
+    let signal = if sel & 1 == 0 {
+        Signal::Traces
+    } else {
+        Signal::Logs
+    };
+    let encoding = if sel & 2 == 0 {
+        Encoding::Json
+    } else {
+        Encoding::Protobuf
+    };
+    (signal, encoding)
+}
+
+/// The `gateway` target's selector byte: agentgateway, Tyk or OTLP/JSON lines.
+pub fn gateway_format(sel: u8) -> dunes_ingest::InputFormat {
+    use dunes_ingest::InputFormat;
+    match sel % 3 {
         0 => InputFormat::Agentgateway,
         1 => InputFormat::Tyk,
         _ => InputFormat::Otlp,
-    };
-    normalise(dunes_ingest::gateway::adapt_records(format, lines(body)));
+    }
 }
 
 /// The MAML document analysis (YAML front matter, schema validation,

@@ -102,33 +102,27 @@ fn write_seeds() {
     }
 }
 
-/// The OTLP and gateway seeds are real inputs: each maps to at least one envelope
-/// record (not all refused), so a campaign starts past the parsers' front doors.
-#[test]
-fn otlp_and_gateway_seeds_map_to_envelopes() {
-    use dunes_ingest::otlp::{Encoding, Signal, map_request};
-    let otlp = corpus("otlp");
-    let seeds: Vec<_> = otlp
-        .iter()
+/// The committed `seed-*` files of `target` (not the regression inputs).
+fn seeds(target: &str) -> Vec<PathBuf> {
+    corpus(target)
+        .into_iter()
         .filter(|p| {
             p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
         })
-        .collect();
-    assert!(seeds.len() >= 6, "JSON and protobuf seeds of both signals");
-    for p in seeds {
-        let b = std::fs::read(p).expect("read");
-        let signal = if b[0] & 1 == 0 {
-            Signal::Traces
-        } else {
-            Signal::Logs
-        };
-        let enc = if b[0] & 2 == 0 {
-            Encoding::Json
-        } else {
-            Encoding::Protobuf
-        };
-        let m = map_request(signal, enc, &b[1..], "seed")
+        .collect()
+}
+
+/// The OTLP and gateway seeds are real inputs: each maps to at least one envelope
+/// record (not all refused), so a campaign starts past the parsers' front doors.
+#[test]
+fn otlp_and_gateway_seeds_map_to_envelopes() {
+    let otlp = seeds("otlp");
+    assert!(otlp.len() >= 6, "JSON and protobuf seeds of both signals");
+    for p in otlp {
+        let b = std::fs::read(&p).expect("read");
+        let (signal, enc) = dunes_fuzz::otlp_kind(b[0]);
+        let m = dunes_ingest::otlp::map_request(signal, enc, &b[1..], "seed")
             .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert!(
             m.records.iter().any(|r| r.refused.is_none()),
@@ -136,26 +130,12 @@ fn otlp_and_gateway_seeds_map_to_envelopes() {
             p.display()
         );
     }
-    for p in corpus("gateway").iter().filter(|p| {
-        p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("seed-"))
-    }) {
-        let b = std::fs::read(p).expect("read");
-        let format = [
-            dunes_ingest::InputFormat::Agentgateway,
-            dunes_ingest::InputFormat::Tyk,
-            dunes_ingest::InputFormat::Otlp,
-        ][usize::from(b[0] % 3)];
-        let records = b[1..]
-            .split(|c| *c == b'\n')
-            .map(|l| dunes_ingest::RawRecord {
-                bytes: l.to_vec(),
-                source: dunes_ingest::SourcePos::Stdin { line: 1 },
-                oversize: None,
-                refused: None,
-            })
-            .collect();
-        let out = dunes_ingest::gateway::adapt_records(format, records);
+    for p in seeds("gateway") {
+        let b = std::fs::read(&p).expect("read");
+        let out = dunes_ingest::gateway::adapt_records(
+            dunes_fuzz::gateway_format(b[0]),
+            dunes_fuzz::lines(&b[1..]),
+        );
         assert!(
             out.iter().any(|r| r.refused.is_none()),
             "{}: no envelope",
@@ -186,14 +166,17 @@ fn write_otlp_seeds() {
             continue;
         };
         let b = std::fs::read(&p).expect("read");
-        let pb = if b[0] & 1 == 0 {
-            serde_json::from_slice::<ExportTraceServiceRequest>(&b[1..])
-                .expect("traces")
-                .encode_to_vec()
-        } else {
-            serde_json::from_slice::<ExportLogsServiceRequest>(&b[1..])
-                .expect("logs")
-                .encode_to_vec()
+        let pb = match dunes_fuzz::otlp_kind(b[0]).0 {
+            dunes_ingest::otlp::Signal::Traces => {
+                serde_json::from_slice::<ExportTraceServiceRequest>(&b[1..])
+                    .expect("traces")
+                    .encode_to_vec()
+            }
+            dunes_ingest::otlp::Signal::Logs => {
+                serde_json::from_slice::<ExportLogsServiceRequest>(&b[1..])
+                    .expect("logs")
+                    .encode_to_vec()
+            }
         };
         let mut out = vec![b[0] | 2];
         out.extend(pb);
