@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of Dunes' parsers with AFL++ on stable Rust (cargo-afl).
 #   scripts/fuzz.sh build [full]          install cargo-afl if missing, build the harness
-#                                         (full: also rule, hunt_sql, token; DataFusion)
+#                                         (full: also rule, hunt_sql, token, api_query;
+#                                         DataFusion)
 #   scripts/fuzz.sh run TARGET SECONDS    one campaign: corpus fuzz/corpus/TARGET, output
 #                                         $FUZZ_OUT/TARGET (default ~/.cache/dunes/fuzz)
 #   scripts/fuzz.sh cpu TARGET CPU_SECONDS  one campaign measured in CPU time: afl-fuzz and
@@ -10,7 +11,8 @@
 #                                         (root, cgroup v1 cpuacct or v2); prints the CPU
 #                                         split and AFL's figures
 #   scripts/fuzz.sh crashes               list crashing inputs of every campaign
-# Targets: envelope ledger_files checkpoint_note maml otlp gateway rule hunt_sql token (fuzz/src/lib.rs).
+# Targets: envelope ledger_files checkpoint_note maml otlp gateway rule hunt_sql token api_query
+#   (fuzz/src/lib.rs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${FUZZ_OUT:-$HOME/.cache/dunes/fuzz}"

@@ -25,6 +25,8 @@ pub const TARGETS: &[Target] = &[
     ("hunt_sql", hunt_sql),
     #[cfg(feature = "full")]
     ("token", token),
+    #[cfg(feature = "full")]
+    ("api_query", api_query),
 ];
 
 /// Up to 256 lines of `data` as stdin records.
@@ -265,4 +267,157 @@ pub fn token(data: &[u8]) {
     if let (Some(v), Ok(t)) = (v, std::str::from_utf8(data)) {
         let _ = v.verify(t, chrono::Utc::now());
     }
+}
+
+/// The API routes that read a query string (`axum::extract::Query`), by selector byte.
+#[cfg(feature = "full")]
+pub const QUERY_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/v1/incidents"),
+    ("GET", "/api/v1/incidents/stream"),
+    ("GET", "/api/v1/outputs/webhooks/main/dead-letters"),
+    ("POST", "/v1/ingest"),
+    ("GET", "/api/v1/ledger/export"),
+    ("GET", "/api/v1/ledger/proof/inclusion"),
+    ("GET", "/api/v1/ledger/proof/consistency"),
+];
+
+#[cfg(feature = "full")]
+struct ApiFixture {
+    _dir: tempfile::TempDir,
+    rt: tokio::runtime::Runtime,
+    app: axum::Router,
+    /// admin (every read route) and ingest (`POST /v1/ingest` only)
+    admin: String,
+    ingest: String,
+}
+
+#[cfg(feature = "full")]
+fn api_fixture() -> Option<ApiFixture> {
+    use std::sync::Arc;
+    let dir = tempfile::tempdir().ok()?;
+    // A small real ledger (20 records, one checkpoint) for the proof and export routes.
+    let mut cfg = dunes_ledger::LedgerConfig::new(dir.path(), "dunes/fuzz");
+    cfg.rotate_every = None;
+    let mut l = dunes_ledger::Ledger::open(cfg).ok()?;
+    for i in 0..20 {
+        l.append(dunes_ledger::RecordKind::Event, i, b"{}", &[])
+            .ok()?;
+        if i == 6 {
+            l.checkpoint().ok()?;
+        }
+    }
+    l.close().ok()?;
+    let auth = dunes_api::AuthConfig {
+        // thousands of requests per second from one token: no 429 in the way
+        per_token_rps: u32::MAX,
+        per_token_burst: u32::MAX,
+        per_ip_rps: u32::MAX,
+        per_ip_burst: u32::MAX,
+        ..Default::default()
+    };
+    let auth = dunes_api::AuthState::open(dir.path(), auth).ok()?;
+    let key = dunes_api::auth::load_or_generate_key(dir.path()).ok()?;
+    let token = |role| {
+        dunes_api::auth::issue(&key, "dunes/fuzz", "fuzzer", role, chrono::Utc::now(), 900).ok()
+    };
+    let (admin, ingest) = (
+        token(dunes_api::Role::Admin)?,
+        token(dunes_api::Role::Ingest)?,
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    let mut state = dunes_api::AppState::new(
+        Arc::new(dunes_detect::IncidentStore::new()),
+        dir.path().to_path_buf(),
+        Arc::new(auth),
+    );
+    // An ingest queue that acknowledges every batch, so `format` is parsed and used.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<dunes_api::IngestRequest>(16);
+    rt.spawn(async move {
+        while let Some(req) = rx.recv().await {
+            let _ = req.reply.send(dunes_api::IngestAck::default());
+        }
+    });
+    state.ingest = Some(tx);
+    Some(ApiFixture {
+        app: dunes_api::router(state, 1 << 20),
+        _dir: dir,
+        rt,
+        admin,
+        ingest,
+    })
+}
+
+/// The bytes after the selector as the query string of one API route, sent through the
+/// real router (authentication, `Query` extraction, the handler): no panic, and never
+/// a 500 (a query string the API cannot use is the client's error, 400).
+#[cfg(feature = "full")]
+pub fn api_query(data: &[u8]) {
+    if let Some((route, uri, status)) = api_query_status(data) {
+        assert!(status != 500, "{route} {uri}: 500");
+    }
+}
+
+/// [`api_query`]'s request: the route, the URI sent and the response status (None: the
+/// input is empty or the fixture could not be built).
+#[cfg(feature = "full")]
+pub fn api_query_status(data: &[u8]) -> Option<(&'static str, String, u16)> {
+    use tower::ServiceExt as _;
+    thread_local! {
+        static FIXTURE: Option<ApiFixture> = api_fixture();
+    }
+    let (&sel, query) = data.split_first()?;
+    let (method, path) = QUERY_ROUTES[usize::from(sel) % QUERY_ROUTES.len()];
+    // What a client can put on the wire: bytes outside the URI's query set arrive
+    // percent-encoded (the fuzzer writes `%XX` itself to reach the rest).
+    const ENCODE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'<')
+        .add(b'>')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}')
+        .add(b'|')
+        .add(b'\\')
+        .add(b'^')
+        .add(b'[')
+        .add(b']');
+    let uri = format!("{path}?{}", percent_encoding::percent_encode(query, ENCODE));
+    FIXTURE.with(|f| {
+        let f = f.as_ref()?;
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(
+                "authorization",
+                format!(
+                    "Bearer {}",
+                    if method == "POST" {
+                        &f.ingest
+                    } else {
+                        &f.admin
+                    }
+                ),
+            )
+            .header("content-type", "application/x-ndjson")
+            .body(axum::body::Body::from("{}\n"))
+            .ok()?;
+        let status = f.rt.block_on(async {
+            let resp = match f.app.clone().oneshot(req).await {
+                Ok(resp) => resp,
+                Err(e) => match e {},
+            };
+            let status = resp.status();
+            // the live stream's body never ends
+            if !path.ends_with("/stream") {
+                let _ = axum::body::to_bytes(resp.into_body(), 64 << 20).await;
+            }
+            status
+        });
+        Some((path, uri.clone(), status.as_u16()))
+    })
 }

@@ -52,6 +52,31 @@ fn ledger_seeds_are_real_ledgers_that_verify() {
     assert!(accepted >= 3, "only {accepted} seeds verify");
 }
 
+#[test]
+fn api_query_seeds_reach_the_handlers() {
+    // Golden statuses: the fixture's token, rate limits and ledger let every route's
+    // handler run, so the campaign fuzzes query parsing, not a 401 or 429.
+    let mut got = Vec::new();
+    for p in corpus("api_query") {
+        let (route, _, status) =
+            dunes_fuzz::api_query_status(&std::fs::read(&p).expect("read")).expect("fixture");
+        let name = p.file_name().expect("name").to_string_lossy().into_owned();
+        got.push(format!("{name} {route} {status}"));
+    }
+    let want = [
+        "seed-consistency /api/v1/ledger/proof/consistency 200",
+        "seed-dead-letters /api/v1/outputs/webhooks/main/dead-letters 404",
+        "seed-export /api/v1/ledger/export 200",
+        "seed-incidents /api/v1/incidents 200",
+        "seed-incidents-bad /api/v1/incidents 400",
+        "seed-inclusion /api/v1/ledger/proof/inclusion 200",
+        "seed-inclusion-encoded /api/v1/ledger/proof/inclusion 400",
+        "seed-ingest /v1/ingest 202",
+        "seed-stream /api/v1/incidents/stream 200",
+    ];
+    assert_eq!(got, want);
+}
+
 /// `DUNES_WRITE_SEEDS=1 cargo test -p dunes-fuzz --test targets -- --ignored write_seeds`:
 /// (re)writes `corpus/ledger_files/seed-*` from `ledger/tests/vectors`.
 #[test]
