@@ -286,9 +286,26 @@ struct ApiFixture {
     _dir: tempfile::TempDir,
     rt: tokio::runtime::Runtime,
     app: axum::Router,
-    /// admin (every read route) and ingest (`POST /v1/ingest` only)
-    admin: String,
-    ingest: String,
+    key: dunes_ledger::StandaloneKey,
+    /// When issued (Unix seconds), admin (every read route) and ingest (`POST
+    /// /v1/ingest` only) tokens: renewed well before they expire, as one AFL process
+    /// runs for the whole campaign.
+    tokens: std::cell::RefCell<(i64, String, String)>,
+}
+
+#[cfg(feature = "full")]
+const TOKEN_TTL_SECS: i64 = 900;
+
+#[cfg(feature = "full")]
+fn api_tokens(key: &dunes_ledger::StandaloneKey) -> Option<(i64, String, String)> {
+    let now = chrono::Utc::now();
+    let token =
+        |role| dunes_api::auth::issue(key, "dunes/fuzz", "fuzzer", role, now, TOKEN_TTL_SECS).ok();
+    Some((
+        now.timestamp(),
+        token(dunes_api::Role::Admin)?,
+        token(dunes_api::Role::Ingest)?,
+    ))
 }
 
 #[cfg(feature = "full")]
@@ -317,13 +334,7 @@ fn api_fixture() -> Option<ApiFixture> {
     };
     let auth = dunes_api::AuthState::open(dir.path(), auth).ok()?;
     let key = dunes_api::auth::load_or_generate_key(dir.path()).ok()?;
-    let token = |role| {
-        dunes_api::auth::issue(&key, "dunes/fuzz", "fuzzer", role, chrono::Utc::now(), 900).ok()
-    };
-    let (admin, ingest) = (
-        token(dunes_api::Role::Admin)?,
-        token(dunes_api::Role::Ingest)?,
-    );
+    let tokens = std::cell::RefCell::new(api_tokens(&key)?);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -345,8 +356,8 @@ fn api_fixture() -> Option<ApiFixture> {
         app: dunes_api::router(state, 1 << 20),
         _dir: dir,
         rt,
-        admin,
-        ingest,
+        key,
+        tokens,
     })
 }
 
@@ -357,6 +368,12 @@ fn api_fixture() -> Option<ApiFixture> {
 pub fn api_query(data: &[u8]) {
     if let Some((route, uri, status)) = api_query_status(data) {
         assert!(status != 500, "{route} {uri}: 500");
+        // No route reads a credential from the query: a refused token is the harness's
+        // fault, and would leave the campaign fuzzing nothing but the refusal.
+        assert!(
+            status != 401 && status != 403,
+            "harness: token refused ({status}) for {route} {uri}"
+        );
     }
 }
 
@@ -389,6 +406,11 @@ pub fn api_query_status(data: &[u8]) -> Option<(&'static str, String, u16)> {
     let uri = format!("{path}?{}", percent_encoding::percent_encode(query, ENCODE));
     FIXTURE.with(|f| {
         let f = f.as_ref()?;
+        let issued = f.tokens.borrow().0;
+        if chrono::Utc::now().timestamp() - issued > TOKEN_TTL_SECS / 3 {
+            *f.tokens.borrow_mut() = api_tokens(&f.key)?;
+        }
+        let tokens = f.tokens.borrow();
         let req = axum::http::Request::builder()
             .method(method)
             .uri(&uri)
@@ -397,9 +419,9 @@ pub fn api_query_status(data: &[u8]) -> Option<(&'static str, String, u16)> {
                 format!(
                     "Bearer {}",
                     if method == "POST" {
-                        &f.ingest
+                        &tokens.2
                     } else {
-                        &f.admin
+                        &tokens.1
                     }
                 ),
             )
