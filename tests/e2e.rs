@@ -1571,6 +1571,58 @@ fn incident_outcomes(dir: &Path) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// A crash can cut the last line of `incidents.ndjson` (a buffered append reached the file
+/// in part). The next start gives a whole JSON line its newline back and removes a cut one,
+/// so the new incidents land on lines of their own and the file reads back: the same
+/// incidents as a run never damaged, less the cut one.
+#[test]
+fn a_torn_last_incident_line_is_repaired_on_start() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (session, _) = secrets_session();
+    let text = std::fs::read_to_string(sample()).expect("sample");
+    let (first, second): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| !l.contains(&session));
+    let (f1, f2) = (
+        tmp.path().join("first.ndjson"),
+        tmp.path().join("second.ndjson"),
+    );
+    std::fs::write(&f1, first.join("\n") + "\n").expect("write");
+    std::fs::write(&f2, second.join("\n") + "\n").expect("write");
+    let replay = |dir: &Path, input: &Path| {
+        run_ok(dunes().arg("replay").arg(input).arg("--data-dir").arg(dir))
+    };
+    let whole = tmp.path().join("whole");
+    replay(&whole, &f1);
+    replay(&whole, &f2);
+    let want = incident_outcomes(&whole);
+
+    for cut in [false, true] {
+        let dir = tmp.path().join(format!("cut-{cut}"));
+        replay(&dir, &f1);
+        let path = dir.join("incidents.ndjson");
+        let mut bytes = std::fs::read(&path).expect("incidents");
+        assert_eq!(bytes.pop(), Some(b'\n'));
+        let last_start = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let last: Value = serde_json::from_slice(&bytes[last_start..]).expect("last line");
+        let last_id = last["incident_id"].as_str().expect("id").to_string();
+        if cut {
+            bytes.truncate(last_start + (bytes.len() - last_start) / 2);
+        }
+        std::fs::write(&path, &bytes).expect("damage");
+        let out = replay(&dir, &f2);
+        let got = incident_outcomes(&dir);
+        let mut expected = want.clone();
+        if cut {
+            assert!(
+                String::from_utf8_lossy(&out.stderr).contains("last line was cut by a crash"),
+                "the repair is logged"
+            );
+            expected.remove(&last_id);
+        }
+        assert!(got.len() > 20, "{}", got.len());
+        assert_eq!(got, expected, "cut: {cut}");
+    }
+}
+
 /// The process is aborted (as by `kill -9`) between a batch's ledger fsync
 /// and its state journal entry, and right after the journal entry, several
 /// times; each restart re-reads the whole file. The state is rebuilt from

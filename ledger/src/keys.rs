@@ -571,6 +571,72 @@ pub fn write_atomic_with(
     fsync_dir(dir)
 }
 
+/// What [`repair_ndjson_tail`] did to a file whose last line had no newline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailRepair {
+    /// The last line was a whole JSON value: its newline was appended.
+    Terminated,
+    /// The last line was cut short (a crash mid-write): its `bytes` were removed.
+    Truncated { bytes: u64 },
+}
+
+/// Makes an append-only JSON-lines file end with a whole line before it is read or
+/// appended to again. A process killed while appending can leave the last line without
+/// its newline: a whole JSON value gets the newline (it was written, readers counted it),
+/// a cut-short one is removed (its writer re-writes it, the file's readers never saw it
+/// whole). Without this the next append would glue two records onto one line. Fsyncs
+/// what it changes; `None` when the file is missing, empty or ends with a newline.
+pub fn repair_ndjson_tail(path: &Path) -> Result<Option<TailRepair>, LedgerError> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = match OpenOptions::new().read(true).write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LedgerError::io(path, e)),
+    };
+    let len = f.metadata().at(path)?.len();
+    // The tail after the last newline, read backwards in blocks.
+    let mut tail: Vec<u8> = Vec::new();
+    let mut pos = len;
+    let start = loop {
+        if pos == 0 {
+            break 0;
+        }
+        let n = pos.min(1 << 16);
+        pos -= n;
+        let mut block = vec![0u8; n as usize];
+        f.seek(SeekFrom::Start(pos)).at(path)?;
+        f.read_exact(&mut block).at(path)?;
+        if pos + n == len && block.last() == Some(&b'\n') {
+            return Ok(None);
+        }
+        match block.iter().rposition(|&b| b == b'\n') {
+            Some(i) => {
+                block.drain(..=i);
+                block.extend_from_slice(&tail);
+                tail = block;
+                break pos + i as u64 + 1;
+            }
+            None => {
+                block.extend_from_slice(&tail);
+                tail = block;
+            }
+        }
+    };
+    if tail.is_empty() {
+        return Ok(None);
+    }
+    let repair = if serde_json::from_slice::<serde::de::IgnoredAny>(&tail).is_ok() {
+        f.seek(SeekFrom::End(0)).at(path)?;
+        f.write_all(b"\n").at(path)?;
+        TailRepair::Terminated
+    } else {
+        f.set_len(start).at(path)?;
+        TailRepair::Truncated { bytes: len - start }
+    };
+    f.sync_all().at(path)?;
+    Ok(Some(repair))
+}
+
 /// Create the keys directory (mode 0700 on Unix) if missing.
 pub(crate) fn ensure_keys_dir(keys_dir: &Path) -> Result<(), LedgerError> {
     if keys_dir.is_dir() {
@@ -914,5 +980,48 @@ mod tests {
         let mut no_ed = k2.clone();
         no_ed.prev_ed25519_signature = None;
         assert!(no_ed.check_rotation_from(&k1, "dunes/x").is_err());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_terminated_when_whole_and_removed_when_cut() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let p = tmp.path().join("x.ndjson");
+        let check = |content: &[u8], want: Option<TailRepair>, after: &[u8]| {
+            fs::write(&p, content).expect("write");
+            assert_eq!(repair_ndjson_tail(&p).expect("repair"), want, "{content:?}");
+            assert_eq!(fs::read(&p).expect("read"), after, "{content:?}");
+        };
+        assert_eq!(
+            repair_ndjson_tail(&tmp.path().join("none")).expect("missing"),
+            None
+        );
+        check(b"", None, b"");
+        check(b"{\"a\":1}\n{\"b\":2}\n", None, b"{\"a\":1}\n{\"b\":2}\n");
+        check(
+            b"{\"a\":1}\n{\"b\":2}",
+            Some(TailRepair::Terminated),
+            b"{\"a\":1}\n{\"b\":2}\n",
+        );
+        check(
+            b"{\"a\":1}\n{\"b\":",
+            Some(TailRepair::Truncated { bytes: 5 }),
+            b"{\"a\":1}\n",
+        );
+        check(b"{\"b\":", Some(TailRepair::Truncated { bytes: 5 }), b"");
+        // A last line longer than the block read backwards at a time.
+        let long = format!("{{\"s\":\"{}\"}}", "x".repeat(200_000));
+        let mut whole = b"{\"a\":1}\n".to_vec();
+        whole.extend_from_slice(long.as_bytes());
+        let mut terminated = whole.clone();
+        terminated.push(b'\n');
+        check(&whole, Some(TailRepair::Terminated), &terminated);
+        let cut = &whole[..whole.len() - 3];
+        check(
+            cut,
+            Some(TailRepair::Truncated {
+                bytes: long.len() as u64 - 3,
+            }),
+            b"{\"a\":1}\n",
+        );
     }
 }

@@ -50,6 +50,7 @@ pub use keys::{
     ed25519_seed_path, key_id, public_key_path, rotation_message, seed_path, verify_ed25519,
     verify_signature, verify_with_context, write_atomic, write_atomic_with,
 };
+pub use keys::{TailRepair, repair_ndjson_tail};
 pub use ledger::{Ledger, LedgerConfig};
 pub use proof::{
     ConsistencyProof, InclusionProof, RecordView, consistency_proof, for_each_record,

@@ -256,6 +256,7 @@ impl Pipeline {
         }
         let ledger = Ledger::open(cfg.ledger_config()).context("cannot open the ledger")?;
         let paths = DataPaths::new(data_dir);
+        crate::sinks::files::repair_tail(&paths.dead_letter)?;
         let dead_letter = DeadLetterWriter::open(&paths.dead_letter)
             .with_context(|| format!("cannot open {}", paths.dead_letter.display()))?;
         let maml_keys = crate::maml_keys::MamlKeys::from_config(&cfg.ingest.maml_keys)
@@ -748,38 +749,10 @@ impl Pipeline {
         }
         crash_point("after-outputs-queued");
         let t_synced = std::time::Instant::now();
-        // History, then the state journal, on the persist thread while the
-        // next batch is detected. The state delta is taken now, before the
-        // next batch changes the state.
-        let position = self.ledger.len();
-        let delta = if decoded.accepted.is_empty() {
-            None
-        } else {
-            Some(
-                self.engine
-                    .delta_json(position)
-                    .context("cannot encode the detection state")?,
-            )
-        };
-        let t_delta = std::time::Instant::now();
-        self.persist
-            .write(BatchWrite {
-                events: decoded.events.clone(),
-                tool_defs: decoded.tool_defs.clone(),
-                maml_docs: decoded.maml_docs.clone(),
-                // Files named after the batch's first ledger index: a batch
-                // re-detected after a crash replaces its own files.
-                key: event_index.values().min().copied(),
-                delta,
-            })
-            .await?;
-        let t_history = std::time::Instant::now();
-        metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
-        if let Some(newest) = decoded.accepted.iter().map(|a| a.ts_micros).max() {
-            // event-time lag: how far behind the newest event of this batch the wall clock is
-            metrics::gauge!("dunes_event_lag_seconds").set((now_us - newest) as f64 / 1e6);
-        }
-        metrics::counter!("dunes_rejected_total").increment(decoded.rejected.len() as u64);
+        // incidents.ndjson and responses.ndjson get the batch before its state entry can
+        // become durable (the persist thread fsyncs them first): a crash after that entry
+        // does not re-detect the batch, so these lines must already be there.
+        let wrote_outputs = !(updates.is_empty() && incidents.is_empty() && responses.is_empty());
         for (inc, json) in updates {
             self.incidents_out.write_line(&json)?;
             if let Some(extra) = &mut self.extra_incidents_out {
@@ -831,6 +804,54 @@ impl Pipeline {
             extra.flush()?;
         }
         self.stats.responses += responses.len() as u64;
+        let sync = if wrote_outputs {
+            let mut files = vec![
+                self.incidents_out.sync_handle(),
+                self.responses_out.sync_handle(),
+            ];
+            files.extend(
+                self.extra_incidents_out
+                    .as_ref()
+                    .map(NdjsonWriter::sync_handle),
+            );
+            files
+        } else {
+            Vec::new()
+        };
+        let t_files = std::time::Instant::now();
+        // History, then the state journal, on the persist thread while the
+        // next batch is detected. The state delta is taken now, before the
+        // next batch changes the state.
+        let position = self.ledger.len();
+        let delta = if decoded.accepted.is_empty() {
+            None
+        } else {
+            Some(
+                self.engine
+                    .delta_json(position)
+                    .context("cannot encode the detection state")?,
+            )
+        };
+        let t_delta = std::time::Instant::now();
+        self.persist
+            .write(BatchWrite {
+                events: decoded.events.clone(),
+                tool_defs: decoded.tool_defs.clone(),
+                maml_docs: decoded.maml_docs.clone(),
+                // Files named after the batch's first ledger index: a batch
+                // re-detected after a crash replaces its own files.
+                key: event_index.values().min().copied(),
+                sync,
+                delta,
+            })
+            .await?;
+        let t_history = std::time::Instant::now();
+        metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
+        if let Some(newest) = decoded.accepted.iter().map(|a| a.ts_micros).max() {
+            // event-time lag: how far behind the newest event of this batch the wall clock is
+            metrics::gauge!("dunes_event_lag_seconds").set((now_us - newest) as f64 / 1e6);
+        }
+        metrics::counter!("dunes_rejected_total").increment(decoded.rejected.len() as u64);
         // A crash before the persist thread made this batch's state entry
         // durable re-detects the batch from the ledger at the next start
         // (see `catch_up`), after which history, outputs and state are as if
@@ -862,8 +883,9 @@ impl Pipeline {
         // overlaps the next batch); waiting for its queue is not counted
         let (history_us, state_us) = self.persist.take_times();
         self.stats.time.history_us += history_us;
-        self.stats.time.outputs_us += us(t_history, t_out) + us(t_state, t4);
-        self.stats.time.state_us += us(t_synced, t_delta) + us(t_out, t_state) + state_us;
+        self.stats.time.outputs_us +=
+            us(t_synced, t_files) + us(t_history, t_out) + us(t_state, t4);
+        self.stats.time.state_us += us(t_files, t_delta) + us(t_out, t_state) + state_us;
         let accepted = decoded.accepted.len() as u64;
         let rejected = decoded.rejected.len() as u64;
         let duplicates = decoded.duplicates.len() as u64;

@@ -3,6 +3,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -26,24 +27,58 @@ impl DataPaths {
             actions: data_dir.join("actions.ndjson"),
         }
     }
+
+    /// Ends each of these files with a whole line ([`repair_tail`]); before they are read
+    /// back on start.
+    pub fn repair_torn_tails(&self) -> Result<()> {
+        for p in [
+            &self.dead_letter,
+            &self.incidents,
+            &self.responses,
+            &self.actions,
+        ] {
+            repair_tail(p)?;
+        }
+        Ok(())
+    }
+}
+
+/// A JSON-lines file whose last append a crash cut off gets its newline back or loses
+/// the cut line ([`dunes_ledger::repair_ndjson_tail`]), so the next append starts a line
+/// of its own.
+pub(crate) fn repair_tail(path: &Path) -> Result<()> {
+    let repair = dunes_ledger::repair_ndjson_tail(path)
+        .with_context(|| format!("cannot repair the end of {}", path.display()))?;
+    if let Some(r) = repair {
+        tracing::warn!(file = %path.display(), repair = ?r, "last line was cut by a crash, repaired");
+    }
+    Ok(())
 }
 
 /// Appends JSON lines to a file.
 pub(crate) struct NdjsonWriter {
     path: PathBuf,
     out: BufWriter<File>,
+    /// The same file, for another thread to fsync what was flushed.
+    sync: Arc<File>,
 }
 
 impl NdjsonWriter {
     pub(crate) fn open(path: &Path) -> Result<Self> {
+        repair_tail(path)?;
         let f = OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
+        let sync = Arc::new(
+            f.try_clone()
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        );
         Ok(NdjsonWriter {
             path: path.to_path_buf(),
             out: BufWriter::new(f),
+            sync,
         })
     }
 
@@ -61,6 +96,11 @@ impl NdjsonWriter {
             .write_all(json)
             .and_then(|()| self.out.write_all(b"\n"))
             .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+
+    /// A handle to fsync the file with (`sync_data`), after [`NdjsonWriter::flush`].
+    pub(crate) fn sync_handle(&self) -> Arc<File> {
+        self.sync.clone()
     }
 
     pub(crate) fn flush(&mut self) -> Result<()> {

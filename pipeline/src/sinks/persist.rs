@@ -2,7 +2,8 @@
 //! its detection-state journal entry — on a thread of their own, so that
 //! they overlap the next batch's detection.
 //!
-//! Order per batch stays: ledger fsync (driver) → history → state journal.
+//! Order per batch stays: ledger fsync, `incidents.ndjson` / `responses.ndjson`
+//! flushed (driver) → history, those files fsynced → state journal.
 //! Batches are written in submission order; at most one waits while one is
 //! being written (bounded channel), so a slow disk slows the driver down
 //! instead of queueing. A crash before a batch's state entry is durable
@@ -33,6 +34,8 @@ pub(crate) struct BatchWrite {
     pub maml_docs: RecordBatch,
     /// The batch's first ledger index (names its history files).
     pub key: Option<u64>,
+    /// Output files the batch wrote to (flushed): fsynced before its state entry.
+    pub sync: Vec<Arc<std::fs::File>>,
     /// The batch's state delta (`None` when it accepted nothing).
     pub delta: Option<Vec<u8>>,
 }
@@ -189,6 +192,12 @@ impl Worker {
                     h.write_keyed("maml_docs", &b.maml_docs, b.key)
                         .context("cannot write the event history")?;
                 }
+                for f in &b.sync {
+                    f.sync_data().map_err(|e| PipelineError::Io {
+                        what: "cannot sync the incident and response files".into(),
+                        source: e,
+                    })?;
+                }
                 let t1 = Instant::now();
                 // The state journal last: see the module docs.
                 if let Some(delta) = &b.delta {
@@ -281,6 +290,7 @@ mod tests {
                 tool_defs,
                 maml_docs: dunes_ingest::schema::empty_maml_docs().clone(),
                 key: Some(key),
+                sync: Vec::new(),
                 delta: Some(format!("{{\"position\":{}}}", key + 5).into_bytes()),
             })
             .await
@@ -293,6 +303,7 @@ mod tests {
             tool_defs,
             maml_docs: dunes_ingest::schema::empty_maml_docs().clone(),
             key: None,
+            sync: Vec::new(),
             delta: None,
         })
         .await
@@ -332,6 +343,7 @@ mod tests {
             tool_defs,
             maml_docs: dunes_ingest::schema::empty_maml_docs().clone(),
             key: Some(0),
+            sync: Vec::new(),
             delta: Some(b"{\"position\":3}".to_vec()),
         })
         .await
