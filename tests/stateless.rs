@@ -16,7 +16,9 @@ fn simulate_and_eval(dir: &Path, stateless: bool) -> Value {
     let labels = dir.join("labels.json");
     let truth = dir.join("truth.json");
     let mut sim = dunes();
-    sim.args(["simulate", "--sessions", "500", "--seed", "2024", "--out"])
+    // Seed 3: 2 of its 11 hijacks, untraced and from another host, were missed before
+    // `stateless::adapt` (9/11 against 11/11 with sessions).
+    sim.args(["simulate", "--sessions", "500", "--seed", "3", "--out"])
         .arg(&events)
         .arg("--labels")
         .arg(&labels);
@@ -101,7 +103,7 @@ fn recall_on_stateless_traffic_equals_recall_with_sessions() {
     let scenarios = sa.as_object().expect("scenarios");
     assert!(scenarios.len() >= 10, "{sa}");
     for (name, s) in scenarios {
-        if name == "benign" || name == "session_hijack" {
+        if name == "benign" {
             continue;
         }
         let n = s["sessions"].as_u64().unwrap_or(0);
@@ -118,32 +120,26 @@ fn recall_on_stateless_traffic_equals_recall_with_sessions() {
         );
     }
     // A hijack takes over someone's session id. Without sessions the attacker continues
-    // the victim's trace, or the victim's request counter on the victim's connection
-    // (caught: the stitched session changes principal or client); only a hijacker with
-    // no trace context, from another address and user agent, is simply another party.
+    // the victim's trace, the victim's request counter on the victim's connection, or uses
+    // the victim's token from another host (the simulator's `stateless::adapt`); each is
+    // caught above with the same recall as with sessions. Make sure this run has hijacks of
+    // clients that propagate no trace context, the case stitching alone cannot link.
     let traced = traced_sessions(&b);
-    let connections = client_connections(&b);
-    let missed: Vec<&str> = sb["session_hijack"]["missed"]
-        .as_array()
-        .expect("missed")
+    let labels: std::collections::HashMap<String, String> =
+        serde_json::from_slice(&std::fs::read(b.join("labels.json")).expect("labels"))
+            .expect("labels json");
+    let untraced_hijacks = labels
         .iter()
-        .filter_map(Value::as_str)
-        .collect();
-    let hijacks = sb["session_hijack"]["sessions"].as_u64().unwrap_or(0) as usize;
-    let detected = sb["session_hijack"]["detected"].as_u64().unwrap_or(0) as usize;
-    assert_eq!(missed.len() + detected, hijacks);
-    assert!(detected > 0, "no hijack caught without sessions");
-    for m in &missed {
-        assert!(
-            !traced.contains(*m),
-            "hijacked session {m} carried trace context and was missed"
-        );
-        assert!(
-            connections.get(*m).is_some_and(|c| c.len() > 1),
-            "hijacked session {m} stayed on the victim's connection and was missed: {:?}",
-            connections.get(*m)
-        );
-    }
+        .filter(|(s, l)| *l == "session_hijack" && !traced.contains(*s))
+        .count();
+    assert!(untraced_hijacks > 0, "no untraced hijack in the run");
+    let connections = client_connections(&b);
+    assert!(
+        labels.iter().any(|(s, l)| *l == "session_hijack"
+            && !traced.contains(s)
+            && connections.get(s).is_some_and(|c| c.len() > 1)),
+        "no untraced hijack from another host in the run"
+    );
     let rule_fps: Vec<_> = without["false_positives"]
         .as_object()
         .expect("false_positives")

@@ -839,7 +839,10 @@ impl Simulator {
         (self.peak_active, self.peak_pending)
     }
 
-    fn activate(&mut self, spec: Spec) {
+    fn activate(&mut self, mut spec: Spec) {
+        if self.cfg.stateless {
+            stateless::adapt(&mut spec);
+        }
         let mut events = session::generate(&self.world, &spec);
         if self.cfg.stateless {
             events = stateless::convert(events, spec.seed);

@@ -6,14 +6,38 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::Scenario;
+use crate::session::Spec;
+
 /// The revision without sessions.
 pub const STATELESS_REVISION: &str = "2026-07-28";
+
+/// Whether the client of a session propagates W3C trace context (three in four do).
+fn traced(seed: u64) -> bool {
+    !seed.is_multiple_of(4)
+}
+
+/// The session as a stateless client lives it, before it is generated.
+///
+/// `session_hijack`'s third variant is an attacker on another host, with another user
+/// agent and his own token, who replays the victim's session id. Without session ids and
+/// without trace context there is nothing of the victim's to replay: such a request is
+/// simply another user's. What can be taken over without sessions is the victim's
+/// connection (first variant), the victim's bearer token (second variant) or the
+/// victim's trace (any variant, when the client propagates one). So an untraced client's
+/// hijack of the third kind becomes the second: the victim's token used from another
+/// host.
+pub(crate) fn adapt(spec: &mut Spec) {
+    if spec.label == Scenario::SessionHijack && !traced(spec.seed) && spec.variant % 3 == 2 {
+        spec.variant -= 1;
+    }
+}
 
 /// Rewrite one session's envelopes (each `(ts, envelope JSON without its leading '{')`).
 pub(crate) fn convert(events: Vec<(i64, String)>, seed: u64) -> Vec<(i64, String)> {
     let h = blake3::hash(&seed.to_le_bytes());
     let hex = h.to_hex();
-    let trace = (!seed.is_multiple_of(4)).then(|| hex[..32].to_string());
+    let trace = traced(seed).then(|| hex[..32].to_string());
     // ids of the requests left out: their responses go too
     let mut dropped: Vec<Value> = Vec::new();
     let mut out = Vec::with_capacity(events.len());
