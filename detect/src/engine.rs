@@ -5,6 +5,7 @@
 //! next batch can run while this one's results are taken ([`Engine::finish`]).
 //! No SQL is parsed or planned on the hot path.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -886,12 +887,30 @@ pub fn feed_state(
     };
     let spec = &sl.spec;
     // Rows, with where they came from (batch, row) to build evidence later.
+    // The text columns of every batch first: the rows borrow them.
+    let text_cols = batches
+        .iter()
+        .map(|b| {
+            if b.num_rows() == 0 {
+                return Ok(None);
+            }
+            let cols = |idx: &[usize]| {
+                idx.iter()
+                    .map(|&i| utf8(b, i))
+                    .collect::<Result<Vec<_>, _>>()
+            };
+            Ok(Some((
+                utf8(b, rule.layout.event_id)?,
+                cols(&sl.key)?,
+                cols(&sl.values)?,
+            )))
+        })
+        .collect::<Result<Vec<_>, DetectError>>()?;
     let mut rows: Vec<StateRow> = Vec::new();
-    for (bi, b) in batches.iter().enumerate() {
-        if b.num_rows() == 0 {
+    for (bi, (b, cols)) in batches.iter().zip(&text_cols).enumerate() {
+        let Some((ids, keys, vals)) = cols else {
             continue;
-        }
-        let ids = utf8(b, rule.layout.event_id)?;
+        };
         let ts_arr = cast(
             b.column(rule.layout.ts),
             &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -901,16 +920,6 @@ pub fn feed_state(
             .as_any()
             .downcast_ref::<TimestampMicrosecondArray>()
             .ok_or_else(|| DetectError::InvalidValue("ts".into()))?;
-        let keys = sl
-            .key
-            .iter()
-            .map(|&i| utf8(b, i))
-            .collect::<Result<Vec<_>, _>>()?;
-        let vals = sl
-            .values
-            .iter()
-            .map(|&i| utf8(b, i))
-            .collect::<Result<Vec<_>, _>>()?;
         let num = if spec.kind == RuleKind::Threshold && spec.aggregate == Aggregate::Sum {
             let c = cast(b.column(sl.values[0]), &DataType::Float64)
                 .map_err(|e| DetectError::InvalidValue(e.to_string()))?;
@@ -941,7 +950,7 @@ pub fn feed_state(
             // A null key column: the row is about no entity; skip it.
             let mut key_parts = Vec::with_capacity(keys.len());
             let mut null_key = false;
-            for k in &keys {
+            for k in keys {
                 match opt_str(k, i) {
                     Some(v) => key_parts.push(v),
                     None => null_key = true,
@@ -968,11 +977,14 @@ pub fn feed_state(
             };
             rows.push(StateRow {
                 ts: ts.value(i),
-                event_id: ids.value(i).to_string(),
-                key: key_parts.join("\u{1f}"),
+                event_id: Cow::Borrowed(ids.value(i)),
+                key: match key_parts.as_slice() {
+                    [one] => Cow::Borrowed(*one),
+                    parts => Cow::Owned(parts.join("\u{1f}")),
+                },
                 values: vals
                     .iter()
-                    .map(|v| opt_str(v, i).map(str::to_string))
+                    .map(|v| opt_str(v, i).map(Cow::Borrowed))
                     .collect(),
                 num: num
                     .as_ref()

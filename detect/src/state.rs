@@ -15,6 +15,7 @@
 //! against whatever is still retained, counted in `too_late` and logged.
 //! Nothing is dropped silently. Baselines keep no time horizon.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 /// Hash maps of the rule and noise state: keyed by entity text (session ids,
@@ -64,16 +65,18 @@ pub struct StateSpec {
     pub forget: i64,
 }
 
-/// One projected row fed to the state.
+/// One projected row fed to the state. Its texts borrow the rule's result
+/// batch: a row that changes nothing (most rows of a baseline) allocates
+/// nothing; what the state keeps it copies.
 #[derive(Clone, Debug)]
-pub struct StateRow {
+pub struct StateRow<'a> {
     pub ts: i64,
-    pub event_id: String,
+    pub event_id: Cow<'a, str>,
     /// Entity (threshold / sequence) or baseline key, joined.
-    pub key: String,
+    pub key: Cow<'a, str>,
     /// Threshold: the distinct/sum column as text; baseline: the value
     /// columns (None when null).
-    pub values: Vec<Option<String>>,
+    pub values: Vec<Option<Cow<'a, str>>>,
     pub num: Option<f64>,
     /// Sequence: index of the step.
     pub step: Option<usize>,
@@ -552,11 +555,11 @@ impl RuleState {
 
     /// Feeds one batch of rows (any order; processed in ts order) and
     /// returns the fires, one per completing row ([`MAX_STATE_KEYS`]).
-    pub fn process(
+    pub fn process<'a>(
         &mut self,
         spec: &StateSpec,
-        rows: Vec<StateRow>,
-    ) -> (Vec<(StateRow, StateFire)>, u64, u64) {
+        rows: Vec<StateRow<'a>>,
+    ) -> (Vec<(StateRow<'a>, StateFire)>, u64, u64) {
         self.process_with_limit(spec, rows, MAX_STATE_KEYS)
     }
 
@@ -567,12 +570,12 @@ impl RuleState {
 
     /// [`RuleState::process`] with a baseline or lifetime rule remembering
     /// at most `max_keys` keys (see [`MAX_STATE_KEYS`]).
-    pub fn process_with_limit(
+    pub fn process_with_limit<'a>(
         &mut self,
         spec: &StateSpec,
-        mut rows: Vec<StateRow>,
+        mut rows: Vec<StateRow<'a>>,
         max_keys: usize,
-    ) -> (Vec<(StateRow, StateFire)>, u64, u64) {
+    ) -> (Vec<(StateRow<'a>, StateFire)>, u64, u64) {
         rows.sort_by_key(|r| r.ts);
         let mut fires = Vec::new();
         let (mut late, mut too_late) = (0u64, 0u64);
@@ -699,7 +702,7 @@ impl RuleState {
         self.max_ts = Some(self.max_ts.map_or(ts, |m| m.max(ts)));
     }
 
-    fn threshold(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
+    fn threshold(&mut self, spec: &StateSpec, row: &StateRow<'_>) -> Vec<StateFire> {
         self.bump(row.ts);
         let Some(q) = get_or_insert(&mut self.windows, &row.key, VecDeque::new) else {
             return Vec::new();
@@ -712,8 +715,12 @@ impl RuleState {
         };
         let ev = WinEvent {
             ts: row.ts,
-            event_id: row.event_id.clone(),
-            value: row.values.first().cloned().flatten(),
+            event_id: row.event_id.to_string(),
+            value: row
+                .values
+                .first()
+                .and_then(|v| v.as_deref())
+                .map(str::to_string),
             num: row.num.unwrap_or(0.0),
         };
         let pos = q.partition_point(|e| e.ts <= row.ts);
@@ -780,13 +787,13 @@ impl RuleState {
         Vec::new()
     }
 
-    fn sequence(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
+    fn sequence(&mut self, spec: &StateSpec, row: &StateRow<'_>) -> Vec<StateFire> {
         self.bump(row.ts);
         let Some(step) = row.step else {
             return Vec::new();
         };
         let n = spec.steps.len();
-        let ent = self.sequences.entry(row.key.clone()).or_default();
+        let ent = self.sequences.entry(row.key.to_string()).or_default();
         let reshaped = ent.steps.len() != n;
         if reshaped {
             ent.steps.resize_with(n, Vec::new);
@@ -794,7 +801,7 @@ impl RuleState {
         let m = self
             .dirty
             .sequences
-            .entry(row.key.clone())
+            .entry(row.key.to_string())
             .or_insert_with(|| SeqMark {
                 base_lens: ent.steps.iter().map(Vec::len).collect(),
                 popped: vec![0; n],
@@ -808,7 +815,7 @@ impl RuleState {
             pos,
             SeqEvent {
                 ts: row.ts,
-                event_id: row.event_id.clone(),
+                event_id: row.event_id.to_string(),
                 evidence: row.evidence.clone().unwrap_or_default(),
             },
         );
@@ -873,17 +880,22 @@ impl RuleState {
         fires
     }
 
-    fn baseline(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
+    fn baseline(&mut self, spec: &StateSpec, row: &StateRow<'_>) -> Vec<StateFire> {
         self.bump(row.ts);
         if row.values.iter().any(Option::is_none) {
             return Vec::new();
         }
-        let vals: Vec<&str> = row.values.iter().flatten().map(String::as_str).collect();
-        let tuple = sep_join(vals.iter().copied());
-        if !row.may_learn && !self.baselines.contains_key(&row.key) {
+        // No value is null (above).
+        let vals = || row.values.iter().flatten().map(|v| v.as_ref());
+        if !row.may_learn && !self.baselines.contains_key(row.key.as_ref()) {
             return Vec::new();
         }
-        let is_new = !self.baselines.contains_key(&row.key);
+        // One value column (most baselines): the tuple is the value itself.
+        let tuple: Cow<'_, str> = match row.values.as_slice() {
+            [Some(one)] => Cow::Borrowed(one.as_ref()),
+            _ => Cow::Owned(sep_join(vals())),
+        };
+        let is_new = !self.baselines.contains_key(row.key.as_ref());
         let Some(entry) = get_or_insert(&mut self.baselines, &row.key, || BaselineEntry {
             first_ts: row.ts,
             last_seen: row.ts,
@@ -895,7 +907,7 @@ impl RuleState {
         // the whole entry).
         let mut full = is_new || row.ts < entry.first_ts;
         let columns = if spec.when == BaselineWhen::All {
-            vals.len()
+            row.values.len()
         } else {
             0
         };
@@ -909,8 +921,7 @@ impl RuleState {
         let found = entry.tuple(&tuple);
         let new = match spec.when {
             BaselineWhen::Any => found.is_err(),
-            BaselineWhen::All => vals
-                .iter()
+            BaselineWhen::All => vals()
                 .zip(&entry.columns)
                 .all(|(v, set)| set.binary_search_by(|x| x.as_str().cmp(v)).is_err()),
         };
@@ -944,7 +955,7 @@ impl RuleState {
             out.push(StateFire {
                 first_ts: row.ts,
                 ts: row.ts,
-                event_ids: vec![row.event_id.clone()],
+                event_ids: vec![row.event_id.to_string()],
                 prior_evidence: Vec::new(),
                 detail,
             });
@@ -960,12 +971,12 @@ impl RuleState {
                     }
                 }
                 Err(i) if entry.tuples.len() < MAX_BASELINE_VALUES => {
-                    entry.tuples.insert(i, (tuple, row.ts));
+                    entry.tuples.insert(i, (tuple.into_owned(), row.ts));
                     full = true;
                 }
                 Err(_) => {}
             }
-            for (v, set) in vals.iter().zip(entry.columns.iter_mut()) {
+            for (v, set) in vals().zip(entry.columns.iter_mut()) {
                 if set.len() < MAX_BASELINE_VALUES
                     && let Err(i) = set.binary_search_by(|x| x.as_str().cmp(v))
                 {
@@ -984,12 +995,12 @@ impl RuleState {
 impl RuleState {
     /// A lifetime row: a gap over `idle` since the entity's previous event,
     /// or (once per life) an event over `absolute` after its first.
-    fn lifetime(&mut self, spec: &StateSpec, row: &StateRow) -> Vec<StateFire> {
+    fn lifetime(&mut self, spec: &StateSpec, row: &StateRow<'_>) -> Vec<StateFire> {
         self.bump(row.ts);
         mark(&mut self.dirty.spans, &row.key);
-        let Some(e) = self.spans.get_mut(&row.key) else {
+        let Some(e) = self.spans.get_mut(row.key.as_ref()) else {
             self.spans.insert(
-                row.key.clone(),
+                row.key.to_string(),
                 SpanEntry {
                     first_ts: row.ts,
                     last_ts: row.ts,
@@ -1012,7 +1023,7 @@ impl RuleState {
             out.push(StateFire {
                 first_ts: e.last_ts,
                 ts: row.ts,
-                event_ids: vec![row.event_id.clone()],
+                event_ids: vec![row.event_id.to_string()],
                 prior_evidence: Vec::new(),
                 detail,
             });
@@ -1030,7 +1041,7 @@ impl RuleState {
             out.push(StateFire {
                 first_ts: e.first_ts,
                 ts: row.ts,
-                event_ids: vec![row.event_id.clone()],
+                event_ids: vec![row.event_id.to_string()],
                 prior_evidence: Vec::new(),
                 detail,
             });
@@ -1206,11 +1217,11 @@ mod tests {
         }
     }
 
-    fn row(ts_s: i64, id: &str, key: &str) -> StateRow {
+    fn row(ts_s: i64, id: &str, key: &str) -> StateRow<'static> {
         StateRow {
             ts: ts_s * 1_000_000,
-            event_id: id.into(),
-            key: key.into(),
+            event_id: id.to_string().into(),
+            key: key.to_string().into(),
             values: Vec::new(),
             num: None,
             step: None,
@@ -1242,7 +1253,7 @@ mod tests {
         s.min_share = 0.5;
         let r = |ts, id: &str, v: &str| {
             let mut x = row(ts, id, "k");
-            x.values = vec![Some(v.into())];
+            x.values = vec![Some(v.to_string().into())];
             x
         };
         let mut st = RuleState::default();
@@ -1332,7 +1343,7 @@ mod tests {
         let mut s = spec(RuleKind::Baseline);
         let mut st = RuleState::default();
         let v = |ts, id, val: &str| StateRow {
-            values: vec![Some(val.to_string())],
+            values: vec![Some(val.to_string().into())],
             ..row(ts, id, "srv|tool")
         };
         assert!(
@@ -1360,7 +1371,7 @@ mod tests {
         let s = spec(RuleKind::Baseline);
         let mut st = RuleState::default();
         let v = |ts, id, val: &str, may_fire| StateRow {
-            values: vec![Some(val.to_string())],
+            values: vec![Some(val.to_string().into())],
             may_fire,
             ..row(ts, id, "search")
         };
@@ -1384,7 +1395,7 @@ mod tests {
         let s = spec(RuleKind::Baseline);
         let mut st = RuleState::default();
         let v = |ts, id, val: &str, may_learn| StateRow {
-            values: vec![Some(val.to_string())],
+            values: vec![Some(val.to_string().into())],
             may_learn,
             ..row(ts, id, "srv|tool")
         };
@@ -1400,7 +1411,7 @@ mod tests {
                 v(40, "5", "good", true),
             ],
         );
-        let ids: Vec<&str> = f.iter().map(|(r, _)| r.event_id.as_str()).collect();
+        let ids: Vec<&str> = f.iter().map(|(r, _)| r.event_id.as_ref()).collect();
         assert_eq!(ids, vec!["3", "4"]);
     }
 
@@ -1437,7 +1448,7 @@ mod tests {
             let mut removed = 0;
             let mut tails = 0;
             for b in 0..40i64 {
-                let rows: Vec<StateRow> = (0..5i64)
+                let rows: Vec<StateRow<'_>> = (0..5i64)
                     .map(|j| {
                         // Keys come and go; every fourth batch a late row.
                         let ts = if j == 0 && b % 4 == 3 {
@@ -1448,7 +1459,7 @@ mod tests {
                         let mut r =
                             row(ts, &format!("e{b}-{j}"), &format!("k{}", (b / 3 + j) % 11));
                         r.step = Some((j % 2) as usize);
-                        r.values = vec![Some(format!("v{}", (b * j) % 5))];
+                        r.values = vec![Some(format!("v{}", (b * j) % 5).into())];
                         r
                     })
                     .collect();
@@ -1529,7 +1540,7 @@ mod tests {
         let mut st = RuleState::default();
         let val = |ts, id: &str, key: &str, v: &str| {
             let mut r = row(ts, id, key);
-            r.values = vec![Some(v.into())];
+            r.values = vec![Some(v.to_string().into())];
             r
         };
         st.process(
@@ -1557,7 +1568,7 @@ mod tests {
             let mut copy = RuleState::default();
             let val = |ts, key: &str| {
                 let mut r = row(ts, &format!("{key}@{ts}"), key);
-                r.values = vec![Some("alice".into())];
+                r.values = vec![Some(Cow::Borrowed("alice"))];
                 r
             };
             // k00..k19 one per second; k06 is seen again at second 15.
