@@ -948,17 +948,30 @@ pub fn feed_state(
                 continue;
             }
             // A null key column: the row is about no entity; skip it.
-            let mut key_parts = Vec::with_capacity(keys.len());
-            let mut null_key = false;
-            for k in keys {
-                match opt_str(k, i) {
-                    Some(v) => key_parts.push(v),
-                    None => null_key = true,
+            let key = match keys.as_slice() {
+                [k] => match opt_str(k, i) {
+                    Some(v) => Cow::Borrowed(v),
+                    None => continue,
+                },
+                ks => {
+                    let mut joined = String::new();
+                    let mut null_key = false;
+                    for (n, k) in ks.iter().enumerate() {
+                        let Some(v) = opt_str(k, i) else {
+                            null_key = true;
+                            break;
+                        };
+                        if n > 0 {
+                            joined.push('\u{1f}');
+                        }
+                        joined.push_str(v);
+                    }
+                    if null_key {
+                        continue;
+                    }
+                    Cow::Owned(joined)
                 }
-            }
-            if null_key {
-                continue;
-            }
+            };
             let step_idx = match &step {
                 Some(s) => match opt_str(s, i).and_then(|v| spec.steps.iter().position(|x| x == v))
                 {
@@ -978,10 +991,7 @@ pub fn feed_state(
             rows.push(StateRow {
                 ts: ts.value(i),
                 event_id: Cow::Borrowed(ids.value(i)),
-                key: match key_parts.as_slice() {
-                    [one] => Cow::Borrowed(*one),
-                    parts => Cow::Owned(parts.join("\u{1f}")),
-                },
+                key,
                 values: vals
                     .iter()
                     .map(|v| opt_str(v, i).map(Cow::Borrowed))

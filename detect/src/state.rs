@@ -27,6 +27,7 @@ pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use smallvec::SmallVec;
 
 use crate::rule::{Aggregate, BaselineWhen, RuleKind};
 
@@ -76,7 +77,7 @@ pub struct StateRow<'a> {
     pub key: Cow<'a, str>,
     /// Threshold: the distinct/sum column as text; baseline: the value
     /// columns (None when null).
-    pub values: Vec<Option<Cow<'a, str>>>,
+    pub values: SmallVec<[Option<Cow<'a, str>>; 2]>,
     pub num: Option<f64>,
     /// Sequence: index of the step.
     pub step: Option<usize>,
@@ -1222,7 +1223,7 @@ mod tests {
             ts: ts_s * 1_000_000,
             event_id: id.to_string().into(),
             key: key.to_string().into(),
-            values: Vec::new(),
+            values: SmallVec::new(),
             num: None,
             step: None,
             may_fire: true,
@@ -1253,7 +1254,7 @@ mod tests {
         s.min_share = 0.5;
         let r = |ts, id: &str, v: &str| {
             let mut x = row(ts, id, "k");
-            x.values = vec![Some(v.to_string().into())];
+            x.values = smallvec::smallvec![Some(v.to_string().into())];
             x
         };
         let mut st = RuleState::default();
@@ -1343,7 +1344,7 @@ mod tests {
         let mut s = spec(RuleKind::Baseline);
         let mut st = RuleState::default();
         let v = |ts, id, val: &str| StateRow {
-            values: vec![Some(val.to_string().into())],
+            values: smallvec::smallvec![Some(val.to_string().into())],
             ..row(ts, id, "srv|tool")
         };
         assert!(
@@ -1371,7 +1372,7 @@ mod tests {
         let s = spec(RuleKind::Baseline);
         let mut st = RuleState::default();
         let v = |ts, id, val: &str, may_fire| StateRow {
-            values: vec![Some(val.to_string().into())],
+            values: smallvec::smallvec![Some(val.to_string().into())],
             may_fire,
             ..row(ts, id, "search")
         };
@@ -1395,7 +1396,7 @@ mod tests {
         let s = spec(RuleKind::Baseline);
         let mut st = RuleState::default();
         let v = |ts, id, val: &str, may_learn| StateRow {
-            values: vec![Some(val.to_string().into())],
+            values: smallvec::smallvec![Some(val.to_string().into())],
             may_learn,
             ..row(ts, id, "srv|tool")
         };
@@ -1459,7 +1460,7 @@ mod tests {
                         let mut r =
                             row(ts, &format!("e{b}-{j}"), &format!("k{}", (b / 3 + j) % 11));
                         r.step = Some((j % 2) as usize);
-                        r.values = vec![Some(format!("v{}", (b * j) % 5).into())];
+                        r.values = smallvec::smallvec![Some(format!("v{}", (b * j) % 5).into())];
                         r
                     })
                     .collect();
@@ -1540,7 +1541,7 @@ mod tests {
         let mut st = RuleState::default();
         let val = |ts, id: &str, key: &str, v: &str| {
             let mut r = row(ts, id, key);
-            r.values = vec![Some(v.to_string().into())];
+            r.values = smallvec::smallvec![Some(v.to_string().into())];
             r
         };
         st.process(
@@ -1568,7 +1569,7 @@ mod tests {
             let mut copy = RuleState::default();
             let val = |ts, key: &str| {
                 let mut r = row(ts, &format!("{key}@{ts}"), key);
-                r.values = vec![Some(Cow::Borrowed("alice"))];
+                r.values = smallvec::smallvec![Some(Cow::Borrowed("alice"))];
                 r
             };
             // k00..k19 one per second; k06 is seen again at second 15.
