@@ -906,7 +906,8 @@ pub fn feed_state(
             )))
         })
         .collect::<Result<Vec<_>, DetectError>>()?;
-    let mut rows: Vec<StateRow> = Vec::new();
+    let mut rows: Vec<StateRow> =
+        Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     for (bi, (b, cols)) in batches.iter().zip(&text_cols).enumerate() {
         let Some((ids, keys, vals)) = cols else {
             continue;

@@ -734,7 +734,7 @@ impl RuleState {
         }
         // Windows to check: the one ending at this event, and for a late
         // event also the windows ending at later events that now contain it.
-        let mut ends: Vec<i64> = vec![row.ts];
+        let mut ends: SmallVec<[i64; 4]> = smallvec::smallvec![row.ts];
         if !in_order {
             ends.extend(
                 q.iter()
