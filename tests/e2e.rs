@@ -1498,6 +1498,41 @@ fn backfill_from_the_store_raises_the_same_incidents_as_the_live_run() {
     run_ok(dunes().arg("verify").arg(&dir));
 }
 
+/// `--incidents-out /dev/stdout` into a pipe: the incident lines stream out (the
+/// durability fsync is only for regular files; a pipe cannot be synced) and are
+/// the lines of `incidents.ndjson`.
+#[cfg(unix)]
+#[test]
+fn incidents_out_to_a_pipe_streams_every_incident() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let dir = tmp.path().join("d");
+    let out = dunes()
+        .arg("replay")
+        .arg(sample())
+        .arg("--data-dir")
+        .arg(&dir)
+        .arg("--incidents-out")
+        .arg("/dev/stdout")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let streamed: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect("an incident line"))
+        .collect();
+    let stored = read_ndjson(&dir.join("incidents.ndjson"));
+    assert!(stored.len() > 20, "{}", stored.len());
+    assert_eq!(streamed, stored);
+}
+
 /// `dunes simulate --out - | head -1`: the reader goes away early; the
 /// command ends quietly (no error, no panic), like other Unix tools.
 #[test]

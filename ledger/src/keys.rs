@@ -588,6 +588,13 @@ pub enum TailRepair {
 /// what it changes; `None` when the file is missing, empty or ends with a newline.
 pub fn repair_ndjson_tail(path: &Path) -> Result<Option<TailRepair>, LedgerError> {
     use std::io::{Seek, SeekFrom};
+    // Only regular files (`--incidents-out /dev/stdout` is a pipe or a terminal).
+    match fs::metadata(path) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(LedgerError::io(path, e)),
+    }
     let mut f = match OpenOptions::new().read(true).write(true).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -805,16 +805,15 @@ impl Pipeline {
         }
         self.stats.responses += responses.len() as u64;
         let sync = if wrote_outputs {
-            let mut files = vec![
-                self.incidents_out.sync_handle(),
-                self.responses_out.sync_handle(),
-            ];
-            files.extend(
-                self.extra_incidents_out
-                    .as_ref()
-                    .map(NdjsonWriter::sync_handle),
-            );
-            files
+            [
+                Some(&self.incidents_out),
+                Some(&self.responses_out),
+                self.extra_incidents_out.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .filter_map(NdjsonWriter::sync_handle)
+            .collect()
         } else {
             Vec::new()
         };

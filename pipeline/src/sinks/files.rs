@@ -59,8 +59,9 @@ pub(crate) fn repair_tail(path: &Path) -> Result<()> {
 pub(crate) struct NdjsonWriter {
     path: PathBuf,
     out: BufWriter<File>,
-    /// The same file, for another thread to fsync what was flushed.
-    sync: Arc<File>,
+    /// The same file, for another thread to fsync what was flushed (`None`
+    /// for a pipe or a device, e.g. `--incidents-out /dev/stdout`).
+    sync: Option<Arc<File>>,
 }
 
 impl NdjsonWriter {
@@ -71,10 +72,14 @@ impl NdjsonWriter {
             .append(true)
             .open(path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        let sync = Arc::new(
-            f.try_clone()
-                .with_context(|| format!("cannot open {}", path.display()))?,
-        );
+        let regular = f.metadata().is_ok_and(|m| m.is_file());
+        let sync = if regular {
+            Some(Arc::new(f.try_clone().with_context(|| {
+                format!("cannot open {}", path.display())
+            })?))
+        } else {
+            None
+        };
         Ok(NdjsonWriter {
             path: path.to_path_buf(),
             out: BufWriter::new(f),
@@ -99,7 +104,7 @@ impl NdjsonWriter {
     }
 
     /// A handle to fsync the file with (`sync_data`), after [`NdjsonWriter::flush`].
-    pub(crate) fn sync_handle(&self) -> Arc<File> {
+    pub(crate) fn sync_handle(&self) -> Option<Arc<File>> {
         self.sync.clone()
     }
 
