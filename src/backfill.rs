@@ -81,7 +81,6 @@ pub async fn run(
     .await?;
 
     let paths = DataPaths::new(&cfg.data_dir);
-    paths.repair_torn_tails()?;
     let store = Arc::new(
         IncidentStore::load_ndjson(&paths.incidents).context("cannot load earlier incidents")?,
     );

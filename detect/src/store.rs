@@ -75,6 +75,51 @@ struct Inner {
     evicted: u64,
 }
 
+/// Calls `f` with each JSON line of `path` (missing: none). A last line without its
+/// newline that does not parse was cut by a crash mid-append: it is skipped with a
+/// warning (the pipeline, once it holds the ledger lock, removes it and writes the record
+/// again); any other unreadable line is an error naming file and line. Reads only, so it
+/// is safe beside a running monitor.
+fn for_each_line<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    mut f: impl FnMut(T),
+) -> Result<(), DetectError> {
+    let io = |e| DetectError::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io(e)),
+    };
+    let mut reader = std::io::BufReader::new(file);
+    let mut line = Vec::new();
+    for n in 1.. {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io)? == 0 {
+            break;
+        }
+        let terminated = line.last() == Some(&b'\n');
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<T>(&line) {
+            Ok(v) => f(v),
+            Err(_) if !terminated => {
+                tracing::warn!(file = %path.display(), line = n, "last line was cut by a crash, skipped");
+            }
+            Err(e) => {
+                return Err(DetectError::InvalidValue(format!(
+                    "{}:{n}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// In-memory incident index, rebuilt from `incidents.ndjson` on start.
 #[derive(Default)]
 pub struct IncidentStore {
@@ -96,24 +141,7 @@ impl IncidentStore {
     pub fn load_ndjson_with_limit(path: &Path, limit: usize) -> Result<Self, DetectError> {
         let store = Self::new();
         store.set_limit(limit);
-        if !path.exists() {
-            return Ok(store);
-        }
-        let io = |e| DetectError::Io {
-            path: path.display().to_string(),
-            source: e,
-        };
-        let f = std::fs::File::open(path).map_err(io)?;
-        for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-            let line = line.map_err(io)?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let inc: Incident = serde_json::from_str(&line).map_err(|e| {
-                DetectError::InvalidValue(format!("{}:{}: {e}", path.display(), n + 1))
-            })?;
-            store.insert(inc);
-        }
+        for_each_line(path, |inc: Incident| store.insert(inc))?;
         Ok(store)
     }
 
@@ -166,25 +194,7 @@ impl IncidentStore {
 
     /// Loads the action history written by earlier runs (`actions.ndjson`).
     pub fn load_actions_ndjson(&self, path: &Path) -> Result<(), DetectError> {
-        if !path.exists() {
-            return Ok(());
-        }
-        let io = |e| DetectError::Io {
-            path: path.display().to_string(),
-            source: e,
-        };
-        let f = std::fs::File::open(path).map_err(io)?;
-        for (n, line) in std::io::BufReader::new(f).lines().enumerate() {
-            let line = line.map_err(io)?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            let a: IncidentAction = serde_json::from_str(&line).map_err(|e| {
-                DetectError::InvalidValue(format!("{}:{}: {e}", path.display(), n + 1))
-            })?;
-            self.push_action(a);
-        }
-        Ok(())
+        for_each_line(path, |a: IncidentAction| self.push_action(a))
     }
 
     /// Appends an action to its incident's history.
@@ -392,5 +402,27 @@ mod tests {
         assert_eq!(ids(&rest), ["d"]);
         assert_eq!(r4, s.revision());
         assert!(s.changed_since(r4, 1).0.is_empty());
+    }
+
+    #[test]
+    fn loading_skips_a_cut_last_line_and_refuses_other_damage() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let p = tmp.path().join("incidents.ndjson");
+        let line = |id: &str| serde_json::to_string(&incident(id)).expect("json");
+        let (a, b) = (line("a"), line("b"));
+        // A whole last line without its newline is read; a cut one is skipped.
+        std::fs::write(&p, format!("{a}\n{b}")).expect("write");
+        let s = IncidentStore::load_ndjson(&p).expect("whole last line");
+        assert!(s.get("a").is_some() && s.get("b").is_some());
+        std::fs::write(&p, format!("{a}\n{}", &b[..b.len() / 2])).expect("write");
+        let s = IncidentStore::load_ndjson(&p).expect("cut last line");
+        assert!(s.get("a").is_some() && s.get("b").is_none());
+        // Damage followed by more lines is not a crash's cut: an error naming the line.
+        std::fs::write(&p, format!("{}\n{a}\n", &b[..b.len() / 2])).expect("write");
+        let Err(e) = IncidentStore::load_ndjson(&p) else {
+            panic!("a damaged first line loaded");
+        };
+        assert!(e.to_string().contains("incidents.ndjson:1"), "{e}");
+        assert!(IncidentStore::load_ndjson(&tmp.path().join("none")).is_ok());
     }
 }

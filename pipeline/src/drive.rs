@@ -100,7 +100,6 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     std::fs::create_dir_all(&cfg.data_dir)
         .with_context(|| format!("cannot create data dir {}", cfg.data_dir.display()))?;
     let paths = DataPaths::new(&cfg.data_dir);
-    paths.repair_torn_tails()?;
     let store = Arc::new(
         IncidentStore::load_ndjson_with_limit(&paths.incidents, cfg.detect.max_incidents_in_memory)
             .context("cannot load earlier incidents")?,

@@ -256,6 +256,8 @@ impl Pipeline {
         }
         let ledger = Ledger::open(cfg.ledger_config()).context("cannot open the ledger")?;
         let paths = DataPaths::new(data_dir);
+        // After `Ledger::open`, which holds the data dir's lock; the NDJSON writers
+        // below repair their own files the same way.
         crate::sinks::files::repair_tail(&paths.dead_letter)?;
         let dead_letter = DeadLetterWriter::open(&paths.dead_letter)
             .with_context(|| format!("cannot open {}", paths.dead_letter.display()))?;

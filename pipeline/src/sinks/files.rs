@@ -27,25 +27,12 @@ impl DataPaths {
             actions: data_dir.join("actions.ndjson"),
         }
     }
-
-    /// Ends each of these files with a whole line ([`repair_tail`]); before they are read
-    /// back on start.
-    pub fn repair_torn_tails(&self) -> Result<()> {
-        for p in [
-            &self.dead_letter,
-            &self.incidents,
-            &self.responses,
-            &self.actions,
-        ] {
-            repair_tail(p)?;
-        }
-        Ok(())
-    }
 }
 
 /// A JSON-lines file whose last append a crash cut off gets its newline back or loses
 /// the cut line ([`dunes_ledger::repair_ndjson_tail`]), so the next append starts a line
-/// of its own.
+/// of its own. Only while holding the ledger lock (`Pipeline::open`), so that another
+/// process's live append is never cut.
 pub(crate) fn repair_tail(path: &Path) -> Result<()> {
     let repair = dunes_ledger::repair_ndjson_tail(path)
         .with_context(|| format!("cannot repair the end of {}", path.display()))?;
