@@ -134,6 +134,8 @@ pub struct PlannedRule {
     /// The tables the query scans (subqueries included); empty when unknown.
     reads: Vec<String>,
     cost: Arc<CostCounter>,
+    /// [`LoadedRule::state_key`], computed once (the state journal names it per batch).
+    state_key: String,
 }
 
 /// What a rule has cost since its engine started: see [`Engine::rule_costs`].
@@ -195,6 +197,9 @@ impl PlannedRule {
     /// empty in a batch is not executed for it).
     pub fn reads(&self) -> &[String] {
         &self.reads
+    }
+    fn state_key(&self) -> &str {
+        &self.state_key
     }
 }
 
@@ -440,7 +445,7 @@ impl Engine {
                 && let Some(st) = states.get(r.id())
             {
                 out.rules
-                    .insert(r.id().to_string(), (r.rule.state_key(), st.clone()));
+                    .insert(r.id().to_string(), (r.state_key().to_string(), st.clone()));
             }
         }
         out
@@ -470,7 +475,7 @@ impl Engine {
             if r.state.is_some()
                 && let Some(st) = states.get(r.id())
             {
-                rules.insert(r.id(), (r.rule.state_key(), st));
+                rules.insert(r.id(), (r.state_key().to_string(), st));
             }
         }
         serde_json::to_vec(&View {
@@ -487,23 +492,23 @@ impl Engine {
         #[derive(serde::Serialize)]
         struct View<'a> {
             position: u64,
-            rules: BTreeMap<&'a str, (String, crate::state::RuleDeltaRef<'a>)>,
+            rules: BTreeMap<&'a str, (&'a str, crate::state::RuleDeltaRef<'a>)>,
             noise: crate::noise::NoiseDeltaRef<'a>,
         }
         let mut states = lock(&self.states);
         let mut noise = lock(&self.noise);
-        let keys: HashMap<&str, String> = self
+        let keys: HashMap<&str, &str> = self
             .rules
             .iter()
             .filter(|r| r.state.is_some())
-            .map(|r| (r.id(), r.rule.state_key()))
+            .map(|r| (r.id(), r.state_key()))
             .collect();
         let mut rules = BTreeMap::new();
         for (id, st) in states.iter_mut() {
             if let Some((rid, key)) = keys.get_key_value(id.as_str())
                 && st.is_dirty()
             {
-                rules.insert(*rid, (key.clone(), st.delta()));
+                rules.insert(*rid, (*key, st.delta()));
             }
         }
         serde_json::to_vec(&View {
@@ -523,7 +528,7 @@ impl Engine {
         for (id, (key, st)) in saved.rules {
             if let Some(r) = self.rules.iter().find(|r| r.id() == id)
                 && r.state.is_some()
-                && r.rule.state_key() == key
+                && r.state_key() == key
             {
                 states.insert(id.clone(), st);
                 restored.push(id);
@@ -981,13 +986,16 @@ pub fn feed_state(
                 },
                 None => None,
             };
-            let evidence = if spec.kind == RuleKind::Sequence {
-                if seq_evidence.is_none() {
-                    seq_evidence = Some(crate::incident::batch_to_json_rows(b)?);
+            // A sequence keeps the evidence of its earlier steps (a chain's
+            // final event is the firing row, whose evidence is built below).
+            let evidence = match step_idx {
+                Some(s) if spec.kind == RuleKind::Sequence && s + 1 < spec.steps.len() => {
+                    if seq_evidence.is_none() {
+                        seq_evidence = Some(crate::incident::JsonRows::new(b)?);
+                    }
+                    seq_evidence.as_mut().map(|r| r.row(i))
                 }
-                seq_evidence.as_ref().and_then(|r| r.get(i).cloned())
-            } else {
-                None
+                _ => None,
             };
             rows.push(StateRow {
                 ts: ts.value(i),
@@ -1256,6 +1264,7 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
         }
     };
     Ok(PlannedRule {
+        state_key: rule.state_key(),
         rule,
         layout,
         state,

@@ -87,8 +87,8 @@ pub struct StateRow<'a> {
     /// Baseline: false when the rule's `learn_if` column is false or null
     /// (the row is judged against the baseline but not remembered).
     pub may_learn: bool,
-    /// Evidence of this row (filled for sequence steps only; the engine
-    /// fills it for firing rows).
+    /// Evidence of this row (filled for sequence steps only, and moved into
+    /// the stored step; the engine builds it for firing rows).
     pub evidence: Option<Map<String, Value>>,
     /// The caller's bookkeeping: where the row came from (batch, row), to
     /// build the evidence of a firing row.
@@ -585,7 +585,7 @@ impl RuleState {
         // Lateness is judged against the state as it was before this batch
         // (a batch is one unit of arrival).
         let wm = self.watermark(spec);
-        for row in rows {
+        for mut row in rows {
             if let Some(wm) = wm
                 && row.ts < wm
             {
@@ -598,7 +598,7 @@ impl RuleState {
             }
             let fire = match spec.kind {
                 RuleKind::Threshold => self.threshold(spec, &row),
-                RuleKind::Sequence => self.sequence(spec, &row),
+                RuleKind::Sequence => self.sequence(spec, &mut row),
                 RuleKind::Baseline => self.baseline(spec, &row),
                 RuleKind::Lifetime => self.lifetime(spec, &row),
                 RuleKind::Match => Vec::new(),
@@ -788,7 +788,7 @@ impl RuleState {
         Vec::new()
     }
 
-    fn sequence(&mut self, spec: &StateSpec, row: &StateRow<'_>) -> Vec<StateFire> {
+    fn sequence(&mut self, spec: &StateSpec, row: &mut StateRow<'_>) -> Vec<StateFire> {
         self.bump(row.ts);
         let Some(step) = row.step else {
             return Vec::new();
@@ -817,7 +817,8 @@ impl RuleState {
             SeqEvent {
                 ts: row.ts,
                 event_id: row.event_id.to_string(),
-                evidence: row.evidence.clone().unwrap_or_default(),
+                // Moved: a firing row's evidence is rebuilt from its origin.
+                evidence: row.evidence.take().unwrap_or_default(),
             },
         );
         if list.len() > MAX_EVENTS_PER_ENTITY {
