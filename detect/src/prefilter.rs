@@ -26,9 +26,10 @@ use regex_syntax::hir::{Hir, HirKind};
 /// of [`RARE_BYTES`].
 pub const MIN_LITERAL: usize = 3;
 /// Punctuation seldom seen in benign tool traffic but typical of shell,
-/// SQL and escape payloads (`` ` ``, `$(`, `||`, `\x`): a literal holding
-/// one is selective even when shorter than [`MIN_LITERAL`].
-const RARE_BYTES: &[u8] = b"`$|\\~^<>;&";
+/// SQL and escape payloads (`` ` ``, `$(`, `||`, `\x`) or of an e-mail
+/// address (`@`): a literal holding one is selective even when shorter than
+/// [`MIN_LITERAL`].
+const RARE_BYTES: &[u8] = b"`$|\\~^<>;&@";
 /// Classes of up to this many characters are expanded into literals (the
 /// extractor's default of 10 gives up on a hex digit `[0-9a-fA-F]`; 128 takes
 /// in the 96 Unicode tag characters of hidden-text payloads, 4 bytes each).
@@ -176,7 +177,8 @@ pub(crate) struct Prefilter {
 /// What the prefilter did since the engine started.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PrefilterStats {
-    /// Rows of `regexp_like` answered `false` without running the regex.
+    /// Rows of `regexp_like` answered `false` without running the regex (none
+    /// of the pattern's literals in the row, or the row shorter than any match).
     pub rows_skipped: u64,
     /// Rows the regex ran on (one of its literals was present).
     pub rows_run: u64,

@@ -27,8 +27,16 @@ const DFA_CACHE_BYTES: usize = 16 << 20;
 
 pub(crate) struct RegexpLike {
     builtin: Arc<ScalarUDF>,
-    compiled: Mutex<HashMap<String, Arc<Regex>>>,
+    compiled: Mutex<HashMap<String, Compiled>>,
     prefilter: Arc<Prefilter>,
+}
+
+/// A pattern's regex and the fewest bytes a match spans (a shorter text
+/// cannot match, so its regex is not run).
+#[derive(Clone)]
+struct Compiled {
+    re: Arc<Regex>,
+    min_len: usize,
 }
 
 impl std::fmt::Debug for RegexpLike {
@@ -53,10 +61,10 @@ impl RegexpLike {
         })
     }
 
-    fn regex(&self, pattern: &str) -> Result<Arc<Regex>> {
+    fn regex(&self, pattern: &str) -> Result<Compiled> {
         let mut cache = self.compiled.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(re) = cache.get(pattern) {
-            return Ok(re.clone());
+        if let Some(c) = cache.get(pattern) {
+            return Ok(c.clone());
         }
         let re = regex::RegexBuilder::new(pattern)
             .dfa_size_limit(DFA_CACHE_BYTES)
@@ -64,9 +72,19 @@ impl RegexpLike {
             .map_err(|e| {
                 DataFusionError::Execution(format!("Regular expression did not compile: {e:?}"))
             })?;
-        let re = Arc::new(re);
-        cache.insert(pattern.to_string(), re.clone());
-        Ok(re)
+        // The same syntax as the regex crate's defaults; UTF-8 bytes.
+        let min_len = regex_syntax::ParserBuilder::new()
+            .build()
+            .parse(pattern)
+            .ok()
+            .and_then(|h| h.properties().minimum_len())
+            .unwrap_or(0);
+        let c = Compiled {
+            re: Arc::new(re),
+            min_len,
+        };
+        cache.insert(pattern.to_string(), c.clone());
+        Ok(c)
     }
 }
 
@@ -79,24 +97,26 @@ fn scalar_str(v: &ScalarValue) -> Result<Option<&str>> {
 
 /// `re.is_match` per row; with `hits`, only on the rows the prefilter lets
 /// through (the others cannot match).
+/// `re` on each row; a row shorter than `min_len` bytes or without one of
+/// the pattern's literals (`hits`) is answered `false` without running it.
 fn is_match(
     values: &ArrayRef,
     re: &Regex,
+    min_len: usize,
     hits: Option<(&RowHits, usize)>,
     prefilter: &Prefilter,
 ) -> Result<ArrayRef> {
     let (skipped, ran) = (std::cell::Cell::new(0u64), std::cell::Cell::new(0u64));
-    let test = |i: usize, s: &str| match hits {
-        Some((h, slot)) => {
-            if h.may_match(i, slot) {
+    let test = |i: usize, s: &str| {
+        if s.len() < min_len || hits.is_some_and(|(h, slot)| !h.may_match(i, slot)) {
+            skipped.set(skipped.get() + 1);
+            false
+        } else {
+            if hits.is_some() {
                 ran.set(ran.get() + 1);
-                re.is_match(s)
-            } else {
-                skipped.set(skipped.get() + 1);
-                false
             }
+            re.is_match(s)
         }
-        None => re.is_match(s),
     };
     let out: BooleanArray = match values.data_type() {
         DataType::Utf8 => values
@@ -170,16 +190,23 @@ impl ScalarUDFImpl for RegexpLike {
             Some(f) if !f.is_empty() => format!("(?{f}){pattern}"),
             _ => pattern.to_string(),
         };
-        let re = self.regex(&pattern)?;
+        let compiled = self.regex(&pattern)?;
         let slot = self.prefilter.slot(&pattern);
         let hits = slot.and_then(|_| self.prefilter.hits(values));
         let hits = match (&hits, slot) {
             (Some(h), Some(slot)) => Some((h.as_ref(), slot)),
             _ => None,
         };
+        // Part of the prefilter: off, every regex runs on every row.
+        let min_len = if self.prefilter.enabled() {
+            compiled.min_len
+        } else {
+            0
+        };
         Ok(ColumnarValue::Array(is_match(
             values,
-            &re,
+            &compiled.re,
+            min_len,
             hits,
             &self.prefilter,
         )?))
@@ -201,6 +228,9 @@ mod tests {
             r"regexp_like(s, 'CURL', 'i')",
             r"regexp_like(s, '^$')",
             r"regexp_like(s, '(?i)(^|[^\w])ignore\s+previous')",
+            // a match spans 12 bytes at least: shorter rows are not searched
+            r"regexp_like(s, '[a-z]{12}|[a-z]{3}\s\|\s[a-z]{4}')",
+            r"regexp_like(s, '日本\s?curl')",
         ];
         let builtin = SessionContext::new();
         let ours = SessionContext::new();
@@ -250,5 +280,29 @@ mod tests {
             Ok(df) => df.collect().await.is_err(),
         };
         assert!(refused, "the g flag is refused");
+    }
+
+    #[test]
+    fn rows_shorter_than_any_match_are_not_searched() {
+        let udf = RegexpLike {
+            builtin: datafusion::functions::regex::regexp_like(),
+            compiled: Mutex::default(),
+            prefilter: Arc::new(Prefilter::new()),
+        };
+        let c = udf.regex("[0-9a-f]{8}|x{9}").expect("compiles");
+        assert_eq!(c.min_len, 8);
+        // 8 bytes, 4 bytes, null, 9 bytes (é is two) that do not match.
+        let values: ArrayRef = Arc::new(arrow::array::StringArray::from(vec![
+            Some("deadbeef"),
+            Some("dead"),
+            None,
+            Some("é0123456"),
+        ]));
+        let out = is_match(&values, &c.re, c.min_len, None, &udf.prefilter).expect("runs");
+        let out = out.as_boolean();
+        let got: Vec<Option<bool>> = out.iter().collect();
+        assert_eq!(got, [Some(true), Some(false), None, Some(false)]);
+        assert_eq!(udf.prefilter.stats().rows_skipped, 1, "only the 4-byte row");
+        assert_eq!(udf.regex("日本").expect("compiles").min_len, 6);
     }
 }
