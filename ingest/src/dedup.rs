@@ -4,6 +4,7 @@
 //! ledger fsync and the offset commit) exactly-once in the ledger, and it
 //! also absorbs producer retries and a file replayed twice.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 
 /// 128-bit BLAKE3 prefix.
@@ -33,7 +34,8 @@ pub enum Seen {
 #[derive(Debug)]
 pub struct Dedup {
     capacity: usize,
-    seen: HashMap<Key, Key>,
+    /// Keys are BLAKE3 digests already: foldhash, not SipHash.
+    seen: HashMap<Key, Key, foldhash::fast::RandomState>,
     order: VecDeque<Key>,
 }
 
@@ -42,7 +44,7 @@ impl Dedup {
     pub fn new(capacity: usize) -> Self {
         Dedup {
             capacity,
-            seen: HashMap::with_capacity(capacity.min(1 << 16)),
+            seen: HashMap::with_capacity_and_hasher(capacity.min(1 << 16), Default::default()),
             order: VecDeque::new(),
         }
     }
@@ -71,11 +73,11 @@ impl Dedup {
         let k = key(event_id.as_bytes());
         let mut content = [0u8; 16];
         content.copy_from_slice(&raw_blake3[..16]);
-        match self.seen.get(&k) {
-            Some(c) if *c == content => Seen::Duplicate,
-            Some(_) => Seen::IdReused,
-            None => {
-                self.seen.insert(k, content);
+        match self.seen.entry(k) {
+            Entry::Occupied(c) if *c.get() == content => Seen::Duplicate,
+            Entry::Occupied(_) => Seen::IdReused,
+            Entry::Vacant(v) => {
+                v.insert(content);
                 self.order.push_back(k);
                 while self.order.len() > self.capacity {
                     if let Some(old) = self.order.pop_front() {

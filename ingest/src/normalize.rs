@@ -42,7 +42,7 @@ struct PendingReq {
 /// Bounded, expiring map of outstanding requests.
 #[derive(Debug)]
 struct Pending {
-    map: HashMap<String, PendingReq>,
+    map: HashMap<String, PendingReq, foldhash::fast::RandomState>,
     /// Insertion order: (ts, seq, key). Entries whose seq no longer matches
     /// the map are stale and skipped.
     order: VecDeque<(i64, u64, String)>,
@@ -54,7 +54,7 @@ struct Pending {
 impl Pending {
     fn new(max: usize, ttl_ms: i64) -> Self {
         Pending {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             next_seq: 0,
             max: max.max(1),

@@ -18,7 +18,9 @@
 //! also carries history across its sessions: the tools it has used before
 //! ("first-seen" share).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use crate::state::{HashMap, HashSet};
 use std::fmt;
 
 use arrow::array::{
@@ -218,7 +220,7 @@ impl Classifier {
             read_words: set(&spec.read_words),
             listing_verbs: set(&spec.listing_verbs),
             listing_nouns: set(&spec.listing_nouns),
-            cache: HashMap::new(),
+            cache: HashMap::default(),
         }
     }
 
@@ -813,7 +815,8 @@ impl Extractor {
                     }
                     Some(_) => {}
                     None if known < MAX_PRINCIPALS => {
-                        seen_tools.insert(principal.to_string(), HashSet::from([t.to_string()]));
+                        seen_tools
+                            .insert(principal.to_string(), HashSet::from_iter([t.to_string()]));
                         first_seen = true;
                     }
                     None => {}
