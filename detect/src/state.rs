@@ -107,18 +107,30 @@ pub struct StateFire {
     pub detail: Map<String, Value>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// One event in a window. In the journal and the snapshot a null `value`
+/// and a `num` of +0.0 are left out (most windows count events).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct WinEvent {
     pub ts: i64,
     pub event_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "is_positive_zero")]
     pub num: f64,
+}
+
+/// Exactly +0.0 (a -0.0 is kept, so it reads back the same).
+fn is_positive_zero(n: &f64) -> bool {
+    n.to_bits() == 0
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct SeqEvent {
     pub ts: i64,
     pub event_id: String,
+    /// Empty (and left out) for a sequence's final step, whose evidence is
+    /// the firing row's.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub evidence: Map<String, Value>,
 }
 
@@ -1162,6 +1174,42 @@ fn top_candidates<'a>(it: impl Iterator<Item = &'a WinEvent> + Clone, counters: 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn window_events_leave_defaults_out_and_read_back_the_same() {
+        let ev = |value: Option<&str>, num: f64| WinEvent {
+            ts: 7,
+            event_id: "e1".into(),
+            value: value.map(str::to_string),
+            num,
+        };
+        let counted = ev(None, 0.0);
+        let text = serde_json::to_string(&counted).expect("json");
+        assert_eq!(text, r#"{"ts":7,"event_id":"e1"}"#);
+        for e in [
+            counted,
+            ev(Some(""), 1.5),
+            ev(Some("x"), -0.0),
+            ev(None, f64::MIN_POSITIVE),
+        ] {
+            let back: WinEvent =
+                serde_json::from_str(&serde_json::to_string(&e).expect("json")).expect("read");
+            assert_eq!(back, e);
+            assert_eq!(back.num.to_bits(), e.num.to_bits());
+        }
+        // Journals written before this encoding still read.
+        let old: WinEvent =
+            serde_json::from_str(r#"{"ts":7,"event_id":"e1","value":null,"num":0.0}"#)
+                .expect("old form");
+        assert_eq!(old, ev(None, 0.0));
+        let seq: SeqEvent =
+            serde_json::from_str(r#"{"ts":1,"event_id":"e"}"#).expect("no evidence");
+        assert!(seq.evidence.is_empty());
+        assert_eq!(
+            serde_json::to_string(&seq).expect("json"),
+            r#"{"ts":1,"event_id":"e"}"#
+        );
+    }
 
     fn spec(kind: RuleKind) -> StateSpec {
         StateSpec {
