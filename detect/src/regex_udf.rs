@@ -95,8 +95,6 @@ fn scalar_str(v: &ScalarValue) -> Result<Option<&str>> {
     }
 }
 
-/// `re.is_match` per row; with `hits`, only on the rows the prefilter lets
-/// through (the others cannot match).
 /// `re` on each row; a row shorter than `min_len` bytes or without one of
 /// the pattern's literals (`hits`) is answered `false` without running it.
 fn is_match(

@@ -19,8 +19,6 @@
 //! ("first-seen" share).
 
 use std::collections::VecDeque;
-
-use crate::state::{HashMap, HashSet};
 use std::fmt;
 
 use arrow::array::{
@@ -31,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::reference::{Profiles, peer_group};
 use crate::DetectError;
+use crate::state::{HashMap, HashSet};
 
 /// Number of features.
 pub const N_FEATURES: usize = 13;
