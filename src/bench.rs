@@ -154,8 +154,13 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
     );
     println!("  costliest rules:{}", costliest_rules(costs, 10));
     println!(
-        "  regex prefilter: rows skipped {}, rows run {}, column scans {} (+{} reused)",
-        prefilter.rows_skipped, prefilter.rows_run, prefilter.scans, prefilter.scans_reused
+        "  regex prefilter: rows skipped {}, rows run {}, column scans {} (+{} reused), {} patterns, {} automata built",
+        prefilter.rows_skipped,
+        prefilter.rows_run,
+        prefilter.scans,
+        prefilter.scans_reused,
+        prefilter.patterns,
+        prefilter.automata_built
     );
     if cfg.data_dir == tmp {
         let _ = std::fs::remove_dir_all(&tmp);

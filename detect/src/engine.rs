@@ -312,7 +312,7 @@ impl Engine {
         )?;
         let mut planned = Vec::with_capacity(rules.len());
         for rule in rules {
-            planned.push(plan_rule(&ctx, rule).await?);
+            planned.push(plan_rule(&ctx, &prefilter, rule).await?);
         }
         static ENGINES: AtomicU64 = AtomicU64::new(0);
         Ok(Engine {
@@ -1078,7 +1078,11 @@ fn register(
     Ok(())
 }
 
-async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule, DetectError> {
+async fn plan_rule(
+    ctx: &SessionContext,
+    prefilter: &crate::prefilter::Prefilter,
+    rule: LoadedRule,
+) -> Result<PlannedRule, DetectError> {
     let line = Some(rule.query_line);
     let options = SQLOptions::new()
         .with_allow_ddl(false)
@@ -1099,6 +1103,9 @@ async fn plan_rule(ctx: &SessionContext, rule: LoadedRule) -> Result<PlannedRule
     });
     if walked.is_err() {
         reads.clear();
+    }
+    for pattern in crate::regex_udf::literal_patterns(df.logical_plan()) {
+        prefilter.slot(&pattern);
     }
     reads.sort();
     reads.dedup();

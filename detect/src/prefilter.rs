@@ -170,6 +170,8 @@ pub(crate) struct Prefilter {
     /// Column scans made / answered from this batch's earlier scan.
     scans: AtomicU64,
     reused: AtomicU64,
+    /// Automata built (once per set of registered patterns).
+    built: AtomicU64,
     /// Batches started and not done.
     open_batches: AtomicUsize,
 }
@@ -186,6 +188,11 @@ pub struct PrefilterStats {
     pub scans: u64,
     /// Calls answered from a scan of the same column earlier in the batch.
     pub scans_reused: u64,
+    /// Patterns known (with or without a literal set); the engine registers
+    /// a pack's literal patterns when it plans the rules.
+    pub patterns: u64,
+    /// Automata built: one, unless patterns were registered after a scan.
+    pub automata_built: u64,
 }
 
 impl Prefilter {
@@ -197,6 +204,7 @@ impl Prefilter {
             ran: AtomicU64::new(0),
             scans: AtomicU64::new(0),
             reused: AtomicU64::new(0),
+            built: AtomicU64::new(0),
             open_batches: AtomicUsize::new(0),
         }
     }
@@ -214,6 +222,8 @@ impl Prefilter {
             rows_run: self.ran.load(Ordering::Relaxed),
             scans: self.scans.load(Ordering::Relaxed),
             scans_reused: self.reused.load(Ordering::Relaxed),
+            patterns: self.lock().slots.len() as u64,
+            automata_built: self.built.load(Ordering::Relaxed),
         }
     }
 
@@ -306,6 +316,7 @@ impl Prefilter {
                             .ok()?,
                     );
                     inner.automaton = Some(ac.clone());
+                    self.built.fetch_add(1, Ordering::Relaxed);
                     ac
                 }
             };

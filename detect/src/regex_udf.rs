@@ -88,6 +88,54 @@ impl RegexpLike {
     }
 }
 
+/// The pattern `regexp_like(text, pattern, flags)` runs: the flags as an
+/// inline group in front.
+pub(crate) fn with_flags(pattern: &str, flags: Option<&str>) -> String {
+    match flags {
+        Some(f) if !f.is_empty() => format!("(?{f}){pattern}"),
+        _ => pattern.to_string(),
+    }
+}
+
+/// The patterns of the `regexp_like` calls with literal arguments in `plan`
+/// (as [`with_flags`] writes them), so that the prefilter knows a rule
+/// pack's patterns before the first batch: its automaton is then built once,
+/// not again each time one more rule's first call registers a pattern.
+pub(crate) fn literal_patterns(plan: &datafusion::logical_expr::LogicalPlan) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    fn literal(e: &Expr) -> Option<&str> {
+        match e {
+            Expr::Literal(v, _) => v.try_as_str().flatten(),
+            _ => None,
+        }
+    }
+    let mut out = Vec::new();
+    let _ = plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|e| {
+            e.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && f.name() == "regexp_like"
+                    && let Some(pattern) = f.args.get(1).and_then(literal)
+                {
+                    let flags = match f.args.get(2) {
+                        None => None,
+                        Some(a) => match literal(a) {
+                            Some(fl) => Some(fl),
+                            None => return Ok(TreeNodeRecursion::Continue),
+                        },
+                    };
+                    if !flags.is_some_and(|f| f.contains('g')) {
+                        out.push(with_flags(pattern, flags));
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    });
+    out
+}
+
 fn scalar_str(v: &ScalarValue) -> Result<Option<&str>> {
     match v.try_as_str() {
         Some(s) => Ok(s),
@@ -184,10 +232,7 @@ impl ScalarUDFImpl for RegexpLike {
                 values.len(),
             ))));
         };
-        let pattern = match flags {
-            Some(f) if !f.is_empty() => format!("(?{f}){pattern}"),
-            _ => pattern.to_string(),
-        };
+        let pattern = with_flags(pattern, flags);
         let compiled = self.regex(&pattern)?;
         let slot = self.prefilter.slot(&pattern);
         let hits = slot.and_then(|_| self.prefilter.hits(values));

@@ -105,12 +105,39 @@ async fn the_prefilter_on_and_off_raise_identical_incidents() {
             st.rows_skipped > st.rows_run,
             "{name}: the prefilter lets most rows skip their regexes: {st:?}"
         );
+        let off = off.regex_prefilter_stats();
         assert_eq!(
-            off.regex_prefilter_stats(),
-            dunes_detect::PrefilterStats::default(),
+            off,
+            dunes_detect::PrefilterStats {
+                patterns: off.patterns,
+                ..dunes_detect::PrefilterStats::default()
+            },
             "{name}: off is off"
         );
     }
+}
+
+/// The engine registers every literal `regexp_like` pattern of the pack
+/// when it plans the rules: no pattern is added by a rule's first call, so
+/// the automaton is built once (before, each rule's first call added its
+/// patterns and the next scan rebuilt it).
+#[tokio::test]
+async fn the_packs_patterns_are_known_before_the_first_batch_and_one_automaton_serves_them() {
+    let engine = pack_engine().await;
+    let before = engine.regex_prefilter_stats();
+    assert!(before.patterns >= 20, "{before:?}");
+    assert_eq!(before.automata_built, 0, "nothing scanned yet");
+    let sample = std::fs::read_to_string(root().join("examples/corpus/mcp-sample.ndjson"))
+        .expect("shipped sample");
+    let lines: Vec<String> = sample.lines().map(str::to_owned).collect();
+    assert!(!incidents(&engine, &lines).await.is_empty());
+    let after = engine.regex_prefilter_stats();
+    assert!(after.scans > 1, "{after:?}");
+    assert_eq!(
+        after.patterns, before.patterns,
+        "a pattern was missed at plan time"
+    );
+    assert_eq!(after.automata_built, 1, "{after:?}");
 }
 
 /// [`incidents`], with each batch's plans started before the previous batch
