@@ -6,10 +6,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, AsArray, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
-    ListBuilder, MapBuilder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayRef, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder, ListBuilder, MapBuilder,
+    StringBuilder, TimestampMicrosecondBuilder,
 };
-use arrow::datatypes::DataType;
 use arrow::record_batch::RecordBatch;
 
 use crate::dedup::{Dedup, Seen};
@@ -112,7 +111,6 @@ pub struct Normalizer {
     pending: Pending,
     stitch: crate::stitch::Stitcher,
     scratch: Vec<u8>,
-    sizes: SizeHint,
 }
 
 /// Derived per-message values (one `events` row).
@@ -260,7 +258,6 @@ impl Normalizer {
             pending,
             stitch,
             scratch: Vec::with_capacity(4096),
-            sizes: SizeHint::default(),
         }
     }
 
@@ -293,7 +290,7 @@ impl Normalizer {
         mut dedup: Option<&mut Dedup>,
     ) -> Result<DecodedBatch, IngestError> {
         let mut duplicates = Vec::new();
-        let mut ev = EventsBuilder::with_capacity(records.len(), &self.sizes);
+        let mut ev = EventsBuilder::with_capacity(records.len());
         let mut td = ToolDefsBuilder::default();
         let mut md = MamlDocsBuilder::default();
         let mut accepted = Vec::with_capacity(records.len());
@@ -382,10 +379,8 @@ impl Normalizer {
                 }
             }
         }
-        let events = ev.finish()?;
-        self.sizes.learn(&events);
         Ok(DecodedBatch {
-            events,
+            events: ev.finish()?,
             tool_defs: td.finish()?,
             maml_docs: md.finish()?,
             accepted,
@@ -858,91 +853,57 @@ struct EventsBuilder {
     raw_bytes: Int64Builder,
 }
 
-/// Bytes per row of each string column of the last `events` batch: the next
-/// batch's builders start that large instead of doubling their value
-/// buffers (a copy of everything written so far) ~6 times per text column.
-#[derive(Debug, Default)]
-struct SizeHint {
-    /// Per column of the `events` schema; 0 for other types.
-    bytes_per_row: Vec<usize>,
-}
-
-impl SizeHint {
-    /// Value bytes to reserve for column `name` in a batch of `rows` rows.
-    fn bytes(&self, name: &str, rows: usize) -> usize {
-        let per_row = events_schema()
-            .index_of(name)
-            .ok()
-            .and_then(|i| self.bytes_per_row.get(i).copied())
-            .unwrap_or(0);
-        // a little headroom; 16 bytes a row before any batch was seen
-        rows * per_row.max(12) * 5 / 4
-    }
-
-    fn learn(&mut self, batch: &RecordBatch) {
-        let rows = batch.num_rows().max(1);
-        self.bytes_per_row = batch
-            .columns()
-            .iter()
-            .map(|c| match c.data_type() {
-                DataType::Utf8 => c.as_string::<i32>().values().len() / rows,
-                _ => 0,
-            })
-            .collect();
-    }
-}
-
 impl EventsBuilder {
-    fn with_capacity(n: usize, hint: &SizeHint) -> Self {
-        let s = |name: &str| StringBuilder::with_capacity(n, hint.bytes(name, n));
+    fn with_capacity(n: usize) -> Self {
+        let s = || StringBuilder::with_capacity(n, n * 16);
         let l = || ListBuilder::new(StringBuilder::new());
         EventsBuilder {
-            event_id: s("event_id"),
+            event_id: s(),
             msg_index: Int32Builder::with_capacity(n),
             ts: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
-            server_id: s("server_id"),
-            direction: s("direction"),
-            transport: s("transport"),
-            session_id: s("session_id"),
-            gateway_id: s("gateway_id"),
-            server_name: s("server_name"),
-            server_version: s("server_version"),
-            client_name: s("client_name"),
-            client_version: s("client_version"),
-            http_method: s("http_method"),
+            server_id: s(),
+            direction: s(),
+            transport: s(),
+            session_id: s(),
+            gateway_id: s(),
+            server_name: s(),
+            server_version: s(),
+            client_name: s(),
+            client_version: s(),
+            http_method: s(),
             http_status: Int32Builder::with_capacity(n),
-            src_ip: s("src_ip"),
-            user_agent: s("user_agent"),
-            origin: s("origin"),
-            host: s("host"),
-            hdr_protocol_version: s("hdr_protocol_version"),
-            hdr_mcp_method: s("hdr_mcp_method"),
-            hdr_mcp_name: s("hdr_mcp_name"),
-            auth_sub: s("auth_sub"),
-            auth_iss: s("auth_iss"),
-            auth_aud: s("auth_aud"),
-            auth_client_id: s("auth_client_id"),
-            auth_scopes: s("auth_scopes"),
+            src_ip: s(),
+            user_agent: s(),
+            origin: s(),
+            host: s(),
+            hdr_protocol_version: s(),
+            hdr_mcp_method: s(),
+            hdr_mcp_name: s(),
+            auth_sub: s(),
+            auth_iss: s(),
+            auth_aud: s(),
+            auth_client_id: s(),
+            auth_scopes: s(),
             auth_exp: Int64Builder::with_capacity(n),
-            token_fp: s("token_fp"),
+            token_fp: s(),
             aud_ok: BooleanBuilder::with_capacity(n),
-            principal: s("principal"),
+            principal: s(),
             labels: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
-            extra: s("extra"),
-            msg_kind: s("msg_kind"),
-            jsonrpc_id: s("jsonrpc_id"),
-            method: s("method"),
-            protocol_version: s("protocol_version"),
-            req_protocol_version: s("req_protocol_version"),
-            tool_name: s("tool_name"),
-            resource_uri: s("resource_uri"),
-            prompt_name: s("prompt_name"),
+            extra: s(),
+            msg_kind: s(),
+            jsonrpc_id: s(),
+            method: s(),
+            protocol_version: s(),
+            req_protocol_version: s(),
+            tool_name: s(),
+            resource_uri: s(),
+            prompt_name: s(),
             args_bytes: Int64Builder::with_capacity(n),
-            args_sha256: s("args_sha256"),
+            args_sha256: s(),
             args_keys: l(),
-            args_preview: s("args_preview"),
-            args_text: s("args_text"),
-            args_decoded: s("args_decoded"),
+            args_preview: s(),
+            args_text: s(),
+            args_decoded: s(),
             args_max_len: Int64Builder::with_capacity(n),
             args_max_entropy: Float64Builder::with_capacity(n),
             args_urls: l(),
@@ -952,10 +913,10 @@ impl EventsBuilder {
             args_secret_types: l(),
             is_error: BooleanBuilder::with_capacity(n),
             error_code: Int64Builder::with_capacity(n),
-            error_message: s("error_message"),
+            error_message: s(),
             result_bytes: Int64Builder::with_capacity(n),
-            result_preview: s("result_preview"),
-            result_text: s("result_text"),
+            result_preview: s(),
+            result_text: s(),
             result_secret_types: l(),
             content_types: l(),
             tools_listed: Int32Builder::with_capacity(n),
