@@ -806,20 +806,20 @@ impl RuleState {
             return Vec::new();
         };
         let n = spec.steps.len();
-        let ent = self.sequences.entry(row.key.to_string()).or_default();
+        let Some(ent) = get_or_insert(&mut self.sequences, &row.key, Default::default) else {
+            return Vec::new();
+        };
         let reshaped = ent.steps.len() != n;
         if reshaped {
             ent.steps.resize_with(n, Vec::new);
         }
-        let m = self
-            .dirty
-            .sequences
-            .entry(row.key.to_string())
-            .or_insert_with(|| SeqMark {
-                base_lens: ent.steps.iter().map(Vec::len).collect(),
-                popped: vec![0; n],
-                rewrite: false,
-            });
+        let Some(m) = get_or_insert(&mut self.dirty.sequences, &row.key, || SeqMark {
+            base_lens: ent.steps.iter().map(Vec::len).collect(),
+            popped: vec![0; n],
+            rewrite: false,
+        }) else {
+            return Vec::new();
+        };
         m.rewrite |= reshaped;
         let list = &mut ent.steps[step];
         let pos = list.partition_point(|e| e.ts <= row.ts);
