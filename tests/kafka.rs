@@ -137,9 +137,19 @@ fn producer(brokers: &str) -> ThreadedProducer<DefaultProducerContext> {
 }
 
 fn produce(brokers: &str, topic: &str, msgs: &[Vec<u8>]) {
+    produce_to(brokers, topic, msgs, None);
+}
+
+/// [`produce`], to partition `i % partitions` for the `i`-th message when
+/// `partitions` is given (without keys, librdkafka's sticky partitioner may
+/// put a fast burst on one or two partitions).
+fn produce_to(brokers: &str, topic: &str, msgs: &[Vec<u8>], partitions: Option<i32>) {
     let p = producer(brokers);
-    for m in msgs {
+    for (i, m) in msgs.iter().enumerate() {
         let mut rec = BaseRecord::<(), [u8]>::to(topic).payload(m.as_slice());
+        if let Some(n) = partitions {
+            rec = rec.partition((i % n as usize) as i32);
+        }
         loop {
             match p.send(rec) {
                 Ok(()) => break,
@@ -336,6 +346,50 @@ fn stop(mut child: Running) {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Waits until the `dunes run` logging to `log` reports partitions assigned
+/// to it (a rebalance that gave it at least one).
+fn wait_assigned(log: &Path, limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let assigned = text
+            .lines()
+            .filter(|l| l.contains("kafka: partitions assigned"))
+            .filter_map(|l| {
+                let plain = strip_ansi(l);
+                let n = plain.rsplit("partitions=").next()?;
+                n.trim().parse::<u32>().ok()
+            })
+            .any(|n| n > 0);
+        if assigned {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!(
+        "no partitions assigned within {limit:?}\n{}",
+        file_tail(log).unwrap_or_default()
+    );
+}
+
+/// `line` without ANSI colour sequences (ESC `[` … letter).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Event ids in the ledger of `data`, with their multiplicity.
@@ -766,8 +820,12 @@ fn two_instances_in_one_group_split_partitions_and_ledger_each_event_once() {
         &mut [&mut a],
     );
     // The second instance joins mid-stream: a rebalance with batches in flight.
+    // The rest is produced once it holds partitions, spread over all four:
+    // before, a fast first instance could consume all of it during the second
+    // one's group join, or the sticky partitioner put it on the first's.
     let mut bb = start(&cfg_b, "b");
-    produce(b, &topic, second);
+    wait_assigned(&cfg_b.with_file_name("b.log"), Duration::from_secs(120));
+    produce_to(b, &topic, second, Some(4));
     wait_committed(
         b,
         &group,
