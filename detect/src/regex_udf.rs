@@ -97,6 +97,11 @@ pub(crate) fn with_flags(pattern: &str, flags: Option<&str>) -> String {
     }
 }
 
+/// Flags `regexp_like` refuses (`g`, "global", as DataFusion's own).
+fn refused(flags: Option<&str>) -> bool {
+    flags.is_some_and(|f| f.contains('g'))
+}
+
 /// The patterns of the `regexp_like` calls with literal arguments in `plan`
 /// (as [`with_flags`] writes them), so that the prefilter knows a rule
 /// pack's patterns before the first batch: its automaton is then built once,
@@ -125,7 +130,7 @@ pub(crate) fn literal_patterns(plan: &datafusion::logical_expr::LogicalPlan) -> 
                             None => return Ok(TreeNodeRecursion::Continue),
                         },
                     };
-                    if !flags.is_some_and(|f| f.contains('g')) {
+                    if !refused(flags) {
                         out.push(with_flags(pattern, flags));
                     }
                 }
@@ -224,7 +229,7 @@ impl ScalarUDFImpl for RegexpLike {
             ] => (v, scalar_str(p)?, scalar_str(f)?),
             _ => return self.builtin.invoke_with_args(args),
         };
-        if flags.is_some_and(|f| f.contains('g')) {
+        if refused(flags) {
             return plan_err!("regexp_like() does not support the \"global\" option");
         }
         let Some(pattern) = pattern else {
