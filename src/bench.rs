@@ -7,7 +7,7 @@
 //! fill time, bounded by `batch_timeout_ms` in `run`).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dunes_detect::IncidentStore;
@@ -182,6 +182,8 @@ pub struct KafkaBench {
     pub batch_size: usize,
     /// Produce everything first, then consume the backlog.
     pub preproduced: bool,
+    /// Consume the backlog with the Kafka source alone (no pipeline).
+    pub source_only: bool,
 }
 
 pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
@@ -265,6 +267,38 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     } else {
         None
     };
+    if b.source_only {
+        let run = consume_only(&cfg.kafka, n).await?;
+        println!(
+            "dunes bench kafka --source-only: {n} envelopes, {} partitions, batch size {}, broker {}",
+            b.partitions, b.batch_size, b.brokers
+        );
+        // From the first batch on, the group join is out of the figure.
+        let steady = if run.after_first > 0 {
+            format!(
+                "; after the first batch: {:.0} events/s",
+                run.after_first as f64 / run.from_first.as_secs_f64().max(1e-9)
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "  consumed and committed in {:.2}s incl. start-up and group join: {:.0} events/s{steady}",
+            run.elapsed.as_secs_f64(),
+            n as f64 / run.elapsed.as_secs_f64().max(1e-9),
+        );
+        if let Some(s) = run.cpu_seconds {
+            println!(
+                "  this process used {s:.2}s of CPU ({:.1} µs per event); the broker's is not counted",
+                s * 1e6 / n.max(1) as f64
+            );
+        }
+        let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
+        if cfg.data_dir == tmp {
+            let _ = std::fs::remove_dir_all(&tmp);
+        }
+        return Ok(());
+    }
     // Without --preproduced, the producer runs beside the pipeline.
     let producer = preproduced.is_none().then(|| {
         std::thread::spawn(move || produce(&brokers, &ptopic, &pgroup, partitions, lines, rate))
@@ -331,6 +365,73 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     }
     let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
     Ok(())
+}
+
+/// What consuming a backlog with the Kafka source alone took.
+struct SourceRun {
+    elapsed: Duration,
+    /// Events after the first batch, and the time from its arrival to the
+    /// last commit.
+    after_first: u64,
+    from_first: Duration,
+    /// User + system CPU of this process over the run (Unix only).
+    cpu_seconds: Option<f64>,
+}
+
+/// Consumes `n` records with the Kafka source `dunes run` uses, committing
+/// each batch as it arrives: no decoding, detection or ledger.
+async fn consume_only(
+    kcfg: &dunes_ingest::kafka::KafkaConfig,
+    n: u64,
+) -> anyhow::Result<SourceRun> {
+    let cpu0 = process_cpu_seconds();
+    let started = Instant::now();
+    let (handle, mut rx) = dunes_ingest::kafka::KafkaSource::start(kcfg, "dunes-bench-source")
+        .context("cannot start the Kafka source")?;
+    let mut got = 0u64;
+    let mut first: Option<(Instant, u64)> = None;
+    while got < n {
+        let batch = tokio::time::timeout(Duration::from_secs(120), rx.recv())
+            .await
+            .map_err(|_| anyhow::anyhow!("no batch for 120 s after {got} of {n} records"))?
+            .ok_or_else(|| {
+                anyhow::anyhow!("the Kafka source stopped after {got} of {n} records")
+            })?;
+        got += batch.records.len() as u64;
+        first.get_or_insert((Instant::now(), got));
+        tokio::task::block_in_place(|| handle.commit(&batch)).context("commit")?;
+    }
+    let elapsed = started.elapsed();
+    let cpu_seconds = process_cpu_seconds().zip(cpu0).map(|(b, a)| b - a);
+    handle.request_stop();
+    tokio::task::block_in_place(|| handle.join());
+    let (t1, n1) = first.unwrap_or((started, 0));
+    Ok(SourceRun {
+        elapsed,
+        after_first: got - n1,
+        from_first: t1.elapsed().min(elapsed),
+        cpu_seconds,
+    })
+}
+
+/// User + system CPU time of this process so far.
+#[cfg(unix)]
+fn process_cpu_seconds() -> Option<f64> {
+    let mut ru = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is valid.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, ru.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: initialised by the successful call above.
+    let ru = unsafe { ru.assume_init() };
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    Some(secs(ru.ru_utime) + secs(ru.ru_stime))
+}
+
+#[cfg(not(unix))]
+fn process_cpu_seconds() -> Option<f64> {
+    None
 }
 
 /// The `n` rules that took the most time (plan execution plus state), with

@@ -13,7 +13,7 @@ mod model_cmd;
 mod report;
 mod report_cmd;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -240,6 +240,7 @@ enum Command {
   dunes bench --input traffic.ndjson           # the same over recorded envelopes (held in memory)
   dunes bench --sessions 6000 --stateless --otlp   # the same over stateless traffic as OTLP logs
   dunes bench kafka --brokers 127.0.0.1:19092 --preproduced
+  dunes bench kafka --preproduced --source-only   # the broker and consumer alone: the ceiling
   dunes bench api --seconds 10 --clients 8
   dunes bench --sessions 2000 maml --rounds 20
   dunes bench soak --minutes 30 --rate 25000 --live-sessions 100000 --csv soak.csv"
@@ -496,6 +497,11 @@ enum BenchWhat {
         /// backlog (the producer's speed is out of the figure; start-up and group join are in).
         #[arg(long, conflicts_with = "rate")]
         preproduced: bool,
+        /// With --preproduced: consume the backlog with the Kafka source alone (each
+        /// batch committed as it arrives, no pipeline). What the broker and the consumer
+        /// sustain on this machine, the ceiling of the end-to-end figure.
+        #[arg(long, requires = "preproduced")]
+        source_only: bool,
     },
     /// Incident reads on the HTTP API (with auth) while HTTP ingest runs: req/s and
     /// latency percentiles.
@@ -616,9 +622,13 @@ fn write_man_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colours only on a terminal: logs redirected to a file or a collector
+    // stay plain text (`NO_COLOR` turns them off on a terminal too).
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -942,6 +952,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                     rate,
                     batch_size,
                     preproduced,
+                    source_only,
                 }) => {
                     let b = bench::KafkaBench {
                         brokers,
@@ -951,6 +962,7 @@ async fn dispatch(cmd: Command) -> anyhow::Result<ExitCode> {
                         rate,
                         batch_size,
                         preproduced,
+                        source_only,
                     };
                     bench::run_kafka(cfg, b).await?
                 }

@@ -357,3 +357,25 @@ fn bench_over_a_recorded_file_lists_the_costliest_rules() {
     }
     assert!(text.contains("  regex prefilter: rows skipped "), "{text}");
 }
+
+#[test]
+fn logs_to_a_pipe_are_plain_text() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let sample = root.join("examples/corpus/mcp-sample.ndjson");
+    let tmp = tempfile::tempdir().expect("tmp");
+    let out = run_ok(
+        dunes()
+            .env("RUST_LOG", "info")
+            .env_remove("NO_COLOR")
+            .arg("replay")
+            .arg("--data-dir")
+            .arg(tmp.path())
+            .arg(&sample),
+    );
+    let log = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(log.contains(" INFO "), "no INFO line in:\n{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "escape sequences in piped logs:\n{log}"
+    );
+}

@@ -357,11 +357,7 @@ fn wait_assigned(log: &Path, limit: Duration) {
         let assigned = text
             .lines()
             .filter(|l| l.contains("kafka: partitions assigned"))
-            .filter_map(|l| {
-                let plain = strip_ansi(l);
-                let n = plain.rsplit("partitions=").next()?;
-                n.trim().parse::<u32>().ok()
-            })
+            .filter_map(|l| l.rsplit("partitions=").next()?.trim().parse::<u32>().ok())
             .any(|n| n > 0);
         if assigned {
             return;
@@ -372,24 +368,6 @@ fn wait_assigned(log: &Path, limit: Duration) {
         "no partitions assigned within {limit:?}\n{}",
         file_tail(log).unwrap_or_default()
     );
-}
-
-/// `line` without ANSI colour sequences (ESC `[` … letter).
-fn strip_ansi(line: &str) -> String {
-    let mut out = String::with_capacity(line.len());
-    let mut chars = line.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Event ids in the ledger of `data`, with their multiplicity.
@@ -957,4 +935,45 @@ fn checkpoints_published_to_kafka_resume_anchor_verify_and_refuse_a_fork() {
     assert!(err.contains("not publishing"), "{err}");
     assert_eq!(topic_notes(b, &topic, second.len()), second);
     assert!(!verify_with_anchor(&forged).status.success());
+}
+
+/// `dunes bench kafka --preproduced`, with the pipeline and with the source
+/// alone, consumes the whole backlog it produced and says so.
+#[test]
+fn bench_kafka_consumes_its_backlog_with_and_without_the_pipeline() {
+    let b = brokers();
+    let run = |extra: &[&str]| {
+        let data = tempfile::tempdir().expect("tmp");
+        let out = run_ok(
+            dunes()
+                .args(["bench", "--data-dir"])
+                .arg(data.path())
+                .args(["kafka", "--brokers", b, "--sessions", "20", "--preproduced"])
+                .args(extra),
+        );
+        let stdout = String::from_utf8(out.stdout).expect("utf-8");
+        let stderr = String::from_utf8(out.stderr).expect("utf-8");
+        let produced: u64 = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix("produced ")?.split(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no produced count in:\n{stderr}"));
+        (produced, stdout)
+    };
+    let (n, text) = run(&[]);
+    assert!(n > 100, "{n} envelopes from 20 sessions");
+    assert!(
+        text.contains(&format!("ledgered {n} (rejected 0, duplicates 0)")),
+        "{text}"
+    );
+    let (m, text) = run(&["--source-only"]);
+    assert_eq!(m, n, "the same simulated sessions");
+    assert!(
+        text.contains(&format!("--source-only: {n} envelopes")),
+        "{text}"
+    );
+    let consumed = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("consumed and committed in"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(consumed.contains("events/s"), "{consumed}");
 }

@@ -257,3 +257,79 @@ fn batch_boundaries_do_not_change_output() {
     assert_eq!(ea, eb);
     assert_eq!(ta, tb);
 }
+
+/// A large batch is parsed on two threads: every kind of record keeps its
+/// place and its outcome, as when the same records come one per batch.
+#[test]
+fn a_large_mixed_batch_decodes_as_records_one_by_one() {
+    let lines: Vec<String> = std::fs::read_to_string(SAMPLE)
+        .expect("sample")
+        .lines()
+        .take(600)
+        .map(str::to_owned)
+        .collect();
+    let cfg = IngestConfig::default();
+    let mut records = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let mut r = rec(l, i as u64 + 1);
+        match i % 50 {
+            7 => r.bytes = b"{\"ts\": 1".to_vec(),
+            13 => r.bytes = b"   ".to_vec(),
+            19 => r.bytes = vec![b'{', 0xff, b'}'],
+            23 => r.refused = Some("refused by the source".into()),
+            29 => r.oversize = Some(cfg.max_line_bytes + 1),
+            // the same bytes as the line before: a duplicate
+            31 => r.bytes = lines[i - 1].as_bytes().to_vec(),
+            _ => {}
+        }
+        records.push(r);
+    }
+    let whole = {
+        let mut n = Normalizer::new(cfg.clone());
+        let mut d = dunes_ingest::Dedup::new(10_000);
+        vec![
+            n.decode_batch_dedup(records.clone(), &mut d)
+                .expect("decode"),
+        ]
+    };
+    let one_by_one: Vec<_> = {
+        let mut n = Normalizer::new(cfg);
+        let mut d = dunes_ingest::Dedup::new(10_000);
+        records
+            .into_iter()
+            .map(|r| n.decode_batch_dedup(vec![r], &mut d).expect("decode"))
+            .collect()
+    };
+    let outcomes = |bs: &[dunes_ingest::DecodedBatch]| {
+        let f = |v: Vec<String>| v.join("\n");
+        (
+            f(bs.iter()
+                .flat_map(|b| b.accepted.iter().map(|a| format!("{a:?}")))
+                .collect()),
+            f(bs.iter()
+                .flat_map(|b| b.rejected.iter().map(|r| format!("{r:?}")))
+                .collect()),
+            f(bs.iter()
+                .flat_map(|b| b.duplicates.iter().map(|d| format!("{d:?}")))
+                .collect()),
+        )
+    };
+    let (a1, r1, d1) = outcomes(&whole);
+    let (a2, r2, d2) = outcomes(&one_by_one);
+    assert_eq!(r1, r2);
+    assert_eq!(d1, d2);
+    assert_eq!(a1, a2);
+    // 12 of each altered kind, the blank lines skipped, the rest accepted
+    let reasons: Vec<&str> = whole[0]
+        .rejected
+        .iter()
+        .map(|r| r.reason.as_str())
+        .collect();
+    assert_eq!(whole[0].rejected.len(), 48, "{reasons:?}");
+    assert_eq!(whole[0].duplicates.len(), 12);
+    assert_eq!(whole[0].accepted.len(), 600 - 48 - 12 - 12);
+    let (e1, t1) = concat(&whole);
+    let (e2, t2) = concat(&one_by_one);
+    assert_eq!(e1, e2);
+    assert_eq!(t1, t2);
+}
