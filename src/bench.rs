@@ -267,8 +267,25 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Without --preproduced, the producer runs beside the pipeline.
+    let producer = preproduced.is_none().then(|| {
+        std::thread::spawn(move || produce(&brokers, &ptopic, &pgroup, partitions, lines, rate))
+    });
+
+    let hist = Arc::new(std::sync::Mutex::new(
+        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
+    ));
     if b.source_only {
-        let run = consume_only(&cfg.kafka, n).await?;
+        let run = consume_only(&cfg.kafka, n, &hist).await?;
+        let done = Instant::now();
+        let main_started = match producer {
+            Some(p) => Some(
+                p.join()
+                    .map_err(|_| anyhow::anyhow!("producer thread panicked"))??
+                    .0,
+            ),
+            None => None,
+        };
         println!(
             "dunes bench kafka --source-only: {n} envelopes, {} partitions, batch size {}, broker {}",
             b.partitions, b.batch_size, b.brokers
@@ -287,6 +304,18 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
             run.elapsed.as_secs_f64(),
             n as f64 / run.elapsed.as_secs_f64().max(1e-9),
         );
+        if let Some(started) = main_started {
+            println!(
+                "  throughput end to end: {:.0} events/s (from the first produced record after the group joined to the last committed)",
+                n.saturating_sub(1) as f64
+                    / done
+                        .saturating_duration_since(started)
+                        .as_secs_f64()
+                        .max(1e-9)
+            );
+            let (p50, p99, max) = percentiles_ms(&hist)?;
+            println!("  produce->commit latency (ms): p50 {p50:.1}  p99 {p99:.1}  max {max:.1}");
+        }
         if let Some(s) = run.cpu_seconds {
             println!(
                 "  this process used {s:.2}s of CPU ({:.1} µs per event); the broker's is not counted",
@@ -299,14 +328,6 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    // Without --preproduced, the producer runs beside the pipeline.
-    let producer = preproduced.is_none().then(|| {
-        std::thread::spawn(move || produce(&brokers, &ptopic, &pgroup, partitions, lines, rate))
-    });
-
-    let hist = Arc::new(std::sync::Mutex::new(
-        Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
-    ));
     let opts = dunes_pipeline::DriveOptions {
         stop_after: Some(n),
         kafka_latency: Some(hist.clone()),
@@ -322,15 +343,7 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     };
     let steady = done.saturating_duration_since(main_started);
     let s = &out.stats;
-    let (p50, p99, max) = {
-        let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
-        let ms = |us: u64| us as f64 / 1000.0;
-        (
-            ms(h.value_at_quantile(0.50)),
-            ms(h.value_at_quantile(0.99)),
-            ms(h.max()),
-        )
-    };
+    let (p50, p99, max) = percentiles_ms(&hist)?;
     println!(
         "dunes bench kafka: {n} envelopes, {} partitions, batch size {}, broker {}",
         b.partitions, b.batch_size, b.brokers
@@ -367,7 +380,18 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What consuming a backlog with the Kafka source alone took.
+/// p50, p99 and max of a histogram of µs, in ms.
+fn percentiles_ms(hist: &std::sync::Mutex<Histogram<u64>>) -> anyhow::Result<(f64, f64, f64)> {
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok((
+        ms(h.value_at_quantile(0.50)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max()),
+    ))
+}
+
+/// What consuming with the Kafka source alone took.
 struct SourceRun {
     elapsed: Duration,
     /// Events after the first batch, and the time from its arrival to the
@@ -379,10 +403,12 @@ struct SourceRun {
 }
 
 /// Consumes `n` records with the Kafka source `dunes run` uses, committing
-/// each batch as it arrives: no decoding, detection or ledger.
+/// each batch as it arrives: no decoding, detection or ledger. Records each
+/// record's produce→commit latency (µs, at ms resolution) in `hist`.
 async fn consume_only(
     kcfg: &dunes_ingest::kafka::KafkaConfig,
     n: u64,
+    hist: &std::sync::Mutex<Histogram<u64>>,
 ) -> anyhow::Result<SourceRun> {
     let cpu0 = process_cpu_seconds();
     let started = Instant::now();
@@ -400,6 +426,11 @@ async fn consume_only(
         got += batch.records.len() as u64;
         first.get_or_insert((Instant::now(), got));
         tokio::task::block_in_place(|| handle.commit(&batch)).context("commit")?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+        for ts in batch.timestamps_ms.iter().flatten() {
+            let _ = h.record(((now_ms - ts).max(0) as u64) * 1000);
+        }
     }
     let elapsed = started.elapsed();
     let cpu_seconds = process_cpu_seconds().zip(cpu0).map(|(b, a)| b - a);

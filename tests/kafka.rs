@@ -937,10 +937,10 @@ fn checkpoints_published_to_kafka_resume_anchor_verify_and_refuse_a_fork() {
     assert!(!verify_with_anchor(&forged).status.success());
 }
 
-/// `dunes bench kafka --preproduced`, with the pipeline and with the source
-/// alone, consumes the whole backlog it produced and says so.
+/// `dunes bench kafka`, with the pipeline and with the source alone, from a
+/// backlog and beside its producer, consumes all it produced and says so.
 #[test]
-fn bench_kafka_consumes_its_backlog_with_and_without_the_pipeline() {
+fn bench_kafka_consumes_what_it_produced_with_and_without_the_pipeline() {
     let b = brokers();
     let run = |extra: &[&str]| {
         let data = tempfile::tempdir().expect("tmp");
@@ -948,32 +948,52 @@ fn bench_kafka_consumes_its_backlog_with_and_without_the_pipeline() {
             dunes()
                 .args(["bench", "--data-dir"])
                 .arg(data.path())
-                .args(["kafka", "--brokers", b, "--sessions", "20", "--preproduced"])
+                .args(["kafka", "--brokers", b, "--sessions", "20"])
                 .args(extra),
         );
         let stdout = String::from_utf8(out.stdout).expect("utf-8");
         let stderr = String::from_utf8(out.stderr).expect("utf-8");
         let produced: u64 = stderr
             .lines()
-            .find_map(|l| l.strip_prefix("produced ")?.split(' ').next()?.parse().ok())
-            .unwrap_or_else(|| panic!("no produced count in:\n{stderr}"));
+            .find_map(|l| {
+                l.strip_prefix("producing ")?
+                    .split(' ')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no count of envelopes in:\n{stderr}"));
         (produced, stdout)
     };
-    let (n, text) = run(&[]);
+    let line = |text: &str, start: &str| {
+        text.lines()
+            .map(str::trim_start)
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no line {start:?} in:\n{text}"))
+            .to_owned()
+    };
+    let (n, text) = run(&["--preproduced"]);
     assert!(n > 100, "{n} envelopes from 20 sessions");
     assert!(
         text.contains(&format!("ledgered {n} (rejected 0, duplicates 0)")),
         "{text}"
     );
-    let (m, text) = run(&["--source-only"]);
+    let (m, text) = run(&["--preproduced", "--source-only"]);
     assert_eq!(m, n, "the same simulated sessions");
     assert!(
         text.contains(&format!("--source-only: {n} envelopes")),
         "{text}"
     );
-    let consumed = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("consumed and committed in"))
-        .unwrap_or_else(|| panic!("{text}"));
-    assert!(consumed.contains("events/s"), "{consumed}");
+    assert!(line(&text, "consumed and committed in").contains("events/s"));
+    // Beside a producer: the end-to-end rate and the latency of every record.
+    let (m, text) = run(&["--source-only", "--rate", "2000"]);
+    assert_eq!(m, n);
+    assert!(line(&text, "throughput end to end:").contains("events/s"));
+    let latency = line(&text, "produce->commit latency (ms):");
+    let p50: f64 = latency
+        .split("p50 ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{latency}"));
+    assert!(p50 > 0.0 && p50 < 60_000.0, "{latency}");
 }

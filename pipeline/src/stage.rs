@@ -887,6 +887,14 @@ impl Pipeline {
         self.stats.time.outputs_us +=
             us(t_synced, t_files) + us(t_history, t_out) + us(t_state, t4);
         self.stats.time.state_us += us(t_files, t_delta) + us(t_out, t_state) + state_us;
+        tracing::debug!(
+            rows = decoded.events.num_rows(),
+            decode_ms = decode_us as f64 / 1e3,
+            detect_ms = us(t1, t2) as f64 / 1e3,
+            ledger_ms = us(t2, t_synced) as f64 / 1e3,
+            after_ledger_ms = us(t_synced, t4) as f64 / 1e3,
+            "batch durable"
+        );
         let accepted = decoded.accepted.len() as u64;
         let rejected = decoded.rejected.len() as u64;
         let duplicates = decoded.duplicates.len() as u64;

@@ -1269,33 +1269,61 @@ pub fn train(
     } else {
         0.0
     };
-    let session = fit_part(
-        WindowKind::Session,
-        &baseline.session,
-        params,
-        params.target_fpr * (1.0 - share),
-    )?;
-    let principal = if !with_principal {
-        tracing::warn!(
-            windows = baseline.principal.len(),
-            "too few principal windows in the baseline: the model has no principal part"
-        );
-        None
-    } else {
-        let p = fit_part(
+    // The two parts are independent: the principal part is fitted on a
+    // second thread (training runs inline in the pipeline at the end of the
+    // warm-up, and stalls the batch it ends in).
+    let fit_session = || {
+        fit_part(
+            WindowKind::Session,
+            &baseline.session,
+            params,
+            params.target_fpr * (1.0 - share),
+        )
+    };
+    let fit_principal = || {
+        fit_part(
             WindowKind::Principal,
             &baseline.principal,
             params,
             params.target_fpr * share,
-        )?;
-        Some(PartModel {
-            features: p.features,
-            components: p.components,
-            calibration: p.calibration,
-            trained_principals: p.groups,
-            trained_sessions: p.sessions,
-            trained_windows: p.windows,
+        )
+    };
+    let (session, principal) = if with_principal {
+        std::thread::scope(|s| {
+            let other = std::thread::Builder::new()
+                .name("dunes-train".into())
+                .spawn_scoped(s, fit_principal);
+            let session = fit_session();
+            let principal = match other {
+                Ok(h) => h
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No thread to be had: fit it here.
+                Err(_) => fit_principal(),
+            };
+            (session, Some(principal))
         })
+    } else {
+        tracing::warn!(
+            windows = baseline.principal.len(),
+            "too few principal windows in the baseline: the model has no principal part"
+        );
+        (fit_session(), None)
+    };
+    let session = session?;
+    let principal = match principal {
+        None => None,
+        Some(p) => {
+            let p = p?;
+            Some(PartModel {
+                features: p.features,
+                components: p.components,
+                calibration: p.calibration,
+                trained_principals: p.groups,
+                trained_sessions: p.sessions,
+                trained_windows: p.windows,
+            })
+        }
     };
     let mut model = AnomalyModel {
         format: MODEL_FORMAT,

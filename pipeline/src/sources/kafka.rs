@@ -100,9 +100,16 @@ impl KafkaIo {
                 let _ = h.record(((now_ms - ts).max(0) as u64) * 1000);
             }
         }
+        let oldest_ms = batch
+            .timestamps_ms
+            .iter()
+            .flatten()
+            .min()
+            .map(|ts| (now_ms - ts).max(0));
         tracing::debug!(
             records = n,
             commit_ms = commit.as_secs_f64() * 1e3,
+            oldest_ms,
             "kafka batch committed"
         );
         Ok(())
