@@ -182,7 +182,8 @@ pub struct KafkaBench {
     pub batch_size: usize,
     /// Produce everything first, then consume the backlog.
     pub preproduced: bool,
-    /// Consume the backlog with the Kafka source alone (no pipeline).
+    /// Consume with the Kafka source alone (no pipeline): from the backlog
+    /// with `preproduced`, else beside the producer.
     pub source_only: bool,
 }
 
@@ -318,8 +319,13 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
         }
         if let Some(s) = run.cpu_seconds {
             println!(
-                "  this process used {s:.2}s of CPU ({:.1} µs per event); the broker's is not counted",
-                s * 1e6 / n.max(1) as f64
+                "  this process used {s:.2}s of CPU ({:.1} µs per event{}); the broker's is not counted",
+                s * 1e6 / n.max(1) as f64,
+                if b.preproduced {
+                    ""
+                } else {
+                    ", its producer included"
+                }
             );
         }
         let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
