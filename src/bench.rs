@@ -276,80 +276,105 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
     let hist = Arc::new(std::sync::Mutex::new(
         Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram")?,
     ));
-    if b.source_only {
-        let run = consume_only(&cfg.kafka, n, &hist).await?;
-        let done = Instant::now();
-        let main_started = match producer {
-            Some(p) => Some(
-                p.join()
-                    .map_err(|_| anyhow::anyhow!("producer thread panicked"))??
-                    .0,
-            ),
-            None => None,
-        };
-        println!(
-            "dunes bench kafka --source-only: {n} envelopes, {} partitions, batch size {}, broker {}",
-            b.partitions, b.batch_size, b.brokers
-        );
-        // From the first batch on, the group join is out of the figure.
-        let steady = if run.after_first > 0 {
-            format!(
-                "; after the first batch: {:.0} events/s",
-                run.after_first as f64 / run.from_first.as_secs_f64().max(1e-9)
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "  consumed and committed in {:.2}s incl. start-up and group join: {:.0} events/s{steady}",
-            run.elapsed.as_secs_f64(),
-            n as f64 / run.elapsed.as_secs_f64().max(1e-9),
-        );
-        if let Some(started) = main_started {
-            println!(
-                "  throughput end to end: {:.0} events/s (from the first produced record after the group joined to the last committed)",
-                n.saturating_sub(1) as f64
-                    / done
-                        .saturating_duration_since(started)
-                        .as_secs_f64()
-                        .max(1e-9)
-            );
-            let (p50, p99, max) = percentiles_ms(&hist)?;
-            println!("  produce->commit latency (ms): p50 {p50:.1}  p99 {p99:.1}  max {max:.1}");
-        }
-        if let Some(s) = run.cpu_seconds {
-            println!(
-                "  this process used {s:.2}s of CPU ({:.1} µs per event{}); the broker's is not counted",
-                s * 1e6 / n.max(1) as f64,
-                if b.preproduced {
-                    ""
-                } else {
-                    ", its producer included"
-                }
-            );
-        }
-        let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
-        if cfg.data_dir == tmp {
-            let _ = std::fs::remove_dir_all(&tmp);
-        }
-        return Ok(());
+    let measured = if b.source_only {
+        source_only(&cfg, &b, n, producer, &hist).await
+    } else {
+        through_pipeline(&cfg, &b, n, producer, preproduced, &hist).await
+    };
+    if cfg.data_dir == tmp {
+        let _ = std::fs::remove_dir_all(&tmp);
     }
+    let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
+    measured
+}
+
+/// The producer thread beside the consumer: when its first record after
+/// the group join was sent, and how long producing took.
+type Producer = std::thread::JoinHandle<anyhow::Result<(Instant, Duration)>>;
+
+fn join_producer(p: Producer) -> anyhow::Result<(Instant, Duration)> {
+    p.join()
+        .map_err(|_| anyhow::anyhow!("producer thread panicked"))?
+}
+
+/// `--source-only`: the Kafka source alone consumes the `n` envelopes.
+async fn source_only(
+    cfg: &Config,
+    b: &KafkaBench,
+    n: u64,
+    producer: Option<Producer>,
+    hist: &std::sync::Mutex<Histogram<u64>>,
+) -> anyhow::Result<()> {
+    let run = consume_only(&cfg.kafka, n, hist).await?;
+    let done = Instant::now();
+    let main_started = producer.map(join_producer).transpose()?.map(|(t, _)| t);
+    println!(
+        "dunes bench kafka --source-only: {n} envelopes, {} partitions, batch size {}, broker {}",
+        b.partitions, b.batch_size, b.brokers
+    );
+    // From the first batch on, the group join is out of the figure.
+    let steady = if run.after_first > 0 {
+        format!(
+            "; after the first batch: {:.0} events/s",
+            run.after_first as f64 / run.from_first.as_secs_f64().max(1e-9)
+        )
+    } else {
+        String::new()
+    };
+    println!(
+        "  consumed and committed in {:.2}s incl. start-up and group join: {:.0} events/s{steady}",
+        run.elapsed.as_secs_f64(),
+        n as f64 / run.elapsed.as_secs_f64().max(1e-9),
+    );
+    if let Some(started) = main_started {
+        println!(
+            "  throughput end to end: {:.0} events/s (from the first produced record after the group joined to the last committed)",
+            n.saturating_sub(1) as f64
+                / done
+                    .saturating_duration_since(started)
+                    .as_secs_f64()
+                    .max(1e-9)
+        );
+        let (p50, p99, max) = percentiles_ms(hist)?;
+        println!("  produce->commit latency (ms): p50 {p50:.1}  p99 {p99:.1}  max {max:.1}");
+    }
+    if let Some(s) = run.cpu_seconds {
+        println!(
+            "  this process used {s:.2}s of CPU ({:.1} µs per event{}); the broker's is not counted",
+            s * 1e6 / n.max(1) as f64,
+            if b.preproduced {
+                ""
+            } else {
+                ", its producer included"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The `dunes run` pipeline consumes the `n` envelopes.
+async fn through_pipeline(
+    cfg: &Config,
+    b: &KafkaBench,
+    n: u64,
+    producer: Option<Producer>,
+    preproduced: Option<Duration>,
+    hist: &Arc<std::sync::Mutex<Histogram<u64>>>,
+) -> anyhow::Result<()> {
     let opts = dunes_pipeline::DriveOptions {
         stop_after: Some(n),
         kafka_latency: Some(hist.clone()),
         ..dunes_pipeline::DriveOptions::run()
     };
-    let out = dunes_pipeline::drive(&cfg, opts).await?;
+    let out = dunes_pipeline::drive(cfg, opts).await?;
     let done = Instant::now();
     let (main_started, produced) = match (producer, preproduced) {
-        (Some(p), _) => p
-            .join()
-            .map_err(|_| anyhow::anyhow!("producer thread panicked"))??,
+        (Some(p), _) => join_producer(p)?,
         (None, took) => (done, took.unwrap_or_default()),
     };
     let steady = done.saturating_duration_since(main_started);
     let s = &out.stats;
-    let (p50, p99, max) = percentiles_ms(&hist)?;
+    let (p50, p99, max) = percentiles_ms(hist)?;
     println!(
         "dunes bench kafka: {n} envelopes, {} partitions, batch size {}, broker {}",
         b.partitions, b.batch_size, b.brokers
@@ -379,10 +404,6 @@ pub async fn run_kafka(mut cfg: Config, b: KafkaBench) -> anyhow::Result<()> {
         "  pipeline time per stage:{}",
         phase_split(&s.time, s.envelopes)
     );
-    if cfg.data_dir == tmp {
-        let _ = std::fs::remove_dir_all(&tmp);
-    }
-    let _ = admin.delete_topics(&[&topic], &AdminOptions::new()).await;
     Ok(())
 }
 
@@ -434,8 +455,8 @@ async fn consume_only(
         tokio::task::block_in_place(|| handle.commit(&batch)).context("commit")?;
         let now_ms = chrono::Utc::now().timestamp_millis();
         let mut h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
-        for ts in batch.timestamps_ms.iter().flatten() {
-            let _ = h.record(((now_ms - ts).max(0) as u64) * 1000);
+        for age in batch.ages_ms(now_ms) {
+            let _ = h.record(age * 1000);
         }
     }
     let elapsed = started.elapsed();

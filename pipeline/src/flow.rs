@@ -187,12 +187,10 @@ impl Stages {
                 let Some(k) = &self.kafka else {
                     return Err(PipelineError::Stopped("a Kafka batch without Kafka".into()));
                 };
-                k.complete(&out, &batch, self.latency.as_deref()).await?;
                 // a Kafka record arrived when the broker stamped it
-                let oldest = batch.timestamps_ms.iter().flatten().min();
-                if let Some(ms) = oldest {
-                    let lag = (chrono::Utc::now().timestamp_millis() - ms).max(0);
-                    self.pipeline.note_ingest_lag(lag as f64 / 1000.0);
+                let oldest_ms = k.complete(&out, &batch, self.latency.as_deref()).await?;
+                if let Some(ms) = oldest_ms {
+                    self.pipeline.note_ingest_lag(ms as f64 / 1000.0);
                 }
                 return Ok(());
             }

@@ -38,6 +38,16 @@ impl KafkaBatch {
     pub fn offsets(&self) -> &HashMap<(String, i32), i64> {
         &self.offsets
     }
+
+    /// Each record's age at `now_ms` (ms since the epoch): the time since
+    /// its Kafka timestamp, 0 for one in the future; records without a
+    /// timestamp are left out.
+    pub fn ages_ms(&self, now_ms: i64) -> impl Iterator<Item = u64> + '_ {
+        self.timestamps_ms
+            .iter()
+            .flatten()
+            .map(move |ts| (now_ms - ts).max(0) as u64)
+    }
 }
 
 /// State shared by the poll thread, its rebalance callback and the handle.

@@ -77,13 +77,14 @@ impl KafkaIo {
     }
 
     /// A batch is durable in the ledger: its outputs are delivered, then its
-    /// offsets committed.
+    /// offsets committed. Returns the age of its oldest record at the commit
+    /// (ms; `None` without timestamps).
     pub(crate) async fn complete(
         &self,
         out: &BatchOutcome,
         batch: &KafkaBatch,
         latency: Option<&std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
-    ) -> Result<()> {
+    ) -> Result<Option<u64>> {
         if let Err(e) = publish(&self.sink, out).await {
             self.handle.abandon();
             return Err(e);
@@ -96,23 +97,18 @@ impl KafkaIo {
         if let Some(h) = latency
             && let Ok(mut h) = h.lock()
         {
-            for ts in batch.timestamps_ms.iter().flatten() {
-                let _ = h.record(((now_ms - ts).max(0) as u64) * 1000);
+            for age in batch.ages_ms(now_ms) {
+                let _ = h.record(age * 1000);
             }
         }
-        let oldest_ms = batch
-            .timestamps_ms
-            .iter()
-            .flatten()
-            .min()
-            .map(|ts| (now_ms - ts).max(0));
+        let oldest_ms = batch.ages_ms(now_ms).max();
         tracing::debug!(
             records = n,
             commit_ms = commit.as_secs_f64() * 1e3,
             oldest_ms,
             "kafka batch committed"
         );
-        Ok(())
+        Ok(oldest_ms)
     }
 
     /// A batch failed: its offsets must never be committed.
