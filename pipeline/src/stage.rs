@@ -1333,6 +1333,10 @@ impl Pipeline {
         self.stats.time.history_us += history_us;
         self.stats.time.state_us += state_us;
         if let Some(mut a) = self.anomaly {
+            // A model still training at the end of the input is kept.
+            if let Some(model) = a.monitor.finish_training() {
+                a.keep_trained(&mut self.ledger, &model)?;
+            }
             a.monitor.set_position(self.ledger.len());
             a.save()?;
         }

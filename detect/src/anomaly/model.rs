@@ -1270,8 +1270,8 @@ pub fn train(
         0.0
     };
     // The two parts are independent: the principal part is fitted on a
-    // second thread (training runs inline in the pipeline at the end of the
-    // warm-up, and stalls the batch it ends in).
+    // second thread (the pipeline waits for the model when the warm-up's
+    // training is inline or has not finished within its batches).
     let fit_session = || {
         fit_part(
             WindowKind::Session,

@@ -11,7 +11,7 @@ use serde_json::{Map, Value, json};
 
 use super::features::{FEATURE_NAMES, FeatureState, FeatureVec, WindowKind};
 use super::model::{LoadedModel, LoadedPart, Trigger, train};
-use super::warmup::{Warmup, WarmupMeta, log_path};
+use super::warmup::{Warmup, WarmupEnd, WarmupMeta, log_path};
 use super::{AnomalyConfig, Extractor, RULE_ID};
 use crate::DetectError;
 use crate::incident::{Incident, IncidentStatus, micros_to_dt};
@@ -81,6 +81,15 @@ struct SavedStateRef<'a> {
     position: Option<u64>,
 }
 
+/// The warm-up's model being trained on its own thread while the prior
+/// keeps scoring ([`AnomalyConfig::train_batches`]).
+struct Training {
+    handle: std::thread::JoinHandle<Result<LoadedModel, DetectError>>,
+    /// Its `batches_left` counts down the batches still scored without it;
+    /// it takes over after the last.
+    end: WarmupEnd,
+}
+
 pub struct Monitor {
     cfg: AnomalyConfig,
     extractor: Extractor,
@@ -89,6 +98,10 @@ pub struct Monitor {
     /// deployment model yet, so the monitor is not blind during the warm-up.
     prior: Option<LoadedModel>,
     warmup: Option<Warmup>,
+    /// Training started at the end of the warm-up; the warm-up is kept
+    /// unchanged (and saved as it is) until the model takes over, so a
+    /// restart trains the same model again.
+    training: Option<Training>,
     /// Where in its input the state is (the pipeline's ledger length); saved
     /// and restored with the state, not interpreted here.
     position: Option<u64>,
@@ -119,6 +132,7 @@ impl Monitor {
             model,
             prior: None,
             warmup,
+            training: None,
             position: None,
         }
     }
@@ -171,6 +185,10 @@ impl Monitor {
     /// Leaves sessions a rule raised an incident on out of the warm-up
     /// baseline (no effect once scoring).
     pub fn exclude_from_warmup<'a>(&mut self, sessions: impl IntoIterator<Item = &'a str>) {
+        if self.training.is_some() {
+            // The baseline being trained on is final.
+            return;
+        }
         if let Some(wu) = self.warmup.as_mut() {
             for s in sessions {
                 wu.exclude(s);
@@ -206,7 +224,9 @@ impl Monitor {
         let warmup = match &mut self.warmup {
             Some(wu) => {
                 wu.append(&log)?;
-                Some(wu.meta(&self.extractor.spec))
+                let mut meta = wu.meta(&self.extractor.spec);
+                meta.ended = self.training.as_ref().map(|t| t.end.clone());
+                Some(meta)
             }
             None => None,
         };
@@ -254,7 +274,7 @@ impl Monitor {
             .map_err(|e| DetectError::Model(format!("state {} is corrupt: {e}", path.display())))?;
         self.extractor.state = saved.features;
         self.position = saved.position;
-        let (Some(meta), Some(_)) = (saved.warmup, &self.warmup) else {
+        let (Some(mut meta), Some(_)) = (saved.warmup, &self.warmup) else {
             return Ok(());
         };
         if meta.feature_spec != self.extractor.spec {
@@ -270,6 +290,10 @@ impl Monitor {
                     "anomaly warm-up continues"
                 );
                 self.warmup = Some(wu);
+                if let Some(end) = meta.ended.take() {
+                    // It had ended: its model is trained again.
+                    self.start_training(end);
+                }
             }
             Err(e) => tracing::warn!("{e}; the anomaly warm-up starts again"),
         }
@@ -285,7 +309,7 @@ impl Monitor {
         let mut out = AnomalyOutcome::default();
         let mut best: [HashMap<String, Candidate>; 2] = [HashMap::new(), HashMap::new()];
         let model = self.model.as_ref().or(self.prior.as_ref());
-        let warming = self.model.is_none();
+        let warming = self.model.is_none() && self.training.is_none();
         let warmup = &mut self.warmup;
         let cap = self.cfg.warmup_max_windows;
         let mut scored = 0u64;
@@ -373,8 +397,19 @@ impl Monitor {
         Ok(out)
     }
 
-    /// Trains on the warm-up baseline once it is long and wide enough.
+    /// Trains on the warm-up baseline once it is long and wide enough: on
+    /// a thread of its own for the next `train_batches` batches (scored by
+    /// the prior meanwhile), then the model takes over, waiting for the
+    /// training if it is not done. A count of batches, not a clock, decides
+    /// the switch, so a replay gives the same incidents every time.
     fn maybe_finish_warmup(&mut self) -> Option<LoadedModel> {
+        if let Some(t) = self.training.as_mut() {
+            t.end.batches_left = t.end.batches_left.saturating_sub(1);
+            if t.end.batches_left > 0 {
+                return None;
+            }
+            return self.finish_training();
+        }
         let wu = self.warmup.as_mut()?;
         let start = wu.start_ts?;
         let span = self.extractor.state.max_ts - start;
@@ -393,14 +428,73 @@ impl Monitor {
             wu.principal_windows(),
             span / 60_000_000
         );
-        match train(
-            &wu.baseline(),
-            &self.extractor.spec,
-            &self.cfg.train_params(),
-            &label,
-        ) {
+        let batches_left = self.cfg.train_batches;
+        self.start_training(WarmupEnd {
+            label,
+            full,
+            batches_left,
+        })
+    }
+
+    /// Trains the warm-up's model: on its own thread for `batches_left`
+    /// batches (the model comes from [`Monitor::maybe_finish_warmup`]
+    /// after them), or here when that is 0 or `train_batches` is.
+    fn start_training(&mut self, end: WarmupEnd) -> Option<LoadedModel> {
+        let baseline = self.warmup.as_ref()?.baseline();
+        let spec = self.extractor.spec.clone();
+        let params = self.cfg.train_params();
+        if self.cfg.train_batches == 0 || end.batches_left == 0 {
+            let result = train(&baseline, &spec, &params, &end.label);
+            return self.install(result, end);
+        }
+        let trained_on = end.label.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dunes-train".into())
+            .spawn(move || train(&baseline, &spec, &params, &trained_on));
+        let handle = match spawned {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!("no thread for the anomaly training ({e}): training inline");
+                let baseline = self.warmup.as_ref()?.baseline();
+                let result = train(
+                    &baseline,
+                    &self.extractor.spec,
+                    &self.cfg.train_params(),
+                    &end.label,
+                );
+                return self.install(result, end);
+            }
+        };
+        tracing::info!(
+            batches = end.batches_left,
+            "{}: training the anomaly model beside the next batches",
+            end.label
+        );
+        self.training = Some(Training { handle, end });
+        None
+    }
+
+    /// Waits for the training started at the end of the warm-up, if any,
+    /// and lets its model take over now (at the end of an input, so the
+    /// model is kept).
+    pub fn finish_training(&mut self) -> Option<LoadedModel> {
+        let t = self.training.take()?;
+        let result = t.handle.join().unwrap_or_else(|_| {
+            Err(DetectError::Model(
+                "the anomaly training thread panicked".into(),
+            ))
+        });
+        self.install(result, t.end)
+    }
+
+    fn install(
+        &mut self,
+        result: Result<LoadedModel, DetectError>,
+        end: WarmupEnd,
+    ) -> Option<LoadedModel> {
+        match result {
             Ok(m) => {
-                tracing::info!(version = %m.version(), threshold = m.model.calibration.threshold, "{label}: anomaly model trained, scoring starts");
+                tracing::info!(version = %m.version(), threshold = m.model.calibration.threshold, "{}: anomaly model trained, scoring starts", end.label);
                 self.model = Some(m.clone());
                 self.warmup = None;
                 // The deployment's model takes over; the prior is done.
@@ -409,10 +503,12 @@ impl Monitor {
             }
             Err(e) => {
                 tracing::warn!("anomaly warm-up training failed, still learning: {e}");
-                // Try again after another warm-up period.
-                wu.start_ts = Some(self.extractor.state.max_ts);
-                if full {
-                    wu.clear();
+                if let Some(wu) = self.warmup.as_mut() {
+                    // Try again after another warm-up period.
+                    wu.start_ts = Some(self.extractor.state.max_ts);
+                    if end.full {
+                        wu.clear();
+                    }
                 }
                 None
             }

@@ -637,13 +637,84 @@ fn principal_window_catches_an_enumeration_spread_over_sessions() {
     );
 }
 
+/// Trains inline, in the batch the warm-up ends in.
 fn warmup_cfg() -> AnomalyConfig {
     AnomalyConfig {
         warmup_minutes: 120,
         warmup_min_sessions: 250,
         components: 3,
+        train_batches: 0,
         ..AnomalyConfig::default()
     }
+}
+
+#[test]
+fn training_beside_later_batches_switches_after_a_count_of_batches() {
+    let all = batches(&traffic(400, 240, 3), 400);
+    let mut inline = Monitor::new(warmup_cfg(), None);
+    let (at, m0) = run_until_trained(&mut inline, &all).expect("trains");
+    const K: u32 = 3;
+    assert!(at + (K as usize) < all.len(), "{at} of {}", all.len());
+    let cfg = AnomalyConfig {
+        train_batches: K,
+        ..warmup_cfg()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state/anomaly-state.json");
+    let mut bg = Monitor::new(cfg.clone(), None);
+    for b in &all[..=at] {
+        assert!(bg.process(b, Utc::now()).unwrap().trained.is_none());
+    }
+    // Training: still warming up, the baseline final (what a rule flags
+    // now is not left out of it), the warm-up saved as it was.
+    assert!(bg.is_warming_up());
+    let excluded = bg.warmup_excluded();
+    bg.exclude_from_warmup(["calm-1"]);
+    assert_eq!(bg.warmup_excluded(), excluded);
+    bg.save_state(&path).unwrap();
+    assert!(warmup::log_path(&path).exists());
+    let windows = bg.warmup_windows();
+    for b in &all[at + 1..at + K as usize] {
+        assert!(bg.process(b, Utc::now()).unwrap().trained.is_none());
+        assert_eq!(bg.warmup_windows(), windows, "nothing more is learnt");
+    }
+    // The K-th batch after the warm-up's end hands over the same model.
+    let m1 = bg
+        .process(&all[at + K as usize], Utc::now())
+        .unwrap()
+        .trained;
+    assert_eq!(m1.expect("taken over").version(), m0.version());
+    assert!(!bg.is_warming_up());
+
+    // A restart while training trains the same model again, and it takes
+    // over after the same batch.
+    let mut re = Monitor::new(cfg.clone(), None);
+    re.load_state(&path).unwrap();
+    assert!(re.is_warming_up());
+    assert_eq!(re.warmup_windows(), windows);
+    let (k, m2) = run_until_trained(&mut re, &all[at + 1..]).expect("trains");
+    assert_eq!(at + 1 + k, at + K as usize);
+    assert_eq!(m2.version(), m0.version());
+    // Also from a state saved a batch later.
+    let mut one_more = Monitor::new(cfg.clone(), None);
+    for b in &all[..=at + 1] {
+        assert!(one_more.process(b, Utc::now()).unwrap().trained.is_none());
+    }
+    one_more.save_state(&path).unwrap();
+    let mut re = Monitor::new(cfg.clone(), None);
+    re.load_state(&path).unwrap();
+    let (k, m3) = run_until_trained(&mut re, &all[at + 2..]).expect("trains");
+    assert_eq!(at + 2 + k, at + K as usize);
+    assert_eq!(m3.version(), m0.version());
+
+    // The end of the input does not wait for K batches.
+    let mut end = Monitor::new(cfg, None);
+    for b in &all[..=at] {
+        assert!(end.process(b, Utc::now()).unwrap().trained.is_none());
+    }
+    assert_eq!(end.finish_training().expect("kept").version(), m0.version());
+    assert!(!end.is_warming_up());
+    assert!(end.finish_training().is_none());
 }
 
 #[test]

@@ -50,6 +50,21 @@ pub struct WarmupMeta {
     /// Sessions a rule raised an incident on: left out of the training.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub excluded: Vec<String>,
+    /// The warm-up has ended and its model was being trained: a restart
+    /// trains on this baseline again, without adding to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended: Option<WarmupEnd>,
+}
+
+/// How the warm-up ended (see [`WarmupMeta::ended`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct WarmupEnd {
+    /// What the model says it was trained on.
+    pub label: String,
+    /// The baseline had `warmup_max_windows` session windows.
+    pub full: bool,
+    /// Batches the model was still to wait before taking over.
+    pub batches_left: u32,
 }
 
 /// Rule-flagged sessions remembered during a warm-up, at most.
@@ -185,6 +200,7 @@ impl Warmup {
                 v.sort();
                 v
             },
+            ended: None,
         }
     }
 
