@@ -84,10 +84,16 @@ struct SavedStateRef<'a> {
 /// The warm-up's model being trained on its own thread while the prior
 /// keeps scoring ([`AnomalyConfig::train_batches`]).
 struct Training {
-    handle: std::thread::JoinHandle<Result<LoadedModel, DetectError>>,
+    fit: Fit,
     /// Its `batches_left` counts down the batches still scored without it;
     /// it takes over after the last.
     end: WarmupEnd,
+}
+
+enum Fit {
+    Thread(std::thread::JoinHandle<Result<LoadedModel, DetectError>>),
+    /// No thread could be had: trained inline, handed over all the same.
+    Done(Box<Result<LoadedModel, DetectError>>),
 }
 
 pub struct Monitor {
@@ -290,8 +296,11 @@ impl Monitor {
                     "anomaly warm-up continues"
                 );
                 self.warmup = Some(wu);
-                if let Some(end) = meta.ended.take() {
-                    // It had ended: its model is trained again.
+                if let Some(mut end) = meta.ended.take() {
+                    // It had ended: its model is trained again and handed
+                    // over by `process` (which the pipeline ledgers) after
+                    // the batches it had left, whatever `train_batches` is.
+                    end.batches_left = end.batches_left.max(1);
                     self.start_training(end);
                 }
             }
@@ -438,12 +447,12 @@ impl Monitor {
 
     /// Trains the warm-up's model: on its own thread for `batches_left`
     /// batches (the model comes from [`Monitor::maybe_finish_warmup`]
-    /// after them), or here when that is 0 or `train_batches` is.
+    /// after them), or here when that is 0.
     fn start_training(&mut self, end: WarmupEnd) -> Option<LoadedModel> {
         let baseline = self.warmup.as_ref()?.baseline();
         let spec = self.extractor.spec.clone();
         let params = self.cfg.train_params();
-        if self.cfg.train_batches == 0 || end.batches_left == 0 {
+        if end.batches_left == 0 {
             let result = train(&baseline, &spec, &params, &end.label);
             return self.install(result, end);
         }
@@ -451,18 +460,18 @@ impl Monitor {
         let spawned = std::thread::Builder::new()
             .name("dunes-train".into())
             .spawn(move || train(&baseline, &spec, &params, &trained_on));
-        let handle = match spawned {
-            Ok(h) => h,
+        let fit = match spawned {
+            Ok(h) => Fit::Thread(h),
             Err(e) => {
                 tracing::warn!("no thread for the anomaly training ({e}): training inline");
                 let baseline = self.warmup.as_ref()?.baseline();
-                let result = train(
+                let params = self.cfg.train_params();
+                Fit::Done(Box::new(train(
                     &baseline,
                     &self.extractor.spec,
-                    &self.cfg.train_params(),
+                    &params,
                     &end.label,
-                );
-                return self.install(result, end);
+                )))
             }
         };
         tracing::info!(
@@ -470,7 +479,7 @@ impl Monitor {
             "{}: training the anomaly model beside the next batches",
             end.label
         );
-        self.training = Some(Training { handle, end });
+        self.training = Some(Training { fit, end });
         None
     }
 
@@ -479,11 +488,14 @@ impl Monitor {
     /// model is kept).
     pub fn finish_training(&mut self) -> Option<LoadedModel> {
         let t = self.training.take()?;
-        let result = t.handle.join().unwrap_or_else(|_| {
-            Err(DetectError::Model(
-                "the anomaly training thread panicked".into(),
-            ))
-        });
+        let result = match t.fit {
+            Fit::Thread(h) => h.join().unwrap_or_else(|_| {
+                Err(DetectError::Model(
+                    "the anomaly training thread panicked".into(),
+                ))
+            }),
+            Fit::Done(r) => *r,
+        };
         self.install(result, t.end)
     }
 

@@ -695,6 +695,14 @@ fn training_beside_later_batches_switches_after_a_count_of_batches() {
     let (k, m2) = run_until_trained(&mut re, &all[at + 1..]).expect("trains");
     assert_eq!(at + 1 + k, at + K as usize);
     assert_eq!(m2.version(), m0.version());
+    // Restarted with inline training configured, the model still comes
+    // out of `process` (which the pipeline ledgers), after the same batch.
+    let mut inl = Monitor::new(warmup_cfg(), None);
+    inl.load_state(&path).unwrap();
+    assert!(inl.is_warming_up());
+    let (k, m4) = run_until_trained(&mut inl, &all[at + 1..]).expect("trains");
+    assert_eq!(at + 1 + k, at + K as usize);
+    assert_eq!(m4.version(), m0.version());
     // Also from a state saved a batch later.
     let mut one_more = Monitor::new(cfg.clone(), None);
     for b in &all[..=at + 1] {
