@@ -499,3 +499,48 @@ fn a_fresh_monitor_catches_a_recon_burst_in_its_first_ten_minutes() {
     let benign = labelled("benign").len();
     assert_eq!(benign, 0, "{anomalies:?}");
 }
+
+#[test]
+fn a_model_trained_while_the_input_is_idle_takes_over_without_more_batches() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (events, _) = simulate(
+        tmp.path(),
+        "base",
+        &["--sessions", "300", "--seed", "13", "--attack-ratio", "0"],
+    );
+    let cfg = tmp.path().join("dunes.toml");
+    // So many batches to train beside that the count never runs out here:
+    // only the idle driver can hand the model over before shutdown.
+    std::fs::write(
+        &cfg,
+        "[http]\nmax_body_bytes = 4194304\n[anomaly]\nwarmup_minutes = 60\nwarmup_min_sessions = 100\ncomponents = 2\ntrain_batches = 100000\n",
+    )
+    .expect("config");
+    let dir = tmp.path().join("data");
+    let (mut mon, base) = common::start_run(dunes(), Some(&cfg), &dir);
+    let text = std::fs::read_to_string(&events).expect("events");
+    let lines: Vec<&str> = text.lines().collect();
+    for chunk in lines.chunks(400) {
+        let body: String = chunk.iter().map(|l| format!("{l}\n")).collect();
+        let resp = ureq::post(&format!("{base}/v1/ingest"))
+            .header("authorization", common::bearer(&dir, "ingest"))
+            .header("content-type", "application/x-ndjson")
+            .send(body.as_bytes())
+            .expect("ingest");
+        assert_eq!(resp.status().as_u16(), 202);
+    }
+    let model = dir.join("models/anomaly-model.json");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !model.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no model while idle after the warm-up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    common::sigterm_and_wait(&mut mon);
+    let (label, versions) = warmup_model(&dir);
+    assert!(label.starts_with("warm-up: "), "{label}");
+    assert_eq!(versions.len(), 1, "ledgered once, not again at shutdown");
+    run_ok(dunes().arg("verify").arg(&dir));
+}

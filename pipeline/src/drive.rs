@@ -349,6 +349,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                 stages.pipeline.self_check_idle()?;
             },
             _ = sign_tick.tick(), if opts.keep_running => {
+                if stages.in_flight.is_empty() && pending.is_empty() {
+                    stages.pipeline.anomaly_idle()?;
+                }
                 stages.pipeline.sign_pending()?;
             },
             req = action_rx.recv(), if action_open => match req {

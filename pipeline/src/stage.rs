@@ -1056,6 +1056,18 @@ impl Pipeline {
         self.self_monitor(None)
     }
 
+    /// While no batch is in flight: an anomaly model whose training has
+    /// finished takes over (saved and ledgered) instead of waiting for the
+    /// batches that would count down to the switch.
+    pub fn anomaly_idle(&mut self) -> Result<()> {
+        if let Some(a) = self.anomaly.as_mut()
+            && let Some(model) = a.monitor.take_finished_training()
+        {
+            a.keep_trained(&mut self.ledger, &model)?;
+        }
+        Ok(())
+    }
+
     /// Notes how long the oldest record of a completed batch took from
     /// arrival to durable (the self-monitor's ingest lag).
     pub(crate) fn note_ingest_lag(&mut self, secs: f64) {

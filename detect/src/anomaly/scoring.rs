@@ -483,6 +483,20 @@ impl Monitor {
         None
     }
 
+    /// Lets the model take over now if its training has finished, without
+    /// waiting: for a pipeline whose input is idle, where no batch would
+    /// count down to the switch.
+    pub fn take_finished_training(&mut self) -> Option<LoadedModel> {
+        let done = match &self.training.as_ref()?.fit {
+            Fit::Thread(h) => h.is_finished(),
+            Fit::Done(_) => true,
+        };
+        if !done {
+            return None;
+        }
+        self.finish_training()
+    }
+
     /// Waits for the training started at the end of the warm-up, if any,
     /// and lets its model take over now (at the end of an input, so the
     /// model is kept).
