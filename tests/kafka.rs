@@ -1005,3 +1005,74 @@ fn bench_kafka_consumes_what_it_produced_with_and_without_the_pipeline() {
         .unwrap_or_else(|| panic!("{latency}"));
     assert!(p50 > 0.0 && p50 < 60_000.0, "{latency}");
 }
+
+/// An analyst action while no traffic flows: its OCSF finding reaches the
+/// findings topic on its own, not with a next batch that may never come.
+#[test]
+fn a_finding_raised_between_batches_is_published_while_idle() {
+    let b = brokers();
+    let (topic, group) = topic_with_dlq(b, "mcp-idle", "gidle", 1);
+    let (msgs, _, _) = traffic(5, 3_000, 0);
+    produce(b, &topic, &msgs);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = config(dir.path(), b, &topic, &group, "dunes/kidle", 1024, false);
+    let port = common::free_port();
+    let text = std::fs::read_to_string(&cfg).expect("config").replace(
+        "[http]\nenabled = false",
+        &format!("[http]\nenabled = true\nlisten = \"127.0.0.1:{port}\""),
+    );
+    std::fs::write(&cfg, text).expect("config");
+    let mut child = start(&cfg, "run");
+    wait_committed(
+        b,
+        &group,
+        &topic,
+        1,
+        msgs.len() as i64,
+        Duration::from_secs(300),
+        &mut [&mut child],
+    );
+    let data = dir.path().join("data");
+    let findings = data.join("findings.ocsf.ndjson");
+    let before = std::fs::read_to_string(&findings)
+        .expect("findings")
+        .lines()
+        .count();
+    assert_eq!(
+        read_topic(b, &format!("{topic}.ocsf"), before).len(),
+        before
+    );
+    let incident: serde_json::Value = std::fs::read_to_string(data.join("incidents.ndjson"))
+        .expect("incidents")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("incident"))
+        .find(|i| i["level"] == 2 && i["status"] == "open")
+        .expect("the traffic raises an open Level 2 incident");
+    let id = incident["incident_id"].as_str().expect("id");
+    let base = format!("http://127.0.0.1:{port}");
+    common::wait_healthy(&base);
+    let resp = ureq::post(&format!("{base}/api/v1/incidents/{id}/ack"))
+        .header("authorization", common::bearer(&data, "analyst"))
+        .header("idempotency-key", format!("ack-{id}"))
+        .send_json(serde_json::json!({"note": "seen"}))
+        .expect("ack");
+    assert_eq!(resp.status().as_u16(), 200);
+    let lines: Vec<String> = std::fs::read_to_string(&findings)
+        .expect("findings")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(lines.len(), before + 1, "the ack's finding is in the file");
+    // Still running, no more traffic: the topic catches up by itself.
+    let got = read_topic(b, &format!("{topic}.ocsf"), lines.len());
+    let mut got: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned())
+        .collect();
+    let mut want = lines;
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    stop(child);
+    verify(&data);
+}

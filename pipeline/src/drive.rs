@@ -351,6 +351,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             _ = sign_tick.tick(), if opts.keep_running => {
                 if stages.in_flight.is_empty() && pending.is_empty() {
                     stages.pipeline.anomaly_idle()?;
+                    stages.publish_between_batches().await?;
                 }
                 stages.pipeline.sign_pending()?;
             },

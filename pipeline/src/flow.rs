@@ -201,9 +201,27 @@ impl Stages {
         Ok(())
     }
 
+    /// Sends the OCSF findings raised since the last batch (analyst actions,
+    /// the self-monitor's incidents) to Kafka now; they otherwise go out with
+    /// the next batch, which an idle input or a shutdown never brings.
+    pub(crate) async fn publish_between_batches(&mut self) -> Result<()> {
+        let findings_json = self.pipeline.take_findings_between_batches();
+        match &self.kafka {
+            Some(k) if !findings_json.is_empty() => {
+                let out = BatchOutcome {
+                    findings_json,
+                    ..BatchOutcome::default()
+                };
+                publish(&k.sink, &out).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Drains, stops the decode thread and hands the pipeline back.
     pub(crate) async fn stop(mut self) -> Result<(Pipeline, Option<KafkaIo>)> {
         self.drain().await?;
+        self.publish_between_batches().await?;
         self.to_decoder = None;
         if let Some(t) = self.decoder_thread.take() {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;

@@ -1056,6 +1056,12 @@ impl Pipeline {
         self.self_monitor(None)
     }
 
+    /// The OCSF findings emitted since the last batch's (see
+    /// [`crate::flow`]'s `publish_between_batches`).
+    pub(crate) fn take_findings_between_batches(&mut self) -> Vec<(String, Vec<u8>)> {
+        std::mem::take(&mut self.action_findings)
+    }
+
     /// While no batch is in flight: an anomaly model whose training has
     /// finished takes over (saved and ledgered) instead of waiting for the
     /// batches that would count down to the switch.
