@@ -346,8 +346,9 @@ fn stop(mut child: Running) {
             return;
         }
         if start.elapsed() > Duration::from_secs(60) {
+            let log = log_tail(child.id()).unwrap_or_default();
             let _ = child.kill();
-            panic!("dunes run did not stop within 60 s of SIGTERM");
+            panic!("dunes run did not stop within 60 s of SIGTERM; its log ends:\n{log}");
         }
         std::thread::sleep(Duration::from_millis(100));
     }
