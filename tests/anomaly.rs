@@ -235,20 +235,30 @@ fn warmup_model(dir: &Path) -> (String, Vec<String>) {
     )
 }
 
-#[test]
-fn a_restart_during_the_warm_up_continues_it() {
-    let tmp = tempfile::tempdir().expect("tmp");
+/// 300 benign simulated sessions (seed 13) whose warm-up ends in them, and
+/// a config with `before` ahead of a short warm-up's `[anomaly]` section
+/// (plus `anomaly`).
+fn warmup_setup(dir: &Path, before: &str, anomaly: &str) -> (PathBuf, PathBuf) {
     let (events, _) = simulate(
-        tmp.path(),
+        dir,
         "base",
         &["--sessions", "300", "--seed", "13", "--attack-ratio", "0"],
     );
-    let cfg = tmp.path().join("dunes.toml");
+    let cfg = dir.join("dunes.toml");
     std::fs::write(
         &cfg,
-        "[ingest]\nbatch_size = 200\n[anomaly]\nwarmup_minutes = 60\nwarmup_min_sessions = 100\ncomponents = 2\n",
+        format!(
+            "{before}[anomaly]\nwarmup_minutes = 60\nwarmup_min_sessions = 100\ncomponents = 2\n{anomaly}"
+        ),
     )
     .expect("config");
+    (events, cfg)
+}
+
+#[test]
+fn a_restart_during_the_warm_up_continues_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (events, cfg) = warmup_setup(tmp.path(), "[ingest]\nbatch_size = 200\n", "");
     let replay = |file: &Path, dir: &Path| {
         run_ok(
             dunes()
@@ -503,19 +513,13 @@ fn a_fresh_monitor_catches_a_recon_burst_in_its_first_ten_minutes() {
 #[test]
 fn a_model_trained_while_the_input_is_idle_takes_over_without_more_batches() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (events, _) = simulate(
-        tmp.path(),
-        "base",
-        &["--sessions", "300", "--seed", "13", "--attack-ratio", "0"],
-    );
-    let cfg = tmp.path().join("dunes.toml");
     // So many batches to train beside that the count never runs out here:
     // only the idle driver can hand the model over before shutdown.
-    std::fs::write(
-        &cfg,
-        "[http]\nmax_body_bytes = 4194304\n[anomaly]\nwarmup_minutes = 60\nwarmup_min_sessions = 100\ncomponents = 2\ntrain_batches = 100000\n",
-    )
-    .expect("config");
+    let (events, cfg) = warmup_setup(
+        tmp.path(),
+        "[http]\nmax_body_bytes = 4194304\n",
+        "train_batches = 100000\n",
+    );
     let dir = tmp.path().join("data");
     let (mut mon, base) = common::start_run(dunes(), Some(&cfg), &dir);
     let text = std::fs::read_to_string(&events).expect("events");
