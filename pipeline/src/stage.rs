@@ -1065,7 +1065,7 @@ impl Pipeline {
     /// While no batch is in flight: an anomaly model whose training has
     /// finished takes over (saved and ledgered) instead of waiting for the
     /// batches that would count down to the switch.
-    pub fn anomaly_idle(&mut self) -> Result<()> {
+    pub(crate) fn anomaly_idle(&mut self) -> Result<()> {
         if let Some(a) = self.anomaly.as_mut()
             && let Some(model) = a.monitor.take_finished_training()
         {
