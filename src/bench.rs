@@ -141,11 +141,9 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
         elapsed.as_secs_f64()
     );
     println!("  throughput: {eps:.0} events/s");
+    let (p50, p99, max) = percentiles_ms(&hist);
     println!(
-        "  batch latency (ms): p50 {:.2}  p99 {:.2}  max {:.2}  ({} batches)",
-        hist.value_at_quantile(0.50) as f64 / 1000.0,
-        hist.value_at_quantile(0.99) as f64 / 1000.0,
-        hist.max() as f64 / 1000.0,
+        "  batch latency (ms): p50 {p50:.2}  p99 {p99:.2}  max {max:.2}  ({} batches)",
         hist.len()
     );
     println!(
@@ -335,7 +333,7 @@ async fn source_only(
                     .as_secs_f64()
                     .max(1e-9)
         );
-        let (p50, p99, max) = percentiles_ms(hist)?;
+        let (p50, p99, max) = shared_percentiles_ms(hist)?;
         println!("  produce->commit latency (ms): p50 {p50:.1}  p99 {p99:.1}  max {max:.1}");
     }
     if let Some(s) = run.cpu_seconds {
@@ -374,7 +372,7 @@ async fn through_pipeline(
     };
     let steady = done.saturating_duration_since(main_started);
     let s = &out.stats;
-    let (p50, p99, max) = percentiles_ms(hist)?;
+    let (p50, p99, max) = shared_percentiles_ms(hist)?;
     println!(
         "dunes bench kafka: {n} envelopes, {} partitions, batch size {}, broker {}",
         b.partitions, b.batch_size, b.brokers
@@ -408,14 +406,21 @@ async fn through_pipeline(
 }
 
 /// p50, p99 and max of a histogram of µs, in ms.
-fn percentiles_ms(hist: &std::sync::Mutex<Histogram<u64>>) -> anyhow::Result<(f64, f64, f64)> {
-    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+pub(crate) fn percentiles_ms(h: &Histogram<u64>) -> (f64, f64, f64) {
     let ms = |us: u64| us as f64 / 1000.0;
-    Ok((
+    (
         ms(h.value_at_quantile(0.50)),
         ms(h.value_at_quantile(0.99)),
         ms(h.max()),
-    ))
+    )
+}
+
+/// [`percentiles_ms`] of a histogram shared with the pipeline.
+fn shared_percentiles_ms(
+    hist: &std::sync::Mutex<Histogram<u64>>,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    Ok(percentiles_ms(&h))
 }
 
 /// What consuming with the Kafka source alone took.

@@ -230,13 +230,11 @@ pub async fn run(mut cfg: Config, s: Soak) -> anyhow::Result<()> {
             let secs = el.as_secs_f64();
             let rss = rss_kib() as f64 / 1024.0;
             let (keys, events) = pipeline.state_size();
-            let p99 = hist.value_at_quantile(0.99) as f64 / 1000.0;
+            let (p50, p99, max) = crate::bench::percentiles_ms(&hist);
             writeln!(
                 csv,
-                "{secs:.1},{sent},{:.0},{rss:.1},{:.1},{p99:.1},{:.1},{behind:.2},{keys},{events},{}",
+                "{secs:.1},{sent},{:.0},{rss:.1},{p50:.1},{p99:.1},{max:.1},{behind:.2},{keys},{events},{}",
                 (sent - sent_at_sample) as f64 / s.sample_secs.max(1) as f64,
-                hist.value_at_quantile(0.5) as f64 / 1000.0,
-                hist.max() as f64 / 1000.0,
                 store.len()
             )?;
             csv.flush()?;

@@ -258,8 +258,9 @@ fn batch_boundaries_do_not_change_output() {
     assert_eq!(ta, tb);
 }
 
-/// A large batch is parsed on two threads: every kind of record keeps its
-/// place and its outcome, as when the same records come one per batch.
+/// A large batch of mixed records (malformed, blank, non-UTF-8, refused,
+/// oversize, duplicate): every record keeps its place and its outcome, as
+/// when the same records come one per batch.
 #[test]
 fn a_large_mixed_batch_decodes_as_records_one_by_one() {
     let lines: Vec<String> = std::fs::read_to_string(SAMPLE)
