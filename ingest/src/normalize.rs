@@ -174,14 +174,20 @@ pub(crate) fn id_text(v: &Json) -> Option<String> {
 
 /// Keys whose string value is a secret whatever it looks like.
 fn sensitive_key(k: &str) -> Option<&'static str> {
-    let l = k.to_ascii_lowercase();
-    match l.as_str() {
-        "password" | "passwd" | "pwd" | "passphrase" | "db_password" | "client_secret" => {
-            Some("generic_password")
-        }
-        "aws_secret_access_key" | "aws_secret_key" | "secretaccesskey" => Some("aws_secret_key"),
-        _ => None,
-    }
+    const KEYS: [(&str, &str); 9] = [
+        ("password", "generic_password"),
+        ("passwd", "generic_password"),
+        ("pwd", "generic_password"),
+        ("passphrase", "generic_password"),
+        ("db_password", "generic_password"),
+        ("client_secret", "generic_password"),
+        ("aws_secret_access_key", "aws_secret_key"),
+        ("aws_secret_key", "aws_secret_key"),
+        ("secretaccesskey", "aws_secret_key"),
+    ];
+    KEYS.iter()
+        .find(|(name, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, kind)| *kind)
 }
 
 const REDACTED_PASSWORD: &str = "[REDACTED:generic_password]";
@@ -199,8 +205,8 @@ fn leaves<'a>(v: &'a Json, out: &mut Vec<&'a str>, kinds: &mut Vec<&'static str>
         Json::Object(m) => {
             for (k, x) in m {
                 if let Json::Str(s) = x
-                    && s.chars().count() >= 4
                     && let Some(kind) = sensitive_key(k)
+                    && s.chars().count() >= 4
                 {
                     out.push(if kind == "aws_secret_key" {
                         REDACTED_AWS_SECRET
@@ -621,7 +627,7 @@ impl Normalizer {
     fn args(&mut self, a: &Json, params: &Json, named: bool) -> Args {
         self.scratch.clear();
         write_canonical(a, &mut self.scratch);
-        let canon = String::from_utf8_lossy(&self.scratch);
+        let canon = json::as_text(&self.scratch);
         let bytes = canon.len() as i64;
         let sha256 = sha256_hex(canon.as_bytes());
         let mut kinds: Vec<&'static str> = Vec::new();
@@ -698,7 +704,7 @@ impl Normalizer {
     fn result_info(&mut self, r: &Json) -> ResultInfo {
         self.scratch.clear();
         write_canonical(r, &mut self.scratch);
-        let canon = String::from_utf8_lossy(&self.scratch);
+        let canon = json::as_text(&self.scratch);
         let mut kinds: Vec<&'static str> = Vec::new();
         let preview = truncate_chars(&redact(&canon, &mut kinds), PREVIEW_CHARS).to_owned();
         let mut parts: Vec<&str> = Vec::new();
@@ -1200,7 +1206,7 @@ impl ToolDefsBuilder {
         scratch.clear();
         write_canonical(schema.unwrap_or(&Json::Null), scratch);
         let schema_sha = sha256_hex(scratch);
-        let input_schema = schema.map(|_| String::from_utf8_lossy(scratch).into_owned());
+        let input_schema = schema.map(|_| json::as_text(scratch).into_owned());
         let mut all = vec![desc];
         if let Some(s) = schema {
             schema_descriptions(s, &mut all, 0);

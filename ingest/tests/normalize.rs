@@ -126,6 +126,31 @@ fn password_object_keys_and_aws_secret_context() {
 }
 
 #[test]
+fn values_of_sensitive_keys_are_redacted_whatever_the_case_of_the_key() {
+    let aws = alnum(40, 9);
+    let out = decode(&[
+        &call(json!({"PassWd": "zq9!x", "note": "kept"})),
+        &call(json!({"cfg": {"SecretAccessKey": aws}})),
+        // Shorter than four characters: not taken for a secret.
+        &call(json!({"pwd": "abc"})),
+    ]);
+    let ev = &out.events;
+    let text = |row| s(ev, "args_text", row).expect("args_text");
+    assert_eq!(text(0), "fetch_url\n[REDACTED:generic_password]\nkept");
+    assert_eq!(
+        list(ev, "args_secret_types", 0),
+        Some(vec!["generic_password".to_owned()])
+    );
+    assert_eq!(text(1), "fetch_url\n[REDACTED:aws_secret_key]");
+    assert_eq!(
+        list(ev, "args_secret_types", 1),
+        Some(vec!["aws_secret_key".to_owned()])
+    );
+    assert_eq!(text(2), "fetch_url\nabc");
+    assert_eq!(list(ev, "args_secret_types", 2), Some(vec![]));
+}
+
+#[test]
 fn entropy_and_lengths() {
     let hi = alnum(200, 3);
     let out = decode(&[&call(json!({"a": "aaaa", "b": hi, "n": 5}))]);
