@@ -155,7 +155,9 @@ struct Inner {
     owners: Vec<Vec<usize>>,
     literals: Vec<Vec<u8>>,
     slot_count: usize,
-    automaton: Option<Arc<AhoCorasick>>,
+    /// The automaton of `literals`, with `owners` as they were when it was
+    /// built (both dropped when a pattern is registered).
+    automaton: Option<(Arc<AhoCorasick>, Arc<Vec<Vec<usize>>>)>,
     /// Columns scanned in this batch (the array is kept, so its address is
     /// not reused while it is here).
     cache: VecDeque<(ArrayRef, Arc<RowHits>)>,
@@ -305,8 +307,8 @@ impl Prefilter {
             if inner.slot_count == 0 {
                 return None;
             }
-            let ac = match &inner.automaton {
-                Some(ac) => ac.clone(),
+            let (ac, owners) = match &inner.automaton {
+                Some(built) => built.clone(),
                 None => {
                     let ac = Arc::new(
                         AhoCorasickBuilder::new()
@@ -315,12 +317,13 @@ impl Prefilter {
                             .build(&inner.literals)
                             .ok()?,
                     );
-                    inner.automaton = Some(ac.clone());
+                    let built = (ac, Arc::new(inner.owners.clone()));
+                    inner.automaton = Some(built.clone());
                     self.built.fetch_add(1, Ordering::Relaxed);
-                    ac
+                    built
                 }
             };
-            (ac, inner.owners.clone(), inner.slot_count)
+            (ac, owners, inner.slot_count)
         };
         let words = slots.div_ceil(64);
         self.scans.fetch_add(1, Ordering::Relaxed);
