@@ -147,6 +147,9 @@ impl RowHits {
     }
 }
 
+/// Per literal of an automaton, the pattern slots it stands for.
+type Owners = Arc<Vec<Vec<usize>>>;
+
 #[derive(Default)]
 struct Inner {
     /// Pattern text → its prefilter slot (`None`: no usable literals).
@@ -157,7 +160,7 @@ struct Inner {
     slot_count: usize,
     /// The automaton of `literals`, with `owners` as they were when it was
     /// built (both dropped when a pattern is registered).
-    automaton: Option<(Arc<AhoCorasick>, Arc<Vec<Vec<usize>>>)>,
+    automaton: Option<(Arc<AhoCorasick>, Owners)>,
     /// Columns scanned in this batch (the array is kept, so its address is
     /// not reused while it is here).
     cache: VecDeque<(ArrayRef, Arc<RowHits>)>,
