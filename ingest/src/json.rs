@@ -183,9 +183,9 @@ pub(crate) fn canonical_string(v: &Json<'_>) -> String {
     into_string(buf)
 }
 
-/// The canonical writers only emit valid UTF-8 (they copy `&str`s and ASCII).
-/// The canonical text written into `buf` (always UTF-8: it is written from
-/// `&str`s); `from_utf8`'s validation is much faster than the lossy one's.
+/// The canonical text written into `buf`, borrowed. The canonical writers
+/// only emit valid UTF-8 (they copy `&str`s and ASCII); `from_utf8`'s
+/// validation is much faster than the lossy conversion's, kept as fallback.
 pub(crate) fn as_text(buf: &[u8]) -> Cow<'_, str> {
     match std::str::from_utf8(buf) {
         Ok(s) => Cow::Borrowed(s),
@@ -193,6 +193,7 @@ pub(crate) fn as_text(buf: &[u8]) -> Cow<'_, str> {
     }
 }
 
+/// The canonical writers only emit valid UTF-8 (they copy `&str`s and ASCII).
 pub(crate) fn into_string(buf: Vec<u8>) -> String {
     String::from_utf8(buf).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
