@@ -1043,10 +1043,8 @@ fn a_finding_raised_between_batches_is_published_while_idle() {
         read_topic(b, &format!("{topic}.ocsf"), before).len(),
         before
     );
-    let incident: serde_json::Value = std::fs::read_to_string(data.join("incidents.ndjson"))
-        .expect("incidents")
-        .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("incident"))
+    let incident = common::read_ndjson(&data.join("incidents.ndjson"))
+        .into_iter()
         .find(|i| i["level"] == 2 && i["status"] == "open")
         .expect("the traffic raises an open Level 2 incident");
     let id = incident["incident_id"].as_str().expect("id");

@@ -3,14 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::features::{FEATURE_NAMES, FeatureState, FeatureVec, WindowKind};
-use super::model::{LoadedModel, LoadedPart, Trigger, train};
+use super::features::{FEATURE_NAMES, FeatureSpec, FeatureState, FeatureVec, WindowKind};
+use super::model::{Baseline, LoadedModel, LoadedPart, TrainParams, Trigger, train};
 use super::warmup::{Warmup, WarmupEnd, WarmupMeta, log_path};
 use super::{AnomalyConfig, Extractor, RULE_ID};
 use crate::DetectError;
@@ -89,6 +90,10 @@ struct Training {
     /// it takes over after the last.
     end: WarmupEnd,
 }
+
+/// What the warm-up's model is trained on: baseline, feature spec,
+/// parameters and the label it will carry.
+type TrainInputs = (Baseline, FeatureSpec, TrainParams, String);
 
 enum Fit {
     Thread(std::thread::JoinHandle<Result<LoadedModel, DetectError>>),
@@ -449,29 +454,26 @@ impl Monitor {
     /// batches (the model comes from [`Monitor::maybe_finish_warmup`]
     /// after them), or here when that is 0.
     fn start_training(&mut self, end: WarmupEnd) -> Option<LoadedModel> {
-        let baseline = self.warmup.as_ref()?.baseline();
-        let spec = self.extractor.spec.clone();
-        let params = self.cfg.train_params();
+        // Shared with the thread, so that a failed spawn still has them.
+        let inputs = Arc::new((
+            self.warmup.as_ref()?.baseline(),
+            self.extractor.spec.clone(),
+            self.cfg.train_params(),
+            end.label.clone(),
+        ));
+        let fit_on = |i: &TrainInputs| train(&i.0, &i.1, &i.2, &i.3);
         if end.batches_left == 0 {
-            let result = train(&baseline, &spec, &params, &end.label);
-            return self.install(result, end);
+            return self.install(fit_on(&inputs), end);
         }
-        let trained_on = end.label.clone();
+        let shared = inputs.clone();
         let spawned = std::thread::Builder::new()
             .name("dunes-train".into())
-            .spawn(move || train(&baseline, &spec, &params, &trained_on));
+            .spawn(move || fit_on(&shared));
         let fit = match spawned {
             Ok(h) => Fit::Thread(h),
             Err(e) => {
                 tracing::warn!("no thread for the anomaly training ({e}): training inline");
-                let baseline = self.warmup.as_ref()?.baseline();
-                let params = self.cfg.train_params();
-                Fit::Done(Box::new(train(
-                    &baseline,
-                    &self.extractor.spec,
-                    &params,
-                    &end.label,
-                )))
+                Fit::Done(Box::new(fit_on(&inputs)))
             }
         };
         tracing::info!(
