@@ -13,8 +13,8 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, SchemaRef};
 use chrono::{DateTime, NaiveDate, Utc};
 use datafusion::datasource::MemTable;
-use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::arrow::{ArrowSchemaConverter, ArrowWriter};
+use datafusion::parquet::basic::{Compression, Type as PhysicalType, ZstdLevel};
 use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties};
 use datafusion::parquet::schema::types::ColumnPath;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -48,8 +48,18 @@ const FREE_TEXT_COLUMNS: [&str; 16] = [
     "input_schema",
 ];
 
+/// Text and list columns that keep min/max statistics: the server a
+/// batch's rows came from can prune files in a hunt; the other text columns
+/// (ids, principals, methods, URLs) span nearly the whole range in every
+/// file of a batch, so their statistics cost a comparison per value and
+/// prune nothing. Numeric, boolean and time columns keep theirs (`ts`
+/// prunes every time-bounded hunt), and they are cheap.
+const TEXT_COLUMNS_WITH_STATISTICS: [&str; 1] = ["server_id"];
+
 /// Parquet settings of history files: the configured codec; no dictionary
-/// and no statistics for [`FREE_TEXT_COLUMNS`].
+/// and no statistics for [`FREE_TEXT_COLUMNS`]; no statistics for the other
+/// text and list columns of the history tables but
+/// [`TEXT_COLUMNS_WITH_STATISTICS`].
 fn writer_properties(codec: HistoryCompression) -> WriterProperties {
     let codec = match codec {
         HistoryCompression::Snappy => Compression::SNAPPY,
@@ -62,6 +72,26 @@ fn writer_properties(codec: HistoryCompression) -> WriterProperties {
         b = b
             .set_column_dictionary_enabled(path.clone(), false)
             .set_column_statistics_enabled(path, EnabledStatistics::None);
+    }
+    let schemas = [
+        dunes_ingest::schema::events_schema(),
+        dunes_ingest::schema::tool_defs_schema(),
+        dunes_ingest::schema::maml_docs_schema(),
+    ];
+    for schema in schemas {
+        // Leaf columns as Parquet names them (a list's values are
+        // `<name>.list.<item>`, a map's `<name>.key_value.key`, ...).
+        let Ok(descr) = ArrowSchemaConverter::new().convert(&schema) else {
+            continue;
+        };
+        for leaf in descr.columns() {
+            let top = leaf.path().parts().first().map(String::as_str);
+            if leaf.physical_type() == PhysicalType::BYTE_ARRAY
+                && !top.is_some_and(|t| TEXT_COLUMNS_WITH_STATISTICS.contains(&t))
+            {
+                b = b.set_column_statistics_enabled(leaf.path().clone(), EnabledStatistics::None);
+            }
+        }
     }
     b.build()
 }
@@ -420,6 +450,57 @@ mod tests {
             let back = arrow::compute::concat_batches(&b.schema(), &rows).expect("concat");
             assert_eq!(back, b, "{codec:?}");
         }
+    }
+
+    /// Min/max statistics only where they can prune a file: time, numbers,
+    /// the server; not ids, lists or free text.
+    #[test]
+    fn statistics_are_kept_for_time_numbers_and_server_only() {
+        use arrow::array::{Int64Array, ListBuilder, StringBuilder};
+        let ts =
+            TimestampMicrosecondArray::from(vec![1_763_625_600_000_000i64, 1_763_625_600_000_001])
+                .with_timezone("UTC");
+        let mut keys = ListBuilder::new(StringBuilder::new());
+        keys.append_value([Some("path")]);
+        keys.append_value([Some("query"), Some("limit")]);
+        let b = RecordBatch::try_from_iter([
+            ("ts", Arc::new(ts) as ArrayRef),
+            (
+                "server_id",
+                Arc::new(StringArray::from(vec!["a@x", "b@x"])) as ArrayRef,
+            ),
+            (
+                "session_id",
+                Arc::new(StringArray::from(vec!["s1", "s2"])) as ArrayRef,
+            ),
+            (
+                "args_bytes",
+                Arc::new(Int64Array::from(vec![10, 20])) as ArrayRef,
+            ),
+            ("args_keys", Arc::new(keys.finish()) as ArrayRef),
+            (
+                "args_text",
+                Arc::new(StringArray::from(vec!["x", "y"])) as ArrayRef,
+            ),
+        ])
+        .expect("batch");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut w = HistoryWriter::open(dir.path(), HistoryConfig::default()).expect("open");
+        w.write_keyed("events", &b, Some(1)).expect("write");
+        let files = event_files(dir.path()).expect("files");
+        let r = SerializedFileReader::new(std::fs::File::open(&files[0]).expect("open"))
+            .expect("parquet");
+        let mut with_stats = Vec::new();
+        for c in r.metadata().row_group(0).columns() {
+            if c.statistics().is_some_and(|s| s.min_bytes_opt().is_some()) {
+                with_stats.push(c.column_path().string());
+            }
+        }
+        assert_eq!(with_stats, ["ts", "server_id", "args_bytes"]);
+        let back =
+            arrow::compute::concat_batches(&b.schema(), &read_batches(&files[0]).expect("read"))
+                .expect("concat");
+        assert_eq!(back, b);
     }
 
     #[test]
