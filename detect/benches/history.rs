@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dunes_detect::{HistoryConfig, HistoryWriter};
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+use dunes_ingest::{IngestConfig, Normalizer, RawRecord};
 
 const BATCH: usize = 4096;
 
@@ -25,15 +25,7 @@ fn batch() -> arrow::array::RecordBatch {
         .lines()
         .take(BATCH)
         .enumerate()
-        .map(|(i, l)| RawRecord {
-            bytes: l.expect("line").into_bytes(),
-            source: SourcePos::File {
-                path: "bench".into(),
-                line: i as u64 + 1,
-            },
-            oversize: None,
-            refused: None,
-        })
+        .map(|(i, l)| RawRecord::file_line(l.expect("line").into_bytes(), "bench", i as u64 + 1))
         .collect();
     assert_eq!(records.len(), BATCH, "corpus shorter than a batch");
     Normalizer::new(IngestConfig::default())

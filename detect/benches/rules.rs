@@ -21,7 +21,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, RecordBatch, TimestampMicrosecondArray};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use dunes_detect::{Engine, ResponseConfig, detect, load_dir};
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+use dunes_ingest::{IngestConfig, Normalizer, RawRecord};
 
 const BATCH: usize = 4096;
 
@@ -34,15 +34,7 @@ fn batch() -> (RecordBatch, RecordBatch) {
     let records: Vec<RawRecord> = dunes_sim::Simulator::new(sim)
         .take(BATCH)
         .enumerate()
-        .map(|(i, l)| RawRecord {
-            bytes: l.into_bytes(),
-            source: SourcePos::File {
-                path: "bench".into(),
-                line: i as u64 + 1,
-            },
-            oversize: None,
-            refused: None,
-        })
+        .map(|(i, l)| RawRecord::file_line(l.into_bytes(), "bench", i as u64 + 1))
         .collect();
     assert_eq!(records.len(), BATCH, "simulator produced too few envelopes");
     let d = Normalizer::new(IngestConfig::default())

@@ -136,6 +136,21 @@ pub struct RawRecord {
     pub refused: Option<String>,
 }
 
+impl RawRecord {
+    /// Line `line` (1-based) of file `path`, as read (not cut, not refused).
+    pub fn file_line(bytes: Vec<u8>, path: &str, line: u64) -> Self {
+        RawRecord {
+            bytes,
+            source: SourcePos::File {
+                path: path.to_string(),
+                line,
+            },
+            oversize: None,
+            refused: None,
+        }
+    }
+}
+
 /// A record that failed validation.
 #[derive(Clone, Debug)]
 pub struct Rejected {

@@ -5,18 +5,10 @@ use arrow::array::{
     Array, AsArray, BooleanArray, Float64Array, Int32Array, Int64Array, ListArray, RecordBatch,
     StringArray,
 };
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+use dunes_ingest::{IngestConfig, Normalizer, RawRecord};
 
 pub fn rec(line: &str, n: u64) -> RawRecord {
-    RawRecord {
-        bytes: line.as_bytes().to_vec(),
-        source: SourcePos::File {
-            path: "t.ndjson".into(),
-            line: n,
-        },
-        oversize: None,
-        refused: None,
-    }
+    RawRecord::file_line(line.as_bytes().to_vec(), "t.ndjson", n)
 }
 
 pub fn decode(lines: &[&str]) -> dunes_ingest::DecodedBatch {
