@@ -79,8 +79,8 @@ fn writer_properties(codec: HistoryCompression) -> WriterProperties {
         dunes_ingest::schema::maml_docs_schema(),
     ];
     for schema in schemas {
-        // Leaf columns as Parquet names them (a list's values are
-        // `<name>.list.<item>`, a map's `<name>.key_value.key`, ...).
+        // Leaf columns as Parquet names them: a list's items and a map's
+        // keys and values are leaves under the column's name.
         let Ok(descr) = ArrowSchemaConverter::new().convert(&schema) else {
             continue;
         };
