@@ -26,9 +26,8 @@ pub const HISTORY_TABLES: [&str; 3] = ["events", "tool_defs", "maml_docs"];
 
 /// Free-text and digest columns: nearly every value is distinct, so a
 /// dictionary only costs (every value is interned, then the writer falls
-/// back to plain encoding), and min/max statistics cost a string comparison
-/// per value while pruning nothing a hunt asks for (a random id or a text
-/// spans the whole range in every file). Measured in `docs/benchmarks.md`.
+/// back to plain encoding). Measured in `docs/benchmarks.md`. (Their
+/// statistics are off with those of every text column, below.)
 const FREE_TEXT_COLUMNS: [&str; 16] = [
     "event_id",
     "user_agent",
@@ -50,16 +49,15 @@ const FREE_TEXT_COLUMNS: [&str; 16] = [
 
 /// Text and list columns that keep min/max statistics: the server a
 /// batch's rows came from can prune files in a hunt; the other text columns
-/// (ids, principals, methods, URLs) span nearly the whole range in every
-/// file of a batch, so their statistics cost a comparison per value and
-/// prune nothing. Numeric, boolean and time columns keep theirs (`ts`
+/// (ids, principals, methods, URLs, free text) span nearly the whole range
+/// in every file of a batch, so their statistics cost a string comparison
+/// per value and prune nothing. Numeric, boolean and time columns keep theirs (`ts`
 /// prunes every time-bounded hunt), and they are cheap.
 const TEXT_COLUMNS_WITH_STATISTICS: [&str; 1] = ["server_id"];
 
 /// Parquet settings of history files: the configured codec; no dictionary
-/// and no statistics for [`FREE_TEXT_COLUMNS`]; no statistics for the other
-/// text and list columns of the history tables but
-/// [`TEXT_COLUMNS_WITH_STATISTICS`].
+/// for [`FREE_TEXT_COLUMNS`]; no statistics for the text and list columns
+/// of the history tables but [`TEXT_COLUMNS_WITH_STATISTICS`].
 fn writer_properties(codec: HistoryCompression) -> WriterProperties {
     let codec = match codec {
         HistoryCompression::Snappy => Compression::SNAPPY,
@@ -68,10 +66,7 @@ fn writer_properties(codec: HistoryCompression) -> WriterProperties {
     };
     let mut b = WriterProperties::builder().set_compression(codec);
     for c in FREE_TEXT_COLUMNS {
-        let path = ColumnPath::from(c);
-        b = b
-            .set_column_dictionary_enabled(path.clone(), false)
-            .set_column_statistics_enabled(path, EnabledStatistics::None);
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
     }
     let schemas = [
         dunes_ingest::schema::events_schema(),
