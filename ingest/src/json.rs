@@ -184,10 +184,10 @@ pub(crate) fn canonical_string(v: &Json<'_>) -> String {
 }
 
 /// The canonical text written into `buf`, borrowed. The canonical writers
-/// only emit valid UTF-8 (they copy `&str`s and ASCII); `from_utf8`'s
-/// validation is much faster than the lossy conversion's, kept as fallback.
+/// only emit valid UTF-8 (they copy `&str`s and ASCII); a SIMD check (`simdutf8`)
+/// is much faster than the lossy conversion, kept as fallback.
 pub(crate) fn as_text(buf: &[u8]) -> Cow<'_, str> {
-    match std::str::from_utf8(buf) {
+    match simdutf8::basic::from_utf8(buf) {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(buf),
     }
