@@ -319,8 +319,8 @@ impl Normalizer {
                 });
                 continue;
             }
-            // `simdutf8`'s compat check: std's result and error position,
-            // several times faster on long lines.
+            // `simdutf8`'s compat check: std's answer and error position,
+            // with SIMD (docs/benchmarks.md, 2026-12-07 morning).
             let text = match simdutf8::compat::from_utf8(&rec.bytes) {
                 Ok(t) => t,
                 Err(e) => {
