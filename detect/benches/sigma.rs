@@ -26,7 +26,7 @@ use std::path::PathBuf;
 use arrow::array::RecordBatch;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dunes_detect::{Engine, load_dir};
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+use dunes_ingest::{IngestConfig, Normalizer, RawRecord};
 
 const BATCH: usize = 4096;
 const EVENTS: usize = 50 * BATCH;
@@ -72,14 +72,12 @@ fn batches() -> Vec<RecordBatch> {
             let records = chunk
                 .iter()
                 .enumerate()
-                .map(|(i, l)| RawRecord {
-                    bytes: l.clone().into_bytes(),
-                    source: SourcePos::File {
-                        path: "bench".into(),
-                        line: (c * BATCH + i) as u64 + 1,
-                    },
-                    oversize: None,
-                    refused: None,
+                .map(|(i, l)| {
+                    RawRecord::file_line(
+                        l.clone().into_bytes(),
+                        "bench",
+                        (c * BATCH + i) as u64 + 1,
+                    )
                 })
                 .collect();
             norm.decode_batch(records).expect("decodes").events

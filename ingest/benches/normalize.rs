@@ -5,22 +5,14 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+use dunes_ingest::{IngestConfig, Normalizer, RawRecord};
 
 fn records() -> Vec<RawRecord> {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/corpus/mcp-sample.ndjson");
     let text = std::fs::read_to_string(&p).unwrap_or_default();
     text.lines()
         .enumerate()
-        .map(|(i, l)| RawRecord {
-            bytes: l.as_bytes().to_vec(),
-            source: SourcePos::File {
-                path: "sample".into(),
-                line: i as u64 + 1,
-            },
-            oversize: None,
-            refused: None,
-        })
+        .map(|(i, l)| RawRecord::file_line(l.as_bytes().to_vec(), "sample", i as u64 + 1))
         .collect()
 }
 

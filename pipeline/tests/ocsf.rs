@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use dunes_detect::{ActionKind, Disposition, IncidentAction, IncidentStore};
-use dunes_ingest::{RawRecord, SourcePos};
+use dunes_ingest::RawRecord;
 use dunes_pipeline::{Config, Pipeline};
 use serde_json::Value;
 
@@ -29,14 +29,8 @@ fn records(input: &[Value], name: &str) -> Vec<RawRecord> {
     input
         .iter()
         .enumerate()
-        .map(|(n, v)| RawRecord {
-            bytes: serde_json::to_vec(v).expect("encode"),
-            source: SourcePos::File {
-                path: name.to_string(),
-                line: n as u64 + 1,
-            },
-            oversize: None,
-            refused: None,
+        .map(|(n, v)| {
+            RawRecord::file_line(serde_json::to_vec(v).expect("encode"), name, n as u64 + 1)
         })
         .collect()
 }

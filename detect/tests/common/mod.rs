@@ -2,22 +2,14 @@
 //! some of them).
 #![allow(dead_code)]
 
-use dunes_ingest::{DecodedBatch, IngestConfig, Normalizer, RawRecord, SourcePos};
+use dunes_ingest::{DecodedBatch, IngestConfig, Normalizer, RawRecord};
 
 /// Envelope lines as raw records (positions `t:1…`).
 pub fn records<S: AsRef<str>>(lines: &[S]) -> Vec<RawRecord> {
     lines
         .iter()
         .enumerate()
-        .map(|(i, l)| RawRecord {
-            bytes: l.as_ref().as_bytes().to_vec(),
-            source: SourcePos::File {
-                path: "t".into(),
-                line: i as u64 + 1,
-            },
-            oversize: None,
-            refused: None,
-        })
+        .map(|(i, l)| RawRecord::file_line(l.as_ref().as_bytes().to_vec(), "t", i as u64 + 1))
         .collect()
 }
 

@@ -60,15 +60,7 @@ pub fn sample_session(
             } else {
                 l.as_bytes().to_vec()
             };
-            dunes_ingest::RawRecord {
-                bytes,
-                source: dunes_ingest::SourcePos::File {
-                    path: "sample".into(),
-                    line: n as u64 + 1,
-                },
-                oversize: None,
-                refused: None,
-            }
+            dunes_ingest::RawRecord::file_line(bytes, "sample", n as u64 + 1)
         })
         .collect()
 }
