@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dunes_detect::IncidentStore;
-use dunes_ingest::{InputFormat, RawRecord, SourcePos, gateway};
+use dunes_ingest::{InputFormat, RawRecord, gateway};
 use hdrhistogram::Histogram;
 
 use dunes_pipeline::Config;
@@ -103,15 +103,7 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
             .take(per_batch)
             .map(|l| {
                 line_no += 1;
-                RawRecord {
-                    bytes: l.into_bytes(),
-                    source: SourcePos::File {
-                        path: "bench".into(),
-                        line: line_no,
-                    },
-                    oversize: None,
-                    refused: None,
-                }
+                RawRecord::file_line(l.into_bytes(), "bench", line_no)
             })
             .collect();
         if batch.is_empty() {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use dunes_api::{AccessRecord, AppState, AuthState, IngestRequest, ServerConfig};
 use dunes_detect::{IncidentFilter, IncidentStore};
-use dunes_ingest::{RawRecord, SourcePos};
+use dunes_ingest::RawRecord;
 use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, oneshot};
 
@@ -53,15 +53,8 @@ pub async fn run(mut cfg: Config, o: ApiBenchOpts) -> anyhow::Result<()> {
     let half = lines.len() / 2;
     let store = Arc::new(IncidentStore::new());
     let mut pipeline = Pipeline::open(&cfg, store.clone(), None).await?;
-    let rec = |n: usize, l: &str| RawRecord {
-        bytes: l.as_bytes().to_vec(),
-        source: SourcePos::File {
-            path: "bench".into(),
-            line: n as u64 + 1,
-        },
-        oversize: None,
-        refused: None,
-    };
+    let rec =
+        |n: usize, l: &str| RawRecord::file_line(l.as_bytes().to_vec(), "bench", n as u64 + 1);
     for (i, chunk) in lines[..half].chunks(4096).enumerate() {
         let recs = chunk
             .iter()

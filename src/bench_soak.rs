@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use dunes_detect::IncidentStore;
-use dunes_ingest::{RawRecord, SourcePos};
+use dunes_ingest::RawRecord;
 use dunes_pipeline::{Config, Pipeline};
 use hdrhistogram::Histogram;
 use serde_json::Value;
@@ -205,15 +205,7 @@ pub async fn run(mut cfg: Config, s: Soak) -> anyhow::Result<()> {
                 break;
             };
             line_no += 1;
-            batch.push(RawRecord {
-                bytes,
-                source: SourcePos::File {
-                    path: "soak".into(),
-                    line: line_no,
-                },
-                oversize: None,
-                refused: None,
-            });
+            batch.push(RawRecord::file_line(bytes, "soak", line_no));
         }
         // pace: the batch is due when its last event is, at `rate`
         let due = Duration::from_secs_f64((sent + batch.len() as u64) as f64 / s.rate as f64);

@@ -1,6 +1,6 @@
 //! Runs the inline tests of rules (`tests:` in each rule file).
 
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+use dunes_ingest::{IngestConfig, Normalizer, RawRecord};
 
 use crate::engine::Engine;
 
@@ -75,15 +75,11 @@ async fn run_one(
     let mut records = Vec::with_capacity(input.len());
     for (n, env) in input.iter().enumerate() {
         let bytes = serde_json::to_vec(env).map_err(|e| e.to_string())?;
-        records.push(RawRecord {
+        records.push(RawRecord::file_line(
             bytes,
-            source: SourcePos::File {
-                path: format!("{file}#{test_name}"),
-                line: n as u64 + 1,
-            },
-            oversize: None,
-            refused: None,
-        });
+            &format!("{file}#{test_name}"),
+            n as u64 + 1,
+        ));
     }
     let mut normalizer = Normalizer::new(IngestConfig::default());
     let decoded = normalizer

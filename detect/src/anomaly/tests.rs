@@ -5,7 +5,7 @@
 //! spread over many short calm-looking sessions of one principal.
 
 use chrono::{SecondsFormat, TimeZone, Utc};
-use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
+use dunes_ingest::{IngestConfig, Normalizer, RawRecord};
 use serde_json::json;
 
 use std::collections::HashSet;
@@ -210,15 +210,7 @@ fn batches(lines: &[String], size: usize) -> Vec<RecordBatch> {
             let recs = c
                 .iter()
                 .enumerate()
-                .map(|(i, l)| RawRecord {
-                    bytes: l.as_bytes().to_vec(),
-                    source: SourcePos::File {
-                        path: "t".into(),
-                        line: i as u64 + 1,
-                    },
-                    oversize: None,
-                    refused: None,
-                })
+                .map(|(i, l)| RawRecord::file_line(l.as_bytes().to_vec(), "t", i as u64 + 1))
                 .collect();
             let d = norm.decode_batch(recs).expect("decodes");
             assert!(

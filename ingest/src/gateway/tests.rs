@@ -26,15 +26,7 @@ fn file_records<'a>(path: &str, lines: impl IntoIterator<Item = &'a str>) -> Vec
     lines
         .into_iter()
         .enumerate()
-        .map(|(i, l)| RawRecord {
-            bytes: l.as_bytes().to_vec(),
-            source: SourcePos::File {
-                path: path.into(),
-                line: i as u64 + 1,
-            },
-            oversize: None,
-            refused: None,
-        })
+        .map(|(i, l)| RawRecord::file_line(l.as_bytes().to_vec(), path, i as u64 + 1))
         .collect()
 }
 
