@@ -16,16 +16,17 @@ use dunes_api::{
 };
 use dunes_detect::IncidentStore;
 use dunes_ingest::RawRecord;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
-use crate::flow::{Ack, Stages};
+use crate::flow::Stages;
 use crate::rules_watch::{rules_fingerprint, watch_rules};
 use crate::sinks::files::DataPaths;
-use crate::sources::Work;
-use crate::sources::file::source_thread;
-use crate::sources::kafka::{KafkaIo, next_kafka};
+use crate::sources::file::FileSource;
+use crate::sources::http::HttpSource;
+use crate::sources::kafka::KafkaIo;
+use crate::sources::{Ack, Input, SourceEvent, Sources};
 use crate::stage::{ACCESS_QUEUE, Pipeline, Stats};
 
 /// Called once every file/stdin source is exhausted and processed.
@@ -110,39 +111,34 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     let rules_dir = cfg.rules_dir();
     let rules_fingerprint = rules_fingerprint(&rules_dir);
     let pipeline = Pipeline::open(cfg, store.clone(), opts.incidents_out.as_deref()).await?;
-    let (kafka, mut kafka_rx) = match cfg.kafka.enabled {
+    let mut sources = Sources::default();
+    let kafka = match cfg.kafka.enabled {
         true => {
-            let (k, rx) = KafkaIo::start(cfg).await?;
-            (Some(k), Some(rx))
+            let (k, input) = KafkaIo::start(cfg).await?;
+            sources.add(Box::new(input));
+            Some(k)
         }
-        false => (None, None),
+        false => None,
     };
 
-    // Sources.
+    // Files and stdin.
     let batch_size = cfg.ingest.batch_size.max(1);
-    let (work_tx, mut work_rx) = mpsc::channel::<Work>(4);
-    let mut sources = cfg.ingest.files.clone();
-    if cfg.ingest.stdin && !sources.iter().any(|p| p == Path::new("-")) {
-        sources.push(PathBuf::from("-"));
+    let mut files = cfg.ingest.files.clone();
+    if cfg.ingest.stdin && !files.iter().any(|p| p == Path::new("-")) {
+        files.push(PathBuf::from("-"));
     }
-    let mut open_sources = sources.len();
-    for path in sources {
-        let tx = work_tx.clone();
-        let max_line = cfg.ingest.max_line_bytes;
-        let format = cfg.ingest.format;
-        // stdin trickles: hand over every line at once; files go in chunks.
-        let chunk = if path == Path::new("-") {
-            1
-        } else {
-            batch_size
-        };
-        tokio::task::spawn_blocking(move || source_thread(path, format, max_line, chunk, tx));
+    for path in files {
+        sources.add(Box::new(FileSource::start(
+            path,
+            cfg.ingest.format,
+            cfg.ingest.max_line_bytes,
+            batch_size,
+        )));
     }
-    drop(work_tx);
 
     // HTTP API and ingest endpoint.
     let (stop_tx, stop_rx) = watch::channel(false);
-    let (http_tx, mut http_rx) = mpsc::channel::<IngestRequest>(16);
+    let (http_tx, http_rx) = mpsc::channel::<IngestRequest>(16);
     // Rule reloads (HTTP and the directory watcher), answered between batches.
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
     let mut reload_open = true;
@@ -167,7 +163,6 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
         ));
     }
     let mut bound_addr = None;
-    let mut server = None;
     if cfg.http.enabled {
         let auth = AuthState::open(&cfg.data_dir, cfg.auth.clone())
             .context("cannot open the API token key")?;
@@ -194,27 +189,9 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             metrics_listen: cfg.http.metrics_listen,
             header_read_timeout: std::time::Duration::from_millis(cfg.http.header_read_timeout_ms),
         };
-        let (btx, brx) = oneshot::channel();
-        let mut stop = stop_rx.clone();
-        let handle = tokio::spawn(dunes_api::serve(scfg, state, Some(btx), async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
-        match brx.await {
-            Ok(addr) => bound_addr = Some(addr),
-            Err(_) => {
-                // The server failed before binding: surface its error.
-                return match handle.await {
-                    Ok(Err(e)) => Err(e).context("the HTTP server failed to start"),
-                    Ok(Ok(())) => Err(PipelineError::Stopped(
-                        "HTTP server stopped unexpectedly".into(),
-                    )),
-                    Err(e) => Err(PipelineError::Stopped(format!(
-                        "HTTP server task failed: {e}"
-                    ))),
-                };
-            }
-        }
-        server = Some(handle);
+        let (http, addr) = HttpSource::start(scfg, state, http_rx).await?;
+        sources.add(Box::new(http));
+        bound_addr = Some(addr);
     }
     drop(http_tx);
     drop(reload_tx);
@@ -227,7 +204,6 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut first_error: Option<PipelineError> = None;
     let mut sources_done_fired = false;
-    let mut http_open = cfg.http.enabled;
     let mut stages = Stages::start(
         pipeline,
         kafka,
@@ -249,7 +225,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
     sign_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
-        if open_sources == 0 && !sources_done_fired {
+        if sources.finite_open() == 0 && !sources_done_fired {
             sources_done_fired = true;
             stages
                 .submit(std::mem::take(&mut pending), Ack::File)
@@ -259,10 +235,7 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             if let Some(cb) = opts.after_sources.take() {
                 cb(&stages.pipeline.stats, &store, bound_addr);
             }
-            if first_error.is_some()
-                || !opts.keep_running
-                || (!cfg.http.enabled && kafka_rx.is_none())
-            {
+            if first_error.is_some() || !opts.keep_running || !sources.live_open() {
                 break;
             }
         }
@@ -280,12 +253,12 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                     break;
                 }
             },
-            w = work_rx.recv(), if open_sources > 0 => match w {
-                Some(Work::Chunk(mut recs)) => {
-                    if pending.is_empty() && recs.len() >= batch_size {
-                        stages.submit(recs, Ack::File).await?;
+            ev = sources.next(), if !sources.is_empty() => match ev {
+                SourceEvent::Input(Input { mut records, ack }) if ack.coalesces() => {
+                    if pending.is_empty() && records.len() >= batch_size {
+                        stages.submit(records, ack).await?;
                     } else {
-                        pending.append(&mut recs);
+                        pending.append(&mut records);
                         if pending.len() >= batch_size {
                             stages.submit(std::mem::take(&mut pending), Ack::File).await?;
                             deadline = None;
@@ -294,43 +267,29 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
                         }
                     }
                 }
-                Some(Work::Done { source, error }) => {
-                    open_sources -= 1;
-                    match error {
-                        Some(e) => {
-                            tracing::error!(%source, "source failed: {e}");
-                            first_error.get_or_insert(PipelineError::Source { name: source, message: e });
-                        }
-                        None => tracing::info!(%source, "source finished"),
-                    }
-                }
-                None => open_sources = 0,
-            },
-            b = next_kafka(kafka_rx.as_mut()) => match b {
-                Some(mut batch) => {
+                SourceEvent::Input(Input { records, ack }) => {
+                    // gathered file records arrived first
                     if !pending.is_empty() {
                         stages.submit(std::mem::take(&mut pending), Ack::File).await?;
                         deadline = None;
                     }
-                    let records = std::mem::take(&mut batch.records);
-                    stages.submit(records, Ack::Kafka(batch)).await?;
+                    stages.submit(records, ack).await?;
                 }
-                None => {
-                    // The poll thread stopped on its own: only after a fatal
-                    // error on the commit side.
-                    first_error.get_or_insert(PipelineError::Stopped("the Kafka consumer stopped".into()));
-                    break;
-                }
-            },
-            req = http_rx.recv(), if http_open => match req {
-                Some(IngestRequest { records, reply }) => {
-                    if !pending.is_empty() {
-                        stages.submit(std::mem::take(&mut pending), Ack::File).await?;
-                        deadline = None;
+                SourceEvent::Ended { name, finite: true, error } => match error {
+                    Some(e) => {
+                        tracing::error!(source = %name, "source failed: {e}");
+                        first_error.get_or_insert(PipelineError::Source { name, message: e });
                     }
-                    stages.submit(records, Ack::Http(reply)).await?;
+                    None => tracing::info!(source = %name, "source finished"),
+                },
+                SourceEvent::Ended { name, finite: false, error } => {
+                    if let Some(e) = error {
+                        tracing::error!(source = %name, "source failed: {e}");
+                        first_error.get_or_insert(PipelineError::Stopped(e));
+                        break;
+                    }
+                    tracing::info!(source = %name, "source closed");
                 }
-                None => http_open = false,
             },
             req = reload_rx.recv(), if reload_open => match req {
                 Some(ReloadRequest { reply }) => {
@@ -396,63 +355,40 @@ pub async fn drive(cfg: &Config, mut opts: DriveOptions) -> Result<DriveOutcome>
             }
         }
     }
-    // Drain what is already buffered, then stop the server and close.
+    // Drain what is already buffered; then stop the sources (the HTTP
+    // server waits for its open requests, the Kafka consumer hands over its
+    // last batch) and complete what they still hand over, serving the
+    // accesses the server records meanwhile.
     stages
         .submit(std::mem::take(&mut pending), Ack::File)
         .await?;
     stages.drain().await?;
     let _ = stop_tx.send(true);
-    if let Some(mut h) = server {
-        // The server waits for its open requests before it returns; an
-        // ingest request waits for its batch and every request for its
-        // access record to be taken: keep serving both meanwhile.
-        loop {
-            tokio::select! {
-                r = &mut h => {
-                    match r {
-                        Ok(Err(e)) => tracing::error!("HTTP server error: {e}"),
-                        Err(e) => tracing::error!("HTTP server task failed: {e}"),
-                        Ok(Ok(())) => {}
-                    }
-                    break;
-                }
-                Some(IngestRequest { records, reply }) = http_rx.recv() => {
-                    stages.submit(records, Ack::Http(reply)).await?;
+    sources.request_stop();
+    while !sources.is_empty() {
+        tokio::select! {
+            ev = sources.next() => match ev {
+                SourceEvent::Input(Input { records, ack }) => {
+                    stages.submit(records, ack).await?;
                     stages.drain().await?;
                 }
-                Some(first) = access_rx.recv() => {
-                    stages.pipeline.append_access(first, &mut access_rx)?;
+                SourceEvent::Ended { name, error: Some(e), .. } => {
+                    tracing::error!(source = %name, "source failed while stopping: {e}");
                 }
+                SourceEvent::Ended { .. } => {}
+            },
+            Some(first) = access_rx.recv() => {
+                stages.pipeline.append_access(first, &mut access_rx)?;
             }
         }
-    }
-    while let Ok(IngestRequest { records, reply }) = http_rx.try_recv() {
-        stages.submit(records, Ack::Http(reply)).await?;
     }
     // the server has stopped: the last accesses it recorded
     drop(access_tx);
     while let Ok(first) = access_rx.try_recv() {
         stages.pipeline.append_access(first, &mut access_rx)?;
     }
-    // Kafka: stop polling, process and commit what was handed over.
-    if let (Some(k), Some(rx)) = (stages.kafka.as_ref(), kafka_rx.as_mut()) {
-        k.request_stop();
-        loop {
-            match tokio::time::timeout(Duration::from_millis(50), rx.recv()).await {
-                Ok(Some(mut batch)) => {
-                    let records = std::mem::take(&mut batch.records);
-                    stages.submit(records, Ack::Kafka(batch)).await?;
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    if stages.kafka.as_ref().is_none_or(KafkaIo::finished) && rx.is_empty() {
-                        break;
-                    }
-                }
-            }
-        }
-    }
     let (pipeline, kafka) = stages.stop().await?;
+    drop(sources);
     if let Some(k) = kafka {
         k.join();
     }

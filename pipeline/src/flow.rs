@@ -7,29 +7,18 @@
 use std::sync::Mutex;
 
 use dunes_ingest::RawRecord;
-use dunes_ingest::kafka::KafkaBatch;
 use hdrhistogram::Histogram;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::error::{PipelineError, Result};
 use crate::sinks::kafka::publish;
+use crate::sources::Ack;
 use crate::sources::kafka::KafkaIo;
 use crate::stage::{BatchOutcome, Decoded, Decoder, Pipeline};
 
 /// Fewest batches submitted and not yet durable: one decoding, one waiting
 /// for (or in) detection.
 const MIN_IN_FLIGHT: usize = 2;
-
-/// What completes a batch once it is durable.
-pub(crate) enum Ack {
-    /// A file or stdin chunk: nothing to answer.
-    File,
-    /// An HTTP ingest request, answered with its counts.
-    Http(oneshot::Sender<dunes_api::IngestAck>),
-    /// A Kafka batch (its records taken out): outputs delivered, then its
-    /// offsets committed.
-    Kafka(KafkaBatch),
-}
 
 type DecodeResult = (Result<Decoded>, Ack);
 

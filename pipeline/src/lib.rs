@@ -1,12 +1,13 @@
 //! The Dunes data flow as a library:
 //!
 //! ```text
-//! sources/                 stage.rs (per batch)                          sinks/
+//! sources/ (Source)        stage.rs (per batch)                                sinks/ (Sink, in this order)
 //! file, stdin ─┐
-//! HTTP body ───┼─► driver ─► normalise ─► rules + anomaly ─► ledger ─► outboxes ─► history ─► files, Kafka
-//! Kafka ───────┘   (batch)   (ingest)     (detect)           (fsync)   (fsync)      (Parquet)   (+ offsets commit)
-//!                                                                        │
-//!                                                   webhook workers ◄────┘  (retry, dead-letter)
+//! HTTP body ───┼─► driver ─► normalise ─► rules + anomaly ─► ledger ─► outboxes ─► NDJSON ─► history, state ─► Kafka outputs
+//! Kafka ───────┘   (batch)   (ingest)     (detect)           (fsync)   (fsync)     files     (persist thread)  (then offsets commit)
+//!      ▲                                                                  │
+//!      │                                              webhook workers ◄───┘  (retry, dead-letter)
+//!      └──── Ack: file chunk done, HTTP reply, Kafka offsets ◄──── once the batch is durable
 //! ```
 //!
 //! [`drive`] runs the loop for `run`, `replay`, `demo` and `bench`;

@@ -23,11 +23,12 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
-use crate::sinks::files::{DataPaths, NdjsonWriter};
+use crate::sinks::files::{DataPaths, IncidentFiles, NdjsonWriter};
 use crate::sinks::lifecycle::Change;
 use crate::sinks::outputs::Outputs;
-use crate::sinks::persist::{BatchWrite, Persister};
+use crate::sinks::persist::Persister;
 use crate::sinks::state::StateStore;
+use crate::sinks::{Delivery, Rows, Sink};
 
 /// Running totals.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -157,9 +158,8 @@ pub struct Pipeline {
     persist: Persister,
     ledger: Ledger,
     dead_letter: DeadLetterWriter,
-    incidents_out: NdjsonWriter,
-    responses_out: NdjsonWriter,
-    extra_incidents_out: Option<NdjsonWriter>,
+    /// `incidents.ndjson`, `responses.ndjson`, `--incidents-out`.
+    files: IncidentFiles,
     store: Arc<IncidentStore>,
     response_cfg: ResponseConfig,
     /// Behavioural anomaly monitor (None when `[anomaly] enabled = false`).
@@ -313,9 +313,7 @@ impl Pipeline {
             persist,
             ledger,
             dead_letter,
-            incidents_out: NdjsonWriter::open(&paths.incidents)?,
-            responses_out: NdjsonWriter::open(&paths.responses)?,
-            extra_incidents_out: extra_incidents_out.map(NdjsonWriter::open).transpose()?,
+            files: IncidentFiles::open(&paths, extra_incidents_out)?,
             store,
             response_cfg: cfg.response.clone(),
             anomaly,
@@ -735,39 +733,51 @@ impl Pipeline {
             .flush_sync()
             .context("cannot sync the dead-letter file")?;
         crash_point("after-ledger-sync");
-        // Webhook queues take the changes before this batch's detection
-        // state becomes durable (below): a crash in between re-detects the
-        // batch and the outboxes ignore what they already hold.
-        let mut findings_json = std::mem::take(&mut self.action_findings);
-        {
-            let mut changes = Vec::with_capacity(incidents.len() + updates.len());
-            for (inc, json) in incidents.iter().zip(&incident_json) {
-                changes.push(Change::created(inc, json));
-            }
-            for (inc, json) in &updates {
-                changes.push(Change::updated(inc, json, now));
-            }
-            findings_json.extend(self.outputs.emit(&changes)?);
-        }
+        // The sinks, in their crash-safe order (`sinks/mod.rs`): webhook
+        // queues take the changes before this batch's detection state
+        // becomes durable (a crash in between re-detects the batch and the
+        // outboxes ignore what they already hold); incidents.ndjson and
+        // responses.ndjson get the batch before its state entry can become
+        // durable (the persist thread fsyncs them first): a crash after that
+        // entry does not re-detect the batch, so these lines must already be
+        // there.
+        let mut delivery = Delivery::of(now, &incidents, &incident_json, &updates, &response_json);
+        delivery.findings = std::mem::take(&mut self.action_findings);
+        self.outputs.deliver(&mut delivery).await?;
         crash_point("after-outputs-queued");
         let t_synced = std::time::Instant::now();
-        // incidents.ndjson and responses.ndjson get the batch before its state entry can
-        // become durable (the persist thread fsyncs them first): a crash after that entry
-        // does not re-detect the batch, so these lines must already be there.
-        let wrote_outputs = !(updates.is_empty() && incidents.is_empty() && responses.is_empty());
-        for (inc, json) in updates {
-            self.incidents_out.write_line(&json)?;
-            if let Some(extra) = &mut self.extra_incidents_out {
-                extra.write_line(&json)?;
-            }
+        self.files.deliver(&mut delivery).await?;
+        let t_files = std::time::Instant::now();
+        // History, then the state journal, on the persist thread while the
+        // next batch is detected. The state delta is taken now, before the
+        // next batch changes the state.
+        let position = self.ledger.len();
+        let delta = if decoded.accepted.is_empty() {
+            None
+        } else {
+            Some(
+                self.engine
+                    .delta_json(position)
+                    .context("cannot encode the detection state")?,
+            )
+        };
+        let t_delta = std::time::Instant::now();
+        delivery.rows = Some(Rows {
+            events: decoded.events.clone(),
+            tool_defs: decoded.tool_defs.clone(),
+            maml_docs: decoded.maml_docs.clone(),
+            // Files named after the batch's first ledger index: a batch
+            // re-detected after a crash replaces its own files.
+            key: event_index.values().min().copied(),
+            delta,
+        });
+        self.persist.deliver(&mut delivery).await?;
+        let findings_json = delivery.findings;
+        let t_history = std::time::Instant::now();
+        for (inc, _) in updates {
             self.store.insert(inc);
         }
-
-        for (inc, json) in incidents.iter().zip(&incident_json) {
-            self.incidents_out.write_line(json)?;
-            if let Some(extra) = &mut self.extra_incidents_out {
-                extra.write_line(json)?;
-            }
+        for inc in &incidents {
             self.stats.incidents += 1;
             self.stats.incidents_by_level[(inc.level.as_u8() - 1) as usize] += 1;
             match inc.level {
@@ -792,61 +802,14 @@ impl Pipeline {
             }
             self.store.insert(inc.clone());
         }
-        for (r, json) in responses.iter().zip(&response_json) {
-            self.responses_out.write_line(json)?;
+        for r in &responses {
             tracing::warn!(
                 target: "dunes::response",
                 response = %r.response_id, action = %r.action, target = ?r.target,
                 "response issued"
             );
         }
-        self.incidents_out.flush()?;
-        self.responses_out.flush()?;
-        if let Some(extra) = &mut self.extra_incidents_out {
-            extra.flush()?;
-        }
         self.stats.responses += responses.len() as u64;
-        let sync = if wrote_outputs {
-            [
-                Some(&self.incidents_out),
-                Some(&self.responses_out),
-                self.extra_incidents_out.as_ref(),
-            ]
-            .into_iter()
-            .flatten()
-            .filter_map(NdjsonWriter::sync_handle)
-            .collect()
-        } else {
-            Vec::new()
-        };
-        let t_files = std::time::Instant::now();
-        // History, then the state journal, on the persist thread while the
-        // next batch is detected. The state delta is taken now, before the
-        // next batch changes the state.
-        let position = self.ledger.len();
-        let delta = if decoded.accepted.is_empty() {
-            None
-        } else {
-            Some(
-                self.engine
-                    .delta_json(position)
-                    .context("cannot encode the detection state")?,
-            )
-        };
-        let t_delta = std::time::Instant::now();
-        self.persist
-            .write(BatchWrite {
-                events: decoded.events.clone(),
-                tool_defs: decoded.tool_defs.clone(),
-                maml_docs: decoded.maml_docs.clone(),
-                // Files named after the batch's first ledger index: a batch
-                // re-detected after a crash replaces its own files.
-                key: event_index.values().min().copied(),
-                sync,
-                delta,
-            })
-            .await?;
-        let t_history = std::time::Instant::now();
         metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
         if let Some(newest) = decoded.accepted.iter().map(|a| a.ts_micros).max() {
             // event-time lag: how far behind the newest event of this batch the wall clock is
@@ -1015,10 +978,10 @@ impl Pipeline {
         self.action_findings.extend(findings);
         self.actions_out.write(&action)?;
         self.actions_out.flush()?;
-        self.incidents_out.write_line(&updated_json)?;
-        self.incidents_out.flush()?;
+        self.files.incidents.write_line(&updated_json)?;
+        self.files.incidents.flush()?;
         for r in &responses {
-            self.responses_out.write(r)?;
+            self.files.responses.write(r)?;
             tracing::error!(
                 target: "dunes::emergency",
                 incident = %updated.incident_id, response = %r.response_id, action = %r.action,
@@ -1026,7 +989,7 @@ impl Pipeline {
                 "EMERGENCY level 3 (escalated by an analyst): {}", updated.title
             );
         }
-        self.responses_out.flush()?;
+        self.files.responses.flush()?;
         self.stats.responses += responses.len() as u64;
         self.store.insert(updated.clone());
         self.store.push_action(action.clone());
@@ -1107,14 +1070,14 @@ impl Pipeline {
         let findings = self.outputs.emit(&changes)?;
         self.action_findings.extend(findings);
         for (inc, j) in raised.iter().zip(&json) {
-            self.incidents_out.write_line(j)?;
-            if extra && let Some(out) = &mut self.extra_incidents_out {
+            self.files.incidents.write_line(j)?;
+            if extra && let Some(out) = &mut self.files.extra {
                 out.write_line(j)?;
             }
             self.store.insert(inc.clone());
         }
-        self.incidents_out.flush()?;
-        if extra && let Some(out) = &mut self.extra_incidents_out {
+        self.files.incidents.flush()?;
+        if extra && let Some(out) = &mut self.files.extra {
             out.flush()?;
         }
         metrics::counter!("dunes_incidents_total").increment(raised.len() as u64);
@@ -1285,7 +1248,7 @@ impl Pipeline {
         for mut inc in detection.incidents.into_iter().chain(detection.updates) {
             inc.backfill = true;
             raised += 1;
-            if let Some(extra) = &mut self.extra_incidents_out {
+            if let Some(extra) = &mut self.files.extra {
                 extra.write(&inc)?;
             }
             if self.store.contains(&inc.incident_id) {
@@ -1299,13 +1262,13 @@ impl Pipeline {
         }
         self.ledger.sync().context("ledger sync failed")?;
         for inc in new {
-            self.incidents_out.write(&inc)?;
+            self.files.incidents.write(&inc)?;
             self.stats.incidents += 1;
             self.stats.incidents_by_level[(inc.level.as_u8() - 1) as usize] += 1;
             self.store.insert(inc);
         }
-        self.incidents_out.flush()?;
-        if let Some(extra) = &mut self.extra_incidents_out {
+        self.files.incidents.flush()?;
+        if let Some(extra) = &mut self.files.extra {
             extra.flush()?;
         }
         self.stats.batches += 1;

@@ -5,9 +5,11 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use serde::Serialize;
 
 use crate::error::{Context, Result};
+use crate::sinks::{Delivery, Sink};
 
 /// Files the pipeline writes in the data dir.
 pub struct DataPaths {
@@ -99,6 +101,64 @@ impl NdjsonWriter {
         self.out
             .flush()
             .with_context(|| format!("cannot write {}", self.path.display()))
+    }
+}
+
+/// `incidents.ndjson`, `responses.ndjson` and the `--incidents-out` copy.
+pub(crate) struct IncidentFiles {
+    pub(crate) incidents: NdjsonWriter,
+    pub(crate) responses: NdjsonWriter,
+    /// `--incidents-out`: batch incidents only, not the self-monitor's.
+    pub(crate) extra: Option<NdjsonWriter>,
+}
+
+impl IncidentFiles {
+    pub(crate) fn open(paths: &DataPaths, extra: Option<&Path>) -> Result<Self> {
+        Ok(IncidentFiles {
+            incidents: NdjsonWriter::open(&paths.incidents)?,
+            responses: NdjsonWriter::open(&paths.responses)?,
+            extra: extra.map(NdjsonWriter::open).transpose()?,
+        })
+    }
+
+    /// Writes and flushes; the files to fsync go to `batch.to_sync`.
+    fn deliver_now(&mut self, batch: &mut Delivery<'_>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let updated = batch.updates.iter().map(|(_, json)| json);
+        for json in updated.chain(batch.incident_json) {
+            self.incidents.write_line(json)?;
+            if let Some(extra) = &mut self.extra {
+                extra.write_line(json)?;
+            }
+        }
+        for json in batch.response_json {
+            self.responses.write_line(json)?;
+        }
+        self.incidents.flush()?;
+        self.responses.flush()?;
+        if let Some(extra) = &mut self.extra {
+            extra.flush()?;
+        }
+        let written = [
+            Some(&self.incidents),
+            Some(&self.responses),
+            self.extra.as_ref(),
+        ];
+        batch.to_sync.extend(
+            written
+                .into_iter()
+                .flatten()
+                .filter_map(NdjsonWriter::sync_handle),
+        );
+        Ok(())
+    }
+}
+
+impl Sink for IncidentFiles {
+    fn deliver<'s>(&'s mut self, batch: &'s mut Delivery<'_>) -> BoxFuture<'s, Result<()>> {
+        Box::pin(std::future::ready(self.deliver_now(batch)))
     }
 }
 

@@ -3,12 +3,15 @@
 use std::path::Path;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+
 use crate::config::OutputsSection;
 use crate::error::Result;
 use crate::sinks::files::NdjsonWriter;
 use crate::sinks::lifecycle::Change;
 use crate::sinks::ocsf;
 use crate::sinks::webhook::Webhooks;
+use crate::sinks::{Delivery, Sink};
 
 pub(crate) struct Outputs {
     ocsf_file: Option<NdjsonWriter>,
@@ -65,6 +68,23 @@ impl Outputs {
         Ok(kafka)
     }
 
+    /// Every incident of a delivery as a change: created, then updated.
+    fn deliver_now(&mut self, batch: &mut Delivery<'_>) -> Result<()> {
+        if !self.active() {
+            return Ok(());
+        }
+        let mut changes = Vec::with_capacity(batch.incidents.len() + batch.updates.len());
+        for (inc, json) in batch.incidents.iter().zip(batch.incident_json) {
+            changes.push(Change::created(inc, json));
+        }
+        for (inc, json) in batch.updates {
+            changes.push(Change::updated(inc, json, batch.now));
+        }
+        let findings = self.emit(&changes)?;
+        batch.findings.extend(findings);
+        Ok(())
+    }
+
     pub(crate) fn view(&self) -> Option<std::sync::Arc<dyn dunes_api::OutputsView>> {
         self.webhooks.as_ref().map(Webhooks::view)
     }
@@ -80,5 +100,11 @@ impl Outputs {
                 );
             }
         }
+    }
+}
+
+impl Sink for Outputs {
+    fn deliver<'s>(&'s mut self, batch: &'s mut Delivery<'_>) -> BoxFuture<'s, Result<()>> {
+        Box::pin(std::future::ready(self.deliver_now(batch)))
     }
 }

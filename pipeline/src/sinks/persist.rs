@@ -23,8 +23,11 @@ use arrow::record_batch::RecordBatch;
 use dunes_detect::history::HistoryWriter;
 use tokio::sync::{mpsc, oneshot};
 
+use futures::future::BoxFuture;
+
 use crate::error::{Context, PipelineError, Result};
 use crate::sinks::state::StateStore;
+use crate::sinks::{Delivery, Sink};
 use crate::stage::crash_point;
 
 /// One batch's writes.
@@ -222,8 +225,29 @@ impl Worker {
     }
 }
 
+impl Sink for Persister {
+    /// Queues the batch's history, the fsync of the files written before,
+    /// and its state entry (nothing without rows).
+    fn deliver<'s>(&'s mut self, batch: &'s mut Delivery<'_>) -> BoxFuture<'s, Result<()>> {
+        Box::pin(async move {
+            let Some(rows) = batch.rows.take() else {
+                return Ok(());
+            };
+            self.write(BatchWrite {
+                events: rows.events,
+                tool_defs: rows.tool_defs,
+                maml_docs: rows.maml_docs,
+                key: rows.key,
+                sync: std::mem::take(&mut batch.to_sync),
+                delta: rows.delta,
+            })
+            .await
+        })
+    }
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use dunes_detect::history::HistoryConfig;
     use dunes_ingest::{IngestConfig, Normalizer, RawRecord, SourcePos};
@@ -231,7 +255,7 @@ mod tests {
     use crate::sinks::state::DEFAULT_COMPACT_BYTES;
 
     /// `n` tool calls with event ids `e<first>`…, all on 2026-11-20.
-    fn batch(first: usize, n: usize) -> (RecordBatch, RecordBatch) {
+    pub(crate) fn batch(first: usize, n: usize) -> (RecordBatch, RecordBatch) {
         let records = (first..first + n)
             .map(|i| RawRecord {
                 bytes: format!(
@@ -251,7 +275,7 @@ mod tests {
         (d.events, d.tool_defs)
     }
 
-    fn open(dir: &std::path::Path) -> Persister {
+    pub(crate) fn open(dir: &std::path::Path) -> Persister {
         let cfg = HistoryConfig {
             retention_days: 0,
             ..HistoryConfig::default()
@@ -262,7 +286,7 @@ mod tests {
         Persister::start(Some(history), state).expect("start")
     }
 
-    fn journal(dir: &std::path::Path) -> Vec<String> {
+    pub(crate) fn journal(dir: &std::path::Path) -> Vec<String> {
         let mut segs: Vec<_> = std::fs::read_dir(dir.join("state/detect-journal"))
             .expect("journal dir")
             .map(|e| e.expect("entry").path())

@@ -1,21 +1,83 @@
 //! The Kafka source: consumer batches carry their offsets, committed only
 //! after the batch is in the ledger (fsynced) and its outputs are delivered.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use dunes_ingest::kafka::{KafkaBatch, KafkaSink, KafkaSource, KafkaSourceHandle};
 use tokio::sync::mpsc;
 
+use super::{Ack, Input, Source};
 use crate::config::Config;
-use crate::error::{Context, Result};
+use crate::error::{Context as _, Result};
 use crate::sinks::kafka::publish;
 use crate::stage::BatchOutcome;
 
-/// The Kafka consumer handle and producer of a running pipeline; the
-/// consumer's batches arrive on the receiver [`KafkaIo::start`] returns.
+/// How often a stopping consumer is checked for having finished.
+const STOP_CHECK: Duration = Duration::from_millis(50);
+
+/// The consumer's batches, as a [`Source`]; each carries its offsets
+/// ([`Ack::Kafka`]), which [`KafkaIo::complete`] commits.
+pub(crate) struct KafkaInput {
+    batches: mpsc::Receiver<KafkaBatch>,
+    handle: Arc<KafkaSourceHandle>,
+    /// Set once stopping: wakes the driver to see whether the poll thread
+    /// has finished (it hands over its last batch, then exits).
+    stop_check: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Source for KafkaInput {
+    fn name(&self) -> &str {
+        "kafka"
+    }
+
+    fn finite(&self) -> bool {
+        false
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Input, String>>> {
+        // read before polling: a thread that has exited has handed over all
+        let finished = self.handle.finished();
+        match self.batches.poll_recv(cx) {
+            Poll::Ready(Some(mut batch)) => Poll::Ready(Some(Ok(Input {
+                records: std::mem::take(&mut batch.records),
+                ack: Ack::Kafka(batch),
+            }))),
+            Poll::Ready(None) if self.stop_check.is_some() => Poll::Ready(None),
+            // The poll thread stopped on its own: only after a fatal error
+            // on the commit side.
+            Poll::Ready(None) => Poll::Ready(Some(Err("the Kafka consumer stopped".into()))),
+            Poll::Pending => match &mut self.stop_check {
+                None => Poll::Pending,
+                Some(_) if finished => Poll::Ready(None),
+                Some(sleep) => {
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + STOP_CHECK);
+                    let _ = sleep.as_mut().poll(cx);
+                    Poll::Pending
+                }
+            },
+        }
+    }
+
+    /// Stops polling; the batches already handed over still arrive.
+    fn request_stop(&mut self) {
+        if self.stop_check.is_none() {
+            self.handle.request_stop();
+            self.stop_check = Some(Box::pin(tokio::time::sleep(STOP_CHECK)));
+        }
+    }
+}
+
+/// The Kafka consumer handle and producer of a running pipeline: publishes
+/// a durable batch's results and commits its offsets.
 pub(crate) struct KafkaIo {
-    handle: KafkaSourceHandle,
+    handle: Arc<KafkaSourceHandle>,
     pub(crate) sink: KafkaSink,
     /// [`MEMBER_MARKER`], removed when the consumer has left its group.
     marker: PathBuf,
@@ -52,7 +114,7 @@ fn write_marker(path: &Path) -> Result<()> {
 }
 
 impl KafkaIo {
-    pub(crate) async fn start(cfg: &Config) -> Result<(KafkaIo, mpsc::Receiver<KafkaBatch>)> {
+    pub(crate) async fn start(cfg: &Config) -> Result<(KafkaIo, KafkaInput)> {
         let client_id = cfg
             .kafka
             .client_id
@@ -64,15 +126,20 @@ impl KafkaIo {
             .await
             .context("cannot create the Kafka output topics")?;
         let marker = wait_out_a_dead_member(cfg).await?;
-        let (handle, rx) = KafkaSource::start(&cfg.kafka, &client_id)
+        let (handle, batches) = KafkaSource::start(&cfg.kafka, &client_id)
             .context("cannot start the Kafka consumer")?;
+        let handle = Arc::new(handle);
         Ok((
             KafkaIo {
-                handle,
+                handle: handle.clone(),
                 sink,
                 marker,
             },
-            rx,
+            KafkaInput {
+                batches,
+                handle,
+                stop_check: None,
+            },
         ))
     }
 
@@ -116,30 +183,20 @@ impl KafkaIo {
         self.handle.abandon();
     }
 
-    /// Stops polling; batches already handed over still arrive on the
-    /// receiver until [`KafkaIo::finished`].
-    pub(crate) fn request_stop(&self) {
-        self.handle.request_stop();
-    }
-
-    pub(crate) fn finished(&self) -> bool {
-        self.handle.finished()
-    }
-
-    /// Waits for the consumer thread (final commit, group left).
+    /// Waits for the consumer thread (final commit, group left); the
+    /// [`KafkaInput`] must be gone.
     pub(crate) fn join(self) {
         let KafkaIo { handle, marker, .. } = self;
-        tokio::task::block_in_place(|| handle.join());
+        match Arc::try_unwrap(handle) {
+            Ok(handle) => tokio::task::block_in_place(|| handle.join()),
+            Err(_) => {
+                tracing::error!("kafka: the consumer is still in use; not waiting for it");
+                return;
+            }
+        }
         if let Err(e) = std::fs::remove_file(&marker) {
             tracing::warn!(error = %e, path = %marker.display(), "kafka: cannot remove the member marker (the next start will wait for a session timeout)");
         }
         tracing::info!("kafka: consumer stopped, offsets committed, group left");
-    }
-}
-
-pub(crate) async fn next_kafka(rx: Option<&mut mpsc::Receiver<KafkaBatch>>) -> Option<KafkaBatch> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
     }
 }
