@@ -11,7 +11,7 @@ use hdrhistogram::Histogram;
 use tokio::sync::mpsc;
 
 use crate::error::{PipelineError, Result};
-use crate::sinks::kafka::publish;
+use crate::sinks::kafka::publish_findings;
 use crate::sources::Ack;
 use crate::sources::kafka::KafkaIo;
 use crate::stage::{BatchOutcome, Decoded, Decoder, Pipeline};
@@ -51,6 +51,9 @@ impl Stages {
         in_flight: usize,
     ) -> Result<Stages> {
         let limit = in_flight.max(MIN_IN_FLIGHT);
+        if let Some(k) = &kafka {
+            pipeline.send_to_kafka(k.sink.clone());
+        }
         let mut decoder: Decoder = pipeline
             .take_decoder()
             .ok_or_else(|| PipelineError::Stopped("the decoder was already taken".into()))?;
@@ -161,15 +164,8 @@ impl Stages {
             }
         };
         match ack {
-            Ack::File => {
-                if let Some(k) = &self.kafka {
-                    publish(&k.sink, &out).await?;
-                }
-            }
+            Ack::File => {}
             Ack::Http(reply) => {
-                if let Some(k) = &self.kafka {
-                    publish(&k.sink, &out).await?;
-                }
                 let _ = reply.send(out.ack());
             }
             Ack::Kafka(batch) => {
@@ -177,7 +173,7 @@ impl Stages {
                     return Err(PipelineError::Stopped("a Kafka batch without Kafka".into()));
                 };
                 // a Kafka record arrived when the broker stamped it
-                let oldest_ms = k.complete(&out, &batch, self.latency.as_deref()).await?;
+                let oldest_ms = k.commit(&batch, self.latency.as_deref())?;
                 if let Some(ms) = oldest_ms {
                     self.pipeline.note_ingest_lag(ms as f64 / 1000.0);
                 }
@@ -194,16 +190,10 @@ impl Stages {
     /// the self-monitor's incidents) to Kafka now; they otherwise go out with
     /// the next batch, which an idle input or a shutdown never brings.
     pub(crate) async fn publish_between_batches(&mut self) -> Result<()> {
-        let findings_json = self.pipeline.take_findings_between_batches();
+        let findings = self.pipeline.take_findings_between_batches();
         match &self.kafka {
-            Some(k) if !findings_json.is_empty() => {
-                let out = BatchOutcome {
-                    findings_json,
-                    ..BatchOutcome::default()
-                };
-                publish(&k.sink, &out).await
-            }
-            _ => Ok(()),
+            Some(k) => publish_findings(&k.sink, &findings).await,
+            None => Ok(()),
         }
     }
 

@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::error::{Context, PipelineError, Result};
 use crate::sinks::files::{DataPaths, IncidentFiles, NdjsonWriter};
+use crate::sinks::kafka::KafkaOutputs;
 use crate::sinks::lifecycle::Change;
 use crate::sinks::outputs::Outputs;
 use crate::sinks::persist::Persister;
@@ -160,6 +161,8 @@ pub struct Pipeline {
     dead_letter: DeadLetterWriter,
     /// `incidents.ndjson`, `responses.ndjson`, `--incidents-out`.
     files: IncidentFiles,
+    /// The Kafka output topics (with Kafka on, see [`Pipeline::send_to_kafka`]).
+    kafka_out: Option<KafkaOutputs>,
     store: Arc<IncidentStore>,
     response_cfg: ResponseConfig,
     /// Behavioural anomaly monitor (None when `[anomaly] enabled = false`).
@@ -314,6 +317,7 @@ impl Pipeline {
             ledger,
             dead_letter,
             files: IncidentFiles::open(&paths, extra_incidents_out)?,
+            kafka_out: None,
             store,
             response_cfg: cfg.response.clone(),
             anomaly,
@@ -339,6 +343,11 @@ impl Pipeline {
         pipeline.stats = Stats::default();
         pipeline.persist.take_times();
         Ok(pipeline)
+    }
+
+    /// Every batch's results also go to the Kafka output topics.
+    pub(crate) fn send_to_kafka(&mut self, sink: Arc<dunes_ingest::kafka::KafkaSink>) {
+        self.kafka_out = Some(KafkaOutputs(sink));
     }
 
     /// Webhook delivery state for the API (`None` without webhooks).
@@ -741,8 +750,16 @@ impl Pipeline {
         // durable (the persist thread fsyncs them first): a crash after that
         // entry does not re-detect the batch, so these lines must already be
         // there.
-        let mut delivery = Delivery::of(now, &incidents, &incident_json, &updates, &response_json);
-        delivery.findings = std::mem::take(&mut self.action_findings);
+        let mut delivery = Delivery {
+            incidents: &incidents,
+            incident_json: &incident_json,
+            updates: &updates,
+            responses: &responses,
+            response_json: &response_json,
+            dead_letters: &decoded.rejected,
+            findings: std::mem::take(&mut self.action_findings),
+            ..Delivery::empty(now)
+        };
         self.outputs.deliver(&mut delivery).await?;
         crash_point("after-outputs-queued");
         let t_synced = std::time::Instant::now();
@@ -772,6 +789,9 @@ impl Pipeline {
             delta,
         });
         self.persist.deliver(&mut delivery).await?;
+        if let Some(kafka) = &mut self.kafka_out {
+            kafka.deliver(&mut delivery).await?;
+        }
         let findings_json = delivery.findings;
         let t_history = std::time::Instant::now();
         for (inc, _) in updates {

@@ -9,8 +9,9 @@
 //!    by the next sink, before the state entry that says the batch is done);
 //! 3. [`persist`]: on a thread of its own, the Parquet history, those files'
 //!    fsync, then the detection-state journal entry ([`state`]);
-//! 4. [`kafka`]: the output topics, sent with the batch's acknowledgement
-//!    (`flow.rs`), after which the Kafka offsets are committed.
+//! 4. [`kafka`]: the output topics (with Kafka on); the batch's
+//!    acknowledgement follows (`flow.rs`: the Kafka offsets committed, the
+//!    HTTP request answered).
 
 pub(crate) mod files;
 pub(crate) mod kafka;
@@ -27,7 +28,8 @@ use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Utc};
-use dunes_detect::Incident;
+use dunes_detect::{Incident, ResponseRecord};
+use dunes_ingest::Rejected;
 use futures::future::BoxFuture;
 
 use crate::error::Result;
@@ -41,7 +43,10 @@ pub(crate) struct Delivery<'a> {
     pub(crate) incident_json: &'a [Vec<u8>],
     /// Earlier incidents this batch changed, with their new JSON.
     pub(crate) updates: &'a [(Incident, Vec<u8>)],
+    pub(crate) responses: &'a [ResponseRecord],
     pub(crate) response_json: &'a [Vec<u8>],
+    /// Records the batch rejected (already in `dead-letter.ndjson`).
+    pub(crate) dead_letters: &'a [Rejected],
     /// The batch's tables and state delta, for [`persist`] (`None` for what
     /// is not a batch of events: an analyst action, the self-monitor).
     pub(crate) rows: Option<Rows>,
@@ -52,21 +57,17 @@ pub(crate) struct Delivery<'a> {
     pub(crate) to_sync: Vec<Arc<File>>,
 }
 
-impl<'a> Delivery<'a> {
-    /// A delivery of incidents and responses alone.
-    pub(crate) fn of(
-        now: DateTime<Utc>,
-        incidents: &'a [Incident],
-        incident_json: &'a [Vec<u8>],
-        updates: &'a [(Incident, Vec<u8>)],
-        response_json: &'a [Vec<u8>],
-    ) -> Self {
+impl Delivery<'_> {
+    /// Nothing yet: the fields are filled in by the caller.
+    pub(crate) fn empty(now: DateTime<Utc>) -> Self {
         Delivery {
             now,
-            incidents,
-            incident_json,
-            updates,
-            response_json,
+            incidents: &[],
+            incident_json: &[],
+            updates: &[],
+            responses: &[],
+            response_json: &[],
+            dead_letters: &[],
             rows: None,
             findings: Vec::new(),
             to_sync: Vec::new(),
@@ -133,7 +134,13 @@ mod tests {
         let mut persist = persist::tests::open(dir.path());
         let (events, tool_defs) = persist::tests::batch(0, 4);
         let now = chrono::Utc::now();
-        let mut d = Delivery::of(now, &incidents, &incident_json, &updates, &response_json);
+        let mut d = Delivery {
+            incidents: &incidents,
+            incident_json: &incident_json,
+            updates: &updates,
+            response_json: &response_json,
+            ..Delivery::empty(now)
+        };
         d.rows = Some(Rows {
             events,
             tool_defs,
@@ -183,7 +190,7 @@ mod tests {
         assert_eq!(persist::tests::journal(dir.path()), ["{\"position\":16}"]);
 
         // nothing raised, no rows: nothing written, nothing handed on
-        let mut e = Delivery::of(now, &[], &[], &[], &[]);
+        let mut e = Delivery::empty(now);
         for sink in [&mut outputs as &mut dyn Sink, &mut files] {
             sink.deliver(&mut e).await.expect("delivered");
         }

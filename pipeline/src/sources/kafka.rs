@@ -14,8 +14,6 @@ use tokio::sync::mpsc;
 use super::{Ack, Input, Source};
 use crate::config::Config;
 use crate::error::{Context as _, Result};
-use crate::sinks::kafka::publish;
-use crate::stage::BatchOutcome;
 
 /// How often a stopping consumer is checked for having finished.
 const STOP_CHECK: Duration = Duration::from_millis(50);
@@ -74,11 +72,12 @@ impl Source for KafkaInput {
     }
 }
 
-/// The Kafka consumer handle and producer of a running pipeline: publishes
-/// a durable batch's results and commits its offsets.
+/// The Kafka consumer handle and producer of a running pipeline: the
+/// producer goes to the stage's last sink (`sinks/kafka.rs`); a batch's
+/// offsets are committed here after it.
 pub(crate) struct KafkaIo {
     handle: Arc<KafkaSourceHandle>,
-    pub(crate) sink: KafkaSink,
+    pub(crate) sink: Arc<KafkaSink>,
     /// [`MEMBER_MARKER`], removed when the consumer has left its group.
     marker: PathBuf,
 }
@@ -120,8 +119,9 @@ impl KafkaIo {
             .client_id
             .clone()
             .unwrap_or_else(|| cfg.origin().replace('/', "-"));
-        let sink =
-            KafkaSink::new(&cfg.kafka, &client_id).context("cannot create the Kafka producer")?;
+        let sink = Arc::new(
+            KafkaSink::new(&cfg.kafka, &client_id).context("cannot create the Kafka producer")?,
+        );
         sink.ensure_output_topics()
             .await
             .context("cannot create the Kafka output topics")?;
@@ -143,19 +143,14 @@ impl KafkaIo {
         ))
     }
 
-    /// A batch is durable in the ledger: its outputs are delivered, then its
-    /// offsets committed. Returns the age of its oldest record at the commit
-    /// (ms; `None` without timestamps).
-    pub(crate) async fn complete(
+    /// A batch is durable in the ledger and its outputs are delivered: its
+    /// offsets are committed. Returns the age of its oldest record at the
+    /// commit (ms; `None` without timestamps).
+    pub(crate) fn commit(
         &self,
-        out: &BatchOutcome,
         batch: &KafkaBatch,
         latency: Option<&std::sync::Mutex<hdrhistogram::Histogram<u64>>>,
     ) -> Result<Option<u64>> {
-        if let Err(e) = publish(&self.sink, out).await {
-            self.handle.abandon();
-            return Err(e);
-        }
         let n = batch.timestamps_ms.len() as u64;
         let commit = tokio::task::block_in_place(|| self.handle.commit(batch))
             .context("cannot commit Kafka offsets")?;
