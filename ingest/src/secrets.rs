@@ -62,11 +62,22 @@ static PATTERNS: LazyLock<Vec<Pattern>> = LazyLock::new(|| {
     .collect()
 });
 
-/// Cheap pre-filter: when this does not match, no pattern can.
+/// Cheap pre-filter: when this does not match, no pattern can. The
+/// literals of the case-sensitive patterns as they are, those of the `(?i)`
+/// ones spelt with their case variants (`ſ` is the only letter outside ASCII
+/// that Unicode folds to one of them), and a URL's userinfo. Written as one
+/// `(?i)` alternation it had too many case variants for a literal search and
+/// ran the lazy DFA over every byte: 76 → 21 ms over 50k whole envelope
+/// lines, 83 → 47 ms over the same lines cut into 80-byte texts.
 static ANY: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    re(
-        r"(?i)(?:-----BEGIN |AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|gh[pousr]_|github_pat_|xox[abpors]-|eyJ|[sr]k_live_|sk-|AIza|pass|pwd|secret|://[^\s/@:]{1,64}:[^\s/@]{4,128}@)",
-    )
+    re(concat!(
+        r"-----BEGIN |AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|gh[pousr]_|github_pat_|xox[abpors]-",
+        r"|eyJ|[sr]k_live_|sk-|AIza",
+        // aws_secret_key, generic_password
+        r"|[pP][aA][sSſ][sSſ]|[pP][wW][dD]|[sSſ][eE][cC][rR][eE][tT]",
+        // url_credentials
+        r"|://[^\s/@:]{1,64}:[^\s/@]{4,128}@",
+    ))
 });
 
 const PLACEHOLDERS: &[&str] = &[
@@ -392,7 +403,7 @@ mod tests {
             parts in proptest::collection::vec(
                 proptest::prop_oneof![
                     proptest::sample::select(vec![
-                        "-----BEGIN RSA PRIVATE KEY-----", "abc", "AKIA", "ASIA", "0123456789ABCDEF",
+                        "-----BEGIN RSA PRIVATE KEY-----", "abc", "AKIA", "akia", "ASIA", "EYJ", "Sk-", "0123456789ABCDEF",
                         "aws_secret_access_key", "AWS_SECRET_KEY", "aws\u{17f}ecret_key", " = ", "=", ":", "\"",
                         "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "ghp_", "github_pat_", "xoxb-",
                         "eyJhbGciOi", ".", "eyJzdWIi", "sk_live_", "rk_live_", "sk-", "proj-", "AIza",
