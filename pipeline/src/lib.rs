@@ -10,7 +10,7 @@
 //!      └──── Ack: file chunk done, HTTP reply, Kafka offsets ◄──── once the batch is durable
 //! ```
 //!
-//! [`drive`] runs the loop for `run`, `replay`, `demo` and `bench`;
+//! [`drive()`] runs the loop for `run`, `replay`, `demo` and `bench`;
 //! [`Pipeline`] is the stage one batch goes through (also used alone by
 //! backfill, evaluation and the benches). The binary keeps only the CLI.
 

@@ -764,38 +764,10 @@ impl Pipeline {
         crash_point("after-outputs-queued");
         let t_synced = std::time::Instant::now();
         self.files.deliver(&mut delivery).await?;
-        let t_files = std::time::Instant::now();
-        // History, then the state journal, on the persist thread while the
-        // next batch is detected. The state delta is taken now, before the
-        // next batch changes the state.
-        let position = self.ledger.len();
-        let delta = if decoded.accepted.is_empty() {
-            None
-        } else {
-            Some(
-                self.engine
-                    .delta_json(position)
-                    .context("cannot encode the detection state")?,
-            )
-        };
-        let t_delta = std::time::Instant::now();
-        delivery.rows = Some(Rows {
-            events: decoded.events.clone(),
-            tool_defs: decoded.tool_defs.clone(),
-            maml_docs: decoded.maml_docs.clone(),
-            // Files named after the batch's first ledger index: a batch
-            // re-detected after a crash replaces its own files.
-            key: event_index.values().min().copied(),
-            delta,
-        });
-        self.persist.deliver(&mut delivery).await?;
-        if let Some(kafka) = &mut self.kafka_out {
-            kafka.deliver(&mut delivery).await?;
-        }
-        let findings_json = delivery.findings;
-        let t_history = std::time::Instant::now();
-        for (inc, _) in updates {
-            self.store.insert(inc);
+        // The API shows what the files hold (before a Kafka outage can
+        // hold the batch up in the last sink).
+        for (inc, _) in &updates {
+            self.store.insert(inc.clone());
         }
         for inc in &incidents {
             self.stats.incidents += 1;
@@ -829,6 +801,37 @@ impl Pipeline {
                 "response issued"
             );
         }
+        let t_files = std::time::Instant::now();
+        // History, then the state journal, on the persist thread while the
+        // next batch is detected. The state delta is taken now, before the
+        // next batch changes the state.
+        let position = self.ledger.len();
+        let delta = if decoded.accepted.is_empty() {
+            None
+        } else {
+            Some(
+                self.engine
+                    .delta_json(position)
+                    .context("cannot encode the detection state")?,
+            )
+        };
+        let t_delta = std::time::Instant::now();
+        delivery.rows = Some(Rows {
+            events: decoded.events.clone(),
+            tool_defs: decoded.tool_defs.clone(),
+            maml_docs: decoded.maml_docs.clone(),
+            // Files named after the batch's first ledger index: a batch
+            // re-detected after a crash replaces its own files.
+            key: event_index.values().min().copied(),
+            delta,
+        });
+        self.persist.deliver(&mut delivery).await?;
+        let t_queued = std::time::Instant::now();
+        if let Some(kafka) = &mut self.kafka_out {
+            kafka.deliver(&mut delivery).await?;
+        }
+        let findings_json = delivery.findings;
+        let t_history = std::time::Instant::now();
         self.stats.responses += responses.len() as u64;
         metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
         if let Some(newest) = decoded.accepted.iter().map(|a| a.ts_micros).max() {
@@ -867,8 +870,11 @@ impl Pipeline {
         // overlaps the next batch); waiting for its queue is not counted
         let (history_us, state_us) = self.persist.take_times();
         self.stats.time.history_us += history_us;
-        self.stats.time.outputs_us +=
-            us(t_synced, t_files) + us(t_history, t_out) + us(t_state, t4);
+        // (the Kafka topics included; waiting for the persist queue is not)
+        self.stats.time.outputs_us += us(t_synced, t_files)
+            + us(t_queued, t_history)
+            + us(t_history, t_out)
+            + us(t_state, t4);
         self.stats.time.state_us += us(t_files, t_delta) + us(t_out, t_state) + state_us;
         tracing::debug!(
             rows = decoded.events.num_rows(),

@@ -19,7 +19,7 @@ use crate::error::{Context as _, Result};
 const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// The consumer's batches, as a [`Source`]; each carries its offsets
-/// ([`Ack::Kafka`]), which [`KafkaIo::complete`] commits.
+/// ([`Ack::Kafka`]), which [`KafkaIo::commit`] commits once the batch is through the sinks.
 pub(crate) struct KafkaInput {
     batches: mpsc::Receiver<KafkaBatch>,
     handle: Arc<KafkaSourceHandle>,

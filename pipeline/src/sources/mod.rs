@@ -1,7 +1,7 @@
 //! Where records come from. Every source implements [`Source`]: it hands
 //! the driver [`Input`] — records plus the acknowledgement ([`Ack`]) that
 //! completes them once their batch is durable — and ends on its own
-//! ([`file`]: files and stdin) or when asked to stop ([`http`]: request
+//! ([`file`](mod@file): files and stdin) or when asked to stop ([`http`]: request
 //! bodies from the API; [`kafka`]: consumer batches and their offsets).
 //! [`Sources`] polls them all, in turn.
 
