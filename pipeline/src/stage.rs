@@ -15,9 +15,7 @@ use dunes_detect::{
     ActionKind, Engine, HistoryWriter, Incident, IncidentAction, IncidentStore, Level,
     ResponseConfig, ResponseRecord, Severity,
 };
-use dunes_ingest::{
-    DeadLetterWriter, DecodedBatch, Dedup, IngestConfig, Normalizer, RawRecord, Rejected,
-};
+use dunes_ingest::{DeadLetterWriter, DecodedBatch, Dedup, IngestConfig, Normalizer, RawRecord};
 use dunes_ledger::{Ledger, RecordKind};
 use serde::Serialize;
 
@@ -70,18 +68,7 @@ pub struct BatchOutcome {
     pub accepted: u64,
     pub rejected: u64,
     pub incidents: Vec<Incident>,
-    /// `incidents[i]` as ledgered (its JSON, encoded once).
-    pub incident_json: Vec<Vec<u8>>,
     pub responses: Vec<ResponseRecord>,
-    /// `responses[i]` as ledgered.
-    pub response_json: Vec<Vec<u8>>,
-    /// The rejected records (already in the dead-letter file), for the
-    /// Kafka dead-letter topic.
-    pub dead_letters: Vec<Rejected>,
-    /// OCSF findings of this batch's incident changes (and of analyst
-    /// actions since the previous batch), keyed by incident id, for
-    /// `kafka.ocsf_topic` (empty when it is off).
-    pub findings_json: Vec<(String, Vec<u8>)>,
 }
 
 impl BatchOutcome {
@@ -830,7 +817,6 @@ impl Pipeline {
         if let Some(kafka) = &mut self.kafka_out {
             kafka.deliver(&mut delivery).await?;
         }
-        let findings_json = delivery.findings;
         let t_history = std::time::Instant::now();
         self.stats.responses += responses.len() as u64;
         metrics::counter!("dunes_events_total").increment(decoded.accepted.len() as u64);
@@ -916,11 +902,7 @@ impl Pipeline {
             accepted,
             rejected,
             incidents,
-            incident_json,
             responses,
-            response_json,
-            dead_letters: decoded.rejected,
-            findings_json,
         })
     }
 
