@@ -986,8 +986,8 @@ impl Pipeline {
         self.action_findings.extend(findings);
         self.actions_out.write(&action)?;
         self.actions_out.flush()?;
-        self.files.incidents.write_line(&updated_json)?;
-        self.files.incidents.flush()?;
+        self.files
+            .append_incidents([updated_json.as_slice()], false)?;
         for r in &responses {
             self.files.responses.write(r)?;
             tracing::error!(
@@ -1070,23 +1070,17 @@ impl Pipeline {
             json.push(payload);
         }
         self.ledger.sync().context("ledger sync failed")?;
-        let changes: Vec<Change<'_>> = raised
-            .iter()
-            .zip(&json)
-            .map(|(inc, j)| Change::created(inc, j))
-            .collect();
-        let findings = self.outputs.emit(&changes)?;
-        self.action_findings.extend(findings);
-        for (inc, j) in raised.iter().zip(&json) {
-            self.files.incidents.write_line(j)?;
-            if extra && let Some(out) = &mut self.files.extra {
-                out.write_line(j)?;
-            }
+        let mut delivery = Delivery {
+            incidents: raised,
+            incident_json: &json,
+            ..Delivery::empty(Utc::now())
+        };
+        self.outputs.deliver_now(&mut delivery)?;
+        self.action_findings.extend(delivery.findings);
+        self.files
+            .append_incidents(json.iter().map(Vec::as_slice), extra)?;
+        for inc in raised {
             self.store.insert(inc.clone());
-        }
-        self.files.incidents.flush()?;
-        if extra && let Some(out) = &mut self.files.extra {
-            out.flush()?;
         }
         metrics::counter!("dunes_incidents_total").increment(raised.len() as u64);
         Ok(())
@@ -1256,28 +1250,34 @@ impl Pipeline {
         for mut inc in detection.incidents.into_iter().chain(detection.updates) {
             inc.backfill = true;
             raised += 1;
-            if let Some(extra) = &mut self.files.extra {
-                extra.write(&inc)?;
-            }
-            if self.store.contains(&inc.incident_id) {
+            let stored = self.store.contains(&inc.incident_id);
+            if stored && self.files.extra.is_none() {
                 continue;
             }
+            // Encoded once: the same bytes go to the copy, the ledger and
+            // incidents.ndjson.
             let payload = serde_json::to_vec(&inc).context("cannot encode incident")?;
+            if let Some(extra) = &mut self.files.extra {
+                extra.write_line(&payload)?;
+            }
+            if stored {
+                continue;
+            }
             self.ledger
                 .append(RecordKind::Incident, now_us, &payload, &[])
                 .context("ledger append failed")?;
-            new.push(inc);
+            new.push((inc, payload));
         }
         self.ledger.sync().context("ledger sync failed")?;
-        for inc in new {
-            self.files.incidents.write(&inc)?;
+        if let Some(extra) = &mut self.files.extra {
+            extra.flush()?;
+        }
+        self.files
+            .append_incidents(new.iter().map(|(_, json)| json.as_slice()), false)?;
+        for (inc, _) in new {
             self.stats.incidents += 1;
             self.stats.incidents_by_level[(inc.level.as_u8() - 1) as usize] += 1;
             self.store.insert(inc);
-        }
-        self.files.incidents.flush()?;
-        if let Some(extra) = &mut self.files.extra {
-            extra.flush()?;
         }
         self.stats.batches += 1;
         self.stats.rows += tables.events.num_rows() as u64;

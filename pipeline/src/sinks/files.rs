@@ -121,26 +121,38 @@ impl IncidentFiles {
         })
     }
 
+    /// Appends incidents (their ledgered JSON) to `incidents.ndjson` and,
+    /// with `copy`, to the `--incidents-out` copy; flushed.
+    pub(crate) fn append_incidents<'j>(
+        &mut self,
+        jsons: impl IntoIterator<Item = &'j [u8]>,
+        copy: bool,
+    ) -> Result<()> {
+        let mut extra = self.extra.as_mut().filter(|_| copy);
+        for json in jsons {
+            self.incidents.write_line(json)?;
+            if let Some(extra) = &mut extra {
+                extra.write_line(json)?;
+            }
+        }
+        self.incidents.flush()?;
+        if let Some(extra) = extra {
+            extra.flush()?;
+        }
+        Ok(())
+    }
+
     /// Writes and flushes; the files to fsync go to `batch.to_sync`.
     fn deliver_now(&mut self, batch: &mut Delivery<'_>) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
         let updated = batch.updates.iter().map(|(_, json)| json);
-        for json in updated.chain(batch.incident_json) {
-            self.incidents.write_line(json)?;
-            if let Some(extra) = &mut self.extra {
-                extra.write_line(json)?;
-            }
-        }
+        self.append_incidents(updated.chain(batch.incident_json).map(Vec::as_slice), true)?;
         for json in batch.response_json {
             self.responses.write_line(json)?;
         }
-        self.incidents.flush()?;
         self.responses.flush()?;
-        if let Some(extra) = &mut self.extra {
-            extra.flush()?;
-        }
         let written = [
             Some(&self.incidents),
             Some(&self.responses),

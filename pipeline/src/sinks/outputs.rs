@@ -68,8 +68,9 @@ impl Outputs {
         Ok(kafka)
     }
 
-    /// Every incident of a delivery as a change: created, then updated.
-    fn deliver_now(&mut self, batch: &mut Delivery<'_>) -> Result<()> {
+    /// Every incident of a delivery as a change: created, then updated; the
+    /// findings for Kafka go to `batch.findings`.
+    pub(crate) fn deliver_now(&mut self, batch: &mut Delivery<'_>) -> Result<()> {
         if !self.active() {
             return Ok(());
         }
