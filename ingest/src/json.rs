@@ -204,11 +204,36 @@ fn write_number(n: &Number, out: &mut Vec<u8>) {
     let _ = write!(out, "{n}");
 }
 
+/// Does any of the eight bytes of `w` need an escape (below 0x20, `"` or
+/// `\`)? The usual SWAR tests, exact for "is there any such byte".
+#[inline]
+fn word_needs_escape(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let backslash = w ^ (ONES * u64::from(b'\\'));
+    let zero_in = |x: u64| x.wrapping_sub(ONES) & !x;
+    (below_space | zero_in(quote) | zero_in(backslash)) & HIGH != 0
+}
+
 fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    out.reserve(s.len() + 2);
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while i < bytes.len() {
+        // Eight bytes at a time past the runs that need no escape (most text).
+        if let Some(chunk) = bytes.get(i..i + 8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            if !word_needs_escape(u64::from_le_bytes(w)) {
+                i += 8;
+                continue;
+            }
+        }
+        let b = bytes[i];
         let esc: Option<&[u8]> = match b {
             b'"' => Some(b"\\\""),
             b'\\' => Some(b"\\\\"),
@@ -218,7 +243,10 @@ fn write_json_str(s: &str, out: &mut Vec<u8>) {
             0x08 => Some(b"\\b"),
             0x0c => Some(b"\\f"),
             0..=0x1f => None,
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.extend_from_slice(&bytes[start..i]);
         match esc {
@@ -230,7 +258,8 @@ fn write_json_str(s: &str, out: &mut Vec<u8>) {
                 out.push(HEX[(b & 0xf) as usize]);
             }
         }
-        start = i + 1;
+        i += 1;
+        start = i;
     }
     out.extend_from_slice(&bytes[start..]);
     out.push(b'"');
@@ -544,6 +573,15 @@ mod tests {
         #[test]
         fn key_order_is_byte_order(a in "(|[a-c]{0,3}|\\PC{0,4})", b in "(|[a-c]{0,3}|\\PC{0,4})") {
             prop_assert_eq!(key_cmp(&a, &b), a.as_bytes().cmp(b.as_bytes()));
+        }
+
+        /// Strings print as `serde_json` prints them, whatever the mix of
+        /// plain runs (the eight-byte skip) and bytes that need escapes.
+        #[test]
+        fn strings_print_as_serde_json_prints_them(s in "[a-z \"\\\\\u{0}-\u{1f}\u{7f}é😀]{0,40}") {
+            let mut ours = Vec::new();
+            write_json_str(&s, &mut ours);
+            prop_assert_eq!(String::from_utf8(ours).expect("utf-8"), serde_json::to_string(&s).expect("string"));
         }
 
         #[test]

@@ -10,7 +10,16 @@ pub const PREVIEW_CHARS: usize = 256;
 
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
+    let digest = Sha256::digest(data);
+    // 32 bytes always fill the 64 ASCII hex digits (`hex::encode` would
+    // build the string char by char).
+    let mut out = [0u8; 64];
+    if hex::encode_to_slice(digest, &mut out).is_ok()
+        && let Ok(hex) = std::str::from_utf8(&out)
+    {
+        return hex.to_owned();
+    }
+    hex::encode(digest)
 }
 
 /// Shannon entropy in bits per char.
@@ -56,6 +65,14 @@ pub fn truncate_bytes(s: &str, max: usize) -> &str {
 
 /// The first `max` chars of `s`.
 pub fn truncate_chars(s: &str, max: usize) -> &str {
+    // A char takes at least one byte, so no longer than `max` bytes is no
+    // more than `max` chars; `max` ASCII bytes are `max` chars.
+    if s.len() <= max {
+        return s;
+    }
+    if s.as_bytes()[..max].is_ascii() {
+        return &s[..max];
+    }
     match s.char_indices().nth(max) {
         Some((i, _)) => &s[..i],
         None => s,
@@ -234,6 +251,14 @@ mod tests {
         assert_eq!(truncate_bytes("héllo", 2), "h");
         assert_eq!(truncate_chars("héllo", 2), "hé");
         assert_eq!(truncate_chars("hi", 5), "hi");
+        assert_eq!(truncate_chars("hello wörld", 5), "hello");
+        assert_eq!(truncate_chars("abcé", 4), "abcé");
+        assert_eq!(truncate_chars("abcéf", 4), "abcé");
+        assert_eq!(truncate_chars("ab", 0), "");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
     }
 
     #[test]
