@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use crate::json::{self, Json, take};
+use crate::json::{self, Json};
 
 type Members<'a> = Vec<(Cow<'a, str>, Json<'a>)>;
 type StringPairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
@@ -127,12 +127,26 @@ fn object_field<'a>(field: &str, v: Json<'a>) -> Result<Members<'a>, String> {
     }
 }
 
+/// The members named in `names`, taken out of `m` in one pass: slot `i`
+/// holds the value of `names[i]` (member keys are unique, as in
+/// [`Json::Object`]); other members are dropped. One pass over the few
+/// members instead of a binary search and a `Vec::remove` per field.
+fn fields<'a, const N: usize>(m: Members<'a>, names: &[&str; N]) -> [Option<Json<'a>>; N] {
+    let mut slots: [Option<Json<'a>>; N] = std::array::from_fn(|_| None);
+    for (k, v) in m {
+        if let Some(i) = names.iter().position(|n| *n == k) {
+            slots[i] = Some(v);
+        }
+    }
+    slots
+}
+
 fn opt_str<'a>(
-    m: &mut Members<'a>,
+    v: Option<Json<'a>>,
     parent: &str,
     key: &str,
 ) -> Result<Option<Cow<'a, str>>, String> {
-    match take(m, key) {
+    match v {
         None => Ok(None),
         Some(Json::Str(s)) => Ok(Some(s)),
         // the field's name is only spelt out for the rejection reason
@@ -140,8 +154,8 @@ fn opt_str<'a>(
     }
 }
 
-fn opt_int(m: &mut Members, parent: &str, key: &str) -> Result<Option<i64>, String> {
-    match take(m, key) {
+fn opt_int(v: Option<Json>, parent: &str, key: &str) -> Result<Option<i64>, String> {
+    match v {
         None => Ok(None),
         Some(Json::Number(n)) if n.is_i64() => Ok(n.as_i64()),
         Some(Json::Number(n)) if n.is_u64() => Err(format!(
@@ -154,10 +168,10 @@ fn opt_int(m: &mut Members, parent: &str, key: &str) -> Result<Option<i64>, Stri
 type NameVersion<'a> = (Option<Cow<'a, str>>, Option<Cow<'a, str>>);
 
 fn implementation<'a>(field: &str, v: Json<'a>) -> Result<NameVersion<'a>, String> {
-    let mut m = object_field(field, v)?;
+    let [name, version] = fields(object_field(field, v)?, &["name", "version"]);
     Ok((
-        opt_str(&mut m, field, "name")?,
-        opt_str(&mut m, field, "version")?,
+        opt_str(name, field, "name")?,
+        opt_str(version, field, "version")?,
     ))
 }
 
@@ -176,8 +190,21 @@ fn string_map<'a>(field: &str, v: Json<'a>) -> Result<StringPairs<'a>, String> {
 }
 
 fn http(v: Json) -> Result<Http, String> {
-    let mut m = object_field("http", v)?;
-    let status = match opt_int(&mut m, "http", "status")? {
+    let [status, method, src_ip, user_agent, origin, host, headers] = fields(
+        object_field("http", v)?,
+        &[
+            "status",
+            "method",
+            "src_ip",
+            "user_agent",
+            "origin",
+            "host",
+            "headers",
+        ],
+    );
+    // Checked in this order, so that the first bad field named is the same
+    // whatever the order of the members.
+    let status = match opt_int(status, "http", "status")? {
         None => None,
         Some(s) => Some(
             i32::try_from(s)
@@ -185,15 +212,15 @@ fn http(v: Json) -> Result<Http, String> {
         ),
     };
     let mut h = Http {
-        method: opt_str(&mut m, "http", "method")?,
+        method: opt_str(method, "http", "method")?,
         status,
-        src_ip: opt_str(&mut m, "http", "src_ip")?,
-        user_agent: opt_str(&mut m, "http", "user_agent")?,
-        origin: opt_str(&mut m, "http", "origin")?,
-        host: opt_str(&mut m, "http", "host")?,
+        src_ip: opt_str(src_ip, "http", "src_ip")?,
+        user_agent: opt_str(user_agent, "http", "user_agent")?,
+        origin: opt_str(origin, "http", "origin")?,
+        host: opt_str(host, "http", "host")?,
         ..Http::default()
     };
-    if let Some(hv) = take(&mut m, "headers") {
+    if let Some(hv) = headers {
         for (k, v) in string_map("http.headers", hv)? {
             // header names are case-insensitive; the contract asks for lower case
             let slot = if k.eq_ignore_ascii_case("mcp-protocol-version") {
@@ -212,20 +239,32 @@ fn http(v: Json) -> Result<Http, String> {
 }
 
 fn auth(v: Json) -> Result<Auth, String> {
-    let mut m = object_field("auth", v)?;
-    let aud_ok = match take(&mut m, "aud_ok") {
+    let [aud_ok, sub, iss, aud, client_id, scopes, exp, token_fp] = fields(
+        object_field("auth", v)?,
+        &[
+            "aud_ok",
+            "sub",
+            "iss",
+            "aud",
+            "client_id",
+            "scopes",
+            "exp",
+            "token_fp",
+        ],
+    );
+    let aud_ok = match aud_ok {
         None => None,
         Some(Json::Bool(b)) => Some(b),
         Some(other) => return Err(expected("auth.aud_ok", "boolean", &other)),
     };
     Ok(Auth {
-        sub: opt_str(&mut m, "auth", "sub")?,
-        iss: opt_str(&mut m, "auth", "iss")?,
-        aud: opt_str(&mut m, "auth", "aud")?,
-        client_id: opt_str(&mut m, "auth", "client_id")?,
-        scopes: opt_str(&mut m, "auth", "scopes")?,
-        exp: opt_int(&mut m, "auth", "exp")?,
-        token_fp: opt_str(&mut m, "auth", "token_fp")?,
+        sub: opt_str(sub, "auth", "sub")?,
+        iss: opt_str(iss, "auth", "iss")?,
+        aud: opt_str(aud, "auth", "aud")?,
+        client_id: opt_str(client_id, "auth", "client_id")?,
+        scopes: opt_str(scopes, "auth", "scopes")?,
+        exp: opt_int(exp, "auth", "exp")?,
+        token_fp: opt_str(token_fp, "auth", "token_fp")?,
         aud_ok,
     })
 }
@@ -488,6 +527,33 @@ mod tests {
             "field \"server.name\": expected string, got boolean"
         );
         assert_eq!(with("zzz_unknown", r#"{"a":1}"#), "accepted");
+        // Several bad fields: the one named is the first in the fixed order
+        // of checks, not in the order (or sort order) of the members.
+        assert_eq!(
+            with("auth", r#"{"token_fp":1,"exp":"x","sub":2,"aud_ok":"y"}"#),
+            "field \"auth.aud_ok\": expected boolean, got string"
+        );
+        assert_eq!(
+            with("auth", r#"{"token_fp":1,"exp":"x","sub":2}"#),
+            "field \"auth.sub\": expected string, got integer"
+        );
+        assert_eq!(
+            with("http", r#"{"host":1,"method":2,"status":"s"}"#),
+            "field \"http.status\": expected integer, got string"
+        );
+        assert_eq!(
+            with("http", r#"{"host":1,"method":2,"headers":{"mcp-name":3}}"#),
+            "field \"http.method\": expected string, got integer"
+        );
+        assert_eq!(
+            with("client", r#"{"version":1,"name":2,"x":3}"#),
+            "field \"client.name\": expected string, got integer"
+        );
+        // A repeated member keeps its last value; unknown members are ignored.
+        assert_eq!(
+            with("auth", r#"{"sub":1,"zz":[],"sub":"alice"}"#),
+            "accepted"
+        );
     }
 
     #[test]

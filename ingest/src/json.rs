@@ -132,13 +132,6 @@ fn key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
-/// Removes and returns member `key` of a sorted member list.
-pub(crate) fn take<'a>(m: &mut Vec<(Cow<'a, str>, Json<'a>)>, key: &str) -> Option<Json<'a>> {
-    m.binary_search_by(|(k, _)| key_cmp(k, key))
-        .ok()
-        .map(|i| m.remove(i).1)
-}
-
 /// Canonical JSON: keys sorted by bytes, no whitespace, minimal string
 /// escapes, numbers as `serde_json` prints them.
 pub(crate) fn write_canonical(v: &Json<'_>, out: &mut Vec<u8>) {
