@@ -27,14 +27,22 @@ pub fn shannon_entropy(s: &str) -> f64 {
     let mut ascii = [0u32; 128];
     let mut other: Vec<(char, u32)> = Vec::new();
     let mut n = 0u32;
-    for c in s.chars() {
-        n += 1;
-        if (c as u32) < 128 {
-            ascii[c as usize] += 1;
-        } else if let Some(e) = other.iter_mut().find(|e| e.0 == c) {
-            e.1 += 1;
-        } else {
-            other.push((c, 1));
+    if s.is_ascii() {
+        // One byte per char: count bytes (the same counts, no UTF-8 decoding).
+        for &b in s.as_bytes() {
+            ascii[usize::from(b)] += 1;
+        }
+        n = u32::try_from(s.len()).unwrap_or(u32::MAX);
+    } else {
+        for c in s.chars() {
+            n += 1;
+            if (c as u32) < 128 {
+                ascii[c as usize] += 1;
+            } else if let Some(e) = other.iter_mut().find(|e| e.0 == c) {
+                e.1 += 1;
+            } else {
+                other.push((c, 1));
+            }
         }
     }
     if n == 0 {
@@ -226,6 +234,36 @@ mod tests {
         let all: String = (0u8..64).map(|i| (b'0' + i) as char).collect();
         assert!((shannon_entropy(&all) - 6.0).abs() < 1e-9);
         assert!((shannon_entropy("éé€€") - 1.0).abs() < 1e-9);
+    }
+
+    /// The entropy as computed before the ASCII fast path: char by char.
+    fn entropy_char_by_char(s: &str) -> f64 {
+        let mut counts: Vec<(char, u32)> = Vec::new();
+        for c in s.chars() {
+            match counts.iter_mut().find(|e| e.0 == c) {
+                Some(e) => e.1 += 1,
+                None => counts.push((c, 1)),
+            }
+        }
+        // the same summation order: ASCII by code, then the others as met
+        let (mut ascii, other): (Vec<_>, Vec<_>) = counts.into_iter().partition(|e| e.0.is_ascii());
+        ascii.sort();
+        let n = f64::from(s.chars().count() as u32);
+        let mut h = 0.0;
+        for (_, cnt) in ascii.into_iter().chain(other) {
+            let p = f64::from(cnt) / n;
+            h -= p * p.log2();
+        }
+        h
+    }
+
+    proptest::proptest! {
+        /// Bit for bit the same value on ASCII and on other text (rules
+        /// compare `args_max_entropy` with thresholds).
+        #[test]
+        fn entropy_is_the_char_by_char_value(s in "[ -~]{0,80}|[a-dé€\\x00]{0,20}") {
+            proptest::prop_assert_eq!(shannon_entropy(&s).to_bits(), entropy_char_by_char(&s).to_bits());
+        }
     }
 
     #[test]
