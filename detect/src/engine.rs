@@ -22,6 +22,7 @@ use datafusion::physical_plan::{
     ExecutionPlan, SendableRecordBatchStream, collect, execution_plan::reset_plan_states,
 };
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
+use smallvec::SmallVec;
 
 use crate::DetectError;
 use crate::rule::{Aggregate, LoadedRule, RuleKind, WindowType, parse_duration_us};
@@ -960,22 +961,13 @@ pub fn feed_state(
                     None => continue,
                 },
                 ks => {
-                    let mut joined = String::new();
-                    let mut null_key = false;
-                    for (n, k) in ks.iter().enumerate() {
-                        let Some(v) = opt_str(k, i) else {
-                            null_key = true;
-                            break;
-                        };
-                        if n > 0 {
-                            joined.push('\u{1f}');
-                        }
-                        joined.push_str(v);
+                    let parts: Option<SmallVec<[&str; 4]>> =
+                        ks.iter().map(|k| opt_str(k, i)).collect();
+                    match parts {
+                        // one allocation of the joined length (it grew by doubling)
+                        Some(parts) => Cow::Owned(parts.join("\u{1f}")),
+                        None => continue,
                     }
-                    if null_key {
-                        continue;
-                    }
-                    Cow::Owned(joined)
                 }
             };
             let step_idx = match &step {
