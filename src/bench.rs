@@ -144,11 +144,12 @@ pub async fn run(mut cfg: Config, traffic: Traffic) -> anyhow::Result<()> {
     );
     println!("  costliest rules:{}", costliest_rules(costs, 10));
     println!(
-        "  regex prefilter: rows skipped {}, rows run {}, column scans {} (+{} reused), {} patterns, {} automata built",
+        "  regex prefilter: rows skipped {}, rows run {}, column scans {} (+{} reused; {} rows copied from an equal row), {} patterns, {} automata built",
         prefilter.rows_skipped,
         prefilter.rows_run,
         prefilter.scans,
         prefilter.scans_reused,
+        prefilter.rows_copied,
         prefilter.patterns,
         prefilter.automata_built
     );

@@ -21,9 +21,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 /// Hash maps of the rule and noise state: keyed by entity text (session ids,
 /// tokens, principals, fingerprints) on every row, so hashed with foldhash (per-process random
 /// seed) rather than SipHash, which took ~5 % of the replay's CPU.
-pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// `hashbrown`'s map (the one behind `std`'s) for its `entry_ref`: a row's
+/// key is hashed once, and copied into the map only when it is new.
+pub type HashMap<K, V> = hashbrown::HashMap<K, V, foldhash::fast::RandomState>;
 /// See [`HashMap`].
-pub type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+pub type HashSet<K> = hashbrown::HashSet<K, foldhash::fast::RandomState>;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -717,15 +719,11 @@ impl RuleState {
 
     fn threshold(&mut self, spec: &StateSpec, row: &StateRow<'_>) -> Vec<StateFire> {
         self.bump(row.ts);
-        let Some(q) = get_or_insert(&mut self.windows, &row.key, VecDeque::new) else {
-            return Vec::new();
-        };
-        let Some(m) = get_or_insert(&mut self.dirty.windows, &row.key, || WinMark {
+        let q = get_or_insert(&mut self.windows, &row.key, VecDeque::new);
+        let m = get_or_insert(&mut self.dirty.windows, &row.key, || WinMark {
             base_len: q.len(),
             ..WinMark::default()
-        }) else {
-            return Vec::new();
-        };
+        });
         let ev = WinEvent {
             ts: row.ts,
             event_id: row.event_id.to_string(),
@@ -806,20 +804,16 @@ impl RuleState {
             return Vec::new();
         };
         let n = spec.steps.len();
-        let Some(ent) = get_or_insert(&mut self.sequences, &row.key, Default::default) else {
-            return Vec::new();
-        };
+        let ent = get_or_insert(&mut self.sequences, &row.key, Default::default);
         let reshaped = ent.steps.len() != n;
         if reshaped {
             ent.steps.resize_with(n, Vec::new);
         }
-        let Some(m) = get_or_insert(&mut self.dirty.sequences, &row.key, || SeqMark {
+        let m = get_or_insert(&mut self.dirty.sequences, &row.key, || SeqMark {
             base_lens: ent.steps.iter().map(Vec::len).collect(),
             popped: vec![0; n],
             rewrite: false,
-        }) else {
-            return Vec::new();
-        };
+        });
         m.rewrite |= reshaped;
         let list = &mut ent.steps[step];
         let pos = list.partition_point(|e| e.ts <= row.ts);
@@ -909,14 +903,15 @@ impl RuleState {
             [Some(one)] => Cow::Borrowed(one.as_ref()),
             _ => Cow::Owned(sep_join(vals())),
         };
-        let is_new = !self.baselines.contains_key(row.key.as_ref());
-        let Some(entry) = get_or_insert(&mut self.baselines, &row.key, || BaselineEntry {
-            first_ts: row.ts,
-            last_seen: row.ts,
-            ..BaselineEntry::default()
-        }) else {
-            return Vec::new();
-        };
+        let mut is_new = false;
+        let entry = get_or_insert(&mut self.baselines, &row.key, || {
+            is_new = true;
+            BaselineEntry {
+                first_ts: row.ts,
+                last_seen: row.ts,
+                ..BaselineEntry::default()
+            }
+        });
         // Whether more than `last_seen` changes (the journal then carries
         // the whole entry).
         let mut full = is_new || row.ts < entry.first_ts;
@@ -999,9 +994,7 @@ impl RuleState {
                 }
             }
         }
-        if let Some(mark) = get_or_insert(&mut self.dirty.baselines, &row.key, || false) {
-            *mark |= full;
-        }
+        *get_or_insert(&mut self.dirty.baselines, &row.key, || false) |= full;
         out
     }
 }
@@ -1064,25 +1057,19 @@ impl RuleState {
     }
 }
 
-/// The value of `key`, inserted with `new()` when missing: unlike
-/// `entry(key.to_owned())`, the key is cloned only for a new entity (the
-/// `Option` is always `Some`).
+/// The value of `key`, inserted with `new()` when missing: one hash of the
+/// key, which is copied only for a new entity.
 fn get_or_insert<'m, V>(
     map: &'m mut HashMap<String, V>,
     key: &str,
     new: impl FnOnce() -> V,
-) -> Option<&'m mut V> {
-    if !map.contains_key(key) {
-        map.insert(key.to_owned(), new());
-    }
-    map.get_mut(key)
+) -> &'m mut V {
+    map.entry_ref(key).or_insert_with(new)
 }
 
 /// Marks a key as changed, cloning it only the first time.
 fn mark(set: &mut HashSet<String>, key: &str) {
-    if !set.contains(key) {
-        set.insert(key.to_owned());
-    }
+    set.get_or_insert_with(key, str::to_owned);
 }
 
 /// The window's aggregate and event count. For `top`, the count is exact

@@ -105,6 +105,10 @@ async fn the_prefilter_on_and_off_raise_identical_incidents() {
             st.rows_skipped > st.rows_run,
             "{name}: the prefilter lets most rows skip their regexes: {st:?}"
         );
+        assert!(
+            st.rows_copied > 0,
+            "{name}: rows equal to one scanned before take its hits: {st:?}"
+        );
         let off = off.regex_prefilter_stats();
         assert_eq!(
             off,
