@@ -627,7 +627,11 @@ impl Pipeline {
 
         let t2 = std::time::Instant::now();
         // Ledger first: nothing is reported that is not ledgered.
-        let mut event_index: HashMap<&str, u64> = HashMap::with_capacity(decoded.accepted.len());
+        // Event ids are hashed with foldhash (per-process seed), as the
+        // detection state's keys: SipHash of every id of the batch was
+        // ~0.4 % of the replay's CPU.
+        let mut event_index: HashMap<&str, u64, foldhash::fast::RandomState> =
+            HashMap::with_capacity_and_hasher(decoded.accepted.len(), Default::default());
         for a in &decoded.accepted {
             let idx = match &replay {
                 Some(r) => match r.event_index.get(&a.event_id) {
