@@ -38,7 +38,7 @@ pub enum Seen {
 
 /// One remembered id: its key and the hash of its bytes.
 #[derive(Clone, Copy, Debug)]
-struct Seen32 {
+struct Remembered {
     id: Key,
     content: Key,
 }
@@ -52,7 +52,7 @@ pub struct Dedup {
     capacity: usize,
     /// Entries in arrival order; once full, `head` is the oldest and is
     /// overwritten next.
-    ring: Vec<Seen32>,
+    ring: Vec<Remembered>,
     head: usize,
     /// Slots of `ring`, found by the id's key.
     index: HashTable<u32>,
@@ -95,17 +95,20 @@ impl Dedup {
         let mut content = [0u8; 16];
         content.copy_from_slice(&raw_blake3[..16]);
         let ring = &self.ring;
-        if let Some(&slot) = self
+        if let Some(known) = self
             .index
-            .find(hash_of(&id), |&s| ring[s as usize].id == id)
+            .find(hash_of(&id), |&s| {
+                ring.get(s as usize).is_some_and(|e| e.id == id)
+            })
+            .and_then(|&s| ring.get(s as usize))
         {
-            return if ring[slot as usize].content == content {
+            return if known.content == content {
                 Seen::Duplicate
             } else {
                 Seen::IdReused
             };
         }
-        let entry = Seen32 { id, content };
+        let entry = Remembered { id, content };
         let slot = if self.ring.len() < self.capacity {
             self.ring.push(entry);
             self.ring.len() - 1
@@ -125,7 +128,7 @@ impl Dedup {
         };
         let ring = &self.ring;
         self.index.insert_unique(hash_of(&id), slot as u32, |&s| {
-            hash_of(&ring[s as usize].id)
+            ring.get(s as usize).map_or(0, |e| hash_of(&e.id))
         });
         Seen::New
     }
