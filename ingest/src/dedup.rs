@@ -45,8 +45,8 @@ struct Remembered {
 
 /// The most recent `capacity` event ids with a hash of their bytes: a ring
 /// of 32-byte entries in arrival order and a table of ring slots (4 bytes
-/// per bucket), about 42 MB per million ids (a map of key → hash plus a
-/// queue of keys took about 82 MB).
+/// per bucket), about 44 MB per million ids (a map of key → hash plus a
+/// queue of keys took about 86 MB).
 #[derive(Debug)]
 pub struct Dedup {
     capacity: usize,
