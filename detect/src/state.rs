@@ -1005,16 +1005,16 @@ impl RuleState {
     fn lifetime(&mut self, spec: &StateSpec, row: &StateRow<'_>) -> Vec<StateFire> {
         self.bump(row.ts);
         mark(&mut self.dirty.spans, &row.key);
-        let Some(e) = self.spans.get_mut(row.key.as_ref()) else {
-            self.spans.insert(
-                row.key.to_string(),
-                SpanEntry {
+        let e = match self.spans.entry_ref(row.key.as_ref()) {
+            hashbrown::hash_map::EntryRef::Occupied(o) => o.into_mut(),
+            hashbrown::hash_map::EntryRef::Vacant(v) => {
+                v.insert(SpanEntry {
                     first_ts: row.ts,
                     last_ts: row.ts,
                     absolute_reported: false,
-                },
-            );
-            return Vec::new();
+                });
+                return Vec::new();
+            }
         };
         let rfc = |t: i64| Value::from(crate::incident::micros_to_dt(t).to_rfc3339());
         let secs = |us: i64| Value::from(us / 1_000_000);
@@ -1059,7 +1059,7 @@ impl RuleState {
 
 /// The value of `key`, inserted with `new()` when missing: one hash of the
 /// key, which is copied only for a new entity.
-fn get_or_insert<'m, V>(
+pub(crate) fn get_or_insert<'m, V>(
     map: &'m mut HashMap<String, V>,
     key: &str,
     new: impl FnOnce() -> V,

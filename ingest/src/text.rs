@@ -10,16 +10,11 @@ pub const PREVIEW_CHARS: usize = 256;
 
 /// Lower-case hex SHA-256.
 pub fn sha256_hex(data: &[u8]) -> String {
-    let digest = Sha256::digest(data);
-    // 32 bytes always fill the 64 ASCII hex digits (`hex::encode` would
+    // 32 bytes fill the 64 ASCII hex digits exactly (`hex::encode` would
     // build the string char by char).
     let mut out = [0u8; 64];
-    if hex::encode_to_slice(digest, &mut out).is_ok()
-        && let Ok(hex) = std::str::from_utf8(&out)
-    {
-        return hex.to_owned();
-    }
-    hex::encode(digest)
+    let _ = hex::encode_to_slice(Sha256::digest(data), &mut out);
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Shannon entropy in bits per char.

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::reference::{Profiles, peer_group};
 use crate::DetectError;
-use crate::state::{HashMap, HashSet};
+use crate::state::{HashMap, HashSet, get_or_insert};
 
 /// Number of features.
 pub const N_FEATURES: usize = 13;
@@ -335,11 +335,7 @@ pub struct Window {
 }
 
 fn inc(m: &mut HashMap<String, u32>, k: &str) {
-    if let Some(c) = m.get_mut(k) {
-        *c += 1;
-    } else {
-        m.insert(k.to_string(), 1);
-    }
+    *get_or_insert(m, k, || 0) += 1;
 }
 
 fn dec(m: &mut HashMap<String, u32>, k: &str) {
@@ -842,15 +838,9 @@ impl Extractor {
                     c.args_max_entropy.value(i)
                 },
             };
-            if !sessions.contains_key(key) {
-                sessions.insert(
-                    key.to_string(),
-                    Window::new(principal, session, r.server_id, ts),
-                );
-            }
-            let Some(w) = sessions.get_mut(key) else {
-                continue;
-            };
+            let w = get_or_insert(sessions, key, || {
+                Window::new(principal, session, r.server_id, ts)
+            });
             if w.client.is_none()
                 && let Some(client) = c.client_name.and_then(|a| opt(a, i))
             {
@@ -871,12 +861,7 @@ impl Extractor {
             let (Some(s), Some(p)) = (session, row_principal) else {
                 continue;
             };
-            if !principals.contains_key(p) {
-                principals.insert(p.to_string(), Window::new(p, None, r.server_id, ts));
-            }
-            let Some(pw) = principals.get_mut(p) else {
-                continue;
-            };
+            let pw = get_or_insert(principals, p, || Window::new(p, None, r.server_id, ts));
             if pw.client.is_none()
                 && let Some(client) = c.client_name.and_then(|a| opt(a, i))
             {
