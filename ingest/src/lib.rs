@@ -13,6 +13,7 @@
 )]
 
 use std::fmt;
+use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
 
@@ -73,8 +74,8 @@ impl Default for IngestConfig {
 pub enum SourcePos {
     /// Line `line` (1-based) of a file.
     File {
-        /// The path as given.
-        path: String,
+        /// The path as given (shared by the records of one file).
+        path: Arc<str>,
         /// 1-based line number.
         line: u64,
     },
@@ -85,15 +86,15 @@ pub enum SourcePos {
     },
     /// Element `index` (0-based) of an HTTP ingest request.
     Http {
-        /// Request id assigned by the API.
-        request_id: String,
+        /// Request id assigned by the API (shared by the records of a request).
+        request_id: Arc<str>,
         /// 0-based element (JSON array) or line (NDJSON) index.
         index: u64,
     },
     /// A Kafka message.
     Kafka {
-        /// Topic.
-        topic: String,
+        /// Topic (shared by the records of a poll loop).
+        topic: Arc<str>,
         /// Partition.
         partition: i32,
         /// Offset.
@@ -142,7 +143,7 @@ impl RawRecord {
         RawRecord {
             bytes,
             source: SourcePos::File {
-                path: path.to_string(),
+                path: path.into(),
                 line,
             },
             oversize: None,

@@ -111,6 +111,9 @@ pub struct Normalizer {
     pending: Pending,
     stitch: crate::stitch::Stitcher,
     scratch: Vec<u8>,
+    /// Text bytes per `events` column in the last batch: the next batch's
+    /// builders start at that size instead of growing by doubling.
+    sizes: ColumnSizes,
 }
 
 /// Derived per-message values (one `events` row).
@@ -264,6 +267,7 @@ impl Normalizer {
             pending,
             stitch,
             scratch: Vec::with_capacity(4096),
+            sizes: ColumnSizes::default(),
         }
     }
 
@@ -296,7 +300,7 @@ impl Normalizer {
         mut dedup: Option<&mut Dedup>,
     ) -> Result<DecodedBatch, IngestError> {
         let mut duplicates = Vec::new();
-        let mut ev = EventsBuilder::with_capacity(records.len());
+        let mut ev = EventsBuilder::with_capacity(records.len(), &self.sizes);
         let mut td = ToolDefsBuilder::default();
         let mut md = MamlDocsBuilder::default();
         let mut accepted = Vec::with_capacity(records.len());
@@ -388,7 +392,11 @@ impl Normalizer {
             }
         }
         Ok(DecodedBatch {
-            events: ev.finish()?,
+            events: {
+                let events = ev.finish()?;
+                self.sizes = ColumnSizes::of(&events);
+                events
+            },
             tool_defs: td.finish()?,
             maml_docs: md.finish()?,
             accepted,
@@ -861,72 +869,127 @@ struct EventsBuilder {
     raw_bytes: Int64Builder,
 }
 
+/// Per `events` column, the bytes of text (of list items, for a list of
+/// text) in one batch and its row count.
+#[derive(Debug, Default)]
+struct ColumnSizes {
+    rows: usize,
+    /// (text bytes, list items) by column index; empty before a first batch.
+    bytes: Vec<(usize, usize)>,
+}
+
+impl ColumnSizes {
+    fn of(batch: &RecordBatch) -> Self {
+        use arrow::array::{Array, AsArray};
+        use arrow::datatypes::DataType;
+        let bytes = batch
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                DataType::Utf8 => (c.as_string::<i32>().values().len(), 0),
+                DataType::List(_) => {
+                    let items = c.as_list::<i32>().values();
+                    match items.as_string_opt::<i32>() {
+                        Some(t) => (t.values().len(), t.len()),
+                        None => (0, items.len()),
+                    }
+                }
+                _ => (0, 0),
+            })
+            .collect();
+        ColumnSizes {
+            rows: batch.num_rows(),
+            bytes,
+        }
+    }
+
+    /// Starting (text bytes, list items) for column `name` in a batch of
+    /// `n` rows: the last batch's, scaled to `n` rows, plus an eighth (16
+    /// bytes a row and no items before a first batch).
+    fn hint(&self, name: &str, n: usize) -> (usize, usize) {
+        let last = events_schema()
+            .index_of(name)
+            .ok()
+            .and_then(|i| self.bytes.get(i));
+        match last {
+            Some(&(b, items)) if self.rows > 0 => {
+                let scale = |x: usize| (x.saturating_mul(n) / self.rows).saturating_add(x / 8);
+                (scale(b), scale(items))
+            }
+            _ => (n * 16, 0),
+        }
+    }
+}
+
 impl EventsBuilder {
-    fn with_capacity(n: usize) -> Self {
-        let s = || StringBuilder::with_capacity(n, n * 16);
-        let l = || ListBuilder::new(StringBuilder::new());
+    fn with_capacity(n: usize, sizes: &ColumnSizes) -> Self {
+        let s = |name: &str| StringBuilder::with_capacity(n, sizes.hint(name, n).0);
+        let l = |name: &str| {
+            let (bytes, items) = sizes.hint(name, n);
+            ListBuilder::with_capacity(StringBuilder::with_capacity(items, bytes), n)
+        };
         EventsBuilder {
-            event_id: s(),
+            event_id: s("event_id"),
             msg_index: Int32Builder::with_capacity(n),
             ts: TimestampMicrosecondBuilder::with_capacity(n).with_timezone("UTC"),
-            server_id: s(),
-            direction: s(),
-            transport: s(),
-            session_id: s(),
-            gateway_id: s(),
-            server_name: s(),
-            server_version: s(),
-            client_name: s(),
-            client_version: s(),
-            http_method: s(),
+            server_id: s("server_id"),
+            direction: s("direction"),
+            transport: s("transport"),
+            session_id: s("session_id"),
+            gateway_id: s("gateway_id"),
+            server_name: s("server_name"),
+            server_version: s("server_version"),
+            client_name: s("client_name"),
+            client_version: s("client_version"),
+            http_method: s("http_method"),
             http_status: Int32Builder::with_capacity(n),
-            src_ip: s(),
-            user_agent: s(),
-            origin: s(),
-            host: s(),
-            hdr_protocol_version: s(),
-            hdr_mcp_method: s(),
-            hdr_mcp_name: s(),
-            auth_sub: s(),
-            auth_iss: s(),
-            auth_aud: s(),
-            auth_client_id: s(),
-            auth_scopes: s(),
+            src_ip: s("src_ip"),
+            user_agent: s("user_agent"),
+            origin: s("origin"),
+            host: s("host"),
+            hdr_protocol_version: s("hdr_protocol_version"),
+            hdr_mcp_method: s("hdr_mcp_method"),
+            hdr_mcp_name: s("hdr_mcp_name"),
+            auth_sub: s("auth_sub"),
+            auth_iss: s("auth_iss"),
+            auth_aud: s("auth_aud"),
+            auth_client_id: s("auth_client_id"),
+            auth_scopes: s("auth_scopes"),
             auth_exp: Int64Builder::with_capacity(n),
-            token_fp: s(),
+            token_fp: s("token_fp"),
             aud_ok: BooleanBuilder::with_capacity(n),
-            principal: s(),
+            principal: s("principal"),
             labels: MapBuilder::new(None, StringBuilder::new(), StringBuilder::new()),
-            extra: s(),
-            msg_kind: s(),
-            jsonrpc_id: s(),
-            method: s(),
-            protocol_version: s(),
-            req_protocol_version: s(),
-            tool_name: s(),
-            resource_uri: s(),
-            prompt_name: s(),
+            extra: s("extra"),
+            msg_kind: s("msg_kind"),
+            jsonrpc_id: s("jsonrpc_id"),
+            method: s("method"),
+            protocol_version: s("protocol_version"),
+            req_protocol_version: s("req_protocol_version"),
+            tool_name: s("tool_name"),
+            resource_uri: s("resource_uri"),
+            prompt_name: s("prompt_name"),
             args_bytes: Int64Builder::with_capacity(n),
-            args_sha256: s(),
-            args_keys: l(),
-            args_preview: s(),
-            args_text: s(),
-            args_decoded: s(),
+            args_sha256: s("args_sha256"),
+            args_keys: l("args_keys"),
+            args_preview: s("args_preview"),
+            args_text: s("args_text"),
+            args_decoded: s("args_decoded"),
             args_max_len: Int64Builder::with_capacity(n),
             args_max_entropy: Float64Builder::with_capacity(n),
-            args_urls: l(),
-            args_url_hosts: l(),
-            args_host_classes: l(),
-            args_url_schemes: l(),
-            args_secret_types: l(),
+            args_urls: l("args_urls"),
+            args_url_hosts: l("args_url_hosts"),
+            args_host_classes: l("args_host_classes"),
+            args_url_schemes: l("args_url_schemes"),
+            args_secret_types: l("args_secret_types"),
             is_error: BooleanBuilder::with_capacity(n),
             error_code: Int64Builder::with_capacity(n),
-            error_message: s(),
+            error_message: s("error_message"),
             result_bytes: Int64Builder::with_capacity(n),
-            result_preview: s(),
-            result_text: s(),
-            result_secret_types: l(),
-            content_types: l(),
+            result_preview: s("result_preview"),
+            result_text: s("result_text"),
+            result_secret_types: l("result_secret_types"),
+            content_types: l("content_types"),
             tools_listed: Int32Builder::with_capacity(n),
             latency_ms: Float64Builder::with_capacity(n),
             header_mismatch: BooleanBuilder::with_capacity(n),
@@ -1468,5 +1531,42 @@ impl MamlDocsBuilder {
             Arc::new(self.doc_bytes.finish()),
         ];
         Ok(RecordBatch::try_new(maml_docs_schema(), cols)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: &str, args: &str) -> RawRecord {
+        let text = format!(
+            r#"{{"ts":"2026-09-01T10:00:00Z","server_id":"s","direction":"c2s","event_id":"{id}","message":{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"t","arguments":{args}}}}}}}"#
+        );
+        RawRecord::file_line(text.into_bytes(), "t.ndjson", 1)
+    }
+
+    #[test]
+    fn builders_start_at_the_last_batchs_text_sizes() {
+        let mut n = Normalizer::new(IngestConfig::default());
+        let before = n.sizes.hint("args_text", 4);
+        assert_eq!(before, (4 * 16, 0), "no batch yet: the default");
+        let long = format!(r#"{{"q":"{}"}}"#, "x".repeat(400));
+        let out = n
+            .decode_batch(vec![line("e1", &long), line("e2", &long)])
+            .expect("decode");
+        assert_eq!(out.events.num_rows(), 2);
+        let text = out
+            .events
+            .column_by_name("args_text")
+            .expect("args_text")
+            .as_any()
+            .downcast_ref::<arrow::array::StringArray>()
+            .expect("utf8")
+            .values()
+            .len();
+        assert!(text > 800, "two rows of 400+ bytes: {text}");
+        // Four rows next: twice the last two rows' bytes, plus an eighth.
+        assert_eq!(n.sizes.hint("args_text", 4).0, 2 * text + text / 8);
+        assert_eq!(n.sizes.hint("no_such_column", 4), (4 * 16, 0));
     }
 }

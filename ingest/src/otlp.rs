@@ -114,7 +114,7 @@ pub fn map_request(
 /// Map a decoded trace export request (OTLP/gRPC hands it over decoded).
 pub fn map_traces(req: &ExportTraceServiceRequest, request_id: &str) -> Mapped {
     let mut m = Mapper {
-        request_id,
+        request_id: request_id.into(),
         out: Mapped::default(),
     };
     for rs in &req.resource_spans {
@@ -131,7 +131,7 @@ pub fn map_traces(req: &ExportTraceServiceRequest, request_id: &str) -> Mapped {
 /// Map a decoded logs export request.
 pub fn map_logs(req: &ExportLogsServiceRequest, request_id: &str) -> Mapped {
     let mut m = Mapper {
-        request_id,
+        request_id: request_id.into(),
         out: Mapped::default(),
     };
     for rl in &req.resource_logs {
@@ -343,18 +343,18 @@ fn context(attrs: &[KeyValue], res: &[KeyValue]) -> Result<Map<String, Value>, S
     Ok(env)
 }
 
-struct Mapper<'a> {
-    request_id: &'a str,
+struct Mapper {
+    request_id: std::sync::Arc<str>,
     out: Mapped,
 }
 
-impl Mapper<'_> {
+impl Mapper {
     fn push(&mut self, bytes: Vec<u8>, refused: Option<String>) {
         let index = self.out.records.len() as u64;
         self.out.records.push(RawRecord {
             bytes,
             source: SourcePos::Http {
-                request_id: self.request_id.to_string(),
+                request_id: self.request_id.clone(),
                 index,
             },
             oversize: None,

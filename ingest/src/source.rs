@@ -3,6 +3,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, StdinLock};
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::{IngestError, RawRecord, SourcePos};
 
@@ -10,7 +11,7 @@ use crate::{IngestError, RawRecord, SourcePos};
 #[derive(Clone, Debug)]
 pub enum LineSource {
     /// A file; positions are `path:line`.
-    File(String),
+    File(Arc<str>),
     /// Standard input; positions are `stdin:line`.
     Stdin,
 }
@@ -104,7 +105,7 @@ impl<R: BufRead> LineReader<R> {
 
     fn describe(&self) -> String {
         match &self.source {
-            LineSource::File(p) => p.clone(),
+            LineSource::File(p) => p.to_string(),
             LineSource::Stdin => "stdin".into(),
         }
     }
@@ -155,7 +156,7 @@ pub fn open_file(
     let f = File::open(p).map_err(|e| IngestError::io(format!("open {}", p.display()), e))?;
     Ok(LineReader::new(
         BufReader::with_capacity(256 * 1024, f),
-        LineSource::File(p.display().to_string()),
+        LineSource::File(p.display().to_string().into()),
         max_line_bytes,
     ))
 }
@@ -173,8 +174,9 @@ pub fn split_http_body(
     request_id: &str,
     max_line_bytes: usize,
 ) -> Result<Vec<RawRecord>, IngestError> {
+    let request_id: Arc<str> = request_id.into();
     let pos = |index: u64| SourcePos::Http {
-        request_id: request_id.to_owned(),
+        request_id: request_id.clone(),
         index,
     };
     let start = body.iter().position(|b| !b.is_ascii_whitespace());

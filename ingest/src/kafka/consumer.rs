@@ -276,6 +276,8 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
     let batch_size = shared.cfg.batch_size.max(1);
     // The last error logged, when, and how many repeats were not logged.
     let mut last_err: Option<(String, Instant, u64)> = None;
+    // The records' topic name, shared while it stays the same.
+    let mut topic_name: Arc<str> = Arc::from("");
     while !shared.stop.load(Ordering::Relaxed) {
         let wait = {
             let b = lock(&shared.building);
@@ -286,6 +288,9 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
         };
         let full = match consumer.poll(wait.max(Duration::from_millis(1))) {
             Some(Ok(m)) => {
+                if *topic_name != *m.topic() {
+                    topic_name = Arc::from(m.topic());
+                }
                 let topic = m.topic().to_string();
                 let (partition, offset) = (m.partition(), m.offset());
                 let mut b = lock(&shared.building);
@@ -293,7 +298,7 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
                 let rec = RawRecord {
                     bytes: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                     source: SourcePos::Kafka {
-                        topic: topic.clone(),
+                        topic: topic_name.clone(),
                         partition,
                         offset,
                     },

@@ -112,7 +112,7 @@ async fn batches_are_committed_only_when_the_caller_says_so() {
             else {
                 panic!("kafka source pos expected");
             };
-            assert_eq!(topic, "in");
+            assert_eq!(&**topic, "in");
             assert!(seen.insert((*partition, *offset)), "duplicate delivery");
         }
         handle.commit(&batch).expect("commit");
