@@ -3,9 +3,8 @@
 
 use std::borrow::Cow;
 
-use crate::json::{self, Json};
+use crate::json::{self, Bump, Json, Members};
 
-type Members<'a> = Vec<(Cow<'a, str>, Json<'a>)>;
 type StringPairs<'a> = Vec<(Cow<'a, str>, Cow<'a, str>)>;
 
 /// A validated envelope; strings borrow from the input line where they can.
@@ -69,7 +68,7 @@ fn quoted(s: &str) -> String {
 
 fn string_field<'a>(field: &str, v: Json<'a>) -> Result<Cow<'a, str>, String> {
     match v {
-        Json::Str(s) => Ok(s),
+        Json::Str(s) => Ok(Cow::Borrowed(s)),
         other => Err(expected(field, "string", &other)),
     }
 }
@@ -117,7 +116,7 @@ fn enum_field(
         .iter()
         .find(|a| **a == s)
         .copied()
-        .ok_or_else(|| format!("field \"{field}\": expected {listing}, got {}", quoted(&s)))
+        .ok_or_else(|| format!("field \"{field}\": expected {listing}, got {}", quoted(s)))
 }
 
 fn object_field<'a>(field: &str, v: Json<'a>) -> Result<Members<'a>, String> {
@@ -134,8 +133,8 @@ fn object_field<'a>(field: &str, v: Json<'a>) -> Result<Members<'a>, String> {
 fn fields<'a, const N: usize>(m: Members<'a>, names: &[&str; N]) -> [Option<Json<'a>>; N] {
     let mut slots: [Option<Json<'a>>; N] = std::array::from_fn(|_| None);
     for (k, v) in m {
-        if let Some(i) = names.iter().position(|n| *n == k) {
-            slots[i] = Some(v);
+        if let Some(i) = names.iter().position(|n| n == k) {
+            slots[i] = Some(v.clone());
         }
     }
     slots
@@ -148,7 +147,7 @@ fn opt_str<'a>(
 ) -> Result<Option<Cow<'a, str>>, String> {
     match v {
         None => Ok(None),
-        Some(Json::Str(s)) => Ok(Some(s)),
+        Some(Json::Str(s)) => Ok(Some(Cow::Borrowed(s))),
         // the field's name is only spelt out for the rejection reason
         Some(other) => Err(expected(&format!("{parent}.{key}"), "string", &other)),
     }
@@ -180,9 +179,9 @@ fn string_map<'a>(field: &str, v: Json<'a>) -> Result<StringPairs<'a>, String> {
     let mut out = Vec::with_capacity(m.len());
     for (k, v) in m {
         match v {
-            Json::Str(s) => out.push((k, s)),
+            Json::Str(s) => out.push((Cow::Borrowed(*k), Cow::Borrowed(*s))),
             other => {
-                return Err(expected(&format!("{field}.{k}"), "string", &other));
+                return Err(expected(&format!("{field}.{k}"), "string", other));
             }
         }
     }
@@ -303,21 +302,23 @@ pub(crate) fn parse_ts(s: &str) -> Option<i64> {
         .map(|dt| dt.timestamp_micros())
 }
 
-/// Parses and validates one envelope. `Err` is the human-readable rejection reason.
-pub(crate) fn parse(text: &str) -> Result<Envelope<'_>, String> {
-    let (f, extra) =
-        match json::parse_top(text, &TOP_FIELDS).map_err(|e| format!("invalid JSON: {e}"))? {
-            json::Top::Object { slots, extra } => (slots, extra),
-            json::Top::Other(Json::Number(_)) => {
-                return Err("envelope must be a JSON object, got number".into());
-            }
-            json::Top::Other(other) => {
-                return Err(format!(
-                    "envelope must be a JSON object, got {}",
-                    other.type_name()
-                ));
-            }
-        };
+/// Parses and validates one envelope, its JSON tree in `arena`. `Err` is
+/// the human-readable rejection reason.
+pub(crate) fn parse<'a>(text: &'a str, arena: &'a Bump) -> Result<Envelope<'a>, String> {
+    let (f, extra) = match json::parse_top(text, &TOP_FIELDS, arena)
+        .map_err(|e| format!("invalid JSON: {e}"))?
+    {
+        json::Top::Object { slots, extra } => (slots, extra),
+        json::Top::Other(Json::Number(_)) => {
+            return Err("envelope must be a JSON object, got number".into());
+        }
+        json::Top::Other(other) => {
+            return Err(format!(
+                "envelope must be a JSON object, got {}",
+                other.type_name()
+            ));
+        }
+    };
     let [
         ts,
         event_id,
@@ -403,7 +404,7 @@ mod tests {
         r#"{"ts":"2026-11-20T08:00:00Z","server_id":"s","direction":"c2s","message":{}}"#;
 
     fn reason(line: &str) -> String {
-        match parse(line) {
+        match parse(line, &Bump::new()) {
             Ok(_) => "accepted".into(),
             Err(e) => e,
         }
@@ -421,7 +422,8 @@ mod tests {
 
     #[test]
     fn minimal_ok() {
-        let e = parse(OK).expect("ok");
+        let arena = Bump::new();
+        let e = parse(OK, &arena).expect("ok");
         assert_eq!(e.ts_micros, 1_795_161_600_000_000);
         assert_eq!(e.direction, "c2s");
     }
@@ -573,7 +575,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_kept() {
-        let e = parse(r#"{"ts":"2026-11-20T08:00:00Z","server_id":"s","direction":"s2c","message":[],"x":1,"y":{"z":true}}"#)
+        let arena = Bump::new();
+        let e = parse(r#"{"ts":"2026-11-20T08:00:00Z","server_id":"s","direction":"s2c","message":[],"x":1,"y":{"z":true}}"#, &arena)
             .expect("ok");
         assert_eq!(e.extra.len(), 2);
         assert_eq!(e.extra[0].0, "x");

@@ -437,7 +437,7 @@ fn content(fm: &Value, parsed: &Body) -> String {
     }
     // The crate's one canonical JSON form (keys in byte order, no white
     // space), as for tool definitions and arguments.
-    let mut c = crate::json::parse(&unsigned.to_string())
+    let mut c = crate::json::parse(&unsigned.to_string(), &crate::json::Bump::new())
         .map(|j| crate::json::canonical_string(&j))
         .unwrap_or_default();
     c.push('\n');

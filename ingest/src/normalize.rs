@@ -206,7 +206,7 @@ fn leaves<'a>(v: &'a Json, out: &mut Vec<&'a str>, kinds: &mut Vec<&'static str>
         Json::Str(s) => out.push(s),
         Json::Array(a) => a.iter().for_each(|x| leaves(x, out, kinds, depth + 1)),
         Json::Object(m) => {
-            for (k, x) in m {
+            for (k, x) in m.iter() {
                 if let Json::Str(s) = x
                     && let Some(kind) = sensitive_key(k)
                     && s.chars().count() >= 4
@@ -305,7 +305,11 @@ impl Normalizer {
         let mut md = MamlDocsBuilder::default();
         let mut accepted = Vec::with_capacity(records.len());
         let mut rejected = Vec::new();
+        // Each line's JSON tree, emptied between lines (it keeps its
+        // largest block, so a batch allocates a few times at most).
+        let mut arena = json::Bump::with_capacity(64 * 1024);
         for rec in records {
+            arena.reset();
             if let Some(reason) = rec.refused {
                 rejected.push(Rejected {
                     reason,
@@ -348,7 +352,7 @@ impl Normalizer {
                 }
                 continue;
             }
-            match envelope::parse(text) {
+            match envelope::parse(text, &arena) {
                 Err(reason) => rejected.push(Rejected {
                     reason,
                     source: rec.source,
@@ -424,7 +428,7 @@ impl Normalizer {
             None
         } else {
             let mut buf = Vec::with_capacity(64);
-            write_members(&env.extra, &mut buf);
+            write_members(env.extra, &mut buf);
             Some(json::into_string(buf))
         };
         let elems: &[Json] = match &env.message {
@@ -777,7 +781,7 @@ pub fn event_id_of(raw: &[u8]) -> Option<String> {
 
 /// `d-` + the first 32 hex chars of BLAKE3 of the canonical envelope.
 fn derive_event_id(text: &str) -> String {
-    let canon = match json::parse(text) {
+    let canon = match json::parse(text, &json::Bump::new()) {
         Ok(v) => canonical_string(&v),
         Err(_) => text.to_owned(),
     };
@@ -1234,8 +1238,8 @@ fn schema_descriptions<'a>(v: &'a Json, out: &mut Vec<&'a str>, depth: u32) {
     }
     match v {
         Json::Object(m) => {
-            for (k, x) in m {
-                if k == "description"
+            for (k, x) in m.iter() {
+                if *k == "description"
                     && let Json::Str(s) = x
                 {
                     out.push(s);
@@ -1349,11 +1353,11 @@ fn find_maml<'a>(m: &'a Json, out: &mut Vec<MamlFound<'a>>) {
     let Some(Json::Object(r)) = m.get("result") else {
         return;
     };
-    for (k, v) in r {
-        if k == "contents"
+    for (k, v) in r.iter() {
+        if *k == "contents"
             && let Json::Array(items) = v
         {
-            for item in items {
+            for item in items.iter() {
                 let text = s_get(item, "text");
                 let named = s_get(item, "uri").is_some_and(|u| {
                     u.split(['?', '#'])

@@ -406,7 +406,8 @@ mod tests {
     use super::*;
 
     fn msg(text: &str) -> Json<'static> {
-        crate::json::parse(Box::leak(text.to_string().into_boxed_str())).expect("json")
+        let arena: &'static crate::json::Bump = Box::leak(Box::default());
+        crate::json::parse(Box::leak(text.to_string().into_boxed_str()), arena).expect("json")
     }
 
     const MIN: i64 = 60_000_000;
