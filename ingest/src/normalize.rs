@@ -116,36 +116,38 @@ pub struct Normalizer {
     sizes: ColumnSizes,
 }
 
-/// Derived per-message values (one `events` row).
+/// Derived per-message values (one `events` row); text borrowed from the
+/// message where it can be.
 #[derive(Default)]
-struct Row {
+struct Row<'r> {
     msg_index: i32,
     msg_kind: &'static str,
-    jsonrpc_id: Option<String>,
-    method: Option<String>,
-    protocol_version: Option<String>,
+    jsonrpc_id: Option<Cow<'r, str>>,
+    method: Option<Cow<'r, str>>,
+    protocol_version: Option<Cow<'r, str>>,
     /// Results: the protocol version their request asked for.
-    req_protocol_version: Option<String>,
-    tool_name: Option<String>,
-    resource_uri: Option<String>,
-    prompt_name: Option<String>,
-    args: Option<Args>,
+    req_protocol_version: Option<Cow<'r, str>>,
+    tool_name: Option<Cow<'r, str>>,
+    resource_uri: Option<Cow<'r, str>>,
+    prompt_name: Option<Cow<'r, str>>,
+    args: Option<Args<'r>>,
     is_error: Option<bool>,
     error_code: Option<i64>,
-    error_message: Option<String>,
+    error_message: Option<Cow<'r, str>>,
     result: Option<ResultInfo>,
     tools_listed: Option<i32>,
     latency_ms: Option<f64>,
     header_mismatch: Option<bool>,
 }
 
-struct Args {
+struct Args<'r> {
     bytes: i64,
     sha256: String,
-    keys: Option<Vec<String>>,
+    keys: Option<Vec<&'r str>>,
     preview: String,
     text: String,
-    decoded: String,
+    /// `None`: the same as `text` (nothing was encoded).
+    decoded: Option<String>,
     max_len: Option<i64>,
     max_entropy: Option<f64>,
     urls: Vec<String>,
@@ -163,14 +165,14 @@ struct ResultInfo {
     content_types: Vec<String>,
 }
 
-fn s_get<'a>(v: &'a Json, k: &str) -> Option<&'a str> {
+fn s_get<'a>(v: &Json<'a>, k: &str) -> Option<&'a str> {
     v.get(k).and_then(Json::as_str)
 }
 
-pub(crate) fn id_text(v: &Json) -> Option<String> {
+pub(crate) fn id_text<'a>(v: &Json<'a>) -> Option<Cow<'a, str>> {
     match v.get("id")? {
-        Json::Str(s) => Some(s.to_string()),
-        Json::Number(n) => Some(n.to_string()),
+        Json::Str(s) => Some(Cow::Borrowed(s)),
+        Json::Number(n) => Some(Cow::Owned(n.to_string())),
         _ => None,
     }
 }
@@ -245,6 +247,19 @@ fn join_capped(parts: &[&str]) -> String {
 
 fn cap(s: &str) -> String {
     truncate_bytes(s, TEXT_CAP_BYTES).to_owned()
+}
+
+/// `cap(&redact(&text, kinds))`, in `text`'s own buffer when nothing was
+/// redacted.
+fn redacted_capped(text: String, kinds: &mut Vec<&'static str>) -> String {
+    let redacted = match redact(&text, kinds) {
+        Cow::Owned(r) => Some(r),
+        Cow::Borrowed(_) => None,
+    };
+    let mut out = redacted.unwrap_or(text);
+    let keep = truncate_bytes(&out, TEXT_CAP_BYTES).len();
+    out.truncate(keep);
+    out
 }
 
 fn sorted_kinds(mut k: Vec<&'static str>) -> Vec<&'static str> {
@@ -525,7 +540,7 @@ impl Normalizer {
         k
     }
 
-    fn message_row(&mut self, env: &Envelope, m: &Json) -> Row {
+    fn message_row<'r>(&mut self, env: &'r Envelope, m: &'r Json) -> Row<'r> {
         let mut row = Row {
             msg_kind: "invalid",
             ..Row::default()
@@ -544,20 +559,20 @@ impl Normalizer {
             } else {
                 "notification"
             };
-            row.method = Some(method.to_owned());
+            row.method = Some(Cow::Borrowed(method));
             let p = params.unwrap_or(&Json::Null);
             let pname = s_get(p, "name");
             match method {
-                "tools/call" => row.tool_name = pname.map(str::to_owned),
+                "tools/call" => row.tool_name = pname.map(Cow::Borrowed),
                 "resources/read" | "resources/subscribe" => {
-                    row.resource_uri = s_get(p, "uri").map(str::to_owned);
+                    row.resource_uri = s_get(p, "uri").map(Cow::Borrowed);
                 }
-                "prompts/get" => row.prompt_name = pname.map(str::to_owned),
+                "prompts/get" => row.prompt_name = pname.map(Cow::Borrowed),
                 _ => {}
             }
             row.protocol_version = s_get(p, "protocolVersion")
                 .or_else(|| p.get("_meta").and_then(|x| s_get(x, "protocolVersion")))
-                .map(str::to_owned);
+                .map(Cow::Borrowed);
             row.args = match method {
                 "tools/call" | "prompts/get" => p.get("arguments").map(|a| self.args(a, p, true)),
                 _ => params.map(|a| self.args(a, p, false)),
@@ -571,11 +586,11 @@ impl Normalizer {
                     PendingReq {
                         ts: env.ts_micros,
                         seq: 0,
-                        method: row.method.clone(),
-                        tool_name: row.tool_name.clone(),
-                        resource_uri: row.resource_uri.clone(),
-                        prompt_name: row.prompt_name.clone(),
-                        protocol_version: row.protocol_version.clone(),
+                        method: owned(&row.method),
+                        tool_name: owned(&row.tool_name),
+                        resource_uri: owned(&row.resource_uri),
+                        prompt_name: owned(&row.prompt_name),
+                        protocol_version: owned(&row.protocol_version),
                     },
                 );
             }
@@ -586,21 +601,21 @@ impl Normalizer {
                 let key = Self::key(env, req_dir, id);
                 if let Some(req) = self.pending.take(&key, env.ts_micros) {
                     row.latency_ms = Some((env.ts_micros - req.ts) as f64 / 1000.0);
-                    row.method = req.method;
-                    row.tool_name = req.tool_name;
-                    row.resource_uri = req.resource_uri;
-                    row.prompt_name = req.prompt_name;
-                    row.req_protocol_version = req.protocol_version;
+                    row.method = req.method.map(Cow::Owned);
+                    row.tool_name = req.tool_name.map(Cow::Owned);
+                    row.resource_uri = req.resource_uri.map(Cow::Owned);
+                    row.prompt_name = req.prompt_name.map(Cow::Owned);
+                    row.req_protocol_version = req.protocol_version.map(Cow::Owned);
                 }
             }
             if let Some(err) = m.get("error") {
                 row.error_code = err.get("code").and_then(Json::as_i64);
-                row.error_message = s_get(err, "message").map(|s| redact_quiet(s).into_owned());
+                row.error_message = s_get(err, "message").map(redact_quiet);
             }
             if let Some(r) = result {
                 row.protocol_version = s_get(r, "protocolVersion")
                     .or_else(|| r.get("_meta").and_then(|x| s_get(x, "protocolVersion")))
-                    .map(str::to_owned);
+                    .map(Cow::Borrowed);
                 row.is_error = match r.get("isError") {
                     Some(Json::Bool(b)) => Some(*b),
                     _ if row.method.as_deref() == Some("tools/call") => Some(false),
@@ -618,7 +633,7 @@ impl Normalizer {
             row.protocol_version = env
                 .http
                 .as_ref()
-                .and_then(|h| h.hdr_protocol_version.as_deref().map(str::to_owned));
+                .and_then(|h| h.hdr_protocol_version.as_deref().map(Cow::Borrowed));
         }
         if env.direction == "c2s"
             && let Some(h) = &env.http
@@ -638,7 +653,7 @@ impl Normalizer {
         row
     }
 
-    fn args(&mut self, a: &Json, params: &Json, named: bool) -> Args {
+    fn args<'r>(&mut self, a: &'r Json, params: &'r Json, named: bool) -> Args<'r> {
         self.scratch.clear();
         write_canonical(a, &mut self.scratch);
         let canon = json::as_text(&self.scratch);
@@ -652,7 +667,7 @@ impl Normalizer {
         // members are sorted by key bytes already
         let keys = a
             .as_object()
-            .map(|m| m.iter().map(|(k, _)| k.to_string()).collect::<Vec<_>>());
+            .map(|m| m.iter().map(|(k, _)| *k).collect::<Vec<_>>());
         let mut parts: Vec<&str> = Vec::new();
         if named {
             // tools/call / prompts/get: the name param precedes the arguments
@@ -679,12 +694,10 @@ impl Normalizer {
             urls::extract(&maml::prose(leaf), &mut found);
         }
         let joined = join_capped(&parts);
-        let text = cap(&redact(&joined, &mut kinds));
-        let decoded_raw = decode_for_rules(&text);
-        let decoded = if decoded_raw != text {
-            cap(&redact(&decoded_raw, &mut kinds))
-        } else {
-            decoded_raw
+        let text = redacted_capped(joined, &mut kinds);
+        let decoded = match decode_for_rules(&text) {
+            Cow::Owned(d) if d != text => Some(cap(&redact(&d, &mut kinds))),
+            _ => None,
         };
         let mut urls_out = Vec::with_capacity(found.len());
         let mut hosts = Vec::new();
@@ -737,7 +750,7 @@ impl Normalizer {
             leaves(sc, &mut parts, &mut kinds, 0);
         }
         let joined = join_capped(&parts);
-        let text = cap(&redact(&joined, &mut kinds));
+        let text = redacted_capped(joined, &mut kinds);
         let mut content_types: Vec<String> = r
             .get("content")
             .and_then(Json::as_array)
@@ -777,6 +790,11 @@ pub fn event_id_of(raw: &[u8]) -> Option<String> {
         }) => Some(id),
         _ => Some(derive_event_id(text)),
     }
+}
+
+/// An owned copy of a row's text, for what outlives the message.
+fn owned(s: &Option<Cow<'_, str>>) -> Option<String> {
+    s.as_deref().map(str::to_owned)
 }
 
 /// `d-` + the first 32 hex chars of BLAKE3 of the canonical envelope.
@@ -1086,7 +1104,7 @@ impl EventsBuilder {
             .append_option(g.map(|g| g.preview.as_str()));
         self.args_text.append_option(g.map(|g| g.text.as_str()));
         self.args_decoded
-            .append_option(g.map(|g| g.decoded.as_str()));
+            .append_option(g.map(|g| g.decoded.as_deref().unwrap_or(&g.text)));
         self.args_max_len.append_option(g.and_then(|g| g.max_len));
         self.args_max_entropy
             .append_option(g.and_then(|g| g.max_entropy));

@@ -1,6 +1,8 @@
 //! Text helpers: hashing, entropy, decoding, truncation (canonical JSON is
 //! in `json`).
 
+use std::borrow::Cow;
+
 use sha2::{Digest, Sha256};
 
 /// Cap for `args_text` / `result_text` (64 KiB).
@@ -166,20 +168,21 @@ pub fn html_decode(s: &str) -> String {
 
 /// `args_decoded`: up to 3 rounds of percent- and HTML-entity decoding (until
 /// nothing changes), then `\` → `/`.
-pub fn decode_for_rules(s: &str) -> String {
-    let mut cur = s.to_owned();
+/// Borrowed when nothing changes.
+pub fn decode_for_rules(s: &str) -> Cow<'_, str> {
+    let mut cur = Cow::Borrowed(s);
     for _ in 0..3 {
         if !cur.contains('%') && !cur.contains('&') {
             break;
         }
         let next = html_decode(&percent_decode_once(&cur));
-        if next == cur {
+        if next == *cur {
             break;
         }
-        cur = next;
+        cur = Cow::Owned(next);
     }
     if cur.contains('\\') {
-        cur = cur.replace('\\', "/");
+        cur = Cow::Owned(cur.replace('\\', "/"));
     }
     cur
 }
