@@ -912,6 +912,9 @@ pub fn feed_state(
             )))
         })
         .collect::<Result<Vec<_>, DetectError>>()?;
+    // Joined keys of several columns, for the rows below (one arena per
+    // call instead of a `String` per row).
+    let joined = bumpalo::Bump::new();
     let mut rows: Vec<StateRow> =
         Vec::with_capacity(batches.iter().map(RecordBatch::num_rows).sum());
     for (bi, (b, cols)) in batches.iter().zip(&text_cols).enumerate() {
@@ -963,11 +966,18 @@ pub fn feed_state(
                 ks => {
                     let parts: Option<SmallVec<[&str; 4]>> =
                         ks.iter().map(|k| opt_str(k, i)).collect();
-                    match parts {
-                        // one allocation of the joined length (it grew by doubling)
-                        Some(parts) => Cow::Owned(parts.join("\u{1f}")),
-                        None => continue,
+                    let Some(parts) = parts else {
+                        continue;
+                    };
+                    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
+                    let mut key = bumpalo::collections::String::with_capacity_in(len, &joined);
+                    for (n, p) in parts.iter().enumerate() {
+                        if n > 0 {
+                            key.push('\u{1f}');
+                        }
+                        key.push_str(p);
                     }
+                    Cow::Borrowed(key.into_bump_str())
                 }
             };
             let step_idx = match &step {
