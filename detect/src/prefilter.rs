@@ -397,14 +397,14 @@ impl Prefilter {
 
 /// A text column of any of Arrow's string layouts.
 #[derive(Clone, Copy)]
-enum Strings<'a> {
+pub(crate) enum Strings<'a> {
     Utf8(&'a arrow::array::StringArray),
     Large(&'a arrow::array::LargeStringArray),
     View(&'a arrow::array::StringViewArray),
 }
 
 impl<'a> Strings<'a> {
-    fn of(values: &'a ArrayRef) -> Option<Self> {
+    pub(crate) fn of(values: &'a ArrayRef) -> Option<Self> {
         match values.data_type() {
             DataType::Utf8 => Some(Strings::Utf8(values.as_string::<i32>())),
             DataType::LargeUtf8 => Some(Strings::Large(values.as_string::<i64>())),
@@ -413,7 +413,8 @@ impl<'a> Strings<'a> {
         }
     }
 
-    fn get(self, i: usize) -> Option<&'a str> {
+    /// Row `i`, `None` when null.
+    pub(crate) fn get(self, i: usize) -> Option<&'a str> {
         match self {
             Strings::Utf8(a) => a.is_valid(i).then(|| a.value(i)),
             Strings::Large(a) => a.is_valid(i).then(|| a.value(i)),

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
-use arrow::array::{Array, ArrayRef, AsArray, BooleanArray};
+use arrow::array::{Array, ArrayRef, BooleanArray};
 use arrow::datatypes::DataType;
 use datafusion::common::{DataFusionError, Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::{
@@ -18,7 +18,7 @@ use datafusion::logical_expr::{
 };
 use regex::Regex;
 
-use crate::prefilter::{Prefilter, RowHits};
+use crate::prefilter::{Prefilter, RowHits, Strings};
 
 /// Lazy-DFA cache per compiled pattern (the `regex` default is 2 MiB; the
 /// large case-insensitive alternations of the pack thrash it on long texts
@@ -169,27 +169,12 @@ fn is_match(
             re.is_match(s)
         }
     };
-    let out: BooleanArray = match values.data_type() {
-        DataType::Utf8 => values
-            .as_string::<i32>()
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v.map(|s| test(i, s)))
-            .collect(),
-        DataType::LargeUtf8 => values
-            .as_string::<i64>()
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v.map(|s| test(i, s)))
-            .collect(),
-        DataType::Utf8View => values
-            .as_string_view()
-            .iter()
-            .enumerate()
-            .map(|(i, v)| v.map(|s| test(i, s)))
-            .collect(),
-        other => return exec_err!("regexp_like: unsupported type {other:?}"),
+    let Some(col) = Strings::of(values) else {
+        return exec_err!("regexp_like: unsupported type {:?}", values.data_type());
     };
+    let out: BooleanArray = (0..values.len())
+        .map(|i| col.get(i).map(|s| test(i, s)))
+        .collect();
     prefilter.count(skipped.get(), ran.get());
     Ok(Arc::new(out))
 }
@@ -264,6 +249,7 @@ impl ScalarUDFImpl for RegexpLike {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::AsArray;
     use datafusion::prelude::SessionContext;
 
     /// The same answers as DataFusion's built-in over one table, including

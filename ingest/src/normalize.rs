@@ -245,12 +245,8 @@ fn join_capped(parts: &[&str]) -> String {
     s
 }
 
-fn cap(s: &str) -> String {
-    truncate_bytes(s, TEXT_CAP_BYTES).to_owned()
-}
-
-/// `cap(&redact(&text, kinds))`, in `text`'s own buffer when nothing was
-/// redacted.
+/// `text` redacted and cut to [`TEXT_CAP_BYTES`], in `text`'s own buffer
+/// when nothing was redacted.
 fn redacted_capped(text: String, kinds: &mut Vec<&'static str>) -> String {
     let redacted = match redact(&text, kinds) {
         Cow::Owned(r) => Some(r),
@@ -696,7 +692,7 @@ impl Normalizer {
         let joined = join_capped(&parts);
         let text = redacted_capped(joined, &mut kinds);
         let decoded = match decode_for_rules(&text) {
-            Cow::Owned(d) if d != text => Some(cap(&redact(&d, &mut kinds))),
+            Cow::Owned(d) if d != text => Some(redacted_capped(d, &mut kinds)),
             _ => None,
         };
         let mut urls_out = Vec::with_capacity(found.len());
