@@ -252,7 +252,7 @@ enum Command {
         sessions: u64,
         #[arg(long, default_value_t = 42)]
         seed: u64,
-        #[arg(long, default_value_t = 4096)]
+        #[arg(long, default_value_t = 8192)]
         batch_size: usize,
         /// Pipeline bench: stateless MCP traffic (2026-07-28, stitched into sessions).
         #[arg(long)]

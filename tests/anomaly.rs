@@ -513,12 +513,12 @@ fn a_fresh_monitor_catches_a_recon_burst_in_its_first_ten_minutes() {
 #[test]
 fn a_model_trained_while_the_input_is_idle_takes_over_without_more_batches() {
     let tmp = tempfile::tempdir().expect("tmp");
-    // So many batches to train beside that the count never runs out here:
+    // So many events to train beside that the count never runs out here:
     // only the idle driver can hand the model over before shutdown.
     let (events, cfg) = warmup_setup(
         tmp.path(),
         "[http]\nmax_body_bytes = 4194304\n",
-        "train_batches = 100000\n",
+        "train_events = 100000000\n",
     );
     let dir = tmp.path().join("data");
     let (mut mon, base) = common::start_run(dunes(), Some(&cfg), &dir);

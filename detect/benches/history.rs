@@ -1,4 +1,4 @@
-//! Cost of one batch's Parquet history file: the first 4096 envelopes of
+//! Cost of one batch's Parquet history file: the first 8192 envelopes of
 //! the real-SDK public corpus (`examples/corpus/mcp-public.ndjson.gz`),
 //! decoded once, then written per iteration with the shipped history
 //! settings (Snappy, per-column dictionary and statistics choices).
@@ -15,7 +15,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use dunes_detect::{HistoryConfig, HistoryWriter};
 use dunes_ingest::{IngestConfig, Normalizer, RawRecord};
 
-const BATCH: usize = 4096;
+const BATCH: usize = 8192; // `[ingest] batch_size`'s default
 
 fn batch() -> arrow::array::RecordBatch {
     let path =

@@ -56,7 +56,7 @@ const FREE_TEXT_COLUMNS: [&str; 16] = [
 const TEXT_COLUMNS_WITH_STATISTICS: [&str; 1] = ["server_id"];
 
 /// Values the Parquet writer takes at a time before it checks the page
-/// size (its default is 1,024): a history file is one micro-batch (4,096
+/// size (its default is 1,024): a history file is one micro-batch (8,192
 /// rows by default), so its columns are written in one go, without a page
 /// cut per 1,024 rows. −5 to −11 % of the writer's time in
 /// `benches/history.rs` (docs/benchmarks.md).

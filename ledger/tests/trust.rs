@@ -1357,9 +1357,20 @@ fn generated_vectors_have_their_verdicts() {
     check_vectors(d.path(), &v);
 }
 
+/// The committed vectors: under the package dir cargo runs the test in
+/// (read at run time, so a test binary reused from a checkout elsewhere, as
+/// a shared target dir allows, still reads this checkout's), else the one
+/// it was built in.
+fn vectors_dir() -> std::path::PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf())
+        .join("tests/vectors")
+}
+
 #[test]
 fn committed_vectors_have_their_verdicts() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let root = vectors_dir();
     let v: Vec<Verdict> =
         serde_json::from_slice(&fs::read(root.join("verdicts.json")).expect("verdicts.json"))
             .expect("verdicts");
@@ -1374,7 +1385,7 @@ fn write_vectors() {
     if std::env::var_os("DUNES_WRITE_VECTORS").is_none() {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
+    let root = vectors_dir();
     let _ = fs::remove_dir_all(&root);
     fs::create_dir_all(&root).expect("mkdir");
     let v = build_vectors(&root);

@@ -66,11 +66,12 @@ pub struct AnomalyConfig {
     /// Windows of each kind kept for the warm-up training; once this many
     /// session windows are kept the warm-up ends early.
     pub warmup_max_windows: usize,
-    /// Batches the warm-up's training runs beside, on its own thread, while
-    /// the prior keeps scoring; the model takes over after them (waiting
-    /// for the training if needed). 0 trains inline, stalling the batch the
-    /// warm-up ends in.
-    pub train_batches: u32,
+    /// Events the warm-up's training runs beside, on its own thread, while
+    /// the prior keeps scoring; the model takes over after the batch that
+    /// reaches this many (waiting for the training if needed), whatever
+    /// the batch size. 0 trains inline, stalling the batch the warm-up
+    /// ends in.
+    pub train_events: u64,
     /// Share of benign sessions allowed to be flagged (sets the thresholds).
     pub target_fpr: f64,
     /// Share of `target_fpr` given to the principal windows' part.
@@ -117,7 +118,7 @@ impl Default for AnomalyConfig {
             warmup_minutes: 60,
             warmup_min_sessions: 200,
             warmup_max_windows: 200_000,
-            train_batches: 8,
+            train_events: 32_768,
             target_fpr: p.target_fpr,
             principal_fpr_share: p.principal_fpr_share,
             components: p.components,

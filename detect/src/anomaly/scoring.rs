@@ -83,11 +83,11 @@ struct SavedStateRef<'a> {
 }
 
 /// The warm-up's model being trained on its own thread while the prior
-/// keeps scoring ([`AnomalyConfig::train_batches`]).
+/// keeps scoring ([`AnomalyConfig::train_events`]).
 struct Training {
     fit: Fit,
-    /// Its `batches_left` counts down the batches still scored without it;
-    /// it takes over after the last.
+    /// Its `events_left` counts down the events still scored without it;
+    /// it takes over after the batch that brings it to 0.
     end: WarmupEnd,
 }
 
@@ -304,8 +304,8 @@ impl Monitor {
                 if let Some(mut end) = meta.ended.take() {
                     // It had ended: its model is trained again and handed
                     // over by `process` (which the pipeline ledgers) after
-                    // the batches it had left, whatever `train_batches` is.
-                    end.batches_left = end.batches_left.max(1);
+                    // the events it had left, whatever `train_events` is.
+                    end.events_left = end.events_left.max(1);
                     self.start_training(end);
                 }
             }
@@ -406,20 +406,21 @@ impl Monitor {
             self.exclude_from_warmup(flagged.iter().map(String::as_str));
         }
         if prior {
-            out.trained = self.maybe_finish_warmup();
+            out.trained = self.maybe_finish_warmup(events.num_rows() as u64);
         }
         Ok(out)
     }
 
     /// Trains on the warm-up baseline once it is long and wide enough: on
-    /// a thread of its own for the next `train_batches` batches (scored by
-    /// the prior meanwhile), then the model takes over, waiting for the
-    /// training if it is not done. A count of batches, not a clock, decides
+    /// a thread of its own for the next `train_events` events (scored by
+    /// the prior meanwhile), then the model takes over after the batch
+    /// that reaches them, waiting for the training if it is not done. A
+    /// count of events (`rows`: the batch just fed), not a clock, decides
     /// the switch, so a replay gives the same incidents every time.
-    fn maybe_finish_warmup(&mut self) -> Option<LoadedModel> {
+    fn maybe_finish_warmup(&mut self, rows: u64) -> Option<LoadedModel> {
         if let Some(t) = self.training.as_mut() {
-            t.end.batches_left = t.end.batches_left.saturating_sub(1);
-            if t.end.batches_left > 0 {
+            t.end.events_left = t.end.events_left.saturating_sub(rows);
+            if t.end.events_left > 0 {
                 return None;
             }
             return self.finish_training();
@@ -442,16 +443,15 @@ impl Monitor {
             wu.principal_windows(),
             span / 60_000_000
         );
-        let batches_left = self.cfg.train_batches;
         self.start_training(WarmupEnd {
             label,
             full,
-            batches_left,
+            events_left: self.cfg.train_events,
         })
     }
 
-    /// Trains the warm-up's model: on its own thread for `batches_left`
-    /// batches (the model comes from [`Monitor::maybe_finish_warmup`]
+    /// Trains the warm-up's model: on its own thread for `events_left`
+    /// events (the model comes from [`Monitor::maybe_finish_warmup`]
     /// after them), or here when that is 0.
     fn start_training(&mut self, end: WarmupEnd) -> Option<LoadedModel> {
         // Shared with the thread, so that a failed spawn still has them.
@@ -462,7 +462,7 @@ impl Monitor {
             end.label.clone(),
         ));
         let fit_on = |i: &TrainInputs| train(&i.0, &i.1, &i.2, &i.3);
-        if end.batches_left == 0 {
+        if end.events_left == 0 {
             return self.install(fit_on(&inputs), end);
         }
         let shared = inputs.clone();
@@ -477,8 +477,8 @@ impl Monitor {
             }
         };
         tracing::info!(
-            batches = end.batches_left,
-            "{}: training the anomaly model beside the next batches",
+            events = end.events_left,
+            "{}: training the anomaly model beside the next events",
             end.label
         );
         self.training = Some(Training { fit, end });

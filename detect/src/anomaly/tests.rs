@@ -635,20 +635,27 @@ fn warmup_cfg() -> AnomalyConfig {
         warmup_minutes: 120,
         warmup_min_sessions: 250,
         components: 3,
-        train_batches: 0,
+        train_events: 0,
         ..AnomalyConfig::default()
     }
 }
 
 #[test]
-fn training_beside_later_batches_switches_after_a_count_of_batches() {
+fn training_beside_later_batches_switches_after_a_count_of_events() {
     let all = batches(&traffic(400, 240, 3), 400);
     let mut inline = Monitor::new(warmup_cfg(), None);
     let (at, m0) = run_until_trained(&mut inline, &all).expect("trains");
-    const K: u32 = 3;
-    assert!(at + (K as usize) < all.len(), "{at} of {}", all.len());
+    const K: usize = 3;
+    assert!(at + K < all.len(), "{at} of {}", all.len());
+    // One event more than the K - 1 batches after the warm-up's end hold:
+    // the K-th batch reaches the count (mid-batch), and hands over.
+    let train_events = all[at + 1..at + K]
+        .iter()
+        .map(|b| b.num_rows() as u64)
+        .sum::<u64>()
+        + 1;
     let cfg = AnomalyConfig {
-        train_batches: K,
+        train_events,
         ..warmup_cfg()
     };
     let dir = tempfile::tempdir().unwrap();
@@ -666,15 +673,12 @@ fn training_beside_later_batches_switches_after_a_count_of_batches() {
     bg.save_state(&path).unwrap();
     assert!(warmup::log_path(&path).exists());
     let windows = bg.warmup_windows();
-    for b in &all[at + 1..at + K as usize] {
+    for b in &all[at + 1..at + K] {
         assert!(bg.process(b, Utc::now()).unwrap().trained.is_none());
         assert_eq!(bg.warmup_windows(), windows, "nothing more is learnt");
     }
     // The K-th batch after the warm-up's end hands over the same model.
-    let m1 = bg
-        .process(&all[at + K as usize], Utc::now())
-        .unwrap()
-        .trained;
+    let m1 = bg.process(&all[at + K], Utc::now()).unwrap().trained;
     assert_eq!(m1.expect("taken over").version(), m0.version());
     assert!(!bg.is_warming_up());
 
@@ -685,7 +689,7 @@ fn training_beside_later_batches_switches_after_a_count_of_batches() {
     assert!(re.is_warming_up());
     assert_eq!(re.warmup_windows(), windows);
     let (k, m2) = run_until_trained(&mut re, &all[at + 1..]).expect("trains");
-    assert_eq!(at + 1 + k, at + K as usize);
+    assert_eq!(at + 1 + k, at + K);
     assert_eq!(m2.version(), m0.version());
     // Restarted with inline training configured, the model still comes
     // out of `process` (which the pipeline ledgers), after the same batch.
@@ -693,7 +697,7 @@ fn training_beside_later_batches_switches_after_a_count_of_batches() {
     inl.load_state(&path).unwrap();
     assert!(inl.is_warming_up());
     let (k, m4) = run_until_trained(&mut inl, &all[at + 1..]).expect("trains");
-    assert_eq!(at + 1 + k, at + K as usize);
+    assert_eq!(at + 1 + k, at + K);
     assert_eq!(m4.version(), m0.version());
     // Also from a state saved a batch later.
     let mut one_more = Monitor::new(cfg.clone(), None);
@@ -704,7 +708,7 @@ fn training_beside_later_batches_switches_after_a_count_of_batches() {
     let mut re = Monitor::new(cfg.clone(), None);
     re.load_state(&path).unwrap();
     let (k, m3) = run_until_trained(&mut re, &all[at + 2..]).expect("trains");
-    assert_eq!(at + 2 + k, at + K as usize);
+    assert_eq!(at + 2 + k, at + K);
     assert_eq!(m3.version(), m0.version());
 
     // The end of the input does not wait for K batches.

@@ -63,8 +63,11 @@ pub struct WarmupEnd {
     pub label: String,
     /// The baseline had `warmup_max_windows` session windows.
     pub full: bool,
-    /// Batches the model was still to wait before taking over.
-    pub batches_left: u32,
+    /// Events the model was still to wait before taking over (a state
+    /// saved when this counted batches is read as that many events: the
+    /// model then takes over after the next batch).
+    #[serde(alias = "batches_left")]
+    pub events_left: u64,
 }
 
 /// Rule-flagged sessions remembered during a warm-up, at most.
