@@ -144,6 +144,12 @@ pub struct SeqEntity {
     pub reported: BTreeSet<String>,
 }
 
+impl SeqEntity {
+    fn has_events(&self) -> bool {
+        self.steps.iter().any(|v| !v.is_empty())
+    }
+}
+
 /// One baseline key's memory. The value sets are sorted vectors, not
 /// B-trees: most keys hold one or two values, and a B-tree node is ~300
 /// bytes however few it holds (the soak keeps ~10^6 keys). Encoded as
@@ -238,6 +244,11 @@ struct WinMark {
     popped: usize,
     /// An event went in anywhere but the back (a late row).
     rewrite: bool,
+    /// Only expiry changed the key (no row touched it): the delta leaves it
+    /// out, since applying [`RuleDelta::expire_before`] drops the same
+    /// events. The mark is kept so that a row touching the key later in
+    /// the same period counts from the right length.
+    expiry_only: bool,
 }
 
 /// How a sequence entity's steps changed since the last delta (per step,
@@ -247,6 +258,8 @@ struct SeqMark {
     base_lens: Vec<usize>,
     popped: Vec<usize>,
     rewrite: bool,
+    /// As [`WinMark::expiry_only`].
+    expiry_only: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -258,6 +271,8 @@ struct Dirty {
     /// Baseline keys changed; `false`: only `last_seen` moved.
     baselines: HashMap<String, bool>,
     spans: HashSet<String>,
+    /// The last expiry's bound ([`RuleDelta::expire_before`]).
+    expire_before: Option<i64>,
 }
 
 /// A baseline key's change: only its `last_seen` moved (most events of a
@@ -325,6 +340,13 @@ pub struct RuleDelta<W = WinDelta, S = SeqDelta, B = BaselineDelta> {
     pub max_ts: Option<i64>,
     pub late: u64,
     pub too_late: u64,
+    /// Window and sequence events older than this expired at the end of
+    /// the period: [`RuleState::apply`] drops them after the changes (and
+    /// keys left empty), as the live state did. Keys that only expired are
+    /// not listed (a threshold rule keyed per request wrote a `null` for
+    /// nearly every key it ever had).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expire_before: Option<i64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub windows: BTreeMap<String, Option<W>>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -401,6 +423,43 @@ fn forget_keys<V>(
     drop as u64
 }
 
+/// Drops a window's events older than `keep_from` (they are sorted by
+/// time, so from the front); returns how many. The live expiry and
+/// [`RuleState::apply`] share it.
+fn expire_window(q: &mut VecDeque<WinEvent>, keep_from: i64) -> usize {
+    let n = q.partition_point(|e| e.ts < keep_from);
+    q.drain(..n);
+    n
+}
+
+/// Drops a sequence entity's step events older than `keep_from` and the
+/// reported final events no longer held; `None` when nothing was old (the
+/// entity untouched), else the events dropped per step.
+fn expire_sequence(s: &mut SeqEntity, keep_from: i64) -> Option<Vec<usize>> {
+    // steps are sorted by ts: only their first event can be old
+    let expired = s
+        .steps
+        .iter()
+        .any(|step| step.first().is_some_and(|e| e.ts < keep_from));
+    if !expired {
+        return None;
+    }
+    let popped = s
+        .steps
+        .iter_mut()
+        .map(|step| {
+            let before = step.len();
+            step.retain(|e| e.ts >= keep_from);
+            before - step.len()
+        })
+        .collect();
+    if let Some(last) = s.steps.last() {
+        let last: HashSet<&str> = last.iter().map(|e| e.event_id.as_str()).collect();
+        s.reported.retain(|id| last.contains(id.as_str()));
+    }
+    Some(popped)
+}
+
 fn sep_join<'a>(it: impl IntoIterator<Item = &'a str>) -> String {
     it.into_iter().collect::<Vec<_>>().join("\u{1f}")
 }
@@ -423,9 +482,13 @@ impl RuleState {
             max_ts: self.max_ts,
             late: self.late,
             too_late: self.too_late,
+            expire_before: dirty.expire_before,
             windows: dirty
                 .windows
                 .into_iter()
+                // Left out: keys that only expired (see `expire_before`), and
+                // keys that came and went within the period.
+                .filter(|(k, m)| !m.expiry_only && (m.base_len > 0 || self.windows.contains_key(k)))
                 .map(|(k, m)| {
                     let d = self.windows.get(&k).map(|q| {
                         let keep = m.base_len.saturating_sub(m.popped);
@@ -444,6 +507,10 @@ impl RuleState {
             sequences: dirty
                 .sequences
                 .into_iter()
+                .filter(|(k, m)| {
+                    !m.expiry_only
+                        && (m.base_lens.iter().any(|&n| n > 0) || self.sequences.contains_key(k))
+                })
                 .map(|(k, m)| {
                     let d = self.sequences.get(&k).map(|e| {
                         let keep: Vec<usize> = m
@@ -537,6 +604,14 @@ impl RuleState {
                     e.reported = reported;
                 }
             }
+        }
+        if let Some(keep_from) = delta.expire_before {
+            self.windows.retain(|_, q| {
+                expire_window(q, keep_from);
+                !q.is_empty()
+            });
+            self.sequences
+                .retain(|_, s| expire_sequence(s, keep_from).is_none_or(|_| s.has_events()));
         }
         for (k, d) in delta.baselines {
             match d {
@@ -636,16 +711,25 @@ impl RuleState {
         match spec.kind {
             RuleKind::Threshold => {
                 let keep_from = wm.saturating_sub(spec.size);
+                self.dirty.expire_before = Some(keep_from);
                 let dirty = &mut self.dirty.windows;
                 self.windows.retain(|k, q| {
-                    if q.front().is_some_and(|e| e.ts < keep_from) {
-                        let m = dirty.entry(k.clone()).or_insert(WinMark {
-                            base_len: q.len(),
-                            ..WinMark::default()
-                        });
-                        while q.front().is_some_and(|e| e.ts < keep_from) {
-                            q.pop_front();
-                            m.popped += 1;
+                    let base_len = q.len();
+                    let popped = expire_window(q, keep_from);
+                    if popped > 0 {
+                        match dirty.get_mut(k) {
+                            Some(m) => m.popped += popped,
+                            None => {
+                                dirty.insert(
+                                    k.clone(),
+                                    WinMark {
+                                        base_len,
+                                        popped,
+                                        rewrite: false,
+                                        expiry_only: true,
+                                    },
+                                );
+                            }
                         }
                     }
                     !q.is_empty()
@@ -653,36 +737,32 @@ impl RuleState {
             }
             RuleKind::Sequence => {
                 let keep_from = wm.saturating_sub(spec.within);
+                self.dirty.expire_before = Some(keep_from);
                 let dirty = &mut self.dirty.sequences;
                 self.sequences.retain(|k, s| {
-                    // steps are sorted by ts: only their first event can be old
-                    let expired = s
-                        .steps
-                        .iter()
-                        .any(|step| step.first().is_some_and(|e| e.ts < keep_from));
-                    if !expired {
+                    let base_lens: Vec<usize> = s.steps.iter().map(Vec::len).collect();
+                    let Some(popped) = expire_sequence(s, keep_from) else {
                         return true;
-                    }
-                    let m = dirty.entry(k.clone()).or_insert_with(|| SeqMark {
-                        base_lens: s.steps.iter().map(Vec::len).collect(),
-                        popped: vec![0; s.steps.len()],
-                        rewrite: false,
-                    });
-                    for (i, step) in s.steps.iter_mut().enumerate() {
-                        let before = step.len();
-                        step.retain(|e| e.ts >= keep_from);
-                        if let Some(p) = m.popped.get_mut(i) {
-                            *p += before - step.len();
+                    };
+                    match dirty.get_mut(k) {
+                        Some(m) => {
+                            for (p, n) in m.popped.iter_mut().zip(&popped) {
+                                *p += n;
+                            }
+                        }
+                        None => {
+                            dirty.insert(
+                                k.clone(),
+                                SeqMark {
+                                    base_lens,
+                                    popped,
+                                    rewrite: false,
+                                    expiry_only: true,
+                                },
+                            );
                         }
                     }
-                    let last = s
-                        .steps
-                        .last()
-                        .map(|v| v.iter().map(|e| e.event_id.clone()).collect::<HashSet<_>>());
-                    if let Some(last) = last {
-                        s.reported.retain(|id| last.contains(id));
-                    }
-                    s.steps.iter().any(|v| !v.is_empty())
+                    s.has_events()
                 });
             }
             RuleKind::Baseline => {
@@ -724,6 +804,7 @@ impl RuleState {
             base_len: q.len(),
             ..WinMark::default()
         });
+        m.expiry_only = false;
         let ev = WinEvent {
             ts: row.ts,
             event_id: row.event_id.to_string(),
@@ -813,7 +894,13 @@ impl RuleState {
             base_lens: ent.steps.iter().map(Vec::len).collect(),
             popped: vec![0; n],
             rewrite: false,
+            expiry_only: false,
         });
+        m.expiry_only = false;
+        if m.popped.len() < n {
+            // expired before this row reshaped it: counted per old step
+            m.rewrite = true;
+        }
         m.rewrite |= reshaped;
         let list = &mut ent.steps[step];
         let pos = list.partition_point(|e| e.ts <= row.ts);
@@ -1467,12 +1554,16 @@ mod tests {
     /// and removed keys, for every kind.
     #[test]
     fn deltas_replayed_in_order_rebuild_the_state() {
-        for (kind, when) in [
-            (RuleKind::Threshold, BaselineWhen::Any),
-            (RuleKind::Sequence, BaselineWhen::Any),
-            (RuleKind::Baseline, BaselineWhen::Any),
-            (RuleKind::Baseline, BaselineWhen::All),
-            (RuleKind::Lifetime, BaselineWhen::Any),
+        // A delta per batch (as the pipeline takes them) and per three
+        // batches (a key may expire untouched, then be touched, in one period).
+        for (kind, when, period) in [
+            (RuleKind::Threshold, BaselineWhen::Any, 1),
+            (RuleKind::Threshold, BaselineWhen::Any, 3),
+            (RuleKind::Sequence, BaselineWhen::Any, 1),
+            (RuleKind::Sequence, BaselineWhen::Any, 3),
+            (RuleKind::Baseline, BaselineWhen::Any, 1),
+            (RuleKind::Baseline, BaselineWhen::All, 1),
+            (RuleKind::Lifetime, BaselineWhen::Any, 1),
         ] {
             let mut s = spec(kind);
             s.when = when;
@@ -1483,6 +1574,7 @@ mod tests {
             let mut live = RuleState::default();
             let mut copy = RuleState::default();
             let mut removed = 0;
+            let mut nulls = 0;
             let mut tails = 0;
             for b in 0..40i64 {
                 let rows: Vec<StateRow<'_>> = (0..5i64)
@@ -1507,21 +1599,33 @@ mod tests {
                 live.process(&s, rows);
                 let after = size(&live);
                 removed += before.saturating_sub(after);
+                if b % period != period - 1 && b != 39 {
+                    continue;
+                }
                 let json = serde_json::to_string(&live.delta()).unwrap();
                 tails += json.matches("\"drop\":").count();
                 seen += json.matches("{\"seen\":").count();
+                nulls += json.matches(":null").count();
                 copy.apply(serde_json::from_str(&json).unwrap());
                 assert!(!live.is_dirty());
                 assert_eq!(
                     serde_json::to_value(&copy).unwrap(),
                     serde_json::to_value(&live).unwrap(),
-                    "{kind:?} after batch {b}"
+                    "{kind:?} (a delta per {period}) after batch {b}"
                 );
             }
             if kind != RuleKind::Baseline {
                 assert!(removed > 0, "{kind:?}: keys expired on the way");
             }
             if matches!(kind, RuleKind::Threshold | RuleKind::Sequence) {
+                // keys that only expired are not written: applying the
+                // delta's `expire_before` removes them
+                assert!(
+                    nulls < removed,
+                    "{kind:?}: {nulls} nulls for {removed} expired keys"
+                );
+            }
+            if matches!(kind, RuleKind::Threshold | RuleKind::Sequence) && period == 1 {
                 // windows and sequences mostly travel as their tail, late
                 // rows as a whole
                 assert!(tails > 20, "{kind:?}: {tails} tail deltas");
