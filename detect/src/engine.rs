@@ -969,15 +969,7 @@ pub fn feed_state(
                     let Some(parts) = parts else {
                         continue;
                     };
-                    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
-                    let mut key = bumpalo::collections::String::with_capacity_in(len, &joined);
-                    for (n, p) in parts.iter().enumerate() {
-                        if n > 0 {
-                            key.push('\u{1f}');
-                        }
-                        key.push_str(p);
-                    }
-                    Cow::Borrowed(key.into_bump_str())
+                    Cow::Borrowed(crate::state::sep_join_in(&parts, &joined))
                 }
             };
             let step_idx = match &step {

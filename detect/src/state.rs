@@ -460,8 +460,32 @@ fn expire_sequence(s: &mut SeqEntity, keep_from: i64) -> Option<Vec<usize>> {
     Some(popped)
 }
 
+/// Joins the values of a key of several columns (or of a baseline tuple).
+const KEY_SEP: char = '\u{1f}';
+
 fn sep_join<'a>(it: impl IntoIterator<Item = &'a str>) -> String {
-    it.into_iter().collect::<Vec<_>>().join("\u{1f}")
+    let mut out = String::new();
+    for (n, p) in it.into_iter().enumerate() {
+        if n > 0 {
+            out.push(KEY_SEP);
+        }
+        out.push_str(p);
+    }
+    out
+}
+
+/// [`sep_join`] into `arena` (one allocation of the joined length), for
+/// per-row keys that live as long as one batch's call.
+pub(crate) fn sep_join_in<'b>(parts: &[&str], arena: &'b bumpalo::Bump) -> &'b str {
+    let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut key = bumpalo::collections::String::with_capacity_in(len, arena);
+    for (n, p) in parts.iter().enumerate() {
+        if n > 0 {
+            key.push(KEY_SEP);
+        }
+        key.push_str(p);
+    }
+    key.into_bump_str()
 }
 
 impl RuleState {
@@ -740,7 +764,6 @@ impl RuleState {
                 self.dirty.expire_before = Some(keep_from);
                 let dirty = &mut self.dirty.sequences;
                 self.sequences.retain(|k, s| {
-                    let base_lens: Vec<usize> = s.steps.iter().map(Vec::len).collect();
                     let Some(popped) = expire_sequence(s, keep_from) else {
                         return true;
                     };
@@ -751,6 +774,12 @@ impl RuleState {
                             }
                         }
                         None => {
+                            let base_lens = s
+                                .steps
+                                .iter()
+                                .zip(&popped)
+                                .map(|(st, p)| st.len() + p)
+                                .collect();
                             dirty.insert(
                                 k.clone(),
                                 SeqMark {
@@ -897,10 +926,8 @@ impl RuleState {
             expiry_only: false,
         });
         m.expiry_only = false;
-        if m.popped.len() < n {
-            // expired before this row reshaped it: counted per old step
-            m.rewrite = true;
-        }
+        // (a mark left by an expiry before a reshape counts the old steps:
+        // `reshaped` makes it a rewrite)
         m.rewrite |= reshaped;
         let list = &mut ent.steps[step];
         let pos = list.partition_point(|e| e.ts <= row.ts);
@@ -1034,7 +1061,7 @@ impl RuleState {
                 .unwrap_or_default();
             detail.insert(
                 "baseline_first_value".into(),
-                Value::from(first_tuple.replace('\u{1f}', " | ")),
+                Value::from(first_tuple.replace(KEY_SEP, " | ")),
             );
             detail.insert(
                 "baseline_first_seen".into(),
@@ -1046,7 +1073,7 @@ impl RuleState {
             );
             detail.insert(
                 "new_value".into(),
-                Value::from(tuple.replace('\u{1f}', " | ")),
+                Value::from(tuple.replace(KEY_SEP, " | ")),
             );
             out.push(StateFire {
                 first_ts: row.ts,
