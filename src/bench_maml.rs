@@ -45,7 +45,7 @@ fn records(lines: &[String]) -> Vec<RawRecord> {
         .iter()
         .enumerate()
         .map(|(i, l)| RawRecord {
-            bytes: l.as_bytes().to_vec(),
+            bytes: l.as_bytes().to_vec().into(),
             source: SourcePos::Stdin { line: i as u64 },
             oversize: None,
             refused: None,

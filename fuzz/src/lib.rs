@@ -35,7 +35,7 @@ pub fn lines(data: &[u8]) -> Vec<dunes_ingest::RawRecord> {
         .take(256)
         .enumerate()
         .map(|(i, l)| dunes_ingest::RawRecord {
-            bytes: l.to_vec(),
+            bytes: l.to_vec().into(),
             source: dunes_ingest::SourcePos::Stdin { line: i as u64 + 1 },
             oversize: None,
             refused: None,

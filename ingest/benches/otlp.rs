@@ -159,7 +159,7 @@ fn bench(c: &mut Criterion) {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let n = lines.len() as u64;
-    let ndjson = lines.join("\n").into_bytes();
+    let ndjson = bytes::Bytes::from(lines.join("\n").into_bytes());
     let passthrough = logs(
         lines
             .iter()

@@ -29,7 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         batch.clear();
         for (i, line) in lines.by_ref().take(1024) {
             batch.push(RawRecord {
-                bytes: line?,
+                bytes: line?.into(),
                 source: SourcePos::Stdin { line: i as u64 + 1 },
                 oversize: None,
                 refused: None,

@@ -122,7 +122,7 @@ mod tests {
                 path: "x.ndjson".into(),
                 line: 3,
             },
-            raw: b"{\"a\":1}".to_vec(),
+            raw: b"{\"a\":1}".to_vec().into(),
         })
         .expect("write");
         w.write(&Rejected {
@@ -131,7 +131,7 @@ mod tests {
                 request_id: "r".into(),
                 index: 0,
             },
-            raw: b"a\xffb".to_vec(),
+            raw: b"a\xffb".to_vec().into(),
         })
         .expect("write");
         assert!(w.flush_sync().expect("sync"), "two lines to sync");
@@ -143,7 +143,7 @@ mod tests {
         w2.write(&Rejected {
             reason: "r".into(),
             source: SourcePos::Stdin { line: 1 },
-            raw: vec![],
+            raw: Default::default(),
         })
         .expect("write");
         w2.flush_sync().expect("sync");

@@ -16,6 +16,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::record_batch::RecordBatch;
+use bytes::Bytes;
 
 mod deadletter;
 mod dedup;
@@ -126,8 +127,9 @@ impl fmt::Display for SourcePos {
 /// One input record (normally one line).
 #[derive(Clone, Debug)]
 pub struct RawRecord {
-    /// The bytes, without the line ending (cut to `max_line_bytes + 1` if oversize).
-    pub bytes: Vec<u8>,
+    /// The bytes, without the line ending (cut to `max_line_bytes + 1` if oversize);
+    /// a slice of the buffer it was read into, shared with its neighbours.
+    pub bytes: Bytes,
     /// Where it came from.
     pub source: SourcePos,
     /// The original length when the reader cut the record.
@@ -139,9 +141,9 @@ pub struct RawRecord {
 
 impl RawRecord {
     /// Line `line` (1-based) of file `path`, as read (not cut, not refused).
-    pub fn file_line(bytes: Vec<u8>, path: &str, line: u64) -> Self {
+    pub fn file_line(bytes: impl Into<Bytes>, path: &str, line: u64) -> Self {
         RawRecord {
-            bytes,
+            bytes: bytes.into(),
             source: SourcePos::File {
                 path: path.into(),
                 line,
@@ -160,7 +162,7 @@ pub struct Rejected {
     /// Where it came from.
     pub source: SourcePos,
     /// The bytes as received (possibly cut, see the reason).
-    pub raw: Vec<u8>,
+    pub raw: Bytes,
 }
 
 /// One accepted envelope (not one per JSON-RPC element).
@@ -171,7 +173,7 @@ pub struct Accepted {
     /// Envelope `ts`, µs since the Unix epoch.
     pub ts_micros: i64,
     /// The original bytes, for the ledger.
-    pub raw: Vec<u8>,
+    pub raw: Bytes,
     /// BLAKE3 of `raw` (computed on the decode thread; the ledger's payload hash).
     pub raw_blake3: [u8; 32],
     /// Where it came from.

@@ -352,7 +352,7 @@ impl Mapper {
     fn push(&mut self, bytes: Vec<u8>, refused: Option<String>) {
         let index = self.out.records.len() as u64;
         self.out.records.push(RawRecord {
-            bytes,
+            bytes: bytes.into(),
             source: SourcePos::Http {
                 request_id: self.request_id.clone(),
                 index,

@@ -148,7 +148,7 @@ fn oversize_without_reader_cut_and_empty_records() {
 fn empty_kafka_messages_are_rejected_with_a_reason() {
     let mut n = Normalizer::new(IngestConfig::default());
     let kafka = |bytes: &str, offset: i64| RawRecord {
-        bytes: bytes.as_bytes().to_vec(),
+        bytes: bytes.as_bytes().to_vec().into(),
         source: SourcePos::Kafka {
             topic: "mcp.logs".into(),
             partition: 2,

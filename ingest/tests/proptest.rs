@@ -57,7 +57,7 @@ fn arb_json() -> impl Strategy<Value = Value> {
 
 fn rec(bytes: Vec<u8>) -> RawRecord {
     RawRecord {
-        bytes,
+        bytes: bytes.into(),
         source: SourcePos::Stdin { line: 1 },
         oversize: None,
         refused: None,

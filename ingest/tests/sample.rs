@@ -274,13 +274,13 @@ fn a_large_mixed_batch_decodes_as_records_one_by_one() {
     for (i, l) in lines.iter().enumerate() {
         let mut r = rec(l, i as u64 + 1);
         match i % 50 {
-            7 => r.bytes = b"{\"ts\": 1".to_vec(),
-            13 => r.bytes = b"   ".to_vec(),
-            19 => r.bytes = vec![b'{', 0xff, b'}'],
+            7 => r.bytes = b"{\"ts\": 1".to_vec().into(),
+            13 => r.bytes = b"   ".to_vec().into(),
+            19 => r.bytes = vec![b'{', 0xff, b'}'].into(),
             23 => r.refused = Some("refused by the source".into()),
             29 => r.oversize = Some(cfg.max_line_bytes + 1),
             // the same bytes as the line before: a duplicate
-            31 => r.bytes = lines[i - 1].as_bytes().to_vec(),
+            31 => r.bytes = lines[i - 1].as_bytes().to_vec().into(),
             _ => {}
         }
         records.push(r);

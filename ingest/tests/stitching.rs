@@ -52,7 +52,7 @@ fn stitch(sessions: u64, seed: u64, standard: bool) -> (usize, usize, usize) {
         truth.insert(id, line_truth);
         line += 1;
         batch.push(RawRecord {
-            bytes: text.into_bytes(),
+            bytes: text.into_bytes().into(),
             source: SourcePos::Stdin { line },
             oversize: None,
             refused: None,

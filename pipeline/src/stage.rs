@@ -1600,7 +1600,7 @@ fn decoder_gone() -> PipelineError {
 /// A ledgered event read back as an input record.
 fn ledger_record(index: u64, payload: &[u8]) -> RawRecord {
     RawRecord {
-        bytes: payload.to_vec(),
+        bytes: payload.to_vec().into(),
         source: dunes_ingest::SourcePos::Ledger { index },
         oversize: None,
         refused: None,

@@ -25,7 +25,7 @@ fn envelope(n: usize, doc: &str) -> RawRecord {
                     "params": {"name": "submit_document", "arguments": {"document": doc}}}
     });
     RawRecord {
-        bytes: v.to_string().into_bytes(),
+        bytes: v.to_string().into_bytes().into(),
         source: SourcePos::Stdin { line: n as u64 },
         oversize: None,
         refused: None,

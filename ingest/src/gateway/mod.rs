@@ -134,7 +134,7 @@ pub fn adapt_records(format: InputFormat, records: Vec<RawRecord>) -> Vec<RawRec
         } else {
             match adapt(format, &rec.bytes) {
                 Adapted::Envelopes(envs) => out.extend(envs.into_iter().map(|bytes| RawRecord {
-                    bytes,
+                    bytes: bytes.into(),
                     source: rec.source.clone(),
                     oversize: None,
                     refused: None,

@@ -184,13 +184,13 @@ fn records_keep_their_source_and_oversize_passes_through() {
     let line5 = tyk.lines().nth(4).expect("line 5");
     let recs = vec![
         RawRecord {
-            bytes: line5.as_bytes().to_vec(),
+            bytes: line5.as_bytes().to_vec().into(),
             source: src(5),
             oversize: None,
             refused: None,
         },
         RawRecord {
-            bytes: b"{".to_vec(),
+            bytes: b"{".to_vec().into(),
             source: src(6),
             oversize: Some(5_000_000),
             refused: None,

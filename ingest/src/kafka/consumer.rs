@@ -296,7 +296,10 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
                 let mut b = lock(&shared.building);
                 b.started.get_or_insert_with(Instant::now);
                 let rec = RawRecord {
-                    bytes: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    bytes: m
+                        .payload()
+                        .map(bytes::Bytes::copy_from_slice)
+                        .unwrap_or_default(),
                     source: SourcePos::Kafka {
                         topic: topic_name.clone(),
                         partition,

@@ -149,12 +149,12 @@ async fn dead_letters_carry_reason_and_origin_headers() {
                 partition: 0,
                 offset: 41,
             },
-            raw: b"{oops".to_vec(),
+            raw: b"{oops".to_vec().into(),
         },
         Rejected {
             reason: "from a file".into(),
             source: SourcePos::Stdin { line: 3 },
-            raw: b"x".to_vec(),
+            raw: b"x".to_vec().into(),
         },
     ];
     assert_eq!(sink.send_dead_letters(&rejected).await.expect("dlq"), 1);

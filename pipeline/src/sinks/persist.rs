@@ -262,7 +262,7 @@ pub(crate) mod tests {
                     r#"{{"ts":"2026-11-20T08:00:{:02}Z","event_id":"e{i}","server_id":"s","direction":"c2s","message":{{"jsonrpc":"2.0","id":{i},"method":"tools/call","params":{{"name":"t"}}}}}}"#,
                     i % 60
                 )
-                .into_bytes(),
+                .into_bytes().into(),
                 source: SourcePos::Stdin { line: i as u64 },
                 oversize: None,
                 refused: None,
