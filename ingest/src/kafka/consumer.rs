@@ -29,13 +29,13 @@ pub struct KafkaBatch {
     /// parallel to `records`; latency is measured from it.
     pub timestamps_ms: Vec<Option<i64>>,
     /// Next offset to commit per (topic, partition).
-    offsets: HashMap<(String, i32), i64>,
+    offsets: HashMap<(Arc<str>, i32), i64>,
     seq: u64,
 }
 
 impl KafkaBatch {
     /// Offsets this batch commits: (topic, partition) → next offset.
-    pub fn offsets(&self) -> &HashMap<(String, i32), i64> {
+    pub fn offsets(&self) -> &HashMap<(Arc<str>, i32), i64> {
         &self.offsets
     }
 
@@ -65,7 +65,7 @@ struct Shared {
 struct Building {
     records: Vec<RawRecord>,
     timestamps_ms: Vec<Option<i64>>,
-    offsets: HashMap<(String, i32), i64>,
+    offsets: HashMap<(Arc<str>, i32), i64>,
     started: Option<Instant>,
 }
 
@@ -74,7 +74,7 @@ struct Flight {
     sent: u64,
     committed: u64,
     /// Durable (ledgered) next offsets, per (topic, partition).
-    durable: HashMap<(String, i32), i64>,
+    durable: HashMap<(Arc<str>, i32), i64>,
     /// The driver stopped taking batches (pipeline ended).
     closed: bool,
 }
@@ -201,7 +201,7 @@ impl ConsumerContext for SourceContext {
                 }
                 let mut f = lock(&self.shared.flight);
                 for el in revoked.elements() {
-                    f.durable.remove(&(el.topic().to_string(), el.partition()));
+                    f.durable.remove(&(Arc::from(el.topic()), el.partition()));
                 }
                 tracing::info!(partitions = revoked.count(), "kafka: partitions revoked");
             }
@@ -291,7 +291,6 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
                 if *topic_name != *m.topic() {
                     topic_name = Arc::from(m.topic());
                 }
-                let topic = m.topic().to_string();
                 let (partition, offset) = (m.partition(), m.offset());
                 let mut b = lock(&shared.building);
                 b.started.get_or_insert_with(Instant::now);
@@ -319,7 +318,8 @@ fn poll_loop(consumer: &Inner, shared: &Shared) {
                         b.timestamps_ms.push(ts);
                     }
                 }
-                b.offsets.insert((topic, partition), offset + 1);
+                b.offsets
+                    .insert((topic_name.clone(), partition), offset + 1);
                 b.records.len() >= batch_size
             }
             Some(Err(e)) => {
