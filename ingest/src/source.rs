@@ -77,7 +77,8 @@ impl Drop for Chunk {
 /// as bytes (validation rejects it). The input is read in large buffers
 /// (pooled) and each record is a [`Bytes`] slice of one; a read that returns
 /// less than asked for and completes a line (a pipe, a terminal) hands its
-/// lines on without waiting for more.
+/// lines on without waiting for more (that buffer then holds only what the
+/// read brought: stdin is read a line per batch, so few are in flight).
 pub struct LineReader<R: Read> {
     inner: R,
     source: LineSource,
