@@ -176,7 +176,7 @@ impl<R: Read> LineReader<R> {
     }
 
     /// Reads one line: `Ok(None)` at end of input; else the kept bytes
-    /// (without the line ending), the line's full length and whether it was cut.
+    /// (without the line ending) and the line's full length.
     fn read_line(&mut self) -> Result<Option<(Bytes, usize)>, IngestError> {
         let keep = self.max_line_bytes.saturating_add(1);
         loop {
