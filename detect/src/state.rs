@@ -460,17 +460,25 @@ fn expire_sequence(s: &mut SeqEntity, keep_from: i64) -> Option<Vec<usize>> {
     Some(popped)
 }
 
-/// Joins the values of a key of several columns (or of a baseline tuple).
+/// The separator between the values of a key of several columns (or of a
+/// baseline tuple).
 const KEY_SEP: char = '\u{1f}';
+
+/// Appends `parts` to `out`, separated by [`KEY_SEP`] (the one join of
+/// [`sep_join`] and [`sep_join_in`]).
+fn push_joined<'a>(out: &mut impl std::fmt::Write, parts: impl IntoIterator<Item = &'a str>) {
+    for (n, p) in parts.into_iter().enumerate() {
+        // writing to a string cannot fail
+        if n > 0 {
+            let _ = out.write_char(KEY_SEP);
+        }
+        let _ = out.write_str(p);
+    }
+}
 
 fn sep_join<'a>(it: impl IntoIterator<Item = &'a str>) -> String {
     let mut out = String::new();
-    for (n, p) in it.into_iter().enumerate() {
-        if n > 0 {
-            out.push(KEY_SEP);
-        }
-        out.push_str(p);
-    }
+    push_joined(&mut out, it);
     out
 }
 
@@ -479,12 +487,7 @@ fn sep_join<'a>(it: impl IntoIterator<Item = &'a str>) -> String {
 pub(crate) fn sep_join_in<'b>(parts: &[&str], arena: &'b bumpalo::Bump) -> &'b str {
     let len = parts.iter().map(|p| p.len() + 1).sum::<usize>();
     let mut key = bumpalo::collections::String::with_capacity_in(len, arena);
-    for (n, p) in parts.iter().enumerate() {
-        if n > 0 {
-            key.push(KEY_SEP);
-        }
-        key.push_str(p);
-    }
+    push_joined(&mut key, parts.iter().copied());
     key.into_bump_str()
 }
 

@@ -32,12 +32,10 @@ const POOL_KEEP: usize = 32;
 struct Pool(Mutex<Vec<Vec<u8>>>);
 
 impl Pool {
+    /// A buffer of `len` bytes (a reader's buffers all have its one length).
     fn take(&self, len: usize) -> Vec<u8> {
         let reused = self.0.lock().map(|mut free| free.pop()).unwrap_or(None);
-        match reused {
-            Some(buf) if buf.len() == len => buf,
-            _ => vec![0; len],
-        }
+        reused.unwrap_or_else(|| vec![0; len])
     }
 
     fn put(&self, buf: Vec<u8>) {
