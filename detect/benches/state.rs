@@ -1,0 +1,102 @@
+//! Cost of one small batch through a stateful rule's state when many keys
+//! are live: a sliding-window threshold and a baseline that forgets after a
+//! day, each holding `keys` sessions, fed batches of 512 rows 100 ms of
+//! event time apart (a Kafka consumer's batches at ~5k events/s). Each
+//! batch also takes the journal's delta, as the pipeline does.
+//!
+//! ```sh
+//! cargo bench -p dunes-detect --bench state -- --warm-up-time 1 --measurement-time 5
+//! ```
+
+use std::cell::Cell;
+use std::hint::black_box;
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use dunes_detect::rule::{Aggregate, BaselineWhen, RuleKind};
+use dunes_detect::state::{RuleState, StateRow, StateSpec};
+
+const ROWS: usize = 512;
+const STEP_US: i64 = 100_000;
+const MIN_US: i64 = 60_000_000;
+
+fn spec(kind: RuleKind) -> StateSpec {
+    StateSpec {
+        kind,
+        lateness: 0,
+        size: 5 * MIN_US,
+        tumbling: false,
+        aggregate: Aggregate::Count,
+        min: 1e9, // never fires: the cost measured is keeping the state
+        min_share: 0.0,
+        steps: Vec::new(),
+        within: 0,
+        learn: 0,
+        when: BaselineWhen::Any,
+        idle: 0,
+        absolute: 0,
+        forget: 24 * 60 * MIN_US,
+    }
+}
+
+fn row(ts: i64, id: u64, key: u64) -> StateRow<'static> {
+    StateRow {
+        ts,
+        event_id: format!("e{id}").into(),
+        key: format!("session-{key:08}").into(),
+        values: smallvec::smallvec![Some(format!("tool-{}", key % 7).into())],
+        num: None,
+        step: None,
+        may_fire: true,
+        may_learn: true,
+        evidence: None,
+        origin: (0, 0),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut g = c.benchmark_group("state");
+    g.throughput(Throughput::Elements(ROWS as u64));
+    for kind in [RuleKind::Threshold, RuleKind::Baseline] {
+        for keys in [10_000u64, 100_000] {
+            let s = spec(kind);
+            // every key seen once over the last five minutes
+            let mut st = RuleState::default();
+            let span = s.size;
+            let rows: Vec<StateRow> = (0..keys)
+                .map(|k| row(k as i64 * span / keys as i64, k, k))
+                .collect();
+            st.process(&s, rows);
+            let _ = st.delta();
+            let now = Cell::new(span);
+            let next_id = Cell::new(keys);
+            let name = format!("{kind:?}/{keys}_keys").to_lowercase();
+            g.bench_function(name, |b| {
+                b.iter_batched(
+                    || {
+                        let t = now.get() + STEP_US;
+                        now.set(t);
+                        (0..ROWS as u64)
+                            .map(|i| {
+                                let id = next_id.get() + i;
+                                // keys spread evenly, so each comes back
+                                // every keys / ROWS batches
+                                row(t, id, (id * 7919) % keys)
+                            })
+                            .collect::<Vec<_>>()
+                    },
+                    |rows| {
+                        next_id.set(next_id.get() + ROWS as u64);
+                        let fired = st.process(&s, rows);
+                        black_box(st.delta());
+                        fired
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
