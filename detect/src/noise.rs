@@ -85,6 +85,14 @@ pub struct Filtered {
     pub updates: Vec<Incident>,
 }
 
+/// Appends a new incident, noting where its id first appears.
+fn push_new(out: &mut Filtered, new_at: &mut HashMap<String, usize>, inc: Incident) {
+    new_at
+        .entry(inc.incident_id.clone())
+        .or_insert(out.new.len());
+    out.new.push(inc);
+}
+
 fn fingerprint(inc: &Incident) -> String {
     let mut ids = inc.event_ids.clone();
     ids.sort();
@@ -161,7 +169,14 @@ impl NoiseState {
         suppress_us: impl Fn(&str) -> i64,
     ) -> Filtered {
         let mut out = Filtered::default();
-        let mut updated: Vec<String> = Vec::new();
+        // Earlier incidents that grew, in order, with their open key.
+        let mut updated: Vec<(String, String)> = Vec::new();
+        let mut updated_ids: HashSet<String> = HashSet::default();
+        // Where each incident id of `out.new` is (its first place).
+        let mut new_at: HashMap<String, usize> = HashMap::default();
+        // New incidents of this batch that later matches grew: the open
+        // incident (by key) they take their final state from.
+        let mut grown: HashMap<String, usize> = HashMap::default();
         for inc in incidents {
             let fp = fingerprint(&inc);
             if self.seen(&fp) {
@@ -172,7 +187,7 @@ impl NoiseState {
             self.max_ts = self.max_ts.max(inc.last_ts.timestamp_micros());
             let window = suppress_us(&inc.rule_id);
             if window <= 0 {
-                out.new.push(inc);
+                push_new(&mut out, &mut new_at, inc);
                 continue;
             }
             let key = format!(
@@ -207,27 +222,38 @@ impl NoiseState {
                         o.evidence.push(ev);
                     }
                     // A new incident of this batch is still being built:
-                    // fold into it instead of reporting an update.
-                    if let Some(n) = out.new.iter_mut().find(|n| n.incident_id == o.incident_id) {
-                        *n = o.clone();
-                    } else if !updated.contains(&o.incident_id) {
-                        updated.push(o.incident_id.clone());
+                    // it is reported as its open incident ends the batch
+                    // (copied once, below), instead of as an update.
+                    if let Some(&at) = new_at.get(&o.incident_id) {
+                        grown.insert(key, at);
+                    } else if updated_ids.insert(o.incident_id.clone()) {
+                        updated.push((o.incident_id.clone(), key));
                     }
                 }
                 _ => {
-                    self.open.insert(
-                        key,
-                        OpenIncident {
-                            incident: inc.clone(),
-                            until: first + window,
-                        },
-                    );
-                    out.new.push(inc);
+                    let new = OpenIncident {
+                        incident: inc.clone(),
+                        until: first + window,
+                    };
+                    // a grown new incident of this batch leaves its key:
+                    // it takes its state now
+                    if let Some(old) = self.open.insert(key.clone(), new)
+                        && let Some(at) = grown.remove(&key)
+                    {
+                        out.new[at] = old.incident;
+                    }
+                    push_new(&mut out, &mut new_at, inc);
                 }
             }
         }
-        for id in updated {
-            if let Some(o) = self.open.values().find(|o| o.incident.incident_id == id) {
+        for (key, at) in grown {
+            if let Some(o) = self.open.get(&key) {
+                out.new[at] = o.incident.clone();
+            }
+        }
+        // (an id lives under one key: its rule and entity)
+        for (id, key) in updated {
+            if let Some(o) = self.open.get(&key).filter(|o| o.incident.incident_id == id) {
                 out.updates.push(o.incident.clone());
             }
         }
@@ -272,6 +298,134 @@ mod tests {
             status: IncidentStatus::Open,
             detected_at: Utc.timestamp_opt(0, 0).unwrap(),
             backfill: false,
+        }
+    }
+
+    /// [`NoiseState::apply`] as it was before suppression found incidents
+    /// through maps (linear searches): the reference of the proptest below.
+    fn apply_before(
+        n: &mut NoiseState,
+        incidents: Vec<Incident>,
+        suppress_us: impl Fn(&str) -> i64,
+    ) -> Filtered {
+        let mut out = Filtered::default();
+        let mut updated: Vec<String> = Vec::new();
+        for inc in incidents {
+            let fp = fingerprint(&inc);
+            if n.seen(&fp) {
+                n.duplicates += 1;
+                continue;
+            }
+            n.remember(fp);
+            n.max_ts = n.max_ts.max(inc.last_ts.timestamp_micros());
+            let window = suppress_us(&inc.rule_id);
+            if window <= 0 {
+                out.new.push(inc);
+                continue;
+            }
+            let key = format!(
+                "{}\n{}",
+                inc.rule_id,
+                serde_json::to_string(&inc.entity).unwrap_or_default()
+            );
+            let first = inc.first_ts.timestamp_micros();
+            n.dirty_open.insert(key.clone());
+            match n.open.get_mut(&key) {
+                Some(open)
+                    if first < open.until
+                        && first >= open.incident.first_ts.timestamp_micros() - window =>
+                {
+                    n.suppressed += 1;
+                    let o = &mut open.incident;
+                    o.match_count += inc.match_count;
+                    o.first_ts = o.first_ts.min(inc.first_ts);
+                    o.last_ts = o.last_ts.max(inc.last_ts);
+                    for id in inc.event_ids {
+                        if o.event_ids.len() >= MAX_EVENT_IDS {
+                            break;
+                        }
+                        if !o.event_ids.contains(&id) {
+                            o.event_ids.push(id);
+                        }
+                    }
+                    for ev in inc.evidence {
+                        if o.evidence.len() >= MAX_EVIDENCE_ROWS {
+                            break;
+                        }
+                        o.evidence.push(ev);
+                    }
+                    // A new incident of this batch is still being built:
+                    // fold into it instead of reporting an update.
+                    if let Some(n) = out.new.iter_mut().find(|n| n.incident_id == o.incident_id) {
+                        *n = o.clone();
+                    } else if !updated.contains(&o.incident_id) {
+                        updated.push(o.incident_id.clone());
+                    }
+                }
+                _ => {
+                    n.open.insert(
+                        key,
+                        OpenIncident {
+                            incident: inc.clone(),
+                            until: first + window,
+                        },
+                    );
+                    out.new.push(inc);
+                }
+            }
+        }
+        for id in updated {
+            if let Some(o) = n.open.values().find(|o| o.incident.incident_id == id) {
+                out.updates.push(o.incident.clone());
+            }
+        }
+        // Closed windows (with an hour of slack for late matches) go.
+        let horizon = n.max_ts - 3_600_000_000;
+        let dirty = &mut n.dirty_open;
+        n.open.retain(|k, o| {
+            let keep = o.until >= horizon;
+            if !keep {
+                dirty.insert(k.clone());
+            }
+            keep
+        });
+        out
+    }
+
+    proptest::proptest! {
+        /// Suppression through maps reports exactly what the linear
+        /// searches did: the same new incidents (grown by later matches of
+        /// the batch, including one whose window closes and reopens within
+        /// the batch), the same updates in the same order, the same state.
+        #[test]
+        fn suppression_through_maps_equals_the_linear_searches(
+            batches in proptest::collection::vec(
+                proptest::collection::vec((0u8..4, 0i64..1200, 0u8..3), 0..24),
+                1..6,
+            ),
+        ) {
+            let w = |r: &str| if r == "r0" { 0 } else { 300_000_000 };
+            let (mut a, mut b) = (NoiseState::default(), NoiseState::default());
+            let mut ev = 0;
+            for batch in &batches {
+                let incs: Vec<Incident> = batch
+                    .iter()
+                    .map(|&(session, t, rule)| {
+                        ev += 1;
+                        let mut i = inc(&format!("{rule}-{session}-{t}"), &format!("s{session}"), t, &format!("e{ev}"));
+                        i.rule_id = format!("r{rule}");
+                        i
+                    })
+                    .collect();
+                let fa = a.apply(incs.clone(), w);
+                let fb = apply_before(&mut b, incs, w);
+                proptest::prop_assert_eq!(&fa.new, &fb.new);
+                proptest::prop_assert_eq!(&fa.updates, &fb.updates);
+                proptest::prop_assert_eq!(
+                    serde_json::to_value(a.delta()).expect("delta"),
+                    serde_json::to_value(b.delta()).expect("delta")
+                );
+            }
         }
     }
 

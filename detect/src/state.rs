@@ -518,6 +518,25 @@ fn forget_due<V>(
     }
 }
 
+/// [`forget_due`] by a pass over every key (the reference of the tests).
+#[cfg(test)]
+fn forget_by_sweep<V>(
+    map: &mut HashMap<String, V>,
+    before: Option<i64>,
+    last_seen: impl Fn(&V) -> i64,
+    removed: &mut impl FnMut(String),
+) {
+    if let Some(before) = before {
+        map.retain(|k, v| {
+            let keep = last_seen(v) >= before;
+            if !keep {
+                removed(k.clone());
+            }
+            keep
+        });
+    }
+}
+
 /// Past `max_keys`, drops the least recently seen keys down to nine tenths
 /// of it (ties: the smaller key first, so a replay evicts the same keys).
 /// Every key dropped is passed to `removed`; returns how many.
@@ -1045,34 +1064,21 @@ impl RuleState {
                 let mut removed = |k: String| {
                     dirty.insert(k, true);
                 };
-                if spec.forget > 0 {
-                    let before = wm.saturating_sub(spec.forget);
-                    self.baselines.retain(|k, e| {
-                        let keep = e.last_seen >= before;
-                        if !keep {
-                            removed(k.clone());
-                        }
-                        keep
-                    });
-                }
+                let before = (spec.forget > 0).then(|| wm.saturating_sub(spec.forget));
+                let last_seen = |e: &BaselineEntry| e.last_seen;
+                forget_by_sweep(&mut self.baselines, before, last_seen, &mut removed);
                 self.evicted +=
-                    forget_over_limit(&mut self.baselines, |e| e.last_seen, max_keys, removed);
+                    forget_over_limit(&mut self.baselines, last_seen, max_keys, removed);
             }
             RuleKind::Lifetime => {
-                let before = wm.saturating_sub(spec.forget);
                 let dirty = &mut self.dirty.spans;
                 let mut removed = |k: String| {
                     dirty.insert(k);
                 };
-                self.spans.retain(|k, e| {
-                    let keep = e.last_ts >= before;
-                    if !keep {
-                        removed(k.clone());
-                    }
-                    keep
-                });
-                self.evicted +=
-                    forget_over_limit(&mut self.spans, |e| e.last_ts, max_keys, removed);
+                let before = Some(wm.saturating_sub(spec.forget));
+                let last_ts = |e: &SpanEntry| e.last_ts;
+                forget_by_sweep(&mut self.spans, before, last_ts, &mut removed);
+                self.evicted += forget_over_limit(&mut self.spans, last_ts, max_keys, removed);
             }
             RuleKind::Match => {}
         }
