@@ -72,9 +72,55 @@ struct Builder {
     server_id: Option<String>,
     first_ts: i64,
     last_ts: i64,
+    /// Distinct, in first-seen order ([`Builder::add_event`]).
     event_ids: Vec<String>,
     match_count: u64,
     evidence: Vec<Map<String, Value>>,
+}
+
+/// Positions in a builder's `event_ids`, found by the id: an entity with
+/// many matching rows in a batch (a flood) adds each id in constant time,
+/// not by a scan of the ids before it.
+#[derive(Default)]
+struct EventIndex {
+    table: hashbrown::HashTable<usize>,
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Builder {
+    fn new(
+        entity: BTreeMap<String, Value>,
+        session_id: Option<String>,
+        server_id: Option<String>,
+        first_ts: i64,
+        last_ts: i64,
+    ) -> Self {
+        Builder {
+            entity,
+            session_id,
+            server_id,
+            first_ts,
+            last_ts,
+            event_ids: Vec::new(),
+            match_count: 0,
+            evidence: Vec::new(),
+        }
+    }
+
+    /// Adds an event id unless the incident has it.
+    fn add_event(&mut self, index: &mut EventIndex, id: &str) {
+        use std::hash::BuildHasher;
+        let hash = index.hasher.hash_one(id);
+        let ids = &self.event_ids;
+        if index.table.find(hash, |&i| ids[i] == id).is_some() {
+            return;
+        }
+        self.event_ids.push(id.to_owned());
+        let (ids, hasher) = (&self.event_ids, &index.hasher);
+        index
+            .table
+            .insert_unique(hash, ids.len() - 1, |&i| hasher.hash_one(&ids[i]));
+    }
 }
 
 /// Incidents under construction, one per entity key, in first-seen order.
@@ -82,20 +128,28 @@ struct Builder {
 struct Groups {
     index: BTreeMap<String, usize>,
     list: Vec<(String, Builder)>,
+    /// Per builder (same position), its event ids' index.
+    ids: Vec<EventIndex>,
 }
 
 impl Groups {
-    /// The builder for `key`, created by `make` on first sight.
-    fn entry(&mut self, key: String, make: impl FnOnce() -> Builder) -> &mut Builder {
+    /// The builder for `key`, created by `make` on first sight, and the
+    /// index of its event ids.
+    fn entry(
+        &mut self,
+        key: String,
+        make: impl FnOnce() -> Builder,
+    ) -> (&mut Builder, &mut EventIndex) {
         let i = match self.index.get(&key) {
             Some(&i) => i,
             None => {
                 self.index.insert(key.clone(), self.list.len());
                 self.list.push((key, make()));
+                self.ids.push(EventIndex::default());
                 self.list.len() - 1
             }
         };
-        &mut self.list[i].1
+        (&mut self.list[i].1, &mut self.ids[i])
     }
 }
 
@@ -141,21 +195,18 @@ pub fn build_incidents(
             } else {
                 ts.value(row_idx)
             };
-            let b = groups.entry(key, || Builder {
-                entity,
-                session_id: session.as_ref().and_then(|c| nullable_str(c, row_idx)),
-                server_id: server.as_ref().and_then(|c| nullable_str(c, row_idx)),
-                first_ts: t,
-                last_ts: t,
-                event_ids: Vec::new(),
-                match_count: 0,
-                evidence: Vec::new(),
+            let (b, ids) = groups.entry(key, || {
+                Builder::new(
+                    entity,
+                    session.as_ref().and_then(|c| nullable_str(c, row_idx)),
+                    server.as_ref().and_then(|c| nullable_str(c, row_idx)),
+                    t,
+                    t,
+                )
             });
             b.first_ts = b.first_ts.min(t);
             b.last_ts = b.last_ts.max(t);
-            if !b.event_ids.contains(&eid) {
-                b.event_ids.push(eid);
-            }
+            b.add_event(ids, &eid);
             b.match_count += 1;
             if b.evidence.len() < MAX_EVIDENCE_ROWS {
                 b.evidence.push(row);
@@ -173,22 +224,19 @@ pub fn build_incidents(
         }
         let key = serde_json::to_string(&entity).unwrap_or_default();
         let get = |c: &str| fire.row.get(c).and_then(Value::as_str).map(str::to_string);
-        let b = groups.entry(key, || Builder {
-            entity,
-            session_id: get("session_id"),
-            server_id: get("server_id"),
-            first_ts: fire.first_ts,
-            last_ts: fire.ts,
-            event_ids: Vec::new(),
-            match_count: 0,
-            evidence: Vec::new(),
+        let (b, ids) = groups.entry(key, || {
+            Builder::new(
+                entity,
+                get("session_id"),
+                get("server_id"),
+                fire.first_ts,
+                fire.ts,
+            )
         });
         b.first_ts = b.first_ts.min(fire.first_ts);
         b.last_ts = b.last_ts.max(fire.ts);
         for id in &fire.event_ids {
-            if !b.event_ids.contains(id) {
-                b.event_ids.push(id.clone());
-            }
+            b.add_event(ids, id);
         }
         b.match_count += 1;
         for ev in fire.prior_evidence.iter().chain(std::iter::once(&fire.row)) {
@@ -455,6 +503,27 @@ mod tests {
         // Key order too (maps keep insertion order).
         let text = |r: &[Map<String, Value>]| serde_json::to_string(r).expect("json");
         assert_eq!(text(&got), text(&want));
+    }
+
+    proptest::proptest! {
+        /// An incident's event ids are each id once, in first-seen order,
+        /// however many times and in whatever order the matches bring them.
+        #[test]
+        fn event_ids_are_distinct_in_first_seen_order(
+            ids in proptest::collection::vec(0u16..300, 0..2000),
+        ) {
+            let mut b = Builder::new(BTreeMap::new(), None, None, 0, 0);
+            let mut index = EventIndex::default();
+            let mut want: Vec<String> = Vec::new();
+            for id in &ids {
+                let id = format!("e{id}");
+                b.add_event(&mut index, &id);
+                if !want.contains(&id) {
+                    want.push(id);
+                }
+            }
+            proptest::prop_assert_eq!(b.event_ids, want);
+        }
     }
 
     #[test]
