@@ -713,7 +713,8 @@ impl Engine {
         } else {
             let mut n = 0;
             for b in &batches {
-                n += (0..b.num_rows()).filter(|&i| !excepted(rule, b, i)).count() as u64;
+                let ex = Exceptions::of(rule, b);
+                n += (0..b.num_rows()).filter(|&i| !ex.excepted(i)).count() as u64;
             }
             Ok(n)
         }
@@ -864,21 +865,32 @@ fn opt_str(a: &StringArray, i: usize) -> Option<&str> {
     (!a.is_null(i)).then(|| a.value(i))
 }
 
-/// Whether row `i` of a rule's output is allowlisted by an exception file.
-pub fn excepted(rule: &PlannedRule, batch: &RecordBatch, i: usize) -> bool {
-    rule.exceptions.iter().any(|(col, values)| {
-        let c = batch.column(*col);
-        if c.is_null(i) {
-            return false;
-        }
-        match cast(&c.slice(i, 1), &DataType::Utf8) {
-            Ok(a) => a
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .is_some_and(|s| values.contains(s.value(0))),
-            Err(_) => false,
-        }
-    })
+/// A rule's exception columns in one of its output batches, as text (cast
+/// once per batch, not per row).
+pub(crate) struct Exceptions<'r> {
+    cols: Vec<(StringArray, &'r HashSet<String>)>,
+}
+
+impl<'r> Exceptions<'r> {
+    pub(crate) fn of(rule: &'r PlannedRule, batch: &RecordBatch) -> Self {
+        let cols = rule
+            .exceptions
+            .iter()
+            .filter_map(|(col, values)| {
+                // a column that cannot be read as text excepts nothing
+                let a = cast(batch.column(*col), &DataType::Utf8).ok()?;
+                Some((a.as_any().downcast_ref::<StringArray>()?.clone(), values))
+            })
+            .collect();
+        Exceptions { cols }
+    }
+
+    /// Whether row `i` is allowlisted by an exception file.
+    pub(crate) fn excepted(&self, i: usize) -> bool {
+        self.cols
+            .iter()
+            .any(|(a, values)| !a.is_null(i) && values.contains(a.value(i)))
+    }
 }
 
 /// Feeds a stateful rule's output rows into its state; returns the fires.
@@ -953,8 +965,9 @@ pub fn feed_state(
         let fire_if = flag(sl.fire_if)?;
         let learn_if = flag(sl.learn_if)?;
         let mut seq_evidence = None;
+        let ex = Exceptions::of(rule, b);
         for i in 0..b.num_rows() {
-            if ts.is_null(i) || ids.is_null(i) || excepted(rule, b, i) {
+            if ts.is_null(i) || ids.is_null(i) || ex.excepted(i) {
                 continue;
             }
             // A null key column: the row is about no entity; skip it.

@@ -179,8 +179,9 @@ pub fn build_incidents(
             .server_id
             .map(|i| string_column(batch, i))
             .transpose()?;
+        let ex = crate::engine::Exceptions::of(rule, batch);
         for (row_idx, row) in rows.into_iter().enumerate() {
-            if crate::engine::excepted(rule, batch, row_idx) {
+            if ex.excepted(row_idx) {
                 continue;
             }
             let mut entity = BTreeMap::new();

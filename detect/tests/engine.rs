@@ -289,3 +289,71 @@ async fn each_rule_cost_is_counted_for_the_batches_it_ran_on() {
         }
     );
 }
+
+#[tokio::test]
+async fn exception_files_drop_their_rows_from_stateless_and_stateful_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rules = dir.path().join("t");
+    std::fs::create_dir_all(rules.join("allow")).expect("dirs");
+    std::fs::write(rules.join("allow/sessions.txt"), "# allowlisted\na\n").expect("allow");
+    let head = |id: &str| {
+        format!(
+            "id: {id}\ntitle: T\ndescription: D\nseverity: high\nlevel: 2\n\
+             tags: [owasp-mcp:MCP05, atlas:AML.T0051]\nentity: [session_id]\n\
+             exceptions: [{{column: session_id, file: allow/sessions.txt}}]\n"
+        )
+    };
+    let query = "query: |\n  SELECT event_id, ts, session_id, server_id, tool_name FROM events WHERE tool_name = 'danger'\n\
+                 tests:\n  - name: n\n    expect: 0\n    input: []\n";
+    std::fs::write(
+        rules.join("match.yaml"),
+        format!("{}{query}", head("match")),
+    )
+    .expect("rule");
+    std::fs::write(
+        rules.join("window.yaml"),
+        format!(
+            "{}kind: threshold\nwindow: {{type: sliding, size: 5m}}\n\
+             threshold: {{aggregate: count, min: 2}}\n{query}",
+            head("window")
+        ),
+    )
+    .expect("rule");
+    let engine = Engine::new(dunes_detect::load_dir(dir.path()).expect("loads"))
+        .await
+        .expect("plans");
+    let b = batch(&[
+        &call("e1", "a", "danger"),
+        &call("e22", "b", "danger"),
+        &call("e333", "a", "danger"),
+        &call("e4444", "b", "danger"),
+    ]);
+    let d = detect(
+        &engine,
+        b.tables(),
+        chrono::Utc::now(),
+        &ResponseConfig::default(),
+    )
+    .await
+    .expect("runs");
+    let mut got: Vec<(String, Vec<String>)> = d
+        .incidents
+        .iter()
+        .map(|i| (i.rule_id.clone(), i.event_ids.clone()))
+        .collect();
+    got.sort();
+    // session a is allowlisted: only b's rows, in both rules
+    assert_eq!(
+        got,
+        vec![
+            (
+                "match".to_string(),
+                vec!["e22".to_string(), "e4444".to_string()]
+            ),
+            (
+                "window".to_string(),
+                vec!["e22".to_string(), "e4444".to_string()]
+            ),
+        ]
+    );
+}
