@@ -123,6 +123,14 @@ pub(crate) struct Stitcher {
     waiting: usize,
     /// connection → its last client request with a counter.
     connections: HashMap<String, LastRequest>,
+    /// Sizes of `runs`, `connections` and `waiting` past which the next message prunes
+    /// them: at least `max`, and twice what the last prune left, so that more than `max`
+    /// live entries (all within the gap or TTL) do not cost a pass over the map per
+    /// message.
+    prune_at: [usize; 3],
+    /// Passes over a map so far (tests).
+    #[cfg(test)]
+    prunes: usize,
 }
 
 /// The last client request with a counter seen on a connection.
@@ -181,6 +189,9 @@ impl Stitcher {
             requests: HashMap::new(),
             waiting: 0,
             connections: HashMap::new(),
+            prune_at: [max.max(1); 3],
+            #[cfg(test)]
+            prunes: 0,
         }
     }
 
@@ -361,21 +372,30 @@ impl Stitcher {
     }
 
     /// Forgets runs and connections idle for longer than the gap and requests older than
-    /// the TTL once a map holds more than `max` entries.
+    /// the TTL once a map holds more than `max` entries (and twice what its last prune
+    /// left: see `prune_at`). Lookups check the gap and the TTL themselves; this only
+    /// bounds memory.
     fn prune(&mut self, ts: i64) {
-        if self.runs.len() > self.max {
+        let [runs_at, connections_at, waiting_at] = self.prune_at;
+        let max = self.max;
+        let next = move |left: usize| max.max(left.saturating_mul(2));
+        if self.runs.len() > runs_at {
             let gap = self.gap_micros;
             self.runs.retain(|_, runs| {
                 runs.retain(|r| ts.saturating_sub(r.last) <= gap);
                 !runs.is_empty()
             });
+            self.prune_at[0] = next(self.runs.len());
+            self.count_prune();
         }
-        if self.connections.len() > self.max {
+        if self.connections.len() > connections_at {
             let gap = self.gap_micros;
             self.connections
                 .retain(|_, c| ts.saturating_sub(c.at) <= gap);
+            self.prune_at[1] = next(self.connections.len());
+            self.count_prune();
         }
-        if self.waiting > self.max {
+        if self.waiting > waiting_at {
             let ttl = self.ttl_micros;
             let mut left = 0;
             self.requests.retain(|_, w| {
@@ -384,6 +404,15 @@ impl Stitcher {
                 !w.is_empty()
             });
             self.waiting = left;
+            self.prune_at[2] = next(left);
+            self.count_prune();
+        }
+    }
+
+    fn count_prune(&mut self) {
+        #[cfg(test)]
+        {
+            self.prunes += 1;
         }
     }
 }
@@ -420,6 +449,31 @@ mod tests {
             connection: "",
             from_client: true,
         }
+    }
+
+    #[test]
+    fn more_live_parties_than_max_are_not_swept_on_every_message() {
+        let mut s = Stitcher::new(30 * 60_000, 5 * 60_000, 100);
+        let party = |i: usize| -> &'static str { Box::leak(format!("p{i}").into_boxed_str()) };
+        let note = msg(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#);
+        let first: Vec<String> = (0..1000)
+            .map(|i| s.session(from(party(i), ""), &note, i as i64))
+            .collect();
+        for round in 1..6 {
+            for (i, want) in first.iter().enumerate() {
+                let ts = (round * 1000 + i) as i64 * 1000;
+                assert_eq!(&s.session(from(party(i), ""), &note, ts), want);
+            }
+        }
+        // 6,000 messages of 1,000 live parties (max 100): a pass over the map each time it
+        // doubled, not one per message
+        assert!(s.prunes <= 5, "{} passes", s.prunes);
+        // Once they are idle past the gap, newer parties' growth prunes them.
+        for i in 1000..4000 {
+            s.session(from(party(i), ""), &note, 40 * MIN + i as i64);
+        }
+        assert!(!s.runs.contains_key("p0"), "idle parties are forgotten");
+        assert!(s.runs.len() <= 3000);
     }
 
     #[test]
