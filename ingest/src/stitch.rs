@@ -373,8 +373,9 @@ impl Stitcher {
 
     /// Forgets runs and connections idle for longer than the gap and requests older than
     /// the TTL once a map holds more than `max` entries (and twice what its last prune
-    /// left: see `prune_at`). Lookups check the gap and the TTL themselves; this only
-    /// bounds memory.
+    /// left: see `prune_at`). It bounds memory: lookups check the gap and the TTL
+    /// themselves (a traced run's session is its trace's, whatever its age), and below
+    /// `max` idle entries were always kept until a prune.
     fn prune(&mut self, ts: i64) {
         let [runs_at, connections_at, waiting_at] = self.prune_at;
         let max = self.max;
