@@ -74,6 +74,8 @@ struct Builder {
     last_ts: i64,
     /// Distinct, in first-seen order ([`Builder::add_event`]).
     event_ids: Vec<String>,
+    /// Where each of `event_ids` is.
+    ids: EventIndex,
     match_count: u64,
     evidence: Vec<Map<String, Value>>,
 }
@@ -102,14 +104,16 @@ impl Builder {
             first_ts,
             last_ts,
             event_ids: Vec::new(),
+            ids: EventIndex::default(),
             match_count: 0,
             evidence: Vec::new(),
         }
     }
 
     /// Adds an event id unless the incident has it.
-    fn add_event(&mut self, index: &mut EventIndex, id: &str) {
+    fn add_event(&mut self, id: &str) {
         use std::hash::BuildHasher;
+        let index = &mut self.ids;
         let hash = index.hasher.hash_one(id);
         let ids = &self.event_ids;
         if index.table.find(hash, |&i| ids[i] == id).is_some() {
@@ -128,28 +132,20 @@ impl Builder {
 struct Groups {
     index: BTreeMap<String, usize>,
     list: Vec<(String, Builder)>,
-    /// Per builder (same position), its event ids' index.
-    ids: Vec<EventIndex>,
 }
 
 impl Groups {
-    /// The builder for `key`, created by `make` on first sight, and the
-    /// index of its event ids.
-    fn entry(
-        &mut self,
-        key: String,
-        make: impl FnOnce() -> Builder,
-    ) -> (&mut Builder, &mut EventIndex) {
+    /// The builder for `key`, created by `make` on first sight.
+    fn entry(&mut self, key: String, make: impl FnOnce() -> Builder) -> &mut Builder {
         let i = match self.index.get(&key) {
             Some(&i) => i,
             None => {
                 self.index.insert(key.clone(), self.list.len());
                 self.list.push((key, make()));
-                self.ids.push(EventIndex::default());
                 self.list.len() - 1
             }
         };
-        (&mut self.list[i].1, &mut self.ids[i])
+        &mut self.list[i].1
     }
 }
 
@@ -196,7 +192,7 @@ pub fn build_incidents(
             } else {
                 ts.value(row_idx)
             };
-            let (b, ids) = groups.entry(key, || {
+            let b = groups.entry(key, || {
                 Builder::new(
                     entity,
                     session.as_ref().and_then(|c| nullable_str(c, row_idx)),
@@ -207,7 +203,7 @@ pub fn build_incidents(
             });
             b.first_ts = b.first_ts.min(t);
             b.last_ts = b.last_ts.max(t);
-            b.add_event(ids, &eid);
+            b.add_event(&eid);
             b.match_count += 1;
             if b.evidence.len() < MAX_EVIDENCE_ROWS {
                 b.evidence.push(row);
@@ -225,7 +221,7 @@ pub fn build_incidents(
         }
         let key = serde_json::to_string(&entity).unwrap_or_default();
         let get = |c: &str| fire.row.get(c).and_then(Value::as_str).map(str::to_string);
-        let (b, ids) = groups.entry(key, || {
+        let b = groups.entry(key, || {
             Builder::new(
                 entity,
                 get("session_id"),
@@ -237,7 +233,7 @@ pub fn build_incidents(
         b.first_ts = b.first_ts.min(fire.first_ts);
         b.last_ts = b.last_ts.max(fire.ts);
         for id in &fire.event_ids {
-            b.add_event(ids, id);
+            b.add_event(id);
         }
         b.match_count += 1;
         for ev in fire.prior_evidence.iter().chain(std::iter::once(&fire.row)) {
@@ -514,11 +510,10 @@ mod tests {
             ids in proptest::collection::vec(0u16..300, 0..2000),
         ) {
             let mut b = Builder::new(BTreeMap::new(), None, None, 0, 0);
-            let mut index = EventIndex::default();
             let mut want: Vec<String> = Vec::new();
             for id in &ids {
                 let id = format!("e{id}");
-                b.add_event(&mut index, &id);
+                b.add_event(&id);
                 if !want.contains(&id) {
                     want.push(id);
                 }

@@ -488,37 +488,37 @@ pub(crate) fn apply_changes<V>(map: &mut HashMap<String, V>, changes: BTreeMap<S
     }
 }
 
-/// Drops the keys last seen before `before`, visiting only those `index`
-/// says may be due; each goes to `removed`. `None`: keys are never
-/// forgotten (nor indexed).
-fn forget_due<V>(
+/// Visits the keys of `map` that `index` says may be due before `before`:
+/// `keep` drops what is old in one and says whether the key stays (if not,
+/// it goes, and to `removed`); a key that stays goes back in the index at
+/// its `time`.
+fn expire_due<V>(
     map: &mut HashMap<String, V>,
     index: &mut ExpiryIndex,
     kind: RuleKind,
-    before: Option<i64>,
-    last_seen: impl Fn(&V) -> i64,
-    removed: &mut impl FnMut(String),
+    before: i64,
+    time: impl Fn(&V) -> Option<i64>,
+    mut keep: impl FnMut(&str, &mut V) -> bool,
+    mut removed: impl FnMut(String),
 ) {
-    let Some(before) = before else {
-        index.clear();
-        return;
-    };
-    index.ensure(kind, map, |v| Some(last_seen(v)));
+    index.ensure(kind, map, &time);
     while let Some(k) = index.pop_before(before) {
-        let Some(v) = map.get(&k) else {
+        let Some(v) = map.get_mut(&k) else {
             continue;
         };
-        let t = last_seen(v);
-        if t < before {
+        if keep(&k, v) {
+            if let Some(t) = time(v) {
+                index.push(t, k);
+            }
+        } else {
             map.remove(&k);
             removed(k);
-        } else {
-            index.push(t, k);
         }
     }
 }
 
-/// [`forget_due`] by a pass over every key (the reference of the tests).
+/// Forgetting keys last seen before `before` by a pass over every key
+/// (the reference of the tests).
 #[cfg(test)]
 fn forget_by_sweep<V>(
     map: &mut HashMap<String, V>,
@@ -968,67 +968,69 @@ impl RuleState {
             RuleKind::Threshold => {
                 let keep_from = wm.saturating_sub(spec.size);
                 self.dirty.expire_before = Some(keep_from);
-                self.expiry.ensure(kind, &self.windows, window_time);
-                while let Some(k) = self.expiry.pop_before(keep_from) {
-                    let Some(q) = self.windows.get_mut(&k) else {
-                        continue;
-                    };
-                    if expire_window_key(&k, q, keep_from, &mut self.dirty.windows) {
-                        let t = window_time(q).unwrap_or(keep_from);
-                        self.expiry.push(t, k);
-                    } else {
-                        self.windows.remove(&k);
-                    }
-                }
+                let dirty = &mut self.dirty.windows;
+                expire_due(
+                    &mut self.windows,
+                    &mut self.expiry,
+                    kind,
+                    keep_from,
+                    window_time,
+                    |k, q| expire_window_key(k, q, keep_from, dirty),
+                    drop,
+                );
             }
             RuleKind::Sequence => {
                 let keep_from = wm.saturating_sub(spec.within);
                 self.dirty.expire_before = Some(keep_from);
-                self.expiry.ensure(kind, &self.sequences, sequence_time);
-                while let Some(k) = self.expiry.pop_before(keep_from) {
-                    let Some(s) = self.sequences.get_mut(&k) else {
-                        continue;
-                    };
-                    if expire_sequence_key(&k, s, keep_from, &mut self.dirty.sequences) {
-                        if let Some(t) = sequence_time(s) {
-                            self.expiry.push(t, k);
-                        }
-                    } else {
-                        self.sequences.remove(&k);
-                    }
-                }
+                let dirty = &mut self.dirty.sequences;
+                expire_due(
+                    &mut self.sequences,
+                    &mut self.expiry,
+                    kind,
+                    keep_from,
+                    sequence_time,
+                    |k, s| expire_sequence_key(k, s, keep_from, dirty),
+                    drop,
+                );
             }
             RuleKind::Baseline => {
-                let before = (spec.forget > 0).then(|| wm.saturating_sub(spec.forget));
                 let dirty = &mut self.dirty.baselines;
                 let mut removed = |k: String| {
                     dirty.insert(k, true);
                 };
                 let last_seen = |e: &BaselineEntry| e.last_seen;
-                forget_due(
-                    &mut self.baselines,
-                    &mut self.expiry,
-                    kind,
-                    before,
-                    last_seen,
-                    &mut removed,
-                );
+                if spec.forget > 0 {
+                    let before = wm.saturating_sub(spec.forget);
+                    expire_due(
+                        &mut self.baselines,
+                        &mut self.expiry,
+                        kind,
+                        before,
+                        |e| Some(last_seen(e)),
+                        |_, e| last_seen(e) >= before,
+                        &mut removed,
+                    );
+                } else {
+                    // never forgotten: nothing to index
+                    self.expiry.clear();
+                }
                 self.evicted +=
                     forget_over_limit(&mut self.baselines, last_seen, max_keys, removed);
             }
             RuleKind::Lifetime => {
-                let before = Some(wm.saturating_sub(spec.forget));
+                let before = wm.saturating_sub(spec.forget);
                 let dirty = &mut self.dirty.spans;
                 let mut removed = |k: String| {
                     dirty.insert(k);
                 };
                 let last_ts = |e: &SpanEntry| e.last_ts;
-                forget_due(
+                expire_due(
                     &mut self.spans,
                     &mut self.expiry,
                     kind,
                     before,
-                    last_ts,
+                    |e| Some(last_ts(e)),
+                    |_, e| last_ts(e) >= before,
                     &mut removed,
                 );
                 self.evicted += forget_over_limit(&mut self.spans, last_ts, max_keys, removed);
